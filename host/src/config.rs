@@ -1,0 +1,324 @@
+//! Configuration: every key has a default; a TOML file and `CHORUS_*`
+//! environment variables override it (PROTOCOL section 11).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// The secret `--dev` uses when none is configured. Never for production:
+/// anyone who reads this file can mint sessions.
+pub const DEV_APP_SECRET: &str = "chorus-dev-secret";
+/// The admin token `--dev` uses when none is configured.
+pub const DEV_ADMIN_TOKEN: &str = "chorus-dev-admin";
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Client-facing listener and credentials.
+    pub server: ServerConfig,
+    /// Liveness of client sessions.
+    pub heartbeat: HeartbeatConfig,
+    /// Freshness of signed frames and queries.
+    pub signing: SigningConfig,
+    /// Sizes and queue bounds.
+    pub limits: LimitsConfig,
+    /// The plugin runtime.
+    pub plugins: PluginsConfig,
+    /// How room notifications are delivered.
+    pub delivery: DeliveryConfig,
+    /// Delegated relay (seed section 2.4).
+    pub relay: RelayConfig,
+    /// Room shape.
+    pub rooms: RoomsConfig,
+    /// Where shared state lives.
+    pub store: StoreConfig,
+    /// The operators' listener.
+    pub admin: AdminConfig,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address of the WebSocket, `/iapi` and `/api/v1` listener.
+    pub listen: SocketAddr,
+    /// What `end_point` returns; defaults to `ws://<listen>`.
+    pub public_url: Option<String>,
+    /// Shared with the app backend; required outside `--dev`.
+    pub app_secret: Option<String>,
+    /// This node's name in presence and `GET /api/v1/users/{id}`; defaults
+    /// to the listen address.
+    pub node_id: Option<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: ([127, 0, 0, 1], 9999).into(),
+            public_url: None,
+            app_secret: None,
+            node_id: None,
+        }
+    }
+}
+
+/// `[heartbeat]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HeartbeatConfig {
+    /// How often clients ping.
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Duration,
+    /// Silence after which a session is closed with 4000.
+    #[serde(with = "humantime_serde")]
+    pub ping_timeout: Duration,
+    /// How long a disconnected user keeps room, seat and call.
+    #[serde(with = "humantime_serde")]
+    pub grace: Duration,
+    /// How long a TCP connection may take to send its HTTP request head.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+}
+
+impl Default for HeartbeatConfig {
+    fn default() -> Self {
+        Self {
+            ping_interval: Duration::from_secs(15),
+            ping_timeout: Duration::from_secs(20),
+            grace: Duration::ZERO,
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// `[signing]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SigningConfig {
+    /// Largest accepted difference between a timestamp and the server clock.
+    #[serde(with = "humantime_serde")]
+    pub max_skew: Duration,
+}
+
+impl Default for SigningConfig {
+    fn default() -> Self {
+        Self { max_skew: Duration::from_secs(120) }
+    }
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest client message after reassembly; larger closes with 1009.
+    pub max_frame_bytes: usize,
+    /// Frames queued for one client; a client whose queue is full is
+    /// closed with 4011 (slow consumer) so it never slows anyone else.
+    pub outbound_queue: usize,
+    /// Socket read buffer per connection (kept small: idle memory).
+    pub read_buffer_bytes: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self { max_frame_bytes: 65536, outbound_queue: 256, read_buffer_bytes: 4096 }
+    }
+}
+
+/// `[plugins]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginsConfig {
+    /// Folder of `<name>.wasm` and `<name>.toml`; unset: the bundled plugins.
+    pub dir: Option<PathBuf>,
+    /// Deadline of one plugin call.
+    #[serde(with = "humantime_serde")]
+    pub call_timeout: Duration,
+    /// Memory cap of one plugin instance.
+    pub max_memory: ByteSize,
+    /// Where precompiled plugins are cached.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            call_timeout: Duration::from_millis(50),
+            max_memory: ByteSize::mib(32),
+            cache_dir: None,
+        }
+    }
+}
+
+/// How a room notification reaches the room's members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryMode {
+    /// To every connected member.
+    Broadcast,
+    /// To one delegate member, who relays it and reports back.
+    Relay,
+}
+
+/// `[delivery]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// The mode of every room notification without an override.
+    pub mode: DeliveryMode,
+    /// Per-action overrides.
+    pub actions: HashMap<String, DeliveryMode>,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self { mode: DeliveryMode::Relay, actions: HashMap::new() }
+    }
+}
+
+impl DeliveryConfig {
+    /// The mode for a notification's action; `room_notice` is always
+    /// broadcast (it has no subject and no report).
+    pub fn mode_for(&self, action: &str) -> DeliveryMode {
+        if action == "room_notice" {
+            return DeliveryMode::Broadcast;
+        }
+        self.actions.get(action).copied().unwrap_or(self.mode)
+    }
+}
+
+/// `[relay]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelayConfig {
+    /// How long a delegate has to report.
+    #[serde(with = "humantime_serde")]
+    pub report_timeout: Duration,
+    /// Delegates tried per notification at most.
+    pub max_attempts: u32,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self { report_timeout: Duration::from_secs(5), max_attempts: 3 }
+    }
+}
+
+/// `[rooms]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RoomsConfig {
+    /// Seats per room, ids 1..N.
+    pub seats: u32,
+}
+
+impl Default for RoomsConfig {
+    fn default() -> Self {
+        Self { seats: 9 }
+    }
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `memory://` (one node) or `redis://…` (several).
+    pub url: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self { url: "memory://".into() }
+    }
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Address of the admin listener.
+    pub listen: SocketAddr,
+    /// Bearer token of the admin API; without one only `/healthz`,
+    /// `/readyz` and `/metrics` answer.
+    pub token: Option<String>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self { listen: ([127, 0, 0, 1], 9998).into(), token: None }
+    }
+}
+
+/// The configuration could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A file or variable did not parse.
+    #[error("configuration: {0}")]
+    Parse(#[from] Box<figment::Error>),
+    /// A required key has no value.
+    #[error("configuration: {0}")]
+    Missing(&'static str),
+    /// A value is out of range.
+    #[error("configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Defaults, then `file` if given, then the environment.
+    pub fn load(file: Option<&Path>, dev: bool) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment = figment
+            .merge(Env::prefixed("CHORUS_").ignore(&["APP_SECRET"]).split("__"))
+            .merge(Env::raw().only(&["CHORUS_APP_SECRET"]).map(|_| "server.app_secret".into()));
+        let mut config: Config = figment.extract().map_err(Box::new)?;
+        config.prepare(dev)?;
+        Ok(config)
+    }
+
+    /// Fills the `--dev` defaults and checks what serde cannot; [`Config::load`]
+    /// calls it, and so must code that builds a `Config` by hand.
+    pub fn prepare(&mut self, dev: bool) -> Result<(), ConfigError> {
+        if dev {
+            self.server.app_secret.get_or_insert_with(|| DEV_APP_SECRET.into());
+            self.admin.token.get_or_insert_with(|| DEV_ADMIN_TOKEN.into());
+        }
+        match &self.server.app_secret {
+            None => return Err(ConfigError::Missing("server.app_secret (or CHORUS_APP_SECRET) is required outside --dev")),
+            Some(s) if s.len() < 16 => return Err(ConfigError::Invalid("server.app_secret must be at least 16 bytes".into())),
+            Some(_) => {}
+        }
+        if self.rooms.seats == 0 || self.rooms.seats > 64 {
+            return Err(ConfigError::Invalid("rooms.seats must be 1..=64".into()));
+        }
+        if self.limits.outbound_queue == 0 || self.relay.max_attempts == 0 {
+            return Err(ConfigError::Invalid("limits.outbound_queue and relay.max_attempts must be positive".into()));
+        }
+        Ok(())
+    }
+
+    /// The app secret's bytes (present after [`Config::load`]).
+    pub fn app_secret(&self) -> &[u8] {
+        self.server.app_secret.as_deref().unwrap_or_default().as_bytes()
+    }
+
+    /// What `end_point` returns.
+    pub fn public_url(&self) -> String {
+        self.server.public_url.clone().unwrap_or_else(|| format!("ws://{}", self.server.listen))
+    }
+}
+
+/// Whole seconds, rounded up, as the protocol shows durations to clients.
+pub fn whole_seconds(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}

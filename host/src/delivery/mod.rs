@@ -1,0 +1,82 @@
+//! Delivery of notifications: point to point, to everyone, and to a room
+//! either by broadcast or by the seed's delegated relay ([`relay`]).
+//!
+//! Every notification gets its `msg_id` before it leaves here; all its
+//! recipients, and every attempt of one relay, see the same id. A frame is
+//! serialized once and shared by every recipient's queue.
+
+pub mod relay;
+
+use std::sync::Arc;
+
+use axum::extract::ws::Utf8Bytes;
+use serde_json::{Map, Value};
+
+use crate::config::{DeliveryConfig, DeliveryMode};
+use crate::plugin::{Notification, Target};
+use crate::registry::{Registry, SendOutcome, SessionHandle};
+use crate::store::{Store, StoreError};
+use relay::Relay;
+
+/// Routes notifications to sessions of this node.
+pub struct Delivery {
+    /// Per-action delivery modes.
+    modes: DeliveryConfig,
+    /// Room membership, to find a room's members.
+    store: Arc<dyn Store>,
+    /// Local sessions.
+    registry: Arc<Registry>,
+    /// Pending relays.
+    pub relay: Arc<Relay>,
+}
+
+impl Delivery {
+    /// A delivery front for these sessions.
+    pub fn new(modes: DeliveryConfig, store: Arc<dyn Store>, registry: Arc<Registry>, relay: Arc<Relay>) -> Self {
+        Self { modes, store, registry, relay }
+    }
+
+    /// Delivers one notification under `msg_id`.
+    pub async fn deliver(&self, notification: Notification, msg_id: &str) -> Result<(), StoreError> {
+        let Notification { target, mut body, subject } = notification;
+        let action = body.get("action").and_then(Value::as_str).unwrap_or_default().to_string();
+        body.insert("msg_id".into(), Value::String(msg_id.to_string()));
+        match target {
+            Target::User(user_id) => {
+                let sessions = self.registry.get_many(&[user_id]);
+                fan_out(&action, "user", &sessions, encode(&body));
+            }
+            Target::Everyone => fan_out(&action, "everyone", &self.registry.all(), encode(&body)),
+            Target::Room(channel) => match self.modes.mode_for(&action) {
+                DeliveryMode::Broadcast => {
+                    let members = self.store.room_members(&channel).await?;
+                    let sessions = self.registry.get_many(&members);
+                    fan_out(&action, "broadcast", &sessions, encode(&body));
+                }
+                DeliveryMode::Relay => {
+                    body.insert("relay".into(), Value::Bool(true));
+                    let frame = encode(&body);
+                    self.relay.start(msg_id, &channel, &action, subject, frame).await?;
+                }
+            },
+        }
+        Ok(())
+    }
+}
+
+/// Serializes a frame once for all its recipients.
+pub fn encode(body: &Map<String, Value>) -> Utf8Bytes {
+    // A Map of Values always serializes.
+    Utf8Bytes::from(serde_json::to_string(body).unwrap_or_default())
+}
+
+/// Queues one frame on every session; counts what was sent and dropped.
+fn fan_out(action: &str, mode: &'static str, sessions: &[Arc<SessionHandle>], frame: Utf8Bytes) {
+    let mut sent = 0u64;
+    for session in sessions {
+        if session.send(frame.clone()) == SendOutcome::Queued {
+            sent += 1;
+        }
+    }
+    metrics::counter!("chorus_frames_out_total", "action" => action.to_string(), "mode" => mode).increment(sent);
+}

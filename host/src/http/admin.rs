@@ -1,0 +1,115 @@
+//! The admin API (PROTOCOL section 9): health, readiness and metrics open;
+//! everything else behind `Authorization: Bearer <admin.token>`.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use crate::app::App;
+
+/// The admin router.
+pub fn router(app: Arc<App>) -> Router {
+    let protected = Router::new()
+        .route("/admin/plugins", get(plugins))
+        .route("/admin/plugins/reload", post(reload))
+        .route("/admin/plugins/{name}/rollback", post(rollback))
+        .route("/admin/rooms/{channel_name}", get(room))
+        .route("/admin/users/{user_id}", get(user))
+        .route("/admin/connections", get(connections))
+        .route_layer(middleware::from_fn_with_state(Arc::clone(&app), require_token));
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(render_metrics))
+        .merge(protected)
+        .with_state(app)
+}
+
+/// Refuses requests without the admin bearer token (403 when none is
+/// configured: the protected routes are then off).
+async fn require_token(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    let Some(token) = app.config.admin.token.as_deref() else {
+        return (StatusCode::FORBIDDEN, Json(json!({"error": "admin.token is not configured"}))).into_response();
+    };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        Some(g) if chorus_protocol::signing::tokens_match(g, token) => next.run(request).await,
+        _ => (StatusCode::UNAUTHORIZED, Json(json!({"error": "bad or missing bearer token"}))).into_response(),
+    }
+}
+
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    if app.plugins.is_ready() && !app.shutdown.is_cancelled() {
+        Json(json!({"status": "ready"})).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "not ready"}))).into_response()
+    }
+}
+
+async fn render_metrics(State(app): State<Arc<App>>) -> Response {
+    metrics::gauge!("chorus_relays_in_flight").set(app.delivery.relay.in_flight() as f64);
+    let body = app.metrics.render();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}
+
+async fn plugins(State(app): State<Arc<App>>) -> Json<Value> {
+    Json(json!({"plugins": app.plugins.statuses()}))
+}
+
+async fn reload(State(app): State<Arc<App>>) -> Json<Value> {
+    let outcomes = app.plugins.reload().await;
+    Json(json!({"outcomes": outcomes, "plugins": app.plugins.statuses()}))
+}
+
+async fn rollback(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
+    match app.plugins.rollback(&name).await {
+        Ok(status) => Json(json!({"plugin": status})).into_response(),
+        Err(e) => (StatusCode::CONFLICT, Json(json!({"error": e.to_string()}))).into_response(),
+    }
+}
+
+async fn room(State(app): State<Arc<App>>, Path(channel): Path<String>) -> Response {
+    match app.store.room(&channel).await {
+        Ok(Some(room)) => {
+            let online: Vec<u64> = app.registry.get_many(&room.members).iter().map(|s| s.user_id).collect();
+            Json(json!({
+                "channel_name": channel,
+                "room_id": room.room_id,
+                "members": room.members,
+                "online_here": online,
+                "seats": room.seats.iter().map(|s| json!({"id": s.id, "user_id": s.user_id, "status": s.status, "microphone": s.microphone})).collect::<Vec<_>>(),
+            }))
+            .into_response()
+        }
+        Ok(None) => (StatusCode::NOT_FOUND, Json(json!({"error": "nobody is in that room"}))).into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": e.to_string()}))).into_response(),
+    }
+}
+
+async fn user(State(app): State<Arc<App>>, Path(user_id): Path<u64>) -> Json<Value> {
+    let membership = app.store.membership_of(user_id).await.ok().flatten();
+    let call = app.store.call_of(user_id).await.ok().flatten();
+    Json(json!({
+        "user_id": user_id,
+        "online": app.is_online(user_id).await,
+        "node": app.store.node_of(user_id).await.ok().flatten(),
+        "channel_name": membership.as_ref().map(|m| m.channel_name.clone()),
+        "room_id": membership.as_ref().map(|m| m.room_id),
+        "seat_id": membership.and_then(|m| m.seat_id),
+        "call_peer_id": call.map(|c| c.peer_id),
+    }))
+}
+
+async fn connections(State(app): State<Arc<App>>) -> Json<Value> {
+    Json(json!({"node": app.node_id, "connections": app.registry.len(), "relays_in_flight": app.delivery.relay.in_flight()}))
+}

@@ -1,0 +1,207 @@
+//! `/api/v1`: the server API for the app backend (PROTOCOL section 8),
+//! authenticated by an HMAC of timestamp, nonce, method, target and body.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, Method, Uri};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::HttpError;
+use crate::app::App;
+use crate::plugin::Source;
+use chorus_protocol::codes::{close, ErrorCode};
+use chorus_protocol::server_api;
+
+/// Checks the three `X-Chorus-*` headers against the request.
+fn authenticate(app: &App, headers: &HeaderMap, method: &Method, uri: &Uri, body: &[u8]) -> Result<(), HttpError> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let bad = |reason: &str| HttpError::new(ErrorCode::BadSignature, reason);
+    let timestamp = header(server_api::TIMESTAMP_HEADER).ok_or_else(|| bad("missing X-Chorus-Timestamp"))?;
+    let nonce = header(server_api::NONCE_HEADER).ok_or_else(|| bad("missing X-Chorus-Nonce"))?;
+    let signature = header(server_api::SIGNATURE_HEADER).ok_or_else(|| bad("missing X-Chorus-Signature"))?;
+    let ts: i64 = timestamp.parse().map_err(|_| bad("malformed X-Chorus-Timestamp"))?;
+    if !server_api::valid_api_nonce(nonce) {
+        return Err(bad("malformed X-Chorus-Nonce"));
+    }
+    let target = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    if !server_api::verify_api_signature(app.config.app_secret(), timestamp, nonce, method.as_str(), target, body, signature) {
+        return Err(bad("bad signature"));
+    }
+    let now = crate::ids::unix_now();
+    if ts.abs_diff(now as i64) > app.max_skew() {
+        return Err(HttpError::new(ErrorCode::StaleTimestamp, "timestamp outside the accepted skew"));
+    }
+    let mut seen = app.api_nonces.lock().unwrap_or_else(|p| p.into_inner());
+    if !seen.first_use(nonce, now, app.max_skew()) {
+        return Err(HttpError::new(ErrorCode::Replayed, "nonce already used"));
+    }
+    metrics::counter!("chorus_api_requests_total", "route" => uri.path().split('/').nth(3).unwrap_or("").to_string()).increment(1);
+    Ok(())
+}
+
+/// Parses a JSON object body (1001 otherwise).
+fn object(body: &[u8]) -> Result<Map<String, Value>, HttpError> {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(HttpError::new(ErrorCode::MalformedFrame, "the body must be a JSON object")),
+        Err(e) => Err(HttpError::new(ErrorCode::MalformedFrame, format!("the body is not JSON: {e}"))),
+    }
+}
+
+/// `POST /api/v1/actions`.
+pub async fn actions(
+    State(app): State<Arc<App>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, HttpError> {
+    authenticate(&app, &headers, &method, &uri, &body)?;
+    let mut payload = object(&body)?;
+    chorus_protocol::frame::check_field_types(&payload).map_err(|e| HttpError::new(e.code, e.reason))?;
+    let action = match payload.remove("action") {
+        Some(Value::String(a)) if !a.is_empty() => a,
+        Some(_) => return Err(HttpError::new(ErrorCode::MalformedFrame, "action must be a non-empty string")),
+        None => return Err(HttpError::new(ErrorCode::MissingField, "action is required")),
+    };
+    let outcome = app.run_action(Source::Server, None, &action, payload).await?;
+    Ok(Json(json!({"error_code": 0, "error_reason": "", "msg_ids": outcome.msg_ids, "result": outcome.result})))
+}
+
+/// Body of `POST /api/v1/sessions`.
+#[derive(Deserialize)]
+struct SessionRequest {
+    user_id: u64,
+    #[serde(default = "default_ttl")]
+    ttl_s: u64,
+}
+
+fn default_ttl() -> u64 {
+    86400
+}
+
+/// `POST /api/v1/sessions`: mints a sid and sign key for a user.
+pub async fn sessions(
+    State(app): State<Arc<App>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, HttpError> {
+    authenticate(&app, &headers, &method, &uri, &body)?;
+    let req: SessionRequest = serde_json::from_slice(&body)
+        .map_err(|e| HttpError::new(ErrorCode::MalformedFrame, format!("expected {{\"user_id\":N,\"ttl_s\":N}}: {e}")))?;
+    let token = crate::token::mint(app.config.app_secret(), req.user_id, req.ttl_s)
+        .map_err(|e| HttpError::new(ErrorCode::MalformedFrame, e.to_string()))?;
+    Ok(Json(json!({"error_code": 0, "error_reason": "", "user_id": req.user_id, "sid": token.sid, "sign_key": token.sign_key, "expires_at": token.expires_at})))
+}
+
+/// The user's room as (`current_room_id`, `channel_name`), empty strings
+/// when in none.
+pub async fn room_of(app: &App, user_id: u64) -> Result<(String, String), HttpError> {
+    let membership = app
+        .store
+        .membership_of(user_id)
+        .await
+        .map_err(|e| HttpError::new(ErrorCode::PluginFailed, e.to_string()))?;
+    Ok(membership.map(|m| (m.room_id.to_string(), m.channel_name)).unwrap_or_default())
+}
+
+/// `GET /api/v1/users/{user_id}`.
+pub async fn user(
+    State(app): State<Arc<App>>,
+    Path(user_id): Path<u64>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Json<Value>, HttpError> {
+    authenticate(&app, &headers, &method, &uri, b"")?;
+    let (room_id, channel) = room_of(&app, user_id).await?;
+    let node = app.store.node_of(user_id).await.ok().flatten().unwrap_or_default();
+    Ok(Json(json!({
+        "error_code": 0,
+        "user_id": user_id,
+        "online": app.is_online(user_id).await,
+        "current_room_id": room_id,
+        "channel_name": channel,
+        "node": node,
+    })))
+}
+
+/// `GET /api/v1/rooms/{channel_name}`.
+pub async fn room(
+    State(app): State<Arc<App>>,
+    Path(channel): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Json<Value>, HttpError> {
+    authenticate(&app, &headers, &method, &uri, b"")?;
+    let room = app.store.room(&channel).await.map_err(|e| HttpError::new(ErrorCode::PluginFailed, e.to_string()))?;
+    let Some(room) = room else {
+        return Err(HttpError::new(ErrorCode::NotAllowed, format!("nobody is in room {channel}")));
+    };
+    Ok(Json(json!({
+        "error_code": 0,
+        "channel_name": channel,
+        "room_id": room.room_id,
+        "members": room.members,
+        "seats": room.seats.iter().map(|s| json!({
+            "id": s.id, "user_id": s.user_id, "status": s.status, "microphone": s.microphone, "rank": s.id,
+        })).collect::<Vec<_>>(),
+    })))
+}
+
+/// Body of a kick.
+#[derive(Deserialize, Default)]
+struct KickRequest {
+    #[serde(default)]
+    revoke: bool,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// `POST /api/v1/users/{user_id}/kick`: closes the user's connection with
+/// 4010; a kick is a disconnect with no grace. With `revoke`, the user's
+/// current sid is refused until it expires.
+pub async fn kick(
+    State(app): State<Arc<App>>,
+    Path(user_id): Path<u64>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, HttpError> {
+    authenticate(&app, &headers, &method, &uri, &body)?;
+    let req: KickRequest = if body.is_empty() {
+        KickRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| HttpError::new(ErrorCode::MalformedFrame, format!("bad kick body: {e}")))?
+    };
+    let session = app.registry.get(user_id);
+    if let (true, Some(s)) = (req.revoke, &session) {
+        revoke(&app, &s.sid);
+    }
+    let Some(session) = session else {
+        return Ok(Json(json!({"error_code": 0, "kicked": false})));
+    };
+    let reason = req.reason.unwrap_or_else(|| "kicked".into());
+    let frame = json!({"action": "kicked", "reason": reason}).to_string();
+    session.send(frame.into());
+    session.close(close::KICKED, &reason);
+    Ok(Json(json!({"error_code": 0, "kicked": true})))
+}
+
+/// Refuses `sid` until it expires.
+fn revoke(app: &App, sid: &str) {
+    let now = crate::ids::unix_now();
+    let expires = chorus_protocol::credentials::verify_sid(app.config.app_secret(), sid, None, now)
+        .map(|c| c.expires_at)
+        .unwrap_or(now);
+    let mut revoked = app.revoked.lock().unwrap_or_else(|p| p.into_inner());
+    revoked.first_use(sid, now, expires.saturating_sub(now));
+}

@@ -1,0 +1,70 @@
+//! HTTP surfaces: the client-facing router (WebSocket upgrade, `/iapi`,
+//! `/api/v1`) and the operators' admin router, each on its own listener.
+
+mod admin;
+mod api;
+mod iapi;
+mod signed_query;
+mod ws;
+
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::app::App;
+use crate::dispatch::ActionError;
+use chorus_protocol::codes::ErrorCode;
+
+/// The client-facing router.
+pub fn public_router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/", get(ws::upgrade))
+        .route("/iapi/websocket/end_point", get(iapi::end_point))
+        .route("/iapi/user/info", get(iapi::user_info))
+        .route("/api/v1/actions", post(api::actions))
+        .route("/api/v1/sessions", post(api::sessions))
+        .route("/api/v1/users/{user_id}", get(api::user))
+        .route("/api/v1/users/{user_id}/kick", post(api::kick))
+        .route("/api/v1/rooms/{channel_name}", get(api::room))
+        .with_state(app)
+}
+
+/// The admin router.
+pub fn admin_router(app: Arc<App>) -> Router {
+    admin::router(app)
+}
+
+/// An error answered as `{"error_code":N,"error_reason":"…"}` with the
+/// HTTP status the contract gives the code.
+#[derive(Debug, Clone)]
+pub struct HttpError {
+    /// The protocol code.
+    pub code: ErrorCode,
+    /// Shown to the caller.
+    pub reason: String,
+}
+
+impl HttpError {
+    /// An error with a code and reason.
+    pub fn new(code: ErrorCode, reason: impl Into<String>) -> Self {
+        Self { code, reason: reason.into() }
+    }
+}
+
+impl From<ActionError> for HttpError {
+    fn from(e: ActionError) -> Self {
+        Self { code: e.code, reason: e.reason }
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
+        metrics::counter!("chorus_http_errors_total", "code" => self.code.code().to_string()).increment(1);
+        (status, Json(json!({"error_code": self.code.code(), "error_reason": self.reason}))).into_response()
+    }
+}

@@ -1,0 +1,58 @@
+//! The signed "public parameters" of endpoint discovery, user info and the
+//! WebSocket upgrade: `user_id`, `sid`, `timestamp`, `sign` (PROTOCOL
+//! sections 2 and 3).
+
+use std::collections::BTreeMap;
+
+use super::HttpError;
+use crate::app::App;
+use crate::session::Identity;
+use chorus_protocol::codes::ErrorCode;
+
+/// A verified query: who the caller is, and the signature (for single-use
+/// checks).
+pub struct Verified {
+    /// The caller, with the session's sign key.
+    pub who: Identity,
+    /// The query's `sign`.
+    pub sign: String,
+}
+
+/// Checks the public parameters: present (1002), well-formed (1001), a
+/// valid unexpired sid of that user (1003), fresh (1004), signed (1003).
+pub fn verify(app: &App, params: &BTreeMap<String, String>) -> Result<Verified, HttpError> {
+    for key in ["user_id", "sid", "timestamp", "sign"] {
+        if !params.contains_key(key) {
+            return Err(HttpError::new(ErrorCode::MissingField, format!("missing parameter {key}")));
+        }
+    }
+    let user_id: u64 = params["user_id"]
+        .parse()
+        .map_err(|_| HttpError::new(ErrorCode::MalformedFrame, "user_id must be an unsigned integer"))?;
+    let timestamp: i64 = params["timestamp"]
+        .parse()
+        .map_err(|_| HttpError::new(ErrorCode::MalformedFrame, "timestamp must be an integer"))?;
+    let sid = &params["sid"];
+    let now = crate::ids::unix_now();
+    chorus_protocol::credentials::verify_sid(app.config.app_secret(), sid, Some(user_id), now)
+        .map_err(|e| HttpError::new(ErrorCode::BadSignature, format!("bad sid: {e}")))?;
+    if is_revoked(app, sid) {
+        return Err(HttpError::new(ErrorCode::BadSignature, "sid revoked"));
+    }
+    if timestamp.abs_diff(now as i64) > app.max_skew() {
+        return Err(HttpError::new(ErrorCode::StaleTimestamp, "timestamp outside the accepted skew"));
+    }
+    let sign_key = chorus_protocol::credentials::sign_key(app.config.app_secret(), sid);
+    let pairs: Vec<(&str, &str)> =
+        params.iter().filter(|(k, _)| k.as_str() != "sign").map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let canonical = chorus_protocol::canonical::canonical_query(&pairs);
+    if !chorus_protocol::signing::verify(&sign_key, &canonical, &params["sign"]) {
+        return Err(HttpError::new(ErrorCode::BadSignature, "bad signature"));
+    }
+    Ok(Verified { who: Identity { user_id, sid: sid.clone(), sign_key }, sign: params["sign"].clone() })
+}
+
+fn is_revoked(app: &App, sid: &str) -> bool {
+    let revoked = app.revoked.lock().unwrap_or_else(|p| p.into_inner());
+    revoked.contains(sid)
+}

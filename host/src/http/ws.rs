@@ -1,0 +1,51 @@
+//! The WebSocket upgrade: credentials are checked before the upgrade, so a
+//! bad one gets HTTP 401 and a JSON body, never a socket.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+
+use super::{signed_query, HttpError};
+use crate::app::App;
+use chorus_protocol::codes::ErrorCode;
+
+/// `GET /` with the signed public parameters.
+pub async fn upgrade(
+    State(app): State<Arc<App>>,
+    Query(params): Query<BTreeMap<String, String>>,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let verified = match signed_query::verify(&app, &params) {
+        Ok(v) => v,
+        Err(e) => return e.into_response(),
+    };
+    if app.shutdown.is_cancelled() {
+        return HttpError::new(ErrorCode::PluginFailed, "server shutting down").into_response();
+    }
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => return rejection.into_response(),
+    };
+    if !first_use(&app, &verified.sign) {
+        return HttpError::new(ErrorCode::Replayed, "this query was already used to connect; sign a new one").into_response();
+    }
+    let limits = &app.config.limits;
+    let app2 = Arc::clone(&app);
+    ws.read_buffer_size(limits.read_buffer_bytes)
+        .write_buffer_size(0)
+        .max_message_size(limits.max_frame_bytes)
+        .max_frame_size(limits.max_frame_bytes)
+        .on_upgrade(move |socket| {
+            let tracker = app2.tracker.clone();
+            tracker.track_future(crate::session::run(app2, socket, verified.who))
+        })
+}
+
+/// The query that opens a WebSocket is single-use within the skew window.
+fn first_use(app: &App, sign: &str) -> bool {
+    let mut seen = app.connect_signs.lock().unwrap_or_else(|p| p.into_inner());
+    seen.first_use(sign, crate::ids::unix_now(), app.max_skew())
+}

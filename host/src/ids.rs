@@ -1,0 +1,47 @@
+//! Identifiers the server mints: notification `msg_id`s, `online_token`s
+//! and connection ids.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rand::Rng;
+
+/// Mints ids unique across nodes and restarts: a random per-process prefix
+/// and a counter.
+#[derive(Debug)]
+pub struct IdGen {
+    /// 48 random bits, chosen at start.
+    prefix: u64,
+    /// Next counter value.
+    next: AtomicU64,
+}
+
+impl Default for IdGen {
+    fn default() -> Self {
+        Self { prefix: rand::rng().random::<u64>() >> 16, next: AtomicU64::new(1) }
+    }
+}
+
+impl IdGen {
+    /// A new `msg_id`, e.g. `3f9a0c1e5b7d-1a`.
+    pub fn msg_id(&self) -> String {
+        format!("{:012x}-{:x}", self.prefix, self.next.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// A new connection id, unique within this process.
+    pub fn conn_id(&self) -> u64 {
+        self.next.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// A fresh `online_token`: 128 random bits, lowercase hex.
+pub fn online_token() -> String {
+    hex::encode(rand::rng().random::<[u8; 16]>())
+}
+
+/// Unix time in whole seconds.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

@@ -1,0 +1,111 @@
+//! The `chorus` binary: `serve`, `token` and `plugin check`.
+//!
+//! Run with: `cargo run -p chorus -- serve --dev`
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use chorus::config::Config;
+use chorus::telemetry::{init_logs, LogFormat};
+
+/// Chorus signaling server.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the server.
+    Serve {
+        /// TOML configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Development defaults: a fixed, public app secret and admin token
+        /// when none is configured. Never in production.
+        #[arg(long)]
+        dev: bool,
+    },
+    /// Prints a user's session credentials as JSON.
+    Token {
+        /// TOML configuration file (for the app secret).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Use the `--dev` secret when none is configured.
+        #[arg(long)]
+        dev: bool,
+        /// The user.
+        #[arg(long)]
+        user_id: u64,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 86400)]
+        ttl: u64,
+    },
+    /// Plugin tooling.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Compiles and links a plugin against this host's WIT world and prints
+    /// its description; exits non-zero with the reason it would be refused.
+    Check {
+        /// The `.wasm` file.
+        file: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logs(cli.log_format);
+    match cli.command {
+        Command::Serve { config, dev } => serve(Config::load(config.as_deref(), dev)?),
+        Command::Token { config, dev, user_id, ttl } => {
+            let config = Config::load(config.as_deref(), dev)?;
+            let token = chorus::token::mint(config.app_secret(), user_id, ttl)?;
+            println!("{}", serde_json::to_string(&token)?);
+            Ok(())
+        }
+        Command::Plugin { command: PluginCommand::Check { file } } => {
+            let description = chorus::plugin::check_file(&file).with_context(|| format!("{} would be refused", file.display()))?;
+            println!("{}", serde_json::to_string_pretty(&description)?);
+            Ok(())
+        }
+    }
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let node = chorus::Node::start(config).await?;
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        node.shutdown(Duration::from_secs(10)).await;
+        anyhow::Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler installs");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

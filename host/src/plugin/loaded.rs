@@ -1,0 +1,307 @@
+//! [`LoadedPlugin`]: one compiled version of a plugin with its config, its
+//! warm instance pool, and the call path.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use super::bindings::{Plugin, PluginPre, types};
+use super::check::Description;
+use super::effects;
+use super::error::{CallError, Failure, FailureKind};
+use super::runtime::Runtime;
+use super::stats::{CallMetrics, CallStats};
+use super::view::{Identity, PluginView};
+use super::{Event, Reply, Source};
+
+/// Idle warm instances kept per version. Calls beyond that run in parallel
+/// on fresh instances, which are dropped afterwards instead of pooled.
+pub const MAX_IDLE_INSTANCES: usize = 8;
+/// Calls after which an instance is dropped instead of pooled, so a guest
+/// that leaks or fragments its heap starts clean now and then.
+pub const RETIRE_AFTER_CALLS: u32 = 10_000;
+
+/// What is shared by every config of one version: the linked component,
+/// its description, and its counters.
+pub(crate) struct Compiled {
+    /// The plugin's name (its file stem).
+    pub(crate) name: Arc<str>,
+    /// The version it described.
+    pub(crate) version: Arc<str>,
+    /// Hex sha256 of the `.wasm` bytes.
+    pub(crate) sha256: String,
+    /// What it handles.
+    pub(crate) description: Description,
+    /// Linked once; instantiated per warm instance.
+    pub(crate) pre: PluginPre<PluginView>,
+    /// For `/admin/plugins`.
+    pub(crate) stats: CallStats,
+    /// For `/metrics`.
+    metrics: CallMetrics,
+}
+
+impl Compiled {
+    /// Wraps a linked and described version.
+    pub(crate) fn new(sha256: String, description: Description, pre: PluginPre<PluginView>) -> Arc<Self> {
+        let metrics = CallMetrics::new(&description.name, &description.version);
+        Arc::new(Self {
+            name: description.name.as_str().into(),
+            version: description.version.as_str().into(),
+            sha256,
+            description,
+            pre,
+            stats: CallStats::new(),
+            metrics,
+        })
+    }
+}
+
+/// One version of a plugin, with its config, ready to serve.
+///
+/// A call holds an `Arc` of it, so a call in flight finishes on the version
+/// it started on even when a reload replaces it.
+pub struct LoadedPlugin {
+    /// The version.
+    compiled: Arc<Compiled>,
+    /// `<name>.toml` as a JSON object (`{}` without a file).
+    config: Arc<str>,
+    /// Unix seconds when this version (or config) went live.
+    loaded_at: u64,
+    /// Engine, store handle and limits.
+    runtime: Arc<Runtime>,
+    /// Idle warm instances, most recently used last.
+    idle: Mutex<Vec<Warm>>,
+    /// Set once the version stops serving (replaced, removed): instances
+    /// coming back from calls are dropped rather than pooled.
+    retired: AtomicBool,
+}
+
+/// A warm instance: its `Store` and the world's exports.
+struct Warm {
+    store: wasmtime::Store<PluginView>,
+    plugin: Plugin,
+    calls: u32,
+}
+
+/// How a call on an instance ended, before conversion.
+enum Ran {
+    /// `handle` returned (a reply or the plugin's error): the instance is
+    /// healthy.
+    Returned(Result<types::Reply, types::Error>),
+    /// It trapped: the instance is poisoned.
+    Trapped(Failure),
+}
+
+impl LoadedPlugin {
+    /// A version with `config`, not yet warm.
+    pub(crate) fn new(runtime: Arc<Runtime>, compiled: Arc<Compiled>, config: Arc<str>) -> Arc<Self> {
+        let loaded_at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
+        Arc::new(Self { compiled, config, loaded_at, runtime, idle: Mutex::new(Vec::new()), retired: AtomicBool::new(false) })
+    }
+
+    /// The plugin's name.
+    pub fn name(&self) -> &str {
+        &self.compiled.name
+    }
+
+    /// The version serving.
+    pub fn version(&self) -> &str {
+        &self.compiled.version
+    }
+
+    /// Hex sha256 of the `.wasm` bytes of this version.
+    pub fn sha256(&self) -> &str {
+        &self.compiled.sha256
+    }
+
+    /// What this version handles.
+    pub fn description(&self) -> &Description {
+        &self.compiled.description
+    }
+
+    /// Whether this version handles `action` from `source`.
+    pub fn accepts(&self, action: &str, source: Source) -> bool {
+        self.compiled.description.accepts(action, source)
+    }
+
+    /// Unix seconds when this version (or its config) went live.
+    pub fn loaded_at(&self) -> u64 {
+        self.loaded_at
+    }
+
+    pub(crate) fn compiled(&self) -> &Arc<Compiled> {
+        &self.compiled
+    }
+
+    pub(crate) fn config(&self) -> &Arc<str> {
+        &self.config
+    }
+
+    /// Instantiates one instance ahead of the first call. A failure here
+    /// only means the first call instantiates.
+    pub(crate) async fn prewarm(&self) {
+        match self.instantiate().await {
+            Ok(warm) => self.give_back(warm, false),
+            Err(e) => tracing::warn!(plugin = self.name(), plugin_version = self.version(), "could not prewarm: {e:#}"),
+        }
+    }
+
+    /// Stops pooling and drops the idle instances: the version no longer
+    /// serves (it may still be kept for rollback).
+    pub(crate) fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
+        let idle = std::mem::take(&mut *self.lock_idle());
+        drop(idle);
+    }
+
+    /// Serves again after a rollback.
+    pub(crate) fn reinstate(&self) {
+        self.retired.store(false, Ordering::Relaxed);
+    }
+
+    /// Runs one event; counts, times and logs it.
+    pub(crate) async fn call(&self, event: &Event) -> Result<Reply, CallError> {
+        let started = Instant::now();
+        let outcome = self.run(event).await;
+        let elapsed = started.elapsed();
+        let failed = matches!(outcome, Err(CallError::Failed(_)));
+        self.compiled.stats.record(elapsed, failed);
+        self.compiled.metrics.record(&outcome, elapsed);
+        if let Err(error) = &outcome
+            && !failed
+        {
+            tracing::debug!(plugin = self.name(), plugin_version = self.version(), action = %event.action, code = error.code(), "plugin refused: {error}");
+        }
+        outcome
+    }
+
+    async fn run(&self, event: &Event) -> Result<Reply, CallError> {
+        let input = wit_event(event)?;
+        let mut warm = self.take().await.map_err(|f| self.failed(event, f))?;
+        match run_on(&mut warm, &input, &self.runtime).await {
+            Ran::Returned(Ok(reply)) => {
+                self.give_back(warm, true);
+                effects::convert_reply(self.name(), self.version(), reply).map_err(|f| self.failed(event, f))
+            }
+            Ran::Returned(Err(error)) => {
+                self.give_back(warm, true);
+                Err(effects::convert_error(error))
+            }
+            Ran::Trapped(mut failure) => {
+                // Poisoned: dropped here, never pooled. What the guest wrote
+                // to stderr (a panic message) goes into the detail.
+                let stderr = warm.store.data().output.contents();
+                if !stderr.is_empty() {
+                    failure.detail = format!("{}; guest stderr: {stderr}", failure.detail);
+                }
+                Err(self.failed(event, failure))
+            }
+        }
+    }
+
+    /// Logs a failed call and wraps it.
+    fn failed(&self, event: &Event, failure: Failure) -> CallError {
+        tracing::warn!(
+            plugin = self.name(),
+            plugin_version = self.version(),
+            action = %event.action,
+            kind = %failure.kind,
+            detail = %failure.detail,
+            "plugin call failed"
+        );
+        CallError::Failed(failure)
+    }
+
+    /// An idle instance, or a fresh one.
+    async fn take(&self) -> Result<Warm, Failure> {
+        let idle = self.lock_idle().pop();
+        match idle {
+            Some(warm) => Ok(warm),
+            None => self.instantiate().await.map_err(|e| Failure::new(FailureKind::Unavailable, format!("instantiate: {e:#}"))),
+        }
+    }
+
+    async fn instantiate(&self) -> wasmtime::Result<Warm> {
+        let identity = Identity { plugin: Arc::clone(&self.compiled.name), version: Arc::clone(&self.compiled.version) };
+        let mut store = self.runtime.new_store(identity, Arc::clone(&self.config));
+        let plugin = self.compiled.pre.instantiate_async(&mut store).await?;
+        Ok(Warm { store, plugin, calls: 0 })
+    }
+
+    /// Pools a healthy instance, unless it is due for retirement, the
+    /// version is retired, or the pool is full.
+    fn give_back(&self, mut warm: Warm, after_call: bool) {
+        if after_call {
+            warm.calls += 1;
+        }
+        if warm.calls >= RETIRE_AFTER_CALLS || self.retired.load(Ordering::Relaxed) {
+            return;
+        }
+        let overflow = {
+            let mut idle = self.lock_idle();
+            if idle.len() < MAX_IDLE_INSTANCES {
+                idle.push(warm);
+                None
+            } else {
+                Some(warm)
+            }
+        };
+        // Dropping a store takes a few µs: outside the lock.
+        drop(overflow);
+    }
+
+    fn lock_idle(&self) -> MutexGuard<'_, Vec<Warm>> {
+        // A panic while holding the lock cannot leave a half-pushed Vec.
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Idle instances now (for tests).
+    #[cfg(test)]
+    pub(crate) fn idle_instances(&self) -> usize {
+        self.lock_idle().len()
+    }
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("name", &self.name())
+            .field("version", &self.version())
+            .field("sha256", &self.sha256())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The WIT event for `event`.
+fn wit_event(event: &Event) -> Result<types::Event, CallError> {
+    let payload = serde_json::to_string(&event.payload).map_err(|e| CallError::Invalid(e.to_string()))?;
+    Ok(types::Event { action: event.action.clone(), source: event.source.into(), user_id: event.user_id, payload })
+}
+
+/// Calls `handle` on a warm instance under the call's deadline.
+async fn run_on(warm: &mut Warm, input: &types::Event, runtime: &Runtime) -> Ran {
+    warm.store.data_mut().begin_call();
+    warm.store.set_epoch_deadline(runtime.deadline_ticks);
+    let handler = warm.plugin.chorus_plugin_handler();
+    let call = handler.call_handle(&mut warm.store, input);
+    match tokio::time::timeout(runtime.wall_deadline, call).await {
+        Ok(Ok(returned)) => Ran::Returned(returned),
+        Ok(Err(trap)) => Ran::Trapped(classify(warm.store.data_mut(), &trap)),
+        Err(_) => Ran::Trapped(Failure::new(FailureKind::Timeout, "the call ran past its deadline while awaiting the host")),
+    }
+}
+
+/// Names a trap: a store error an import met, an exhausted memory, the
+/// epoch deadline, or any other trap.
+fn classify(view: &mut PluginView, trap: &wasmtime::Error) -> Failure {
+    if let Some(error) = view.store_error.take() {
+        return Failure::new(FailureKind::Store, error.to_string());
+    }
+    if view.limits.exhausted {
+        return Failure::new(FailureKind::Memory, format!("{trap:#}"));
+    }
+    if trap.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
+        return Failure::new(FailureKind::Timeout, "the call ran past its deadline");
+    }
+    Failure::new(FailureKind::Trap, format!("{trap:#}"))
+}

@@ -1,0 +1,138 @@
+//! [`Runtime`]: the machinery every version shares: the engine and its
+//! epoch ticker, the linker of the world, the artifact cache, the state
+//! store handle and the per-call limits. It compiles, links and describes
+//! a version; [`super::loaded`] calls it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::Engine;
+use wasmtime::component::{Component, HasSelf, Linker};
+
+use super::bindings::{Plugin, PluginPre};
+use super::cache::ArtifactCache;
+use super::check::Description;
+use super::engine::{self, EPOCH_TICK, EpochTicker};
+use super::view::{Identity, PluginView};
+use super::{PluginError, Settings};
+use crate::store::Store;
+
+/// Shared by the host and every loaded version.
+pub(crate) struct Runtime {
+    /// Compiles and runs every version; its epoch drives the deadlines.
+    pub(crate) engine: Engine,
+    /// The world's imports: WASI p2 and the five Chorus interfaces.
+    linker: Linker<PluginView>,
+    /// The state the `room-state` and `kv` imports read.
+    pub(crate) store: Arc<dyn Store>,
+    /// Memory cap of one instance, in bytes.
+    pub(crate) max_memory: usize,
+    /// Epoch ticks a call may run (from `call_timeout`).
+    pub(crate) deadline_ticks: u64,
+    /// The backstop for time spent awaiting the store inside an import,
+    /// which the epoch deadline (guest code only) does not see.
+    pub(crate) wall_deadline: Duration,
+    /// Precompiled artifacts; `None` for `chorus plugin check`.
+    cache: Option<ArtifactCache>,
+    /// Stops the epoch thread when the runtime goes.
+    _ticker: EpochTicker,
+}
+
+impl Runtime {
+    /// Builds the engine, the linker and the ticker. `cached` chooses
+    /// whether compiled artifacts go through the disk cache.
+    pub(crate) fn new(settings: &Settings, store: Arc<dyn Store>, cached: bool) -> Result<Arc<Self>, PluginError> {
+        let engine = engine::build(settings.max_memory)?;
+        let linker = build_linker(&engine)?;
+        let cache = cached.then(|| {
+            let dir = settings.cache_dir.clone().unwrap_or_else(ArtifactCache::default_dir);
+            ArtifactCache::new(&engine, dir)
+        });
+        let ticker = EpochTicker::start(&engine)?;
+        Ok(Arc::new(Self {
+            max_memory: usize::try_from(settings.max_memory).unwrap_or(usize::MAX),
+            deadline_ticks: engine::deadline_ticks(settings.call_timeout),
+            wall_deadline: settings.call_timeout + 3 * EPOCH_TICK,
+            engine,
+            linker,
+            store,
+            cache,
+            _ticker: ticker,
+        }))
+    }
+
+    /// A fresh `Store` for one instance of a version, with the memory cap
+    /// and an epoch deadline that traps.
+    pub(crate) fn new_store(&self, identity: Identity, config: Arc<str>) -> wasmtime::Store<PluginView> {
+        let view = PluginView::new(identity, config, Arc::clone(&self.store), self.max_memory);
+        let mut store = wasmtime::Store::new(&self.engine, view);
+        store.limiter(|view| &mut view.limits);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(self.deadline_ticks);
+        store
+    }
+
+    /// Compiles `bytes` (or loads the cached artifact) on a blocking
+    /// thread, off the async workers.
+    pub(crate) async fn compile(self: &Arc<Self>, sha256: String, bytes: Arc<[u8]>) -> Result<Component, PluginError> {
+        let runtime = Arc::clone(self);
+        tokio::task::spawn_blocking(move || runtime.compile_blocking(&sha256, &bytes))
+            .await
+            .map_err(|e| PluginError::Compile(format!("the compile task failed: {e}")))?
+    }
+
+    /// Compiles on the current thread.
+    pub(crate) fn compile_blocking(&self, sha256: &str, bytes: &[u8]) -> Result<Component, PluginError> {
+        let compiled = match &self.cache {
+            Some(cache) => cache.load_or_compile(&self.engine, sha256, bytes),
+            None => Component::new(&self.engine, bytes),
+        };
+        compiled.map_err(|e| PluginError::Compile(format!("{e:#}")))
+    }
+
+    /// Links a component against the world, once per version.
+    pub(crate) fn link(&self, component: &Component) -> Result<PluginPre<PluginView>, PluginError> {
+        let pre = self.linker.instantiate_pre(component).map_err(|e| PluginError::Link(format!("{e:#}")))?;
+        PluginPre::new(pre).map_err(|e| PluginError::Link(format!("{e:#}")))
+    }
+
+    /// Instantiates a version once and asks it to describe itself, under
+    /// the same deadline and memory cap as a call.
+    pub(crate) async fn describe(
+        &self,
+        pre: &PluginPre<PluginView>,
+        name: &str,
+        config: Arc<str>,
+    ) -> Result<Description, PluginError> {
+        let identity = Identity { plugin: name.into(), version: "unknown".into() };
+        let mut store = self.new_store(identity, config);
+        let described = tokio::time::timeout(self.wall_deadline, describe_in(&mut store, pre)).await;
+        let stderr = store.data().output.contents();
+        let with_stderr = |e: String| if stderr.is_empty() { e } else { format!("{e} (stderr: {stderr})") };
+        match described {
+            Ok(Ok(description)) => Ok(Description::from_wit(description)),
+            Ok(Err(e)) => Err(PluginError::Describe(with_stderr(format!("{e:#}")))),
+            Err(_) => Err(PluginError::Describe(with_stderr("timed out".into()))),
+        }
+    }
+}
+
+/// Instantiates and calls `describe`.
+async fn describe_in(
+    store: &mut wasmtime::Store<PluginView>,
+    pre: &PluginPre<PluginView>,
+) -> wasmtime::Result<super::bindings::types::Description> {
+    let plugin: Plugin = pre.instantiate_async(&mut *store).await?;
+    plugin.chorus_plugin_handler().call_describe(&mut *store).await
+}
+
+/// The linker of the world: WASI p2 (with nothing granted: no folders, no
+/// environment, no network) and the Chorus imports, all implemented on
+/// [`PluginView`].
+fn build_linker(engine: &Engine) -> Result<Linker<PluginView>, PluginError> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+    Plugin::add_to_linker::<PluginView, HasSelf<PluginView>>(&mut linker, |view| view)
+        .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+    Ok(linker)
+}

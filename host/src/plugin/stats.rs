@@ -1,0 +1,184 @@
+//! Per-version call statistics: the counters and latency percentiles of
+//! `/admin/plugins`, and the handles of the Prometheus metrics.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use metrics::{Counter, Histogram};
+
+use super::error::{CallError, FailureKind};
+
+/// Sub-buckets per power of two: latencies are known to within about 19 %.
+const SUB_BUCKETS: u32 = 4;
+/// Enough buckets for latencies up to 2^29 µs (about 9 minutes).
+const BUCKETS: usize = 28 * SUB_BUCKETS as usize;
+
+/// Counters and a log-scale latency histogram of one version.
+pub(crate) struct CallStats {
+    calls: AtomicU64,
+    errors: AtomicU64,
+    buckets: [AtomicU64; BUCKETS],
+}
+
+impl CallStats {
+    pub(crate) fn new() -> Self {
+        Self { calls: AtomicU64::new(0), errors: AtomicU64::new(0), buckets: std::array::from_fn(|_| AtomicU64::new(0)) }
+    }
+
+    /// Counts one call; `failed` when it ended in a [`CallError::Failed`].
+    pub(crate) fn record(&self, elapsed: Duration, failed: bool) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        if failed {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        self.buckets[bucket_of(micros)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Calls so far.
+    pub(crate) fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    /// Failed calls (error 2002) so far.
+    pub(crate) fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    /// The latency under which `quantile` (0..=1) of the calls finished, in
+    /// µs: the upper bound of the bucket holding that rank (0 without calls).
+    pub(crate) fn percentile_us(&self, quantile: f64) -> u64 {
+        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return 0;
+        }
+        // The rank of the call at `quantile`, 1-based; a float is fine for
+        // a figure that is itself approximate.
+        let rank = ((total as f64) * quantile).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (index, count) in counts.iter().enumerate() {
+            seen += count;
+            if seen >= rank {
+                return upper_bound(index);
+            }
+        }
+        upper_bound(BUCKETS - 1)
+    }
+}
+
+/// The bucket of a latency in µs: 0 to 3 exactly, then four buckets per
+/// power of two.
+fn bucket_of(micros: u64) -> usize {
+    if micros < u64::from(SUB_BUCKETS) {
+        return micros as usize;
+    }
+    let msb = 63 - micros.leading_zeros(); // >= 2
+    let sub = (micros >> (msb - 2)) & 3;
+    let index = (msb - 1) * SUB_BUCKETS + sub as u32;
+    (index as usize).min(BUCKETS - 1)
+}
+
+/// The largest latency (µs) that falls in bucket `index`.
+fn upper_bound(index: usize) -> u64 {
+    let sub_buckets = SUB_BUCKETS as usize;
+    if index < sub_buckets {
+        return index as u64;
+    }
+    let msb = index / sub_buckets + 1;
+    let sub = (index % sub_buckets) as u64;
+    ((4 + sub + 1) << (msb - 2)) - 1
+}
+
+/// Handles of one version's Prometheus series, made once at load so a call
+/// builds no label sets. The recorder must be installed before plugins
+/// load; handles taken before that stay no-ops.
+pub(crate) struct CallMetrics {
+    ok: Counter,
+    rejected: Counter,
+    conflict: Counter,
+    not_allowed: Counter,
+    invalid: Counter,
+    failed: Counter,
+    duration: Histogram,
+    failures: [Counter; FailureKind::ALL.len()],
+}
+
+impl CallMetrics {
+    pub(crate) fn new(plugin: &str, version: &str) -> Self {
+        let calls = |outcome: &'static str| {
+            metrics::counter!("chorus_plugin_calls_total", "plugin" => plugin.to_string(), "version" => version.to_string(), "outcome" => outcome)
+        };
+        let failures = FailureKind::ALL.map(|kind| {
+            metrics::counter!("chorus_plugin_failures_total", "plugin" => plugin.to_string(), "version" => version.to_string(), "kind" => kind.as_str())
+        });
+        Self {
+            ok: calls("ok"),
+            rejected: calls("rejected"),
+            conflict: calls("conflict"),
+            not_allowed: calls("not_allowed"),
+            invalid: calls("invalid"),
+            failed: calls("failed"),
+            duration: metrics::histogram!("chorus_plugin_call_duration_seconds", "plugin" => plugin.to_string(), "version" => version.to_string()),
+            failures,
+        }
+    }
+
+    /// Counts one call with its outcome and duration.
+    pub(crate) fn record<T>(&self, outcome: &Result<T, CallError>, elapsed: Duration) {
+        self.duration.record(elapsed.as_secs_f64());
+        let counter = match outcome {
+            Ok(_) => &self.ok,
+            Err(CallError::Rejected(_)) => &self.rejected,
+            Err(CallError::Conflict(_)) => &self.conflict,
+            Err(CallError::NotAllowed(_)) => &self.not_allowed,
+            Err(CallError::Invalid(_)) => &self.invalid,
+            Err(CallError::Failed(failure)) => {
+                let kind = FailureKind::ALL.iter().position(|k| *k == failure.kind).unwrap_or(0);
+                self.failures[kind].increment(1);
+                &self.failed
+            }
+        };
+        counter.increment(1);
+    }
+}
+
+/// Counts a load, reload, removal or rollback of a plugin.
+pub(crate) fn count_reload(plugin: &str, outcome: &'static str) {
+    metrics::counter!("chorus_plugin_reloads_total", "plugin" => plugin.to_string(), "outcome" => outcome).increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_monotonic_and_bound_their_values() {
+        let mut last = 0;
+        for micros in 0..100_000u64 {
+            let bucket = bucket_of(micros);
+            assert!(bucket >= last, "{micros}");
+            assert!(micros <= upper_bound(bucket), "{micros} in bucket {bucket}");
+            if bucket > 0 {
+                assert!(micros > upper_bound(bucket - 1), "{micros} in bucket {bucket}");
+            }
+            last = bucket;
+        }
+    }
+
+    #[test]
+    fn percentiles_follow_the_recorded_calls() {
+        let stats = CallStats::new();
+        for _ in 0..98 {
+            stats.record(Duration::from_micros(10), false);
+        }
+        stats.record(Duration::from_millis(5), true);
+        stats.record(Duration::from_millis(5), true);
+        assert_eq!(stats.calls(), 100);
+        assert_eq!(stats.errors(), 2);
+        let p50 = stats.percentile_us(0.5);
+        assert!((10..=12).contains(&p50), "{p50}");
+        let p99 = stats.percentile_us(0.99);
+        assert!((5000..=6200).contains(&p99), "{p99}");
+    }
+}

@@ -1,0 +1,411 @@
+//! Tests of the plugin runtime against the real fixture plugins built by
+//! `build.rs` (`faulty`, `echo_v1`, `echo_v2`) and the in-memory store.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value, json};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::*;
+use crate::store::memory::MemoryStore;
+use crate::store::{StateChange, Store};
+
+/// How long a hot reload may take (PROTOCOL section 10).
+const RELOAD_DEADLINE: Duration = Duration::from_secs(2);
+
+/// A fixture or bundled plugin built by `build.rs`.
+fn artifact(file: &str) -> PathBuf {
+    Path::new(env!("CHORUS_PLUGIN_ARTIFACTS")).join(file)
+}
+
+/// A fresh folder under the system's temporary directory, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(what: &str) -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("chorus-plugin-{what}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).expect("temp dir");
+        Self(path)
+    }
+
+    /// Writes `bytes` as `file` the way a deployment should: a temporary
+    /// file renamed over the target.
+    fn install_bytes(&self, file: &str, bytes: &[u8]) {
+        let tmp = self.0.join(format!(".{file}.tmp"));
+        std::fs::write(&tmp, bytes).expect("write");
+        std::fs::rename(&tmp, self.0.join(file)).expect("rename");
+    }
+
+    fn install(&self, artifact_file: &str, as_file: &str) {
+        let bytes = std::fs::read(artifact(artifact_file)).expect("the fixture is built");
+        self.install_bytes(as_file, &bytes);
+    }
+
+    fn remove(&self, file: &str) {
+        std::fs::remove_file(self.0.join(file)).expect("remove");
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Settings for a test folder; the artifact cache is shared by the tests
+/// so each fixture compiles once.
+fn settings(dir: &TempDir) -> Settings {
+    Settings {
+        dir: Some(dir.0.clone()),
+        cache_dir: Some(std::env::temp_dir().join("chorus-plugin-test-cache")),
+        ..Settings::default()
+    }
+}
+
+fn memory_store() -> Arc<MemoryStore> {
+    Arc::new(MemoryStore::new(9))
+}
+
+/// A host over `dir`, loaded.
+async fn loaded_host(dir: &TempDir, store: Arc<MemoryStore>) -> Arc<PluginHost> {
+    let host = PluginHost::new(settings(dir), store).expect("host");
+    let outcomes = host.load_all().await;
+    assert!(outcomes.iter().all(|o| !matches!(o, LoadOutcome::Failed { .. })), "{outcomes:?}");
+    assert!(host.is_ready());
+    host
+}
+
+fn event(action: &str, payload: Value) -> Event {
+    let Value::Object(payload) = payload else { panic!("a test payload is an object") };
+    Event { action: action.into(), source: Source::Client, user_id: Some(1233), payload }
+}
+
+async fn call(host: &PluginHost, action: &str, payload: Value) -> Result<Reply, CallError> {
+    let plugin = host.route(action, Source::Client).unwrap_or_else(|| panic!("{action} is routed"));
+    host.call(&plugin, event(action, payload)).await
+}
+
+fn status(host: &PluginHost, name: &str) -> PluginStatus {
+    host.statuses().into_iter().find(|s| s.name == name).unwrap_or_else(|| panic!("{name} has a status"))
+}
+
+fn served_version(host: &PluginHost, action: &str) -> Option<String> {
+    host.route(action, Source::Client).map(|p| p.version().to_string())
+}
+
+/// Polls `done` every 20 ms until it holds or `deadline` passes; the time
+/// it took.
+async fn eventually(deadline: Duration, mut done: impl FnMut() -> bool) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < deadline {
+        if done() {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    done().then(|| started.elapsed())
+}
+
+fn expect_failure(outcome: Result<Reply, CallError>, kind: FailureKind) -> Failure {
+    match outcome {
+        Err(CallError::Failed(failure)) => {
+            assert_eq!(failure.kind, kind, "{failure}");
+            failure
+        }
+        other => panic!("expected a {kind} failure, got {other:?}"),
+    }
+}
+
+async fn expect_ok(host: &PluginHost) {
+    let reply = call(host, "fx_ok", json!({})).await.expect("fx_ok works");
+    assert_eq!(reply.result, json!({"ok": true}));
+    assert_eq!((reply.plugin.as_str(), reply.changes.len()), ("faulty", 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_fault_fails_only_its_call() {
+    let dir = TempDir::new("faulty");
+    dir.install("faulty.wasm", "faulty.wasm");
+    let host = loaded_host(&dir, memory_store()).await;
+    expect_ok(&host).await;
+
+    let trap = expect_failure(call(&host, "fx_trap", json!({})).await, FailureKind::Trap);
+    assert!(trap.detail.contains("fx_trap: a deliberate panic"), "the panic message is captured: {}", trap.detail);
+    expect_ok(&host).await;
+
+    let started = Instant::now();
+    expect_failure(call(&host, "fx_loop", json!({})).await, FailureKind::Timeout);
+    assert!(started.elapsed() < Duration::from_millis(500), "the loop was stopped in {:?}", started.elapsed());
+    expect_ok(&host).await;
+
+    expect_failure(call(&host, "fx_alloc", json!({})).await, FailureKind::Memory);
+    expect_ok(&host).await;
+
+    expect_failure(call(&host, "fx_bad_effect", json!({})).await, FailureKind::MalformedEffect);
+    expect_ok(&host).await;
+
+    let status = status(&host, "faulty");
+    assert_eq!((status.calls, status.errors), (8, 4));
+    assert_eq!(status.status, PluginState::Active);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trapped_instance_is_dropped_and_a_healthy_one_pooled() {
+    let dir = TempDir::new("pool");
+    dir.install("faulty.wasm", "faulty.wasm");
+    let host = loaded_host(&dir, memory_store()).await;
+    let plugin = host.route("fx_ok", Source::Client).expect("routed");
+    assert_eq!(plugin.idle_instances(), 1, "prewarmed");
+    expect_ok(&host).await;
+    assert_eq!(plugin.idle_instances(), 1, "the same instance went back");
+    let _ = call(&host, "fx_trap", json!({})).await;
+    assert_eq!(plugin.idle_instances(), 0, "the trapped instance was dropped");
+    expect_ok(&host).await;
+    assert_eq!(plugin.idle_instances(), 1, "a fresh instance served and was pooled");
+    let _ = call(&host, "fx_bad_effect", json!({})).await;
+    assert_eq!(plugin.idle_instances(), 1, "a malformed reply does not poison the instance");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_calls_each_get_an_instance() {
+    let dir = TempDir::new("concurrent");
+    dir.install("faulty.wasm", "faulty.wasm");
+    let host = loaded_host(&dir, memory_store()).await;
+    let calls = (0..32).map(|_| {
+        let host = Arc::clone(&host);
+        tokio::spawn(async move { call(&host, "fx_ok", json!({})).await })
+    });
+    for handle in calls.collect::<Vec<_>>() {
+        handle.await.expect("task").expect("fx_ok");
+    }
+    let plugin = host.route("fx_ok", Source::Client).expect("routed");
+    assert!(plugin.idle_instances() <= MAX_IDLE_INSTANCES);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kv_counts_across_calls() {
+    let dir = TempDir::new("kv");
+    dir.install("echo_v1.wasm", "echo.wasm");
+    let store = memory_store();
+    let host = loaded_host(&dir, Arc::clone(&store)).await;
+    for expected in 1..=3u64 {
+        let reply = call(&host, "echo", json!({"n": expected})).await.expect("echo");
+        assert_eq!(reply.result["calls"], json!(expected));
+        assert_eq!(reply.result["payload"], json!({"n": expected}));
+        assert_eq!(
+            reply.changes,
+            vec![StateChange::KvSet { plugin: "echo".into(), key: "calls".into(), value: expected.to_string() }]
+        );
+        store.apply(&reply.changes).await.expect("apply");
+    }
+    assert_eq!(store.kv_get("echo", "calls").await.expect("kv"), Some("3".into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_comes_from_the_toml_and_reloads() {
+    let dir = TempDir::new("config");
+    dir.install("echo_v1.wasm", "echo.wasm");
+    let host = loaded_host(&dir, memory_store()).await;
+    let reply = call(&host, "echo", json!({})).await.expect("echo");
+    assert_eq!(reply.result["greeting"], json!("hello"), "the default without a toml");
+
+    dir.install_bytes("echo.toml", b"greeting = \"hi there\"\n");
+    let outcomes = host.reload().await;
+    assert!(outcomes.contains(&LoadOutcome::Reconfigured { name: "echo".into(), version: "1.0.0".into() }), "{outcomes:?}");
+    let reply = call(&host, "echo", json!({})).await.expect("echo");
+    assert_eq!(reply.result["greeting"], json!("hi there"));
+
+    dir.install_bytes("echo.toml", b"greeting = [not toml\n");
+    let outcomes = host.reload().await;
+    assert!(matches!(&outcomes[..], [LoadOutcome::Failed { .. }]), "{outcomes:?}");
+    let reply = call(&host, "echo", json!({})).await.expect("the old config still serves");
+    assert_eq!(reply.result["greeting"], json!("hi there"));
+    assert!(status(&host, "echo").last_error.is_some_and(|e| e.contains("config")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_reload_swaps_keeps_and_unloads() {
+    let dir = TempDir::new("reload");
+    dir.install("echo_v1.wasm", "echo.wasm");
+    let host = loaded_host(&dir, memory_store()).await;
+    let (shutdown, tracker) = (CancellationToken::new(), TaskTracker::new());
+    host.watch(shutdown.clone(), &tracker);
+    assert_eq!(served_version(&host, "echo").as_deref(), Some("1.0.0"));
+    let v1 = host.route("echo", Source::Client).expect("routed");
+
+    // A new version goes live within 2 s; a call holding v1 still runs on it.
+    dir.install("echo_v2.wasm", "echo.wasm");
+    let took = eventually(RELOAD_DEADLINE, || served_version(&host, "echo").as_deref() == Some("2.0.0")).await;
+    let took = took.expect("v2 serves within 2 s");
+    eprintln!("echo v2 live {took:?} after the rename");
+    let old = host.call(&v1, event("echo", json!({}))).await.expect("v1 still answers");
+    assert_eq!(old.result["version"], json!("1.0.0"));
+    assert_eq!(old.version, "1.0.0");
+
+    // Garbage leaves v2 serving, with the error visible.
+    dir.install_bytes("echo.wasm", b"this is not a component");
+    let failed = eventually(RELOAD_DEADLINE, || status(&host, "echo").last_error.is_some()).await;
+    failed.expect("the failure shows within 2 s");
+    let status = status(&host, "echo");
+    assert_eq!((status.status, status.version.as_str()), (PluginState::Active, "2.0.0"));
+    let reply = call(&host, "echo", json!({})).await.expect("v2 still serves");
+    assert_eq!(reply.result["version"], json!("2.0.0"));
+
+    // Removing the file unloads the plugin.
+    dir.remove("echo.wasm");
+    let gone = eventually(RELOAD_DEADLINE, || host.route("echo", Source::Client).is_none()).await;
+    gone.expect("echo is unloaded within 2 s");
+    assert!(!host.handles("echo"));
+    assert!(host.statuses().is_empty());
+
+    shutdown.cancel();
+    tracker.close();
+    tokio::time::timeout(Duration::from_secs(2), tracker.wait()).await.expect("the watcher stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_that_never_loaded_is_failed() {
+    let dir = TempDir::new("never");
+    dir.install_bytes("broken.wasm", b"\0asm garbage");
+    dir.install("echo_v1.wasm", "wrongname.wasm");
+    let host = PluginHost::new(settings(&dir), memory_store()).expect("host");
+    let outcomes = host.load_all().await;
+    assert_eq!(outcomes.len(), 2);
+    assert!(outcomes.iter().all(|o| matches!(o, LoadOutcome::Failed { .. })), "{outcomes:?}");
+    let broken = status(&host, "broken");
+    assert_eq!(broken.status, PluginState::Failed);
+    assert!(broken.last_error.is_some_and(|e| e.starts_with("compile")));
+    let wrong = status(&host, "wrongname");
+    assert!(wrong.last_error.is_some_and(|e| e.contains("describes itself as \"echo\"")));
+    assert!(host.is_ready());
+    assert!(!host.handles("echo"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicate_action_is_refused() {
+    let dir = TempDir::new("duplicate");
+    dir.install("echo_v1.wasm", "echo.wasm");
+    let host = loaded_host(&dir, memory_store()).await;
+    let claim = |name: &str, sources: Vec<Source>| Description {
+        name: name.into(),
+        version: "1".into(),
+        actions: vec![ActionSpec { name: "echo".into(), sources }],
+    };
+    let refused = host.registry().conflict(&claim("other", vec![Source::Server]));
+    assert!(
+        matches!(&refused, Some(PluginError::DuplicateAction { owner, source: "server", .. }) if owner == "echo"),
+        "{refused:?}"
+    );
+    assert!(host.registry().conflict(&claim("other", vec![Source::System])).is_none(), "system events are shared");
+    assert!(host.registry().conflict(&claim("echo", vec![Source::Client])).is_none(), "a plugin replaces itself");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_returns_to_the_previous_version() {
+    let dir = TempDir::new("rollback");
+    dir.install("echo_v1.wasm", "echo.wasm");
+    let host = loaded_host(&dir, memory_store()).await;
+    assert!(matches!(host.rollback("echo").await, Err(PluginError::NoPrevious(_))));
+    assert!(matches!(host.rollback("nope").await, Err(PluginError::NotFound(_))));
+
+    dir.install("echo_v2.wasm", "echo.wasm");
+    host.reload().await;
+    assert_eq!(served_version(&host, "echo").as_deref(), Some("2.0.0"));
+
+    let status = host.rollback("echo").await.expect("rollback");
+    assert_eq!((status.version.as_str(), status.status), ("1.0.0", PluginState::Active));
+    assert_eq!(served_version(&host, "echo").as_deref(), Some("1.0.0"));
+    let reply = call(&host, "echo", json!({})).await.expect("v1 serves");
+    assert_eq!(reply.result["version"], json!("1.0.0"));
+
+    // The file did not change: a rescan keeps the rollback.
+    let outcomes = host.reload().await;
+    assert_eq!(outcomes, vec![LoadOutcome::Unchanged { name: "echo".into() }]);
+    assert_eq!(served_version(&host, "echo").as_deref(), Some("1.0.0"));
+
+    // Rolling back again goes forward to v2, still compiled.
+    host.rollback("echo").await.expect("roll forward");
+    assert_eq!(served_version(&host, "echo").as_deref(), Some("2.0.0"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bundled_plugins_load() {
+    let settings = Settings { cache_dir: Some(std::env::temp_dir().join("chorus-plugin-test-cache")), ..Settings::default() };
+    let host = PluginHost::new(settings, memory_store()).expect("host");
+    let outcomes = host.load_all().await;
+    assert!(outcomes.iter().all(|o| matches!(o, LoadOutcome::Loaded { .. })), "{outcomes:?}");
+    let names: Vec<String> = host.statuses().into_iter().map(|s| s.name).collect();
+    assert_eq!(names, ["call", "chat", "gift", "notice", "room", "seat"]);
+    assert!(host.handles("enter_room"));
+    assert!(host.route("send_gift", Source::Server).is_some());
+    assert!(host.reload().await.is_empty(), "nothing to rescan");
+}
+
+#[test]
+fn check_file_describes_or_explains() {
+    let description = check_file(&artifact("faulty.wasm")).expect("faulty checks");
+    assert_eq!(description.name, "faulty");
+    assert!(description.accepts("fx_ok", Source::Client));
+    assert!(matches!(check_file(&artifact("echo_v1.wasm")), Err(PluginError::NameMismatch { .. })));
+
+    let dir = TempDir::new("check");
+    dir.install_bytes("junk.wasm", b"junk");
+    assert!(matches!(check_file(&dir.0.join("junk.wasm")), Err(PluginError::Compile(_))));
+    assert!(matches!(check_file(&dir.0.join("missing.wasm")), Err(PluginError::Io { .. })));
+}
+
+#[test]
+fn call_errors_map_to_protocol_codes() {
+    let failure = Failure::new(FailureKind::Trap, "x");
+    let cases = [
+        (CallError::Rejected("r".into()), 2001),
+        (CallError::Failed(failure), 2002),
+        (CallError::Conflict("c".into()), 2003),
+        (CallError::NotAllowed("n".into()), 2004),
+        (CallError::Invalid("i".into()), 1001),
+    ];
+    for (error, code) in cases {
+        assert_eq!(error.code(), code, "{error}");
+    }
+    assert_eq!(CallError::Failed(Failure::new(FailureKind::Trap, "secret")).public_reason(), "plugin failed");
+}
+
+/// Measures the cost of a call on a warm instance. Take numbers from a
+/// release build only:
+/// `cargo test --release -p chorus --lib plugin::tests::warm_call_cost -- --ignored --nocapture`
+#[ignore = "a measurement, not a test"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn warm_call_cost() {
+    let dir = TempDir::new("bench");
+    dir.install("faulty.wasm", "faulty.wasm");
+    dir.install("echo_v1.wasm", "echo.wasm");
+    let host = loaded_host(&dir, memory_store()).await;
+    for (action, payload) in [("fx_ok", json!({})), ("echo", json!({"n": 1}))] {
+        let plugin = host.route(action, Source::Client).expect("routed");
+        let event = event(action, payload);
+        for _ in 0..2_000 {
+            host.call(&plugin, event.clone()).await.expect("warm-up");
+        }
+        let rounds = 50_000u32;
+        let started = Instant::now();
+        for _ in 0..rounds {
+            host.call(&plugin, event.clone()).await.expect("call");
+        }
+        let per_call = started.elapsed() / rounds;
+        let status = status(&host, plugin.name());
+        eprintln!("{action}: {per_call:?} per call (p50 {} µs, p99 {} µs)", status.p50_us, status.p99_us);
+    }
+    let payload: Map<String, Value> = Map::new();
+    let started = Instant::now();
+    for _ in 0..50_000 {
+        std::hint::black_box(serde_json::to_string(&payload).expect("json"));
+    }
+    eprintln!("baseline payload serialization: {:?}", started.elapsed() / 50_000);
+}

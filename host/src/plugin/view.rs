@@ -1,0 +1,141 @@
+//! [`PluginView`]: everything one instance's imports may touch.
+//!
+//! Each wasmtime `Store` holds one view. It names the plugin and version
+//! (for logs), carries the plugin's config and a handle to the state
+//! store, enforces the memory cap, and gives the guest a WASI context with
+//! no preopened folders, no environment, no arguments and no network: a
+//! std guest imports `wasi:cli` and friends even as a pure library, and
+//! its stdout and stderr land in a small in-memory pipe.
+
+use std::sync::Arc;
+
+use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxView, WasiView};
+
+use super::stderr::OutputPipe;
+use crate::store::{Store, StoreError};
+
+/// The name and version a view's log lines carry.
+#[derive(Debug, Clone)]
+pub(crate) struct Identity {
+    /// The plugin's name (its file stem).
+    pub(crate) plugin: Arc<str>,
+    /// The version it described, or `"unknown"` before `describe`.
+    pub(crate) version: Arc<str>,
+}
+
+/// The data of one instance's `Store`.
+pub(crate) struct PluginView {
+    /// Tags every log line of the guest.
+    pub(crate) identity: Identity,
+    /// `<name>.toml` as a JSON object, for the `config` import.
+    pub(crate) config: Arc<str>,
+    /// The shared state, read by `room-state` and `kv`.
+    pub(crate) store: Arc<dyn Store>,
+    /// Caps the guest's memory and remembers whether it ran out.
+    pub(crate) limits: MemoryCap,
+    /// The first store error an import met during the current call: it
+    /// trapped the call, and names the failure `store` instead of `trap`.
+    pub(crate) store_error: Option<StoreError>,
+    /// The guest's stdout and stderr.
+    pub(crate) output: OutputPipe,
+    /// WASI state for the `wasi:*` imports of a std guest.
+    wasi: WasiCtx,
+    /// WASI resources (streams) the guest holds.
+    table: ResourceTable,
+}
+
+impl PluginView {
+    /// A view for a fresh instance.
+    pub(crate) fn new(identity: Identity, config: Arc<str>, store: Arc<dyn Store>, max_memory: usize) -> Self {
+        let output = OutputPipe::default();
+        let wasi = WasiCtx::builder().stdout(output.clone()).stderr(output.clone()).build();
+        Self {
+            identity,
+            config,
+            store,
+            limits: MemoryCap::new(max_memory),
+            store_error: None,
+            output,
+            wasi,
+            table: ResourceTable::new(),
+        }
+    }
+
+    /// Resets what one call records, before the call.
+    pub(crate) fn begin_call(&mut self) {
+        self.store_error = None;
+        self.limits.exhausted = false;
+        self.output.clear();
+    }
+
+    /// Records a store failure and turns it into the trap that ends the
+    /// call: an import cannot answer without the state, and inventing an
+    /// answer (say, "not a member") would be worse than failing.
+    pub(crate) fn store_failed(&mut self, error: StoreError) -> wasmtime::Error {
+        let trap = wasmtime::format_err!("{error}");
+        self.store_error.get_or_insert(error);
+        trap
+    }
+}
+
+impl WasiView for PluginView {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// wasmtime's [`StoreLimits`] with `trap_on_grow_failure`, remembering
+/// whether it refused to grow a memory, so an exhausted memory is told
+/// apart from any other trap without reading error messages.
+pub(crate) struct MemoryCap {
+    limits: StoreLimits,
+    /// Set when a memory growth was refused during the current call.
+    pub(crate) exhausted: bool,
+}
+
+impl MemoryCap {
+    fn new(max_memory: usize) -> Self {
+        let limits = StoreLimitsBuilder::new().memory_size(max_memory).trap_on_grow_failure(true).build();
+        Self { limits, exhausted: false }
+    }
+
+    fn note<T>(&mut self, result: wasmtime::Result<T>) -> wasmtime::Result<T> {
+        if result.is_err() {
+            self.exhausted = true;
+        }
+        result
+    }
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let result = self.limits.memory_growing(current, desired, maximum);
+        self.note(result)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        let result = self.limits.memory_grow_failed(error);
+        self.note(result)
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.limits.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
+}

@@ -1,0 +1,96 @@
+//! Hot reload: watches the plugin folder and rescans it when something in
+//! it changes (PROTOCOL section 10).
+//!
+//! The folder is watched, not the files: replacing a file by renaming a
+//! new one over it (the clean way to deploy) would end a watch on the old
+//! file. Events are debounced: a file rewritten in place shows up two or
+//! three times half-written, so the rescan waits until the folder has been
+//! quiet for [`QUIET`] (but no longer than [`MAX_WAIT`] after the first
+//! event). A rescan skips files whose content is unchanged and keeps the
+//! serving version when a new one fails to load, so a half-written file
+//! seen anyway costs one failed compile, not an outage.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{EventKind, RecursiveMode, Watcher};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::host::PluginHost;
+
+/// How long the folder must be quiet before a rescan.
+pub(crate) const QUIET: Duration = Duration::from_millis(150);
+/// The longest a rescan waits after the first event, however busy the
+/// folder stays.
+pub(crate) const MAX_WAIT: Duration = Duration::from_secs(1);
+
+/// Starts watching `dir` and spawns the task that rescans it on `tracker`.
+pub(crate) fn spawn(host: Arc<PluginHost>, dir: PathBuf, shutdown: CancellationToken, tracker: &TaskTracker) {
+    // One pending wake-up at most: a burst of events coalesces into one
+    // rescan, and nothing queues without bound.
+    let changed = Arc::new(Notify::new());
+    let watcher = match start_watcher(&dir, Arc::clone(&changed)) {
+        Ok(watcher) => watcher,
+        Err(error) => {
+            tracing::error!(dir = %dir.display(), "cannot watch the plugin folder; hot reload is off: {error}");
+            return;
+        }
+    };
+    tracing::info!(dir = %dir.display(), "watching the plugin folder");
+    tracker.spawn(async move {
+        // The watcher stops when dropped: keep it for the task's life.
+        let _watcher = watcher;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = changed.notified() => {
+                    if settle(&changed, &shutdown).await {
+                        host.rescan(&dir, false).await;
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// A watcher on `dir` that wakes `changed` for every event that may
+/// concern a plugin file.
+fn start_watcher(dir: &Path, changed: Arc<Notify>) -> notify::Result<notify::RecommendedWatcher> {
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
+        Ok(event) if concerns_plugins(&event) => changed.notify_one(),
+        Ok(_) => {}
+        Err(error) => tracing::warn!("plugin folder watcher: {error}"),
+    })?;
+    watcher.watch(dir, RecursiveMode::NonRecursive)?;
+    Ok(watcher)
+}
+
+/// Whether an event may change what a rescan finds: anything but a mere
+/// read, on a `.wasm` or `.toml` file (or on the folder itself, when the
+/// backend could not say which file).
+fn concerns_plugins(event: &notify::Event) -> bool {
+    if matches!(event.kind, EventKind::Access(_)) {
+        // The rescan itself reads the files: reacting to reads would loop.
+        return false;
+    }
+    event.paths.is_empty()
+        || event.paths.iter().any(|path| path.extension().is_some_and(|e| e == "wasm" || e == "toml"))
+}
+
+/// Waits until no event came for [`QUIET`] or [`MAX_WAIT`] passed; false
+/// on shutdown.
+async fn settle(changed: &Notify, shutdown: &CancellationToken) -> bool {
+    let give_up = Instant::now() + MAX_WAIT;
+    loop {
+        let quiet_until = (Instant::now() + QUIET).min(give_up);
+        tokio::select! {
+            () = shutdown.cancelled() => return false,
+            () = tokio::time::sleep_until(quiet_until) => return true,
+            () = changed.notified() => {}
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! Starting and stopping a node: listeners, plugins, the store, and the
+//! one shutdown tree every task hangs off.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::app::App;
+use crate::config::Config;
+use crate::plugin::{PluginHost, Settings};
+use crate::store::memory::MemoryStore;
+use crate::store::Store;
+
+/// A node failed to start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener could not bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// `store.url` names nothing this build supports.
+    #[error("unsupported store.url {0:?} (use memory://)")]
+    Store(String),
+    /// The plugin runtime could not start.
+    #[error("plugin runtime: {0}")]
+    Plugins(String),
+}
+
+/// A running node.
+pub struct Node {
+    /// Shared state, for tests and the binary.
+    pub app: Arc<App>,
+    /// Where the WebSocket, `/iapi` and `/api/v1` listen.
+    pub addr: SocketAddr,
+    /// Where the admin API listens.
+    pub admin_addr: SocketAddr,
+    /// The two HTTP servers.
+    servers: Vec<JoinHandle<()>>,
+}
+
+impl Node {
+    /// Binds both listeners, loads the plugins and starts serving. A
+    /// listen port of 0 picks a free port (the node's `addr` tells which);
+    /// `public_url` then follows the bound address unless configured.
+    pub async fn start(mut config: Config) -> Result<Node, StartError> {
+        let public = bind(config.server.listen).await?;
+        let admin = bind(config.admin.listen).await?;
+        let addr = public.local_addr().map_err(|source| StartError::Bind { addr: config.server.listen, source })?;
+        let admin_addr = admin.local_addr().map_err(|source| StartError::Bind { addr: config.admin.listen, source })?;
+        config.server.listen = addr;
+        config.admin.listen = admin_addr;
+        let store = open_store(&config)?;
+        let plugins = PluginHost::new(plugin_settings(&config), Arc::clone(&store)).map_err(|e| StartError::Plugins(e.to_string()))?;
+        let app = App::new(config, store, Arc::clone(&plugins), crate::telemetry::metrics_handle());
+        for outcome in plugins.load_all().await {
+            tracing::info!(?outcome, "plugin load");
+        }
+        plugins.watch(app.shutdown.clone(), &app.tracker);
+        let servers = vec![
+            serve(public, crate::http::public_router(Arc::clone(&app)), &app),
+            serve(admin, crate::http::admin_router(Arc::clone(&app)), &app),
+        ];
+        tracing::info!(%addr, %admin_addr, node = app.node_id, "chorus listening");
+        Ok(Node { app, addr, admin_addr, servers })
+    }
+
+    /// Stops accepting, closes every session with 1001, waits for every
+    /// task (at most `deadline`), and returns.
+    pub async fn shutdown(self, deadline: Duration) {
+        self.app.shutdown.cancel();
+        self.app.tracker.close();
+        let wait = async {
+            self.app.tracker.wait().await;
+            for server in self.servers {
+                let _ = server.await;
+            }
+        };
+        if tokio::time::timeout(deadline, wait).await.is_err() {
+            tracing::warn!("shutdown deadline passed with tasks still running");
+        }
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
+}
+
+fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
+    match config.store.url.as_str() {
+        "memory://" | "memory" => Ok(Arc::new(MemoryStore::new(config.rooms.seats))),
+        other => Err(StartError::Store(other.to_string())),
+    }
+}
+
+fn plugin_settings(config: &Config) -> Settings {
+    Settings {
+        dir: config.plugins.dir.clone(),
+        call_timeout: config.plugins.call_timeout,
+        max_memory: config.plugins.max_memory.as_u64(),
+        cache_dir: config.plugins.cache_dir.clone(),
+    }
+}
+
+/// Serves a router until shutdown; upgraded WebSockets are tracked by the
+/// app's tracker, since axum's graceful shutdown does not wait for them.
+fn serve(listener: TcpListener, router: axum::Router, app: &Arc<App>) -> JoinHandle<()> {
+    let shutdown = app.shutdown.clone();
+    tokio::spawn(async move {
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        if let Err(e) = axum::serve(listener, service).with_graceful_shutdown(shutdown.cancelled_owned()).await {
+            tracing::error!(error = %e, "server stopped");
+        }
+    })
+}

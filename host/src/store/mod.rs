@@ -1,0 +1,153 @@
+//! The shared state of rooms, seats, calls, presence and plugin key-value
+//! data, behind the [`Store`] trait.
+//!
+//! The host owns this state; plugins read it through the `room-state` and
+//! `kv` imports and change it only through effects, which the host turns
+//! into one [`Store::apply`] batch. One node keeps it in memory
+//! ([`memory::MemoryStore`]); several nodes will share it through Redis
+//! behind the same trait.
+
+pub mod memory;
+
+use async_trait::async_trait;
+
+/// A user's place in a room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    /// The room's channel name.
+    pub channel_name: String,
+    /// The app backend's numeric id of the room.
+    pub room_id: u64,
+    /// The seat the user holds in that room.
+    pub seat_id: Option<u32>,
+}
+
+/// Seat status values of the protocol.
+pub mod seat_status {
+    /// Nobody sits here.
+    pub const FREE: u8 = 0;
+    /// A user sits here.
+    pub const OCCUPIED: u8 = 1;
+    /// Nobody may take it.
+    pub const LOCKED: u8 = 2;
+}
+
+/// One mic seat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seat {
+    /// 1..N; also the seat's rank.
+    pub id: u32,
+    /// The seated user.
+    pub user_id: Option<u64>,
+    /// See [`seat_status`].
+    pub status: u8,
+    /// 1 open, 0 closed.
+    pub microphone: u8,
+}
+
+impl Seat {
+    /// A free seat with a closed microphone.
+    pub fn free(id: u32) -> Self {
+        Self { id, user_id: None, status: seat_status::FREE, microphone: 0 }
+    }
+}
+
+/// A 1:1 call as seen by one of its users.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Call {
+    /// The other user.
+    pub peer_id: u64,
+    /// The room channel the call belongs to.
+    pub channel_name: String,
+}
+
+/// A room as the server API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomView {
+    /// The app backend's id of the room.
+    pub room_id: u64,
+    /// Members in join order.
+    pub members: Vec<u64>,
+    /// All seats in id order.
+    pub seats: Vec<Seat>,
+}
+
+/// One state change; a batch of them is applied atomically.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateChange {
+    /// Join a room, leaving (and freeing the seat in) any other room first.
+    JoinRoom { user_id: u64, channel_name: String, room_id: u64 },
+    /// Leave a room, freeing the seat. Requires membership.
+    LeaveRoom { user_id: u64, channel_name: String },
+    /// Take a seat (freeing any other seat of the user in that room).
+    /// Requires membership and a free seat.
+    TakeSeat { channel_name: String, seat_id: u32, user_id: u64 },
+    /// Free the user's seat. Requires a seat.
+    FreeSeat { channel_name: String, user_id: u64 },
+    /// Lock, unlock or mute an unoccupied seat.
+    SetSeat { channel_name: String, seat_id: u32, status: u8, microphone: u8 },
+    /// Record a call between two users.
+    StartCall { user_id: u64, receiver_id: u64, channel_name: String },
+    /// End the user's call, if any.
+    EndCall { user_id: u64 },
+    /// Write a key of a plugin's key-value space.
+    KvSet { plugin: String, key: String, value: String },
+    /// Delete a key of a plugin's key-value space.
+    KvDelete { plugin: String, key: String },
+}
+
+/// Why a batch was refused; nothing of it was applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    /// The state conflicts with the change (error 2003).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The user may not do this (error 2004).
+    #[error("not allowed: {0}")]
+    NotAllowed(String),
+    /// The change itself is malformed (error 1001).
+    #[error("invalid change: {0}")]
+    Invalid(String),
+    /// The store could not be reached.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The store could not answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("state store unavailable: {0}")]
+pub struct StoreError(pub String);
+
+/// What a user looked like when they were removed from a room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Departure {
+    /// The room left.
+    pub membership: Membership,
+}
+
+/// The shared state. Every method is a short critical section; none holds
+/// a lock across an await.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// The room the user is in.
+    async fn membership_of(&self, user_id: u64) -> Result<Option<Membership>, StoreError>;
+    /// Members of a room in join order (empty for a room nobody is in).
+    async fn room_members(&self, channel_name: &str) -> Result<Vec<u64>, StoreError>;
+    /// All seats of a room in id order.
+    async fn room_seats(&self, channel_name: &str) -> Result<Vec<Seat>, StoreError>;
+    /// The room as a whole, or `None` when nobody is in it.
+    async fn room(&self, channel_name: &str) -> Result<Option<RoomView>, StoreError>;
+    /// The call the user is in.
+    async fn call_of(&self, user_id: u64) -> Result<Option<Call>, StoreError>;
+    /// A key of a plugin's key-value space.
+    async fn kv_get(&self, plugin: &str, key: &str) -> Result<Option<String>, StoreError>;
+    /// Applies a batch atomically: every condition is checked first, and
+    /// either every change is applied or none is.
+    async fn apply(&self, changes: &[StateChange]) -> Result<(), ApplyError>;
+    /// Records that the user is connected on `node`.
+    async fn set_online(&self, user_id: u64, node: &str) -> Result<(), StoreError>;
+    /// Records that the user is no longer connected (if still on `node`).
+    async fn set_offline(&self, user_id: u64, node: &str) -> Result<(), StoreError>;
+    /// The node the user is connected to, if any.
+    async fn node_of(&self, user_id: u64) -> Result<Option<String>, StoreError>;
+}

@@ -1,0 +1,175 @@
+//! The `gift` plugin: `send_gift`, from clients and from the app backend.
+//!
+//! Rules it holds:
+//! - `notify_type` is `bc` (to the room) or `ptp` (to `gift.receiver_id`
+//!   only); anything else is rejected.
+//! - `gift.num` below 1 is rejected.
+//! - The sender must be a member of `channel_name` (else not-allowed). From
+//!   a client the sender is the connection's user: `gift.sender_id` is
+//!   overwritten with it.
+//! - `gift.sender_room_seat_id` and `gift.receiver_room_seat_id` are set
+//!   from the room's seats, whatever the request said: the seat id, or 0
+//!   when the user is not seated in that room.
+//!
+//! The notification is the seed's `send_gift` with exactly the seed's gift
+//! fields; its subject is the sender. The gift's ints (`id`,
+//! `receiver_id`, `num`, and `sender_id` from the app backend) are
+//! required; its strings default to `""`.
+
+use chorus_plugin_sdk::event::{action, description, event_user, unknown_action};
+use chorus_plugin_sdk::reply::{notify, reply};
+use chorus_plugin_sdk::{
+    Description, Error, Event, Guest, Payload, Reply, Seat, Source, Target, room_state,
+};
+use serde_json::{Map, Value, json};
+
+/// The gift's string fields, in the seed's order.
+const GIFT_STRINGS: [&str; 7] = [
+    "sender_nickname",
+    "receiver_nickname",
+    "name",
+    "dynamic_image_url",
+    "image_url",
+    "image_big_url",
+    "image_small_url",
+];
+
+/// The plugin's `handler` export.
+struct Component;
+
+impl Guest for Component {
+    fn describe() -> Description {
+        description(
+            "gift",
+            env!("CARGO_PKG_VERSION"),
+            vec![action("send_gift", &[Source::Client, Source::Server])],
+        )
+    }
+
+    fn handle(event: Event) -> Result<Reply, Error> {
+        match event.action.as_str() {
+            "send_gift" => send_gift(&event),
+            _ => Err(unknown_action(&event)),
+        }
+    }
+}
+
+chorus_plugin_sdk::export!(Component);
+
+/// A validated gift, before its seats are known.
+struct Gift {
+    id: u64,
+    sender_id: u64,
+    receiver_id: u64,
+    num: i64,
+    /// The string fields of [`GIFT_STRINGS`], in that order.
+    strings: Vec<String>,
+}
+
+impl Gift {
+    /// Reads the `gift` object; `sender_id` is the client's own user for a
+    /// client event.
+    fn read(event: &Event, gift: &Payload) -> Result<Self, Error> {
+        let sender_id = match event.source {
+            Source::Client => event_user(event)?,
+            Source::Server | Source::System => gift.u64("sender_id")?,
+        };
+        let strings = GIFT_STRINGS
+            .iter()
+            .map(|field| Ok(gift.opt_string(field)?.unwrap_or_default()))
+            .collect::<Result<Vec<_>, Error>>()?;
+        Ok(Self {
+            id: gift.u64("id")?,
+            sender_id,
+            receiver_id: gift.u64("receiver_id")?,
+            num: gift.i64("num")?,
+            strings,
+        })
+    }
+
+    /// The gift as notified, with the seat ids found in the room.
+    fn to_json(&self, seats: &[Seat]) -> Value {
+        let mut gift = Map::new();
+        gift.insert("id".into(), self.id.into());
+        gift.insert(
+            "sender_room_seat_id".into(),
+            seat_of(seats, self.sender_id).into(),
+        );
+        gift.insert(
+            "receiver_room_seat_id".into(),
+            seat_of(seats, self.receiver_id).into(),
+        );
+        gift.insert("sender_id".into(), self.sender_id.into());
+        gift.insert("receiver_id".into(), self.receiver_id.into());
+        for (field, value) in GIFT_STRINGS.iter().zip(&self.strings) {
+            gift.insert((*field).into(), value.clone().into());
+        }
+        gift.insert("num".into(), self.num.into());
+        Value::Object(gift)
+    }
+}
+
+/// `send_gift`: check the rules, then notify the room or the receiver.
+fn send_gift(event: &Event) -> Result<Reply, Error> {
+    let payload = Payload::parse(&event.payload)?;
+    let channel_name = payload.channel_name()?;
+    let notify_type = payload.string("notify_type")?;
+    let gift = Gift::read(event, &payload.object("gift")?)?;
+    let target = target_of(&notify_type, &channel_name, gift.receiver_id)?;
+    check_gift(&gift, &channel_name)?;
+    let gift_json = gift.to_json(&room_state::room_seats(&channel_name));
+    let result = json!({
+        "channel_name": channel_name,
+        "notify_type": notify_type,
+        "sender_room_seat_id": gift_json["sender_room_seat_id"],
+        "receiver_room_seat_id": gift_json["receiver_room_seat_id"],
+    });
+    let body = json!({
+        "action": "send_gift",
+        "notify_type": notify_type,
+        "channel_name": channel_name,
+        "gift": gift_json,
+    });
+    Ok(reply(
+        result,
+        vec![notify(target, &body, Some(gift.sender_id))],
+    ))
+}
+
+/// Where `notify_type` sends the gift: `bc` the room, `ptp` the receiver.
+fn target_of(notify_type: &str, channel_name: &str, receiver_id: u64) -> Result<Target, Error> {
+    match notify_type {
+        "bc" => Ok(Target::Room(channel_name.to_string())),
+        "ptp" => Ok(Target::User(receiver_id)),
+        other => Err(Error::Rejected(format!(
+            "`notify_type` must be \"bc\" or \"ptp\", not {other:?}"
+        ))),
+    }
+}
+
+/// The gift's rules: at least one, from a member of the room.
+fn check_gift(gift: &Gift, channel_name: &str) -> Result<(), Error> {
+    if gift.num < 1 {
+        let num = gift.num;
+        return Err(Error::Rejected(format!(
+            "`gift.num` must be at least 1, not {num}"
+        )));
+    }
+    let in_room = room_state::membership_of(gift.sender_id)
+        .is_some_and(|membership| membership.channel_name == channel_name);
+    if !in_room {
+        let sender = gift.sender_id;
+        return Err(Error::NotAllowed(format!(
+            "user {sender} is not in `{channel_name}`"
+        )));
+    }
+    Ok(())
+}
+
+/// The id of the seat `user_id` holds among `seats`, or 0.
+fn seat_of(seats: &[Seat], user_id: u64) -> u32 {
+    seats
+        .iter()
+        .find(|seat| seat.user_id == Some(user_id))
+        .map_or(0, |seat| seat.id)
+}

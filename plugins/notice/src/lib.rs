@@ -1,0 +1,66 @@
+//! The `notice` plugin: `room_notice`, a notice from the app backend shown
+//! in a room or to everyone online.
+//!
+//! Rules it holds:
+//! - a non-empty `channel_name` sends the notice to that room; an absent or
+//!   empty one sends it to every user online;
+//! - `content` is required; `expire_time` (how long the notice stays, in
+//!   seconds) defaults to 0 and `client_url` to `""`.
+//!
+//! The notification is the seed's `room_notice` (`channel_name` is `""`
+//! when sent to everyone) and has no subject: it is always broadcast.
+
+use chorus_plugin_sdk::event::{action, description, unknown_action};
+use chorus_plugin_sdk::payload::check_channel_name;
+use chorus_plugin_sdk::reply::{notify, reply};
+use chorus_plugin_sdk::{Description, Error, Event, Guest, Payload, Reply, Source, Target};
+use serde_json::json;
+
+/// The plugin's `handler` export.
+struct Component;
+
+impl Guest for Component {
+    fn describe() -> Description {
+        description(
+            "notice",
+            env!("CARGO_PKG_VERSION"),
+            vec![action("room_notice", &[Source::Server])],
+        )
+    }
+
+    fn handle(event: Event) -> Result<Reply, Error> {
+        match event.action.as_str() {
+            "room_notice" => room_notice(&event),
+            _ => Err(unknown_action(&event)),
+        }
+    }
+}
+
+chorus_plugin_sdk::export!(Component);
+
+/// `room_notice`: notify the room, or everyone.
+fn room_notice(event: &Event) -> Result<Reply, Error> {
+    let payload = Payload::parse(&event.payload)?;
+    let channel_name = payload.opt_string("channel_name")?.unwrap_or_default();
+    let expire_time = payload.opt_u64("expire_time")?.unwrap_or(0);
+    let content = payload.string("content")?;
+    let client_url = payload.opt_string("client_url")?.unwrap_or_default();
+    let target = if channel_name.is_empty() {
+        Target::Everyone
+    } else {
+        check_channel_name("channel_name", &channel_name)?;
+        Target::Room(channel_name.clone())
+    };
+    let result = json!({
+        "channel_name": channel_name,
+        "target": if channel_name.is_empty() { "everyone" } else { "room" },
+    });
+    let body = json!({
+        "action": "room_notice",
+        "channel_name": channel_name,
+        "expire_time": expire_time,
+        "content": content,
+        "client_url": client_url,
+    });
+    Ok(reply(result, vec![notify(target, &body, None)]))
+}

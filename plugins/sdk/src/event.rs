@@ -1,0 +1,48 @@
+//! Who an event is about, and how a plugin describes itself.
+
+use crate::payload::Payload;
+use crate::{ActionSpec, Description, Error, Event, Source};
+
+/// The user acting in `event`.
+///
+/// - `client`: the connection's own user (`event.user-id`), whatever the
+///   payload says;
+/// - `server`: the payload's required `user_id`;
+/// - `system`: the user the event is about (`event.user-id`).
+pub fn acting_user(event: &Event, payload: &Payload) -> Result<u64, Error> {
+    match event.source {
+        Source::Server => payload.u64("user_id"),
+        Source::Client | Source::System => event_user(event),
+    }
+}
+
+/// `event.user-id`, which the host always sets for client and system
+/// events; its absence is reported as a malformed event.
+pub fn event_user(event: &Event) -> Result<u64, Error> {
+    event
+        .user_id
+        .ok_or_else(|| Error::Invalid(format!("`{}` event without a user", event.action)))
+}
+
+/// One action handled from the given sources.
+pub fn action(name: &str, sources: &[Source]) -> ActionSpec {
+    ActionSpec {
+        name: name.to_string(),
+        sources: sources.to_vec(),
+    }
+}
+
+/// A plugin's description; pass `env!("CARGO_PKG_VERSION")` as `version`.
+pub fn description(name: &str, version: &str, actions: Vec<ActionSpec>) -> Description {
+    Description {
+        name: name.to_string(),
+        version: version.to_string(),
+        actions,
+    }
+}
+
+/// The error for an action the plugin did not describe. The host routes only
+/// described actions, so this answers a host bug without trapping.
+pub fn unknown_action(event: &Event) -> Error {
+    Error::Invalid(format!("this plugin does not handle `{}`", event.action))
+}

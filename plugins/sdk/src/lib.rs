@@ -1,0 +1,81 @@
+//! The Rust side of the `chorus:plugin@1.0.0` world, for writing Chorus
+//! plugins.
+//!
+//! This crate holds the workspace's single `wit_bindgen::generate!` of the
+//! `plugin` world (from `wit/chorus-plugin.wit`) and the few helpers every
+//! plugin needs. It holds no rule of any action: those live in the plugins.
+//!
+//! A plugin crate is a `cdylib` that implements [`Guest`] and exports it:
+//!
+//! ```ignore
+//! use chorus_plugin_sdk::{Error, Event, Guest, Description, Reply};
+//!
+//! struct Component;
+//!
+//! impl Guest for Component {
+//!     fn describe() -> Description { /* … */ }
+//!     fn handle(event: Event) -> Result<Reply, Error> { /* … */ }
+//! }
+//!
+//! chorus_plugin_sdk::export!(Component);
+//! ```
+//!
+//! [`export!`] expands, in the plugin crate, to the `handler` interface's
+//! canonical-ABI exports and to the custom section describing the world, so
+//! `cargo build --target wasm32-wasip2` emits a ready component; the plugin
+//! crate needs no `wit-bindgen` dependency of its own.
+//!
+//! What the helpers cover:
+//! - [`Payload`]: the event's JSON object with typed getters whose errors
+//!   are [`Error::Invalid`] naming the field (the host answers 1001);
+//! - [`event`]: who the acting user is for each source, and the
+//!   [`Description`] builders;
+//! - [`reply`]: building replies and `notify` effects from `serde_json`
+//!   values;
+//! - [`Profile`]: the user fields the seed repeats in notifications;
+//! - [`Config`]: the plugin's `<name>.toml` as typed values with defaults;
+//! - [`log`]: one-line wrappers over the host's log.
+
+pub mod config;
+pub mod event;
+pub mod log;
+pub mod payload;
+pub mod profile;
+pub mod reply;
+
+/// The bindings generated from the WIT world `plugin`.
+///
+/// Their docs are the WIT's doc comments; items the WIT leaves undocumented
+/// (for example the fields of `join-room`) are allowed to stay so here.
+#[allow(missing_docs)]
+pub mod bindings {
+    // The path is a copy of `wit/` that `build.rs` makes in OUT_DIR (see
+    // there why); it is the same contract.
+    wit_bindgen::generate!({
+        world: "plugin",
+        path: concat!(env!("OUT_DIR"), "/wit"),
+        pub_export_macro: true,
+        default_bindings_module: "chorus_plugin_sdk::bindings",
+    });
+}
+
+/// Exports a type implementing [`Guest`] as the plugin's `handler`.
+///
+/// Call it once, at the root of the plugin crate:
+/// `chorus_plugin_sdk::export!(Component);`.
+pub use bindings::export;
+
+pub use bindings::chorus::plugin::types::{
+    ActionSpec, Call, Description, Effect, Error, Event, FreeSeat, JoinRoom, KvEntry, LeaveRoom,
+    Membership, Notification, Reply, Seat, SetSeat, Source, StartCall, TakeSeat, Target,
+};
+pub use bindings::chorus::plugin::{clock, kv, room_state};
+pub use bindings::exports::chorus::plugin::handler::Guest;
+
+pub use config::Config;
+pub use payload::Payload;
+pub use profile::Profile;
+
+/// The JSON library the helpers speak, re-exported so plugins use the same
+/// version (and its `json!` macro).
+pub use serde_json;

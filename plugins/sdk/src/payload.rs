@@ -1,0 +1,235 @@
+//! The event's payload: a JSON object read through typed getters.
+//!
+//! Every getter fails with [`Error::Invalid`] (error 1001 to the caller) and
+//! a message naming the field, such as "`gift.num` must be an integer", so a
+//! malformed request never traps the plugin. A JSON `null` counts as absent
+//! for the optional getters and as missing for the required ones.
+
+use serde_json::{Map, Value};
+
+use crate::Error;
+
+/// The longest `channel_name`, in bytes (PROTOCOL section 0).
+pub const MAX_CHANNEL_NAME_BYTES: usize = 128;
+
+/// A JSON object from a payload, or an object nested in one.
+#[derive(Debug, Clone)]
+pub struct Payload {
+    /// The object's fields.
+    fields: Map<String, Value>,
+    /// How error messages name this object's fields: empty at the top,
+    /// `gift.` or `cars[1].` for nested objects.
+    prefix: String,
+}
+
+impl Payload {
+    /// Parses `json`, which must be a JSON object.
+    pub fn parse(json: &str) -> Result<Self, Error> {
+        match serde_json::from_str::<Value>(json) {
+            Ok(Value::Object(fields)) => Ok(Self::from_map(fields, String::new())),
+            Ok(_) => Err(Error::Invalid("the payload is not a JSON object".into())),
+            Err(err) => Err(Error::Invalid(format!(
+                "the payload is not valid JSON: {err}"
+            ))),
+        }
+    }
+
+    /// Wraps `fields`, naming them with `prefix` in error messages.
+    fn from_map(fields: Map<String, Value>, prefix: String) -> Self {
+        Self { fields, prefix }
+    }
+
+    /// The object's fields.
+    pub fn fields(&self) -> &Map<String, Value> {
+        &self.fields
+    }
+
+    /// The object as a JSON value.
+    pub fn to_value(&self) -> Value {
+        Value::Object(self.fields.clone())
+    }
+
+    /// The field's name as error messages show it.
+    pub fn name(&self, field: &str) -> String {
+        format!("{}{field}", self.prefix)
+    }
+
+    /// The field's value, `None` when absent or `null`.
+    pub fn get(&self, field: &str) -> Option<&Value> {
+        self.fields.get(field).filter(|value| !value.is_null())
+    }
+
+    /// A required string field.
+    pub fn string(&self, field: &str) -> Result<String, Error> {
+        self.opt_string(field)?.ok_or_else(|| self.missing(field))
+    }
+
+    /// An optional string field.
+    pub fn opt_string(&self, field: &str) -> Result<Option<String>, Error> {
+        match self.get(field) {
+            None => Ok(None),
+            Some(Value::String(value)) => Ok(Some(value.clone())),
+            Some(_) => Err(self.wrong_type(field, "a string")),
+        }
+    }
+
+    /// A required unsigned integer field (ids, `sex`, …).
+    pub fn u64(&self, field: &str) -> Result<u64, Error> {
+        self.opt_u64(field)?.ok_or_else(|| self.missing(field))
+    }
+
+    /// An optional unsigned integer field.
+    pub fn opt_u64(&self, field: &str) -> Result<Option<u64>, Error> {
+        match self.get(field) {
+            None => Ok(None),
+            Some(value) => value
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| self.wrong_type(field, "an unsigned integer")),
+        }
+    }
+
+    /// A required integer field that may be negative (`num`, `expire_time`),
+    /// so that a rule, not the type check, refuses a negative value.
+    pub fn i64(&self, field: &str) -> Result<i64, Error> {
+        self.opt_i64(field)?.ok_or_else(|| self.missing(field))
+    }
+
+    /// An optional integer field that may be negative.
+    pub fn opt_i64(&self, field: &str) -> Result<Option<i64>, Error> {
+        match self.get(field) {
+            None => Ok(None),
+            Some(value) => value
+                .as_i64()
+                .map(Some)
+                .ok_or_else(|| self.wrong_type(field, "an integer")),
+        }
+    }
+
+    /// A required nested object, its fields named `<field>.<name>`.
+    pub fn object(&self, field: &str) -> Result<Payload, Error> {
+        match self.get(field) {
+            None => Err(self.missing(field)),
+            Some(Value::Object(fields)) => Ok(Self::from_map(
+                fields.clone(),
+                format!("{}.", self.name(field)),
+            )),
+            Some(_) => Err(self.wrong_type(field, "an object")),
+        }
+    }
+
+    /// An optional array of objects, their fields named `<field>[i].<name>`.
+    pub fn opt_objects(&self, field: &str) -> Result<Option<Vec<Payload>>, Error> {
+        let items = match self.get(field) {
+            None => return Ok(None),
+            Some(Value::Array(items)) => items,
+            Some(_) => return Err(self.wrong_type(field, "an array")),
+        };
+        let mut objects = Vec::with_capacity(items.len());
+        for (index, item) in items.iter().enumerate() {
+            let name = format!("{}[{index}]", self.name(field));
+            match item {
+                Value::Object(fields) => {
+                    objects.push(Self::from_map(fields.clone(), format!("{name}.")));
+                }
+                _ => return Err(Error::Invalid(format!("`{name}` must be an object"))),
+            }
+        }
+        Ok(Some(objects))
+    }
+
+    /// The required `channel_name`: a non-empty string of at most 128 bytes.
+    pub fn channel_name(&self) -> Result<String, Error> {
+        let channel_name = self.string("channel_name")?;
+        check_channel_name(&self.name("channel_name"), &channel_name)?;
+        Ok(channel_name)
+    }
+
+    /// The error for a missing required field.
+    fn missing(&self, field: &str) -> Error {
+        Error::Invalid(format!("`{}` is required", self.name(field)))
+    }
+
+    /// The error for a field of the wrong type; `expected` reads "a string".
+    fn wrong_type(&self, field: &str, expected: &str) -> Error {
+        Error::Invalid(format!("`{}` must be {expected}", self.name(field)))
+    }
+}
+
+/// Checks that a channel name is non-empty and at most 128 bytes long;
+/// `field` names it in the error.
+pub fn check_channel_name(field: &str, channel_name: &str) -> Result<(), Error> {
+    if channel_name.is_empty() {
+        return Err(Error::Invalid(format!("`{field}` must not be empty")));
+    }
+    if channel_name.len() > MAX_CHANNEL_NAME_BYTES {
+        return Err(Error::Invalid(format!(
+            "`{field}` is longer than {MAX_CHANNEL_NAME_BYTES} bytes"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(error: Error) -> String {
+        match error {
+            Error::Invalid(message) => message,
+            other => panic!("expected invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn refuses_what_is_not_an_object() {
+        assert!(message(Payload::parse("[1]").unwrap_err()).contains("not a JSON object"));
+        assert!(message(Payload::parse("{").unwrap_err()).contains("not valid JSON"));
+    }
+
+    #[test]
+    fn typed_getters_name_the_field() {
+        let payload =
+            Payload::parse(r#"{"a":"x","n":-3,"f":1.5,"z":null,"gift":{"num":"2"}}"#).unwrap();
+        assert_eq!(payload.string("a").unwrap(), "x");
+        assert_eq!(message(payload.string("b").unwrap_err()), "`b` is required");
+        assert_eq!(message(payload.string("z").unwrap_err()), "`z` is required");
+        assert_eq!(payload.opt_string("z").unwrap(), None);
+        assert_eq!(
+            message(payload.string("n").unwrap_err()),
+            "`n` must be a string"
+        );
+        assert_eq!(payload.i64("n").unwrap(), -3);
+        assert!(message(payload.u64("n").unwrap_err()).contains("unsigned integer"));
+        assert!(message(payload.i64("f").unwrap_err()).contains("an integer"));
+        let gift = payload.object("gift").unwrap();
+        assert_eq!(
+            message(gift.i64("num").unwrap_err()),
+            "`gift.num` must be an integer"
+        );
+    }
+
+    #[test]
+    fn arrays_of_objects_name_their_items() {
+        let payload = Payload::parse(r#"{"cars":[{"gift_type":2},3]}"#).unwrap();
+        assert_eq!(
+            message(payload.opt_objects("cars").unwrap_err()),
+            "`cars[1]` must be an object"
+        );
+        let payload = Payload::parse(r#"{"cars":[{"gift_type":"2"}]}"#).unwrap();
+        let cars = payload.opt_objects("cars").unwrap().unwrap();
+        assert_eq!(
+            message(cars[0].opt_i64("gift_type").unwrap_err()),
+            "`cars[0].gift_type` must be an integer"
+        );
+    }
+
+    #[test]
+    fn channel_names_are_checked() {
+        let empty = Payload::parse(r#"{"channel_name":""}"#).unwrap();
+        assert!(message(empty.channel_name().unwrap_err()).contains("empty"));
+        let long = format!(r#"{{"channel_name":"{}"}}"#, "r".repeat(129));
+        let long = Payload::parse(&long).unwrap();
+        assert!(message(long.channel_name().unwrap_err()).contains("128 bytes"));
+    }
+}

@@ -1,0 +1,35 @@
+//! Building a [`Reply`] and its effects from `serde_json` values.
+
+use serde_json::Value;
+
+use crate::{Effect, Notification, Reply, Target};
+
+/// A successful reply: `result` (a JSON object) goes back to the caller,
+/// `effects` are applied by the host (state changes first, as one atomic
+/// batch, then notifications in list order).
+pub fn reply(result: Value, effects: Vec<Effect>) -> Reply {
+    Reply {
+        result: result.to_string(),
+        effects,
+    }
+}
+
+/// A `notify` effect delivering `body` (a JSON object in the seed's shape,
+/// with its `action`) to `target`; `subject` is the user it is about.
+pub fn notify(target: Target, body: &Value, subject: Option<u64>) -> Effect {
+    Effect::Notify(Notification {
+        target,
+        body: body.to_string(),
+        subject,
+    })
+}
+
+/// A `notify` effect to the members of the room `channel_name`.
+pub fn notify_room(channel_name: &str, body: &Value, subject: Option<u64>) -> Effect {
+    notify(Target::Room(channel_name.to_string()), body, subject)
+}
+
+/// A `notify` effect to one user.
+pub fn notify_user(user_id: u64, body: &Value, subject: Option<u64>) -> Effect {
+    notify(Target::User(user_id), body, subject)
+}

@@ -1,0 +1,242 @@
+//! The `seat` plugin: the mic seats of a room.
+//!
+//! Rules it holds (all actions come from the app backend):
+//! - `up`: the user must be a member of `channel_name` (else not-allowed).
+//!   With `seat_id`, that seat must exist, 1..N (else rejected), and be
+//!   free (else conflict; being on it already is a conflict too). Without,
+//!   the lowest free seat is taken (none free: conflict). A user seated
+//!   elsewhere in the room moves: `down` for the old seat, then `up`.
+//! - `down`: the user must hold a seat in `channel_name` (else
+//!   not-allowed); the seat is freed and the room gets `down`.
+//! - `lock_seat` / `unlock_seat` (extensions): an unoccupied seat is locked
+//!   (status 2) or freed (status 0), microphone closed, without any
+//!   notification; an occupied seat is a conflict.
+//!
+//! Notifications go to the room; their subject is the user who moved.
+//! Seat ids run 1..N and a seat's `rank` is its id.
+
+mod notification;
+
+use chorus_plugin_sdk::event::{acting_user, action, description, unknown_action};
+use chorus_plugin_sdk::reply::{notify_room, reply};
+use chorus_plugin_sdk::{
+    Description, Effect, Error, Event, FreeSeat, Guest, Membership, Payload, Profile, Reply, Seat,
+    SetSeat, Source, TakeSeat, room_state,
+};
+use serde_json::json;
+
+/// Seat status: free.
+const FREE: u8 = 0;
+/// Seat status: occupied.
+const OCCUPIED: u8 = 1;
+/// Seat status: locked.
+const LOCKED: u8 = 2;
+
+/// The plugin's `handler` export.
+struct Component;
+
+impl Guest for Component {
+    fn describe() -> Description {
+        description(
+            "seat",
+            env!("CARGO_PKG_VERSION"),
+            vec![
+                action("up", &[Source::Server]),
+                action("down", &[Source::Server]),
+                action("lock_seat", &[Source::Server]),
+                action("unlock_seat", &[Source::Server]),
+            ],
+        )
+    }
+
+    fn handle(event: Event) -> Result<Reply, Error> {
+        let payload = Payload::parse(&event.payload)?;
+        match event.action.as_str() {
+            "up" => up(&event, &payload),
+            "down" => down(&event, &payload),
+            "lock_seat" => set_seat(&payload, LOCKED),
+            "unlock_seat" => set_seat(&payload, FREE),
+            _ => Err(unknown_action(&event)),
+        }
+    }
+}
+
+chorus_plugin_sdk::export!(Component);
+
+/// `up`: take a seat, moving from the one held in the room if any.
+fn up(event: &Event, payload: &Payload) -> Result<Reply, Error> {
+    let user_id = acting_user(event, payload)?;
+    let channel_name = payload.channel_name()?;
+    let requested = payload.opt_u64("seat_id")?;
+    let profile = Profile::required(payload)?;
+    let membership = member_of(user_id, &channel_name)?;
+    let seats = room_state::room_seats(&channel_name);
+    let seat_id = choose_seat(&seats, requested, membership.seat_id)?;
+    let mut effects = Vec::with_capacity(3);
+    if let Some(old) = membership.seat_id {
+        let down = notification::down(user_id, &membership, old);
+        effects.push(notify_room(&channel_name, &down, Some(user_id)));
+    }
+    effects.push(Effect::TakeSeat(TakeSeat {
+        channel_name: channel_name.clone(),
+        seat_id,
+        user_id,
+    }));
+    let up = notification::up(user_id, &membership, seat_id, &profile);
+    effects.push(notify_room(&channel_name, &up, Some(user_id)));
+    let result = json!({
+        "channel_name": channel_name,
+        "seat_id": seat_id,
+        "previous_seat_id": membership.seat_id,
+    });
+    Ok(reply(result, effects))
+}
+
+/// `down`: free the seat the user holds in the room.
+fn down(event: &Event, payload: &Payload) -> Result<Reply, Error> {
+    let user_id = acting_user(event, payload)?;
+    let channel_name = payload.channel_name()?;
+    let membership = member_of(user_id, &channel_name)?;
+    let seat_id = membership.seat_id.ok_or_else(|| {
+        Error::NotAllowed(format!("user {user_id} holds no seat in `{channel_name}`"))
+    })?;
+    let down = notification::down(user_id, &membership, seat_id);
+    let effects = vec![
+        Effect::FreeSeat(FreeSeat {
+            channel_name: channel_name.clone(),
+            user_id,
+        }),
+        notify_room(&channel_name, &down, Some(user_id)),
+    ];
+    Ok(reply(
+        json!({"channel_name": channel_name, "seat_id": seat_id}),
+        effects,
+    ))
+}
+
+/// `lock_seat` / `unlock_seat`: set an unoccupied seat's status.
+fn set_seat(payload: &Payload, status: u8) -> Result<Reply, Error> {
+    let channel_name = payload.channel_name()?;
+    let requested = payload.u64("seat_id")?;
+    let seats = room_state::room_seats(&channel_name);
+    let seat = existing_seat(&seats, requested)?;
+    if seat.user_id.is_some() || seat.status == OCCUPIED {
+        return Err(Error::Conflict(format!("seat {} is occupied", seat.id)));
+    }
+    let effect = Effect::SetSeat(SetSeat {
+        channel_name: channel_name.clone(),
+        seat_id: seat.id,
+        status,
+        microphone: 0,
+    });
+    let result = json!({"channel_name": channel_name, "seat_id": seat.id, "status": status});
+    Ok(reply(result, vec![effect]))
+}
+
+/// The user's membership, which must be in `channel_name`.
+fn member_of(user_id: u64, channel_name: &str) -> Result<Membership, Error> {
+    room_state::membership_of(user_id)
+        .filter(|membership| membership.channel_name == channel_name)
+        .ok_or_else(|| Error::NotAllowed(format!("user {user_id} is not in `{channel_name}`")))
+}
+
+/// The seat to take: the requested one if it is free, else the lowest free
+/// one; `current` is the seat the user already holds in the room.
+fn choose_seat(seats: &[Seat], requested: Option<u64>, current: Option<u32>) -> Result<u32, Error> {
+    let Some(requested) = requested else {
+        return seats
+            .iter()
+            .find(|seat| is_free(seat))
+            .map(|seat| seat.id)
+            .ok_or_else(|| Error::Conflict("no seat is free".into()));
+    };
+    let seat = existing_seat(seats, requested)?;
+    if current == Some(seat.id) {
+        return Err(Error::Conflict(format!(
+            "the user is already on seat {}",
+            seat.id
+        )));
+    }
+    if !is_free(seat) {
+        let state = if seat.status == LOCKED {
+            "locked"
+        } else {
+            "taken"
+        };
+        return Err(Error::Conflict(format!("seat {} is {state}", seat.id)));
+    }
+    Ok(seat.id)
+}
+
+/// The seat with id `requested`, which must be within 1..N.
+fn existing_seat(seats: &[Seat], requested: u64) -> Result<&Seat, Error> {
+    seats
+        .iter()
+        .find(|seat| u64::from(seat.id) == requested)
+        .filter(|_| (1..=seats.len() as u64).contains(&requested))
+        .ok_or_else(|| {
+            Error::Rejected(format!(
+                "seat {requested} does not exist: the room has seats 1 to {}",
+                seats.len()
+            ))
+        })
+}
+
+/// Whether a seat can be taken: free and nobody on it.
+fn is_free(seat: &Seat) -> bool {
+    seat.status == FREE && seat.user_id.is_none()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seats(states: &[(u8, Option<u64>)]) -> Vec<Seat> {
+        (1..)
+            .zip(states)
+            .map(|(id, &(status, user_id))| Seat {
+                id,
+                user_id,
+                status,
+                microphone: 0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn takes_the_lowest_free_seat() {
+        let room = seats(&[(1, Some(7)), (2, None), (0, None), (0, None)]);
+        assert_eq!(choose_seat(&room, None, None).unwrap(), 3);
+        let full = seats(&[(1, Some(7)), (2, None)]);
+        assert!(matches!(
+            choose_seat(&full, None, None),
+            Err(Error::Conflict(_))
+        ));
+    }
+
+    #[test]
+    fn checks_a_requested_seat() {
+        let room = seats(&[(1, Some(7)), (2, None), (0, None)]);
+        assert_eq!(choose_seat(&room, Some(3), Some(1)).unwrap(), 3);
+        assert!(matches!(
+            choose_seat(&room, Some(0), None),
+            Err(Error::Rejected(_))
+        ));
+        assert!(matches!(
+            choose_seat(&room, Some(4), None),
+            Err(Error::Rejected(_))
+        ));
+        assert!(matches!(
+            choose_seat(&room, Some(1), None),
+            Err(Error::Conflict(_))
+        ));
+        assert!(matches!(
+            choose_seat(&room, Some(2), None),
+            Err(Error::Conflict(_))
+        ));
+        assert!(matches!(
+            choose_seat(&room, Some(1), Some(1)),
+            Err(Error::Conflict(_))
+        ));
+    }
+}

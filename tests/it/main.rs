@@ -1,0 +1,9 @@
+//! Chorus integration tests: each starts a real node on `127.0.0.1:0`
+//! and talks to it through the front door (real WebSocket and HTTP clients)
+//! with the real plugins built from source.
+//!
+//! Run with: `cargo test -p chorus-tests`
+
+mod harness;
+
+mod sessions;
