@@ -18,24 +18,37 @@ const TARGET: &str = "wasm32-wasip2";
 
 fn main() {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
-    let root = manifest_dir.parent().expect("host/ sits in the workspace root");
+    let root = manifest_dir
+        .parent()
+        .expect("host/ sits in the workspace root");
     let plugins = root.join("plugins");
     declare_inputs(root, &plugins);
     ensure_target();
     let artifacts = build_plugins(&plugins);
     embed(&artifacts);
-    println!("cargo:rustc-env=CHORUS_PLUGIN_ARTIFACTS={}", artifacts.display());
+    println!(
+        "cargo:rustc-env=CHORUS_PLUGIN_ARTIFACTS={}",
+        artifacts.display()
+    );
 }
 
 /// Tells cargo which files rebuild the plugins; the plugins' own target
 /// directory is left out, or every build would look stale.
 fn declare_inputs(root: &Path, plugins: &Path) {
     println!("cargo:rerun-if-changed={}", root.join("wit").display());
-    println!("cargo:rerun-if-changed={}", plugins.join("Cargo.toml").display());
-    println!("cargo:rerun-if-changed={}", plugins.join("Cargo.lock").display());
+    println!(
+        "cargo:rerun-if-changed={}",
+        plugins.join("Cargo.toml").display()
+    );
+    println!(
+        "cargo:rerun-if-changed={}",
+        plugins.join("Cargo.lock").display()
+    );
     let mut stack = vec![plugins.to_path_buf()];
     while let Some(dir) = stack.pop() {
-        let Ok(entries) = fs::read_dir(&dir) else { continue };
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
         for entry in entries.flatten() {
             let path = entry.path();
             if path.file_name().is_some_and(|n| n == "target") {
@@ -58,7 +71,11 @@ fn ensure_target() {
         .output()
         .expect("rustc runs");
     let sysroot = String::from_utf8_lossy(&sysroot.stdout).trim().to_string();
-    if Path::new(&sysroot).join("lib/rustlib").join(TARGET).exists() {
+    if Path::new(&sysroot)
+        .join("lib/rustlib")
+        .join(TARGET)
+        .exists()
+    {
         return;
     }
     let status = Command::new("rustup")
@@ -100,12 +117,19 @@ fn build_plugins(plugins: &Path) -> PathBuf {
 /// of their names and bytes.
 fn embed(artifacts: &Path) {
     let out = PathBuf::from(env::var("OUT_DIR").expect("set by cargo"));
-    let mut table = String::from("/// The bundled plugins: name and `.wasm` bytes.\npub static BUNDLED: &[(&str, &[u8])] = &[\n");
+    let mut table = String::from(
+        "/// The bundled plugins: name and `.wasm` bytes.\npub static BUNDLED: &[(&str, &[u8])] = &[\n",
+    );
     for name in BUNDLED {
         let src = artifacts.join(format!("{name}.wasm"));
         let dst = out.join(format!("{name}.wasm"));
         fs::copy(&src, &dst).unwrap_or_else(|e| panic!("copy {}: {e}", src.display()));
-        writeln!(table, "    ({name:?}, include_bytes!({:?})),", dst.display().to_string()).unwrap();
+        writeln!(
+            table,
+            "    ({name:?}, include_bytes!({:?})),",
+            dst.display().to_string()
+        )
+        .unwrap();
     }
     table.push_str("];\n");
     fs::write(out.join("bundled.rs"), table).expect("OUT_DIR is writable");

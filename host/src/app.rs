@@ -9,8 +9,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::delivery::relay::Relay;
 use crate::delivery::Delivery;
+use crate::delivery::relay::Relay;
 use crate::dispatch::RoomLocks;
 use crate::ids::IdGen;
 use crate::plugin::PluginHost;
@@ -54,7 +54,12 @@ pub struct App {
 
 impl App {
     /// Wires a node from its parts.
-    pub fn new(config: Config, store: Arc<dyn Store>, plugins: Arc<PluginHost>, metrics: PrometheusHandle) -> Arc<Self> {
+    pub fn new(
+        config: Config,
+        store: Arc<dyn Store>,
+        plugins: Arc<PluginHost>,
+        metrics: PrometheusHandle,
+    ) -> Arc<Self> {
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
         let registry = Arc::new(Registry::default());
@@ -65,8 +70,17 @@ impl App {
             tracker.clone(),
             shutdown.clone(),
         );
-        let delivery = Delivery::new(config.delivery.clone(), Arc::clone(&store), Arc::clone(&registry), relay);
-        let node_id = config.server.node_id.clone().unwrap_or_else(|| config.server.listen.to_string());
+        let delivery = Delivery::new(
+            config.delivery.clone(),
+            Arc::clone(&store),
+            Arc::clone(&registry),
+            relay,
+        );
+        let node_id = config
+            .server
+            .node_id
+            .clone()
+            .unwrap_or_else(|| config.server.listen.to_string());
         Arc::new(Self {
             config,
             node_id,
@@ -105,8 +119,15 @@ impl App {
     async fn clear_leftovers(&self, user_id: u64) {
         let mut changes = Vec::new();
         if let Ok(Some(m)) = self.store.membership_of(user_id).await {
-            tracing::warn!(user_id, channel_name = m.channel_name, "no plugin removed a disconnected user; removing silently");
-            changes.push(StateChange::LeaveRoom { user_id, channel_name: m.channel_name });
+            tracing::warn!(
+                user_id,
+                channel_name = m.channel_name,
+                "no plugin removed a disconnected user; removing silently"
+            );
+            changes.push(StateChange::LeaveRoom {
+                user_id,
+                channel_name: m.channel_name,
+            });
         }
         if let Ok(Some(_)) = self.store.call_of(user_id).await {
             changes.push(StateChange::EndCall { user_id });

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytesize::ByteSize;
-use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 /// The secret `--dev` uses when none is configured. Never for production:
@@ -109,7 +109,9 @@ pub struct SigningConfig {
 
 impl Default for SigningConfig {
     fn default() -> Self {
-        Self { max_skew: Duration::from_secs(120) }
+        Self {
+            max_skew: Duration::from_secs(120),
+        }
     }
 }
 
@@ -128,7 +130,11 @@ pub struct LimitsConfig {
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        Self { max_frame_bytes: 65536, outbound_queue: 256, read_buffer_bytes: 4096 }
+        Self {
+            max_frame_bytes: 65536,
+            outbound_queue: 256,
+            read_buffer_bytes: 4096,
+        }
     }
 }
 
@@ -180,7 +186,10 @@ pub struct DeliveryConfig {
 
 impl Default for DeliveryConfig {
     fn default() -> Self {
-        Self { mode: DeliveryMode::Relay, actions: HashMap::new() }
+        Self {
+            mode: DeliveryMode::Relay,
+            actions: HashMap::new(),
+        }
     }
 }
 
@@ -208,7 +217,10 @@ pub struct RelayConfig {
 
 impl Default for RelayConfig {
     fn default() -> Self {
-        Self { report_timeout: Duration::from_secs(5), max_attempts: 3 }
+        Self {
+            report_timeout: Duration::from_secs(5),
+            max_attempts: 3,
+        }
     }
 }
 
@@ -236,7 +248,9 @@ pub struct StoreConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self { url: "memory://".into() }
+        Self {
+            url: "memory://".into(),
+        }
     }
 }
 
@@ -253,7 +267,10 @@ pub struct AdminConfig {
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        Self { listen: ([127, 0, 0, 1], 9998).into(), token: None }
+        Self {
+            listen: ([127, 0, 0, 1], 9998).into(),
+            token: None,
+        }
     }
 }
 
@@ -280,7 +297,11 @@ impl Config {
         }
         figment = figment
             .merge(Env::prefixed("CHORUS_").ignore(&["APP_SECRET"]).split("__"))
-            .merge(Env::raw().only(&["CHORUS_APP_SECRET"]).map(|_| "server.app_secret".into()));
+            .merge(
+                Env::raw()
+                    .only(&["CHORUS_APP_SECRET"])
+                    .map(|_| "server.app_secret".into()),
+            );
         let mut config: Config = figment.extract().map_err(Box::new)?;
         config.prepare(dev)?;
         Ok(config)
@@ -290,31 +311,52 @@ impl Config {
     /// calls it, and so must code that builds a `Config` by hand.
     pub fn prepare(&mut self, dev: bool) -> Result<(), ConfigError> {
         if dev {
-            self.server.app_secret.get_or_insert_with(|| DEV_APP_SECRET.into());
-            self.admin.token.get_or_insert_with(|| DEV_ADMIN_TOKEN.into());
+            self.server
+                .app_secret
+                .get_or_insert_with(|| DEV_APP_SECRET.into());
+            self.admin
+                .token
+                .get_or_insert_with(|| DEV_ADMIN_TOKEN.into());
         }
         match &self.server.app_secret {
-            None => return Err(ConfigError::Missing("server.app_secret (or CHORUS_APP_SECRET) is required outside --dev")),
-            Some(s) if s.len() < 16 => return Err(ConfigError::Invalid("server.app_secret must be at least 16 bytes".into())),
+            None => {
+                return Err(ConfigError::Missing(
+                    "server.app_secret (or CHORUS_APP_SECRET) is required outside --dev",
+                ));
+            }
+            Some(s) if s.len() < 16 => {
+                return Err(ConfigError::Invalid(
+                    "server.app_secret must be at least 16 bytes".into(),
+                ));
+            }
             Some(_) => {}
         }
         if self.rooms.seats == 0 || self.rooms.seats > 64 {
             return Err(ConfigError::Invalid("rooms.seats must be 1..=64".into()));
         }
         if self.limits.outbound_queue == 0 || self.relay.max_attempts == 0 {
-            return Err(ConfigError::Invalid("limits.outbound_queue and relay.max_attempts must be positive".into()));
+            return Err(ConfigError::Invalid(
+                "limits.outbound_queue and relay.max_attempts must be positive".into(),
+            ));
         }
         Ok(())
     }
 
     /// The app secret's bytes (present after [`Config::load`]).
     pub fn app_secret(&self) -> &[u8] {
-        self.server.app_secret.as_deref().unwrap_or_default().as_bytes()
+        self.server
+            .app_secret
+            .as_deref()
+            .unwrap_or_default()
+            .as_bytes()
     }
 
     /// What `end_point` returns.
     pub fn public_url(&self) -> String {
-        self.server.public_url.clone().unwrap_or_else(|| format!("ws://{}", self.server.listen))
+        self.server
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("ws://{}", self.server.listen))
     }
 }
 

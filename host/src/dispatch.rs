@@ -40,7 +40,10 @@ pub struct ActionError {
 impl ActionError {
     /// An error with a code and reason.
     pub fn new(code: ErrorCode, reason: impl Into<String>) -> Self {
-        Self { code, reason: reason.into() }
+        Self {
+            code,
+            reason: reason.into(),
+        }
     }
 }
 
@@ -52,7 +55,10 @@ impl From<CallError> for ActionError {
             CallError::NotAllowed(r) => Self::new(ErrorCode::NotAllowed, r),
             CallError::Invalid(r) => Self::new(ErrorCode::MalformedFrame, r),
             // Details of a broken plugin are logged by the runtime, never shown.
-            CallError::Failed(_) => Self::new(ErrorCode::PluginFailed, "the action's plugin failed; nothing was applied"),
+            CallError::Failed(_) => Self::new(
+                ErrorCode::PluginFailed,
+                "the action's plugin failed; nothing was applied",
+            ),
         }
     }
 }
@@ -64,11 +70,17 @@ impl From<ApplyError> for ActionError {
             ApplyError::NotAllowed(r) => Self::new(ErrorCode::NotAllowed, r),
             ApplyError::Invalid(r) => {
                 tracing::warn!(reason = r, "plugin returned an invalid state change");
-                Self::new(ErrorCode::PluginFailed, "the action's plugin failed; nothing was applied")
+                Self::new(
+                    ErrorCode::PluginFailed,
+                    "the action's plugin failed; nothing was applied",
+                )
             }
             ApplyError::Store(s) => {
                 tracing::error!(error = %s, "state store unavailable");
-                Self::new(ErrorCode::PluginFailed, "state store unavailable; nothing was applied")
+                Self::new(
+                    ErrorCode::PluginFailed,
+                    "state store unavailable; nothing was applied",
+                )
             }
         }
     }
@@ -91,7 +103,12 @@ impl RoomLocks {
             Arc::clone(map.entry(channel.to_string()).or_default())
         };
         let guard = Arc::clone(&lock).lock_owned().await;
-        RoomGuard { locks: self, channel: channel.to_string(), lock, guard: Some(guard) }
+        RoomGuard {
+            locks: self,
+            channel: channel.to_string(),
+            lock,
+            guard: Some(guard),
+        }
     }
 }
 
@@ -125,16 +142,20 @@ impl App {
         action: &str,
         payload: Map<String, Value>,
     ) -> Result<Outcome, ActionError> {
-        let plugin = self
-            .plugins
-            .route(action, source)
-            .ok_or_else(|| ActionError::new(ErrorCode::UnknownAction, format!("unknown action {action}")))?;
+        let plugin = self.plugins.route(action, source).ok_or_else(|| {
+            ActionError::new(ErrorCode::UnknownAction, format!("unknown action {action}"))
+        })?;
         let channel = self.lock_key(user_id, &payload).await;
         let _room = match &channel {
             Some(c) => Some(self.room_locks.lock(c).await),
             None => None,
         };
-        let event = Event { action: action.to_string(), source, user_id, payload };
+        let event = Event {
+            action: action.to_string(),
+            source,
+            user_id,
+            payload,
+        };
         let reply = self.plugins.call(&plugin, event).await?;
         self.store.apply(&reply.changes).await?;
         let mut msg_ids = Vec::with_capacity(reply.notifications.len());
@@ -145,7 +166,10 @@ impl App {
             }
             msg_ids.push(msg_id);
         }
-        Ok(Outcome { msg_ids, result: reply.result })
+        Ok(Outcome {
+            msg_ids,
+            result: reply.result,
+        })
     }
 
     /// The room whose lock an event takes: the payload's channel, else the
@@ -155,7 +179,12 @@ impl App {
             Some(c) if !c.is_empty() => Some(c.to_string()),
             _ => {
                 let user = user_id?;
-                self.store.membership_of(user).await.ok().flatten().map(|m| m.channel_name)
+                self.store
+                    .membership_of(user)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|m| m.channel_name)
             }
         }
     }
@@ -171,10 +200,17 @@ impl App {
                 Some(c) => Some(self.room_locks.lock(c).await),
                 None => None,
             };
-            let call = Event { action: event.to_string(), source: Source::System, user_id: Some(user_id), payload };
+            let call = Event {
+                action: event.to_string(),
+                source: Source::System,
+                user_id: Some(user_id),
+                payload,
+            };
             match self.plugins.call(&plugin, call).await {
                 Ok(reply) => self.apply_system_reply(event, reply).await,
-                Err(e) => tracing::warn!(event, user_id, error = ?e, "system event failed in a plugin"),
+                Err(e) => {
+                    tracing::warn!(event, user_id, error = ?e, "system event failed in a plugin")
+                }
             }
         }
     }

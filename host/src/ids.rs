@@ -17,14 +17,21 @@ pub struct IdGen {
 
 impl Default for IdGen {
     fn default() -> Self {
-        Self { prefix: rand::rng().random::<u64>() >> 16, next: AtomicU64::new(1) }
+        Self {
+            prefix: rand::rng().random::<u64>() >> 16,
+            next: AtomicU64::new(1),
+        }
     }
 }
 
 impl IdGen {
     /// A new `msg_id`, e.g. `3f9a0c1e5b7d-1a`.
     pub fn msg_id(&self) -> String {
-        format!("{:012x}-{:x}", self.prefix, self.next.fetch_add(1, Ordering::Relaxed))
+        format!(
+            "{:012x}-{:x}",
+            self.prefix,
+            self.next.fetch_add(1, Ordering::Relaxed)
+        )
     }
 
     /// A new connection id, unique within this process.

@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use chorus::config::Config;
-use chorus::telemetry::{init_logs, LogFormat};
+use chorus::telemetry::{LogFormat, init_logs};
 
 /// Chorus signaling server.
 #[derive(Parser)]
@@ -71,14 +71,22 @@ fn main() -> anyhow::Result<()> {
     init_logs(cli.log_format);
     match cli.command {
         Command::Serve { config, dev } => serve(Config::load(config.as_deref(), dev)?),
-        Command::Token { config, dev, user_id, ttl } => {
+        Command::Token {
+            config,
+            dev,
+            user_id,
+            ttl,
+        } => {
             let config = Config::load(config.as_deref(), dev)?;
             let token = chorus::token::mint(config.app_secret(), user_id, ttl)?;
             println!("{}", serde_json::to_string(&token)?);
             Ok(())
         }
-        Command::Plugin { command: PluginCommand::Check { file } } => {
-            let description = chorus::plugin::check_file(&file).with_context(|| format!("{} would be refused", file.display()))?;
+        Command::Plugin {
+            command: PluginCommand::Check { file },
+        } => {
+            let description = chorus::plugin::check_file(&file)
+                .with_context(|| format!("{} would be refused", file.display()))?;
             println!("{}", serde_json::to_string_pretty(&description)?);
             Ok(())
         }
@@ -86,7 +94,9 @@ fn main() -> anyhow::Result<()> {
 }
 
 fn serve(config: Config) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         let node = chorus::Node::start(config).await?;
         wait_for_signal().await;
@@ -100,7 +110,8 @@ async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler installs");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("signal handler installs");
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

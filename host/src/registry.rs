@@ -53,7 +53,13 @@ pub struct SessionHandle {
 
 impl SessionHandle {
     /// A handle and the receiving end of its queue.
-    pub fn new(user_id: u64, conn_id: u64, online_token: String, sid: String, queue: usize) -> (Arc<Self>, mpsc::Receiver<Utf8Bytes>) {
+    pub fn new(
+        user_id: u64,
+        conn_id: u64,
+        online_token: String,
+        sid: String,
+        queue: usize,
+    ) -> (Arc<Self>, mpsc::Receiver<Utf8Bytes>) {
         let (tx, rx) = mpsc::channel(queue);
         let handle = Self {
             user_id,
@@ -85,7 +91,10 @@ impl SessionHandle {
     pub fn close(&self, code: u16, reason: &str) {
         let mut slot = self.close_reason.lock().unwrap_or_else(|p| p.into_inner());
         if slot.is_none() {
-            *slot = Some(CloseReason { code, reason: reason.to_string() });
+            *slot = Some(CloseReason {
+                code,
+                reason: reason.to_string(),
+            });
         }
         drop(slot);
         self.closing.cancel();
@@ -98,7 +107,10 @@ impl SessionHandle {
 
     /// The reason given to [`SessionHandle::close`], if any.
     pub fn close_reason(&self) -> Option<CloseReason> {
-        self.close_reason.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.close_reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 

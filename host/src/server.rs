@@ -11,8 +11,8 @@ use tokio::task::JoinHandle;
 use crate::app::App;
 use crate::config::Config;
 use crate::plugin::{PluginHost, Settings};
-use crate::store::memory::MemoryStore;
 use crate::store::Store;
+use crate::store::memory::MemoryStore;
 
 /// A node failed to start.
 #[derive(Debug, thiserror::Error)]
@@ -52,13 +52,25 @@ impl Node {
     pub async fn start(mut config: Config) -> Result<Node, StartError> {
         let public = bind(config.server.listen).await?;
         let admin = bind(config.admin.listen).await?;
-        let addr = public.local_addr().map_err(|source| StartError::Bind { addr: config.server.listen, source })?;
-        let admin_addr = admin.local_addr().map_err(|source| StartError::Bind { addr: config.admin.listen, source })?;
+        let addr = public.local_addr().map_err(|source| StartError::Bind {
+            addr: config.server.listen,
+            source,
+        })?;
+        let admin_addr = admin.local_addr().map_err(|source| StartError::Bind {
+            addr: config.admin.listen,
+            source,
+        })?;
         config.server.listen = addr;
         config.admin.listen = admin_addr;
         let store = open_store(&config)?;
-        let plugins = PluginHost::new(plugin_settings(&config), Arc::clone(&store)).map_err(|e| StartError::Plugins(e.to_string()))?;
-        let app = App::new(config, store, Arc::clone(&plugins), crate::telemetry::metrics_handle());
+        let plugins = PluginHost::new(plugin_settings(&config), Arc::clone(&store))
+            .map_err(|e| StartError::Plugins(e.to_string()))?;
+        let app = App::new(
+            config,
+            store,
+            Arc::clone(&plugins),
+            crate::telemetry::metrics_handle(),
+        );
         for outcome in plugins.load_all().await {
             tracing::info!(?outcome, "plugin load");
         }
@@ -68,7 +80,12 @@ impl Node {
             serve(admin, crate::http::admin_router(Arc::clone(&app)), &app),
         ];
         tracing::info!(%addr, %admin_addr, node = app.node_id, "chorus listening");
-        Ok(Node { app, addr, admin_addr, servers })
+        Ok(Node {
+            app,
+            addr,
+            admin_addr,
+            servers,
+        })
     }
 
     /// Stops accepting, closes every session with 1001, waits for every
@@ -89,7 +106,9 @@ impl Node {
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
 }
 
 fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
@@ -108,14 +127,70 @@ fn plugin_settings(config: &Config) -> Settings {
     }
 }
 
-/// Serves a router until shutdown; upgraded WebSockets are tracked by the
-/// app's tracker, since axum's graceful shutdown does not wait for them.
+/// Serves a router until shutdown. Each connection gets
+/// `heartbeat.handshake_timeout` to send its request head (a half-open
+/// handshake is dropped, not kept forever) and runs on the app's tracker;
+/// upgraded WebSockets are tracked by their session tasks, since a plain
+/// `axum::serve` would neither time out heads nor wait for upgrades.
 fn serve(listener: TcpListener, router: axum::Router, app: &Arc<App>) -> JoinHandle<()> {
     let shutdown = app.shutdown.clone();
+    let tracker = app.tracker.clone();
+    let head_timeout = app.config.heartbeat.handshake_timeout;
     tokio::spawn(async move {
-        let service = router.into_make_service_with_connect_info::<SocketAddr>();
-        if let Err(e) = axum::serve(listener, service).with_graceful_shutdown(shutdown.cancelled_owned()).await {
-            tracing::error!(error = %e, "server stopped");
+        loop {
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                _ = shutdown.cancelled() => return,
+            };
+            match accepted {
+                Ok((stream, _peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    tracker.spawn(serve_connection(
+                        stream,
+                        router.clone(),
+                        head_timeout,
+                        shutdown.clone(),
+                    ));
+                }
+                Err(e) => {
+                    // Usually EMFILE: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
         }
     })
+}
+
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    router: axum::Router,
+    head_timeout: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt;
+    let service =
+        hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+            router.clone().oneshot(request.map(axum::body::Body::new))
+        });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(head_timeout);
+    let conn = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        result = conn.as_mut() => {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        }
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
+        }
+    }
 }

@@ -20,7 +20,17 @@ pub struct Token {
 /// Mints credentials valid for `ttl_s` seconds from now.
 pub fn mint(app_secret: &[u8], user_id: u64, ttl_s: u64) -> Result<Token, CredentialError> {
     let expires_at = crate::ids::unix_now().saturating_add(ttl_s);
-    let sid = credentials::mint_sid(app_secret, user_id, expires_at, &credentials::random_nonce())?;
+    let sid = credentials::mint_sid(
+        app_secret,
+        user_id,
+        expires_at,
+        &credentials::random_nonce(),
+    )?;
     let sign_key = credentials::sign_key(app_secret, &sid);
-    Ok(Token { user_id, sid, sign_key, expires_at })
+    Ok(Token {
+        user_id,
+        sid,
+        sign_key,
+        expires_at,
+    })
 }

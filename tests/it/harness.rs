@@ -6,15 +6,15 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
-use chorus::config::Config;
+use anyhow::{Context, Result, anyhow, bail};
 use chorus::Node;
+use chorus::config::Config;
 use chorus_protocol::ClientCredentials;
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value, json};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// The app secret of every test node.
@@ -45,8 +45,11 @@ pub fn artifacts() -> PathBuf {
 /// Copies artifacts into `dir` under their own names.
 pub fn copy_plugins(dir: &Path, names: &[&str]) {
     for name in names {
-        std::fs::copy(artifacts().join(format!("{name}.wasm")), dir.join(format!("{name}.wasm")))
-            .unwrap_or_else(|e| panic!("copy {name}.wasm: {e}"));
+        std::fs::copy(
+            artifacts().join(format!("{name}.wasm")),
+            dir.join(format!("{name}.wasm")),
+        )
+        .unwrap_or_else(|e| panic!("copy {name}.wasm: {e}"));
     }
 }
 
@@ -70,7 +73,10 @@ impl TestServer {
         configure(&mut config);
         config.prepare(false).expect("test config is valid");
         let node = Node::start(config).await.expect("node starts");
-        TestServer { node, http: reqwest::Client::new() }
+        TestServer {
+            node,
+            http: reqwest::Client::new(),
+        }
     }
 
     /// Credentials for a user, minted with the test secret.
@@ -81,13 +87,19 @@ impl TestServer {
 
     /// `ws://host:port/?<signed query>`.
     pub fn ws_url(&self, creds: &ClientCredentials) -> String {
-        format!("ws://{}/?{}", self.node.addr, creds.signed_query_with_nonce(now(), &nonce()))
+        format!(
+            "ws://{}/?{}",
+            self.node.addr,
+            creds.signed_query_with_nonce(now(), &nonce())
+        )
     }
 
     /// Connects user `user_id` and reads its `connected` frame.
     pub async fn connect(&self, user_id: u64) -> Client {
         let creds = self.credentials(user_id);
-        Client::connect(&self.ws_url(&creds), creds).await.expect("client connects")
+        Client::connect(&self.ws_url(&creds), creds)
+            .await
+            .expect("client connects")
     }
 
     /// `http://host:port{path}`.
@@ -104,8 +116,18 @@ impl TestServer {
     pub async fn api(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let body = body.map(|b| b.to_string()).unwrap_or_default();
         let ts = now().to_string();
-        let headers = chorus_protocol::server_api::signed_headers(SECRET.as_bytes(), &ts, &nonce(), method, path, body.as_bytes());
-        let mut request = self.http.request(method.parse().unwrap(), self.url(path)).body(body);
+        let headers = chorus_protocol::server_api::signed_headers(
+            SECRET.as_bytes(),
+            &ts,
+            &nonce(),
+            method,
+            path,
+            body.as_bytes(),
+        );
+        let mut request = self
+            .http
+            .request(method.parse().unwrap(), self.url(path))
+            .body(body);
         for (name, value) in headers {
             request = request.header(name, value);
         }
@@ -130,7 +152,10 @@ impl TestServer {
             .await
             .expect("admin API answers");
         let status = response.status().as_u16();
-        (status, response.json::<Value>().await.unwrap_or(Value::Null))
+        (
+            status,
+            response.json::<Value>().await.unwrap_or(Value::Null),
+        )
     }
 
     /// Stops the node.
@@ -164,13 +189,23 @@ pub struct Client {
 impl Client {
     /// Opens the socket and reads `connected`.
     pub async fn connect(url: &str, creds: ClientCredentials) -> Result<Client> {
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.context("upgrade")?;
-        let mut client = Client { creds, ws, online_token: String::new(), connected: Value::Null };
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .context("upgrade")?;
+        let mut client = Client {
+            creds,
+            ws,
+            online_token: String::new(),
+            connected: Value::Null,
+        };
         let connected = client.recv().await?;
         if connected["action"] != "connected" {
             bail!("expected connected, got {connected}");
         }
-        client.online_token = connected["online_token"].as_str().unwrap_or_default().to_string();
+        client.online_token = connected["online_token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         client.connected = connected;
         Ok(client)
     }
@@ -183,14 +218,22 @@ impl Client {
     /// Sends a signed frame of `action` with `fields` (a JSON object).
     pub async fn send(&mut self, action: &str, fields: Value) {
         let mut fields = as_object(fields);
-        fields.entry("nonce").or_insert_with(|| Value::String(nonce()));
-        let text = self.creds.signed_frame(action, &self.online_token, now(), fields).expect("signable");
+        fields
+            .entry("nonce")
+            .or_insert_with(|| Value::String(nonce()));
+        let text = self
+            .creds
+            .signed_frame(action, &self.online_token, now(), fields)
+            .expect("signable");
         self.send_text(&text).await;
     }
 
     /// Sends raw text.
     pub async fn send_text(&mut self, text: &str) {
-        self.ws.send(Message::Text(text.into())).await.expect("socket open");
+        self.ws
+            .send(Message::Text(text.into()))
+            .await
+            .expect("socket open");
     }
 
     /// Signs `frame` as given (no envelope added) and sends it.
@@ -207,7 +250,9 @@ impl Client {
     /// The next text frame as JSON, within `wait`.
     pub async fn recv_within(&mut self, wait: Duration) -> Result<Value> {
         loop {
-            let msg = tokio::time::timeout(wait, self.ws.next()).await.map_err(|_| anyhow!("no frame within {wait:?}"))?;
+            let msg = tokio::time::timeout(wait, self.ws.next())
+                .await
+                .map_err(|_| anyhow!("no frame within {wait:?}"))?;
             match msg {
                 Some(Ok(Message::Text(t))) => return Ok(serde_json::from_str(&t)?),
                 Some(Ok(Message::Close(c))) => bail!("closed: {c:?}"),
@@ -220,8 +265,16 @@ impl Client {
 
     /// The next frame, which must have this `action`.
     pub async fn expect(&mut self, action: &str) -> Value {
-        let frame = self.recv().await.unwrap_or_else(|e| panic!("user {} expected {action}: {e}", self.user_id()));
-        assert_eq!(frame["action"], action, "user {} expected {action}, got {frame}", self.user_id());
+        let frame = self
+            .recv()
+            .await
+            .unwrap_or_else(|e| panic!("user {} expected {action}: {e}", self.user_id()));
+        assert_eq!(
+            frame["action"],
+            action,
+            "user {} expected {action}, got {frame}",
+            self.user_id()
+        );
         frame
     }
 
@@ -251,8 +304,13 @@ impl Client {
                 Ok(Some(Ok(Message::Close(Some(frame))))) => return u16::from(frame.code),
                 Ok(Some(Ok(Message::Close(None)))) => return u16::from(CloseCode::Status),
                 Ok(Some(Ok(_))) => continue,
-                Ok(Some(Err(e))) => panic!("user {}: socket error before close: {e}", self.user_id()),
-                Ok(None) => panic!("user {}: socket ended without a close frame", self.user_id()),
+                Ok(Some(Err(e))) => {
+                    panic!("user {}: socket error before close: {e}", self.user_id())
+                }
+                Ok(None) => panic!(
+                    "user {}: socket ended without a close frame",
+                    self.user_id()
+                ),
                 Err(_) => panic!("user {}: no close within {WAIT:?}", self.user_id()),
             }
         }

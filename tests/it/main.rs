@@ -6,4 +6,5 @@
 
 mod harness;
 
+mod rooms;
 mod sessions;

@@ -32,14 +32,36 @@ pub struct Delivery {
 
 impl Delivery {
     /// A delivery front for these sessions.
-    pub fn new(modes: DeliveryConfig, store: Arc<dyn Store>, registry: Arc<Registry>, relay: Arc<Relay>) -> Self {
-        Self { modes, store, registry, relay }
+    pub fn new(
+        modes: DeliveryConfig,
+        store: Arc<dyn Store>,
+        registry: Arc<Registry>,
+        relay: Arc<Relay>,
+    ) -> Self {
+        Self {
+            modes,
+            store,
+            registry,
+            relay,
+        }
     }
 
     /// Delivers one notification under `msg_id`.
-    pub async fn deliver(&self, notification: Notification, msg_id: &str) -> Result<(), StoreError> {
-        let Notification { target, mut body, subject } = notification;
-        let action = body.get("action").and_then(Value::as_str).unwrap_or_default().to_string();
+    pub async fn deliver(
+        &self,
+        notification: Notification,
+        msg_id: &str,
+    ) -> Result<(), StoreError> {
+        let Notification {
+            target,
+            mut body,
+            subject,
+        } = notification;
+        let action = body
+            .get("action")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         body.insert("msg_id".into(), Value::String(msg_id.to_string()));
         match target {
             Target::User(user_id) => {
@@ -56,7 +78,9 @@ impl Delivery {
                 DeliveryMode::Relay => {
                     body.insert("relay".into(), Value::Bool(true));
                     let frame = encode(&body);
-                    self.relay.start(msg_id, &channel, &action, subject, frame).await?;
+                    self.relay
+                        .start(msg_id, &channel, &action, subject, frame)
+                        .await?;
                 }
             },
         }
@@ -78,5 +102,6 @@ fn fan_out(action: &str, mode: &'static str, sessions: &[Arc<SessionHandle>], fr
             sent += 1;
         }
     }
-    metrics::counter!("chorus_frames_out_total", "action" => action.to_string(), "mode" => mode).increment(sent);
+    metrics::counter!("chorus_frames_out_total", "action" => action.to_string(), "mode" => mode)
+        .increment(sent);
 }

@@ -100,7 +100,14 @@ impl Relay {
         tracker: TaskTracker,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
-        Arc::new(Self { settings, store, registry, pending: Mutex::new(HashMap::new()), tracker, shutdown })
+        Arc::new(Self {
+            settings,
+            store,
+            registry,
+            pending: Mutex::new(HashMap::new()),
+            tracker,
+            shutdown,
+        })
     }
 
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Pending>> {
@@ -136,17 +143,25 @@ impl Relay {
     /// Picks and sends to the next delegate, or ends the relay.
     async fn advance(self: &Arc<Self>, msg_id: &str) -> Result<(), StoreError> {
         loop {
-            let Some((channel, subject, tried)) = self.snapshot(msg_id) else { return Ok(()) };
+            let Some((channel, subject, tried)) = self.snapshot(msg_id) else {
+                return Ok(());
+            };
             if tried.len() as u32 >= self.settings.max_attempts {
                 return Ok(self.end(msg_id, "max_attempts"));
             }
             let candidates = self.candidates(&channel, subject, &tried).await?;
             let Some((delegate, session)) = candidates.into_iter().next() else {
                 let members = self.store.room_members(&channel).await?;
-                let reason = if members.is_empty() { "room_empty" } else { "no_delegate" };
+                let reason = if members.is_empty() {
+                    "room_empty"
+                } else {
+                    "no_delegate"
+                };
                 return Ok(self.end(msg_id, reason));
             };
-            let Some(frame) = self.assign(msg_id, delegate) else { return Ok(()) };
+            let Some(frame) = self.assign(msg_id, delegate) else {
+                return Ok(());
+            };
             metrics::counter!("chorus_relay_attempts_total").increment(1);
             if session.send(frame) == SendOutcome::Queued {
                 self.arm_timer(msg_id, delegate);
@@ -158,7 +173,9 @@ impl Relay {
 
     /// The room, subject and tried list of a relay still in flight.
     fn snapshot(&self, msg_id: &str) -> Option<(String, Option<u64>, Vec<u64>)> {
-        self.map().get(msg_id).map(|p| (p.channel.clone(), p.subject, p.tried.clone()))
+        self.map()
+            .get(msg_id)
+            .map(|p| (p.channel.clone(), p.subject, p.tried.clone()))
     }
 
     /// Connected members who may still be tried, best first.
@@ -171,7 +188,13 @@ impl Relay {
         let members = self.store.room_members(channel).await?;
         let seats = self.store.room_seats(channel).await?;
         let mut order: Vec<u64> = seats.iter().filter_map(|s| s.user_id).collect();
-        order.extend(members.iter().filter(|m| !order.contains(m)).copied().collect::<Vec<_>>());
+        order.extend(
+            members
+                .iter()
+                .filter(|m| !order.contains(m))
+                .copied()
+                .collect::<Vec<_>>(),
+        );
         let eligible: Vec<u64> = order
             .into_iter()
             .filter(|u| Some(*u) != subject && !tried.contains(u) && members.contains(u))
@@ -198,7 +221,8 @@ impl Relay {
         match map.get_mut(msg_id) {
             Some(p) if p.current == Some(delegate) => {
                 p.current = None;
-                metrics::counter!("chorus_relay_failovers_total", "reason" => why.label()).increment(1);
+                metrics::counter!("chorus_relay_failovers_total", "reason" => why.label())
+                    .increment(1);
                 true
             }
             _ => false,
@@ -231,14 +255,27 @@ impl Relay {
     }
 
     /// A report from `reporter`; whether it completed a relay.
-    pub fn report(&self, reporter: u64, report_action: &str, user_id: u64, msg_id: Option<&str>) -> bool {
-        let Some(action) = reported_action(report_action) else { return false };
+    pub fn report(
+        &self,
+        reporter: u64,
+        report_action: &str,
+        user_id: u64,
+        msg_id: Option<&str>,
+    ) -> bool {
+        let Some(action) = reported_action(report_action) else {
+            return false;
+        };
         let mut map = self.map();
         let found = match msg_id {
-            Some(id) => map.get(id).filter(|p| p.action == action).map(|_| id.to_string()),
+            Some(id) => map
+                .get(id)
+                .filter(|p| p.action == action)
+                .map(|_| id.to_string()),
             None => map
                 .iter()
-                .find(|(_, p)| p.current == Some(reporter) && p.action == action && p.subject == Some(user_id))
+                .find(|(_, p)| {
+                    p.current == Some(reporter) && p.action == action && p.subject == Some(user_id)
+                })
                 .map(|(id, _)| id.clone()),
         };
         let completes = found

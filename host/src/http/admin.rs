@@ -4,12 +4,12 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::app::App;
 
@@ -22,7 +22,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/admin/rooms/{channel_name}", get(room))
         .route("/admin/users/{user_id}", get(user))
         .route("/admin/connections", get(connections))
-        .route_layer(middleware::from_fn_with_state(Arc::clone(&app), require_token));
+        .route_layer(middleware::from_fn_with_state(
+            Arc::clone(&app),
+            require_token,
+        ));
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
@@ -35,7 +38,11 @@ pub fn router(app: Arc<App>) -> Router {
 /// configured: the protected routes are then off).
 async fn require_token(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
     let Some(token) = app.config.admin.token.as_deref() else {
-        return (StatusCode::FORBIDDEN, Json(json!({"error": "admin.token is not configured"}))).into_response();
+        return (
+            StatusCode::FORBIDDEN,
+            Json(json!({"error": "admin.token is not configured"})),
+        )
+            .into_response();
     };
     let given = request
         .headers()
@@ -44,7 +51,11 @@ async fn require_token(State(app): State<Arc<App>>, request: Request, next: Next
         .and_then(|v| v.strip_prefix("Bearer "));
     match given {
         Some(g) if chorus_protocol::signing::tokens_match(g, token) => next.run(request).await,
-        _ => (StatusCode::UNAUTHORIZED, Json(json!({"error": "bad or missing bearer token"}))).into_response(),
+        _ => (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "bad or missing bearer token"})),
+        )
+            .into_response(),
     }
 }
 
@@ -52,7 +63,11 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
     if app.plugins.is_ready() && !app.shutdown.is_cancelled() {
         Json(json!({"status": "ready"})).into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "not ready"}))).into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not ready"})),
+        )
+            .into_response()
     }
 }
 
@@ -81,7 +96,12 @@ async fn rollback(State(app): State<Arc<App>>, Path(name): Path<String>) -> Resp
 async fn room(State(app): State<Arc<App>>, Path(channel): Path<String>) -> Response {
     match app.store.room(&channel).await {
         Ok(Some(room)) => {
-            let online: Vec<u64> = app.registry.get_many(&room.members).iter().map(|s| s.user_id).collect();
+            let online: Vec<u64> = app
+                .registry
+                .get_many(&room.members)
+                .iter()
+                .map(|s| s.user_id)
+                .collect();
             Json(json!({
                 "channel_name": channel,
                 "room_id": room.room_id,
@@ -91,8 +111,16 @@ async fn room(State(app): State<Arc<App>>, Path(channel): Path<String>) -> Respo
             }))
             .into_response()
         }
-        Ok(None) => (StatusCode::NOT_FOUND, Json(json!({"error": "nobody is in that room"}))).into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"error": e.to_string()}))).into_response(),
+        Ok(None) => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "nobody is in that room"})),
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"error": e.to_string()})),
+        )
+            .into_response(),
     }
 }
 
@@ -111,5 +139,7 @@ async fn user(State(app): State<Arc<App>>, Path(user_id): Path<u64>) -> Json<Val
 }
 
 async fn connections(State(app): State<Arc<App>>) -> Json<Value> {
-    Json(json!({"node": app.node_id, "connections": app.registry.len(), "relays_in_flight": app.delivery.relay.in_flight()}))
+    Json(
+        json!({"node": app.node_id, "connections": app.registry.len(), "relays_in_flight": app.delivery.relay.in_flight()}),
+    )
 }

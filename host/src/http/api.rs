@@ -3,37 +3,58 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, Method, Uri};
-use axum::Json;
 use serde::Deserialize;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value, json};
 
 use super::HttpError;
 use crate::app::App;
 use crate::plugin::Source;
-use chorus_protocol::codes::{close, ErrorCode};
+use chorus_protocol::codes::{ErrorCode, close};
 use chorus_protocol::server_api;
 
 /// Checks the three `X-Chorus-*` headers against the request.
-fn authenticate(app: &App, headers: &HeaderMap, method: &Method, uri: &Uri, body: &[u8]) -> Result<(), HttpError> {
+fn authenticate(
+    app: &App,
+    headers: &HeaderMap,
+    method: &Method,
+    uri: &Uri,
+    body: &[u8],
+) -> Result<(), HttpError> {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let bad = |reason: &str| HttpError::new(ErrorCode::BadSignature, reason);
-    let timestamp = header(server_api::TIMESTAMP_HEADER).ok_or_else(|| bad("missing X-Chorus-Timestamp"))?;
+    let timestamp =
+        header(server_api::TIMESTAMP_HEADER).ok_or_else(|| bad("missing X-Chorus-Timestamp"))?;
     let nonce = header(server_api::NONCE_HEADER).ok_or_else(|| bad("missing X-Chorus-Nonce"))?;
-    let signature = header(server_api::SIGNATURE_HEADER).ok_or_else(|| bad("missing X-Chorus-Signature"))?;
-    let ts: i64 = timestamp.parse().map_err(|_| bad("malformed X-Chorus-Timestamp"))?;
+    let signature =
+        header(server_api::SIGNATURE_HEADER).ok_or_else(|| bad("missing X-Chorus-Signature"))?;
+    let ts: i64 = timestamp
+        .parse()
+        .map_err(|_| bad("malformed X-Chorus-Timestamp"))?;
     if !server_api::valid_api_nonce(nonce) {
         return Err(bad("malformed X-Chorus-Nonce"));
     }
     let target = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    if !server_api::verify_api_signature(app.config.app_secret(), timestamp, nonce, method.as_str(), target, body, signature) {
+    if !server_api::verify_api_signature(
+        app.config.app_secret(),
+        timestamp,
+        nonce,
+        method.as_str(),
+        target,
+        body,
+        signature,
+    ) {
         return Err(bad("bad signature"));
     }
     let now = crate::ids::unix_now();
     if ts.abs_diff(now as i64) > app.max_skew() {
-        return Err(HttpError::new(ErrorCode::StaleTimestamp, "timestamp outside the accepted skew"));
+        return Err(HttpError::new(
+            ErrorCode::StaleTimestamp,
+            "timestamp outside the accepted skew",
+        ));
     }
     let mut seen = app.api_nonces.lock().unwrap_or_else(|p| p.into_inner());
     if !seen.first_use(nonce, now, app.max_skew()) {
@@ -47,8 +68,14 @@ fn authenticate(app: &App, headers: &HeaderMap, method: &Method, uri: &Uri, body
 fn object(body: &[u8]) -> Result<Map<String, Value>, HttpError> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(HttpError::new(ErrorCode::MalformedFrame, "the body must be a JSON object")),
-        Err(e) => Err(HttpError::new(ErrorCode::MalformedFrame, format!("the body is not JSON: {e}"))),
+        Ok(_) => Err(HttpError::new(
+            ErrorCode::MalformedFrame,
+            "the body must be a JSON object",
+        )),
+        Err(e) => Err(HttpError::new(
+            ErrorCode::MalformedFrame,
+            format!("the body is not JSON: {e}"),
+        )),
     }
 }
 
@@ -62,14 +89,29 @@ pub async fn actions(
 ) -> Result<Json<Value>, HttpError> {
     authenticate(&app, &headers, &method, &uri, &body)?;
     let mut payload = object(&body)?;
-    chorus_protocol::frame::check_field_types(&payload).map_err(|e| HttpError::new(e.code, e.reason))?;
+    chorus_protocol::frame::check_field_types(&payload)
+        .map_err(|e| HttpError::new(e.code, e.reason))?;
     let action = match payload.remove("action") {
         Some(Value::String(a)) if !a.is_empty() => a,
-        Some(_) => return Err(HttpError::new(ErrorCode::MalformedFrame, "action must be a non-empty string")),
-        None => return Err(HttpError::new(ErrorCode::MissingField, "action is required")),
+        Some(_) => {
+            return Err(HttpError::new(
+                ErrorCode::MalformedFrame,
+                "action must be a non-empty string",
+            ));
+        }
+        None => {
+            return Err(HttpError::new(
+                ErrorCode::MissingField,
+                "action is required",
+            ));
+        }
     };
-    let outcome = app.run_action(Source::Server, None, &action, payload).await?;
-    Ok(Json(json!({"error_code": 0, "error_reason": "", "msg_ids": outcome.msg_ids, "result": outcome.result})))
+    let outcome = app
+        .run_action(Source::Server, None, &action, payload)
+        .await?;
+    Ok(Json(
+        json!({"error_code": 0, "error_reason": "", "msg_ids": outcome.msg_ids, "result": outcome.result}),
+    ))
 }
 
 /// Body of `POST /api/v1/sessions`.
@@ -93,11 +135,17 @@ pub async fn sessions(
     body: Bytes,
 ) -> Result<Json<Value>, HttpError> {
     authenticate(&app, &headers, &method, &uri, &body)?;
-    let req: SessionRequest = serde_json::from_slice(&body)
-        .map_err(|e| HttpError::new(ErrorCode::MalformedFrame, format!("expected {{\"user_id\":N,\"ttl_s\":N}}: {e}")))?;
+    let req: SessionRequest = serde_json::from_slice(&body).map_err(|e| {
+        HttpError::new(
+            ErrorCode::MalformedFrame,
+            format!("expected {{\"user_id\":N,\"ttl_s\":N}}: {e}"),
+        )
+    })?;
     let token = crate::token::mint(app.config.app_secret(), req.user_id, req.ttl_s)
         .map_err(|e| HttpError::new(ErrorCode::MalformedFrame, e.to_string()))?;
-    Ok(Json(json!({"error_code": 0, "error_reason": "", "user_id": req.user_id, "sid": token.sid, "sign_key": token.sign_key, "expires_at": token.expires_at})))
+    Ok(Json(
+        json!({"error_code": 0, "error_reason": "", "user_id": req.user_id, "sid": token.sid, "sign_key": token.sign_key, "expires_at": token.expires_at}),
+    ))
 }
 
 /// The user's room as (`current_room_id`, `channel_name`), empty strings
@@ -108,7 +156,9 @@ pub async fn room_of(app: &App, user_id: u64) -> Result<(String, String), HttpEr
         .membership_of(user_id)
         .await
         .map_err(|e| HttpError::new(ErrorCode::PluginFailed, e.to_string()))?;
-    Ok(membership.map(|m| (m.room_id.to_string(), m.channel_name)).unwrap_or_default())
+    Ok(membership
+        .map(|m| (m.room_id.to_string(), m.channel_name))
+        .unwrap_or_default())
 }
 
 /// `GET /api/v1/users/{user_id}`.
@@ -121,7 +171,13 @@ pub async fn user(
 ) -> Result<Json<Value>, HttpError> {
     authenticate(&app, &headers, &method, &uri, b"")?;
     let (room_id, channel) = room_of(&app, user_id).await?;
-    let node = app.store.node_of(user_id).await.ok().flatten().unwrap_or_default();
+    let node = app
+        .store
+        .node_of(user_id)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_default();
     Ok(Json(json!({
         "error_code": 0,
         "user_id": user_id,
@@ -141,9 +197,17 @@ pub async fn room(
     headers: HeaderMap,
 ) -> Result<Json<Value>, HttpError> {
     authenticate(&app, &headers, &method, &uri, b"")?;
-    let room = app.store.room(&channel).await.map_err(|e| HttpError::new(ErrorCode::PluginFailed, e.to_string()))?;
+    let room = app
+        .store
+        .room(&channel)
+        .await
+        .map_err(|e| HttpError::new(ErrorCode::PluginFailed, e.to_string()))?;
     let Some(room) = room else {
-        return Err(HttpError::new(ErrorCode::NotAllowed, format!("nobody is in room {channel}")));
+        let error = HttpError::new(
+            ErrorCode::NotAllowed,
+            format!("nobody is in room {channel}"),
+        );
+        return Err(error.with_status(axum::http::StatusCode::NOT_FOUND));
     };
     Ok(Json(json!({
         "error_code": 0,
@@ -180,7 +244,8 @@ pub async fn kick(
     let req: KickRequest = if body.is_empty() {
         KickRequest::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| HttpError::new(ErrorCode::MalformedFrame, format!("bad kick body: {e}")))?
+        serde_json::from_slice(&body)
+            .map_err(|e| HttpError::new(ErrorCode::MalformedFrame, format!("bad kick body: {e}")))?
     };
     let session = app.registry.get(user_id);
     if let (true, Some(s)) = (req.revoke, &session) {

@@ -3,15 +3,18 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
 use axum::Json;
-use serde_json::{json, Value};
+use axum::extract::{Query, State};
+use serde_json::{Value, json};
 
-use super::{signed_query, HttpError};
+use super::{HttpError, signed_query};
 use crate::app::App;
 
 /// `GET /iapi/websocket/end_point`: where to connect.
-pub async fn end_point(State(app): State<Arc<App>>, Query(params): Query<BTreeMap<String, String>>) -> Result<Json<Value>, HttpError> {
+pub async fn end_point(
+    State(app): State<Arc<App>>,
+    Query(params): Query<BTreeMap<String, String>>,
+) -> Result<Json<Value>, HttpError> {
     signed_query::verify(&app, &params)?;
     Ok(Json(json!({
         "error_code": 0,
@@ -23,7 +26,10 @@ pub async fn end_point(State(app): State<Arc<App>>, Query(params): Query<BTreeMa
 
 /// `GET /iapi/user/info`: whether the caller is online and in which room;
 /// an empty `current_room_id` after a reconnect means the user was removed.
-pub async fn user_info(State(app): State<Arc<App>>, Query(params): Query<BTreeMap<String, String>>) -> Result<Json<Value>, HttpError> {
+pub async fn user_info(
+    State(app): State<Arc<App>>,
+    Query(params): Query<BTreeMap<String, String>>,
+) -> Result<Json<Value>, HttpError> {
     let verified = signed_query::verify(&app, &params)?;
     let user_id = verified.who.user_id;
     let (room_id, channel) = super::api::room_of(&app, user_id).await?;

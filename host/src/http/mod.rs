@@ -46,25 +46,45 @@ pub struct HttpError {
     pub code: ErrorCode,
     /// Shown to the caller.
     pub reason: String,
+    /// A status other than the code's usual one (a room nobody is in is
+    /// 404 with 2004, where 2004 is otherwise 403).
+    pub status: Option<StatusCode>,
 }
 
 impl HttpError {
     /// An error with a code and reason.
     pub fn new(code: ErrorCode, reason: impl Into<String>) -> Self {
-        Self { code, reason: reason.into() }
+        Self {
+            code,
+            reason: reason.into(),
+            status: None,
+        }
+    }
+
+    /// The same error answered with `status`.
+    pub fn with_status(mut self, status: StatusCode) -> Self {
+        self.status = Some(status);
+        self
     }
 }
 
 impl From<ActionError> for HttpError {
     fn from(e: ActionError) -> Self {
-        Self { code: e.code, reason: e.reason }
+        Self::new(e.code, e.reason)
     }
 }
 
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST);
-        metrics::counter!("chorus_http_errors_total", "code" => self.code.code().to_string()).increment(1);
-        (status, Json(json!({"error_code": self.code.code(), "error_reason": self.reason}))).into_response()
+        let status = self.status.unwrap_or_else(|| {
+            StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::BAD_REQUEST)
+        });
+        metrics::counter!("chorus_http_errors_total", "code" => self.code.code().to_string())
+            .increment(1);
+        (
+            status,
+            Json(json!({"error_code": self.code.code(), "error_reason": self.reason})),
+        )
+            .into_response()
     }
 }

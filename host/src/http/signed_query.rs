@@ -23,12 +23,18 @@ pub struct Verified {
 pub fn verify(app: &App, params: &BTreeMap<String, String>) -> Result<Verified, HttpError> {
     for key in ["user_id", "sid", "timestamp", "sign"] {
         if !params.contains_key(key) {
-            return Err(HttpError::new(ErrorCode::MissingField, format!("missing parameter {key}")));
+            return Err(HttpError::new(
+                ErrorCode::MissingField,
+                format!("missing parameter {key}"),
+            ));
         }
     }
-    let user_id: u64 = params["user_id"]
-        .parse()
-        .map_err(|_| HttpError::new(ErrorCode::MalformedFrame, "user_id must be an unsigned integer"))?;
+    let user_id: u64 = params["user_id"].parse().map_err(|_| {
+        HttpError::new(
+            ErrorCode::MalformedFrame,
+            "user_id must be an unsigned integer",
+        )
+    })?;
     let timestamp: i64 = params["timestamp"]
         .parse()
         .map_err(|_| HttpError::new(ErrorCode::MalformedFrame, "timestamp must be an integer"))?;
@@ -40,16 +46,29 @@ pub fn verify(app: &App, params: &BTreeMap<String, String>) -> Result<Verified, 
         return Err(HttpError::new(ErrorCode::BadSignature, "sid revoked"));
     }
     if timestamp.abs_diff(now as i64) > app.max_skew() {
-        return Err(HttpError::new(ErrorCode::StaleTimestamp, "timestamp outside the accepted skew"));
+        return Err(HttpError::new(
+            ErrorCode::StaleTimestamp,
+            "timestamp outside the accepted skew",
+        ));
     }
     let sign_key = chorus_protocol::credentials::sign_key(app.config.app_secret(), sid);
-    let pairs: Vec<(&str, &str)> =
-        params.iter().filter(|(k, _)| k.as_str() != "sign").map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let pairs: Vec<(&str, &str)> = params
+        .iter()
+        .filter(|(k, _)| k.as_str() != "sign")
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     let canonical = chorus_protocol::canonical::canonical_query(&pairs);
     if !chorus_protocol::signing::verify(&sign_key, &canonical, &params["sign"]) {
         return Err(HttpError::new(ErrorCode::BadSignature, "bad signature"));
     }
-    Ok(Verified { who: Identity { user_id, sid: sid.clone(), sign_key }, sign: params["sign"].clone() })
+    Ok(Verified {
+        who: Identity {
+            user_id,
+            sid: sid.clone(),
+            sign_key,
+        },
+        sign: params["sign"].clone(),
+    })
 }
 
 fn is_revoked(app: &App, sid: &str) -> bool {

@@ -8,7 +8,7 @@ use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 
-use super::{signed_query, HttpError};
+use super::{HttpError, signed_query};
 use crate::app::App;
 use chorus_protocol::codes::ErrorCode;
 
@@ -30,7 +30,11 @@ pub async fn upgrade(
         Err(rejection) => return rejection.into_response(),
     };
     if !first_use(&app, &verified.sign) {
-        return HttpError::new(ErrorCode::Replayed, "this query was already used to connect; sign a new one").into_response();
+        return HttpError::new(
+            ErrorCode::Replayed,
+            "this query was already used to connect; sign a new one",
+        )
+        .into_response();
     }
     let limits = &app.config.limits;
     let app2 = Arc::clone(&app);

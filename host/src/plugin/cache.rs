@@ -27,7 +27,10 @@ impl ArtifactCache {
     pub(crate) fn new(engine: &Engine, dir: PathBuf) -> Self {
         let mut hasher = ShaHasher(Sha256::new());
         engine.precompile_compatibility_hash().hash(&mut hasher);
-        Self { dir, engine_key: hasher.0.finalize().into() }
+        Self {
+            dir,
+            engine_key: hasher.0.finalize().into(),
+        }
     }
 
     /// The default folder: `chorus/plugin-cache` under the system's
@@ -39,7 +42,12 @@ impl ArtifactCache {
     /// The component for `bytes` (whose hex sha256 is `sha256`): from the
     /// cache when a usable artifact is there, else compiled and stored.
     /// Blocking: call it from `spawn_blocking`.
-    pub(crate) fn load_or_compile(&self, engine: &Engine, sha256: &str, bytes: &[u8]) -> wasmtime::Result<Component> {
+    pub(crate) fn load_or_compile(
+        &self,
+        engine: &Engine,
+        sha256: &str,
+        bytes: &[u8],
+    ) -> wasmtime::Result<Component> {
         let path = self.path_for(sha256);
         if let Some(component) = load_artifact(engine, &path) {
             return Ok(component);
@@ -55,7 +63,8 @@ impl ArtifactCache {
         let mut key = Sha256::new();
         key.update(sha256.as_bytes());
         key.update(self.engine_key);
-        self.dir.join(format!("{}.cwasm", hex::encode(key.finalize())))
+        self.dir
+            .join(format!("{}.cwasm", hex::encode(key.finalize())))
     }
 
     /// Writes the artifact through a temporary file and a rename, so no

@@ -37,7 +37,9 @@ pub struct ActionSpec {
 impl Description {
     /// Whether this version handles `action` from `source`.
     pub fn accepts(&self, action: &str, source: Source) -> bool {
-        self.actions.iter().any(|a| a.name == action && a.sources.contains(&source))
+        self.actions
+            .iter()
+            .any(|a| a.name == action && a.sources.contains(&source))
     }
 
     /// The names of every action and system event handled.
@@ -47,7 +49,9 @@ impl Description {
 
     /// Every (action, source) pair handled.
     pub(crate) fn claims(&self) -> impl Iterator<Item = (&str, Source)> {
-        self.actions.iter().flat_map(|a| a.sources.iter().map(move |s| (a.name.as_str(), *s)))
+        self.actions
+            .iter()
+            .flat_map(|a| a.sources.iter().map(move |s| (a.name.as_str(), *s)))
     }
 
     /// Converts the WIT record, merging repeated actions and sources.
@@ -57,7 +61,10 @@ impl Description {
             let index = match actions.iter().position(|a| a.name == spec.name) {
                 Some(index) => index,
                 None => {
-                    actions.push(ActionSpec { name: spec.name, sources: Vec::new() });
+                    actions.push(ActionSpec {
+                        name: spec.name,
+                        sources: Vec::new(),
+                    });
                     actions.len() - 1
                 }
             };
@@ -67,14 +74,21 @@ impl Description {
                 }
             }
         }
-        Self { name: description.name, version: description.version, actions }
+        Self {
+            name: description.name,
+            version: description.version,
+            actions,
+        }
     }
 
     /// Checks the rules every version must follow: its name is the file's
     /// stem, it has a version, and every action has a name and a source.
     pub(crate) fn validate(&self, file_stem: &str) -> Result<(), PluginError> {
         if self.name != file_stem {
-            return Err(PluginError::NameMismatch { file: file_stem.into(), described: self.name.clone() });
+            return Err(PluginError::NameMismatch {
+                file: file_stem.into(),
+                described: self.name.clone(),
+            });
         }
         if self.version.trim().is_empty() {
             return Err(PluginError::Describe("the version is empty".into()));
@@ -84,7 +98,10 @@ impl Description {
                 return Err(PluginError::Describe("an action has an empty name".into()));
             }
             if action.sources.is_empty() {
-                return Err(PluginError::Describe(format!("action {:?} lists no source", action.name)));
+                return Err(PluginError::Describe(format!(
+                    "action {:?} lists no source",
+                    action.name
+                )));
             }
         }
         Ok(())
@@ -119,8 +136,14 @@ impl From<Source> for types::Source {
 /// Blocking; runs the plugin on a thread of its own, so it may be called
 /// from inside or outside an async runtime.
 pub fn check_file(path: &Path) -> Result<Description, PluginError> {
-    let bytes = std::fs::read(path).map_err(|e| PluginError::Io { path: path.into(), message: e.to_string() })?;
-    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let bytes = std::fs::read(path).map_err(|e| PluginError::Io {
+        path: path.into(),
+        message: e.to_string(),
+    })?;
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     std::thread::scope(|scope| {
         scope
             .spawn(|| check_bytes(&stem, &bytes))
@@ -139,7 +162,11 @@ fn check_bytes(stem: &str, bytes: &[u8]) -> Result<Description, PluginError> {
         .enable_time()
         .build()
         .map_err(|e| PluginError::Engine(e.to_string()))?;
-    let runtime = Runtime::new(&Settings::default(), Arc::new(MemoryStore::new(CHECK_SEATS)), false)?;
+    let runtime = Runtime::new(
+        &Settings::default(),
+        Arc::new(MemoryStore::new(CHECK_SEATS)),
+        false,
+    )?;
     let sha256 = hex::encode(Sha256::digest(bytes));
     let component = runtime.compile_blocking(&sha256, bytes)?;
     let pre = runtime.link(&component)?;

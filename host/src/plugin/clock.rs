@@ -8,7 +8,9 @@ use super::view::PluginView;
 impl Host for PluginView {
     async fn now_ms(&mut self) -> wasmtime::Result<u64> {
         // A clock set before 1970 reads as 0 rather than failing the call.
-        let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let since_epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         Ok(u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX))
     }
 }

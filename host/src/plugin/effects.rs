@@ -13,8 +13,13 @@ use super::{Notification, Reply, Target};
 use crate::store::StateChange;
 
 /// Converts a successful WIT reply of plugin `plugin` at `version`.
-pub(crate) fn convert_reply(plugin: &str, version: &str, reply: types::Reply) -> Result<Reply, Failure> {
-    let result = serde_json::from_str(&reply.result).map_err(|e| malformed(format!("result is not JSON: {e}")))?;
+pub(crate) fn convert_reply(
+    plugin: &str,
+    version: &str,
+    reply: types::Reply,
+) -> Result<Reply, Failure> {
+    let result = serde_json::from_str(&reply.output)
+        .map_err(|e| malformed(format!("result is not JSON: {e}")))?;
     let mut out = Reply {
         result,
         changes: Vec::new(),
@@ -23,7 +28,9 @@ pub(crate) fn convert_reply(plugin: &str, version: &str, reply: types::Reply) ->
         version: version.to_string(),
     };
     for (index, effect) in reply.effects.into_iter().enumerate() {
-        match convert_effect(plugin, effect).map_err(|e| malformed(format!("effect {index}: {e}")))? {
+        match convert_effect(plugin, effect)
+            .map_err(|e| malformed(format!("effect {index}: {e}")))?
+        {
             Converted::Change(change) => out.changes.push(change),
             Converted::Notify(notification) => out.notifications.push(notification),
         }
@@ -55,21 +62,48 @@ fn malformed(detail: String) -> Failure {
 /// only ever writes its own key-value space.
 fn convert_effect(plugin: &str, effect: Effect) -> Result<Converted, String> {
     let change = match effect {
-        Effect::JoinRoom(j) => StateChange::JoinRoom { user_id: j.user_id, channel_name: j.channel_name, room_id: j.room_id },
-        Effect::LeaveRoom(l) => StateChange::LeaveRoom { user_id: l.user_id, channel_name: l.channel_name },
-        Effect::TakeSeat(t) => StateChange::TakeSeat { channel_name: t.channel_name, seat_id: t.seat_id, user_id: t.user_id },
-        Effect::FreeSeat(f) => StateChange::FreeSeat { channel_name: f.channel_name, user_id: f.user_id },
+        Effect::JoinRoom(j) => StateChange::JoinRoom {
+            user_id: j.user_id,
+            channel_name: j.channel_name,
+            room_id: j.room_id,
+        },
+        Effect::LeaveRoom(l) => StateChange::LeaveRoom {
+            user_id: l.user_id,
+            channel_name: l.channel_name,
+        },
+        Effect::TakeSeat(t) => StateChange::TakeSeat {
+            channel_name: t.channel_name,
+            seat_id: t.seat_id,
+            user_id: t.user_id,
+        },
+        Effect::FreeSeat(f) => StateChange::FreeSeat {
+            channel_name: f.channel_name,
+            user_id: f.user_id,
+        },
         Effect::SetSeat(s) => StateChange::SetSeat {
             channel_name: s.channel_name,
             seat_id: s.seat_id,
             status: s.status,
             microphone: s.microphone,
         },
-        Effect::StartCall(c) => StateChange::StartCall { user_id: c.user_id, receiver_id: c.receiver_id, channel_name: c.channel_name },
+        Effect::StartCall(c) => StateChange::StartCall {
+            user_id: c.user_id,
+            receiver_id: c.receiver_id,
+            channel_name: c.channel_name,
+        },
         Effect::EndCall(user_id) => StateChange::EndCall { user_id },
-        Effect::KvSet(entry) => StateChange::KvSet { plugin: plugin.to_string(), key: entry.key, value: entry.value },
-        Effect::KvDelete(key) => StateChange::KvDelete { plugin: plugin.to_string(), key },
-        Effect::Notify(notification) => return convert_notification(notification).map(Converted::Notify),
+        Effect::KvSet(entry) => StateChange::KvSet {
+            plugin: plugin.to_string(),
+            key: entry.key,
+            value: entry.value,
+        },
+        Effect::KvDelete(key) => StateChange::KvDelete {
+            plugin: plugin.to_string(),
+            key,
+        },
+        Effect::Notify(notification) => {
+            return convert_notification(notification).map(Converted::Notify);
+        }
     };
     Ok(Converted::Change(change))
 }
@@ -90,7 +124,11 @@ fn convert_notification(notification: types::Notification) -> Result<Notificatio
         types::Target::Room(channel_name) => Target::Room(channel_name),
         types::Target::Everyone => Target::Everyone,
     };
-    Ok(Notification { target, body, subject: notification.subject })
+    Ok(Notification {
+        target,
+        body,
+        subject: notification.subject,
+    })
 }
 
 #[cfg(test)]
@@ -98,17 +136,27 @@ mod tests {
     use super::*;
 
     fn notify(body: &str) -> Effect {
-        Effect::Notify(types::Notification { target: types::Target::Room("r".into()), body: body.into(), subject: Some(7) })
+        Effect::Notify(types::Notification {
+            target: types::Target::Room("r".into()),
+            body: body.into(),
+            subject: Some(7),
+        })
     }
 
     fn reply(result: &str, effects: Vec<Effect>) -> types::Reply {
-        types::Reply { result: result.into(), effects }
+        types::Reply {
+            output: result.into(),
+            effects,
+        }
     }
 
     #[test]
     fn converts_changes_and_notifications_in_order() {
         let effects = vec![
-            Effect::KvSet(types::KvEntry { key: "k".into(), value: "1".into() }),
+            Effect::KvSet(types::KvEntry {
+                key: "k".into(),
+                value: "1".into(),
+            }),
             notify(r#"{"action":"up","x":1}"#),
             Effect::EndCall(9),
         ];
@@ -116,7 +164,11 @@ mod tests {
         assert_eq!(
             out.changes,
             vec![
-                StateChange::KvSet { plugin: "seat".into(), key: "k".into(), value: "1".into() },
+                StateChange::KvSet {
+                    plugin: "seat".into(),
+                    key: "k".into(),
+                    value: "1".into()
+                },
                 StateChange::EndCall { user_id: 9 },
             ]
         );
@@ -124,7 +176,10 @@ mod tests {
         assert_eq!(out.notifications[0].action(), "up");
         assert_eq!(out.notifications[0].target, Target::Room("r".into()));
         assert_eq!(out.notifications[0].subject, Some(7));
-        assert_eq!((out.plugin.as_str(), out.version.as_str()), ("seat", "1.0.0"));
+        assert_eq!(
+            (out.plugin.as_str(), out.version.as_str()),
+            ("seat", "1.0.0")
+        );
     }
 
     #[test]

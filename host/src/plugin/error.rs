@@ -59,17 +59,6 @@ impl CallError {
             CallError::Failed(_) => "plugin failed",
         }
     }
-
-    /// The label of `chorus_plugin_calls_total{outcome}` for this error.
-    pub(crate) fn outcome(&self) -> &'static str {
-        match self {
-            CallError::Rejected(_) => "rejected",
-            CallError::Conflict(_) => "conflict",
-            CallError::NotAllowed(_) => "not_allowed",
-            CallError::Invalid(_) => "invalid",
-            CallError::Failed(_) => "failed",
-        }
-    }
 }
 
 /// How a call failed (error 2002), with the detail for the log.
@@ -85,7 +74,10 @@ pub struct Failure {
 impl Failure {
     /// A failure of `kind` with `detail`.
     pub fn new(kind: FailureKind, detail: impl Into<String>) -> Self {
-        Self { kind, detail: detail.into() }
+        Self {
+            kind,
+            detail: detail.into(),
+        }
     }
 }
 
@@ -172,12 +164,13 @@ pub enum PluginError {
         described: String,
     },
     /// Another loaded plugin already serves an action from that source.
-    #[error("action {action:?} from {source} is already served by plugin {owner:?}")]
+    #[error("action {action:?} from {origin} is already served by plugin {owner:?}")]
     DuplicateAction {
         /// The action.
         action: String,
-        /// The source both claim.
-        source: &'static str,
+        /// The source both claim (not `source`: thiserror reserves that
+        /// name for the underlying error).
+        origin: &'static str,
         /// The plugin serving it.
         owner: String,
     },

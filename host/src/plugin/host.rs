@@ -133,12 +133,24 @@ impl PluginHost {
     pub async fn rollback(&self, name: &str) -> Result<PluginStatus, PluginError> {
         let _gate = self.reload_gate.lock().await;
         let rolled = self.registry.rollback(name);
-        let outcome = if rolled.is_ok() { "rolled_back" } else { "rollback_failed" };
+        let outcome = if rolled.is_ok() {
+            "rolled_back"
+        } else {
+            "rollback_failed"
+        };
         count_reload(name, outcome);
-        let plugin = rolled.inspect_err(|e| tracing::warn!(plugin = name, "rollback refused: {e}"))?;
-        tracing::info!(plugin = name, plugin_version = plugin.version(), sha256 = plugin.sha256(), "plugin rolled back");
+        let plugin =
+            rolled.inspect_err(|e| tracing::warn!(plugin = name, "rollback refused: {e}"))?;
+        tracing::info!(
+            plugin = name,
+            plugin_version = plugin.version(),
+            sha256 = plugin.sha256(),
+            "plugin rolled back"
+        );
         plugin.prewarm().await;
-        self.registry.status(name).ok_or_else(|| PluginError::NotFound(name.into()))
+        self.registry
+            .status(name)
+            .ok_or_else(|| PluginError::NotFound(name.into()))
     }
 
     /// Whether the initial load has finished.
@@ -181,7 +193,12 @@ impl PluginHost {
         let mut outcomes = Vec::new();
         for (name, bytes) in bundled::BUNDLED {
             let bytes: Arc<[u8]> = Arc::from(*bytes);
-            let candidate = Candidate { name: name.to_string(), sha256: sha256_hex(&bytes), bytes, config: None };
+            let candidate = Candidate {
+                name: name.to_string(),
+                sha256: sha256_hex(&bytes),
+                bytes,
+                config: None,
+            };
             outcomes.push(self.load(candidate, None).await);
         }
         outcomes
@@ -189,7 +206,11 @@ impl PluginHost {
 
     fn unload(&self, name: &str) -> LoadOutcome {
         if let Some(plugin) = self.registry.remove(name) {
-            tracing::info!(plugin = name, plugin_version = plugin.version(), "plugin removed: its actions are no longer served");
+            tracing::info!(
+                plugin = name,
+                plugin_version = plugin.version(),
+                "plugin removed: its actions are no longer served"
+            );
         }
         count_reload(name, "removed");
         LoadOutcome::Removed { name: name.into() }
@@ -201,9 +222,14 @@ impl PluginHost {
             Ok(candidate) => candidate,
             Err(error) => return self.fail(&file.name, None, None, error),
         };
-        let files = Fingerprint { wasm: candidate.sha256.clone(), config: candidate.config.clone() };
+        let files = Fingerprint {
+            wasm: candidate.sha256.clone(),
+            config: candidate.config.clone(),
+        };
         if self.registry.unchanged(&file.name, &files, retry_failed) {
-            return LoadOutcome::Unchanged { name: file.name.clone() };
+            return LoadOutcome::Unchanged {
+                name: file.name.clone(),
+            };
         }
         self.load(candidate, Some(files)).await
     }
@@ -216,7 +242,11 @@ impl PluginHost {
             Ok(config) => config,
             Err(error) => return self.fail(&name, None, files, error),
         };
-        if let Some(active) = self.registry.active(&name).filter(|a| a.sha256() == candidate.sha256) {
+        if let Some(active) = self
+            .registry
+            .active(&name)
+            .filter(|a| a.sha256() == candidate.sha256)
+        {
             return self.reconfigure(&active, config, files).await;
         }
         match self.prepare(&candidate, Arc::clone(&config)).await {
@@ -227,22 +257,44 @@ impl PluginHost {
 
     /// Compiles, links, describes and checks a new version. On failure,
     /// also returns the version it described, if it got that far.
-    async fn prepare(&self, candidate: &Candidate, config: Arc<str>) -> Result<Arc<Compiled>, (PluginError, Option<String>)> {
-        let component = self.runtime.compile(candidate.sha256.clone(), Arc::clone(&candidate.bytes)).await.map_err(|e| (e, None))?;
+    async fn prepare(
+        &self,
+        candidate: &Candidate,
+        config: Arc<str>,
+    ) -> Result<Arc<Compiled>, (PluginError, Option<String>)> {
+        let component = self
+            .runtime
+            .compile(candidate.sha256.clone(), Arc::clone(&candidate.bytes))
+            .await
+            .map_err(|e| (e, None))?;
         let pre = self.runtime.link(&component).map_err(|e| (e, None))?;
-        let description = self.runtime.describe(&pre, &candidate.name, config).await.map_err(|e| (e, None))?;
+        let description = self
+            .runtime
+            .describe(&pre, &candidate.name, config)
+            .await
+            .map_err(|e| (e, None))?;
         let version = Some(description.version.clone());
-        description.validate(&candidate.name).map_err(|e| (e, version.clone()))?;
+        description
+            .validate(&candidate.name)
+            .map_err(|e| (e, version.clone()))?;
         if let Some(error) = self.registry.conflict(&description) {
             return Err((error, version));
         }
         Ok(Compiled::new(candidate.sha256.clone(), description, pre))
     }
 
-    async fn go_live(&self, compiled: Arc<Compiled>, config: Arc<str>, files: Option<Fingerprint>) -> LoadOutcome {
+    async fn go_live(
+        &self,
+        compiled: Arc<Compiled>,
+        config: Arc<str>,
+        files: Option<Fingerprint>,
+    ) -> LoadOutcome {
         let plugin = LoadedPlugin::new(Arc::clone(&self.runtime), compiled, config);
         plugin.prewarm().await;
-        let replaced = self.registry.active(plugin.name()).map(|p| p.version().to_string());
+        let replaced = self
+            .registry
+            .active(plugin.name())
+            .map(|p| p.version().to_string());
         self.registry.activate(Arc::clone(&plugin), files);
         count_reload(plugin.name(), "loaded");
         tracing::info!(
@@ -253,25 +305,53 @@ impl PluginHost {
             actions = ?plugin.description().action_names(),
             "plugin loaded"
         );
-        LoadOutcome::Loaded { name: plugin.name().into(), version: plugin.version().into(), sha256: plugin.sha256().into() }
+        LoadOutcome::Loaded {
+            name: plugin.name().into(),
+            version: plugin.version().into(),
+            sha256: plugin.sha256().into(),
+        }
     }
 
-    async fn reconfigure(&self, active: &LoadedPlugin, config: Arc<str>, files: Option<Fingerprint>) -> LoadOutcome {
+    async fn reconfigure(
+        &self,
+        active: &LoadedPlugin,
+        config: Arc<str>,
+        files: Option<Fingerprint>,
+    ) -> LoadOutcome {
         if **active.config() == *config {
             // Same bytes, same config (e.g. the `.toml` was only reformatted).
             self.registry.confirm(active.name(), files);
-            return LoadOutcome::Unchanged { name: active.name().into() };
+            return LoadOutcome::Unchanged {
+                name: active.name().into(),
+            };
         }
-        let plugin = LoadedPlugin::new(Arc::clone(&self.runtime), Arc::clone(active.compiled()), config);
+        let plugin = LoadedPlugin::new(
+            Arc::clone(&self.runtime),
+            Arc::clone(active.compiled()),
+            config,
+        );
         plugin.prewarm().await;
         self.registry.activate(Arc::clone(&plugin), files);
         count_reload(plugin.name(), "reconfigured");
-        tracing::info!(plugin = plugin.name(), plugin_version = plugin.version(), "plugin config reloaded");
-        LoadOutcome::Reconfigured { name: plugin.name().into(), version: plugin.version().into() }
+        tracing::info!(
+            plugin = plugin.name(),
+            plugin_version = plugin.version(),
+            "plugin config reloaded"
+        );
+        LoadOutcome::Reconfigured {
+            name: plugin.name().into(),
+            version: plugin.version().into(),
+        }
     }
 
     /// Records and logs a failed load; the serving version (if any) stays.
-    fn fail(&self, name: &str, version: Option<&str>, files: Option<Fingerprint>, error: PluginError) -> LoadOutcome {
+    fn fail(
+        &self,
+        name: &str,
+        version: Option<&str>,
+        files: Option<Fingerprint>,
+        error: PluginError,
+    ) -> LoadOutcome {
         let serving = self.registry.active(name).map(|p| p.version().to_string());
         tracing::error!(
             plugin = name,
@@ -281,7 +361,10 @@ impl PluginHost {
         );
         count_reload(name, "failed");
         self.registry.fail(name, files, error.to_string());
-        LoadOutcome::Failed { name: name.into(), error: error.to_string() }
+        LoadOutcome::Failed {
+            name: name.into(),
+            error: error.to_string(),
+        }
     }
 }
 
@@ -293,11 +376,21 @@ async fn scan(dir: &Path) -> std::io::Result<Vec<PluginFiles>> {
     while let Some(entry) = entries.next_entry().await? {
         let path = entry.path();
         let is_wasm = path.extension().is_some_and(|e| e == "wasm");
-        let Some(name) = path.file_stem().and_then(|s| s.to_str()).map(str::to_string) else { continue };
+        let Some(name) = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .map(str::to_string)
+        else {
+            continue;
+        };
         if !is_wasm || name.starts_with('.') || !entry.file_type().await?.is_file() {
             continue;
         }
-        files.push(PluginFiles { toml: dir.join(format!("{name}.toml")), wasm: path, name });
+        files.push(PluginFiles {
+            toml: dir.join(format!("{name}.toml")),
+            wasm: path,
+            name,
+        });
     }
     files.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(files)
@@ -305,20 +398,34 @@ async fn scan(dir: &Path) -> std::io::Result<Vec<PluginFiles>> {
 
 /// Reads a plugin's `.wasm` and optional `.toml`.
 async fn read_files(file: &PluginFiles) -> Result<Candidate, PluginError> {
-    let io = |path: &Path, e: std::io::Error| PluginError::Io { path: path.into(), message: e.to_string() };
-    let bytes: Arc<[u8]> = tokio::fs::read(&file.wasm).await.map_err(|e| io(&file.wasm, e))?.into();
+    let io = |path: &Path, e: std::io::Error| PluginError::Io {
+        path: path.into(),
+        message: e.to_string(),
+    };
+    let bytes: Arc<[u8]> = tokio::fs::read(&file.wasm)
+        .await
+        .map_err(|e| io(&file.wasm, e))?
+        .into();
     let config = match tokio::fs::read_to_string(&file.toml).await {
         Ok(text) => Some(text),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(io(&file.toml, e)),
     };
-    Ok(Candidate { name: file.name.clone(), sha256: sha256_hex(&bytes), bytes, config })
+    Ok(Candidate {
+        name: file.name.clone(),
+        sha256: sha256_hex(&bytes),
+        bytes,
+        config,
+    })
 }
 
 /// `<name>.toml` as a JSON object (`{}` without a file).
 fn config_json(toml_text: Option<&str>) -> Result<Arc<str>, PluginError> {
-    let Some(text) = toml_text else { return Ok("{}".into()) };
-    let table: toml::Table = toml::from_str(text).map_err(|e| PluginError::Config(e.to_string()))?;
+    let Some(text) = toml_text else {
+        return Ok("{}".into());
+    };
+    let table: toml::Table =
+        toml::from_str(text).map_err(|e| PluginError::Config(e.to_string()))?;
     let json = serde_json::to_string(&table).map_err(|e| PluginError::Config(e.to_string()))?;
     Ok(json.into())
 }

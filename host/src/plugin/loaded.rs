@@ -42,7 +42,11 @@ pub(crate) struct Compiled {
 
 impl Compiled {
     /// Wraps a linked and described version.
-    pub(crate) fn new(sha256: String, description: Description, pre: PluginPre<PluginView>) -> Arc<Self> {
+    pub(crate) fn new(
+        sha256: String,
+        description: Description,
+        pre: PluginPre<PluginView>,
+    ) -> Arc<Self> {
         let metrics = CallMetrics::new(&description.name, &description.version);
         Arc::new(Self {
             name: description.name.as_str().into(),
@@ -94,9 +98,23 @@ enum Ran {
 
 impl LoadedPlugin {
     /// A version with `config`, not yet warm.
-    pub(crate) fn new(runtime: Arc<Runtime>, compiled: Arc<Compiled>, config: Arc<str>) -> Arc<Self> {
-        let loaded_at = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default();
-        Arc::new(Self { compiled, config, loaded_at, runtime, idle: Mutex::new(Vec::new()), retired: AtomicBool::new(false) })
+    pub(crate) fn new(
+        runtime: Arc<Runtime>,
+        compiled: Arc<Compiled>,
+        config: Arc<str>,
+    ) -> Arc<Self> {
+        let loaded_at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        Arc::new(Self {
+            compiled,
+            config,
+            loaded_at,
+            runtime,
+            idle: Mutex::new(Vec::new()),
+            retired: AtomicBool::new(false),
+        })
     }
 
     /// The plugin's name.
@@ -142,7 +160,11 @@ impl LoadedPlugin {
     pub(crate) async fn prewarm(&self) {
         match self.instantiate().await {
             Ok(warm) => self.give_back(warm, false),
-            Err(e) => tracing::warn!(plugin = self.name(), plugin_version = self.version(), "could not prewarm: {e:#}"),
+            Err(e) => tracing::warn!(
+                plugin = self.name(),
+                plugin_version = self.version(),
+                "could not prewarm: {e:#}"
+            ),
         }
     }
 
@@ -181,7 +203,8 @@ impl LoadedPlugin {
         match run_on(&mut warm, &input, &self.runtime).await {
             Ran::Returned(Ok(reply)) => {
                 self.give_back(warm, true);
-                effects::convert_reply(self.name(), self.version(), reply).map_err(|f| self.failed(event, f))
+                effects::convert_reply(self.name(), self.version(), reply)
+                    .map_err(|f| self.failed(event, f))
             }
             Ran::Returned(Err(error)) => {
                 self.give_back(warm, true);
@@ -217,15 +240,25 @@ impl LoadedPlugin {
         let idle = self.lock_idle().pop();
         match idle {
             Some(warm) => Ok(warm),
-            None => self.instantiate().await.map_err(|e| Failure::new(FailureKind::Unavailable, format!("instantiate: {e:#}"))),
+            None => self
+                .instantiate()
+                .await
+                .map_err(|e| Failure::new(FailureKind::Unavailable, format!("instantiate: {e:#}"))),
         }
     }
 
     async fn instantiate(&self) -> wasmtime::Result<Warm> {
-        let identity = Identity { plugin: Arc::clone(&self.compiled.name), version: Arc::clone(&self.compiled.version) };
+        let identity = Identity {
+            plugin: Arc::clone(&self.compiled.name),
+            version: Arc::clone(&self.compiled.version),
+        };
         let mut store = self.runtime.new_store(identity, Arc::clone(&self.config));
         let plugin = self.compiled.pre.instantiate_async(&mut store).await?;
-        Ok(Warm { store, plugin, calls: 0 })
+        Ok(Warm {
+            store,
+            plugin,
+            calls: 0,
+        })
     }
 
     /// Pools a healthy instance, unless it is due for retirement, the
@@ -274,8 +307,14 @@ impl std::fmt::Debug for LoadedPlugin {
 
 /// The WIT event for `event`.
 fn wit_event(event: &Event) -> Result<types::Event, CallError> {
-    let payload = serde_json::to_string(&event.payload).map_err(|e| CallError::Invalid(e.to_string()))?;
-    Ok(types::Event { action: event.action.clone(), source: event.source.into(), user_id: event.user_id, payload })
+    let payload =
+        serde_json::to_string(&event.payload).map_err(|e| CallError::Invalid(e.to_string()))?;
+    Ok(types::Event {
+        action: event.action.clone(),
+        source: event.source.into(),
+        user_id: event.user_id,
+        payload,
+    })
 }
 
 /// Calls `handle` on a warm instance under the call's deadline.
@@ -287,7 +326,10 @@ async fn run_on(warm: &mut Warm, input: &types::Event, runtime: &Runtime) -> Ran
     match tokio::time::timeout(runtime.wall_deadline, call).await {
         Ok(Ok(returned)) => Ran::Returned(returned),
         Ok(Err(trap)) => Ran::Trapped(classify(warm.store.data_mut(), &trap)),
-        Err(_) => Ran::Trapped(Failure::new(FailureKind::Timeout, "the call ran past its deadline while awaiting the host")),
+        Err(_) => Ran::Trapped(Failure::new(
+            FailureKind::Timeout,
+            "the call ran past its deadline while awaiting the host",
+        )),
     }
 }
 

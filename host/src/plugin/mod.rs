@@ -106,6 +106,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+/// Where `host/build.rs` left every built plugin, test fixtures included
+/// (a folder of the source tree: for tests and tools, not for production).
+pub const ARTIFACTS_DIR: &str = env!("CHORUS_PLUGIN_ARTIFACTS");
+
 pub use check::{ActionSpec, Description, check_file};
 pub use error::{CallError, Failure, FailureKind, PluginError};
 pub use host::PluginHost;
@@ -205,7 +209,10 @@ pub struct Notification {
 impl Notification {
     /// The notification's `action` (checked to be a string at conversion).
     pub fn action(&self) -> &str {
-        self.body.get("action").and_then(|a| a.as_str()).unwrap_or_default()
+        self.body
+            .get("action")
+            .and_then(|a| a.as_str())
+            .unwrap_or_default()
     }
 }
 

@@ -166,7 +166,10 @@ struct Routes {
 
 impl Registry {
     pub(crate) fn new() -> Self {
-        Self { entries: Mutex::new(BTreeMap::new()), routes: ArcSwap::from_pointee(Routes::default()) }
+        Self {
+            entries: Mutex::new(BTreeMap::new()),
+            routes: ArcSwap::from_pointee(Routes::default()),
+        }
     }
 
     /// The version serving `action` from `source`.
@@ -181,13 +184,20 @@ impl Registry {
 
     /// Every version listing the system event.
     pub(crate) fn subscribers(&self, event: &str) -> Vec<Arc<LoadedPlugin>> {
-        self.routes.load().system.get(event).cloned().unwrap_or_default()
+        self.routes
+            .load()
+            .system
+            .get(event)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Whether any version handles `action` from any source.
     pub(crate) fn handles(&self, action: &str) -> bool {
         let routes = self.routes.load();
-        routes.client.contains_key(action) || routes.server.contains_key(action) || routes.system.contains_key(action)
+        routes.client.contains_key(action)
+            || routes.server.contains_key(action)
+            || routes.system.contains_key(action)
     }
 
     /// The names of every plugin known (serving or failed).
@@ -204,7 +214,9 @@ impl Registry {
     /// With `retry_failed`, files whose last load failed count as changed.
     pub(crate) fn unchanged(&self, name: &str, files: &Fingerprint, retry_failed: bool) -> bool {
         let entries = self.lock();
-        let Some(entry) = entries.get(name) else { return false };
+        let Some(entry) = entries.get(name) else {
+            return false;
+        };
         entry.seen.as_ref() == Some(files) && !(retry_failed && entry.last_error.is_some())
     }
 
@@ -215,8 +227,14 @@ impl Registry {
         Self::conflict_in(&entries, description)
     }
 
-    fn conflict_in(entries: &BTreeMap<String, Entry>, description: &Description) -> Option<PluginError> {
-        let others = entries.iter().filter(|(name, _)| **name != description.name).filter_map(|(_, e)| e.active.as_ref());
+    fn conflict_in(
+        entries: &BTreeMap<String, Entry>,
+        description: &Description,
+    ) -> Option<PluginError> {
+        let others = entries
+            .iter()
+            .filter(|(name, _)| **name != description.name)
+            .filter_map(|(_, e)| e.active.as_ref());
         for other in others {
             let clash = description
                 .claims()
@@ -225,7 +243,7 @@ impl Registry {
             if let Some((action, source)) = clash {
                 return Some(PluginError::DuplicateAction {
                     action: action.to_string(),
-                    source: source.as_str(),
+                    origin: source.as_str(),
                     owner: other.name().to_string(),
                 });
             }
@@ -283,12 +301,19 @@ impl Registry {
     /// Swaps the serving version of `name` with the previous good one.
     pub(crate) fn rollback(&self, name: &str) -> Result<Arc<LoadedPlugin>, PluginError> {
         let mut entries = self.lock();
-        let entry = entries.get(name).ok_or_else(|| PluginError::NotFound(name.into()))?;
-        let previous = entry.previous.clone().ok_or_else(|| PluginError::NoPrevious(name.into()))?;
+        let entry = entries
+            .get(name)
+            .ok_or_else(|| PluginError::NotFound(name.into()))?;
+        let previous = entry
+            .previous
+            .clone()
+            .ok_or_else(|| PluginError::NoPrevious(name.into()))?;
         if let Some(error) = Self::conflict_in(&entries, previous.description()) {
             return Err(error);
         }
-        let entry = entries.get_mut(name).ok_or_else(|| PluginError::NotFound(name.into()))?;
+        let entry = entries
+            .get_mut(name)
+            .ok_or_else(|| PluginError::NotFound(name.into()))?;
         previous.reinstate();
         if let Some(old) = entry.active.replace(Arc::clone(&previous)) {
             old.retire();
@@ -301,12 +326,17 @@ impl Registry {
 
     /// The status of `name`.
     pub(crate) fn status(&self, name: &str) -> Option<PluginStatus> {
-        self.lock().get(name).map(|entry| Self::status_of(name, entry))
+        self.lock()
+            .get(name)
+            .map(|entry| Self::status_of(name, entry))
     }
 
     /// Every plugin's status, by name.
     pub(crate) fn statuses(&self) -> Vec<PluginStatus> {
-        self.lock().iter().map(|(name, entry)| Self::status_of(name, entry)).collect()
+        self.lock()
+            .iter()
+            .map(|(name, entry)| Self::status_of(name, entry))
+            .collect()
     }
 
     fn status_of(name: &str, entry: &Entry) -> PluginStatus {
@@ -315,7 +345,11 @@ impl Registry {
             None => PluginStatus {
                 name: name.to_string(),
                 version: String::new(),
-                sha256: entry.seen.as_ref().map(|f| f.wasm.clone()).unwrap_or_default(),
+                sha256: entry
+                    .seen
+                    .as_ref()
+                    .map(|f| f.wasm.clone())
+                    .unwrap_or_default(),
                 actions: Vec::new(),
                 status: PluginState::Failed,
                 loaded_at: 0,
@@ -342,7 +376,11 @@ impl Registry {
                     Source::Server => {
                         routes.server.entry(action.to_string()).or_insert(plugin);
                     }
-                    Source::System => routes.system.entry(action.to_string()).or_default().push(plugin),
+                    Source::System => routes
+                        .system
+                        .entry(action.to_string())
+                        .or_default()
+                        .push(plugin),
                 }
             }
         }

@@ -8,7 +8,11 @@ impl Host for PluginView {
     async fn membership_of(&mut self, user_id: u64) -> wasmtime::Result<Option<Membership>> {
         let found = self.store.membership_of(user_id).await;
         let membership = found.map_err(|e| self.store_failed(e))?;
-        Ok(membership.map(|m| Membership { channel_name: m.channel_name, room_id: m.room_id, seat_id: m.seat_id }))
+        Ok(membership.map(|m| Membership {
+            channel_name: m.channel_name,
+            room_id: m.room_id,
+            seat_id: m.seat_id,
+        }))
     }
 
     async fn room_members(&mut self, channel_name: String) -> wasmtime::Result<Vec<u64>> {
@@ -21,14 +25,22 @@ impl Host for PluginView {
         let seats = found.map_err(|e| self.store_failed(e))?;
         Ok(seats
             .into_iter()
-            .map(|s| Seat { id: s.id, user_id: s.user_id, status: s.status, microphone: s.microphone })
+            .map(|s| Seat {
+                id: s.id,
+                user_id: s.user_id,
+                status: s.status,
+                microphone: s.microphone,
+            })
             .collect())
     }
 
     async fn call_of(&mut self, user_id: u64) -> wasmtime::Result<Option<Call>> {
         let found = self.store.call_of(user_id).await;
         let call = found.map_err(|e| self.store_failed(e))?;
-        Ok(call.map(|c| Call { peer_id: c.peer_id, channel_name: c.channel_name }))
+        Ok(call.map(|c| Call {
+            peer_id: c.peer_id,
+            channel_name: c.channel_name,
+        }))
     }
 
     async fn is_online(&mut self, user_id: u64) -> wasmtime::Result<bool> {

@@ -41,11 +41,18 @@ pub(crate) struct Runtime {
 impl Runtime {
     /// Builds the engine, the linker and the ticker. `cached` chooses
     /// whether compiled artifacts go through the disk cache.
-    pub(crate) fn new(settings: &Settings, store: Arc<dyn Store>, cached: bool) -> Result<Arc<Self>, PluginError> {
+    pub(crate) fn new(
+        settings: &Settings,
+        store: Arc<dyn Store>,
+        cached: bool,
+    ) -> Result<Arc<Self>, PluginError> {
         let engine = engine::build(settings.max_memory)?;
         let linker = build_linker(&engine)?;
         let cache = cached.then(|| {
-            let dir = settings.cache_dir.clone().unwrap_or_else(ArtifactCache::default_dir);
+            let dir = settings
+                .cache_dir
+                .clone()
+                .unwrap_or_else(ArtifactCache::default_dir);
             ArtifactCache::new(&engine, dir)
         });
         let ticker = EpochTicker::start(&engine)?;
@@ -63,7 +70,11 @@ impl Runtime {
 
     /// A fresh `Store` for one instance of a version, with the memory cap
     /// and an epoch deadline that traps.
-    pub(crate) fn new_store(&self, identity: Identity, config: Arc<str>) -> wasmtime::Store<PluginView> {
+    pub(crate) fn new_store(
+        &self,
+        identity: Identity,
+        config: Arc<str>,
+    ) -> wasmtime::Store<PluginView> {
         let view = PluginView::new(identity, config, Arc::clone(&self.store), self.max_memory);
         let mut store = wasmtime::Store::new(&self.engine, view);
         store.limiter(|view| &mut view.limits);
@@ -74,7 +85,11 @@ impl Runtime {
 
     /// Compiles `bytes` (or loads the cached artifact) on a blocking
     /// thread, off the async workers.
-    pub(crate) async fn compile(self: &Arc<Self>, sha256: String, bytes: Arc<[u8]>) -> Result<Component, PluginError> {
+    pub(crate) async fn compile(
+        self: &Arc<Self>,
+        sha256: String,
+        bytes: Arc<[u8]>,
+    ) -> Result<Component, PluginError> {
         let runtime = Arc::clone(self);
         tokio::task::spawn_blocking(move || runtime.compile_blocking(&sha256, &bytes))
             .await
@@ -82,7 +97,11 @@ impl Runtime {
     }
 
     /// Compiles on the current thread.
-    pub(crate) fn compile_blocking(&self, sha256: &str, bytes: &[u8]) -> Result<Component, PluginError> {
+    pub(crate) fn compile_blocking(
+        &self,
+        sha256: &str,
+        bytes: &[u8],
+    ) -> Result<Component, PluginError> {
         let compiled = match &self.cache {
             Some(cache) => cache.load_or_compile(&self.engine, sha256, bytes),
             None => Component::new(&self.engine, bytes),
@@ -92,7 +111,10 @@ impl Runtime {
 
     /// Links a component against the world, once per version.
     pub(crate) fn link(&self, component: &Component) -> Result<PluginPre<PluginView>, PluginError> {
-        let pre = self.linker.instantiate_pre(component).map_err(|e| PluginError::Link(format!("{e:#}")))?;
+        let pre = self
+            .linker
+            .instantiate_pre(component)
+            .map_err(|e| PluginError::Link(format!("{e:#}")))?;
         PluginPre::new(pre).map_err(|e| PluginError::Link(format!("{e:#}")))
     }
 
@@ -104,11 +126,21 @@ impl Runtime {
         name: &str,
         config: Arc<str>,
     ) -> Result<Description, PluginError> {
-        let identity = Identity { plugin: name.into(), version: "unknown".into() };
+        let identity = Identity {
+            plugin: name.into(),
+            version: "unknown".into(),
+        };
         let mut store = self.new_store(identity, config);
-        let described = tokio::time::timeout(self.wall_deadline, describe_in(&mut store, pre)).await;
+        let described =
+            tokio::time::timeout(self.wall_deadline, describe_in(&mut store, pre)).await;
         let stderr = store.data().output.contents();
-        let with_stderr = |e: String| if stderr.is_empty() { e } else { format!("{e} (stderr: {stderr})") };
+        let with_stderr = |e: String| {
+            if stderr.is_empty() {
+                e
+            } else {
+                format!("{e} (stderr: {stderr})")
+            }
+        };
         match described {
             Ok(Ok(description)) => Ok(Description::from_wit(description)),
             Ok(Err(e)) => Err(PluginError::Describe(with_stderr(format!("{e:#}")))),
@@ -123,7 +155,10 @@ async fn describe_in(
     pre: &PluginPre<PluginView>,
 ) -> wasmtime::Result<super::bindings::types::Description> {
     let plugin: Plugin = pre.instantiate_async(&mut *store).await?;
-    plugin.chorus_plugin_handler().call_describe(&mut *store).await
+    plugin
+        .chorus_plugin_handler()
+        .call_describe(&mut *store)
+        .await
 }
 
 /// The linker of the world: WASI p2 (with nothing granted: no folders, no
@@ -131,7 +166,8 @@ async fn describe_in(
 /// [`PluginView`].
 fn build_linker(engine: &Engine) -> Result<Linker<PluginView>, PluginError> {
     let mut linker = Linker::new(engine);
-    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| PluginError::Engine(format!("{e:#}")))?;
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+        .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
     Plugin::add_to_linker::<PluginView, HasSelf<PluginView>>(&mut linker, |view| view)
         .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
     Ok(linker)

@@ -22,7 +22,11 @@ pub(crate) struct CallStats {
 
 impl CallStats {
     pub(crate) fn new() -> Self {
-        Self { calls: AtomicU64::new(0), errors: AtomicU64::new(0), buckets: std::array::from_fn(|_| AtomicU64::new(0)) }
+        Self {
+            calls: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
     }
 
     /// Counts one call; `failed` when it ended in a [`CallError::Failed`].
@@ -48,7 +52,11 @@ impl CallStats {
     /// The latency under which `quantile` (0..=1) of the calls finished, in
     /// µs: the upper bound of the bucket holding that rank (0 without calls).
     pub(crate) fn percentile_us(&self, quantile: f64) -> u64 {
-        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect();
+        let counts: Vec<u64> = self
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
         let total: u64 = counts.iter().sum();
         if total == 0 {
             return 0;
@@ -106,9 +114,7 @@ pub(crate) struct CallMetrics {
 
 impl CallMetrics {
     pub(crate) fn new(plugin: &str, version: &str) -> Self {
-        let calls = |outcome: &'static str| {
-            metrics::counter!("chorus_plugin_calls_total", "plugin" => plugin.to_string(), "version" => version.to_string(), "outcome" => outcome)
-        };
+        let calls = |outcome: &'static str| metrics::counter!("chorus_plugin_calls_total", "plugin" => plugin.to_string(), "version" => version.to_string(), "outcome" => outcome);
         let failures = FailureKind::ALL.map(|kind| {
             metrics::counter!("chorus_plugin_failures_total", "plugin" => plugin.to_string(), "version" => version.to_string(), "kind" => kind.as_str())
         });
@@ -134,7 +140,10 @@ impl CallMetrics {
             Err(CallError::NotAllowed(_)) => &self.not_allowed,
             Err(CallError::Invalid(_)) => &self.invalid,
             Err(CallError::Failed(failure)) => {
-                let kind = FailureKind::ALL.iter().position(|k| *k == failure.kind).unwrap_or(0);
+                let kind = FailureKind::ALL
+                    .iter()
+                    .position(|k| *k == failure.kind)
+                    .unwrap_or(0);
                 self.failures[kind].increment(1);
                 &self.failed
             }
@@ -160,7 +169,10 @@ mod tests {
             assert!(bucket >= last, "{micros}");
             assert!(micros <= upper_bound(bucket), "{micros} in bucket {bucket}");
             if bucket > 0 {
-                assert!(micros > upper_bound(bucket - 1), "{micros} in bucket {bucket}");
+                assert!(
+                    micros > upper_bound(bucket - 1),
+                    "{micros} in bucket {bucket}"
+                );
             }
             last = bucket;
         }

@@ -29,7 +29,8 @@ impl TempDir {
     fn new(what: &str) -> Self {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("chorus-plugin-{what}-{}-{n}", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("chorus-plugin-{what}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).expect("temp dir");
         Self(path)
@@ -77,27 +78,45 @@ fn memory_store() -> Arc<MemoryStore> {
 async fn loaded_host(dir: &TempDir, store: Arc<MemoryStore>) -> Arc<PluginHost> {
     let host = PluginHost::new(settings(dir), store).expect("host");
     let outcomes = host.load_all().await;
-    assert!(outcomes.iter().all(|o| !matches!(o, LoadOutcome::Failed { .. })), "{outcomes:?}");
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| !matches!(o, LoadOutcome::Failed { .. })),
+        "{outcomes:?}"
+    );
     assert!(host.is_ready());
     host
 }
 
 fn event(action: &str, payload: Value) -> Event {
-    let Value::Object(payload) = payload else { panic!("a test payload is an object") };
-    Event { action: action.into(), source: Source::Client, user_id: Some(1233), payload }
+    let Value::Object(payload) = payload else {
+        panic!("a test payload is an object")
+    };
+    Event {
+        action: action.into(),
+        source: Source::Client,
+        user_id: Some(1233),
+        payload,
+    }
 }
 
 async fn call(host: &PluginHost, action: &str, payload: Value) -> Result<Reply, CallError> {
-    let plugin = host.route(action, Source::Client).unwrap_or_else(|| panic!("{action} is routed"));
+    let plugin = host
+        .route(action, Source::Client)
+        .unwrap_or_else(|| panic!("{action} is routed"));
     host.call(&plugin, event(action, payload)).await
 }
 
 fn status(host: &PluginHost, name: &str) -> PluginStatus {
-    host.statuses().into_iter().find(|s| s.name == name).unwrap_or_else(|| panic!("{name} has a status"))
+    host.statuses()
+        .into_iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("{name} has a status"))
 }
 
 fn served_version(host: &PluginHost, action: &str) -> Option<String> {
-    host.route(action, Source::Client).map(|p| p.version().to_string())
+    host.route(action, Source::Client)
+        .map(|p| p.version().to_string())
 }
 
 /// Polls `done` every 20 ms until it holds or `deadline` passes; the time
@@ -137,22 +156,39 @@ async fn each_fault_fails_only_its_call() {
     expect_ok(&host).await;
 
     let trap = expect_failure(call(&host, "fx_trap", json!({})).await, FailureKind::Trap);
-    assert!(trap.detail.contains("fx_trap: a deliberate panic"), "the panic message is captured: {}", trap.detail);
+    assert!(
+        trap.detail.contains("fx_trap: a deliberate panic"),
+        "the panic message is captured: {}",
+        trap.detail
+    );
     expect_ok(&host).await;
 
     let started = Instant::now();
-    expect_failure(call(&host, "fx_loop", json!({})).await, FailureKind::Timeout);
-    assert!(started.elapsed() < Duration::from_millis(500), "the loop was stopped in {:?}", started.elapsed());
+    expect_failure(
+        call(&host, "fx_loop", json!({})).await,
+        FailureKind::Timeout,
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "the loop was stopped in {:?}",
+        started.elapsed()
+    );
     expect_ok(&host).await;
 
-    expect_failure(call(&host, "fx_alloc", json!({})).await, FailureKind::Memory);
+    expect_failure(
+        call(&host, "fx_alloc", json!({})).await,
+        FailureKind::Memory,
+    );
     expect_ok(&host).await;
 
-    expect_failure(call(&host, "fx_bad_effect", json!({})).await, FailureKind::MalformedEffect);
+    expect_failure(
+        call(&host, "fx_bad_effect", json!({})).await,
+        FailureKind::MalformedEffect,
+    );
     expect_ok(&host).await;
 
     let status = status(&host, "faulty");
-    assert_eq!((status.calls, status.errors), (8, 4));
+    assert_eq!((status.calls, status.errors), (9, 4));
     assert_eq!(status.status, PluginState::Active);
 }
 
@@ -166,11 +202,23 @@ async fn a_trapped_instance_is_dropped_and_a_healthy_one_pooled() {
     expect_ok(&host).await;
     assert_eq!(plugin.idle_instances(), 1, "the same instance went back");
     let _ = call(&host, "fx_trap", json!({})).await;
-    assert_eq!(plugin.idle_instances(), 0, "the trapped instance was dropped");
+    assert_eq!(
+        plugin.idle_instances(),
+        0,
+        "the trapped instance was dropped"
+    );
     expect_ok(&host).await;
-    assert_eq!(plugin.idle_instances(), 1, "a fresh instance served and was pooled");
+    assert_eq!(
+        plugin.idle_instances(),
+        1,
+        "a fresh instance served and was pooled"
+    );
     let _ = call(&host, "fx_bad_effect", json!({})).await;
-    assert_eq!(plugin.idle_instances(), 1, "a malformed reply does not poison the instance");
+    assert_eq!(
+        plugin.idle_instances(),
+        1,
+        "a malformed reply does not poison the instance"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -196,16 +244,25 @@ async fn kv_counts_across_calls() {
     let store = memory_store();
     let host = loaded_host(&dir, Arc::clone(&store)).await;
     for expected in 1..=3u64 {
-        let reply = call(&host, "echo", json!({"n": expected})).await.expect("echo");
+        let reply = call(&host, "echo", json!({"n": expected}))
+            .await
+            .expect("echo");
         assert_eq!(reply.result["calls"], json!(expected));
         assert_eq!(reply.result["payload"], json!({"n": expected}));
         assert_eq!(
             reply.changes,
-            vec![StateChange::KvSet { plugin: "echo".into(), key: "calls".into(), value: expected.to_string() }]
+            vec![StateChange::KvSet {
+                plugin: "echo".into(),
+                key: "calls".into(),
+                value: expected.to_string()
+            }]
         );
         store.apply(&reply.changes).await.expect("apply");
     }
-    assert_eq!(store.kv_get("echo", "calls").await.expect("kv"), Some("3".into()));
+    assert_eq!(
+        store.kv_get("echo", "calls").await.expect("kv"),
+        Some("3".into())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,20 +271,39 @@ async fn config_comes_from_the_toml_and_reloads() {
     dir.install("echo_v1.wasm", "echo.wasm");
     let host = loaded_host(&dir, memory_store()).await;
     let reply = call(&host, "echo", json!({})).await.expect("echo");
-    assert_eq!(reply.result["greeting"], json!("hello"), "the default without a toml");
+    assert_eq!(
+        reply.result["greeting"],
+        json!("hello"),
+        "the default without a toml"
+    );
 
     dir.install_bytes("echo.toml", b"greeting = \"hi there\"\n");
     let outcomes = host.reload().await;
-    assert!(outcomes.contains(&LoadOutcome::Reconfigured { name: "echo".into(), version: "1.0.0".into() }), "{outcomes:?}");
+    assert!(
+        outcomes.contains(&LoadOutcome::Reconfigured {
+            name: "echo".into(),
+            version: "1.0.0".into()
+        }),
+        "{outcomes:?}"
+    );
     let reply = call(&host, "echo", json!({})).await.expect("echo");
     assert_eq!(reply.result["greeting"], json!("hi there"));
 
     dir.install_bytes("echo.toml", b"greeting = [not toml\n");
     let outcomes = host.reload().await;
-    assert!(matches!(&outcomes[..], [LoadOutcome::Failed { .. }]), "{outcomes:?}");
-    let reply = call(&host, "echo", json!({})).await.expect("the old config still serves");
+    assert!(
+        matches!(&outcomes[..], [LoadOutcome::Failed { .. }]),
+        "{outcomes:?}"
+    );
+    let reply = call(&host, "echo", json!({}))
+        .await
+        .expect("the old config still serves");
     assert_eq!(reply.result["greeting"], json!("hi there"));
-    assert!(status(&host, "echo").last_error.is_some_and(|e| e.contains("config")));
+    assert!(
+        status(&host, "echo")
+            .last_error
+            .is_some_and(|e| e.contains("config"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -242,32 +318,51 @@ async fn hot_reload_swaps_keeps_and_unloads() {
 
     // A new version goes live within 2 s; a call holding v1 still runs on it.
     dir.install("echo_v2.wasm", "echo.wasm");
-    let took = eventually(RELOAD_DEADLINE, || served_version(&host, "echo").as_deref() == Some("2.0.0")).await;
+    let took = eventually(RELOAD_DEADLINE, || {
+        served_version(&host, "echo").as_deref() == Some("2.0.0")
+    })
+    .await;
     let took = took.expect("v2 serves within 2 s");
     eprintln!("echo v2 live {took:?} after the rename");
-    let old = host.call(&v1, event("echo", json!({}))).await.expect("v1 still answers");
+    let old = host
+        .call(&v1, event("echo", json!({})))
+        .await
+        .expect("v1 still answers");
     assert_eq!(old.result["version"], json!("1.0.0"));
     assert_eq!(old.version, "1.0.0");
 
     // Garbage leaves v2 serving, with the error visible.
     dir.install_bytes("echo.wasm", b"this is not a component");
-    let failed = eventually(RELOAD_DEADLINE, || status(&host, "echo").last_error.is_some()).await;
+    let failed = eventually(RELOAD_DEADLINE, || {
+        status(&host, "echo").last_error.is_some()
+    })
+    .await;
     failed.expect("the failure shows within 2 s");
     let status = status(&host, "echo");
-    assert_eq!((status.status, status.version.as_str()), (PluginState::Active, "2.0.0"));
-    let reply = call(&host, "echo", json!({})).await.expect("v2 still serves");
+    assert_eq!(
+        (status.status, status.version.as_str()),
+        (PluginState::Active, "2.0.0")
+    );
+    let reply = call(&host, "echo", json!({}))
+        .await
+        .expect("v2 still serves");
     assert_eq!(reply.result["version"], json!("2.0.0"));
 
     // Removing the file unloads the plugin.
     dir.remove("echo.wasm");
-    let gone = eventually(RELOAD_DEADLINE, || host.route("echo", Source::Client).is_none()).await;
+    let gone = eventually(RELOAD_DEADLINE, || {
+        host.route("echo", Source::Client).is_none()
+    })
+    .await;
     gone.expect("echo is unloaded within 2 s");
     assert!(!host.handles("echo"));
     assert!(host.statuses().is_empty());
 
     shutdown.cancel();
     tracker.close();
-    tokio::time::timeout(Duration::from_secs(2), tracker.wait()).await.expect("the watcher stops");
+    tokio::time::timeout(Duration::from_secs(2), tracker.wait())
+        .await
+        .expect("the watcher stops");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -278,12 +373,21 @@ async fn a_plugin_that_never_loaded_is_failed() {
     let host = PluginHost::new(settings(&dir), memory_store()).expect("host");
     let outcomes = host.load_all().await;
     assert_eq!(outcomes.len(), 2);
-    assert!(outcomes.iter().all(|o| matches!(o, LoadOutcome::Failed { .. })), "{outcomes:?}");
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, LoadOutcome::Failed { .. })),
+        "{outcomes:?}"
+    );
     let broken = status(&host, "broken");
     assert_eq!(broken.status, PluginState::Failed);
     assert!(broken.last_error.is_some_and(|e| e.starts_with("compile")));
     let wrong = status(&host, "wrongname");
-    assert!(wrong.last_error.is_some_and(|e| e.contains("describes itself as \"echo\"")));
+    assert!(
+        wrong
+            .last_error
+            .is_some_and(|e| e.contains("describes itself as \"echo\""))
+    );
     assert!(host.is_ready());
     assert!(!host.handles("echo"));
 }
@@ -296,15 +400,30 @@ async fn a_duplicate_action_is_refused() {
     let claim = |name: &str, sources: Vec<Source>| Description {
         name: name.into(),
         version: "1".into(),
-        actions: vec![ActionSpec { name: "echo".into(), sources }],
+        actions: vec![ActionSpec {
+            name: "echo".into(),
+            sources,
+        }],
     };
-    let refused = host.registry().conflict(&claim("other", vec![Source::Server]));
+    let refused = host
+        .registry()
+        .conflict(&claim("other", vec![Source::Server]));
     assert!(
-        matches!(&refused, Some(PluginError::DuplicateAction { owner, source: "server", .. }) if owner == "echo"),
+        matches!(&refused, Some(PluginError::DuplicateAction { owner, origin: "server", .. }) if owner == "echo"),
         "{refused:?}"
     );
-    assert!(host.registry().conflict(&claim("other", vec![Source::System])).is_none(), "system events are shared");
-    assert!(host.registry().conflict(&claim("echo", vec![Source::Client])).is_none(), "a plugin replaces itself");
+    assert!(
+        host.registry()
+            .conflict(&claim("other", vec![Source::System]))
+            .is_none(),
+        "system events are shared"
+    );
+    assert!(
+        host.registry()
+            .conflict(&claim("echo", vec![Source::Client]))
+            .is_none(),
+        "a plugin replaces itself"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -312,22 +431,36 @@ async fn rollback_returns_to_the_previous_version() {
     let dir = TempDir::new("rollback");
     dir.install("echo_v1.wasm", "echo.wasm");
     let host = loaded_host(&dir, memory_store()).await;
-    assert!(matches!(host.rollback("echo").await, Err(PluginError::NoPrevious(_))));
-    assert!(matches!(host.rollback("nope").await, Err(PluginError::NotFound(_))));
+    assert!(matches!(
+        host.rollback("echo").await,
+        Err(PluginError::NoPrevious(_))
+    ));
+    assert!(matches!(
+        host.rollback("nope").await,
+        Err(PluginError::NotFound(_))
+    ));
 
     dir.install("echo_v2.wasm", "echo.wasm");
     host.reload().await;
     assert_eq!(served_version(&host, "echo").as_deref(), Some("2.0.0"));
 
     let status = host.rollback("echo").await.expect("rollback");
-    assert_eq!((status.version.as_str(), status.status), ("1.0.0", PluginState::Active));
+    assert_eq!(
+        (status.version.as_str(), status.status),
+        ("1.0.0", PluginState::Active)
+    );
     assert_eq!(served_version(&host, "echo").as_deref(), Some("1.0.0"));
     let reply = call(&host, "echo", json!({})).await.expect("v1 serves");
     assert_eq!(reply.result["version"], json!("1.0.0"));
 
     // The file did not change: a rescan keeps the rollback.
     let outcomes = host.reload().await;
-    assert_eq!(outcomes, vec![LoadOutcome::Unchanged { name: "echo".into() }]);
+    assert_eq!(
+        outcomes,
+        vec![LoadOutcome::Unchanged {
+            name: "echo".into()
+        }]
+    );
     assert_eq!(served_version(&host, "echo").as_deref(), Some("1.0.0"));
 
     // Rolling back again goes forward to v2, still compiled.
@@ -337,10 +470,18 @@ async fn rollback_returns_to_the_previous_version() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_bundled_plugins_load() {
-    let settings = Settings { cache_dir: Some(std::env::temp_dir().join("chorus-plugin-test-cache")), ..Settings::default() };
+    let settings = Settings {
+        cache_dir: Some(std::env::temp_dir().join("chorus-plugin-test-cache")),
+        ..Settings::default()
+    };
     let host = PluginHost::new(settings, memory_store()).expect("host");
     let outcomes = host.load_all().await;
-    assert!(outcomes.iter().all(|o| matches!(o, LoadOutcome::Loaded { .. })), "{outcomes:?}");
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, LoadOutcome::Loaded { .. })),
+        "{outcomes:?}"
+    );
     let names: Vec<String> = host.statuses().into_iter().map(|s| s.name).collect();
     assert_eq!(names, ["call", "chat", "gift", "notice", "room", "seat"]);
     assert!(host.handles("enter_room"));
@@ -348,17 +489,62 @@ async fn the_bundled_plugins_load() {
     assert!(host.reload().await.is_empty(), "nothing to rescan");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compiled_artifacts_are_cached_and_a_bad_one_is_a_miss() {
+    let dir = TempDir::new("cache-plugins");
+    let cache = TempDir::new("cache");
+    dir.install("faulty.wasm", "faulty.wasm");
+    let settings = Settings {
+        cache_dir: Some(cache.0.clone()),
+        ..settings(&dir)
+    };
+    let cached = || -> Vec<PathBuf> {
+        let entries = std::fs::read_dir(&cache.0).expect("cache dir").flatten();
+        entries
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+            .collect()
+    };
+
+    let first = PluginHost::new(settings.clone(), memory_store()).expect("host");
+    first.load_all().await;
+    let artifacts = cached();
+    assert_eq!(artifacts.len(), 1, "one artifact written");
+
+    std::fs::write(&artifacts[0], b"not an artifact").expect("corrupt it");
+    let second = PluginHost::new(settings, memory_store()).expect("host");
+    let outcomes = second.load_all().await;
+    assert!(
+        matches!(&outcomes[..], [LoadOutcome::Loaded { .. }]),
+        "{outcomes:?}"
+    );
+    expect_ok(&second).await;
+    assert!(
+        std::fs::read(&artifacts[0]).expect("rewritten").len() > 1000,
+        "the artifact was rewritten"
+    );
+}
+
 #[test]
 fn check_file_describes_or_explains() {
     let description = check_file(&artifact("faulty.wasm")).expect("faulty checks");
     assert_eq!(description.name, "faulty");
     assert!(description.accepts("fx_ok", Source::Client));
-    assert!(matches!(check_file(&artifact("echo_v1.wasm")), Err(PluginError::NameMismatch { .. })));
+    assert!(matches!(
+        check_file(&artifact("echo_v1.wasm")),
+        Err(PluginError::NameMismatch { .. })
+    ));
 
     let dir = TempDir::new("check");
     dir.install_bytes("junk.wasm", b"junk");
-    assert!(matches!(check_file(&dir.0.join("junk.wasm")), Err(PluginError::Compile(_))));
-    assert!(matches!(check_file(&dir.0.join("missing.wasm")), Err(PluginError::Io { .. })));
+    assert!(matches!(
+        check_file(&dir.0.join("junk.wasm")),
+        Err(PluginError::Compile(_))
+    ));
+    assert!(matches!(
+        check_file(&dir.0.join("missing.wasm")),
+        Err(PluginError::Io { .. })
+    ));
 }
 
 #[test]
@@ -374,7 +560,10 @@ fn call_errors_map_to_protocol_codes() {
     for (error, code) in cases {
         assert_eq!(error.code(), code, "{error}");
     }
-    assert_eq!(CallError::Failed(Failure::new(FailureKind::Trap, "secret")).public_reason(), "plugin failed");
+    assert_eq!(
+        CallError::Failed(Failure::new(FailureKind::Trap, "secret")).public_reason(),
+        "plugin failed"
+    );
 }
 
 /// Measures the cost of a call on a warm instance. Take numbers from a
@@ -400,12 +589,18 @@ async fn warm_call_cost() {
         }
         let per_call = started.elapsed() / rounds;
         let status = status(&host, plugin.name());
-        eprintln!("{action}: {per_call:?} per call (p50 {} µs, p99 {} µs)", status.p50_us, status.p99_us);
+        eprintln!(
+            "{action}: {per_call:?} per call (p50 {} µs, p99 {} µs)",
+            status.p50_us, status.p99_us
+        );
     }
     let payload: Map<String, Value> = Map::new();
     let started = Instant::now();
     for _ in 0..50_000 {
         std::hint::black_box(serde_json::to_string(&payload).expect("json"));
     }
-    eprintln!("baseline payload serialization: {:?}", started.elapsed() / 50_000);
+    eprintln!(
+        "baseline payload serialization: {:?}",
+        started.elapsed() / 50_000
+    );
 }

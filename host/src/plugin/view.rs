@@ -47,9 +47,17 @@ pub(crate) struct PluginView {
 
 impl PluginView {
     /// A view for a fresh instance.
-    pub(crate) fn new(identity: Identity, config: Arc<str>, store: Arc<dyn Store>, max_memory: usize) -> Self {
+    pub(crate) fn new(
+        identity: Identity,
+        config: Arc<str>,
+        store: Arc<dyn Store>,
+        max_memory: usize,
+    ) -> Self {
         let output = OutputPipe::default();
-        let wasi = WasiCtx::builder().stdout(output.clone()).stderr(output.clone()).build();
+        let wasi = WasiCtx::builder()
+            .stdout(output.clone())
+            .stderr(output.clone())
+            .build();
         Self {
             identity,
             config,
@@ -81,7 +89,10 @@ impl PluginView {
 
 impl WasiView for PluginView {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -96,8 +107,14 @@ pub(crate) struct MemoryCap {
 
 impl MemoryCap {
     fn new(max_memory: usize) -> Self {
-        let limits = StoreLimitsBuilder::new().memory_size(max_memory).trap_on_grow_failure(true).build();
-        Self { limits, exhausted: false }
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(max_memory)
+            .trap_on_grow_failure(true)
+            .build();
+        Self {
+            limits,
+            exhausted: false,
+        }
     }
 
     fn note<T>(&mut self, result: wasmtime::Result<T>) -> wasmtime::Result<T> {
@@ -109,7 +126,12 @@ impl MemoryCap {
 }
 
 impl ResourceLimiter for MemoryCap {
-    fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         let result = self.limits.memory_growing(current, desired, maximum);
         self.note(result)
     }
@@ -119,7 +141,12 @@ impl ResourceLimiter for MemoryCap {
         self.note(result)
     }
 
-    fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         self.limits.table_growing(current, desired, maximum)
     }
 

@@ -29,7 +29,12 @@ pub(crate) const QUIET: Duration = Duration::from_millis(150);
 pub(crate) const MAX_WAIT: Duration = Duration::from_secs(1);
 
 /// Starts watching `dir` and spawns the task that rescans it on `tracker`.
-pub(crate) fn spawn(host: Arc<PluginHost>, dir: PathBuf, shutdown: CancellationToken, tracker: &TaskTracker) {
+pub(crate) fn spawn(
+    host: Arc<PluginHost>,
+    dir: PathBuf,
+    shutdown: CancellationToken,
+    tracker: &TaskTracker,
+) {
     // One pending wake-up at most: a burst of events coalesces into one
     // rescan, and nothing queues without bound.
     let changed = Arc::new(Notify::new());
@@ -60,11 +65,12 @@ pub(crate) fn spawn(host: Arc<PluginHost>, dir: PathBuf, shutdown: CancellationT
 /// A watcher on `dir` that wakes `changed` for every event that may
 /// concern a plugin file.
 fn start_watcher(dir: &Path, changed: Arc<Notify>) -> notify::Result<notify::RecommendedWatcher> {
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
-        Ok(event) if concerns_plugins(&event) => changed.notify_one(),
-        Ok(_) => {}
-        Err(error) => tracing::warn!("plugin folder watcher: {error}"),
-    })?;
+    let mut watcher =
+        notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
+            Ok(event) if concerns_plugins(&event) => changed.notify_one(),
+            Ok(_) => {}
+            Err(error) => tracing::warn!("plugin folder watcher: {error}"),
+        })?;
     watcher.watch(dir, RecursiveMode::NonRecursive)?;
     Ok(watcher)
 }
@@ -78,7 +84,10 @@ fn concerns_plugins(event: &notify::Event) -> bool {
         return false;
     }
     event.paths.is_empty()
-        || event.paths.iter().any(|path| path.extension().is_some_and(|e| e == "wasm" || e == "toml"))
+        || event
+            .paths
+            .iter()
+            .any(|path| path.extension().is_some_and(|e| e == "wasm" || e == "toml"))
 }
 
 /// Waits until no event came for [`QUIET`] or [`MAX_WAIT`] passed; false

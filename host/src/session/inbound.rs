@@ -7,9 +7,9 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket};
-use futures_util::stream::SplitSink;
 use futures_util::SinkExt;
-use serde_json::{json, Value};
+use futures_util::stream::SplitSink;
+use serde_json::{Value, json};
 use tokio::time::Instant;
 
 use super::Identity;
@@ -17,8 +17,8 @@ use crate::app::App;
 use crate::plugin::Source;
 use crate::registry::SessionHandle;
 use crate::replay::ReplayWindow;
-use chorus_protocol::codes::{close, ErrorCode};
-use chorus_protocol::frame::{error_frame, ClientFrame};
+use chorus_protocol::codes::{ErrorCode, close};
+use chorus_protocol::frame::{ClientFrame, error_frame};
 
 /// Bad frames (1xxx errors) tolerated within [`BAD_FRAME_WINDOW`]; the
 /// next one closes with 4008.
@@ -52,23 +52,37 @@ pub struct Inbound {
 impl Inbound {
     /// Fresh state for a session.
     pub fn new(who: Identity) -> Self {
-        Self { who, replay: ReplayWindow::default(), bad_frames: VecDeque::new() }
+        Self {
+            who,
+            replay: ReplayWindow::default(),
+            bad_frames: VecDeque::new(),
+        }
     }
 
     /// Handles a text frame; returns the verdict and an immediate reply.
-    pub async fn on_text(&mut self, app: &App, handle: &SessionHandle, text: &str) -> (Verdict, Option<String>) {
+    pub async fn on_text(
+        &mut self,
+        app: &App,
+        handle: &SessionHandle,
+        text: &str,
+    ) -> (Verdict, Option<String>) {
         let frame = match self.check(app, handle, text) {
             Ok(frame) => frame,
             Err((code, reason, ref_action)) => return self.refuse(code, &reason, &ref_action),
         };
-        metrics::counter!("chorus_frames_in_total", "action" => frame_action_label(&frame.action)).increment(1);
+        metrics::counter!("chorus_frames_in_total", "action" => frame_action_label(&frame.action))
+            .increment(1);
         let reply = answer(app, handle, frame).await;
         (Verdict::Renew, reply)
     }
 
     /// A binary frame: error 1001, counted as a bad frame.
     pub async fn on_binary(&mut self, sink: &mut SplitSink<WebSocket, Message>) -> Verdict {
-        let (verdict, reply) = self.refuse(ErrorCode::MalformedFrame, "binary frames are not accepted; send JSON text", "");
+        let (verdict, reply) = self.refuse(
+            ErrorCode::MalformedFrame,
+            "binary frames are not accepted; send JSON text",
+            "",
+        );
         if let Some(reply) = reply {
             if sink.send(Message::Text(reply.into())).await.is_err() {
                 return Verdict::Gone;
@@ -77,18 +91,29 @@ impl Inbound {
         verdict
     }
 
-    fn check(&mut self, app: &App, handle: &SessionHandle, text: &str) -> Result<ClientFrame, (ErrorCode, String, String)> {
+    fn check(
+        &mut self,
+        app: &App,
+        handle: &SessionHandle,
+        text: &str,
+    ) -> Result<ClientFrame, (ErrorCode, String, String)> {
         let frame = ClientFrame::parse(text).map_err(|e| (e.code, e.reason, action_of(text)))?;
         let fail = |code, reason: &str| (code, reason.to_string(), frame.action.clone());
         if !chorus_protocol::signing::tokens_match(&frame.online_token, &handle.online_token) {
-            return Err(fail(ErrorCode::BadOnlineToken, "online_token does not match this connection"));
+            return Err(fail(
+                ErrorCode::BadOnlineToken,
+                "online_token does not match this connection",
+            ));
         }
         if frame.sid != self.who.sid {
             return Err(fail(ErrorCode::BadSignature, "sid is not this session's"));
         }
         let now = crate::ids::unix_now();
         if frame.timestamp.abs_diff(now as i64) > app.max_skew() {
-            return Err(fail(ErrorCode::StaleTimestamp, "timestamp outside the accepted skew"));
+            return Err(fail(
+                ErrorCode::StaleTimestamp,
+                "timestamp outside the accepted skew",
+            ));
         }
         if !frame.verify_sign(&self.who.sign_key) {
             return Err(fail(ErrorCode::BadSignature, "bad signature"));
@@ -100,19 +125,32 @@ impl Inbound {
     }
 
     /// An error frame; the 20th 1xxx error within 10 s closes with 4008.
-    fn refuse(&mut self, code: ErrorCode, reason: &str, ref_action: &str) -> (Verdict, Option<String>) {
-        metrics::counter!("chorus_client_errors_total", "code" => code.code().to_string()).increment(1);
+    fn refuse(
+        &mut self,
+        code: ErrorCode,
+        reason: &str,
+        ref_action: &str,
+    ) -> (Verdict, Option<String>) {
+        metrics::counter!("chorus_client_errors_total", "code" => code.code().to_string())
+            .increment(1);
         let frame = error_frame(code, reason, ref_action);
         if code.code() >= 2000 {
             return (Verdict::Keep, Some(frame));
         }
         let now = Instant::now();
-        while self.bad_frames.front().is_some_and(|t| now.duration_since(*t) >= BAD_FRAME_WINDOW) {
+        while self
+            .bad_frames
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= BAD_FRAME_WINDOW)
+        {
             self.bad_frames.pop_front();
         }
         self.bad_frames.push_back(now);
         if self.bad_frames.len() >= BAD_FRAME_LIMIT {
-            return (Verdict::Close(close::TOO_MANY_BAD_FRAMES, "too many bad frames"), Some(frame));
+            return (
+                Verdict::Close(close::TOO_MANY_BAD_FRAMES, "too many bad frames"),
+                Some(frame),
+            );
         }
         (Verdict::Keep, Some(frame))
     }
@@ -147,7 +185,14 @@ async fn answer(app: &App, handle: &SessionHandle, frame: ClientFrame) -> Option
     }
     let nonce = frame.nonce.clone();
     let action = frame.action.clone();
-    let outcome = app.run_action(Source::Client, Some(handle.user_id), &action, frame.payload()).await;
+    let outcome = app
+        .run_action(
+            Source::Client,
+            Some(handle.user_id),
+            &action,
+            frame.payload(),
+        )
+        .await;
     Some(match outcome {
         Ok(o) => {
             let mut ack = json!({"action": "ack", "ref_action": action, "msg_ids": o.msg_ids, "result": o.result});
@@ -163,10 +208,16 @@ async fn answer(app: &App, handle: &SessionHandle, frame: ClientFrame) -> Option
 /// A relay report; answered only when it is malformed.
 fn report(app: &App, handle: &SessionHandle, frame: &ClientFrame) -> Option<String> {
     let Some(user_id) = frame.raw().get("user_id").and_then(Value::as_u64) else {
-        return Some(error_frame(ErrorCode::MissingField, "user_id is required in a report", &frame.action));
+        return Some(error_frame(
+            ErrorCode::MissingField,
+            "user_id is required in a report",
+            &frame.action,
+        ));
     };
     let msg_id = frame.raw().get("msg_id").and_then(Value::as_str);
-    app.delivery.relay.report(handle.user_id, &frame.action, user_id, msg_id);
+    app.delivery
+        .relay
+        .report(handle.user_id, &frame.action, user_id, msg_id);
     None
 }
 
@@ -174,7 +225,10 @@ fn report(app: &App, handle: &SessionHandle, frame: &ClientFrame) -> Option<Stri
 /// or the connection is gone.
 pub fn transport_error(e: &axum::Error) -> Verdict {
     let text = e.to_string();
-    if text.contains("Space limit exceeded") || text.contains("too long") || text.contains("Message too big") {
+    if text.contains("Space limit exceeded")
+        || text.contains("too long")
+        || text.contains("Message too big")
+    {
         Verdict::Close(close::FRAME_TOO_LARGE, "frame too large")
     } else if text.contains("UTF-8") || text.contains("utf-8") || text.contains("Utf8") {
         Verdict::Close(1007, "invalid UTF-8")

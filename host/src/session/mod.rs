@@ -56,7 +56,13 @@ pub struct Identity {
 /// Runs a session to its end, then cleans up after it.
 pub async fn run(app: Arc<App>, socket: WebSocket, who: Identity) {
     let conn_id = app.ids.conn_id();
-    let (handle, rx) = SessionHandle::new(who.user_id, conn_id, crate::ids::online_token(), who.sid.clone(), app.config.limits.outbound_queue);
+    let (handle, rx) = SessionHandle::new(
+        who.user_id,
+        conn_id,
+        crate::ids::online_token(),
+        who.sid.clone(),
+        app.config.limits.outbound_queue,
+    );
     if let Some(old) = app.registry.insert(Arc::clone(&handle)) {
         replace(&old);
     }
@@ -66,7 +72,13 @@ pub async fn run(app: Arc<App>, socket: WebSocket, who: Identity) {
     metrics::gauge!("chorus_connections").increment(1.0);
     metrics::counter!("chorus_connections_opened_total").increment(1);
     let (sink, stream) = socket.split();
-    let mut session = Session { app: Arc::clone(&app), handle: Arc::clone(&handle), sink, rx, inbound: Inbound::new(who.clone()) };
+    let mut session = Session {
+        app: Arc::clone(&app),
+        handle: Arc::clone(&handle),
+        sink,
+        rx,
+        inbound: Inbound::new(who.clone()),
+    };
     let end = session.drive(stream).await;
     metrics::gauge!("chorus_connections").decrement(1.0);
     finish(&app, &handle, end).await;
@@ -165,7 +177,12 @@ impl Session {
 
     async fn send_connected(&mut self) -> Result<(), axum::Error> {
         let app = &self.app;
-        let membership = app.store.membership_of(self.handle.user_id).await.ok().flatten();
+        let membership = app
+            .store
+            .membership_of(self.handle.user_id)
+            .await
+            .ok()
+            .flatten();
         let frame = json!({
             "action": "connected",
             "online_token": self.handle.online_token,
@@ -176,7 +193,9 @@ impl Session {
             "current_room_id": membership.as_ref().map(|m| m.room_id.to_string()).unwrap_or_default(),
             "channel_name": membership.map(|m| m.channel_name).unwrap_or_default(),
         });
-        self.sink.send(Message::Text(frame.to_string().into())).await
+        self.sink
+            .send(Message::Text(frame.to_string().into()))
+            .await
     }
 
     /// Writes one queued frame and whatever else is already queued, then
@@ -197,7 +216,10 @@ impl Session {
             None => Verdict::Gone,
             Some(Err(e)) => inbound::transport_error(&e),
             Some(Ok(Message::Text(text))) => {
-                let (verdict, reply) = self.inbound.on_text(&self.app, &self.handle, text.as_str()).await;
+                let (verdict, reply) = self
+                    .inbound
+                    .on_text(&self.app, &self.handle, text.as_str())
+                    .await;
                 if let Some(reply) = reply {
                     if self.sink.send(Message::Text(reply.into())).await.is_err() {
                         return Verdict::Gone;
@@ -214,7 +236,9 @@ impl Session {
 
     async fn close_as_asked(&mut self) -> End {
         let reason = self.handle.close_reason();
-        let (code, text) = reason.map(|r| (r.code, r.reason)).unwrap_or((close::GOING_AWAY, String::new()));
+        let (code, text) = reason
+            .map(|r| (r.code, r.reason))
+            .unwrap_or((close::GOING_AWAY, String::new()));
         let end = match code {
             close::REPLACED => End::Replaced,
             close::KICKED => End::Kicked,
@@ -229,7 +253,10 @@ impl Session {
                 }
                 self.sink.flush().await
             };
-            if !matches!(tokio::time::timeout(Duration::from_secs(2), flush).await, Ok(Ok(()))) {
+            if !matches!(
+                tokio::time::timeout(Duration::from_secs(2), flush).await,
+                Ok(Ok(()))
+            ) {
                 return end;
             }
         }
@@ -237,10 +264,14 @@ impl Session {
     }
 
     async fn close(&mut self, code: u16, reason: &str, end: End) -> End {
-        let frame = CloseFrame { code, reason: reason.to_string().into() };
+        let frame = CloseFrame {
+            code,
+            reason: reason.to_string().into(),
+        };
         let send = self.sink.send(Message::Close(Some(frame)));
-        // A client that stopped reading must not hold the task forever.
-        let _ = tokio::time::timeout(Duration::from_secs(2), send).await;
+        // A client that stopped reading must not hold the task forever; a
+        // few seconds let one that is only slow still learn why it was closed.
+        let _ = tokio::time::timeout(Duration::from_secs(5), send).await;
         end
     }
 }

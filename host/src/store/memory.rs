@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::{
-    seat_status, ApplyError, Call, Membership, RoomView, Seat, StateChange, Store, StoreError,
+    ApplyError, Call, Membership, RoomView, Seat, StateChange, Store, StoreError, seat_status,
 };
 
 /// One room's state.
@@ -50,14 +50,19 @@ pub struct MemoryStore {
 impl MemoryStore {
     /// An empty store whose rooms have `seats_per_room` seats.
     pub fn new(seats_per_room: u32) -> Self {
-        Self { seats_per_room, state: Mutex::new(State::default()) }
+        Self {
+            seats_per_room,
+            state: Mutex::new(State::default()),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding this lock would be a bug in this file; the
         // state is still consistent because every batch is checked on a
         // copy first, so recovering the guard is safe.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn free_seats(&self) -> Vec<Seat> {
@@ -69,13 +74,25 @@ impl State {
     fn membership(&self, user_id: u64) -> Option<Membership> {
         let channel = self.member_of.get(&user_id)?;
         let room = self.rooms.get(channel)?;
-        let seat_id = room.seats.iter().find(|s| s.user_id == Some(user_id)).map(|s| s.id);
-        Some(Membership { channel_name: channel.clone(), room_id: room.room_id, seat_id })
+        let seat_id = room
+            .seats
+            .iter()
+            .find(|s| s.user_id == Some(user_id))
+            .map(|s| s.id);
+        Some(Membership {
+            channel_name: channel.clone(),
+            room_id: room.room_id,
+            seat_id,
+        })
     }
 
     fn leave(&mut self, user_id: u64) {
-        let Some(channel) = self.member_of.remove(&user_id) else { return };
-        let Some(room) = self.rooms.get_mut(&channel) else { return };
+        let Some(channel) = self.member_of.remove(&user_id) else {
+            return;
+        };
+        let Some(room) = self.rooms.get_mut(&channel) else {
+            return;
+        };
         room.members.retain(|m| *m != user_id);
         free_user_seat(room, user_id);
         if room.members.is_empty() {
@@ -85,27 +102,52 @@ impl State {
 
     fn apply_one(&mut self, change: &StateChange, seats: u32) -> Result<(), ApplyError> {
         match change {
-            StateChange::JoinRoom { user_id, channel_name, room_id } => {
+            StateChange::JoinRoom {
+                user_id,
+                channel_name,
+                room_id,
+            } => {
                 self.join(*user_id, channel_name, *room_id, seats);
             }
-            StateChange::LeaveRoom { user_id, channel_name } => {
+            StateChange::LeaveRoom {
+                user_id,
+                channel_name,
+            } => {
                 self.require_member(*user_id, channel_name)?;
                 self.leave(*user_id);
             }
-            StateChange::TakeSeat { channel_name, seat_id, user_id } => {
+            StateChange::TakeSeat {
+                channel_name,
+                seat_id,
+                user_id,
+            } => {
                 self.take_seat(channel_name, *seat_id, *user_id)?;
             }
-            StateChange::FreeSeat { channel_name, user_id } => {
+            StateChange::FreeSeat {
+                channel_name,
+                user_id,
+            } => {
                 self.require_member(*user_id, channel_name)?;
                 let room = self.room_mut(channel_name)?;
                 if !free_user_seat(room, *user_id) {
-                    return Err(ApplyError::NotAllowed(format!("user {user_id} holds no seat")));
+                    return Err(ApplyError::NotAllowed(format!(
+                        "user {user_id} holds no seat"
+                    )));
                 }
             }
-            StateChange::SetSeat { channel_name, seat_id, status, microphone } => {
+            StateChange::SetSeat {
+                channel_name,
+                seat_id,
+                status,
+                microphone,
+            } => {
                 self.set_seat(channel_name, *seat_id, *status, *microphone)?;
             }
-            StateChange::StartCall { user_id, receiver_id, channel_name } => {
+            StateChange::StartCall {
+                user_id,
+                receiver_id,
+                channel_name,
+            } => {
                 self.start_call(*user_id, *receiver_id, channel_name)?;
             }
             StateChange::EndCall { user_id } => self.end_call(*user_id),
@@ -124,11 +166,14 @@ impl State {
             return;
         }
         self.leave(user_id);
-        let room = self.rooms.entry(channel.to_string()).or_insert_with(|| Room {
-            room_id,
-            members: Vec::new(),
-            seats: (1..=seats).map(Seat::free).collect(),
-        });
+        let room = self
+            .rooms
+            .entry(channel.to_string())
+            .or_insert_with(|| Room {
+                room_id,
+                members: Vec::new(),
+                seats: (1..=seats).map(Seat::free).collect(),
+            });
         room.members.push(user_id);
         self.member_of.insert(user_id, channel.to_string());
     }
@@ -137,7 +182,9 @@ impl State {
         if self.member_of.get(&user_id).is_some_and(|c| c == channel) {
             Ok(())
         } else {
-            Err(ApplyError::NotAllowed(format!("user {user_id} is not in room {channel}")))
+            Err(ApplyError::NotAllowed(format!(
+                "user {user_id} is not in room {channel}"
+            )))
         }
     }
 
@@ -153,7 +200,9 @@ impl State {
         let index = seat_index(room, seat_id)?;
         let seat = &room.seats[index];
         if seat.user_id == Some(user_id) {
-            return Err(ApplyError::Conflict(format!("user {user_id} already holds seat {seat_id}")));
+            return Err(ApplyError::Conflict(format!(
+                "user {user_id} already holds seat {seat_id}"
+            )));
         }
         if seat.status != seat_status::FREE {
             return Err(ApplyError::Conflict(format!("seat {seat_id} is not free")));
@@ -168,9 +217,17 @@ impl State {
         Ok(())
     }
 
-    fn set_seat(&mut self, channel: &str, seat_id: u32, status: u8, mic: u8) -> Result<(), ApplyError> {
+    fn set_seat(
+        &mut self,
+        channel: &str,
+        seat_id: u32,
+        status: u8,
+        mic: u8,
+    ) -> Result<(), ApplyError> {
         if status == seat_status::OCCUPIED || mic > 1 {
-            return Err(ApplyError::Invalid(format!("seat status {status} / microphone {mic}")));
+            return Err(ApplyError::Invalid(format!(
+                "seat status {status} / microphone {mic}"
+            )));
         }
         let room = self.room_mut(channel)?;
         let index = seat_index(room, seat_id)?;
@@ -182,18 +239,37 @@ impl State {
         Ok(())
     }
 
-    fn start_call(&mut self, user_id: u64, receiver_id: u64, channel: &str) -> Result<(), ApplyError> {
+    fn start_call(
+        &mut self,
+        user_id: u64,
+        receiver_id: u64,
+        channel: &str,
+    ) -> Result<(), ApplyError> {
         if user_id == receiver_id {
             return Err(ApplyError::Invalid("a call needs two users".into()));
         }
         for user in [user_id, receiver_id] {
             if self.calls.contains_key(&user) {
-                return Err(ApplyError::Conflict(format!("user {user} is already in a call")));
+                return Err(ApplyError::Conflict(format!(
+                    "user {user} is already in a call"
+                )));
             }
         }
         let channel_name = channel.to_string();
-        self.calls.insert(user_id, Call { peer_id: receiver_id, channel_name: channel_name.clone() });
-        self.calls.insert(receiver_id, Call { peer_id: user_id, channel_name });
+        self.calls.insert(
+            user_id,
+            Call {
+                peer_id: receiver_id,
+                channel_name: channel_name.clone(),
+            },
+        );
+        self.calls.insert(
+            receiver_id,
+            Call {
+                peer_id: user_id,
+                channel_name,
+            },
+        );
         Ok(())
     }
 
@@ -221,28 +297,52 @@ impl Touched {
             t.add(change);
         }
         // A user's current room is touched whenever the user is.
-        let current: Vec<String> =
-            t.users.iter().filter_map(|u| state.member_of.get(u).cloned()).collect();
+        let current: Vec<String> = t
+            .users
+            .iter()
+            .filter_map(|u| state.member_of.get(u).cloned())
+            .collect();
         t.channels.extend(current);
-        let peers: Vec<u64> =
-            t.callers.iter().filter_map(|u| state.calls.get(u).map(|c| c.peer_id)).collect();
+        let peers: Vec<u64> = t
+            .callers
+            .iter()
+            .filter_map(|u| state.calls.get(u).map(|c| c.peer_id))
+            .collect();
         t.callers.extend(peers);
         t
     }
 
     fn add(&mut self, change: &StateChange) {
         match change {
-            StateChange::JoinRoom { user_id, channel_name, .. }
-            | StateChange::LeaveRoom { user_id, channel_name }
-            | StateChange::TakeSeat { user_id, channel_name, .. }
-            | StateChange::FreeSeat { user_id, channel_name } => {
+            StateChange::JoinRoom {
+                user_id,
+                channel_name,
+                ..
+            }
+            | StateChange::LeaveRoom {
+                user_id,
+                channel_name,
+            }
+            | StateChange::TakeSeat {
+                user_id,
+                channel_name,
+                ..
+            }
+            | StateChange::FreeSeat {
+                user_id,
+                channel_name,
+            } => {
                 self.users.insert(*user_id);
                 self.channels.insert(channel_name.clone());
             }
             StateChange::SetSeat { channel_name, .. } => {
                 self.channels.insert(channel_name.clone());
             }
-            StateChange::StartCall { user_id, receiver_id, .. } => {
+            StateChange::StartCall {
+                user_id,
+                receiver_id,
+                ..
+            } => {
                 self.callers.extend([*user_id, *receiver_id]);
             }
             StateChange::EndCall { user_id } => {
@@ -270,7 +370,11 @@ impl Touched {
 
     fn write_back(&self, state: &mut State, mut scratch: State) {
         put_back(&mut state.rooms, &mut scratch.rooms, self.channels.iter());
-        put_back(&mut state.member_of, &mut scratch.member_of, self.users.iter());
+        put_back(
+            &mut state.member_of,
+            &mut scratch.member_of,
+            self.users.iter(),
+        );
         put_back(&mut state.calls, &mut scratch.calls, self.callers.iter());
         for key in &self.kv {
             match scratch.kv.remove(key) {
@@ -286,11 +390,15 @@ where
     K: std::hash::Hash + Eq + Clone + 'a,
     V: Clone,
 {
-    keys.filter_map(|k| map.get(k).map(|v| (k.clone(), v.clone()))).collect()
+    keys.filter_map(|k| map.get(k).map(|v| (k.clone(), v.clone())))
+        .collect()
 }
 
-fn put_back<'a, K, V>(map: &mut HashMap<K, V>, from: &mut HashMap<K, V>, keys: impl Iterator<Item = &'a K>)
-where
+fn put_back<'a, K, V>(
+    map: &mut HashMap<K, V>,
+    from: &mut HashMap<K, V>,
+    keys: impl Iterator<Item = &'a K>,
+) where
     K: std::hash::Hash + Eq + Clone + 'a,
 {
     for key in keys {
@@ -306,7 +414,9 @@ fn seat_index(room: &Room, seat_id: u32) -> Result<usize, ApplyError> {
     if index < room.seats.len() {
         Ok(index)
     } else {
-        Err(ApplyError::Invalid(format!("no seat {seat_id} in this room")))
+        Err(ApplyError::Invalid(format!(
+            "no seat {seat_id} in this room"
+        )))
     }
 }
 
@@ -328,12 +438,21 @@ impl Store for MemoryStore {
     }
 
     async fn room_members(&self, channel_name: &str) -> Result<Vec<u64>, StoreError> {
-        Ok(self.lock().rooms.get(channel_name).map(|r| r.members.clone()).unwrap_or_default())
+        Ok(self
+            .lock()
+            .rooms
+            .get(channel_name)
+            .map(|r| r.members.clone())
+            .unwrap_or_default())
     }
 
     async fn room_seats(&self, channel_name: &str) -> Result<Vec<Seat>, StoreError> {
         let state = self.lock();
-        Ok(state.rooms.get(channel_name).map(|r| r.seats.clone()).unwrap_or_else(|| self.free_seats()))
+        Ok(state
+            .rooms
+            .get(channel_name)
+            .map(|r| r.seats.clone())
+            .unwrap_or_else(|| self.free_seats()))
     }
 
     async fn room(&self, channel_name: &str) -> Result<Option<RoomView>, StoreError> {
@@ -349,7 +468,11 @@ impl Store for MemoryStore {
     }
 
     async fn kv_get(&self, plugin: &str, key: &str) -> Result<Option<String>, StoreError> {
-        Ok(self.lock().kv.get(&(plugin.to_string(), key.to_string())).cloned())
+        Ok(self
+            .lock()
+            .kv
+            .get(&(plugin.to_string(), key.to_string()))
+            .cloned())
     }
 
     async fn apply(&self, changes: &[StateChange]) -> Result<(), ApplyError> {

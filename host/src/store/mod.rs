@@ -48,7 +48,12 @@ pub struct Seat {
 impl Seat {
     /// A free seat with a closed microphone.
     pub fn free(id: u32) -> Self {
-        Self { id, user_id: None, status: seat_status::FREE, microphone: 0 }
+        Self {
+            id,
+            user_id: None,
+            status: seat_status::FREE,
+            microphone: 0,
+        }
     }
 }
 
@@ -73,25 +78,50 @@ pub struct RoomView {
 }
 
 /// One state change; a batch of them is applied atomically.
+///
+/// Field meanings are the same in every variant: `user_id` the user
+/// concerned, `channel_name` the room, `seat_id` a seat id (1..N).
+#[allow(missing_docs)] // the fields are documented once, above
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StateChange {
     /// Join a room, leaving (and freeing the seat in) any other room first.
-    JoinRoom { user_id: u64, channel_name: String, room_id: u64 },
+    JoinRoom {
+        user_id: u64,
+        channel_name: String,
+        room_id: u64,
+    },
     /// Leave a room, freeing the seat. Requires membership.
     LeaveRoom { user_id: u64, channel_name: String },
     /// Take a seat (freeing any other seat of the user in that room).
     /// Requires membership and a free seat.
-    TakeSeat { channel_name: String, seat_id: u32, user_id: u64 },
+    TakeSeat {
+        channel_name: String,
+        seat_id: u32,
+        user_id: u64,
+    },
     /// Free the user's seat. Requires a seat.
     FreeSeat { channel_name: String, user_id: u64 },
-    /// Lock, unlock or mute an unoccupied seat.
-    SetSeat { channel_name: String, seat_id: u32, status: u8, microphone: u8 },
+    /// Lock (status 2), unlock (0) or mute an unoccupied seat.
+    SetSeat {
+        channel_name: String,
+        seat_id: u32,
+        status: u8,
+        microphone: u8,
+    },
     /// Record a call between two users.
-    StartCall { user_id: u64, receiver_id: u64, channel_name: String },
+    StartCall {
+        user_id: u64,
+        receiver_id: u64,
+        channel_name: String,
+    },
     /// End the user's call, if any.
     EndCall { user_id: u64 },
     /// Write a key of a plugin's key-value space.
-    KvSet { plugin: String, key: String, value: String },
+    KvSet {
+        plugin: String,
+        key: String,
+        value: String,
+    },
     /// Delete a key of a plugin's key-value space.
     KvDelete { plugin: String, key: String },
 }
@@ -117,13 +147,6 @@ pub enum ApplyError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("state store unavailable: {0}")]
 pub struct StoreError(pub String);
-
-/// What a user looked like when they were removed from a room.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Departure {
-    /// The room left.
-    pub membership: Membership,
-}
 
 /// The shared state. Every method is a short critical section; none holds
 /// a lock across an await.

@@ -49,11 +49,9 @@ pub mod reply;
 /// (for example the fields of `join-room`) are allowed to stay so here.
 #[allow(missing_docs)]
 pub mod bindings {
-    // The path is a copy of `wit/` that `build.rs` makes in OUT_DIR (see
-    // there why); it is the same contract.
     wit_bindgen::generate!({
         world: "plugin",
-        path: concat!(env!("OUT_DIR"), "/wit"),
+        path: "../../wit",
         pub_export_macro: true,
         default_bindings_module: "chorus_plugin_sdk::bindings",
     });

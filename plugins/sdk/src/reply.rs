@@ -4,12 +4,13 @@ use serde_json::Value;
 
 use crate::{Effect, Notification, Reply, Target};
 
-/// A successful reply: `result` (a JSON object) goes back to the caller,
+/// A successful reply: `result` (a JSON object, the WIT's `output`) goes
+/// back to the caller as `result`;
 /// `effects` are applied by the host (state changes first, as one atomic
 /// batch, then notifications in list order).
 pub fn reply(result: Value, effects: Vec<Effect>) -> Reply {
     Reply {
-        result: result.to_string(),
+        output: result.to_string(),
         effects,
     }
 }
