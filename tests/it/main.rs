@@ -6,5 +6,7 @@
 
 mod harness;
 
+mod plugins;
+mod relay;
 mod rooms;
 mod sessions;
