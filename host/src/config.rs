@@ -296,7 +296,14 @@ impl Config {
             figment = figment.merge(Toml::file_exact(file));
         }
         figment = figment
-            .merge(Env::prefixed("CHORUS_").ignore(&["APP_SECRET"]).split("__"))
+            // Every key lives in a section, so a variable without `__` is
+            // not configuration (e.g. CHORUS_PLUGIN_ARTIFACTS at build
+            // time) and must not trip `deny_unknown_fields`.
+            .merge(
+                Env::prefixed("CHORUS_")
+                    .filter(|key| key.as_str().contains("__"))
+                    .split("__"),
+            )
             .merge(
                 Env::raw()
                     .only(&["CHORUS_APP_SECRET"])

@@ -98,25 +98,26 @@ fn serve(config: Config) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
+        // Handlers first: a SIGTERM that arrives while the node starts
+        // must still shut it down cleanly rather than kill the process.
+        let signal = shutdown_signal()?;
         let node = chorus::Node::start(config).await?;
-        wait_for_signal().await;
+        signal.await;
         tracing::info!("shutting down");
         node.shutdown(Duration::from_secs(10)).await;
         anyhow::Ok(())
     })
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("signal handler installs");
+/// Resolves on SIGTERM or Ctrl-C; the handlers are installed at once.
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
         tokio::select! {
-            _ = ctrl_c => {}
             _ = term.recv() => {}
+            _ = interrupt.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    })
 }

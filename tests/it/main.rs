@@ -6,6 +6,7 @@
 
 mod harness;
 
+mod operations;
 mod plugins;
 mod relay;
 mod rooms;

@@ -3,11 +3,11 @@
 //! rollback and the admin view.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 use crate::harness::*;
 
@@ -51,14 +51,27 @@ async fn a_trap_a_loop_and_unbounded_allocation_each_fail_only_their_call() {
         assert_eq!(answer["error_code"], 2002, "{action}: {answer}");
         assert_eq!(answer["ref_action"], action);
         let ok = client.call("fx_ok", json!({})).await;
-        assert_eq!(ok["result"], json!({"ok": true}), "the same plugin serves after {action}");
+        assert_eq!(
+            ok["result"],
+            json!({"ok": true}),
+            "the same plugin serves after {action}"
+        );
         bystander.ping().await;
     }
     let (status, body) = server.action(json!({"action": "fx_trap"})).await;
     assert_eq!((status, body["error_code"].clone()), (503, json!(2002)));
-    assert!(!body["error_reason"].as_str().unwrap().contains("panicked"), "no plugin detail leaks: {body}");
+    assert!(
+        !body["error_reason"].as_str().unwrap().contains("panicked"),
+        "no plugin detail leaks: {body}"
+    );
     let (_, plugins) = server.admin("GET", "/admin/plugins").await;
-    let faulty = plugins["plugins"].as_array().unwrap().iter().find(|p| p["name"] == "faulty").unwrap().clone();
+    let faulty = plugins["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "faulty")
+        .unwrap()
+        .clone();
     assert_eq!(faulty["status"], "active");
     assert!(faulty["errors"].as_u64().unwrap() >= 5, "{faulty}");
     assert!(faulty["calls"].as_u64().unwrap() >= 9, "{faulty}");
@@ -74,14 +87,22 @@ async fn hot_reload_five_times_under_fifty_actions_per_second_loses_nothing() {
     let done = Arc::new(AtomicUsize::new(0));
     let versions = Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
     let load = {
-        let (server, failures, done, versions) = (server.clone(), failures.clone(), done.clone(), versions.clone());
+        let (server, failures, done, versions) = (
+            server.clone(),
+            failures.clone(),
+            done.clone(),
+            versions.clone(),
+        );
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(20));
             for _ in 0..250 {
                 tick.tick().await;
                 let (status, version) = echo_version(&server).await;
                 if status == 200 {
-                    versions.lock().unwrap().insert(version.as_str().unwrap_or_default().to_string());
+                    versions
+                        .lock()
+                        .unwrap()
+                        .insert(version.as_str().unwrap_or_default().to_string());
                 } else {
                     failures.fetch_add(1, Ordering::Relaxed);
                 }
@@ -94,12 +115,19 @@ async fn hot_reload_five_times_under_fifty_actions_per_second_loses_nothing() {
         let next = if swap % 2 == 0 { "echo_v2" } else { "echo_v1" };
         install(dir.path(), "echo.wasm", &artifact(next));
         let want = if next == "echo_v2" { "2.0.0" } else { "1.0.0" };
-        assert!(eventually(|| async { echo_version(&server).await.1 == want }).await, "swap {swap} to {want} live within 5 s");
+        assert!(
+            eventually(|| async { echo_version(&server).await.1 == want }).await,
+            "swap {swap} to {want} live within 5 s"
+        );
         let ack = client.call("echo", json!({"via": "ws"})).await;
         assert_eq!(ack["result"]["version"], want, "{ack}");
     }
     load.await.unwrap();
-    assert_eq!(failures.load(Ordering::Relaxed), 0, "no action failed during 5 reloads");
+    assert_eq!(
+        failures.load(Ordering::Relaxed),
+        0,
+        "no action failed during 5 reloads"
+    );
     assert_eq!(done.load(Ordering::Relaxed), 250);
     assert_eq!(versions.lock().unwrap().len(), 2);
     client.ping().await;
@@ -114,13 +142,27 @@ async fn a_broken_file_keeps_the_old_version_and_says_why() {
     install(dir.path(), "echo.wasm", b"\0asm this is not a component");
     let failed = eventually(|| async {
         let (_, plugins) = server.admin("GET", "/admin/plugins").await;
-        plugins["plugins"].as_array().unwrap().iter().any(|p| p["name"] == "echo" && p["last_error"].is_string())
+        plugins["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "echo" && p["last_error"].is_string())
     })
     .await;
     assert!(failed, "the failure is visible in /admin/plugins");
     let (_, plugins) = server.admin("GET", "/admin/plugins").await;
-    let echo = plugins["plugins"].as_array().unwrap().iter().find(|p| p["name"] == "echo").unwrap().clone();
-    assert_eq!((echo["status"].clone(), echo["version"].clone()), (json!("active"), json!("1.0.0")), "{echo}");
+    let echo = plugins["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "echo")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (echo["status"].clone(), echo["version"].clone()),
+        (json!("active"), json!("1.0.0")),
+        "{echo}"
+    );
     assert_eq!(echo_version(&server).await, (200, json!("1.0.0")));
     server.stop().await;
 }
@@ -134,7 +176,10 @@ async fn removing_a_plugin_unloads_its_actions_and_rollback_restores_the_previou
     assert_eq!(status, 200, "{body}");
     assert_eq!(echo_version(&server).await, (200, json!("1.0.0")));
     std::fs::remove_file(dir.path().join("echo.wasm")).unwrap();
-    assert!(eventually(|| async { echo_version(&server).await.0 == 404 }).await, "removed within 5 s");
+    assert!(
+        eventually(|| async { echo_version(&server).await.0 == 404 }).await,
+        "removed within 5 s"
+    );
     let (status, body) = server.action(json!({"action": "echo"})).await;
     assert_eq!((status, body["error_code"].clone()), (404, json!(1007)));
     server.stop().await;
@@ -149,6 +194,9 @@ async fn plugin_config_and_kv_reach_the_plugin() {
     let (_, first) = server.action(json!({"action": "echo"})).await;
     let (_, second) = server.action(json!({"action": "echo"})).await;
     assert_eq!(first["result"]["greeting"], "salut");
-    assert_eq!(second["result"]["calls"].as_u64().unwrap(), first["result"]["calls"].as_u64().unwrap() + 1);
+    assert_eq!(
+        second["result"]["calls"].as_u64().unwrap(),
+        first["result"]["calls"].as_u64().unwrap() + 1
+    );
     server.stop().await;
 }

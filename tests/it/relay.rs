@@ -15,7 +15,9 @@ const TIMEOUT: Duration = Duration::from_millis(600);
 async fn relay_server() -> TestServer {
     TestServer::with(|c| {
         c.delivery.mode = chorus::config::DeliveryMode::Relay;
-        c.delivery.actions.insert("enter_room".into(), chorus::config::DeliveryMode::Broadcast);
+        c.delivery
+            .actions
+            .insert("enter_room".into(), chorus::config::DeliveryMode::Broadcast);
         c.relay.report_timeout = TIMEOUT;
     })
     .await
@@ -36,7 +38,9 @@ async fn room_of(server: &TestServer, channel: &str, users: &[u64]) -> Vec<Clien
 }
 
 async fn exit(server: &TestServer, user: u64, channel: &str) -> String {
-    let (status, body) = server.action(json!({"action": "exit_room", "user_id": user, "channel_name": channel})).await;
+    let (status, body) = server
+        .action(json!({"action": "exit_room", "user_id": user, "channel_name": channel}))
+        .await;
     assert_eq!(status, 200, "{body}");
     body["msg_ids"][0].as_str().unwrap().to_string()
 }
@@ -54,7 +58,9 @@ async fn exit_about(client: &mut Client, user: u64) -> serde_json::Value {
 }
 
 async fn relays_in_flight(server: &TestServer) -> u64 {
-    server.admin("GET", "/admin/connections").await.1["relays_in_flight"].as_u64().unwrap()
+    server.admin("GET", "/admin/connections").await.1["relays_in_flight"]
+        .as_u64()
+        .unwrap()
 }
 
 #[tokio::test]
@@ -66,7 +72,11 @@ async fn a_report_from_the_delegate_completes_the_relay() {
     assert_eq!(frame["relay"], true);
     assert_eq!(frame["msg_id"], msg_id.as_str());
     assert_eq!(frame["user_id"], 401);
-    c[1].send("exit_room_report", json!({"user_id": 401, "msg_id": msg_id})).await;
+    c[1].send(
+        "exit_room_report",
+        json!({"user_id": 401, "msg_id": msg_id}),
+    )
+    .await;
     c[2].expect_silence(TIMEOUT * 2).await;
     c[1].expect_silence(Duration::from_millis(1)).await;
     assert_eq!(relays_in_flight(&server).await, 0);
@@ -92,7 +102,10 @@ async fn a_silent_delegate_is_replaced_after_the_report_timeout() {
     let first = c[1].expect("exit_room").await;
     let started = Instant::now();
     let second = c[2].expect("exit_room").await;
-    assert!(started.elapsed() >= TIMEOUT - Duration::from_millis(100), "not before the timeout");
+    assert!(
+        started.elapsed() >= TIMEOUT - Duration::from_millis(100),
+        "not before the timeout"
+    );
     assert_eq!(first, second, "the same frame, the same msg_id");
     assert_eq!(second["msg_id"], msg_id.as_str());
     server.stop().await;
@@ -102,7 +115,9 @@ async fn a_silent_delegate_is_replaced_after_the_report_timeout() {
 async fn a_killed_delegate_is_replaced_at_once() {
     let server = TestServer::with(|c| {
         c.delivery.mode = chorus::config::DeliveryMode::Relay;
-        c.delivery.actions.insert("enter_room".into(), chorus::config::DeliveryMode::Broadcast);
+        c.delivery
+            .actions
+            .insert("enter_room".into(), chorus::config::DeliveryMode::Broadcast);
         c.relay.report_timeout = Duration::from_secs(10);
     })
     .await;
@@ -113,7 +128,11 @@ async fn a_killed_delegate_is_replaced_at_once() {
     let b = c.remove(1);
     drop(b);
     exit_about(&mut c[1], 431).await;
-    assert!(killed.elapsed() < Duration::from_secs(2), "well before the 10 s timeout: {:?}", killed.elapsed());
+    assert!(
+        killed.elapsed() < Duration::from_secs(2),
+        "well before the 10 s timeout: {:?}",
+        killed.elapsed()
+    );
     server.stop().await;
 }
 
@@ -123,15 +142,31 @@ async fn a_report_from_anyone_but_the_delegate_does_not_complete_it() {
     let mut c = room_of(&server, "r5", &[441, 442, 443]).await;
     let msg_id = exit(&server, 441, "r5").await;
     c[1].expect("exit_room").await;
-    c[2].send("exit_room_report", json!({"user_id": 441, "msg_id": msg_id})).await;
+    c[2].send(
+        "exit_room_report",
+        json!({"user_id": 441, "msg_id": msg_id}),
+    )
+    .await;
     let retry = c[2].expect("exit_room").await;
-    assert_eq!(retry["msg_id"], msg_id.as_str(), "the relay went on to the next member");
+    assert_eq!(
+        retry["msg_id"],
+        msg_id.as_str(),
+        "the relay went on to the next member"
+    );
     // A late report from the first delegate, whose turn timed out, does
     // not complete it either; the current delegate's does.
     c[0].expect_silence(Duration::from_millis(1)).await;
-    c[1].send("exit_room_report", json!({"user_id": 441, "msg_id": msg_id})).await;
+    c[1].send(
+        "exit_room_report",
+        json!({"user_id": 441, "msg_id": msg_id}),
+    )
+    .await;
     assert_eq!(relays_in_flight(&server).await, 1);
-    c[2].send("exit_room_report", json!({"user_id": 441, "msg_id": msg_id})).await;
+    c[2].send(
+        "exit_room_report",
+        json!({"user_id": 441, "msg_id": msg_id}),
+    )
+    .await;
     assert!(eventually(|| async { relays_in_flight(&server).await == 0 }).await);
     server.stop().await;
 }
@@ -146,9 +181,17 @@ async fn seated_members_are_chosen_first_and_the_subject_never() {
         // The up notification is itself relayed: report it so it ends.
         let delegate = if user == 451 { 1 } else { 0 };
         let up = c[delegate].expect("up").await;
-        c[delegate].send("up_deport", json!({"user_id": user, "msg_id": up["msg_id"]})).await;
+        c[delegate]
+            .send(
+                "up_deport",
+                json!({"user_id": user, "msg_id": up["msg_id"]}),
+            )
+            .await;
     }
-    assert!(eventually(|| async { relays_in_flight(&server).await == 0 }).await, "up_deport completes the relay");
+    assert!(
+        eventually(|| async { relays_in_flight(&server).await == 0 }).await,
+        "up_deport completes the relay"
+    );
     // Subject 451 holds seat 1, so the first delegate is 454 (seat 2),
     // then 452 and 453 by join time.
     exit(&server, 451, "r6").await;
@@ -187,7 +230,9 @@ async fn a_relay_with_no_other_member_online_ends() {
 async fn two_delegates_dying_in_a_row_leave_the_third_to_relay() {
     let server = TestServer::with(|c| {
         c.delivery.mode = chorus::config::DeliveryMode::Relay;
-        c.delivery.actions.insert("enter_room".into(), chorus::config::DeliveryMode::Broadcast);
+        c.delivery
+            .actions
+            .insert("enter_room".into(), chorus::config::DeliveryMode::Broadcast);
         c.relay.report_timeout = Duration::from_secs(10);
     })
     .await;
@@ -201,7 +246,11 @@ async fn two_delegates_dying_in_a_row_leave_the_third_to_relay() {
     let last = exit_about(&mut c[1], 481).await;
     assert_eq!(last["msg_id"], msg_id.as_str());
     assert!(started.elapsed() < Duration::from_secs(3));
-    c[1].send("exit_room_report", json!({"user_id": 481, "msg_id": msg_id})).await;
+    c[1].send(
+        "exit_room_report",
+        json!({"user_id": 481, "msg_id": msg_id}),
+    )
+    .await;
     server.stop().await;
 }
 
@@ -220,10 +269,26 @@ async fn a_killed_member_is_relayed_as_exit_room_and_its_call_peer_gets_hang_up_
     while let Ok(f) = c[1].recv_within(Duration::from_millis(100)).await {
         got_c.push(f);
     }
-    let exit = got_b.iter().find(|f| f["action"] == "exit_room").expect("B is the delegate of exit_room");
-    assert_eq!((exit["relay"].clone(), exit["user_id"].clone()), (json!(true), json!(491)));
-    let hang_up = got_c.iter().find(|f| f["action"] == "hang_up").expect("the peer gets hang_up");
-    assert_eq!(hang_up["relay"], serde_json::Value::Null, "point to point, not relayed");
-    assert_eq!((hang_up["user_id"].clone(), hang_up["receiver_id"].clone()), (json!(491), json!(493)));
+    let exit = got_b
+        .iter()
+        .find(|f| f["action"] == "exit_room")
+        .expect("B is the delegate of exit_room");
+    assert_eq!(
+        (exit["relay"].clone(), exit["user_id"].clone()),
+        (json!(true), json!(491))
+    );
+    let hang_up = got_c
+        .iter()
+        .find(|f| f["action"] == "hang_up")
+        .expect("the peer gets hang_up");
+    assert_eq!(
+        hang_up["relay"],
+        serde_json::Value::Null,
+        "point to point, not relayed"
+    );
+    assert_eq!(
+        (hang_up["user_id"].clone(), hang_up["receiver_id"].clone()),
+        (json!(491), json!(493))
+    );
     server.stop().await;
 }

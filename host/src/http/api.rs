@@ -60,7 +60,6 @@ fn authenticate(
     if !seen.first_use(nonce, now, app.max_skew()) {
         return Err(HttpError::new(ErrorCode::Replayed, "nonce already used"));
     }
-    metrics::counter!("chorus_api_requests_total", "route" => uri.path().split('/').nth(3).unwrap_or("").to_string()).increment(1);
     Ok(())
 }
 

@@ -30,7 +30,26 @@ pub fn public_router(app: Arc<App>) -> Router {
         .route("/api/v1/users/{user_id}", get(api::user))
         .route("/api/v1/users/{user_id}/kick", post(api::kick))
         .route("/api/v1/rooms/{channel_name}", get(api::room))
+        .route_layer(axum::middleware::from_fn(count_requests))
         .with_state(app)
+}
+
+/// Counts requests by route template and status (the template, not the
+/// raw path, so user ids and channel names do not become label values).
+async fn count_requests(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("chorus_http_requests_total", "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("chorus_http_request_duration_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
 }
 
 /// The admin router.

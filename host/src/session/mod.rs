@@ -19,6 +19,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::app::App;
 use crate::registry::SessionHandle;
@@ -79,7 +80,8 @@ pub async fn run(app: Arc<App>, socket: WebSocket, who: Identity) {
         rx,
         inbound: Inbound::new(who.clone()),
     };
-    let end = session.drive(stream).await;
+    let span = tracing::info_span!("chorus.session", user_id = who.user_id, conn_id);
+    let end = session.drive(stream).instrument(span).await;
     metrics::gauge!("chorus_connections").decrement(1.0);
     finish(&app, &handle, end).await;
 }
