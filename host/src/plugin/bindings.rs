@@ -12,7 +12,7 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub(crate) use chorus::plugin::types;
+pub(crate) use self::chorus::plugin::types;
 
 /// `types` declares no functions; its (empty) `Host` trait still has to be
 /// implemented for the view to link the world.
