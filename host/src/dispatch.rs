@@ -54,6 +54,7 @@ impl From<CallError> for ActionError {
             CallError::Conflict(r) => Self::new(ErrorCode::Conflict, r),
             CallError::NotAllowed(r) => Self::new(ErrorCode::NotAllowed, r),
             CallError::Invalid(r) => Self::new(ErrorCode::MalformedFrame, r),
+            CallError::Missing(r) => Self::new(ErrorCode::MissingField, r),
             // Details of a broken plugin are logged by the runtime, never shown.
             CallError::Failed(_) => Self::new(
                 ErrorCode::PluginFailed,

@@ -542,8 +542,8 @@ async fn server_api_refuses_bad_requests_with_the_contract_codes() {
     let (status, b) = send(ts, nonce(), None, r#"{"action":"exit_room","user_id":1}"#).await;
     assert_eq!(
         (status, b["error_code"].clone()),
-        (400, json!(1001)),
-        "missing channel_name is the plugin's invalid: {b}"
+        (400, json!(1002)),
+        "a missing channel_name is 1002 from the plugin: {b}"
     );
     let (status, b) = server.api("GET", "/api/v1/rooms/empty_room", None).await;
     assert_eq!((status, b["error_code"].clone()), (404, json!(2004)));

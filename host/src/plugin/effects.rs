@@ -51,6 +51,7 @@ pub(crate) fn convert_error(error: types::Error) -> CallError {
         types::Error::Conflict(reason) => CallError::Conflict(reason),
         types::Error::NotAllowed(reason) => CallError::NotAllowed(reason),
         types::Error::Invalid(reason) => CallError::Invalid(reason),
+        types::Error::Missing(reason) => CallError::Missing(reason),
     }
 }
 

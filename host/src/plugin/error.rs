@@ -26,6 +26,9 @@ pub enum CallError {
     /// The payload is malformed (1001).
     #[error("invalid: {0}")]
     Invalid(String),
+    /// A required field is missing (1002).
+    #[error("missing: {0}")]
+    Missing(String),
     /// The plugin failed (2002); nothing was applied.
     #[error("plugin failed: {0}")]
     Failed(Failure),
@@ -39,6 +42,7 @@ impl CallError {
             CallError::Conflict(_) => ErrorCode::Conflict,
             CallError::NotAllowed(_) => ErrorCode::NotAllowed,
             CallError::Invalid(_) => ErrorCode::MalformedFrame,
+            CallError::Missing(_) => ErrorCode::MissingField,
             CallError::Failed(_) => ErrorCode::PluginFailed,
         }
     }
@@ -55,7 +59,8 @@ impl CallError {
             CallError::Rejected(r)
             | CallError::Conflict(r)
             | CallError::NotAllowed(r)
-            | CallError::Invalid(r) => r,
+            | CallError::Invalid(r)
+            | CallError::Missing(r) => r,
             CallError::Failed(_) => "plugin failed",
         }
     }

@@ -114,10 +114,24 @@ pub(crate) struct CallMetrics {
 
 impl CallMetrics {
     pub(crate) fn new(plugin: &str, version: &str) -> Self {
-        let calls = |outcome: &'static str| metrics::counter!("chorus_plugin_calls_total", "plugin" => plugin.to_string(), "version" => version.to_string(), "outcome" => outcome);
+        let (plugin, version) = (plugin.to_string(), version.to_string());
+        let calls = |outcome: &'static str| {
+            let labels = [
+                ("plugin", plugin.clone()),
+                ("version", version.clone()),
+                ("outcome", outcome.into()),
+            ];
+            metrics::counter!("chorus_plugin_calls_total", &labels)
+        };
         let failures = FailureKind::ALL.map(|kind| {
-            metrics::counter!("chorus_plugin_failures_total", "plugin" => plugin.to_string(), "version" => version.to_string(), "kind" => kind.as_str())
+            let labels = [
+                ("plugin", plugin.clone()),
+                ("version", version.clone()),
+                ("kind", kind.as_str().into()),
+            ];
+            metrics::counter!("chorus_plugin_failures_total", &labels)
         });
+        let labels = [("plugin", plugin.clone()), ("version", version.clone())];
         Self {
             ok: calls("ok"),
             rejected: calls("rejected"),
@@ -125,7 +139,7 @@ impl CallMetrics {
             not_allowed: calls("not_allowed"),
             invalid: calls("invalid"),
             failed: calls("failed"),
-            duration: metrics::histogram!("chorus_plugin_call_duration_seconds", "plugin" => plugin.to_string(), "version" => version.to_string()),
+            duration: metrics::histogram!("chorus_plugin_call_duration_seconds", &labels),
             failures,
         }
     }
@@ -138,7 +152,7 @@ impl CallMetrics {
             Err(CallError::Rejected(_)) => &self.rejected,
             Err(CallError::Conflict(_)) => &self.conflict,
             Err(CallError::NotAllowed(_)) => &self.not_allowed,
-            Err(CallError::Invalid(_)) => &self.invalid,
+            Err(CallError::Invalid(_) | CallError::Missing(_)) => &self.invalid,
             Err(CallError::Failed(failure)) => {
                 let kind = FailureKind::ALL
                     .iter()
@@ -154,7 +168,11 @@ impl CallMetrics {
 
 /// Counts a load, reload, removal or rollback of a plugin.
 pub(crate) fn count_reload(plugin: &str, outcome: &'static str) {
-    metrics::counter!("chorus_plugin_reloads_total", "plugin" => plugin.to_string(), "outcome" => outcome).increment(1);
+    let labels = [
+        ("plugin", plugin.to_string()),
+        ("outcome", outcome.to_string()),
+    ];
+    metrics::counter!("chorus_plugin_reloads_total", &labels).increment(1);
 }
 
 #[cfg(test)]

@@ -27,7 +27,8 @@
 //!
 //! What the helpers cover:
 //! - [`Payload`]: the event's JSON object with typed getters whose errors
-//!   are [`Error::Invalid`] naming the field (the host answers 1001);
+//!   are [`Error::Missing`] (the host answers 1002) or [`Error::Invalid`]
+//!   (1001), naming the field;
 //! - [`event`]: who the acting user is for each source, and the
 //!   [`Description`] builders;
 //! - [`reply`]: building replies and `notify` effects from `serde_json`

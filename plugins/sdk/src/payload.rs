@@ -145,9 +145,9 @@ impl Payload {
         Ok(channel_name)
     }
 
-    /// The error for a missing required field.
+    /// The error for a missing required field (1002).
     fn missing(&self, field: &str) -> Error {
-        Error::Invalid(format!("`{}` is required", self.name(field)))
+        Error::Missing(format!("`{}` is required", self.name(field)))
     }
 
     /// The error for a field of the wrong type; `expected` reads "a string".
@@ -176,8 +176,8 @@ mod tests {
 
     fn message(error: Error) -> String {
         match error {
-            Error::Invalid(message) => message,
-            other => panic!("expected invalid, got {other:?}"),
+            Error::Invalid(message) | Error::Missing(message) => message,
+            other => panic!("expected invalid or missing, got {other:?}"),
         }
     }
 
