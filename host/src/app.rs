@@ -8,6 +8,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::delivery::Delivery;
 use crate::delivery::relay::Relay;
@@ -30,6 +31,8 @@ pub struct App {
     pub plugins: Arc<PluginHost>,
     /// Sessions connected to this node.
     pub registry: Arc<Registry>,
+    /// The other nodes (`store.url = "redis://…"`); `None` for one node.
+    pub cluster: Option<Arc<Cluster>>,
     /// Notification routing (broadcast and relay).
     pub delivery: Delivery,
     /// Per-room ordering of actions.
@@ -59,6 +62,7 @@ impl App {
         store: Arc<dyn Store>,
         plugins: Arc<PluginHost>,
         metrics: PrometheusHandle,
+        cluster: Option<Arc<Cluster>>,
     ) -> Arc<Self> {
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -67,6 +71,7 @@ impl App {
             config.relay.clone(),
             Arc::clone(&store),
             Arc::clone(&registry),
+            cluster.clone(),
             tracker.clone(),
             shutdown.clone(),
         );
@@ -75,6 +80,7 @@ impl App {
             Arc::clone(&store),
             Arc::clone(&registry),
             relay,
+            cluster.clone(),
         );
         let node_id = config
             .server
@@ -87,6 +93,7 @@ impl App {
             store,
             plugins,
             registry,
+            cluster,
             delivery,
             room_locks: RoomLocks::default(),
             api_nonces: Mutex::default(),
@@ -112,6 +119,9 @@ impl App {
     pub async fn disconnect(&self, user_id: u64) {
         metrics::counter!("chorus_disconnects_total").increment(1);
         self.delivery.relay.on_disconnect(user_id).await;
+        if let Some(cluster) = &self.cluster {
+            cluster.announce_gone(user_id);
+        }
         self.raise("disconnected", user_id).await;
         self.clear_leftovers(user_id).await;
     }

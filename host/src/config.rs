@@ -244,12 +244,25 @@ impl Default for RoomsConfig {
 pub struct StoreConfig {
     /// `memory://` (one node) or `redis://…` (several).
     pub url: String,
+    /// Put before every Redis key and channel, so deployments (or tests)
+    /// can share one Redis.
+    pub prefix: String,
+    /// How long a node's lease lives without renewal; a node silent for
+    /// longer is dead and its users are removed by a survivor.
+    #[serde(with = "humantime_serde")]
+    pub lease_ttl: Duration,
+    /// How often a node renews its lease and looks for dead nodes.
+    #[serde(with = "humantime_serde")]
+    pub lease_interval: Duration,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             url: "memory://".into(),
+            prefix: "chorus:".into(),
+            lease_ttl: Duration::from_secs(10),
+            lease_interval: Duration::from_secs(3),
         }
     }
 }

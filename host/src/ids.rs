@@ -34,6 +34,12 @@ impl IdGen {
         )
     }
 
+    /// The prefix of every `msg_id` this generator mints (the part before
+    /// the `-`), so another node can tell whose notification it was.
+    pub fn origin(&self) -> String {
+        format!("{:012x}", self.prefix)
+    }
+
     /// A new connection id, unique within this process.
     pub fn conn_id(&self) -> u64 {
         self.next.fetch_add(1, Ordering::Relaxed)

@@ -6,6 +6,7 @@
 //! `ARCHITECTURE.md` at the repository root for the map and invariants.
 
 pub mod app;
+pub mod cluster;
 pub mod config;
 pub mod delivery;
 pub mod dispatch;

@@ -9,10 +9,12 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::app::App;
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::plugin::{PluginHost, Settings};
 use crate::store::Store;
 use crate::store::memory::MemoryStore;
+use crate::store::redis::RedisStore;
 
 /// A node failed to start.
 #[derive(Debug, thiserror::Error)]
@@ -26,8 +28,12 @@ pub enum StartError {
         source: std::io::Error,
     },
     /// `store.url` names nothing this build supports.
-    #[error("unsupported store.url {0:?} (use memory://)")]
+    #[error("unsupported store.url {0:?} (use memory:// or redis://…)")]
     Store(String),
+    /// The Redis of `store.url` could not be reached, or the cluster
+    /// settings cannot work.
+    #[error("cluster: {0}")]
+    Cluster(String),
     /// The plugin runtime could not start.
     #[error("plugin runtime: {0}")]
     Plugins(String),
@@ -62,7 +68,12 @@ impl Node {
         })?;
         config.server.listen = addr;
         config.admin.listen = admin_addr;
-        let store = open_store(&config)?;
+        // The cluster, the lease and presence all name the node by this.
+        config
+            .server
+            .node_id
+            .get_or_insert_with(|| addr.to_string());
+        let (store, cluster) = open_store(&config).await?;
         let plugins = PluginHost::new(plugin_settings(&config), Arc::clone(&store))
             .map_err(|e| StartError::Plugins(e.to_string()))?;
         let app = App::new(
@@ -70,11 +81,18 @@ impl Node {
             store,
             Arc::clone(&plugins),
             crate::telemetry::metrics_handle(),
+            cluster.clone(),
         );
         for outcome in plugins.load_all().await {
             tracing::info!(?outcome, "plugin load");
         }
         plugins.watch(app.shutdown.clone(), &app.tracker);
+        if let Some(cluster) = &cluster {
+            if let Err(e) = cluster.start(&app).await {
+                app.shutdown.cancel();
+                return Err(StartError::Cluster(e.to_string()));
+            }
+        }
         let servers = vec![
             serve(public, crate::http::public_router(Arc::clone(&app)), &app),
             serve(admin, crate::http::admin_router(Arc::clone(&app)), &app),
@@ -103,6 +121,18 @@ impl Node {
             tracing::warn!("shutdown deadline passed with tasks still running");
         }
     }
+
+    /// For tests: stops the node as a SIGKILL would, as far as the rest of
+    /// a cluster can tell. Its Redis traffic stops at once (no lease
+    /// renewal, no presence cleared, no goodbye), then its tasks and
+    /// sockets are dropped. Without a cluster this is [`Node::shutdown`].
+    #[doc(hidden)]
+    pub async fn kill_for_tests(self) {
+        if let Some(cluster) = &self.app.cluster {
+            cluster.sever();
+        }
+        self.shutdown(Duration::from_secs(5)).await;
+    }
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -111,9 +141,29 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
         .map_err(|source| StartError::Bind { addr, source })
 }
 
-fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
-    match config.store.url.as_str() {
-        "memory://" | "memory" => Ok(Arc::new(MemoryStore::new(config.rooms.seats))),
+/// The store `store.url` names, and for Redis the cluster over it.
+async fn open_store(config: &Config) -> Result<(Arc<dyn Store>, Option<Arc<Cluster>>), StartError> {
+    let settings = &config.store;
+    match settings.url.as_str() {
+        "memory://" | "memory" => Ok((Arc::new(MemoryStore::new(config.rooms.seats)), None)),
+        url if url.starts_with("redis://") => {
+            let store = RedisStore::connect(url, &settings.prefix, config.rooms.seats)
+                .await
+                .map_err(|e| StartError::Cluster(e.to_string()))?;
+            let node_id = config
+                .server
+                .node_id
+                .clone()
+                .unwrap_or_else(|| config.server.listen.to_string());
+            let cluster = Cluster::new(
+                node_id,
+                store.link(),
+                settings.lease_ttl,
+                settings.lease_interval,
+            )
+            .map_err(|e| StartError::Cluster(e.to_string()))?;
+            Ok((Arc::new(store), Some(cluster)))
+        }
         other => Err(StartError::Store(other.to_string())),
     }
 }

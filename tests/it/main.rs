@@ -6,6 +6,8 @@
 
 mod harness;
 
+mod cluster;
+
 mod operations;
 mod plugins;
 mod relay;

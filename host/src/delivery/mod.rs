@@ -3,7 +3,9 @@
 //!
 //! Every notification gets its `msg_id` before it leaves here; all its
 //! recipients, and every attempt of one relay, see the same id. A frame is
-//! serialized once and shared by every recipient's queue.
+//! serialized once and shared by every recipient's queue. With several
+//! nodes, recipients on this node are served directly and the others
+//! through the [`Cluster`] bus, one message per node.
 
 pub mod relay;
 
@@ -12,6 +14,7 @@ use std::sync::Arc;
 use axum::extract::ws::Utf8Bytes;
 use serde_json::{Map, Value};
 
+use crate::cluster::Cluster;
 use crate::config::{DeliveryConfig, DeliveryMode};
 use crate::plugin::{Notification, Target};
 use crate::registry::{Registry, SendOutcome, SessionHandle};
@@ -28,6 +31,8 @@ pub struct Delivery {
     registry: Arc<Registry>,
     /// Pending relays.
     pub relay: Arc<Relay>,
+    /// The other nodes, when there are any.
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl Delivery {
@@ -37,12 +42,14 @@ impl Delivery {
         store: Arc<dyn Store>,
         registry: Arc<Registry>,
         relay: Arc<Relay>,
+        cluster: Option<Arc<Cluster>>,
     ) -> Self {
         Self {
             modes,
             store,
             registry,
             relay,
+            cluster,
         }
     }
 
@@ -65,15 +72,21 @@ impl Delivery {
         body.insert("msg_id".into(), Value::String(msg_id.to_string()));
         match target {
             Target::User(user_id) => {
-                let sessions = self.registry.get_many(&[user_id]);
-                fan_out(&action, "user", &sessions, encode(&body));
+                self.to_users(&action, "user", &[user_id], encode(&body))
+                    .await?;
             }
-            Target::Everyone => fan_out(&action, "everyone", &self.registry.all(), encode(&body)),
+            Target::Everyone => {
+                let frame = encode(&body);
+                fan_out(&action, "everyone", &self.registry.all(), frame.clone());
+                if let Some(cluster) = &self.cluster {
+                    cluster.forward_everyone(&action, &frame);
+                }
+            }
             Target::Room(channel) => match self.modes.mode_for(&action) {
                 DeliveryMode::Broadcast => {
                     let members = self.store.room_members(&channel).await?;
-                    let sessions = self.registry.get_many(&members);
-                    fan_out(&action, "broadcast", &sessions, encode(&body));
+                    self.to_users(&action, "broadcast", &members, encode(&body))
+                        .await?;
                 }
                 DeliveryMode::Relay => {
                     body.insert("relay".into(), Value::Bool(true));
@@ -86,6 +99,25 @@ impl Delivery {
         }
         Ok(())
     }
+
+    /// Queues `frame` for these users: here directly, elsewhere through
+    /// the cluster bus.
+    async fn to_users(
+        &self,
+        action: &str,
+        mode: &'static str,
+        users: &[u64],
+        frame: Utf8Bytes,
+    ) -> Result<(), StoreError> {
+        let sessions = self.registry.get_many(users);
+        fan_out(action, mode, &sessions, frame.clone());
+        if let Some(cluster) = &self.cluster {
+            cluster
+                .forward(&*self.store, action, mode, users, &sessions, &frame)
+                .await?;
+        }
+        Ok(())
+    }
 }
 
 /// Serializes a frame once for all its recipients.
@@ -95,7 +127,12 @@ pub fn encode(body: &Map<String, Value>) -> Utf8Bytes {
 }
 
 /// Queues one frame on every session; counts what was sent and dropped.
-fn fan_out(action: &str, mode: &'static str, sessions: &[Arc<SessionHandle>], frame: Utf8Bytes) {
+pub(crate) fn fan_out(
+    action: &str,
+    mode: &'static str,
+    sessions: &[Arc<SessionHandle>],
+    frame: Utf8Bytes,
+) {
     let mut sent = 0u64;
     for session in sessions {
         if session.send(frame.clone()) == SendOutcome::Queued {

@@ -7,6 +7,10 @@
 //! stays silent for `relay.report_timeout`, the next one then; at most
 //! `relay.max_attempts` members, each at most once.
 //!
+//! With several nodes, a delegate may sit on any node: the frame reaches it
+//! through the cluster bus, and a report arriving on another node is
+//! forwarded to this one (the node is found from the `msg_id`'s origin).
+//!
 //! Invariant: `Pending::current` is the only member whose report completes
 //! a relay. It is cleared *before* any await on failover, so a report that
 //! arrives after B's turn ended never completes it.
@@ -19,6 +23,7 @@ use axum::extract::ws::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cluster::{Cluster, Recipient};
 use crate::config::RelayConfig;
 use crate::registry::{Registry, SendOutcome};
 use crate::store::{Store, StoreError};
@@ -69,6 +74,8 @@ pub struct Relay {
     store: Arc<dyn Store>,
     /// Local sessions, to reach delegates.
     registry: Arc<Registry>,
+    /// The other nodes, to reach delegates there and forward reports.
+    cluster: Option<Arc<Cluster>>,
     /// msg_id -> relay in flight. A std mutex: map updates only.
     pending: Mutex<HashMap<String, Pending>>,
     /// Report timers run here so shutdown waits for none of them.
@@ -97,6 +104,7 @@ impl Relay {
         settings: RelayConfig,
         store: Arc<dyn Store>,
         registry: Arc<Registry>,
+        cluster: Option<Arc<Cluster>>,
         tracker: TaskTracker,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
@@ -104,6 +112,7 @@ impl Relay {
             settings,
             store,
             registry,
+            cluster,
             pending: Mutex::new(HashMap::new()),
             tracker,
             shutdown,
@@ -184,7 +193,7 @@ impl Relay {
         channel: &str,
         subject: Option<u64>,
         tried: &[u64],
-    ) -> Result<Vec<(u64, Arc<crate::registry::SessionHandle>)>, StoreError> {
+    ) -> Result<Vec<(u64, Recipient)>, StoreError> {
         let members = self.store.room_members(channel).await?;
         let seats = self.store.room_seats(channel).await?;
         let mut order: Vec<u64> = seats.iter().filter_map(|s| s.user_id).collect();
@@ -199,10 +208,13 @@ impl Relay {
             .into_iter()
             .filter(|u| Some(*u) != subject && !tried.contains(u) && members.contains(u))
             .collect();
-        Ok(eligible
-            .into_iter()
-            .filter_map(|u| self.registry.get(u).map(|s| (u, s)))
-            .collect())
+        crate::cluster::locate(
+            &self.registry,
+            self.cluster.as_ref(),
+            &*self.store,
+            &eligible,
+        )
+        .await
     }
 
     /// Makes `delegate` the current one; the frame to send, or `None` if
@@ -254,8 +266,32 @@ impl Relay {
         });
     }
 
-    /// A report from `reporter`; whether it completed a relay.
+    /// A report from `reporter`, connected to this node; whether it
+    /// completed a relay of this node. A report for another node's relay
+    /// is forwarded there.
     pub fn report(
+        &self,
+        reporter: u64,
+        report_action: &str,
+        user_id: u64,
+        msg_id: Option<&str>,
+    ) -> bool {
+        if let (Some(cluster), Some(id)) = (&self.cluster, msg_id) {
+            let ours = self.map().contains_key(id);
+            if !ours && cluster.forward_report(reporter, report_action, user_id, msg_id) {
+                return false;
+            }
+        }
+        let completed = self.report_here(reporter, report_action, user_id, msg_id);
+        if let (false, Some(cluster), None) = (completed, &self.cluster, msg_id) {
+            cluster.forward_report(reporter, report_action, user_id, None);
+        }
+        completed
+    }
+
+    /// A report, from here or forwarded by another node; whether it
+    /// completed a relay of this node.
+    pub fn report_here(
         &self,
         reporter: u64,
         report_action: &str,

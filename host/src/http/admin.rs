@@ -60,7 +60,8 @@ async fn require_token(State(app): State<Arc<App>>, request: Request, next: Next
 }
 
 async fn readyz(State(app): State<Arc<App>>) -> Response {
-    if app.plugins.is_ready() && !app.shutdown.is_cancelled() {
+    let cluster_ready = app.cluster.as_ref().is_none_or(|c| c.is_ready());
+    if app.plugins.is_ready() && !app.shutdown.is_cancelled() && cluster_ready {
         Json(json!({"status": "ready"})).into_response()
     } else {
         (

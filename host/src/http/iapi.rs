@@ -19,7 +19,8 @@ pub async fn end_point(
     Ok(Json(json!({
         "error_code": 0,
         "error_reason": "",
-        "end_point": app.config.public_url(),
+        // With several nodes: the least-loaded live one.
+        "end_point": app.cluster.as_ref().and_then(|c| c.least_loaded()).unwrap_or_else(|| app.config.public_url()),
         "ping_interval": crate::config::whole_seconds(app.config.heartbeat.ping_interval),
     })))
 }

@@ -67,8 +67,16 @@ pub async fn run(app: Arc<App>, socket: WebSocket, who: Identity) {
     if let Some(old) = app.registry.insert(Arc::clone(&handle)) {
         replace(&old);
     }
-    if let Err(e) = app.store.set_online(who.user_id, &app.node_id).await {
-        tracing::warn!(user_id = who.user_id, error = %e, "presence not recorded");
+    match app.store.set_online(who.user_id, &app.node_id).await {
+        // One connection per user across nodes: the older one elsewhere
+        // gets `kicked` and 4009 through the cluster bus.
+        Ok(Some(before)) => {
+            if let Some(cluster) = &app.cluster {
+                cluster.replace_on(&before, who.user_id);
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(user_id = who.user_id, error = %e, "presence not recorded"),
     }
     metrics::gauge!("chorus_connections").increment(1.0);
     metrics::counter!("chorus_connections_opened_total").increment(1);
@@ -87,7 +95,7 @@ pub async fn run(app: Arc<App>, socket: WebSocket, who: Identity) {
 }
 
 /// Tells the old connection of a user it was replaced.
-fn replace(old: &SessionHandle) {
+pub(crate) fn replace(old: &SessionHandle) {
     let kicked = json!({"action": "kicked", "reason": "replaced"}).to_string();
     old.send(Utf8Bytes::from(kicked));
     old.close(close::REPLACED, "replaced");
@@ -103,8 +111,14 @@ async fn finish(app: &Arc<App>, handle: &SessionHandle, end: End) {
     if !app.registry.remove(user_id, handle.conn_id) {
         return; // replaced: the new connection owns the user now
     }
-    if let Err(e) = app.store.set_offline(user_id, &app.node_id).await {
-        tracing::warn!(user_id, error = %e, "presence not cleared");
+    // A node of a cluster shutting down leaves its users' presence to its
+    // lease: they have `store.lease_ttl` to reconnect elsewhere before a
+    // survivor removes them from their rooms.
+    let handover = end == End::Shutdown && app.cluster.is_some();
+    if !handover {
+        if let Err(e) = app.store.set_offline(user_id, &app.node_id).await {
+            tracing::warn!(user_id, error = %e, "presence not cleared");
+        }
     }
     match end {
         End::Shutdown | End::Replaced => {}

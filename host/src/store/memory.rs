@@ -489,9 +489,8 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn set_online(&self, user_id: u64, node: &str) -> Result<(), StoreError> {
-        self.lock().presence.insert(user_id, node.to_string());
-        Ok(())
+    async fn set_online(&self, user_id: u64, node: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.lock().presence.insert(user_id, node.to_string()))
     }
 
     async fn set_offline(&self, user_id: u64, node: &str) -> Result<(), StoreError> {

@@ -4,10 +4,11 @@
 //! The host owns this state; plugins read it through the `room-state` and
 //! `kv` imports and change it only through effects, which the host turns
 //! into one [`Store::apply`] batch. One node keeps it in memory
-//! ([`memory::MemoryStore`]); several nodes will share it through Redis
-//! behind the same trait.
+//! ([`memory::MemoryStore`]); several nodes share it through Redis
+//! ([`redis::RedisStore`]) behind the same trait.
 
 pub mod memory;
+pub mod redis;
 
 use async_trait::async_trait;
 
@@ -167,10 +168,20 @@ pub trait Store: Send + Sync + 'static {
     /// Applies a batch atomically: every condition is checked first, and
     /// either every change is applied or none is.
     async fn apply(&self, changes: &[StateChange]) -> Result<(), ApplyError>;
-    /// Records that the user is connected on `node`.
-    async fn set_online(&self, user_id: u64, node: &str) -> Result<(), StoreError>;
+    /// Records that the user is connected on `node`; returns the node the
+    /// user was connected to before, if any.
+    async fn set_online(&self, user_id: u64, node: &str) -> Result<Option<String>, StoreError>;
     /// Records that the user is no longer connected (if still on `node`).
     async fn set_offline(&self, user_id: u64, node: &str) -> Result<(), StoreError>;
     /// The node the user is connected to, if any.
     async fn node_of(&self, user_id: u64) -> Result<Option<String>, StoreError>;
+    /// The node of each user, in order (one round trip where the store
+    /// allows it).
+    async fn nodes_of(&self, users: &[u64]) -> Result<Vec<Option<String>>, StoreError> {
+        let mut nodes = Vec::with_capacity(users.len());
+        for user in users {
+            nodes.push(self.node_of(*user).await?);
+        }
+        Ok(nodes)
+    }
 }

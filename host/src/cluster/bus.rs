@@ -1,0 +1,329 @@
+//! The message bus between nodes: Redis pub/sub, one channel per node and
+//! one for all.
+//!
+//! A message is a JSON [`Envelope`] on the first line, then, for frames, a
+//! newline and the frame exactly as the WebSocket sends it (never
+//! re-escaped). One task publishes (pipelining whatever queued up), one
+//! task subscribes and hands each message to local sessions or the relay;
+//! the subscriber reconnects by itself when Redis comes back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::Utf8Bytes;
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::Cluster;
+use crate::app::App;
+use crate::store::StoreError;
+use crate::store::redis::unavailable;
+
+/// Messages the publisher sends in one pipeline at most.
+const BATCH: usize = 256;
+
+/// What one bus message asks of the node that receives it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum Envelope {
+    /// Queue the attached frame for these users' sessions on this node.
+    Deliver {
+        /// The notification's action (metrics label).
+        action: String,
+        /// `user`, `broadcast` or `relay` (metrics label).
+        mode: String,
+        /// Recipients connected to the receiving node.
+        users: Vec<u64>,
+    },
+    /// Queue the attached frame for every session of this node.
+    Everyone {
+        /// The sending node (which already served its own sessions).
+        from: String,
+        /// The notification's action (metrics label).
+        action: String,
+    },
+    /// The user connected on another node: close the older connection here
+    /// with `kicked` and 4009.
+    Replace {
+        /// The user.
+        user: u64,
+    },
+    /// A relay report that arrived on another node.
+    Report {
+        /// The sending node.
+        from: String,
+        /// The delegate who reported.
+        reporter: u64,
+        /// The report action (`up_deport`, `enter_room_report`, …).
+        report: String,
+        /// The report's `user_id`.
+        user: u64,
+        /// The report's `msg_id`, if it had one.
+        msg_id: Option<String>,
+    },
+    /// The user disconnected from another node: relays waiting for them as
+    /// delegate move on.
+    Gone {
+        /// The sending node.
+        from: String,
+        /// The user.
+        user: u64,
+    },
+}
+
+/// One message on its way to Redis.
+#[derive(Debug)]
+pub struct Outgoing {
+    /// The full channel name.
+    pub channel: String,
+    /// Envelope line, then optionally a newline and the frame.
+    pub payload: Vec<u8>,
+}
+
+/// The wire form of a message.
+pub fn encode(envelope: &Envelope, frame: Option<&Utf8Bytes>) -> Vec<u8> {
+    // An enum of strings and integers always serializes.
+    let mut payload = serde_json::to_vec(envelope).unwrap_or_default();
+    if let Some(frame) = frame {
+        payload.push(b'\n');
+        payload.extend_from_slice(frame.as_bytes());
+    }
+    payload
+}
+
+/// Splits a message into its envelope and frame.
+pub fn decode(payload: &[u8]) -> Option<(Envelope, Option<Utf8Bytes>)> {
+    let (head, frame) = match payload.iter().position(|b| *b == b'\n') {
+        Some(at) => (&payload[..at], Some(&payload[at + 1..])),
+        None => (payload, None),
+    };
+    let envelope = serde_json::from_slice(head).ok()?;
+    let frame = match frame {
+        Some(bytes) => Some(Utf8Bytes::from(
+            std::str::from_utf8(bytes).ok()?.to_string(),
+        )),
+        None => None,
+    };
+    Some((envelope, frame))
+}
+
+/// Publishes queued messages in order, pipelining what accumulated, until
+/// shutdown. A failed pipeline is dropped (counted): pub/sub is at most
+/// once, and the senders already moved on.
+pub async fn publisher(
+    cluster: Arc<Cluster>,
+    mut rx: mpsc::Receiver<Outgoing>,
+    shutdown: CancellationToken,
+) {
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        let first = tokio::select! {
+            next = rx.recv() => next,
+            _ = shutdown.cancelled() => None,
+        };
+        let Some(first) = first else { return };
+        batch.push(first);
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        publish_batch(&cluster, &mut batch).await;
+    }
+}
+
+async fn publish_batch(cluster: &Cluster, batch: &mut Vec<Outgoing>) {
+    let mut pipe = redis::pipe();
+    for message in batch.iter() {
+        pipe.cmd("PUBLISH")
+            .arg(&message.channel)
+            .arg(&message.payload)
+            .ignore();
+    }
+    let count = batch.len() as u64;
+    batch.clear();
+    match cluster.link.query_pipe::<()>(&pipe).await {
+        Ok(()) => metrics::counter!("chorus_cluster_published_total").increment(count),
+        Err(e) => {
+            metrics::counter!("chorus_cluster_publish_dropped_total").increment(count);
+            tracing::warn!(error = %e, messages = count, "cluster publish failed");
+        }
+    }
+}
+
+/// A pub/sub connection subscribed to this node's channel and the shared
+/// one.
+pub async fn subscribe(cluster: &Cluster) -> Result<redis::aio::PubSub, StoreError> {
+    if cluster.link.is_severed() {
+        return Err(StoreError("this node's Redis link was severed".into()));
+    }
+    let connect = cluster.link.client().get_async_pubsub();
+    let mut pubsub = tokio::time::timeout(Duration::from_secs(2), connect)
+        .await
+        .map_err(|_| StoreError("redis: pub/sub connection timed out".into()))?
+        .map_err(unavailable)?;
+    let own = cluster.link.key(&format!("bus:{}", cluster.node_id));
+    let all = cluster.link.key("bus");
+    pubsub
+        .subscribe(&[own, all][..])
+        .await
+        .map_err(unavailable)?;
+    Ok(pubsub)
+}
+
+/// Reads the bus until shutdown, reconnecting (every half second, at most
+/// every few seconds once it keeps failing) whenever the connection drops.
+pub async fn subscriber(
+    app: Arc<App>,
+    cluster: Arc<Cluster>,
+    mut connected: Option<redis::aio::PubSub>,
+) {
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        if app.shutdown.is_cancelled() || cluster.link.is_severed() {
+            return;
+        }
+        let pubsub = match connected.take() {
+            Some(p) => Ok(p),
+            None => subscribe(&cluster).await,
+        };
+        match pubsub {
+            Ok(mut pubsub) => {
+                cluster
+                    .subscribed
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                backoff = Duration::from_millis(250);
+                read(&app, &cluster, &mut pubsub).await;
+                if app.shutdown.is_cancelled() {
+                    return;
+                }
+                cluster
+                    .subscribed
+                    .store(false, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(node = cluster.node_id, "cluster bus disconnected");
+            }
+            Err(e) => tracing::debug!(error = %e, "cluster bus: cannot subscribe yet"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = app.shutdown.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Handles messages until the connection ends or the node stops.
+async fn read(app: &Arc<App>, cluster: &Arc<Cluster>, pubsub: &mut redis::aio::PubSub) {
+    let mut messages = pubsub.on_message();
+    loop {
+        let message = tokio::select! {
+            m = messages.next() => m,
+            _ = app.shutdown.cancelled() => return,
+        };
+        let Some(message) = message else { return };
+        if cluster.link.is_severed() {
+            return;
+        }
+        metrics::counter!("chorus_cluster_received_total").increment(1);
+        match decode(message.get_payload_bytes()) {
+            Some((envelope, frame)) => handle(app, cluster, envelope, frame),
+            None => tracing::warn!("cluster bus: malformed message dropped"),
+        }
+    }
+}
+
+/// Acts on one message. Anything that awaits runs as its own task, so the
+/// bus is never held up.
+fn handle(app: &Arc<App>, cluster: &Arc<Cluster>, envelope: Envelope, frame: Option<Utf8Bytes>) {
+    let me = cluster.node_id.as_str();
+    match envelope {
+        Envelope::Deliver {
+            action,
+            mode,
+            users,
+        } => {
+            let Some(frame) = frame else { return };
+            let sessions = app.registry.get_many(&users);
+            crate::delivery::fan_out(&action, bus_mode(&mode), &sessions, frame);
+        }
+        Envelope::Everyone { from, action } => {
+            if let (true, Some(frame)) = (from != me, frame) {
+                crate::delivery::fan_out(&action, "everyone", &app.registry.all(), frame);
+            }
+        }
+        Envelope::Replace { user } => spawn(app, replace(Arc::clone(app), user)),
+        Envelope::Report {
+            from,
+            reporter,
+            report,
+            user,
+            msg_id,
+        } => {
+            if from != me {
+                app.delivery
+                    .relay
+                    .report_here(reporter, &report, user, msg_id.as_deref());
+            }
+        }
+        Envelope::Gone { from, user } => {
+            if from != me {
+                let relay = Arc::clone(&app.delivery.relay);
+                spawn(app, async move { relay.on_disconnect(user).await });
+            }
+        }
+    }
+}
+
+/// The metrics label of a forwarded frame's mode.
+fn bus_mode(mode: &str) -> &'static str {
+    match mode {
+        "user" => "user",
+        "broadcast" => "broadcast",
+        _ => "relay",
+    }
+}
+
+fn spawn(app: &Arc<App>, task: impl std::future::Future<Output = ()> + Send + 'static) {
+    let shutdown = app.shutdown.clone();
+    app.tracker.spawn(async move {
+        tokio::select! {
+            _ = task => {}
+            _ = shutdown.cancelled() => {}
+        }
+    });
+}
+
+/// Closes the user's session here with 4009 unless presence says the user
+/// is (again) connected to this node.
+async fn replace(app: Arc<App>, user_id: u64) {
+    let Some(session) = app.registry.get(user_id) else {
+        return;
+    };
+    match app.store.node_of(user_id).await {
+        Ok(Some(node)) if node == app.node_id => {}
+        _ => crate::session::replace(&session),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_carries_the_frame_verbatim() {
+        let envelope = Envelope::Deliver {
+            action: "send_gift".into(),
+            mode: "broadcast".into(),
+            users: vec![1, 2],
+        };
+        let frame = Utf8Bytes::from("{\"action\":\"send_gift\",\"note\":\"a\\nb\"}\n".to_string());
+        let wire = encode(&envelope, Some(&frame));
+        let (back, back_frame) = decode(&wire).expect("decodes");
+        assert_eq!(back, envelope);
+        assert_eq!(back_frame.as_deref(), Some(frame.as_str()));
+        let bare = encode(&Envelope::Replace { user: 7 }, None);
+        assert_eq!(decode(&bare), Some((Envelope::Replace { user: 7 }, None)));
+    }
+}

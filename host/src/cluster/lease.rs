@@ -1,0 +1,261 @@
+//! Node liveness: each node renews a lease; survivors clean up after a node
+//! whose lease expired.
+//!
+//! Keys (P = `store.prefix`): `P node:<node>` is the lease, a JSON [`Peer`]
+//! with a TTL of `store.lease_ttl`, written every `store.lease_interval`;
+//! `P nodes` is the set of nodes that ever took a lease and were not yet
+//! cleaned up; `P node_users:<node>` the users a node holds (kept by the
+//! presence script); `P cleanup:<node>` the claim of the survivor cleaning
+//! up a dead node (`SET NX`, expires so that a survivor dying mid-way
+//! leaves the rest to another).
+//!
+//! Cleanup pops users one at a time (`SPOP`, atomic with the presence
+//! check), so each user of a dead node is disconnected exactly once, by
+//! one survivor, and a user who already reconnected elsewhere is left
+//! alone.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use redis::Script;
+
+use super::{Cluster, ClusterError, Peer};
+use crate::app::App;
+use crate::store::StoreError;
+
+/// How long a survivor's claim on a dead node lasts.
+const CLAIM: Duration = Duration::from_secs(60);
+
+/// Pops one user of a dead node; returns `{user, 1}` to disconnect, `{user,
+/// 0}` when the user is connected elsewhere now, `false` when none is left.
+const POP: &str = r"
+local P, dead = ARGV[1], ARGV[2]
+local u = redis.call('SPOP', P .. 'node_users:' .. dead)
+if not u then return false end
+local key = P .. 'presence:' .. u
+local at = redis.call('GET', key)
+if at == dead then redis.call('DEL', key) end
+if at == dead or not at then return {u, 1} end
+return {u, 0}
+";
+
+fn pop_script() -> &'static Script {
+    static SCRIPT: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
+    SCRIPT.get_or_init(|| Script::new(POP))
+}
+
+/// Renews the lease every `store.lease_interval` and looks for dead nodes,
+/// until shutdown; then marks the lease draining (it expires by itself,
+/// giving this node's users `store.lease_ttl` to reconnect elsewhere
+/// before survivors remove them).
+pub async fn run(app: Arc<App>, cluster: Arc<Cluster>) {
+    let mut tick = tokio::time::interval(cluster.lease_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = app.shutdown.cancelled() => break,
+        }
+        if cluster.link.is_severed() {
+            return;
+        }
+        if let Err(e) = renew(&app, &cluster).await {
+            *cluster
+                .healthy_since
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = None;
+            if cluster.lease_ok.swap(false, Ordering::Relaxed) {
+                tracing::error!(error = %e, "cluster lease not renewed; not ready");
+            }
+            continue;
+        }
+        if let Err(e) = scan(&app, &cluster).await {
+            tracing::warn!(error = %e, "cluster scan failed");
+        }
+    }
+    if !cluster.link.is_severed() {
+        if let Err(e) = write_lease(&app, &cluster, true).await {
+            tracing::warn!(error = %e, "could not mark the lease draining");
+        }
+    }
+}
+
+/// Writes this node's lease. If it had vanished (Redis lost its data, or
+/// this node stalled so long that it was taken for dead), presence of the
+/// local sessions is written again.
+pub async fn renew(app: &Arc<App>, cluster: &Arc<Cluster>) -> Result<(), ClusterError> {
+    let was_ok = cluster.lease_ok.load(Ordering::Relaxed);
+    let existed = write_lease(app, cluster, false).await?;
+    if !existed && was_ok {
+        tracing::warn!(
+            node = cluster.node_id,
+            "this node's lease had vanished; presence of its sessions is written again"
+        );
+        for session in app.registry.all() {
+            app.store.set_online(session.user_id, &app.node_id).await?;
+        }
+    }
+    if !was_ok {
+        tracing::info!(node = cluster.node_id, "cluster lease held; ready");
+        *cluster
+            .healthy_since
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(tokio::time::Instant::now());
+    }
+    cluster.lease_ok.store(true, Ordering::Relaxed);
+    Ok(())
+}
+
+/// `SET lease … PX ttl GET` and `SADD nodes`; whether the lease existed.
+async fn write_lease(app: &App, cluster: &Cluster, draining: bool) -> Result<bool, StoreError> {
+    let me = Peer {
+        node_id: cluster.node_id.clone(),
+        public_url: app.config.public_url(),
+        connections: app.registry.len() as u64,
+        origin: app.ids.origin(),
+        draining,
+    };
+    let lease = serde_json::to_string(&me).unwrap_or_default();
+    let ttl_ms = cluster.lease_ttl.as_millis() as u64;
+    let mut pipe = redis::pipe();
+    pipe.cmd("SET")
+        .arg(cluster.link.key(&format!("node:{}", cluster.node_id)))
+        .arg(lease)
+        .arg("PX")
+        .arg(ttl_ms)
+        .arg("GET")
+        .cmd("SADD")
+        .arg(cluster.link.key("nodes"))
+        .arg(&cluster.node_id)
+        .ignore();
+    let (previous,): (Option<String>,) = cluster.link.query_pipe(&pipe).await?;
+    Ok(previous.is_some())
+}
+
+/// Reads every lease: refreshes the table of live nodes, and starts the
+/// cleanup of each node whose lease expired.
+pub async fn scan(app: &Arc<App>, cluster: &Arc<Cluster>) -> Result<(), ClusterError> {
+    let nodes: Vec<String> = cluster
+        .link
+        .query(redis::cmd("SMEMBERS").arg(cluster.link.key("nodes")))
+        .await?;
+    if nodes.is_empty() {
+        return Ok(());
+    }
+    let mut get = redis::cmd("MGET");
+    for node in &nodes {
+        get.arg(cluster.link.key(&format!("node:{node}")));
+    }
+    let leases: Vec<Option<String>> = cluster.link.query(&get).await?;
+    let may_judge = cluster
+        .healthy_since
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .is_some_and(|since| since.elapsed() >= cluster.lease_ttl);
+    let mut live = Vec::new();
+    for (node, lease) in nodes.into_iter().zip(leases) {
+        match lease.and_then(|l| serde_json::from_str::<Peer>(&l).ok()) {
+            Some(peer) => live.push(peer),
+            None if node == cluster.node_id || !may_judge => {}
+            None => start_cleanup(app, cluster, node),
+        }
+    }
+    metrics::gauge!("chorus_cluster_nodes").set(live.len() as f64);
+    cluster.peers.store(Arc::new(live));
+    Ok(())
+}
+
+/// Cleans up after `dead` in a task of its own, unless this node already is.
+fn start_cleanup(app: &Arc<App>, cluster: &Arc<Cluster>, dead: String) {
+    {
+        let mut cleaning = cluster.cleaning.lock().unwrap_or_else(|p| p.into_inner());
+        if !cleaning.insert(dead.clone()) {
+            return;
+        }
+    }
+    let app2 = Arc::clone(app);
+    let cluster2 = Arc::clone(cluster);
+    let shutdown = app.shutdown.clone();
+    app.tracker.spawn(async move {
+        tokio::select! {
+            result = cleanup_dead(&app2, &cluster2, &dead) => {
+                if let Err(e) = result {
+                    tracing::warn!(dead, error = %e, "dead node cleanup failed; will retry");
+                }
+            }
+            _ = shutdown.cancelled() => {}
+        }
+        let mut cleaning = cluster2.cleaning.lock().unwrap_or_else(|p| p.into_inner());
+        cleaning.remove(&dead);
+    });
+}
+
+/// Claims `dead` and disconnects its users; forgets the node afterwards.
+async fn cleanup_dead(
+    app: &Arc<App>,
+    cluster: &Arc<Cluster>,
+    dead: &str,
+) -> Result<(), ClusterError> {
+    let claim = cluster.link.key(&format!("cleanup:{dead}"));
+    let claimed: Option<String> = cluster
+        .link
+        .query(
+            redis::cmd("SET")
+                .arg(&claim)
+                .arg(&cluster.node_id)
+                .arg("NX")
+                .arg("EX")
+                .arg(CLAIM.as_secs()),
+        )
+        .await?;
+    if claimed.is_none() {
+        return Ok(()); // another survivor has it
+    }
+    tracing::warn!(
+        dead,
+        node = cluster.node_id,
+        "node lease expired; removing its users"
+    );
+    metrics::counter!("chorus_cluster_dead_nodes_total").increment(1);
+    let removed = cleanup_users(app, cluster, dead).await?;
+    let mut pipe = redis::pipe();
+    pipe.cmd("SREM")
+        .arg(cluster.link.key("nodes"))
+        .arg(dead)
+        .ignore()
+        .cmd("DEL")
+        .arg(&claim)
+        .ignore();
+    cluster.link.query_pipe::<()>(&pipe).await?;
+    tracing::info!(dead, removed, "dead node cleaned up");
+    Ok(())
+}
+
+/// Disconnects, one at a time and each exactly once, the users `node`
+/// still holds; returns how many. Also run by a node at start for what a
+/// previous run under the same name left behind.
+pub async fn cleanup_users(
+    app: &Arc<App>,
+    cluster: &Cluster,
+    node: &str,
+) -> Result<u64, ClusterError> {
+    let mut removed = 0;
+    loop {
+        let mut conn = cluster.link.conn()?;
+        let popped: Option<(u64, u8)> = pop_script()
+            .arg(cluster.link.prefix())
+            .arg(node)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(crate::store::redis::unavailable)?;
+        let Some((user_id, gone)) = popped else {
+            return Ok(removed);
+        };
+        if gone == 1 {
+            app.disconnect(user_id).await;
+            removed += 1;
+            metrics::counter!("chorus_cluster_users_cleaned_total").increment(1);
+        }
+    }
+}

@@ -1,0 +1,445 @@
+//! The shared store of several nodes: rooms, seats, calls, presence and
+//! plugin key-value data in Redis (`store.url = "redis://…"`).
+//!
+//! Every key starts with `store.prefix` (default `chorus:`), so several
+//! deployments, or several tests, can share one Redis. Reads are single
+//! commands or one small script; [`Store::apply`] is one Lua script
+//! (`lua/apply.lua`) that runs the batch on tables loaded from Redis with
+//! exactly the rules of [`MemoryStore`](super::memory::MemoryStore) and
+//! writes only when every change passed. Redis runs one script at a time,
+//! so a batch is atomic across nodes: of two `up` for one seat on two
+//! nodes, exactly one wins.
+//!
+//! Redis is the source of truth: a batch is acknowledged only after Redis
+//! answered it, and nothing is cached here. When Redis cannot be reached,
+//! every call fails with a [`StoreError`] (the host answers 2002 / 503) and
+//! the [`ConnectionManager`] reconnects in the background by itself.
+//!
+//! The keys are computed inside the scripts from the prefix, so this needs
+//! one Redis primary (optionally with replicas or Sentinel), not a sharded
+//! Redis Cluster.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, Script};
+use serde_json::{Value, json};
+
+use super::{ApplyError, Call, Membership, RoomView, Seat, StateChange, Store, StoreError};
+
+/// How long one Redis command may take before it fails. Generous next to
+/// Redis's sub-millisecond answers, short enough that a dead Redis turns
+/// into a clear error quickly.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one connection attempt may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A connection to one Redis, shared by the [`RedisStore`] and the cluster
+/// bus (`crate::cluster`). Cheap to clone.
+#[derive(Clone)]
+pub struct RedisLink {
+    /// Opens the extra connections pub/sub needs.
+    client: Client,
+    /// The multiplexed connection every command goes through; reconnects
+    /// by itself after Redis comes back.
+    conn: ConnectionManager,
+    /// Put before every key and channel name.
+    prefix: Arc<str>,
+    /// Set by [`RedisLink::sever`]: every later call fails, as if the
+    /// process had died (tests simulate a SIGKILL with it).
+    severed: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for RedisLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisLink")
+            .field("prefix", &self.prefix)
+            .field("severed", &self.is_severed())
+            .finish()
+    }
+}
+
+impl RedisLink {
+    /// Connects to `url` (`redis://host:port/db`). Fails when Redis cannot
+    /// be reached now; once connected, reconnection is automatic.
+    pub async fn connect(url: &str, prefix: &str) -> Result<Self, StoreError> {
+        let client = Client::open(url).map_err(|e| StoreError(format!("bad store.url: {e}")))?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(RESPONSE_TIMEOUT))
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            // Few, short retries: a command during an outage should fail
+            // within seconds, and the next one tries again anyway.
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_with_config(client.clone(), config)
+            .await
+            .map_err(|e| StoreError(format!("cannot reach Redis at {url}: {e}")))?;
+        Ok(Self {
+            client,
+            conn,
+            prefix: Arc::from(prefix),
+            severed: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// `prefix + name`.
+    pub fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// A handle on the shared connection, unless the link was severed.
+    pub fn conn(&self) -> Result<ConnectionManager, StoreError> {
+        if self.is_severed() {
+            return Err(StoreError("this node's Redis link was severed".into()));
+        }
+        Ok(self.conn.clone())
+    }
+
+    /// The client, to open a pub/sub connection.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Makes every later call fail, as if this process had died.
+    pub fn sever(&self) {
+        self.severed.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether [`RedisLink::sever`] was called.
+    pub fn is_severed(&self) -> bool {
+        self.severed.load(Ordering::SeqCst)
+    }
+
+    /// Runs one command, mapping errors to [`StoreError`].
+    pub async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
+        let mut conn = self.conn()?;
+        cmd.query_async(&mut conn).await.map_err(unavailable)
+    }
+
+    /// Runs one pipeline, mapping errors to [`StoreError`].
+    pub async fn query_pipe<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn()?;
+        pipe.query_async(&mut conn).await.map_err(unavailable)
+    }
+}
+
+/// A Redis error as the store reports it.
+pub fn unavailable(e: redis::RedisError) -> StoreError {
+    StoreError(format!("redis: {e}"))
+}
+
+/// The scripts, hashed once per process (`EVALSHA`, loaded again by the
+/// client after a Redis restart emptied the script cache).
+struct Scripts {
+    apply: Script,
+    presence: Script,
+    membership: Script,
+}
+
+fn scripts() -> &'static Scripts {
+    static SCRIPTS: std::sync::OnceLock<Scripts> = std::sync::OnceLock::new();
+    SCRIPTS.get_or_init(|| Scripts {
+        apply: Script::new(include_str!("lua/apply.lua")),
+        presence: Script::new(include_str!("lua/presence.lua")),
+        membership: Script::new(include_str!("lua/membership.lua")),
+    })
+}
+
+/// The [`Store`] of several nodes sharing one Redis.
+#[derive(Debug, Clone)]
+pub struct RedisStore {
+    /// The connection and key prefix.
+    link: RedisLink,
+    /// Seats of a room created by this node (`rooms.seats`); a room keeps
+    /// the count it was created with.
+    seats_per_room: u32,
+}
+
+impl RedisStore {
+    /// Connects to `url`; keys start with `prefix`.
+    pub async fn connect(url: &str, prefix: &str, seats_per_room: u32) -> Result<Self, StoreError> {
+        Ok(Self {
+            link: RedisLink::connect(url, prefix).await?,
+            seats_per_room,
+        })
+    }
+
+    /// The shared connection, for the cluster bus.
+    pub fn link(&self) -> RedisLink {
+        self.link.clone()
+    }
+
+    async fn script<T: redis::FromRedisValue>(
+        &self,
+        script: &Script,
+        args: &[&str],
+    ) -> Result<T, StoreError> {
+        let mut conn = self.link.conn()?;
+        let mut invocation = script.prepare_invoke();
+        invocation.arg(self.link.prefix());
+        for arg in args {
+            invocation.arg(*arg);
+        }
+        invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn room_hash(&self, channel: &str) -> Result<HashMap<String, String>, StoreError> {
+        let key = self.link.key(&format!("room:{channel}"));
+        self.link.query(redis::cmd("HGETALL").arg(key)).await
+    }
+
+    fn free_seats(&self) -> Vec<Seat> {
+        (1..=self.seats_per_room).map(Seat::free).collect()
+    }
+}
+
+/// A room's hash as (room_id, seats in id order); `None` for no room.
+fn parse_room(hash: &HashMap<String, String>) -> Option<(u64, Vec<Seat>)> {
+    let room_id = hash.get("room_id")?.parse().ok()?;
+    let count: u32 = hash.get("seats")?.parse().ok()?;
+    let seats = (1..=count)
+        .map(|id| {
+            hash.get(&format!("s:{id}"))
+                .and_then(|v| parse_seat(id, v))
+                .unwrap_or_else(|| Seat::free(id))
+        })
+        .collect();
+    Some((room_id, seats))
+}
+
+/// `"status,microphone,user"` (user empty for none).
+fn parse_seat(id: u32, value: &str) -> Option<Seat> {
+    let mut parts = value.splitn(3, ',');
+    let status = parts.next()?.parse().ok()?;
+    let microphone = parts.next()?.parse().ok()?;
+    let user_id = match parts.next()? {
+        "" => None,
+        u => Some(u.parse().ok()?),
+    };
+    Some(Seat {
+        id,
+        user_id,
+        status,
+        microphone,
+    })
+}
+
+/// A change as the apply script reads it. Ids travel as strings: Lua
+/// numbers are doubles and would round user ids above 2^53.
+fn encode_change(change: &StateChange) -> Value {
+    match change {
+        StateChange::JoinRoom {
+            user_id,
+            channel_name,
+            room_id,
+        } => {
+            json!({"op": "join", "user": user_id.to_string(), "channel": channel_name, "room_id": room_id.to_string()})
+        }
+        StateChange::LeaveRoom {
+            user_id,
+            channel_name,
+        } => json!({"op": "leave", "user": user_id.to_string(), "channel": channel_name}),
+        StateChange::TakeSeat {
+            channel_name,
+            seat_id,
+            user_id,
+        } => {
+            json!({"op": "take_seat", "user": user_id.to_string(), "channel": channel_name, "seat": seat_id})
+        }
+        StateChange::FreeSeat {
+            channel_name,
+            user_id,
+        } => json!({"op": "free_seat", "user": user_id.to_string(), "channel": channel_name}),
+        StateChange::SetSeat {
+            channel_name,
+            seat_id,
+            status,
+            microphone,
+        } => {
+            json!({"op": "set_seat", "channel": channel_name, "seat": seat_id, "status": status, "mic": microphone})
+        }
+        StateChange::StartCall {
+            user_id,
+            receiver_id,
+            channel_name,
+        } => {
+            json!({"op": "start_call", "user": user_id.to_string(), "receiver": receiver_id.to_string(), "channel": channel_name})
+        }
+        StateChange::EndCall { user_id } => json!({"op": "end_call", "user": user_id.to_string()}),
+        StateChange::KvSet { plugin, key, value } => {
+            json!({"op": "kv_set", "plugin": plugin, "key": key, "value": value})
+        }
+        StateChange::KvDelete { plugin, key } => {
+            json!({"op": "kv_delete", "plugin": plugin, "key": key})
+        }
+    }
+}
+
+/// The apply script's answer as a result.
+fn apply_outcome(answer: Vec<String>) -> Result<(), ApplyError> {
+    let kind = answer.first().map(String::as_str).unwrap_or_default();
+    let reason = answer.get(1).cloned().unwrap_or_default();
+    match kind {
+        "ok" => Ok(()),
+        "conflict" => Err(ApplyError::Conflict(reason)),
+        "not_allowed" => Err(ApplyError::NotAllowed(reason)),
+        "invalid" => Err(ApplyError::Invalid(reason)),
+        other => Err(ApplyError::Store(StoreError(format!(
+            "unexpected answer from the apply script: {other:?}"
+        )))),
+    }
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn membership_of(&self, user_id: u64) -> Result<Option<Membership>, StoreError> {
+        let user = user_id.to_string();
+        let found: Option<(String, HashMap<String, String>)> =
+            self.script(&scripts().membership, &[&user]).await?;
+        let Some((channel_name, hash)) = found else {
+            return Ok(None);
+        };
+        let Some((room_id, seats)) = parse_room(&hash) else {
+            return Ok(None);
+        };
+        let seat_id = seats
+            .iter()
+            .find(|s| s.user_id == Some(user_id))
+            .map(|s| s.id);
+        Ok(Some(Membership {
+            channel_name,
+            room_id,
+            seat_id,
+        }))
+    }
+
+    async fn room_members(&self, channel_name: &str) -> Result<Vec<u64>, StoreError> {
+        let key = self.link.key(&format!("members:{channel_name}"));
+        self.link
+            .query(redis::cmd("ZRANGE").arg(key).arg(0).arg(-1))
+            .await
+    }
+
+    async fn room_seats(&self, channel_name: &str) -> Result<Vec<Seat>, StoreError> {
+        let hash = self.room_hash(channel_name).await?;
+        Ok(parse_room(&hash)
+            .map(|(_, seats)| seats)
+            .unwrap_or_else(|| self.free_seats()))
+    }
+
+    async fn room(&self, channel_name: &str) -> Result<Option<RoomView>, StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("HGETALL")
+            .arg(self.link.key(&format!("room:{channel_name}")))
+            .cmd("ZRANGE")
+            .arg(self.link.key(&format!("members:{channel_name}")))
+            .arg(0)
+            .arg(-1);
+        let (hash, members): (HashMap<String, String>, Vec<u64>) =
+            self.link.query_pipe(&pipe).await?;
+        Ok(parse_room(&hash).map(|(room_id, seats)| RoomView {
+            room_id,
+            members,
+            seats,
+        }))
+    }
+
+    async fn call_of(&self, user_id: u64) -> Result<Option<Call>, StoreError> {
+        let key = self.link.key(&format!("call:{user_id}"));
+        let (peer, channel): (Option<u64>, Option<String>) = self
+            .link
+            .query(redis::cmd("HMGET").arg(key).arg("peer").arg("channel"))
+            .await?;
+        Ok(peer.map(|peer_id| Call {
+            peer_id,
+            channel_name: channel.unwrap_or_default(),
+        }))
+    }
+
+    async fn kv_get(&self, plugin: &str, key: &str) -> Result<Option<String>, StoreError> {
+        let hash = self.link.key(&format!("kv:{plugin}"));
+        self.link.query(redis::cmd("HGET").arg(hash).arg(key)).await
+    }
+
+    async fn apply(&self, changes: &[StateChange]) -> Result<(), ApplyError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let batch = Value::Array(changes.iter().map(encode_change).collect()).to_string();
+        let seats = self.seats_per_room.to_string();
+        let answer: Vec<String> = self.script(&scripts().apply, &[&seats, &batch]).await?;
+        apply_outcome(answer)
+    }
+
+    async fn set_online(&self, user_id: u64, node: &str) -> Result<Option<String>, StoreError> {
+        let user = user_id.to_string();
+        self.script(&scripts().presence, &["online", &user, node])
+            .await
+    }
+
+    async fn set_offline(&self, user_id: u64, node: &str) -> Result<(), StoreError> {
+        let user = user_id.to_string();
+        let _: Option<String> = self
+            .script(&scripts().presence, &["offline", &user, node])
+            .await?;
+        Ok(())
+    }
+
+    async fn node_of(&self, user_id: u64) -> Result<Option<String>, StoreError> {
+        let key = self.link.key(&format!("presence:{user_id}"));
+        self.link.query(redis::cmd("GET").arg(key)).await
+    }
+
+    async fn nodes_of(&self, users: &[u64]) -> Result<Vec<Option<String>>, StoreError> {
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut cmd = redis::cmd("MGET");
+        for user in users {
+            cmd.arg(self.link.key(&format!("presence:{user}")));
+        }
+        self.link.query(&cmd).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::seat_status;
+
+    #[test]
+    fn seats_parse_from_the_room_hash() {
+        let hash: HashMap<String, String> = [
+            ("room_id", "88"),
+            ("seats", "3"),
+            ("s:2", "1,1,1233"),
+            ("s:3", "2,0,"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let (room_id, seats) = parse_room(&hash).expect("a room");
+        assert_eq!(room_id, 88);
+        assert_eq!(seats[0], Seat::free(1));
+        assert_eq!(seats[1].user_id, Some(1233));
+        assert_eq!(seats[1].status, seat_status::OCCUPIED);
+        assert_eq!(seats[2].status, seat_status::LOCKED);
+        assert_eq!(seats[2].user_id, None);
+    }
+}

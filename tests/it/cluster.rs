@@ -1,0 +1,642 @@
+//! Several nodes on one Redis (PROTOCOL sections 4, 6, 11): real nodes in
+//! this process, each on its own ports, sharing `redis://127.0.0.1:6379`
+//! under a key prefix of their own per test, so tests run in parallel.
+//!
+//! These tests need Redis and never skip: without one they fail and say
+//! so (`.ci/run` starts one when none runs). The restart test starts a
+//! private `redis-server` with an append-only file on a free port.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chorus::store::memory::MemoryStore;
+use chorus::store::redis::RedisStore;
+use chorus::store::{StateChange, Store};
+use rand::Rng;
+use serde_json::{Value, json};
+
+use crate::harness::*;
+use crate::rooms::enter_ok;
+
+/// The shared Redis of the machine and of CI.
+const REDIS: &str = "redis://127.0.0.1:6379";
+/// Short leases, so a dead node is noticed within a few seconds.
+const LEASE_TTL: Duration = Duration::from_secs(2);
+const LEASE_INTERVAL: Duration = Duration::from_millis(250);
+
+/// A Redis client, or a failure that says what is missing.
+async fn redis_at(url: &str) -> redis::aio::MultiplexedConnection {
+    let client = redis::Client::open(url).expect("redis url");
+    let connect = client.get_multiplexed_async_connection();
+    match tokio::time::timeout(Duration::from_secs(3), connect).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => panic!(
+            "the cluster tests need Redis at {url} and could not reach it ({e}); \
+             start one with `redis-server --port 6379 --save '' --appendonly no` (.ci/run does)"
+        ),
+        Err(_) => panic!("the cluster tests need Redis at {url}; connecting timed out"),
+    }
+}
+
+/// A key prefix no other test uses.
+fn prefix(test: &str) -> String {
+    format!("chorus-test:{test}:{}:", nonce())
+}
+
+/// Removes every key under `prefix` (the shared Redis outlives the tests).
+async fn forget(url: &str, prefix: &str) {
+    let mut conn = redis_at(url).await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap_or_default();
+    if !keys.is_empty() {
+        let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
+    }
+}
+
+/// A node of the cluster under `prefix` on the Redis at `url`.
+async fn node_on(
+    url: &str,
+    prefix: &str,
+    configure: impl FnOnce(&mut chorus::Config),
+) -> TestServer {
+    let (url, prefix) = (url.to_string(), prefix.to_string());
+    TestServer::with(move |c| {
+        c.store.url = url;
+        c.store.prefix = prefix;
+        c.store.lease_ttl = LEASE_TTL;
+        c.store.lease_interval = LEASE_INTERVAL;
+        configure(c);
+    })
+    .await
+}
+
+/// `n` nodes on the shared Redis, in broadcast mode.
+async fn cluster(test: &str, n: usize) -> (String, Vec<TestServer>) {
+    drop(redis_at(REDIS).await);
+    let prefix = prefix(test);
+    let mut nodes = Vec::new();
+    for _ in 0..n {
+        nodes.push(node_on(REDIS, &prefix, |_| {}).await);
+    }
+    (prefix, nodes)
+}
+
+async fn stop_all(prefix: &str, nodes: Vec<TestServer>) {
+    for node in nodes {
+        node.stop().await;
+    }
+    forget(REDIS, prefix).await;
+}
+
+fn gift(sender: u64, receiver: u64) -> Value {
+    json!({"id": 5, "sender_id": sender, "receiver_id": receiver, "sender_nickname": "s", "receiver_nickname": "r",
+           "name": "rose", "dynamic_image_url": "d", "image_url": "i", "image_big_url": "b", "image_small_url": "m",
+           "num": 1, "sender_room_seat_id": 0, "receiver_room_seat_id": 0})
+}
+
+fn up_body(user: u64, channel: &str, seat: u32) -> Value {
+    json!({"action": "up", "user_id": user, "channel_name": channel, "seat_id": seat,
+           "nickname": format!("user{user}"), "sex": 1, "avatar_url": "a", "avatar_small_url": "s"})
+}
+
+/// Reads frames until one with `action` about `user` arrives.
+async fn expect_about(client: &mut Client, action: &str, user: u64) -> Value {
+    loop {
+        let frame = client.expect(action).await;
+        if frame["user_id"] == user {
+            return frame;
+        }
+    }
+}
+
+async fn ready(server: &TestServer) -> u16 {
+    match server
+        .http
+        .get(server.admin_url("/readyz"))
+        .timeout(Duration::from_secs(3))
+        .send()
+        .await
+    {
+        Ok(r) => r.status().as_u16(),
+        Err(_) => 0,
+    }
+}
+
+/// Polls `check` every 50 ms until it holds or `within` passes.
+async fn until<F, Fut>(within: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn enter_and_gifts_reach_members_on_every_node() {
+    let (prefix, nodes) = cluster("deliver", 2).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let mut u1 = a.connect(801).await;
+    let mut u2 = b.connect(802).await;
+    enter_ok(a, 801, "room_x", 8).await;
+    u1.expect("enter_room").await;
+    // Entered through B's API: the member on A hears of it too.
+    enter_ok(b, 802, "room_x", 8).await;
+    assert_eq!(
+        expect_about(&mut u1, "enter_room", 802).await["msg_id"].is_string(),
+        true
+    );
+    expect_about(&mut u2, "enter_room", 802).await;
+    // Both nodes see one room.
+    for node in [a, b] {
+        let (status, room) = node.api("GET", "/api/v1/rooms/room_x", None).await;
+        assert_eq!(status, 200, "{room}");
+        assert_eq!(room["members"], json!([801, 802]));
+    }
+    // A broadcast gift from A's API reaches both, with one msg_id.
+    let (status, body) = a
+        .action(json!({"action": "send_gift", "channel_name": "room_x", "notify_type": "bc", "gift": gift(801, 802)}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let g1 = u1.expect("send_gift").await;
+    let g2 = u2.expect("send_gift").await;
+    assert_eq!(g1, g2);
+    assert_eq!(g1["msg_id"], body["msg_ids"][0]);
+    // A point-to-point gift from B's API reaches only its receiver, on A.
+    let (status, body) = b
+        .action(json!({"action": "send_gift", "channel_name": "room_x", "notify_type": "ptp", "gift": gift(802, 801)}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(u1.expect("send_gift").await["notify_type"], "ptp");
+    u2.expect_silence(Duration::from_millis(300)).await;
+    // A notice to everyone reaches every node once.
+    let (status, _) = b
+        .action(json!({"action": "room_notice", "content": "hello", "client_url": "", "expire_time": 0}))
+        .await;
+    assert_eq!(status, 200);
+    u1.expect("room_notice").await;
+    u2.expect("room_notice").await;
+    u1.expect_silence(Duration::from_millis(300)).await;
+    u2.expect_silence(Duration::from_millis(100)).await;
+    // Presence names the node each user is on.
+    let (_, user) = a.api("GET", "/api/v1/users/802", None).await;
+    assert_eq!(user["node"], b.node.addr.to_string());
+    assert_eq!(user["online"], true);
+    stop_all(&prefix, nodes).await;
+}
+
+#[tokio::test]
+async fn twenty_concurrent_ups_for_one_seat_on_two_nodes_have_one_winner() {
+    let (prefix, nodes) = cluster("seat", 2).await;
+    let users: Vec<u64> = (820..840).collect();
+    for (i, user) in users.iter().enumerate() {
+        enter_ok(&nodes[i % 2], *user, "room_s", 9).await;
+    }
+    let calls = users.iter().enumerate().map(|(i, user)| {
+        let node = &nodes[i % 2];
+        async move { node.action(up_body(*user, "room_s", 3)).await }
+    });
+    let answers = futures_util::future::join_all(calls).await;
+    let winners: Vec<&Value> = answers
+        .iter()
+        .filter(|(s, _)| *s == 200)
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!(winners.len(), 1, "exactly one winner: {answers:?}");
+    for (status, body) in answers.iter().filter(|(s, _)| *s != 200) {
+        assert_eq!(*status, 409, "{body}");
+        assert_eq!(body["error_code"], 2003, "{body}");
+    }
+    let (_, room) = nodes[1].api("GET", "/api/v1/rooms/room_s", None).await;
+    let seat = &room["seats"][2];
+    assert_eq!(seat["status"], 1, "{room}");
+    let winner = seat["user_id"].as_u64().expect("seat 3 taken");
+    assert!(users.contains(&winner));
+    let occupied = room["seats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["status"] == 1)
+        .count();
+    assert_eq!(occupied, 1, "{room}");
+    stop_all(&prefix, nodes).await;
+}
+
+#[tokio::test]
+async fn a_connection_on_another_node_replaces_the_old_one_with_4009() {
+    let (prefix, nodes) = cluster("replace", 2).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let mut old = a.connect(850).await;
+    enter_ok(a, 850, "room_r", 5).await;
+    old.expect("enter_room").await;
+    let mut new = b.connect(850).await;
+    assert_eq!(
+        new.connected["current_room_id"], "5",
+        "replacement keeps the room"
+    );
+    let kicked = old.expect("kicked").await;
+    assert_eq!(kicked["reason"], "replaced");
+    assert_eq!(old.expect_close().await, 4009);
+    new.ping().await;
+    // Not a disconnect: still in the room, now on B.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, user) = a.api("GET", "/api/v1/users/850", None).await;
+    assert_eq!(user["current_room_id"], "5", "{user}");
+    assert_eq!(user["node"], b.node.addr.to_string(), "{user}");
+    // And the user is reached on B.
+    let (status, _) = a
+        .action(json!({"action": "send_gift", "channel_name": "room_r", "notify_type": "bc", "gift": gift(850, 850)}))
+        .await;
+    assert_eq!(status, 200);
+    new.expect("send_gift").await;
+    stop_all(&prefix, nodes).await;
+}
+
+#[tokio::test]
+async fn a_dead_nodes_users_leave_their_rooms_once_within_the_lease() {
+    let (prefix, mut nodes) = cluster("dead", 3).await;
+    let mut u1 = nodes[0].connect(861).await;
+    let _u2 = nodes[1].connect(862).await;
+    let mut u3 = nodes[2].connect(863).await;
+    for user in [861, 862, 863] {
+        enter_ok(&nodes[0], user, "room_d", 6).await;
+    }
+    let (status, body) = nodes[1].action(up_body(862, "room_d", 2)).await;
+    assert_eq!(status, 200, "{body}");
+    for c in [&mut u1, &mut u3] {
+        while c.recv_within(Duration::from_millis(200)).await.is_ok() {}
+    }
+    let dead = nodes.remove(1);
+    let killed_at = Instant::now();
+    dead.node.kill_for_tests().await;
+    for c in [&mut u1, &mut u3] {
+        let frame = c
+            .recv_within(LEASE_TTL * 4)
+            .await
+            .expect("exit_room about the dead node's user");
+        assert_eq!(frame["action"], "exit_room", "{frame}");
+        assert_eq!(frame["user_id"], 862);
+        assert_eq!(frame["room_seat"]["id"], 2, "{frame}");
+        assert_eq!(frame["room_seat"]["status"], 0, "{frame}");
+    }
+    let took = killed_at.elapsed();
+    assert!(took < LEASE_TTL * 3, "noticed after {took:?}");
+    // Exactly once, although two survivors saw the lease expire.
+    u1.expect_silence(Duration::from_secs(1)).await;
+    u3.expect_silence(Duration::from_millis(100)).await;
+    let (_, room) = nodes[0].api("GET", "/api/v1/rooms/room_d", None).await;
+    assert_eq!(room["members"], json!([861, 863]));
+    let (_, user) = nodes[1].api("GET", "/api/v1/users/862", None).await;
+    assert_eq!(user["online"], false, "{user}");
+    assert_eq!(user["current_room_id"], "", "{user}");
+    stop_all(&prefix, nodes).await;
+}
+
+#[tokio::test]
+async fn end_point_names_the_least_loaded_live_node() {
+    let (prefix, nodes) = cluster("endpoint", 2).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let end_point = |node: &TestServer| {
+        let creds = node.credentials(870);
+        let url = node.url(&format!(
+            "/iapi/websocket/end_point?{}",
+            creds.signed_query(now())
+        ));
+        let http = node.http.clone();
+        async move {
+            let body: Value = http.get(url).send().await.unwrap().json().await.unwrap();
+            body["end_point"].as_str().unwrap().to_string()
+        }
+    };
+    let _on_a: Vec<Client> = futures_util::future::join_all((871..874).map(|u| a.connect(u))).await;
+    let b_url = format!("ws://{}", b.node.addr);
+    assert!(
+        until(Duration::from_secs(3), || async {
+            end_point(a).await == b_url
+        })
+        .await
+    );
+    assert_eq!(end_point(b).await, b_url);
+    let _on_b: Vec<Client> = futures_util::future::join_all((874..879).map(|u| b.connect(u))).await;
+    let a_url = format!("ws://{}", a.node.addr);
+    assert!(
+        until(Duration::from_secs(3), || async {
+            end_point(b).await == a_url
+        })
+        .await
+    );
+    stop_all(&prefix, nodes).await;
+}
+
+#[tokio::test]
+async fn a_relay_delegate_on_another_node_completes_the_relay_with_its_report() {
+    drop(redis_at(REDIS).await);
+    let prefix = prefix("relay");
+    let relay_mode = |c: &mut chorus::Config| {
+        c.delivery.mode = chorus::config::DeliveryMode::Relay;
+        c.delivery
+            .actions
+            .insert("enter_room".into(), chorus::config::DeliveryMode::Broadcast);
+        c.relay.report_timeout = Duration::from_millis(800);
+    };
+    let a = node_on(REDIS, &prefix, relay_mode).await;
+    let b = node_on(REDIS, &prefix, relay_mode).await;
+    // The delegate (earliest member, not the subject) sits on B; the
+    // action runs on A.
+    let mut delegate = b.connect(882).await;
+    let mut other = a.connect(881).await;
+    let _subject = a.connect(883).await;
+    for user in [882, 881, 883] {
+        enter_ok(&a, user, "room_rl", 7).await;
+    }
+    for c in [&mut delegate, &mut other] {
+        while c.recv_within(Duration::from_millis(200)).await.is_ok() {}
+    }
+    let (status, body) = a
+        .action(json!({"action": "exit_room", "user_id": 883, "channel_name": "room_rl"}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let msg_id = body["msg_ids"][0].as_str().unwrap().to_string();
+    let frame = delegate.expect("exit_room").await;
+    assert_eq!(frame["relay"], true);
+    assert_eq!(frame["msg_id"], msg_id.as_str());
+    // The report arrives on B and completes A's relay: nobody else is tried.
+    delegate
+        .send(
+            "exit_room_report",
+            json!({"user_id": 883, "msg_id": msg_id}),
+        )
+        .await;
+    other.expect_silence(Duration::from_millis(1500)).await;
+    let (_, conns) = a.admin("GET", "/admin/connections").await;
+    assert_eq!(conns["relays_in_flight"], 0, "{conns}");
+    // A silent delegate on B still fails over to the member on A.
+    enter_ok(&a, 883, "room_rl", 7).await;
+    for c in [&mut delegate, &mut other] {
+        c.expect("enter_room").await;
+    }
+    let (status, body) = a
+        .action(json!({"action": "send_gift", "channel_name": "room_rl", "notify_type": "bc", "gift": gift(883, 882)}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let first = delegate.expect("send_gift").await;
+    let second = other.expect("send_gift").await;
+    assert_eq!(first["msg_id"], second["msg_id"]);
+    a.stop().await;
+    b.stop().await;
+    forget(REDIS, &prefix).await;
+}
+
+/// A private Redis that keeps its data in an append-only file, so it can
+/// be killed and started again with the same state.
+struct PrivateRedis {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    async fn start() -> PrivateRedis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let mut redis = PrivateRedis {
+            port,
+            dir: tempfile::tempdir().expect("temp dir"),
+            child: None,
+        };
+        redis.run().await;
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    async fn run(&mut self) {
+        let child = spawn_redis(self.port, self.dir.path());
+        self.child = Some(child);
+        let url = self.url();
+        let up = until(Duration::from_secs(10), || {
+            let url = url.clone();
+            async move {
+                let Ok(client) = redis::Client::open(url.as_str()) else {
+                    return false;
+                };
+                let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+                    return false;
+                };
+                redis::cmd("PING")
+                    .query_async::<String>(&mut conn)
+                    .await
+                    .is_ok()
+            }
+        })
+        .await;
+        assert!(
+            up,
+            "the private redis-server on port {} did not start",
+            self.port
+        );
+    }
+
+    /// SIGKILL: acknowledged writes are already on disk (`appendfsync always`).
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn spawn_redis(port: u16, dir: &Path) -> Child {
+    Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes"])
+        .args(["--appendfsync", "always", "--dir"])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the Redis restart test runs `redis-server` (Debian package redis-server); it is not on PATH")
+}
+
+#[tokio::test]
+async fn redis_restart_refuses_changes_keeps_connections_and_recovers() {
+    let mut redis = PrivateRedis::start().await;
+    let url = redis.url();
+    let prefix = prefix("restart");
+    let a = node_on(&url, &prefix, |_| {}).await;
+    let b = node_on(&url, &prefix, |_| {}).await;
+    let mut u1 = a.connect(891).await;
+    let mut u2 = b.connect(892).await;
+    enter_ok(&a, 891, "room_p", 3).await;
+    enter_ok(&b, 892, "room_p", 3).await;
+    let (status, _) = b.action(up_body(892, "room_p", 4)).await;
+    assert_eq!(status, 200);
+    for c in [&mut u1, &mut u2] {
+        while c.recv_within(Duration::from_millis(200)).await.is_ok() {}
+    }
+    assert_eq!(ready(&a).await, 200);
+
+    redis.kill();
+    let down_at = Instant::now();
+    assert!(
+        until(Duration::from_secs(5), || async {
+            ready(&a).await == 503 && ready(&b).await == 503
+        })
+        .await,
+        "both nodes report not ready without Redis"
+    );
+    let (status, body) = a.action(up_body(891, "room_p", 5)).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error_code"], 2002, "{body}");
+    // Existing connections stay and answer.
+    u1.ping().await;
+    u2.ping().await;
+    // Down for longer than a lease: nobody may be taken for dead.
+    let outage = LEASE_TTL + Duration::from_millis(500);
+    tokio::time::sleep(outage.saturating_sub(down_at.elapsed())).await;
+
+    redis.run().await;
+    assert!(
+        until(Duration::from_secs(10), || async {
+            ready(&a).await == 200 && ready(&b).await == 200
+        })
+        .await,
+        "both nodes are ready again once Redis is back"
+    );
+    // Nothing acknowledged was lost: the room and the seat are there.
+    let (status, room) = a.api("GET", "/api/v1/rooms/room_p", None).await;
+    assert_eq!(status, 200, "{room}");
+    assert_eq!(room["members"], json!([891, 892]));
+    assert_eq!(room["seats"][3]["user_id"], 892, "{room}");
+    // State changes and cross-node delivery work again.
+    let (status, body) = a.action(up_body(891, "room_p", 5)).await;
+    assert_eq!(status, 200, "{body}");
+    for c in [&mut u2, &mut u1] {
+        let up = c.expect("up").await;
+        assert_eq!(up["room_seat"]["user_id"], 891, "{up}");
+    }
+    // And no one was removed as if a node had died during the outage.
+    tokio::time::sleep(LEASE_TTL + Duration::from_millis(500)).await;
+    let (_, room) = b.api("GET", "/api/v1/rooms/room_p", None).await;
+    assert_eq!(room["members"], json!([891, 892]), "{room}");
+    a.stop().await;
+    b.stop().await;
+}
+
+/// A random change over a small world (4 users, 2 rooms of 3 seats, 2 KV
+/// keys), including invalid ones (seat 0 and 4, status 1, microphone 2).
+fn random_change(rng: &mut impl rand::Rng) -> StateChange {
+    let user = rng.random_range(1..=4u64);
+    let channel = ["a", "b"][rng.random_range(0..2)].to_string();
+    match rng.random_range(0..9) {
+        0 | 1 => StateChange::JoinRoom {
+            user_id: user,
+            channel_name: channel,
+            room_id: rng.random_range(1..=2),
+        },
+        2 => StateChange::LeaveRoom {
+            user_id: user,
+            channel_name: channel,
+        },
+        3 => StateChange::TakeSeat {
+            channel_name: channel,
+            seat_id: rng.random_range(0..=4),
+            user_id: user,
+        },
+        4 => StateChange::FreeSeat {
+            channel_name: channel,
+            user_id: user,
+        },
+        5 => StateChange::SetSeat {
+            channel_name: channel,
+            seat_id: rng.random_range(0..=4),
+            status: rng.random_range(0..=2),
+            microphone: rng.random_range(0..=2),
+        },
+        6 => StateChange::StartCall {
+            user_id: user,
+            receiver_id: rng.random_range(1..=4),
+            channel_name: channel,
+        },
+        7 => StateChange::EndCall { user_id: user },
+        _ => {
+            let key = format!("k{}", rng.random_range(1..=2));
+            if rng.random_bool(0.7) {
+                StateChange::KvSet {
+                    plugin: "p".into(),
+                    key,
+                    value: format!("v{}", rng.random_range(0..100)),
+                }
+            } else {
+                StateChange::KvDelete {
+                    plugin: "p".into(),
+                    key,
+                }
+            }
+        }
+    }
+}
+
+/// Everything a reader can see of the small world.
+async fn observe(store: &dyn Store) -> Vec<String> {
+    let mut seen = Vec::new();
+    for user in 1..=4 {
+        seen.push(format!("{:?}", store.membership_of(user).await.unwrap()));
+        seen.push(format!("{:?}", store.call_of(user).await.unwrap()));
+    }
+    for channel in ["a", "b"] {
+        seen.push(format!("{:?}", store.room(channel).await.unwrap()));
+        seen.push(format!("{:?}", store.room_members(channel).await.unwrap()));
+        seen.push(format!("{:?}", store.room_seats(channel).await.unwrap()));
+    }
+    for key in ["k1", "k2"] {
+        seen.push(format!("{:?}", store.kv_get("p", key).await.unwrap()));
+    }
+    seen
+}
+
+#[tokio::test]
+async fn the_redis_store_applies_batches_exactly_as_the_memory_store() {
+    use rand::SeedableRng;
+    drop(redis_at(REDIS).await);
+    let prefix = prefix("conformance");
+    let redis = RedisStore::connect(REDIS, &prefix, 3).await.expect("redis");
+    let memory = MemoryStore::new(3);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+    let mut refused = 0;
+    for round in 0..2000 {
+        let size = rng.random_range(1..=4);
+        let batch: Vec<StateChange> = (0..size).map(|_| random_change(&mut rng)).collect();
+        let expected = memory.apply(&batch).await;
+        let got = redis.apply(&batch).await;
+        assert_eq!(got, expected, "round {round}: {batch:?}");
+        refused += usize::from(expected.is_err());
+        assert_eq!(
+            observe(&redis).await,
+            observe(&memory).await,
+            "round {round}: {batch:?}"
+        );
+    }
+    // Both outcomes were exercised.
+    assert!((300..1700).contains(&refused), "{refused} of 2000 refused");
+    forget(REDIS, &prefix).await;
+}
