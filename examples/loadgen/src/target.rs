@@ -1,0 +1,176 @@
+//! The two servers a run can target and a connected client of either.
+//!
+//! Chorus clients sign their connect query and every frame (PROTOCOL
+//! sections 2 to 4). The peer speaks plain JSON; its clients send the very
+//! same bytes (a signed frame, whose signature the peer ignores) so both
+//! servers parse frames of one size.
+
+use std::net::SocketAddr;
+
+use anyhow::{Context, Result, bail};
+use chorus_protocol::{ClientCredentials, issue_session, random_nonce};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Map, Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::net::{Dialer, Ws};
+
+/// Which server a run measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetKind {
+    /// Chorus: signed connect query and frames, signed server API.
+    Chorus,
+    /// The Node.js `ws` peer of `bench/peer`: plain JSON.
+    Peer,
+}
+
+/// A server to load, with what its clients need to reach it.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Chorus or the peer.
+    pub kind: TargetKind,
+    /// Address of the WebSocket and server-API listener.
+    pub addr: SocketAddr,
+    /// The app secret credentials are minted with (Chorus checks it; the
+    /// peer ignores what is signed with it).
+    pub secret: String,
+}
+
+impl Target {
+    /// Fresh credentials of `user_id`, valid for a day.
+    pub fn credentials(&self, user_id: u64) -> ClientCredentials {
+        ClientCredentials::from(issue_session(
+            self.secret.as_bytes(),
+            user_id,
+            unix_now() + 86_400,
+        ))
+    }
+
+    /// The path and query a client of `user_id` connects to.
+    fn connect_path(&self, creds: &ClientCredentials) -> String {
+        match self.kind {
+            // Each connect query is single-use: a nonce makes it unique.
+            TargetKind::Chorus => format!(
+                "/?{}",
+                creds.signed_query_with_nonce(unix_now(), &random_nonce())
+            ),
+            TargetKind::Peer => format!("/?user_id={}", creds.user_id),
+        }
+    }
+}
+
+/// A connected client, past its `connected` frame.
+pub struct Client {
+    /// The user it acts as.
+    pub user_id: u64,
+    /// The socket.
+    pub ws: Ws,
+    /// What it signs with.
+    creds: ClientCredentials,
+    /// The connection's `online_token` (empty on the peer).
+    online_token: String,
+}
+
+impl Client {
+    /// Connects `user_id` to `target` and reads its `connected` frame.
+    pub async fn connect(dialer: &Dialer, target: &Target, user_id: u64) -> Result<Client> {
+        let creds = target.credentials(user_id);
+        let mut ws = dialer
+            .websocket(target.addr, &target.connect_path(&creds))
+            .await
+            .with_context(|| format!("user {user_id}"))?;
+        let connected = first_frame(&mut ws).await?;
+        if connected["action"] != "connected" {
+            bail!("user {user_id}: expected `connected`, got {connected}");
+        }
+        let online_token = connected["online_token"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        Ok(Client {
+            user_id,
+            ws,
+            creds,
+            online_token,
+        })
+    }
+
+    /// A signed frame of `action` with `fields`, a fresh nonce and the
+    /// current timestamp.
+    pub fn frame(&self, action: &str, mut fields: Map<String, Value>) -> String {
+        fields.insert("nonce".into(), random_nonce().into());
+        self.creds
+            .signed_frame(action, &self.online_token, unix_now(), fields)
+            .expect("the load generator signs no floats")
+    }
+
+    /// A signed `ping`.
+    pub fn ping(&self) -> String {
+        self.frame("ping", Map::new())
+    }
+
+    /// The report a delegate sends for a relayed `frame` (PROTOCOL section
+    /// 6), or `None` when the frame is not a relay.
+    pub fn report_for(&self, frame: &Value) -> Option<String> {
+        if frame["relay"] != true {
+            return None;
+        }
+        let action = frame["action"].as_str()?;
+        let mut fields = Map::new();
+        fields.insert("user_id".into(), subject_of(frame)?.into());
+        if let Some(msg_id) = frame["msg_id"].as_str() {
+            fields.insert("msg_id".into(), msg_id.into());
+        }
+        Some(self.frame(&format!("{action}_report"), fields))
+    }
+
+    /// Sends a text frame.
+    pub async fn send(&mut self, text: String) -> Result<()> {
+        self.ws.send(Message::Text(text.into())).await?;
+        Ok(())
+    }
+}
+
+/// The subject of a notification: the user its report names.
+fn subject_of(frame: &Value) -> Option<u64> {
+    frame["user_id"]
+        .as_u64()
+        .or_else(|| frame["gift"]["sender_id"].as_u64())
+        .or_else(|| frame["room_seat"]["user_id"].as_u64())
+}
+
+/// The first text frame of a new connection, as JSON.
+async fn first_frame(ws: &mut Ws) -> Result<Value> {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(text))) => return Ok(serde_json::from_str(&text)?),
+            Some(Ok(Message::Close(close))) => bail!("closed before `connected`: {close:?}"),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => bail!("socket error before `connected`: {e}"),
+            None => bail!("socket ended before `connected`"),
+        }
+    }
+}
+
+/// Unix seconds now.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// The profile fields `enter_room` requires.
+pub fn profile(user_id: u64) -> Map<String, Value> {
+    let Value::Object(map) = json!({
+        "nickname": format!("user{user_id}"),
+        "sex": 1,
+        "avatar_url": format!("https://a.example/{user_id}.png"),
+        "avatar_small_url": format!("https://a.example/{user_id}_s.png"),
+        "i_segment": "newcomer",
+    }) else {
+        unreachable!("a JSON object literal")
+    };
+    map
+}
