@@ -507,9 +507,11 @@ async fn redis_restart_refuses_changes_keeps_connections_and_recovers() {
     let (status, body) = a.action(up_body(891, "room_p", 5)).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error_code"], 2002, "{body}");
-    // Existing connections stay and answer.
+    // Existing connections stay and answer; a new one is accepted too
+    // (its presence is written once Redis is back).
     u1.ping().await;
     u2.ping().await;
+    let mut late = b.connect(893).await;
     // Down for longer than a lease: nobody may be taken for dead.
     let outage = LEASE_TTL + Duration::from_millis(500);
     tokio::time::sleep(outage.saturating_sub(down_at.elapsed())).await;
@@ -534,6 +536,12 @@ async fn redis_restart_refuses_changes_keeps_connections_and_recovers() {
         let up = c.expect("up").await;
         assert_eq!(up["room_seat"]["user_id"], 891, "{up}");
     }
+    // The user who connected during the outage is reached from A.
+    let (status, body) = a
+        .action(json!({"action": "send_gift", "channel_name": "room_p", "notify_type": "ptp", "gift": gift(891, 893)}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(late.expect("send_gift").await["notify_type"], "ptp");
     // And no one was removed as if a node had died during the outage.
     tokio::time::sleep(LEASE_TTL + Duration::from_millis(500)).await;
     let (_, room) = b.api("GET", "/api/v1/rooms/room_p", None).await;
@@ -639,4 +647,138 @@ async fn the_redis_store_applies_batches_exactly_as_the_memory_store() {
     // Both outcomes were exercised.
     assert!((300..1700).contains(&refused), "{refused} of 2000 refused");
     forget(REDIS, &prefix).await;
+}
+
+/// Commands Redis processed, by command, since the last `CONFIG RESETSTAT`.
+async fn command_counts(url: &str) -> Vec<(String, u64)> {
+    let mut conn = redis_at(url).await;
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    info.lines()
+        .filter_map(|line| {
+            let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest
+                .strip_prefix("calls=")?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((name.to_string(), calls))
+        })
+        .filter(|(name, _)| name != "info" && name != "config")
+        .collect()
+}
+
+/// Broadcasts `gifts` gifts to a room whose members are connected to
+/// `nodes` as `split` says; returns (Redis commands, frames delivered,
+/// commands by name, the clients, kept connected so that no disconnect
+/// is counted).
+async fn measure_fanout(
+    url: &str,
+    nodes: &[TestServer],
+    split: &[usize],
+    gifts: usize,
+    channel: &str,
+    first_user: u64,
+) -> (u64, u64, Vec<(String, u64)>, Vec<Client>) {
+    let mut readers = Vec::new();
+    let mut user = first_user;
+    for (node, count) in nodes.iter().zip(split) {
+        for _ in 0..*count {
+            let client = node.connect(user).await;
+            // Members join through the store directly: entering 400 users
+            // through the API would flood every client with enter_room.
+            node.node
+                .app
+                .store
+                .apply(&[StateChange::JoinRoom {
+                    user_id: user,
+                    channel_name: channel.into(),
+                    room_id: 1,
+                }])
+                .await
+                .unwrap();
+            readers.push(tokio::spawn(async move {
+                let mut client = client;
+                let mut got = 0u64;
+                while got < gifts as u64 {
+                    match client.recv_within(Duration::from_secs(10)).await {
+                        Ok(frame) if frame["action"] == "send_gift" => got += 1,
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                }
+                (got, client)
+            }));
+            user += 1;
+        }
+    }
+    let sender = first_user;
+    let mut conn = redis_at(url).await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for _ in 0..gifts {
+        let (status, body) = nodes[0]
+            .action(json!({"action": "send_gift", "channel_name": channel, "notify_type": "bc", "gift": gift(sender, sender + 1)}))
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let mut delivered = 0;
+    let mut clients = Vec::new();
+    for reader in readers {
+        let (got, client) = reader.await.unwrap();
+        delivered += got;
+        clients.push(client);
+    }
+    let counts = command_counts(url).await;
+    let total = counts.iter().map(|(_, n)| n).sum();
+    (total, delivered, counts, clients)
+}
+
+/// Run with: `cargo test -p chorus-tests -- --ignored --nocapture redis_operations`
+#[tokio::test]
+#[ignore = "a measurement; prints Redis operations per delivered message"]
+async fn redis_operations_per_delivered_message() {
+    let redis = PrivateRedis::start().await;
+    let url = redis.url();
+    let prefix = prefix("measure");
+    let quiet = |c: &mut chorus::Config| {
+        c.store.lease_ttl = Duration::from_secs(10);
+        c.store.lease_interval = Duration::from_secs(3);
+        c.limits.outbound_queue = 1024;
+    };
+    let nodes = vec![
+        node_on(&url, &prefix, quiet).await,
+        node_on(&url, &prefix, quiet).await,
+    ];
+    let gifts = 20;
+    let mut connected = Vec::new();
+    for (label, split, channel, first) in [
+        ("400 members on one node ", [400, 0], "room_m1", 10_000),
+        ("400 members on two nodes", [200, 200], "room_m2", 20_000),
+    ] {
+        let (ops, delivered, counts, clients) =
+            measure_fanout(&url, &nodes, &split, gifts, channel, first).await;
+        connected.extend(clients);
+        assert_eq!(
+            delivered,
+            (400 * gifts) as u64,
+            "every member got every gift"
+        );
+        println!(
+            "{label}: {gifts} gifts, {delivered} frames delivered, {ops} Redis commands \
+             = {:.1} per gift, {:.4} per delivered frame; by command: {counts:?}",
+            ops as f64 / gifts as f64,
+            ops as f64 / delivered as f64
+        );
+    }
+    for node in nodes {
+        node.stop().await;
+    }
 }

@@ -81,19 +81,35 @@ pub async fn run(app: Arc<App>, cluster: Arc<Cluster>) {
     }
 }
 
-/// Writes this node's lease. If it had vanished (Redis lost its data, or
-/// this node stalled so long that it was taken for dead), presence of the
-/// local sessions is written again.
+/// Writes this node's lease, and repairs what an outage may have broken:
+///
+/// - If this node had been given up for dead (it is no longer in the node
+///   set: a survivor removed its users, or Redis lost its data), every
+///   local session is closed with 1001, so that clients reconnect and
+///   learn (`current_room_id` empty) that they left their rooms.
+/// - Otherwise, after renewals failed or the lease vanished, presence of
+///   the local sessions is written again where it is missing (sessions
+///   opened while Redis was away), and a session whose user is now
+///   connected to another node (a replacement published while this node's
+///   bus was away) is closed with 4009.
 pub async fn renew(app: &Arc<App>, cluster: &Arc<Cluster>) -> Result<(), ClusterError> {
     let was_ok = cluster.lease_ok.load(Ordering::Relaxed);
-    let existed = write_lease(app, cluster, false).await?;
-    if !existed && was_ok {
-        tracing::warn!(
-            node = cluster.node_id,
-            "this node's lease had vanished; presence of its sessions is written again"
-        );
-        for session in app.registry.all() {
-            app.store.set_online(session.user_id, &app.node_id).await?;
+    let (existed, rejoined) = write_lease(app, cluster, false).await?;
+    if cluster.ever_renewed.swap(true, Ordering::Relaxed) {
+        if rejoined {
+            tracing::error!(
+                node = cluster.node_id,
+                sessions = app.registry.len(),
+                "this node had been given up for dead; closing its sessions so clients resync"
+            );
+            for session in app.registry.all() {
+                session.close(
+                    chorus_protocol::codes::close::GOING_AWAY,
+                    "node rejoined the cluster; reconnect",
+                );
+            }
+        } else if !was_ok || !existed {
+            reclaim_presence(app, cluster).await?;
         }
     }
     if !was_ok {
@@ -107,8 +123,61 @@ pub async fn renew(app: &Arc<App>, cluster: &Arc<Cluster>) -> Result<(), Cluster
     Ok(())
 }
 
-/// `SET lease … PX ttl GET` and `SADD nodes`; whether the lease existed.
-async fn write_lease(app: &App, cluster: &Cluster, draining: bool) -> Result<bool, StoreError> {
+/// Presence of `ARGV[3..]` on node `ARGV[2]`: written where missing;
+/// returns the users connected to another node now.
+const RECLAIM: &str = r"
+local P, node = ARGV[1], ARGV[2]
+local elsewhere = {}
+for i = 3, #ARGV do
+  local u = ARGV[i]
+  local key = P .. 'presence:' .. u
+  local at = redis.call('GET', key)
+  if not at then
+    redis.call('SET', key, node)
+    at = node
+  end
+  if at == node then
+    redis.call('SADD', P .. 'node_users:' .. node, u)
+  else
+    elsewhere[#elsewhere + 1] = u
+  end
+end
+return elsewhere
+";
+
+/// Writes missing presence of the local sessions, 500 users per script,
+/// and closes with 4009 those whose user connected elsewhere meanwhile.
+async fn reclaim_presence(app: &Arc<App>, cluster: &Cluster) -> Result<(), ClusterError> {
+    static SCRIPT: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
+    let script = SCRIPT.get_or_init(|| Script::new(RECLAIM));
+    let sessions = app.registry.all();
+    for chunk in sessions.chunks(500) {
+        let mut invocation = script.prepare_invoke();
+        invocation.arg(cluster.link.prefix()).arg(&cluster.node_id);
+        for session in chunk {
+            invocation.arg(session.user_id);
+        }
+        let mut conn = cluster.link.conn()?;
+        let elsewhere: Vec<u64> = invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(crate::store::redis::unavailable)?;
+        for user_id in elsewhere {
+            if let Some(session) = app.registry.get(user_id) {
+                crate::session::replace(&session);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `SET lease … PX ttl GET` and `SADD nodes`: whether the lease existed,
+/// and whether this node was missing from the node set.
+async fn write_lease(
+    app: &App,
+    cluster: &Cluster,
+    draining: bool,
+) -> Result<(bool, bool), StoreError> {
     let me = Peer {
         node_id: cluster.node_id.clone(),
         public_url: app.config.public_url(),
@@ -127,10 +196,9 @@ async fn write_lease(app: &App, cluster: &Cluster, draining: bool) -> Result<boo
         .arg("GET")
         .cmd("SADD")
         .arg(cluster.link.key("nodes"))
-        .arg(&cluster.node_id)
-        .ignore();
-    let (previous,): (Option<String>,) = cluster.link.query_pipe(&pipe).await?;
-    Ok(previous.is_some())
+        .arg(&cluster.node_id);
+    let (previous, added): (Option<String>, u64) = cluster.link.query_pipe(&pipe).await?;
+    Ok((previous.is_some(), added == 1))
 }
 
 /// Reads every lease: refreshes the table of live nodes, and starts the

@@ -90,6 +90,8 @@ pub struct Cluster {
     lease_ok: AtomicBool,
     /// The subscriber is connected and subscribed.
     subscribed: AtomicBool,
+    /// The lease was written at least once (the first write is no repair).
+    ever_renewed: AtomicBool,
     /// Since when the lease has been renewed without a failure. Other
     /// nodes are judged dead only after a full `lease_ttl` of that: after
     /// a Redis outage every lease has expired, and the living need one
@@ -177,6 +179,7 @@ impl Cluster {
             peers: ArcSwap::from_pointee(Vec::new()),
             lease_ok: AtomicBool::new(false),
             subscribed: AtomicBool::new(false),
+            ever_renewed: AtomicBool::new(false),
             healthy_since: Mutex::new(None),
             cleaning: Mutex::new(HashSet::new()),
         }))
