@@ -303,6 +303,73 @@ async fn a_dead_nodes_users_leave_their_rooms_once_within_the_lease() {
 }
 
 #[tokio::test]
+async fn a_kick_through_any_node_closes_the_session_and_revokes_the_sid_everywhere() {
+    let (prefix, nodes) = cluster("kick", 2).await;
+    let (a, b) = (&nodes[0], &nodes[1]);
+    let mut target = b.connect(855).await;
+    let mut watcher = a.connect(856).await;
+    enter_ok(a, 855, "room_k", 4).await;
+    enter_ok(a, 856, "room_k", 4).await;
+    for c in [&mut target, &mut watcher] {
+        while c.recv_within(Duration::from_millis(200)).await.is_ok() {}
+    }
+    let creds = target.creds.clone();
+    let (status, body) = a
+        .api(
+            "POST",
+            "/api/v1/users/855/kick",
+            Some(json!({"revoke": true, "reason": "spam"})),
+        )
+        .await;
+    assert_eq!((status, &body["kicked"]), (200, &json!(true)), "{body}");
+    assert_eq!(target.expect("kicked").await["reason"], "spam");
+    assert_eq!(target.expect_close().await, 4010);
+    // A kick is a disconnect: the room hears of it.
+    expect_about(&mut watcher, "exit_room", 855).await;
+    // The sid is refused on both nodes.
+    for node in [a, b] {
+        let refused = until(Duration::from_secs(2), || {
+            let (url, creds) = (node.ws_url(&creds), creds.clone());
+            async move { Client::connect(&url, creds).await.is_err() }
+        })
+        .await;
+        assert!(refused, "the revoked sid still connects");
+    }
+    // A user connected nowhere is not kicked.
+    let (_, body) = b.api("POST", "/api/v1/users/855/kick", None).await;
+    assert_eq!(body["kicked"], false, "{body}");
+    stop_all(&prefix, nodes).await;
+}
+
+#[tokio::test]
+async fn a_server_api_nonce_is_single_use_across_nodes() {
+    let (prefix, nodes) = cluster("nonce", 2).await;
+    let (ts, nonce) = (now().to_string(), nonce());
+    let path = "/api/v1/users/857";
+    let headers = chorus_protocol::server_api::signed_headers(
+        SECRET.as_bytes(),
+        &ts,
+        &nonce,
+        "GET",
+        path,
+        b"",
+    );
+    let mut statuses = Vec::new();
+    for node in &nodes {
+        let mut request = node.http.get(node.url(path));
+        for (name, value) in &headers {
+            request = request.header(*name, value);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap();
+        statuses.push((status, body["error_code"].clone()));
+    }
+    assert_eq!(statuses, [(200, json!(0)), (401, json!(1005))]);
+    stop_all(&prefix, nodes).await;
+}
+
+#[tokio::test]
 async fn end_point_names_the_least_loaded_live_node() {
     let (prefix, nodes) = cluster("endpoint", 2).await;
     let (a, b) = (&nodes[0], &nodes[1]);

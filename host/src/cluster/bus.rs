@@ -62,6 +62,23 @@ pub enum Envelope {
         /// The report's `msg_id`, if it had one.
         msg_id: Option<String>,
     },
+    /// The app backend kicked the user through another node: close their
+    /// session here with `kicked` and 4010.
+    Kick {
+        /// The user.
+        user: u64,
+        /// The reason shown to the client.
+        reason: String,
+        /// Refuse the session's sid until it expires, on every node.
+        revoke: bool,
+    },
+    /// A sid was revoked on another node: refuse it here too.
+    Revoke {
+        /// The sending node.
+        from: String,
+        /// The revoked session token.
+        sid: String,
+    },
     /// The user disconnected from another node: relays waiting for them as
     /// delegate move on.
     Gone {
@@ -254,6 +271,16 @@ fn handle(app: &Arc<App>, cluster: &Arc<Cluster>, envelope: Envelope, frame: Opt
             }
         }
         Envelope::Replace { user } => spawn(app, replace(Arc::clone(app), user)),
+        Envelope::Kick {
+            user,
+            reason,
+            revoke,
+        } => kick(app, user, &reason, revoke),
+        Envelope::Revoke { from, sid } => {
+            if from != me {
+                crate::http::api::revoke_here(app, &sid);
+            }
+        }
         Envelope::Report {
             from,
             reporter,
@@ -293,6 +320,19 @@ fn spawn(app: &Arc<App>, task: impl std::future::Future<Output = ()> + Send + 's
             _ = shutdown.cancelled() => {}
         }
     });
+}
+
+/// Closes the user's session here with `kicked` and 4010 (a disconnect).
+fn kick(app: &App, user_id: u64, reason: &str, revoke: bool) {
+    let Some(session) = app.registry.get(user_id) else {
+        return;
+    };
+    if revoke {
+        crate::http::api::revoke(app, &session.sid);
+    }
+    let frame = serde_json::json!({"action": "kicked", "reason": reason}).to_string();
+    session.send(Utf8Bytes::from(frame));
+    session.close(chorus_protocol::codes::close::KICKED, reason);
 }
 
 /// Closes the user's session here with 4009 unless presence says the user

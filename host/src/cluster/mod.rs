@@ -334,6 +334,57 @@ impl Cluster {
         }
     }
 
+    /// Whether a server-API nonce is new across the cluster; remembers it
+    /// for `ttl`.
+    pub async fn first_use_nonce(&self, nonce: &str, ttl: Duration) -> Result<bool, StoreError> {
+        let key = self.link.key(&format!("api_nonce:{nonce}"));
+        let set: Option<String> = self
+            .link
+            .query(
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(&self.node_id)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl.as_millis() as u64),
+            )
+            .await?;
+        Ok(set.is_some())
+    }
+
+    /// Kicks `user_id` on the node holding their connection (4010, with
+    /// `reason`; `revoke` refuses their sid everywhere); whether the user
+    /// was connected to another node.
+    pub async fn kick(
+        &self,
+        store: &dyn Store,
+        user_id: u64,
+        reason: &str,
+        revoke: bool,
+    ) -> Result<bool, StoreError> {
+        let Some(node) = store.node_of(user_id).await? else {
+            return Ok(false);
+        };
+        if node == self.node_id {
+            return Ok(false);
+        }
+        let envelope = Envelope::Kick {
+            user: user_id,
+            reason: reason.to_string(),
+            revoke,
+        };
+        Ok(self.publish_to(&node, &envelope, None))
+    }
+
+    /// Tells every node to refuse `sid` until it expires.
+    pub fn announce_revoked(&self, sid: &str) {
+        let envelope = Envelope::Revoke {
+            from: self.node_id.clone(),
+            sid: sid.to_string(),
+        };
+        self.publish_all(&envelope, None);
+    }
+
     /// Tells every node that `user_id` disconnected, so relays waiting for
     /// them as delegate move on at once.
     pub fn announce_gone(&self, user_id: u64) {

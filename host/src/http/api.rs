@@ -17,7 +17,7 @@ use chorus_protocol::codes::{ErrorCode, close};
 use chorus_protocol::server_api;
 
 /// Checks the three `X-Chorus-*` headers against the request.
-fn authenticate(
+async fn authenticate(
     app: &App,
     headers: &HeaderMap,
     method: &Method,
@@ -56,8 +56,19 @@ fn authenticate(
             "timestamp outside the accepted skew",
         ));
     }
-    let mut seen = app.api_nonces.lock().unwrap_or_else(|p| p.into_inner());
-    if !seen.first_use(nonce, now, app.max_skew()) {
+    let fresh = {
+        let mut seen = app.api_nonces.lock().unwrap_or_else(|p| p.into_inner());
+        seen.first_use(nonce, now, app.max_skew())
+    };
+    // With several nodes the nonce must be new on every node.
+    let fresh = match (&app.cluster, fresh) {
+        (Some(cluster), true) => cluster
+            .first_use_nonce(nonce, app.config.signing.max_skew * 2)
+            .await
+            .map_err(|e| HttpError::new(ErrorCode::PluginFailed, e.to_string()))?,
+        (_, fresh) => fresh,
+    };
+    if !fresh {
         return Err(HttpError::new(ErrorCode::Replayed, "nonce already used"));
     }
     Ok(())
@@ -86,7 +97,7 @@ pub async fn actions(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, HttpError> {
-    authenticate(&app, &headers, &method, &uri, &body)?;
+    authenticate(&app, &headers, &method, &uri, &body).await?;
     let mut payload = object(&body)?;
     chorus_protocol::frame::check_field_types(&payload)
         .map_err(|e| HttpError::new(e.code, e.reason))?;
@@ -133,7 +144,7 @@ pub async fn sessions(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, HttpError> {
-    authenticate(&app, &headers, &method, &uri, &body)?;
+    authenticate(&app, &headers, &method, &uri, &body).await?;
     let req: SessionRequest = serde_json::from_slice(&body).map_err(|e| {
         HttpError::new(
             ErrorCode::MalformedFrame,
@@ -168,7 +179,7 @@ pub async fn user(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Json<Value>, HttpError> {
-    authenticate(&app, &headers, &method, &uri, b"")?;
+    authenticate(&app, &headers, &method, &uri, b"").await?;
     let (room_id, channel) = room_of(&app, user_id).await?;
     let node = app
         .store
@@ -195,7 +206,7 @@ pub async fn room(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Json<Value>, HttpError> {
-    authenticate(&app, &headers, &method, &uri, b"")?;
+    authenticate(&app, &headers, &method, &uri, b"").await?;
     let room = app
         .store
         .room(&channel)
@@ -239,7 +250,7 @@ pub async fn kick(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, HttpError> {
-    authenticate(&app, &headers, &method, &uri, &body)?;
+    authenticate(&app, &headers, &method, &uri, &body).await?;
     let req: KickRequest = if body.is_empty() {
         KickRequest::default()
     } else {
@@ -251,7 +262,20 @@ pub async fn kick(
         revoke(&app, &s.sid);
     }
     let Some(session) = session else {
-        return Ok(Json(json!({"error_code": 0, "kicked": false})));
+        // With several nodes the user may be connected to another one.
+        let kicked = match &app.cluster {
+            Some(cluster) => cluster
+                .kick(
+                    &*app.store,
+                    user_id,
+                    req.reason.as_deref().unwrap_or("kicked"),
+                    req.revoke,
+                )
+                .await
+                .map_err(|e| HttpError::new(ErrorCode::PluginFailed, e.to_string()))?,
+            None => false,
+        };
+        return Ok(Json(json!({"error_code": 0, "kicked": kicked})));
     };
     let reason = req.reason.unwrap_or_else(|| "kicked".into());
     let frame = json!({"action": "kicked", "reason": reason}).to_string();
@@ -260,8 +284,16 @@ pub async fn kick(
     Ok(Json(json!({"error_code": 0, "kicked": true})))
 }
 
-/// Refuses `sid` until it expires.
-fn revoke(app: &App, sid: &str) {
+/// Refuses `sid` until it expires, on every node.
+pub(crate) fn revoke(app: &App, sid: &str) {
+    revoke_here(app, sid);
+    if let Some(cluster) = &app.cluster {
+        cluster.announce_revoked(sid);
+    }
+}
+
+/// Refuses `sid` on this node until it expires.
+pub(crate) fn revoke_here(app: &App, sid: &str) {
     let now = crate::ids::unix_now();
     let expires = chorus_protocol::credentials::verify_sid(app.config.app_secret(), sid, None, now)
         .map(|c| c.expires_at)

@@ -2,7 +2,7 @@
 //! `/api/v1`) and the operators' admin router, each on its own listener.
 
 mod admin;
-mod api;
+pub(crate) mod api;
 mod iapi;
 mod signed_query;
 mod ws;
