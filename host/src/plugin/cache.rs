@@ -39,22 +39,26 @@ impl ArtifactCache {
         std::env::temp_dir().join("chorus").join("plugin-cache")
     }
 
-    /// The component for `bytes` (whose hex sha256 is `sha256`): from the
-    /// cache when a usable artifact is there, else compiled and stored.
-    /// Blocking: call it from `spawn_blocking`.
+    /// The component for `bytes` (whose hex sha256 is `sha256`) of plugin
+    /// `plugin` (named in log lines): from the cache when a usable artifact
+    /// is there, else compiled and stored. Blocking: call it from
+    /// `spawn_blocking`.
     pub(crate) fn load_or_compile(
         &self,
         engine: &Engine,
+        plugin: &str,
         sha256: &str,
         bytes: &[u8],
     ) -> wasmtime::Result<Component> {
         let path = self.path_for(sha256);
-        if let Some(component) = load_artifact(engine, &path) {
+        if let Some(component) = load_artifact(engine, plugin, &path) {
             return Ok(component);
         }
         let component = Component::new(engine, bytes)?;
         if let Err(error) = self.store(&path, &component) {
-            tracing::warn!(path = %path.display(), "could not cache a compiled plugin: {error:#}");
+            // The version is not known before `describe`.
+            tracing::warn!(plugin, plugin_version = "unknown", path = %path.display(),
+                "could not cache a compiled plugin: {error:#}");
         }
         Ok(component)
     }
@@ -85,7 +89,7 @@ impl ArtifactCache {
 
 /// Loads a precompiled artifact; any failure is a miss.
 #[allow(unsafe_code)]
-fn load_artifact(engine: &Engine, path: &Path) -> Option<Component> {
+fn load_artifact(engine: &Engine, plugin: &str, path: &Path) -> Option<Component> {
     if !path.is_file() {
         return None;
     }
@@ -100,7 +104,8 @@ fn load_artifact(engine: &Engine, path: &Path) -> Option<Component> {
     match loaded {
         Ok(component) => Some(component),
         Err(error) => {
-            tracing::warn!(path = %path.display(), "ignoring an unusable cached plugin: {error:#}");
+            tracing::warn!(plugin, plugin_version = "unknown", path = %path.display(),
+                "ignoring an unusable cached plugin: {error:#}");
             None
         }
     }

@@ -168,7 +168,7 @@ fn check_bytes(stem: &str, bytes: &[u8]) -> Result<Description, PluginError> {
         false,
     )?;
     let sha256 = hex::encode(Sha256::digest(bytes));
-    let component = runtime.compile_blocking(&sha256, bytes)?;
+    let component = runtime.compile_blocking(stem, &sha256, bytes)?;
     let pre = runtime.link(&component)?;
     let description = tokio.block_on(runtime.describe(&pre, stem, "{}".into()))?;
     description.validate(stem)?;

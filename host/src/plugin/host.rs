@@ -264,7 +264,11 @@ impl PluginHost {
     ) -> Result<Arc<Compiled>, (PluginError, Option<String>)> {
         let component = self
             .runtime
-            .compile(candidate.sha256.clone(), Arc::clone(&candidate.bytes))
+            .compile(
+                &candidate.name,
+                candidate.sha256.clone(),
+                Arc::clone(&candidate.bytes),
+            )
             .await
             .map_err(|e| (e, None))?;
         let pre = self.runtime.link(&component).map_err(|e| (e, None))?;
@@ -368,8 +372,8 @@ impl PluginHost {
     }
 }
 
-/// The plugins in `dir`: every `<name>.wasm` (hidden files skipped), by
-/// name.
+/// The plugins in `dir`: every `<name>.wasm` file or link to one (hidden
+/// files skipped), by name.
 async fn scan(dir: &Path) -> std::io::Result<Vec<PluginFiles>> {
     let mut entries = tokio::fs::read_dir(dir).await?;
     let mut files = Vec::new();
@@ -383,7 +387,7 @@ async fn scan(dir: &Path) -> std::io::Result<Vec<PluginFiles>> {
         else {
             continue;
         };
-        if !is_wasm || name.starts_with('.') || !entry.file_type().await?.is_file() {
+        if !is_wasm || name.starts_with('.') || !is_file(&path).await {
             continue;
         }
         files.push(PluginFiles {
@@ -394,6 +398,12 @@ async fn scan(dir: &Path) -> std::io::Result<Vec<PluginFiles>> {
     }
     files.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(files)
+}
+
+/// Whether `path` is a file, following symlinks (a mounted ConfigMap's
+/// files are links); one that vanished since the listing is not.
+async fn is_file(path: &Path) -> bool {
+    tokio::fs::metadata(path).await.is_ok_and(|m| m.is_file())
 }
 
 /// Reads a plugin's `.wasm` and optional `.toml`.

@@ -192,7 +192,13 @@ impl LoadedPlugin {
         if let Err(error) = &outcome
             && !failed
         {
-            tracing::debug!(plugin = self.name(), plugin_version = self.version(), action = %event.action, code = error.code(), "plugin refused: {error}");
+            tracing::debug!(
+                plugin = self.name(),
+                plugin_version = self.version(),
+                action = %event.action,
+                code = error.code(),
+                "plugin refused: {error}"
+            );
         }
         outcome
     }
@@ -346,4 +352,50 @@ fn classify(view: &mut PluginView, trap: &wasmtime::Error) -> Failure {
         return Failure::new(FailureKind::Timeout, "the call ran past its deadline");
     }
     Failure::new(FailureKind::Trap, format!("{trap:#}"))
+}
+
+#[cfg(test)]
+impl LoadedPlugin {
+    /// Prints where the time of a warm call goes: the bare export call,
+    /// then each layer the call path adds (for `warm_call_cost`).
+    pub(crate) async fn measure_layers(&self, event: &Event, rounds: u32) {
+        let input = wit_event(event).expect("event");
+        let mut warm = self.take().await.expect("warm");
+        // The bare loop never resets the deadline: give it all the time.
+        warm.store.set_epoch_deadline(1 << 40);
+        let started = Instant::now();
+        for _ in 0..rounds {
+            let handler = warm.plugin.chorus_plugin_handler();
+            let _ = handler
+                .call_handle(&mut warm.store, &input)
+                .await
+                .expect("ok");
+        }
+        eprintln!("  call_handle only: {:?}", started.elapsed() / rounds);
+        let started = Instant::now();
+        for _ in 0..rounds {
+            warm.store.data_mut().begin_call();
+            warm.store.set_epoch_deadline(self.runtime.deadline_ticks);
+            let handler = warm.plugin.chorus_plugin_handler();
+            let _ = handler
+                .call_handle(&mut warm.store, &input)
+                .await
+                .expect("ok");
+        }
+        eprintln!("  + begin_call/deadline: {:?}", started.elapsed() / rounds);
+        let started = Instant::now();
+        for _ in 0..rounds {
+            let _ = run_on(&mut warm, &input, &self.runtime).await;
+        }
+        eprintln!(
+            "  run_on (adds tokio timeout): {:?}",
+            started.elapsed() / rounds
+        );
+        let started = Instant::now();
+        for _ in 0..rounds {
+            let _ = wit_event(event).expect("event");
+        }
+        eprintln!("  wit_event: {:?}", started.elapsed() / rounds);
+        self.give_back(warm, false);
+    }
 }

@@ -17,6 +17,9 @@ use super::view::{Identity, PluginView};
 use super::{PluginError, Settings};
 use crate::store::Store;
 
+/// The shortest deadline `describe` gets.
+const MIN_DESCRIBE_DEADLINE: Duration = Duration::from_secs(1);
+
 /// Shared by the host and every loaded version.
 pub(crate) struct Runtime {
     /// Compiles and runs every version; its epoch drives the deadlines.
@@ -32,6 +35,10 @@ pub(crate) struct Runtime {
     /// The backstop for time spent awaiting the store inside an import,
     /// which the epoch deadline (guest code only) does not see.
     pub(crate) wall_deadline: Duration,
+    /// The deadline of `describe`: once per version and off the request
+    /// path, so generous; a load must not fail because a compile was
+    /// competing for the cores at that moment.
+    describe_deadline: Duration,
     /// Precompiled artifacts; `None` for `chorus plugin check`.
     cache: Option<ArtifactCache>,
     /// Stops the epoch thread when the runtime goes.
@@ -60,6 +67,7 @@ impl Runtime {
             max_memory: usize::try_from(settings.max_memory).unwrap_or(usize::MAX),
             deadline_ticks: engine::deadline_ticks(settings.call_timeout),
             wall_deadline: settings.call_timeout + 3 * EPOCH_TICK,
+            describe_deadline: (settings.call_timeout * 10).max(MIN_DESCRIBE_DEADLINE),
             engine,
             linker,
             store,
@@ -87,11 +95,12 @@ impl Runtime {
     /// thread, off the async workers.
     pub(crate) async fn compile(
         self: &Arc<Self>,
+        name: &str,
         sha256: String,
         bytes: Arc<[u8]>,
     ) -> Result<Component, PluginError> {
-        let runtime = Arc::clone(self);
-        tokio::task::spawn_blocking(move || runtime.compile_blocking(&sha256, &bytes))
+        let (runtime, name) = (Arc::clone(self), name.to_string());
+        tokio::task::spawn_blocking(move || runtime.compile_blocking(&name, &sha256, &bytes))
             .await
             .map_err(|e| PluginError::Compile(format!("the compile task failed: {e}")))?
     }
@@ -99,11 +108,12 @@ impl Runtime {
     /// Compiles on the current thread.
     pub(crate) fn compile_blocking(
         &self,
+        name: &str,
         sha256: &str,
         bytes: &[u8],
     ) -> Result<Component, PluginError> {
         let compiled = match &self.cache {
-            Some(cache) => cache.load_or_compile(&self.engine, sha256, bytes),
+            Some(cache) => cache.load_or_compile(&self.engine, name, sha256, bytes),
             None => Component::new(&self.engine, bytes),
         };
         compiled.map_err(|e| PluginError::Compile(format!("{e:#}")))
@@ -119,7 +129,7 @@ impl Runtime {
     }
 
     /// Instantiates a version once and asks it to describe itself, under
-    /// the same deadline and memory cap as a call.
+    /// the memory cap of a call and a more generous deadline.
     pub(crate) async fn describe(
         &self,
         pre: &PluginPre<PluginView>,
@@ -131,8 +141,9 @@ impl Runtime {
             version: "unknown".into(),
         };
         let mut store = self.new_store(identity, config);
+        store.set_epoch_deadline(engine::deadline_ticks(self.describe_deadline));
         let described =
-            tokio::time::timeout(self.wall_deadline, describe_in(&mut store, pre)).await;
+            tokio::time::timeout(self.describe_deadline, describe_in(&mut store, pre)).await;
         let stderr = store.data().output.contents();
         let with_stderr = |e: String| {
             if stderr.is_empty() {

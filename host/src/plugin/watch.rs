@@ -41,7 +41,8 @@ pub(crate) fn spawn(
     let watcher = match start_watcher(&dir, Arc::clone(&changed)) {
         Ok(watcher) => watcher,
         Err(error) => {
-            tracing::error!(dir = %dir.display(), "cannot watch the plugin folder; hot reload is off: {error}");
+            let dir = dir.display();
+            tracing::error!(%dir, "cannot watch the plugin folder; hot reload is off: {error}");
             return;
         }
     };
@@ -76,18 +77,12 @@ fn start_watcher(dir: &Path, changed: Arc<Notify>) -> notify::Result<notify::Rec
 }
 
 /// Whether an event may change what a rescan finds: anything but a mere
-/// read, on a `.wasm` or `.toml` file (or on the folder itself, when the
-/// backend could not say which file).
+/// read. Not filtered by file name: a folder swapped through a symlink (as
+/// Kubernetes does with a ConfigMap) only shows events on the link, and a
+/// needless rescan costs a hash of each file.
 fn concerns_plugins(event: &notify::Event) -> bool {
-    if matches!(event.kind, EventKind::Access(_)) {
-        // The rescan itself reads the files: reacting to reads would loop.
-        return false;
-    }
-    event.paths.is_empty()
-        || event
-            .paths
-            .iter()
-            .any(|path| path.extension().is_some_and(|e| e == "wasm" || e == "toml"))
+    // The rescan itself reads the files: reacting to reads would loop.
+    !matches!(event.kind, EventKind::Access(_))
 }
 
 /// Waits until no event came for [`QUIET`] or [`MAX_WAIT`] passed; false
