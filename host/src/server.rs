@@ -87,11 +87,11 @@ impl Node {
             tracing::info!(?outcome, "plugin load");
         }
         plugins.watch(app.shutdown.clone(), &app.tracker);
-        if let Some(cluster) = &cluster {
-            if let Err(e) = cluster.start(&app).await {
-                app.shutdown.cancel();
-                return Err(StartError::Cluster(e.to_string()));
-            }
+        if let Some(cluster) = &cluster
+            && let Err(e) = cluster.start(&app).await
+        {
+            app.shutdown.cancel();
+            return Err(StartError::Cluster(e.to_string()));
         }
         let servers = vec![
             serve(public, crate::http::public_router(Arc::clone(&app)), &app),

@@ -22,7 +22,7 @@ use crate::rooms::enter_ok;
 /// The shared Redis of the machine and of CI.
 const REDIS: &str = "redis://127.0.0.1:6379";
 /// Short leases, so a dead node is noticed within a few seconds.
-const LEASE_TTL: Duration = Duration::from_secs(2);
+const LEASE_TTL: Duration = Duration::from_secs(3);
 const LEASE_INTERVAL: Duration = Duration::from_millis(250);
 
 /// A Redis client, or a failure that says what is missing.
@@ -152,11 +152,9 @@ async fn enter_and_gifts_reach_members_on_every_node() {
     u1.expect("enter_room").await;
     // Entered through B's API: the member on A hears of it too.
     enter_ok(b, 802, "room_x", 8).await;
-    assert_eq!(
-        expect_about(&mut u1, "enter_room", 802).await["msg_id"].is_string(),
-        true
-    );
-    expect_about(&mut u2, "enter_room", 802).await;
+    let heard_on_a = expect_about(&mut u1, "enter_room", 802).await;
+    let heard_on_b = expect_about(&mut u2, "enter_room", 802).await;
+    assert_eq!(heard_on_a, heard_on_b, "one frame, one msg_id");
     // Both nodes see one room.
     for node in [a, b] {
         let (status, room) = node.api("GET", "/api/v1/rooms/room_x", None).await;
@@ -290,7 +288,8 @@ async fn a_dead_nodes_users_leave_their_rooms_once_within_the_lease() {
         assert_eq!(frame["room_seat"]["status"], 0, "{frame}");
     }
     let took = killed_at.elapsed();
-    assert!(took < LEASE_TTL * 3, "noticed after {took:?}");
+    println!("the dead node's user left its room {took:?} after the kill (lease {LEASE_TTL:?})");
+    assert!(took < LEASE_TTL * 2, "noticed after {took:?}");
     // Exactly once, although two survivors saw the lease expire.
     u1.expect_silence(Duration::from_secs(1)).await;
     u3.expect_silence(Duration::from_millis(100)).await;

@@ -74,10 +74,10 @@ pub async fn run(app: Arc<App>, cluster: Arc<Cluster>) {
             tracing::warn!(error = %e, "cluster scan failed");
         }
     }
-    if !cluster.link.is_severed() {
-        if let Err(e) = write_lease(&app, &cluster, true).await {
-            tracing::warn!(error = %e, "could not mark the lease draining");
-        }
+    if !cluster.link.is_severed()
+        && let Err(e) = write_lease(&app, &cluster, true).await
+    {
+        tracing::warn!(error = %e, "could not mark the lease draining");
     }
 }
 

@@ -115,10 +115,8 @@ async fn finish(app: &Arc<App>, handle: &SessionHandle, end: End) {
     // lease: they have `store.lease_ttl` to reconnect elsewhere before a
     // survivor removes them from their rooms.
     let handover = end == End::Shutdown && app.cluster.is_some();
-    if !handover {
-        if let Err(e) = app.store.set_offline(user_id, &app.node_id).await {
-            tracing::warn!(user_id, error = %e, "presence not cleared");
-        }
+    if !handover && let Err(e) = app.store.set_offline(user_id, &app.node_id).await {
+        tracing::warn!(user_id, error = %e, "presence not cleared");
     }
     match end {
         End::Shutdown | End::Replaced => {}
