@@ -200,3 +200,19 @@ async fn plugin_config_and_kv_reach_the_plugin() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_second_plugin_claiming_a_served_action_is_refused_and_the_first_keeps_serving() {
+    let (server, dir) = node_with(&["room"], true).await;
+    install(dir.path(), "echo_clash.wasm", &artifact("echo_clash"));
+    let refused = eventually(|| async {
+        let (_, plugins) = server.admin("GET", "/admin/plugins").await;
+        plugins["plugins"].as_array().unwrap().iter().any(|p| {
+            p["name"] == "echo_clash" && p["status"] == "failed" && p["last_error"].as_str().is_some_and(|e| e.contains("echo"))
+        })
+    })
+    .await;
+    assert!(refused, "the newcomer is refused with a clear error");
+    assert_eq!(echo_version(&server).await, (200, json!("1.0.0")), "the first plugin keeps the action");
+    server.stop().await;
+}
