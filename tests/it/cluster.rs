@@ -271,22 +271,42 @@ async fn a_dead_nodes_users_leave_their_rooms_once_within_the_lease() {
     }
     let (status, body) = nodes[1].action(up_body(862, "room_d", 2)).await;
     assert_eq!(status, 200, "{body}");
+    let call = json!({"action": "call_start", "user_id": 862, "receiver_id": 861, "channel_name": "room_d"});
+    let (status, body) = nodes[2].action(call).await;
+    assert_eq!(status, 200, "{body}");
     for c in [&mut u1, &mut u3] {
         while c.recv_within(Duration::from_millis(200)).await.is_ok() {}
     }
     let dead = nodes.remove(1);
     let killed_at = Instant::now();
     dead.node.kill_for_tests().await;
-    for c in [&mut u1, &mut u3] {
-        let frame = c
-            .recv_within(LEASE_TTL * 4)
-            .await
-            .expect("exit_room about the dead node's user");
-        assert_eq!(frame["action"], "exit_room", "{frame}");
-        assert_eq!(frame["user_id"], 862);
-        assert_eq!(frame["room_seat"]["id"], 2, "{frame}");
-        assert_eq!(frame["room_seat"]["status"], 0, "{frame}");
+    // As if 862 had disconnected: seat freed, exit_room to the room,
+    // hang_up to the peer of the call.
+    let mut seen = Vec::new();
+    for (c, expected) in [(&mut u1, 2), (&mut u3, 1)] {
+        for _ in 0..expected {
+            let frame = c
+                .recv_within(LEASE_TTL * 4)
+                .await
+                .expect("a notification about the dead node's user");
+            assert_eq!(frame["user_id"], 862, "{frame}");
+            match frame["action"].as_str() {
+                Some("exit_room") => {
+                    assert_eq!(frame["room_seat"]["id"], 2, "{frame}");
+                    assert_eq!(frame["room_seat"]["status"], 0, "{frame}");
+                }
+                Some("hang_up") => assert_eq!(frame["receiver_id"], 861, "{frame}"),
+                _ => panic!("unexpected {frame}"),
+            }
+            seen.push(format!(
+                "{}:{}",
+                c.user_id(),
+                frame["action"].as_str().unwrap()
+            ));
+        }
     }
+    seen.sort();
+    assert_eq!(seen, ["861:exit_room", "861:hang_up", "863:exit_room"]);
     let took = killed_at.elapsed();
     println!("the dead node's user left its room {took:?} after the kill (lease {LEASE_TTL:?})");
     assert!(took < LEASE_TTL * 2, "noticed after {took:?}");
@@ -298,6 +318,26 @@ async fn a_dead_nodes_users_leave_their_rooms_once_within_the_lease() {
     let (_, user) = nodes[1].api("GET", "/api/v1/users/862", None).await;
     assert_eq!(user["online"], false, "{user}");
     assert_eq!(user["current_room_id"], "", "{user}");
+    stop_all(&prefix, nodes).await;
+}
+
+#[tokio::test]
+async fn a_node_given_up_for_dead_closes_its_sessions_so_clients_resync() {
+    let (prefix, nodes) = cluster("rejoin", 2).await;
+    let mut client = nodes[1].connect(865).await;
+    // What a survivor does once it has removed a dead node's users: the
+    // node leaves the node set. A node that was only stalled finds out at
+    // its next renewal.
+    let mut conn = redis_at(REDIS).await;
+    let _: () = redis::cmd("SREM")
+        .arg(format!("{prefix}nodes"))
+        .arg(nodes[1].node.addr.to_string())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(client.expect_close().await, 1001);
+    // It keeps serving: a new connection works.
+    nodes[1].connect(865).await.ping().await;
     stop_all(&prefix, nodes).await;
 }
 
