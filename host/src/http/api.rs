@@ -16,6 +16,29 @@ use crate::plugin::Source;
 use chorus_protocol::codes::{ErrorCode, close};
 use chorus_protocol::server_api;
 
+/// Largest server-API body accepted.
+const MAX_BODY: usize = 1 << 20;
+
+/// The body of a server-API request whose `X-Chorus-*` headers checked
+/// out. As an extractor it must come last in a handler's arguments.
+pub struct Signed(pub Bytes);
+
+impl axum::extract::FromRequest<Arc<App>> for Signed {
+    type Rejection = HttpError;
+
+    async fn from_request(
+        request: axum::extract::Request,
+        app: &Arc<App>,
+    ) -> Result<Self, HttpError> {
+        let (parts, body) = request.into_parts();
+        let body = axum::body::to_bytes(body, MAX_BODY).await.map_err(|e| {
+            HttpError::new(ErrorCode::MalformedFrame, format!("unreadable body: {e}"))
+        })?;
+        authenticate(app, &parts.headers, &parts.method, &parts.uri, &body).await?;
+        Ok(Signed(body))
+    }
+}
+
 /// Checks the three `X-Chorus-*` headers against the request.
 async fn authenticate(
     app: &App,
@@ -92,12 +115,8 @@ fn object(body: &[u8]) -> Result<Map<String, Value>, HttpError> {
 /// `POST /api/v1/actions`.
 pub async fn actions(
     State(app): State<Arc<App>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    Signed(body): Signed,
 ) -> Result<Json<Value>, HttpError> {
-    authenticate(&app, &headers, &method, &uri, &body).await?;
     let mut payload = object(&body)?;
     chorus_protocol::frame::check_field_types(&payload)
         .map_err(|e| HttpError::new(e.code, e.reason))?;
@@ -139,12 +158,8 @@ fn default_ttl() -> u64 {
 /// `POST /api/v1/sessions`: mints a sid and sign key for a user.
 pub async fn sessions(
     State(app): State<Arc<App>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    Signed(body): Signed,
 ) -> Result<Json<Value>, HttpError> {
-    authenticate(&app, &headers, &method, &uri, &body).await?;
     let req: SessionRequest = serde_json::from_slice(&body).map_err(|e| {
         HttpError::new(
             ErrorCode::MalformedFrame,
@@ -175,11 +190,8 @@ pub async fn room_of(app: &App, user_id: u64) -> Result<(String, String), HttpEr
 pub async fn user(
     State(app): State<Arc<App>>,
     Path(user_id): Path<u64>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    _: Signed,
 ) -> Result<Json<Value>, HttpError> {
-    authenticate(&app, &headers, &method, &uri, b"").await?;
     let (room_id, channel) = room_of(&app, user_id).await?;
     let node = app
         .store
@@ -202,11 +214,8 @@ pub async fn user(
 pub async fn room(
     State(app): State<Arc<App>>,
     Path(channel): Path<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    _: Signed,
 ) -> Result<Json<Value>, HttpError> {
-    authenticate(&app, &headers, &method, &uri, b"").await?;
     let room = app
         .store
         .room(&channel)
@@ -245,12 +254,8 @@ struct KickRequest {
 pub async fn kick(
     State(app): State<Arc<App>>,
     Path(user_id): Path<u64>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    Signed(body): Signed,
 ) -> Result<Json<Value>, HttpError> {
-    authenticate(&app, &headers, &method, &uri, &body).await?;
     let req: KickRequest = if body.is_empty() {
         KickRequest::default()
     } else {
