@@ -208,11 +208,17 @@ async fn a_second_plugin_claiming_a_served_action_is_refused_and_the_first_keeps
     let refused = eventually(|| async {
         let (_, plugins) = server.admin("GET", "/admin/plugins").await;
         plugins["plugins"].as_array().unwrap().iter().any(|p| {
-            p["name"] == "echo_clash" && p["status"] == "failed" && p["last_error"].as_str().is_some_and(|e| e.contains("echo"))
+            p["name"] == "echo_clash"
+                && p["status"] == "failed"
+                && p["last_error"].as_str().is_some_and(|e| e.contains("echo"))
         })
     })
     .await;
     assert!(refused, "the newcomer is refused with a clear error");
-    assert_eq!(echo_version(&server).await, (200, json!("1.0.0")), "the first plugin keeps the action");
+    assert_eq!(
+        echo_version(&server).await,
+        (200, json!("1.0.0")),
+        "the first plugin keeps the action"
+    );
     server.stop().await;
 }
