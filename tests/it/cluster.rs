@@ -453,7 +453,7 @@ async fn a_relay_delegate_on_another_node_completes_the_relay_with_its_report() 
         c.delivery
             .actions
             .insert("enter_room".into(), chorus::config::DeliveryMode::Broadcast);
-        c.relay.report_timeout = Duration::from_millis(800);
+        c.relay.report_timeout = Duration::from_millis(1200);
     };
     let a = node_on(REDIS, &prefix, relay_mode).await;
     let b = node_on(REDIS, &prefix, relay_mode).await;
@@ -483,7 +483,7 @@ async fn a_relay_delegate_on_another_node_completes_the_relay_with_its_report() 
             json!({"user_id": 883, "msg_id": msg_id}),
         )
         .await;
-    other.expect_silence(Duration::from_millis(1500)).await;
+    other.expect_silence(Duration::from_millis(2000)).await;
     let (_, conns) = a.admin("GET", "/admin/connections").await;
     assert_eq!(conns["relays_in_flight"], 0, "{conns}");
     // A silent delegate on B still fails over to the member on A.
