@@ -142,10 +142,10 @@ impl App {
         if let Ok(Some(_)) = self.store.call_of(user_id).await {
             changes.push(StateChange::EndCall { user_id });
         }
-        if !changes.is_empty() {
-            if let Err(e) = self.store.apply(&changes).await {
-                tracing::warn!(user_id, error = %e, "could not clear a disconnected user's state");
-            }
+        if !changes.is_empty()
+            && let Err(e) = self.store.apply(&changes).await
+        {
+            tracing::warn!(user_id, error = %e, "could not clear a disconnected user's state");
         }
     }
 

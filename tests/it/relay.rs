@@ -206,8 +206,8 @@ async fn at_most_max_attempts_members_are_tried() {
     let server = relay_server().await;
     let mut c = room_of(&server, "r7", &[461, 462, 463, 464, 465]).await;
     exit(&server, 461, "r7").await;
-    for i in 1..=3 {
-        c[i].expect("exit_room").await;
+    for member in &mut c[1..=3] {
+        member.expect("exit_room").await;
     }
     c[4].expect_silence(TIMEOUT * 2).await;
     assert!(eventually(|| async { relays_in_flight(&server).await == 0 }).await);

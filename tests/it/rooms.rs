@@ -449,7 +449,7 @@ async fn a_killed_client_leaves_its_room_and_call_at_once() {
     assert_eq!(status, 200);
     while b.recv_within(Duration::from_millis(300)).await.is_ok() {}
     drop(a); // the TCP connection closes, as when the app is killed
-    let mut frames = vec![b.recv().await.unwrap(), b.recv().await.unwrap()];
+    let mut frames = [b.recv().await.unwrap(), b.recv().await.unwrap()];
     frames.sort_by_key(|f| f["action"].as_str().unwrap().to_string());
     assert_eq!(
         without_msg_id(frames[0].clone()),

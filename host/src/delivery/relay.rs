@@ -156,7 +156,8 @@ impl Relay {
                 return Ok(());
             };
             if tried.len() as u32 >= self.settings.max_attempts {
-                return Ok(self.end(msg_id, "max_attempts"));
+                self.end(msg_id, "max_attempts");
+                return Ok(());
             }
             let candidates = self.candidates(&channel, subject, &tried).await?;
             let Some((delegate, session)) = candidates.into_iter().next() else {
@@ -166,7 +167,8 @@ impl Relay {
                 } else {
                     "no_delegate"
                 };
-                return Ok(self.end(msg_id, reason));
+                self.end(msg_id, reason);
+                return Ok(());
             };
             let Some(frame) = self.assign(msg_id, delegate) else {
                 return Ok(());
@@ -258,10 +260,10 @@ impl Relay {
                 _ = tokio::time::sleep(timeout) => {}
                 _ = shutdown.cancelled() => return,
             }
-            if relay.release(&msg_id, delegate, Failover::Timeout) {
-                if let Err(e) = relay.advance(&msg_id).await {
-                    tracing::warn!(msg_id, error = %e, "relay failover failed");
-                }
+            if relay.release(&msg_id, delegate, Failover::Timeout)
+                && let Err(e) = relay.advance(&msg_id).await
+            {
+                tracing::warn!(msg_id, error = %e, "relay failover failed");
             }
         });
     }
@@ -338,10 +340,10 @@ impl Relay {
             .map(|(id, _)| id.clone())
             .collect();
         for id in ids {
-            if self.release(&id, user_id, Failover::Disconnect) {
-                if let Err(e) = self.advance(&id).await {
-                    tracing::warn!(msg_id = id, error = %e, "relay failover failed");
-                }
+            if self.release(&id, user_id, Failover::Disconnect)
+                && let Err(e) = self.advance(&id).await
+            {
+                tracing::warn!(msg_id = id, error = %e, "relay failover failed");
             }
         }
     }

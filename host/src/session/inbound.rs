@@ -83,10 +83,10 @@ impl Inbound {
             "binary frames are not accepted; send JSON text",
             "",
         );
-        if let Some(reply) = reply {
-            if sink.send(Message::Text(reply.into())).await.is_err() {
-                return Verdict::Gone;
-            }
+        if let Some(reply) = reply
+            && sink.send(Message::Text(reply.into())).await.is_err()
+        {
+            return Verdict::Gone;
         }
         verdict
     }

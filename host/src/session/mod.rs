@@ -234,10 +234,10 @@ impl Session {
                     .inbound
                     .on_text(&self.app, &self.handle, text.as_str())
                     .await;
-                if let Some(reply) = reply {
-                    if self.sink.send(Message::Text(reply.into())).await.is_err() {
-                        return Verdict::Gone;
-                    }
+                if let Some(reply) = reply
+                    && self.sink.send(Message::Text(reply.into())).await.is_err()
+                {
+                    return Verdict::Gone;
                 }
                 verdict
             }
