@@ -203,6 +203,18 @@ fn summarize(args: &FailoverArgs, times: Summary, timeouts: usize) -> Outcome {
             times.p99 / 1000.0,
         )
         .goal(Goal::AtMost(50.0)),
+        Metric::new(
+            format!("failover.{m}.max_ms"),
+            format!("relay failover, rooms of {m}: kill to first delegate's exit_room, max"),
+            "ms",
+            times.max / 1000.0,
+        ),
+        Metric::new(
+            format!("failover.{m}.timeouts"),
+            format!("relay failover, rooms of {m}: kills without exit_room within 3 s"),
+            "kills",
+            timeouts as f64,
+        ),
     ];
     let details = json!({
         "rooms": args.rooms, "members": m, "kills": args.kills, "timed": times.count,

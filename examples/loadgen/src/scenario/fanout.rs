@@ -31,9 +31,6 @@ use crate::sys::CpuWindow;
 /// sender waits, and the achieved rate falls below the offered one.
 const MAX_IN_FLIGHT: usize = 64;
 
-/// How long a step waits for its last deliveries after its last call.
-const DRAIN_LIMIT: Duration = Duration::from_secs(10);
-
 /// A step's drain ends early after this long without a new delivery.
 const DRAIN_QUIET: Duration = Duration::from_millis(1000);
 
@@ -52,6 +49,10 @@ pub struct FanoutArgs {
     /// Length of each step, in seconds.
     #[arg(long, default_value_t = 5.0)]
     pub step_seconds: f64,
+    /// How long a step waits for its last deliveries after its last
+    /// call; a server still behind then starts the next step late.
+    #[arg(long, default_value_t = 10.0)]
+    pub drain_seconds: f64,
     /// The first user id.
     #[arg(long, default_value_t = 3_000_000)]
     pub user_base: u64,
@@ -166,17 +167,20 @@ pub async fn run(ctx: &Ctx, args: &FanoutArgs) -> Result<Outcome> {
         .into_iter()
         .map(|c| tokio::task::spawn_local(read_deliveries(c.ws, board.clone())))
         .collect();
+    let gift = GiftCall {
+        api: ctx.api.clone(),
+        channel: channel.clone(),
+        sender: users[0],
+        receiver: users[1],
+    };
     let mut steps = Vec::new();
     for (i, &rate) in args.rates.iter().enumerate() {
-        let seqs = board.step_starts[i]..board.step_starts.get(i + 1).copied().unwrap_or(total);
-        let gift = GiftCall {
-            api: ctx.api.clone(),
-            channel: channel.clone(),
-            sender: users[0],
-            receiver: users[1],
+        let plan = StepPlan {
+            rate,
+            seqs: board.step_starts[i]..board.step_starts.get(i + 1).copied().unwrap_or(total),
+            drain: Duration::from_secs_f64(args.drain_seconds),
         };
-        let step = run_step(ctx, &board, &gift, rate, seqs, members).await;
-        steps.push(step);
+        steps.push(run_step(ctx, &board, &gift, plan, members).await);
     }
     for reader in readers {
         reader.abort();
@@ -243,16 +247,30 @@ struct Calls {
     first_error: RefCell<Option<String>>,
 }
 
-/// Sends `seqs` at `rate` per second, waits for the calls and the
+/// What one step of the sweep sends.
+struct StepPlan {
+    /// Calls per second.
+    rate: f64,
+    /// The gifts it sends.
+    seqs: std::ops::Range<usize>,
+    /// How long it waits for late deliveries.
+    drain: Duration,
+}
+
+/// Sends the plan's gifts at its rate, waits for the calls and the
 /// deliveries, and measures CPU over the step.
 async fn run_step(
     ctx: &Ctx,
     board: &Rc<Board>,
     gift: &GiftCall,
-    rate: f64,
-    seqs: std::ops::Range<usize>,
+    plan: StepPlan,
     members: usize,
 ) -> Step {
+    let StepPlan {
+        rate,
+        seqs,
+        drain: drain_limit,
+    } = plan;
     let calls = Rc::new(Calls::default());
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let window = CpuWindow::open(ctx.server);
@@ -272,7 +290,7 @@ async fn run_step(
     let send_span = started.elapsed();
     let _all = in_flight.acquire_many(MAX_IN_FLIGHT as u32).await;
     let expected = (calls.ok.get() * members) as u64;
-    drain(board, seqs.clone(), expected).await;
+    drain(board, seqs.clone(), expected, drain_limit).await;
     let (client_cpu, server_cpu) = window.close();
     let step = Step {
         rate,
@@ -311,9 +329,9 @@ fn record_call(calls: &Calls, result: Result<(u16, Value)>) {
 }
 
 /// Waits until `expected` deliveries of `seqs` arrived, nothing arrived
-/// for [`DRAIN_QUIET`], or [`DRAIN_LIMIT`] passed.
-async fn drain(board: &Board, seqs: std::ops::Range<usize>, expected: u64) {
-    let limit = Instant::now() + DRAIN_LIMIT;
+/// for [`DRAIN_QUIET`], or `limit` passed.
+async fn drain(board: &Board, seqs: std::ops::Range<usize>, expected: u64, limit: Duration) {
+    let limit = Instant::now() + limit;
     let mut seen = board.delivered_in(seqs.clone());
     let mut last_progress = Instant::now();
     while seen < expected && Instant::now() < limit && last_progress.elapsed() < DRAIN_QUIET {
@@ -389,39 +407,42 @@ fn step_metrics(
     let r = step.rate;
     let at = format!("fan-out to {n} at {r}/s");
     let key = format!("fanout.{n}.r{r}");
-    let metrics = vec![
+    let metric = |suffix: &str, what: &str, unit: &str, value: f64| {
         Metric::new(
-            format!("{key}.per_s"),
-            format!("{at}: deliveries/s"),
-            "1/s",
-            per_second,
-        ),
-        Metric::new(
-            format!("{key}.p50_ms"),
-            format!("{at}: latency p50"),
-            "ms",
-            per_delivery.p50 / 1000.0,
-        ),
-        Metric::new(
-            format!("{key}.p99_ms"),
-            format!("{at}: latency p99"),
-            "ms",
-            per_delivery.p99 / 1000.0,
+            format!("{key}.{suffix}"),
+            format!("{at}: {what}"),
+            unit,
+            value,
         )
-        .goal(Goal::RatioAtMost(0.5)),
-        Metric::new(
-            format!("{key}.ratio"),
-            format!("{at}: delivery ratio"),
-            "fraction",
-            ratio,
+    };
+    let mut metrics = vec![
+        metric("per_s", "deliveries/s", "1/s", per_second),
+        metric("p50_ms", "latency p50", "ms", per_delivery.p50 / 1000.0),
+        metric("p99_ms", "latency p99", "ms", per_delivery.p99 / 1000.0)
+            .goal(Goal::RatioAtMost(0.5)),
+        metric("max_ms", "latency max", "ms", per_delivery.max / 1000.0),
+        metric(
+            "last_p99_ms",
+            "latency to the last member, p99",
+            "ms",
+            to_last.p99 / 1000.0,
         ),
-        Metric::new(
-            format!("{key}.client_cpu"),
-            format!("{at}: load generator CPU"),
+        metric("ratio", "delivery ratio", "fraction", ratio),
+        metric(
+            "client_cpu",
+            "load generator CPU",
             "% of a core",
             step.client_cpu * 100.0,
         ),
     ];
+    if let Some(cpu) = step.server_cpu {
+        metrics.push(metric(
+            "server_cpu",
+            "server CPU",
+            "% of a core",
+            cpu * 100.0,
+        ));
+    }
     let details = json!({
         "rate": r, "offered_deliveries_per_s": r * members as f64,
         "calls_ok": step.ok, "calls_failed": step.failed, "first_error": step.first_error,

@@ -92,7 +92,7 @@ pub async fn run(ctx: &Ctx, args: &PingArgs) -> Result<Outcome> {
         client_cpu * 100.0
     );
     let n = args.clients;
-    let metrics = vec![
+    let mut metrics = vec![
         Metric::new(
             format!("ping.{n}.per_s"),
             format!("pings/s, {n} clients"),
@@ -112,12 +112,26 @@ pub async fn run(ctx: &Ctx, args: &PingArgs) -> Result<Outcome> {
             rtt.p99 / 1000.0,
         ),
         Metric::new(
+            format!("ping.{n}.max_ms"),
+            format!("ping round trip max, {n} clients"),
+            "ms",
+            rtt.max / 1000.0,
+        ),
+        Metric::new(
             format!("ping.{n}.client_cpu"),
             format!("ping, {n} clients: load generator CPU"),
             "% of a core",
             client_cpu * 100.0,
         ),
     ];
+    if let Some(cpu) = server_cpu {
+        metrics.push(Metric::new(
+            format!("ping.{n}.server_cpu"),
+            format!("ping, {n} clients: server CPU"),
+            "% of a core",
+            cpu * 100.0,
+        ));
+    }
     let details = json!({
         "clients": n, "connect_failed": connected.failed, "pings": rtt.count,
         "seconds": elapsed, "max_ms": rtt.max / 1000.0, "errors": tally.errors.get(),
