@@ -613,3 +613,81 @@ async fn warm_call_cost() {
         started.elapsed() / 50_000
     );
 }
+
+/// The `echo` action written as a native Rust handler: the same reads
+/// (config, one kv key), the same result object and the same kv effect,
+/// so that the difference to the plugin call is the plugin path itself.
+async fn native_echo(store: &MemoryStore, config: &Map<String, Value>, event: &Event) -> Reply {
+    let greeting = config
+        .get("greeting")
+        .and_then(Value::as_str)
+        .unwrap_or("hello")
+        .to_string();
+    let calls = store
+        .kv_get("echo", "calls")
+        .await
+        .expect("kv")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+        + 1;
+    let result = json!({"version": "native", "greeting": greeting, "calls": calls, "payload": event.payload});
+    Reply {
+        result,
+        changes: vec![StateChange::KvSet {
+            plugin: "echo".into(),
+            key: "calls".into(),
+            value: calls.to_string(),
+        }],
+        notifications: Vec::new(),
+        plugin: "echo".into(),
+        version: "native".into(),
+    }
+}
+
+/// Median and 99th percentile of per-call times, in microseconds.
+fn percentiles(mut samples: Vec<Duration>) -> (f64, f64) {
+    samples.sort_unstable();
+    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q) as usize].as_secs_f64() * 1e6;
+    (at(0.5), at(0.99))
+}
+
+/// The benchmark: one action through the plugin path against the
+/// same logic as a native handler, median and p99 per call. Release only:
+/// `cargo test --release -p chorus --lib plugin::tests::plugin_vs_native -- --ignored --nocapture`
+#[ignore = "a measurement, not a test"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn plugin_vs_native() {
+    let dir = TempDir::new("vs-native");
+    dir.install("echo_v1.wasm", "echo.wasm");
+    let store = memory_store();
+    let host = loaded_host(&dir, Arc::clone(&store)).await;
+    let plugin = host.route("echo", Source::Server).expect("routed");
+    let event = event("echo", json!({"n": 1, "text": "hello"}));
+    let config = Map::new();
+    let rounds = 20_000;
+    let mut plugin_samples = Vec::with_capacity(rounds);
+    let mut native_samples = Vec::with_capacity(rounds);
+    for round in 0..rounds + 2_000 {
+        let started = Instant::now();
+        let reply = host
+            .call(&plugin, event.clone())
+            .await
+            .expect("plugin call");
+        let plugin_time = started.elapsed();
+        std::hint::black_box(&reply);
+        let started = Instant::now();
+        let reply = native_echo(&store, &config, &event).await;
+        let native_time = started.elapsed();
+        std::hint::black_box(&reply);
+        if round >= 2_000 {
+            plugin_samples.push(plugin_time);
+            native_samples.push(native_time);
+        }
+    }
+    let (p50, p99) = percentiles(plugin_samples);
+    let (n50, n99) = percentiles(native_samples);
+    eprintln!("| path | median µs | p99 µs |\n|---|---|---|");
+    eprintln!("| plugin (wasm, warm instance) | {p50:.2} | {p99:.2} |");
+    eprintln!("| native Rust handler | {n50:.2} | {n99:.2} |");
+    eprintln!("| plugin path adds | {:.2} | {:.2} |", p50 - n50, p99 - n99);
+}
