@@ -6,7 +6,8 @@
 //! rate per step of a sweep (open loop, at most [`MAX_IN_FLIGHT`] calls
 //! outstanding). Each gift carries its sequence number in its `name`
 //! (`bench-<seq>`); a member's receipt of it is one delivery, timed from
-//! just before the API call. Per step: deliveries/s, delivery ratio,
+//! just before the API call. Per step: deliveries/s, delivery ratio
+//! (deliveries over gifts sent times members: a call that failed counts),
 //! latency percentiles per delivery, and the latency to the last member.
 
 use std::cell::{Cell, RefCell};
@@ -289,7 +290,9 @@ async fn run_step(
     }
     let send_span = started.elapsed();
     let _all = in_flight.acquire_many(MAX_IN_FLIGHT as u32).await;
-    let expected = (calls.ok.get() * members) as u64;
+    // A call that timed out may still have been broadcast: expect every
+    // gift sent, and report failed calls next to the ratio.
+    let expected = ((calls.ok.get() + calls.failed.get()) * members) as u64;
     drain(board, seqs.clone(), expected, drain_limit).await;
     let (client_cpu, server_cpu) = window.close();
     let step = Step {
@@ -393,7 +396,7 @@ fn step_metrics(
     members: usize,
 ) -> (Vec<Metric>, Value, f64) {
     let delivered = board.delivered_in(step.seqs.clone());
-    let expected = (step.ok * members) as u64;
+    let expected = ((step.ok + step.failed) * members) as u64;
     let ratio = delivered as f64 / expected.max(1) as f64;
     let last = board.last_at.borrow()[step.seqs.clone()]
         .iter()
