@@ -91,7 +91,8 @@ pub async fn run(app: Arc<App>, socket: WebSocket, who: Identity) {
     let span = tracing::info_span!("chorus.session", user_id = who.user_id, conn_id);
     let end = session.drive(stream).instrument(span).await;
     metrics::gauge!("chorus_connections").decrement(1.0);
-    finish(&app, &handle, end).await;
+    // Boxed: the disconnect runs plugins; see `drive` for why not inline.
+    Box::pin(finish(&app, &handle, end)).await;
 }
 
 /// Tells the old connection of a user it was replaced.
@@ -162,15 +163,21 @@ impl Session {
             return End::ClientGone;
         }
         let timeout = self.app.config.heartbeat.ping_timeout;
-        let mut deadline = Instant::now() + timeout;
         let shutdown = self.app.shutdown.clone();
         let handle = Arc::clone(&self.handle);
+        // Created once, not per wake-up: a fresh timer or cancellation
+        // future in every `select!` would register with the timer wheel and
+        // the shared shutdown token's waiter list for every frame delivered.
+        let shutting_down = shutdown.cancelled();
+        let closing = handle.closing();
+        let heartbeat = tokio::time::sleep(timeout);
+        tokio::pin!(shutting_down, closing, heartbeat);
         loop {
             tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => return self.close(close::GOING_AWAY, "server shutting down", End::Shutdown).await,
-                _ = handle.closing() => return self.close_as_asked().await,
-                _ = tokio::time::sleep_until(deadline) => {
+                _ = &mut shutting_down => return self.close(close::GOING_AWAY, "server shutting down", End::Shutdown).await,
+                _ = &mut closing => return self.close_as_asked().await,
+                _ = &mut heartbeat => {
                     metrics::counter!("chorus_heartbeat_timeouts_total").increment(1);
                     return self.close(close::HEARTBEAT_TIMEOUT, "heartbeat timeout", End::HeartbeatTimeout).await;
                 }
@@ -179,8 +186,11 @@ impl Session {
                         return End::ClientGone;
                     }
                 }
-                incoming = stream.next() => match self.on_incoming(incoming).await {
-                    Verdict::Renew => deadline = Instant::now() + timeout,
+                // Boxed: handling a frame may run a plugin call, whose
+                // future is large; inline it would sit in every idle
+                // session's task for nothing.
+                incoming = stream.next() => match Box::pin(self.on_incoming(incoming)).await {
+                    Verdict::Renew => heartbeat.as_mut().reset(Instant::now() + timeout),
                     Verdict::Keep => {}
                     Verdict::Close(code, reason) => return self.close(code, reason, End::Misbehaved).await,
                     Verdict::Gone => return End::ClientGone,
