@@ -12,6 +12,9 @@ use crate::target::{Target, TargetKind, profile, unix_now};
 /// The path of every action.
 const ACTIONS_PATH: &str = "/api/v1/actions";
 
+/// How long an idle pooled connection is kept.
+const POOL_IDLE: Duration = Duration::from_secs(1);
+
 /// How long one API call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -32,6 +35,9 @@ impl Api {
         let http = reqwest::Client::builder()
             .timeout(CALL_TIMEOUT)
             .pool_max_idle_per_host(256)
+            // Servers close idle keep-alive connections (Node after 5 s);
+            // reusing one as it closes resets the call. Drop them first.
+            .pool_idle_timeout(POOL_IDLE)
             .build()?;
         Ok(Self {
             http,
