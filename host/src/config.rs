@@ -133,7 +133,7 @@ impl Default for LimitsConfig {
         Self {
             max_frame_bytes: 65536,
             outbound_queue: 256,
-            read_buffer_bytes: 4096,
+            read_buffer_bytes: 1024,
         }
     }
 }

@@ -39,7 +39,9 @@ pub async fn upgrade(
     let limits = &app.config.limits;
     let app2 = Arc::clone(&app);
     ws.read_buffer_size(limits.read_buffer_bytes)
-        .write_buffer_size(0)
+        // Frames are buffered up to 4 KiB and written at each flush, so a
+        // burst queued for one client leaves in one write, not one per frame.
+        .write_buffer_size(4096)
         .max_message_size(limits.max_frame_bytes)
         .max_frame_size(limits.max_frame_bytes)
         .on_upgrade(move |socket| {

@@ -17,7 +17,6 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -57,7 +56,7 @@ pub struct Identity {
 /// Runs a session to its end, then cleans up after it.
 pub async fn run(app: Arc<App>, socket: WebSocket, who: Identity) {
     let conn_id = app.ids.conn_id();
-    let (handle, rx) = SessionHandle::new(
+    let handle = SessionHandle::new(
         who.user_id,
         conn_id,
         crate::ids::online_token(),
@@ -85,11 +84,11 @@ pub async fn run(app: Arc<App>, socket: WebSocket, who: Identity) {
         app: Arc::clone(&app),
         handle: Arc::clone(&handle),
         sink,
-        rx,
         inbound: Inbound::new(who.clone()),
     };
     let span = tracing::info_span!("chorus.session", user_id = who.user_id, conn_id);
     let end = session.drive(stream).instrument(span).await;
+    handle.mark_ended();
     metrics::gauge!("chorus_connections").decrement(1.0);
     // Boxed: the disconnect runs plugins; see `drive` for why not inline.
     Box::pin(finish(&app, &handle, end)).await;
@@ -150,8 +149,6 @@ struct Session {
     handle: Arc<SessionHandle>,
     /// Where frames to the client go.
     sink: SplitSink<WebSocket, Message>,
-    /// Frames queued for this client by other tasks.
-    rx: mpsc::Receiver<Utf8Bytes>,
     /// Checks of client frames (token, signature, replay, bad-frame count).
     inbound: Inbound,
 }
@@ -181,7 +178,7 @@ impl Session {
                     metrics::counter!("chorus_heartbeat_timeouts_total").increment(1);
                     return self.close(close::HEARTBEAT_TIMEOUT, "heartbeat timeout", End::HeartbeatTimeout).await;
                 }
-                Some(frame) = self.rx.recv() => {
+                frame = handle.next_frame() => {
                     if self.write_batch(frame).await.is_err() {
                         return End::ClientGone;
                     }
@@ -227,9 +224,9 @@ impl Session {
     async fn write_batch(&mut self, first: Utf8Bytes) -> Result<(), axum::Error> {
         self.sink.feed(Message::Text(first)).await?;
         for _ in 0..64 {
-            match self.rx.try_recv() {
-                Ok(frame) => self.sink.feed(Message::Text(frame)).await?,
-                Err(_) => break,
+            match self.handle.try_next_frame() {
+                Some(frame) => self.sink.feed(Message::Text(frame)).await?,
+                None => break,
             }
         }
         self.sink.flush().await
@@ -272,7 +269,7 @@ impl Session {
         // out first; a slow consumer's full queue is dropped.
         if end != End::Misbehaved {
             let flush = async {
-                while let Ok(frame) = self.rx.try_recv() {
+                while let Some(frame) = self.handle.try_next_frame() {
                     self.sink.feed(Message::Text(frame)).await?;
                 }
                 self.sink.flush().await
