@@ -3,6 +3,7 @@
 //! the result is pings per second and the round-trip percentiles.
 
 use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,9 @@ use crate::report::Metric;
 use crate::stats::{Summary, micros};
 use crate::sys::CpuWindow;
 use crate::target::Client;
+
+/// A round trip at least this long is placed in time in the details.
+const SLOW: Duration = Duration::from_millis(50);
 
 /// How long a client waits for one pong before giving up on the run.
 const PONG_TIMEOUT: Duration = Duration::from_secs(5);
@@ -50,6 +54,24 @@ struct Tally {
     broken: Cell<usize>,
     /// Pings signed during the run, past the presigned ones.
     signed_live: Cell<usize>,
+    /// When the run started, to place slow pings in time.
+    started: Cell<Option<Instant>>,
+    /// Pings slower than [`SLOW`], by the 100 ms slice of the run they
+    /// were sent in: clustered slices mean the server stalled as a whole,
+    /// spread ones that some connections wait longer than others.
+    slow_by_slice: RefCell<BTreeMap<u64, u32>>,
+}
+
+impl Tally {
+    /// Records a round trip of a ping sent at `sent`.
+    fn record(&self, sent: Instant, rtt: Duration) {
+        self.rtts.borrow_mut().push(micros(rtt));
+        if rtt >= SLOW {
+            let start = self.started.get().unwrap_or(sent);
+            let slice = (sent.saturating_duration_since(start).as_millis() / 100) as u64;
+            *self.slow_by_slice.borrow_mut().entry(slice).or_default() += 1;
+        }
+    }
 }
 
 /// Runs `ping`.
@@ -71,6 +93,7 @@ pub async fn run(ctx: &Ctx, args: &PingArgs) -> Result<Outcome> {
         .collect();
     let window = CpuWindow::open(ctx.server);
     let started = Instant::now();
+    tally.started.set(Some(started));
     let deadline = started + Duration::from_secs_f64(args.seconds);
     let tasks: Vec<_> = presigned
         .into_iter()
@@ -137,6 +160,7 @@ pub async fn run(ctx: &Ctx, args: &PingArgs) -> Result<Outcome> {
         "seconds": elapsed, "max_ms": rtt.max / 1000.0, "errors": tally.errors.get(),
         "broken_clients": tally.broken.get(), "signed_live": tally.signed_live.get(),
         "server_cpu": server_cpu,
+        "slow_pings_by_100ms_slice": *tally.slow_by_slice.borrow(),
     });
     Ok((metrics, details))
 }
@@ -156,7 +180,7 @@ async fn ping_loop(mut client: Client, frames: Vec<String>, deadline: Instant, t
             return;
         }
         match tokio::time::timeout(PONG_TIMEOUT, next_answer(&mut client)).await {
-            Ok(Some(true)) => tally.rtts.borrow_mut().push(micros(sent.elapsed())),
+            Ok(Some(true)) => tally.record(sent, sent.elapsed()),
             Ok(Some(false)) => tally.errors.set(tally.errors.get() + 1),
             Ok(None) | Err(_) => {
                 tally.broken.set(tally.broken.get() + 1);
