@@ -2,27 +2,54 @@
 //! is refused the second time (PROTOCOL section 2 and 8).
 
 use std::collections::{HashSet, VecDeque};
+use std::hash::{BuildHasher, RandomState};
 
 /// Keys seen within a sliding window of unix seconds. Memory is bounded by
 /// the rate of accepted keys times the window: entries older than the
 /// window are dropped on every insert.
-#[derive(Debug, Default)]
+///
+/// A key is kept as a 128-bit fingerprint (two independently keyed
+/// SipHashes), not as its text: 48 bytes an entry instead of two copies of
+/// a 64-character signature. That matters per session (a client pinging
+/// every 15 s keeps 8 signatures in a 120 s window) and for the connect
+/// queries, one per connection. The keys are random per window, so nobody
+/// can pick two keys that collide; by chance, two of a million entries
+/// collide with odds of about 10^-27.
+#[derive(Debug)]
 pub struct ReplayWindow {
-    /// Keys still inside the window.
-    seen: HashSet<String>,
-    /// The same keys by expiry, oldest first, to prune in order.
-    expiries: VecDeque<(u64, String)>,
+    /// Fingerprints still inside the window.
+    seen: HashSet<u128>,
+    /// The same fingerprints by expiry, oldest first, to prune in order.
+    expiries: VecDeque<(u64, u128)>,
+    /// The two hash keys of the fingerprints.
+    hashers: (RandomState, RandomState),
+}
+
+impl Default for ReplayWindow {
+    fn default() -> Self {
+        Self {
+            seen: HashSet::new(),
+            expiries: VecDeque::new(),
+            hashers: (RandomState::new(), RandomState::new()),
+        }
+    }
 }
 
 impl ReplayWindow {
+    fn fingerprint(&self, key: &str) -> u128 {
+        let high = self.hashers.0.hash_one(key);
+        let low = self.hashers.1.hash_one(key);
+        (u128::from(high) << 64) | u128::from(low)
+    }
+
     /// Records `key` until `now + window`; `false` if it was already there.
     pub fn first_use(&mut self, key: &str, now: u64, window: u64) -> bool {
         self.prune(now);
-        if self.seen.contains(key) {
+        let fingerprint = self.fingerprint(key);
+        if !self.seen.insert(fingerprint) {
             return false;
         }
-        self.seen.insert(key.to_string());
-        self.expiries.push_back((now + window, key.to_string()));
+        self.expiries.push_back((now + window, fingerprint));
         true
     }
 
@@ -31,16 +58,21 @@ impl ReplayWindow {
             if *expiry >= now {
                 break;
             }
-            if let Some((_, key)) = self.expiries.pop_front() {
-                self.seen.remove(&key);
+            if let Some((_, fingerprint)) = self.expiries.pop_front() {
+                self.seen.remove(&fingerprint);
             }
+        }
+        if self.expiries.is_empty() && self.expiries.capacity() > 16 {
+            // Give a burst's memory back once the window has emptied.
+            self.expiries = VecDeque::new();
+            self.seen = HashSet::new();
         }
     }
 
     /// Whether `key` was recorded (it may have just expired: callers use
     /// this only where an expired key is refused anyway).
     pub fn contains(&self, key: &str) -> bool {
-        self.seen.contains(key)
+        self.seen.contains(&self.fingerprint(key))
     }
 
     /// Keys currently remembered.

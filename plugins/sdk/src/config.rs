@@ -5,6 +5,8 @@
 //! the wrong type falls back to the default with a warning in the log
 //! instead of failing every call.
 
+use std::sync::OnceLock;
+
 use serde_json::{Map, Value};
 
 use crate::bindings::chorus::plugin::config;
@@ -18,9 +20,14 @@ pub struct Config {
 }
 
 impl Config {
-    /// Reads the configuration from the host.
-    pub fn load() -> Self {
-        Self::parse(&config::get())
+    /// The configuration, read from the host once per instance.
+    ///
+    /// An instance never outlives its configuration: the host gives a
+    /// changed `<name>.toml` a fresh pool of instances, so caching here is
+    /// safe and saves a host call and a JSON parse on every event.
+    pub fn load() -> &'static Self {
+        static LOADED: OnceLock<Config> = OnceLock::new();
+        LOADED.get_or_init(|| Self::parse(&config::get()))
     }
 
     /// Parses a configuration JSON object; anything else is taken as empty.
