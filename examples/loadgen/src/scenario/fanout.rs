@@ -9,8 +9,13 @@
 //! just before the API call. Per step: deliveries/s, delivery ratio
 //! (deliveries over gifts sent times members: a call that failed counts),
 //! latency percentiles per delivery, and the latency to the last member.
+//!
+//! With `--addr2` the room spans two nodes of one cluster (one Redis):
+//! members connect to `--addr` and `--addr2` in turn, while every server
+//! API call still goes to `--addr`, so half the deliveries cross the store.
 
 use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,7 +31,8 @@ use crate::api::Api;
 use crate::net::Ws;
 use crate::report::{Goal, Metric};
 use crate::stats::{Summary, micros};
-use crate::sys::CpuWindow;
+use crate::sys::{CpuWindow, ServerProcess};
+use crate::target::Target;
 
 /// Calls to the server API outstanding at once at most; past it the
 /// sender waits, and the achieved rate falls below the offered one.
@@ -57,6 +63,13 @@ pub struct FanoutArgs {
     /// The first user id.
     #[arg(long, default_value_t = 3_000_000)]
     pub user_base: u64,
+    /// A second node of the same cluster (loopback only): every other
+    /// member connects there; server API calls still go to `--addr`.
+    #[arg(long)]
+    pub addr2: Option<SocketAddr>,
+    /// The second node's process id, for its CPU reading.
+    #[arg(long, requires = "addr2")]
+    pub server_pid2: Option<u32>,
 }
 
 /// What the sender and the members share, on the load generator's one
@@ -146,6 +159,8 @@ struct Step {
     send_span: Duration,
     client_cpu: f64,
     server_cpu: Option<f64>,
+    /// CPU of the second node, when its pid was given.
+    server2_cpu: Option<f64>,
 }
 
 /// Runs `fanout`.
@@ -158,9 +173,13 @@ pub async fn run(ctx: &Ctx, args: &FanoutArgs) -> Result<Outcome> {
     }
     let channel = format!("bench_fanout_{}_{}", args.members, rand::random::<u32>());
     ctx.enter_all(&users, &channel).await?;
-    let connected = ctx.connect_many(users.iter().copied()).await;
+    let nodes = nodes(ctx, args)?;
+    let connected = ctx.connect_across(&nodes, users.iter().copied()).await;
     let members = connected.clients.len();
-    eprintln!("loadgen: fanout room {channel}: {members} members connected");
+    eprintln!(
+        "loadgen: fanout room {channel}: {members} members connected to {} node(s)",
+        nodes.len()
+    );
     let (step_starts, total) = plan(&args.rates, args.step_seconds);
     let board = Rc::new(Board::new(step_starts, total));
     let readers: Vec<_> = connected
@@ -181,12 +200,27 @@ pub async fn run(ctx: &Ctx, args: &FanoutArgs) -> Result<Outcome> {
             seqs: board.step_starts[i]..board.step_starts.get(i + 1).copied().unwrap_or(total),
             drain: Duration::from_secs_f64(args.drain_seconds),
         };
-        steps.push(run_step(ctx, &board, &gift, plan, members).await);
+        steps.push(run_step(ctx, args, &board, &gift, plan, members).await);
     }
     for reader in readers {
         reader.abort();
     }
     Ok(summarize(args, &board, &steps, members, connected.failed))
+}
+
+/// The nodes members connect to: `--addr`, then `--addr2` when given.
+fn nodes(ctx: &Ctx, args: &FanoutArgs) -> Result<Vec<Target>> {
+    let mut nodes = vec![ctx.target.clone()];
+    if let Some(addr) = args.addr2 {
+        if !addr.ip().is_loopback() {
+            bail!("the load generator only targets loopback addresses");
+        }
+        nodes.push(Target {
+            addr,
+            ..ctx.target.clone()
+        });
+    }
+    Ok(nodes)
 }
 
 /// The first sequence number of each step, and the total count.
@@ -262,6 +296,7 @@ struct StepPlan {
 /// deliveries, and measures CPU over the step.
 async fn run_step(
     ctx: &Ctx,
+    args: &FanoutArgs,
     board: &Rc<Board>,
     gift: &GiftCall,
     plan: StepPlan,
@@ -275,6 +310,7 @@ async fn run_step(
     let calls = Rc::new(Calls::default());
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let window = CpuWindow::open(ctx.server);
+    let window2 = CpuWindow::open(args.server_pid2.map(|pid| ServerProcess { pid }));
     let started = Instant::now();
     for (k, seq) in seqs.clone().enumerate() {
         tokio::time::sleep_until((started + Duration::from_secs_f64(k as f64 / rate)).into()).await;
@@ -295,6 +331,7 @@ async fn run_step(
     let expected = ((calls.ok.get() + calls.failed.get()) * members) as u64;
     drain(board, seqs.clone(), expected, drain_limit).await;
     let (client_cpu, server_cpu) = window.close();
+    let (_, server2_cpu) = window2.close();
     let step = Step {
         rate,
         seqs,
@@ -305,6 +342,7 @@ async fn run_step(
         send_span,
         client_cpu,
         server_cpu,
+        server2_cpu,
     };
     eprintln!(
         "loadgen: fanout step {rate}/s: {} calls ok, {} failed, {} of {expected} delivered",
@@ -455,6 +493,14 @@ fn step_metrics(
             cpu * 100.0,
         ));
     }
+    if let Some(cpu) = step.server2_cpu {
+        metrics.push(metric(
+            "server2_cpu",
+            "second node CPU",
+            "% of a core",
+            cpu * 100.0,
+        ));
+    }
     let details = json!({
         "rate": r, "offered_deliveries_per_s": r * members as f64,
         "calls_ok": step.ok, "calls_failed": step.failed, "first_error": step.first_error,
@@ -464,6 +510,7 @@ fn step_metrics(
         "max_ms": per_delivery.max / 1000.0,
         "last_member_p50_ms": to_last.p50 / 1000.0, "last_member_p99_ms": to_last.p99 / 1000.0,
         "client_cpu": step.client_cpu, "server_cpu": step.server_cpu,
+        "server2_cpu": step.server2_cpu,
     });
     (metrics, details, per_second)
 }

@@ -58,9 +58,20 @@ pub struct Connected {
 impl Ctx {
     /// Connects every user of `users`, [`CONNECT_CONCURRENCY`] at a time.
     pub async fn connect_many(&self, users: impl Iterator<Item = u64>) -> Connected {
+        self.connect_across(std::slice::from_ref(&self.target), users)
+            .await
+    }
+
+    /// Connects every user of `users`, the i-th to `targets[i % len]`
+    /// (nodes of one cluster), [`CONNECT_CONCURRENCY`] at a time.
+    pub async fn connect_across(
+        &self,
+        targets: &[Target],
+        users: impl Iterator<Item = u64>,
+    ) -> Connected {
         let started = Instant::now();
-        let results: Vec<Result<Client>> = futures_util::stream::iter(users)
-            .map(|user| Client::connect(&self.dialer, &self.target, user))
+        let results: Vec<Result<Client>> = futures_util::stream::iter(users.enumerate())
+            .map(|(i, user)| Client::connect(&self.dialer, &targets[i % targets.len()], user))
             .buffer_unordered(CONNECT_CONCURRENCY)
             .collect()
             .await;
