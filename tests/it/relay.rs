@@ -13,12 +13,18 @@ const TIMEOUT: Duration = Duration::from_millis(600);
 /// A node in relay mode with a short report timeout; `enter_room` is
 /// broadcast so that only the notification under test is relayed.
 async fn relay_server() -> TestServer {
-    TestServer::with(|c| {
+    relay_server_with(TIMEOUT).await
+}
+
+/// The same with another report timeout (long, to show that a failover
+/// did not wait for it).
+async fn relay_server_with(report_timeout: Duration) -> TestServer {
+    TestServer::with(move |c| {
         c.delivery.mode = chorus::config::DeliveryMode::Relay;
         c.delivery
             .actions
             .insert("enter_room".into(), chorus::config::DeliveryMode::Broadcast);
-        c.relay.report_timeout = TIMEOUT;
+        c.relay.report_timeout = report_timeout;
     })
     .await
 }
@@ -113,14 +119,7 @@ async fn a_silent_delegate_is_replaced_after_the_report_timeout() {
 
 #[tokio::test]
 async fn a_killed_delegate_is_replaced_at_once() {
-    let server = TestServer::with(|c| {
-        c.delivery.mode = chorus::config::DeliveryMode::Relay;
-        c.delivery
-            .actions
-            .insert("enter_room".into(), chorus::config::DeliveryMode::Broadcast);
-        c.relay.report_timeout = Duration::from_secs(10);
-    })
-    .await;
+    let server = relay_server_with(Duration::from_secs(10)).await;
     let mut c = room_of(&server, "r4", &[431, 432, 433]).await;
     exit(&server, 431, "r4").await;
     c[1].expect("exit_room").await;
@@ -228,14 +227,7 @@ async fn a_relay_with_no_other_member_online_ends() {
 
 #[tokio::test]
 async fn two_delegates_dying_in_a_row_leave_the_third_to_relay() {
-    let server = TestServer::with(|c| {
-        c.delivery.mode = chorus::config::DeliveryMode::Relay;
-        c.delivery
-            .actions
-            .insert("enter_room".into(), chorus::config::DeliveryMode::Broadcast);
-        c.relay.report_timeout = Duration::from_secs(10);
-    })
-    .await;
+    let server = relay_server_with(Duration::from_secs(10)).await;
     let mut c = room_of(&server, "r9", &[481, 482, 483, 484]).await;
     let msg_id = exit(&server, 481, "r9").await;
     let started = Instant::now();

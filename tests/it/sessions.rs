@@ -38,6 +38,19 @@ async fn expect_error_then_ping(client: &mut Client, code: u16) -> Value {
     frame
 }
 
+/// Asserts an upgrade was refused with HTTP 401 and a JSON `error_code`.
+fn assert_refused(err: tokio_tungstenite::tungstenite::Error, code: u16) {
+    match err {
+        tokio_tungstenite::tungstenite::Error::Http(response) => {
+            assert_eq!(response.status().as_u16(), 401);
+            let body: Value =
+                serde_json::from_slice(response.body().as_deref().unwrap_or_default()).unwrap();
+            assert_eq!(body["error_code"], code);
+        }
+        other => panic!("expected HTTP 401, got {other}"),
+    }
+}
+
 #[tokio::test]
 async fn connected_frame_has_the_contract_shape_and_ping_answers() {
     let server = TestServer::start().await;
@@ -182,15 +195,7 @@ async fn upgrade_without_or_with_bad_credentials_is_refused_before_the_socket() 
     let err = tokio_tungstenite::connect_async(format!("ws://{}/?{query}", server.node.addr))
         .await
         .unwrap_err();
-    match err {
-        tokio_tungstenite::tungstenite::Error::Http(response) => {
-            assert_eq!(response.status().as_u16(), 401);
-            let body: Value =
-                serde_json::from_slice(response.body().as_deref().unwrap_or_default()).unwrap();
-            assert_eq!(body["error_code"], 1003);
-        }
-        other => panic!("expected HTTP 401, got {other}"),
-    }
+    assert_refused(err, 1003);
     server.stop().await;
 }
 
@@ -203,15 +208,7 @@ async fn the_query_that_opens_a_socket_is_single_use() {
     let err = tokio_tungstenite::connect_async(url.as_str())
         .await
         .unwrap_err();
-    match err {
-        tokio_tungstenite::tungstenite::Error::Http(response) => {
-            assert_eq!(response.status().as_u16(), 401);
-            let body: Value =
-                serde_json::from_slice(response.body().as_deref().unwrap_or_default()).unwrap();
-            assert_eq!(body["error_code"], 1005);
-        }
-        other => panic!("expected HTTP 401, got {other}"),
-    }
+    assert_refused(err, 1005);
     drop(first);
     server.stop().await;
 }
