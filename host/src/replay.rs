@@ -9,8 +9,9 @@ use std::hash::{BuildHasher, RandomState};
 /// window are dropped on every insert.
 ///
 /// A key is kept as a 128-bit fingerprint (two independently keyed
-/// SipHashes), not as its text: 48 bytes an entry instead of two copies of
-/// a 64-character signature. That matters per session (a client pinging
+/// SipHashes), not as its text: 16 bytes in the set and 32 with its expiry
+/// in the queue, before the tables' own overhead, instead of two heap
+/// copies of a 64-character signature. That matters per session (a client pinging
 /// every 15 s keeps 8 signatures in a 120 s window) and for the connect
 /// queries, one per connection. The keys are random per window, so nobody
 /// can pick two keys that collide; by chance, two of a million entries
