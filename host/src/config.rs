@@ -126,6 +126,12 @@ pub struct LimitsConfig {
     pub outbound_queue: usize,
     /// Socket read buffer per connection (kept small: idle memory).
     pub read_buffer_bytes: usize,
+    /// How long a write to a client may make no progress (the client does
+    /// not read and its socket buffer is full) before the connection is
+    /// closed with 4011. Meanwhile the session keeps reading, answering
+    /// and watching its heartbeat.
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
 }
 
 impl Default for LimitsConfig {
@@ -134,6 +140,7 @@ impl Default for LimitsConfig {
             max_frame_bytes: 65536,
             outbound_queue: 256,
             read_buffer_bytes: 1024,
+            write_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -354,9 +361,13 @@ impl Config {
         if self.rooms.seats == 0 || self.rooms.seats > 64 {
             return Err(ConfigError::Invalid("rooms.seats must be 1..=64".into()));
         }
-        if self.limits.outbound_queue == 0 || self.relay.max_attempts == 0 {
+        if self.limits.outbound_queue == 0
+            || self.relay.max_attempts == 0
+            || self.limits.write_timeout.is_zero()
+        {
             return Err(ConfigError::Invalid(
-                "limits.outbound_queue and relay.max_attempts must be positive".into(),
+                "limits.outbound_queue, limits.write_timeout and relay.max_attempts must be positive"
+                    .into(),
             ));
         }
         Ok(())
@@ -369,6 +380,15 @@ impl Config {
             .as_deref()
             .unwrap_or_default()
             .as_bytes()
+    }
+
+    /// This node's name: `server.node_id`, or the listen address when
+    /// unset (presence, the cluster's lease and channels use it).
+    pub fn node_id(&self) -> String {
+        self.server
+            .node_id
+            .clone()
+            .unwrap_or_else(|| self.server.listen.to_string())
     }
 
     /// What `end_point` returns.

@@ -7,15 +7,21 @@
 //! invalidated by a concurrent call of the same room on this node. The
 //! store's batch conditions (a seat must be free, …) still decide between
 //! nodes.
+//!
+//! Layer: above `plugin`, `store` and `delivery`; below `app`, `session`
+//! and `http`, which call [`Dispatcher::run_action`] and
+//! [`Dispatcher::raise`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Map, Value};
+use tracing::Instrument;
 
-use crate::app::App;
-use crate::plugin::{CallError, Event, Source};
-use crate::store::ApplyError;
+use crate::delivery::Delivery;
+use crate::ids::IdGen;
+use crate::plugin::{CallError, Event, LoadedPlugin, PluginHost, Reply, Source};
+use crate::store::{ApplyError, Store, StoreError};
 use chorus_protocol::codes::ErrorCode;
 
 /// What a successful action returns.
@@ -48,19 +54,14 @@ impl ActionError {
 }
 
 impl From<CallError> for ActionError {
+    /// The code is the plugin error's own ([`CallError::error_code`]); a
+    /// broken plugin's details are logged by the runtime, never shown.
     fn from(e: CallError) -> Self {
-        match e {
-            CallError::Rejected(r) => Self::new(ErrorCode::PluginRejected, r),
-            CallError::Conflict(r) => Self::new(ErrorCode::Conflict, r),
-            CallError::NotAllowed(r) => Self::new(ErrorCode::NotAllowed, r),
-            CallError::Invalid(r) => Self::new(ErrorCode::MalformedFrame, r),
-            CallError::Missing(r) => Self::new(ErrorCode::MissingField, r),
-            // Details of a broken plugin are logged by the runtime, never shown.
-            CallError::Failed(_) => Self::new(
-                ErrorCode::PluginFailed,
-                "the action's plugin failed; nothing was applied",
-            ),
-        }
+        let reason = match &e {
+            CallError::Failed(_) => "the action's plugin failed; nothing was applied",
+            refusal => refusal.public_reason(),
+        };
+        Self::new(e.error_code(), reason)
     }
 }
 
@@ -76,14 +77,22 @@ impl From<ApplyError> for ActionError {
                     "the action's plugin failed; nothing was applied",
                 )
             }
-            ApplyError::Store(s) => {
-                tracing::error!(error = %s, "state store unavailable");
-                Self::new(
-                    ErrorCode::PluginFailed,
-                    "state store unavailable; nothing was applied",
-                )
-            }
+            ApplyError::Store(e) => e.into(),
         }
+    }
+}
+
+impl From<StoreError> for ActionError {
+    /// PROTOCOL section 4 has no code of its own for a store outage; 2002
+    /// ("nothing was applied", HTTP 503) is the one that says what
+    /// happened, with a reason that names the store, never the plugin.
+    /// The cause is logged, never shown.
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "state store unavailable");
+        Self::new(
+            ErrorCode::PluginFailed,
+            "state store unavailable; nothing was applied",
+        )
     }
 }
 
@@ -133,10 +142,65 @@ impl Drop for RoomGuard<'_> {
     }
 }
 
-impl App {
-    /// Runs `action` from `source`. `user_id` is the subject for client and
-    /// system events.
+/// Runs actions and system events: route, per-room lock, plugin call,
+/// one atomic batch, then delivery in order.
+pub struct Dispatcher {
+    /// The loaded plugins.
+    plugins: Arc<PluginHost>,
+    /// Where the batches are applied.
+    store: Arc<dyn Store>,
+    /// Where the notifications go.
+    delivery: Arc<Delivery>,
+    /// Per-room ordering of actions on this node.
+    room_locks: RoomLocks,
+    /// Mints the `msg_id` of each notification.
+    ids: Arc<IdGen>,
+}
+
+impl Dispatcher {
+    /// A dispatcher over these parts.
+    pub fn new(
+        plugins: Arc<PluginHost>,
+        store: Arc<dyn Store>,
+        delivery: Arc<Delivery>,
+        ids: Arc<IdGen>,
+    ) -> Self {
+        Self {
+            plugins,
+            store,
+            delivery,
+            room_locks: RoomLocks::default(),
+            ids,
+        }
+    }
+
+    /// Runs `action` from `source`. `user_id` is the subject for client
+    /// and system events. Errors: 1007 when no plugin serves the action
+    /// from this source; the plugin's own refusals (1001, 1002, 2001,
+    /// 2003, 2004); 2002 when the plugin broke or the store is down.
+    /// Nothing is applied on any error.
     pub async fn run_action(
+        &self,
+        source: Source,
+        user_id: Option<u64>,
+        action: &str,
+        payload: Map<String, Value>,
+    ) -> Result<Outcome, ActionError> {
+        let span = tracing::info_span!(
+            "chorus.dispatch.action",
+            action,
+            source = source.as_str(),
+            user_id,
+            channel_name = tracing::field::Empty,
+            plugin = tracing::field::Empty,
+            plugin_version = tracing::field::Empty,
+        );
+        self.run_action_in(source, user_id, action, payload)
+            .instrument(span)
+            .await
+    }
+
+    async fn run_action_in(
         &self,
         source: Source,
         user_id: Option<u64>,
@@ -146,7 +210,13 @@ impl App {
         let plugin = self.plugins.route(action, source).ok_or_else(|| {
             ActionError::new(ErrorCode::UnknownAction, format!("unknown action {action}"))
         })?;
+        let span = tracing::Span::current();
+        span.record("plugin", plugin.name());
+        span.record("plugin_version", plugin.version());
         let channel = self.lock_key(user_id, &payload).await;
+        if let Some(c) = &channel {
+            span.record("channel_name", c.as_str());
+        }
         let _room = match &channel {
             Some(c) => Some(self.room_locks.lock(c).await),
             None => None,
@@ -157,8 +227,33 @@ impl App {
             user_id,
             payload,
         };
-        let reply = self.plugins.call(&plugin, event).await?;
-        self.store.apply(&reply.changes).await?;
+        let reply = self.call(&plugin, event).await?;
+        let result = reply.result.clone();
+        let msg_ids = self.commit(reply).await?;
+        Ok(Outcome { msg_ids, result })
+    }
+
+    /// One plugin call in its own span.
+    async fn call(&self, plugin: &Arc<LoadedPlugin>, event: Event) -> Result<Reply, CallError> {
+        let span = tracing::info_span!(
+            "chorus.plugin.call",
+            plugin = plugin.name(),
+            plugin_version = plugin.version(),
+            action = event.action.as_str(),
+        );
+        self.plugins.call(plugin, event).instrument(span).await
+    }
+
+    /// Applies a reply's state changes as one batch, then delivers its
+    /// notifications in order (each under a new `msg_id`); the ids, in
+    /// order. A refused batch delivers nothing. A delivery that fails after
+    /// the batch applied is logged: the state changed and is not undone.
+    async fn commit(&self, reply: Reply) -> Result<Vec<String>, ApplyError> {
+        let changes = reply.changes.len();
+        self.store
+            .apply(&reply.changes)
+            .instrument(tracing::info_span!("chorus.store.apply", changes))
+            .await?;
         let mut msg_ids = Vec::with_capacity(reply.notifications.len());
         for notification in reply.notifications {
             let msg_id = self.ids.msg_id();
@@ -167,10 +262,7 @@ impl App {
             }
             msg_ids.push(msg_id);
         }
-        Ok(Outcome {
-            msg_ids,
-            result: reply.result,
-        })
+        Ok(msg_ids)
     }
 
     /// The room whose lock an event takes: the payload's channel, else the
@@ -190,9 +282,15 @@ impl App {
         }
     }
 
-    /// Raises a system event for every plugin that subscribes to it; one
-    /// failing plugin does not keep the others from running.
+    /// Raises a system event about `user_id` for every plugin that
+    /// subscribes to it (PROTOCOL section 10); one failing plugin does not
+    /// keep the others from running.
     pub async fn raise(&self, event: &str, user_id: u64) {
+        let span = tracing::info_span!("chorus.dispatch.system", event, user_id);
+        self.raise_in(event, user_id).instrument(span).await
+    }
+
+    async fn raise_in(&self, event: &str, user_id: u64) {
         for plugin in self.plugins.subscribers(event) {
             let mut payload = Map::new();
             payload.insert("user_id".into(), Value::from(user_id));
@@ -207,24 +305,16 @@ impl App {
                 user_id: Some(user_id),
                 payload,
             };
-            match self.plugins.call(&plugin, call).await {
-                Ok(reply) => self.apply_system_reply(event, reply).await,
-                Err(e) => {
-                    tracing::warn!(event, user_id, error = ?e, "system event failed in a plugin")
-                }
-            }
-        }
-    }
-
-    async fn apply_system_reply(&self, event: &str, reply: crate::plugin::Reply) {
-        if let Err(e) = self.store.apply(&reply.changes).await {
-            tracing::warn!(event, plugin = reply.plugin, error = %e, "system event changes refused");
-            return;
-        }
-        for notification in reply.notifications {
-            let msg_id = self.ids.msg_id();
-            if let Err(e) = self.delivery.deliver(notification, &msg_id).await {
-                tracing::error!(error = %e, msg_id, "delivery failed");
+            let outcome = match self.call(&plugin, call).await {
+                Ok(reply) => self
+                    .commit(reply)
+                    .await
+                    .map(drop)
+                    .map_err(ActionError::from),
+                Err(e) => Err(e.into()),
+            };
+            if let Err(e) = outcome {
+                tracing::warn!(event, user_id, plugin = plugin.name(), error = %e, "system event failed");
             }
         }
     }

@@ -8,18 +8,21 @@
 pub mod app;
 pub mod cluster;
 pub mod config;
+pub mod connections;
 pub mod delivery;
 pub mod dispatch;
 pub mod http;
 pub mod ids;
 pub mod plugin;
-pub mod registry;
 pub mod replay;
 pub mod server;
 pub mod session;
 pub mod store;
 pub mod telemetry;
 pub mod token;
+
+#[cfg(test)]
+mod layering;
 
 pub use config::Config;
 pub use server::Node;

@@ -8,13 +8,15 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::app::App;
-use crate::cluster::Cluster;
+use crate::app::{App, Parts};
+use crate::cluster::{Cluster, ClusterError, ClusterInbox, NodeInfo};
 use crate::config::Config;
-use crate::plugin::{PluginHost, Settings};
-use crate::store::Store;
+use crate::connections::Connections;
+use crate::ids::IdGen;
+use crate::plugin::{PluginError, PluginHost, Settings};
 use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;
+use crate::store::{Store, StoreError};
 
 /// A node failed to start.
 #[derive(Debug, thiserror::Error)]
@@ -29,14 +31,16 @@ pub enum StartError {
     },
     /// `store.url` names nothing this build supports.
     #[error("unsupported store.url {0:?} (use memory:// or redis://…)")]
-    Store(String),
-    /// The Redis of `store.url` could not be reached, or the cluster
-    /// settings cannot work.
+    UnsupportedStore(String),
+    /// The Redis of `store.url` could not be reached.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// The cluster could not start, or its settings cannot work.
     #[error("cluster: {0}")]
-    Cluster(String),
+    Cluster(#[from] ClusterError),
     /// The plugin runtime could not start.
     #[error("plugin runtime: {0}")]
-    Plugins(String),
+    Plugins(#[from] PluginError),
 }
 
 /// A running node.
@@ -73,25 +77,29 @@ impl Node {
             .server
             .node_id
             .get_or_insert_with(|| addr.to_string());
-        let (store, cluster) = open_store(&config).await?;
-        let plugins = PluginHost::new(plugin_settings(&config), Arc::clone(&store))
-            .map_err(|e| StartError::Plugins(e.to_string()))?;
-        let app = App::new(
+        let connections = Arc::new(Connections::default());
+        let ids = Arc::new(IdGen::default());
+        let (store, cluster) = open_store(&config, &connections, &ids).await?;
+        let plugins = PluginHost::new(plugin_settings(&config), Arc::clone(&store))?;
+        let cluster_handle = cluster.as_ref().map(|(c, _)| Arc::clone(c));
+        let app = App::new(Parts {
             config,
             store,
-            Arc::clone(&plugins),
-            crate::telemetry::metrics_handle(),
-            cluster.clone(),
-        );
+            plugins: Arc::clone(&plugins),
+            connections,
+            ids,
+            cluster,
+            metrics: crate::telemetry::metrics_handle(),
+        });
         for outcome in plugins.load_all().await {
             tracing::info!(?outcome, "plugin load");
         }
         plugins.watch(app.shutdown.clone(), &app.tracker);
-        if let Some(cluster) = &cluster
-            && let Err(e) = cluster.start(&app).await
+        if let Some(cluster) = &cluster_handle
+            && let Err(e) = cluster.start(&app.shutdown, &app.tracker).await
         {
             app.shutdown.cancel();
-            return Err(StartError::Cluster(e.to_string()));
+            return Err(e.into());
         }
         let servers = vec![
             serve(public, crate::http::public_router(Arc::clone(&app)), &app),
@@ -141,30 +149,38 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
         .map_err(|source| StartError::Bind { addr, source })
 }
 
+/// The store and, for Redis, the cluster over it with its inbox.
+type Opened = (Arc<dyn Store>, Option<(Arc<Cluster>, ClusterInbox)>);
+
 /// The store `store.url` names, and for Redis the cluster over it.
-async fn open_store(config: &Config) -> Result<(Arc<dyn Store>, Option<Arc<Cluster>>), StartError> {
+async fn open_store(
+    config: &Config,
+    connections: &Arc<Connections>,
+    ids: &IdGen,
+) -> Result<Opened, StartError> {
     let settings = &config.store;
     match settings.url.as_str() {
         "memory://" | "memory" => Ok((Arc::new(MemoryStore::new(config.rooms.seats)), None)),
         url if url.starts_with("redis://") => {
-            let store = RedisStore::connect(url, &settings.prefix, config.rooms.seats)
-                .await
-                .map_err(|e| StartError::Cluster(e.to_string()))?;
-            let node_id = config
-                .server
-                .node_id
-                .clone()
-                .unwrap_or_else(|| config.server.listen.to_string());
+            let store = RedisStore::connect(url, &settings.prefix, config.rooms.seats).await?;
+            let link = store.link();
+            let store: Arc<dyn Store> = Arc::new(store);
+            let me = NodeInfo {
+                node_id: config.node_id(),
+                public_url: config.public_url(),
+                origin: ids.origin(),
+            };
             let cluster = Cluster::new(
-                node_id,
-                store.link(),
+                me,
+                link,
+                Arc::clone(&store),
+                Arc::clone(connections),
                 settings.lease_ttl,
                 settings.lease_interval,
-            )
-            .map_err(|e| StartError::Cluster(e.to_string()))?;
-            Ok((Arc::new(store), Some(cluster)))
+            )?;
+            Ok((store, Some(cluster)))
         }
-        other => Err(StartError::Store(other.to_string())),
+        other => Err(StartError::UnsupportedStore(other.to_string())),
     }
 }
 

@@ -5,6 +5,7 @@
 //! and 8). [`close`] holds the WebSocket close codes and, for each, whether
 //! a client may reconnect on its own.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -151,6 +152,10 @@ pub mod close {
     /// this one once restarted, will take the connection.
     pub const GOING_AWAY: u16 = 1001;
 
+    /// 1007: a text frame that is not UTF-8 (our choice, beyond the
+    /// contract). May not reconnect: the client would send it again.
+    pub const INVALID_PAYLOAD: u16 = 1007;
+
     /// 1009: a frame exceeded `limits.max_frame_bytes`. May not reconnect:
     /// the client sent something it should never send, and reconnecting
     /// in a loop would hide that bug.
@@ -198,7 +203,12 @@ pub mod close {
     pub const fn may_reconnect(code: u16) -> bool {
         !matches!(
             code,
-            FRAME_TOO_LARGE | AUTH_FAILED | TOO_MANY_BAD_FRAMES | REPLACED | KICKED
+            INVALID_PAYLOAD
+                | FRAME_TOO_LARGE
+                | AUTH_FAILED
+                | TOO_MANY_BAD_FRAMES
+                | REPLACED
+                | KICKED
         )
     }
 
@@ -207,6 +217,7 @@ pub mod close {
     pub const fn reason(code: u16) -> &'static str {
         match code {
             GOING_AWAY => "server shutting down",
+            INVALID_PAYLOAD => "invalid UTF-8",
             FRAME_TOO_LARGE => "frame too large",
             HEARTBEAT_TIMEOUT => "heartbeat timeout",
             AUTH_FAILED => "auth failed",
@@ -216,6 +227,143 @@ pub mod close {
             SLOW_CONSUMER => "slow consumer",
             _ => "",
         }
+    }
+}
+
+/// Every way the server closes a WebSocket: the close code, its default
+/// reason and whether the client may reconnect by itself (PROTOCOL section
+/// 4, "Close codes"; 1007 and 4011 are this server's choices, in the
+/// README).
+///
+/// The host names a close only through this type (or [`Disconnect`],
+/// which adds a reason); the numbers live here and in [`close`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CloseCode {
+    /// 1001: the server is shutting down, or this node must be left.
+    GoingAway,
+    /// 1007: a text frame that is not UTF-8.
+    InvalidPayload,
+    /// 1009: a frame exceeded `limits.max_frame_bytes`.
+    FrameTooLarge,
+    /// 4000: no valid frame within `heartbeat.ping_timeout`.
+    HeartbeatTimeout,
+    /// 4001: the session's credential is no longer valid.
+    AuthFailed,
+    /// 4008: the 20th 1xxx error within 10 seconds.
+    TooManyBadFrames,
+    /// 4009: a newer connection of the same user replaced this one.
+    Replaced,
+    /// 4010: the app backend kicked the user.
+    Kicked,
+    /// 4011: the connection's bounded outbound queue was full.
+    SlowConsumer,
+}
+
+impl CloseCode {
+    /// Every close code the server sends, in numeric order.
+    pub const ALL: [CloseCode; 9] = [
+        CloseCode::GoingAway,
+        CloseCode::InvalidPayload,
+        CloseCode::FrameTooLarge,
+        CloseCode::HeartbeatTimeout,
+        CloseCode::AuthFailed,
+        CloseCode::TooManyBadFrames,
+        CloseCode::Replaced,
+        CloseCode::Kicked,
+        CloseCode::SlowConsumer,
+    ];
+
+    /// The number sent in the close frame.
+    pub const fn code(self) -> u16 {
+        match self {
+            CloseCode::GoingAway => close::GOING_AWAY,
+            CloseCode::InvalidPayload => close::INVALID_PAYLOAD,
+            CloseCode::FrameTooLarge => close::FRAME_TOO_LARGE,
+            CloseCode::HeartbeatTimeout => close::HEARTBEAT_TIMEOUT,
+            CloseCode::AuthFailed => close::AUTH_FAILED,
+            CloseCode::TooManyBadFrames => close::TOO_MANY_BAD_FRAMES,
+            CloseCode::Replaced => close::REPLACED,
+            CloseCode::Kicked => close::KICKED,
+            CloseCode::SlowConsumer => close::SLOW_CONSUMER,
+        }
+    }
+
+    /// The close code numbered `code`, if the server sends one.
+    pub fn from_code(code: u16) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.code() == code)
+    }
+
+    /// The default reason sent in the close frame.
+    pub const fn reason(self) -> &'static str {
+        close::reason(self.code())
+    }
+
+    /// Whether a client may reconnect by itself after this close (see
+    /// [`close::may_reconnect`]).
+    pub const fn may_reconnect(self) -> bool {
+        close::may_reconnect(self.code())
+    }
+}
+
+impl fmt::Display for CloseCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.code(), self.reason())
+    }
+}
+
+/// How a connection ends when the server ends it: a [`CloseCode`] and the
+/// reason sent with it (as centrifuge's `Disconnect`). The reason is cut
+/// to [`Disconnect::MAX_REASON_BYTES`] at a character boundary, so any
+/// reason fits a close frame (RFC 6455 section 5.5: a control frame's
+/// payload is at most 125 bytes, two of them the code).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disconnect {
+    /// The close code.
+    pub code: CloseCode,
+    /// The reason sent in the close frame; at most
+    /// [`Disconnect::MAX_REASON_BYTES`] bytes.
+    reason: Cow<'static, str>,
+}
+
+impl Disconnect {
+    /// The longest reason a close frame carries, in bytes.
+    pub const MAX_REASON_BYTES: usize = 123;
+
+    /// A close with the code's default reason.
+    pub const fn new(code: CloseCode) -> Self {
+        Self {
+            code,
+            reason: Cow::Borrowed(code.reason()),
+        }
+    }
+
+    /// A close with its own reason, cut to fit a close frame.
+    pub fn with_reason(code: CloseCode, reason: impl Into<Cow<'static, str>>) -> Self {
+        let mut reason = reason.into();
+        if reason.len() > Self::MAX_REASON_BYTES {
+            let mut end = Self::MAX_REASON_BYTES;
+            while !reason.is_char_boundary(end) {
+                end -= 1;
+            }
+            reason = Cow::Owned(reason[..end].to_string());
+        }
+        Self { code, reason }
+    }
+
+    /// The reason sent in the close frame.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    /// Whether the client may reconnect by itself.
+    pub const fn may_reconnect(&self) -> bool {
+        self.code.may_reconnect()
+    }
+}
+
+impl fmt::Display for Disconnect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code.code(), self.reason)
     }
 }
 
@@ -268,6 +416,21 @@ mod tests {
     fn protocol_errors_are_the_1xxx_range() {
         assert!(ErrorCode::RateLimited.is_protocol_error());
         assert!(!ErrorCode::PluginRejected.is_protocol_error());
+    }
+
+    #[test]
+    fn close_codes_round_trip_and_reasons_fit() {
+        for code in CloseCode::ALL {
+            assert_eq!(CloseCode::from_code(code.code()), Some(code));
+            assert!(!code.reason().is_empty());
+            assert_eq!(code.may_reconnect(), close::may_reconnect(code.code()));
+        }
+        let long = "é".repeat(100);
+        let d = Disconnect::with_reason(CloseCode::Kicked, long);
+        assert!(d.reason().len() <= Disconnect::MAX_REASON_BYTES);
+        assert!(d.reason().len() >= Disconnect::MAX_REASON_BYTES - 1);
+        assert_eq!(Disconnect::new(CloseCode::Replaced).reason(), "replaced");
+        assert!(!Disconnect::new(CloseCode::Kicked).may_reconnect());
     }
 
     #[test]

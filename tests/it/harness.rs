@@ -107,6 +107,16 @@ impl TestServer {
         format!("http://{}{path}", self.node.addr)
     }
 
+    /// The node's `/metrics` text.
+    pub async fn metrics_text(&self) -> String {
+        let response = self.http.get(self.admin_url("/metrics")).send().await;
+        response
+            .expect("metrics answer")
+            .text()
+            .await
+            .expect("text")
+    }
+
     /// `http://admin-host:port{path}`.
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.node.admin_addr)

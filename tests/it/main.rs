@@ -8,6 +8,8 @@ mod harness;
 
 mod cluster;
 
+mod errors;
+mod isolation;
 mod operations;
 mod plugins;
 mod relay;

@@ -60,14 +60,7 @@ async fn health_readiness_and_metrics_need_no_token_and_metrics_move_with_traffi
         let response = http.get(server.admin_url(path)).send().await.unwrap();
         assert_eq!(response.status().as_u16(), 200, "{path}");
     }
-    let before = http
-        .get(server.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let before = server.metrics_text().await;
     assert_prometheus(&before);
     let mut client = server.connect(601).await;
     for _ in 0..3 {
@@ -75,14 +68,7 @@ async fn health_readiness_and_metrics_need_no_token_and_metrics_move_with_traffi
     }
     enter_ok(&server, 601, "room_m", 1).await;
     client.expect("enter_room").await;
-    let after = http
-        .get(server.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let after = server.metrics_text().await;
     assert_prometheus(&after);
     let pings = |t: &str| sample(t, "chorus_frames_in_total", "action=\"ping\"");
     assert!(pings(&after) >= pings(&before) + 3.0, "frames in moved");

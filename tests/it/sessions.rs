@@ -342,7 +342,7 @@ async fn a_client_that_stops_reading_is_closed_with_4011_and_others_keep_receivi
     }
     assert_eq!(stuck.expect_close().await, 4011);
     assert!(
-        eventually(|| async { server.node.app.registry.get(22).is_none() }).await,
+        eventually(|| async { server.node.app.connections.get(22).is_none() }).await,
         "the stuck client is dropped"
     );
     healthy.ping().await;

@@ -4,8 +4,9 @@
 //! A message is a JSON [`Envelope`] on the first line, then, for frames, a
 //! newline and the frame exactly as the WebSocket sends it (never
 //! re-escaped). One task publishes (pipelining whatever queued up), one
-//! task subscribes and hands each message to local sessions or the relay;
-//! the subscriber reconnects by itself when Redis comes back.
+//! task subscribes and queues each frame on local sessions, or hands the
+//! message to the app as a [`ClusterEvent`]; the subscriber reconnects by
+//! itself when Redis comes back.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,13 +16,36 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::Cluster;
-use crate::app::App;
+use super::{Cluster, ClusterEvent, RelayReport};
+use crate::connections::fan_out;
 use crate::store::StoreError;
-use crate::store::redis::unavailable;
 
 /// Messages the publisher sends in one pipeline at most.
 const BATCH: usize = 256;
+
+/// How a forwarded frame was addressed (the `mode` label of
+/// `chorus_frames_out_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// To one user.
+    User,
+    /// To every member of a room.
+    Broadcast,
+    /// To a relay's delegate.
+    Relay,
+}
+
+impl Mode {
+    /// The metrics label.
+    pub const fn label(self) -> &'static str {
+        match self {
+            Mode::User => "user",
+            Mode::Broadcast => "broadcast",
+            Mode::Relay => "relay",
+        }
+    }
+}
 
 /// What one bus message asks of the node that receives it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -31,8 +55,8 @@ pub enum Envelope {
     Deliver {
         /// The notification's action (metrics label).
         action: String,
-        /// `user`, `broadcast` or `relay` (metrics label).
-        mode: String,
+        /// How it was addressed (metrics label).
+        mode: Mode,
         /// Recipients connected to the receiving node.
         users: Vec<u64>,
     },
@@ -53,14 +77,9 @@ pub enum Envelope {
     Report {
         /// The sending node.
         from: String,
-        /// The delegate who reported.
-        reporter: u64,
-        /// The report action (`up_deport`, `enter_room_report`, …).
-        report: String,
-        /// The report's `user_id`.
-        user: u64,
-        /// The report's `msg_id`, if it had one.
-        msg_id: Option<String>,
+        /// The report.
+        #[serde(flatten)]
+        report: RelayReport,
     },
     /// The app backend kicked the user through another node: close their
     /// session here with `kicked` and 4010.
@@ -174,32 +193,28 @@ async fn publish_batch(cluster: &Cluster, batch: &mut Vec<Outgoing>) {
 /// one.
 pub async fn subscribe(cluster: &Cluster) -> Result<redis::aio::PubSub, StoreError> {
     if cluster.link.is_severed() {
-        return Err(StoreError("this node's Redis link was severed".into()));
+        return Err(StoreError::Severed);
     }
     let connect = cluster.link.client().get_async_pubsub();
     let mut pubsub = tokio::time::timeout(Duration::from_secs(2), connect)
         .await
-        .map_err(|_| StoreError("redis: pub/sub connection timed out".into()))?
-        .map_err(unavailable)?;
+        .map_err(|_| StoreError::Timeout("pub/sub connection"))??;
     let own = cluster.link.key(&format!("bus:{}", cluster.node_id));
     let all = cluster.link.key("bus");
-    pubsub
-        .subscribe(&[own, all][..])
-        .await
-        .map_err(unavailable)?;
+    pubsub.subscribe(&[own, all][..]).await?;
     Ok(pubsub)
 }
 
 /// Reads the bus until shutdown, reconnecting (every half second, at most
 /// every few seconds once it keeps failing) whenever the connection drops.
 pub async fn subscriber(
-    app: Arc<App>,
     cluster: Arc<Cluster>,
+    shutdown: CancellationToken,
     mut connected: Option<redis::aio::PubSub>,
 ) {
     let mut backoff = Duration::from_millis(250);
     loop {
-        if app.shutdown.is_cancelled() || cluster.link.is_severed() {
+        if shutdown.is_cancelled() || cluster.link.is_severed() {
             return;
         }
         let pubsub = match connected.take() {
@@ -212,8 +227,8 @@ pub async fn subscriber(
                     .subscribed
                     .store(true, std::sync::atomic::Ordering::Relaxed);
                 backoff = Duration::from_millis(250);
-                read(&app, &cluster, &mut pubsub).await;
-                if app.shutdown.is_cancelled() {
+                read(&cluster, &shutdown, &mut pubsub).await;
+                if shutdown.is_cancelled() {
                     return;
                 }
                 cluster
@@ -225,35 +240,45 @@ pub async fn subscriber(
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
-            _ = app.shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return,
         }
         backoff = (backoff * 2).min(Duration::from_secs(2));
     }
 }
 
 /// Handles messages until the connection ends or the node stops.
-async fn read(app: &Arc<App>, cluster: &Arc<Cluster>, pubsub: &mut redis::aio::PubSub) {
+async fn read(
+    cluster: &Arc<Cluster>,
+    shutdown: &CancellationToken,
+    pubsub: &mut redis::aio::PubSub,
+) {
     let mut messages = pubsub.on_message();
     loop {
         let message = tokio::select! {
             m = messages.next() => m,
-            _ = app.shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return,
         };
         let Some(message) = message else { return };
         if cluster.link.is_severed() {
             return;
         }
         metrics::counter!("chorus_cluster_received_total").increment(1);
-        match decode(message.get_payload_bytes()) {
-            Some((envelope, frame)) => handle(app, cluster, envelope, frame),
-            None => tracing::warn!("cluster bus: malformed message dropped"),
+        let Some((envelope, frame)) = decode(message.get_payload_bytes()) else {
+            tracing::warn!("cluster bus: malformed message dropped");
+            continue;
+        };
+        if let Some(event) = handle(cluster, envelope, frame)
+            && !cluster.raise(event).await
+        {
+            return;
         }
     }
 }
 
-/// Acts on one message. Anything that awaits runs as its own task, so the
-/// bus is never held up.
-fn handle(app: &Arc<App>, cluster: &Arc<Cluster>, envelope: Envelope, frame: Option<Utf8Bytes>) {
+/// Acts on one message: frames are queued on local sessions here; what
+/// needs a layer above the cluster is returned as an event for the app.
+/// Messages a node sent to all (itself included) are ignored by it.
+fn handle(cluster: &Cluster, envelope: Envelope, frame: Option<Utf8Bytes>) -> Option<ClusterEvent> {
     let me = cluster.node_id.as_str();
     match envelope {
         Envelope::Deliver {
@@ -261,89 +286,29 @@ fn handle(app: &Arc<App>, cluster: &Arc<Cluster>, envelope: Envelope, frame: Opt
             mode,
             users,
         } => {
-            let Some(frame) = frame else { return };
-            let sessions = app.registry.get_many(&users);
-            crate::delivery::fan_out(&action, bus_mode(&mode), &sessions, frame);
+            let sessions = cluster.connections.get_many(&users);
+            fan_out(&action, mode.label(), &sessions, frame?);
+            None
         }
         Envelope::Everyone { from, action } => {
-            if let (true, Some(frame)) = (from != me, frame) {
-                crate::delivery::fan_out(&action, "everyone", &app.registry.all(), frame);
+            if from != me {
+                fan_out(&action, "everyone", &cluster.connections.all(), frame?);
             }
+            None
         }
-        Envelope::Replace { user } => spawn(app, replace(Arc::clone(app), user)),
+        Envelope::Replace { user } => Some(ClusterEvent::Replace { user }),
         Envelope::Kick {
             user,
             reason,
             revoke,
-        } => kick(app, user, &reason, revoke),
-        Envelope::Revoke { from, sid } => {
-            if from != me {
-                crate::http::api::revoke_here(app, &sid);
-            }
-        }
-        Envelope::Report {
-            from,
-            reporter,
-            report,
+        } => Some(ClusterEvent::Kick {
             user,
-            msg_id,
-        } => {
-            if from != me {
-                app.delivery
-                    .relay
-                    .report_here(reporter, &report, user, msg_id.as_deref());
-            }
-        }
-        Envelope::Gone { from, user } => {
-            if from != me {
-                let relay = Arc::clone(&app.delivery.relay);
-                spawn(app, async move { relay.on_disconnect(user).await });
-            }
-        }
-    }
-}
-
-/// The metrics label of a forwarded frame's mode.
-fn bus_mode(mode: &str) -> &'static str {
-    match mode {
-        "user" => "user",
-        "broadcast" => "broadcast",
-        _ => "relay",
-    }
-}
-
-fn spawn(app: &Arc<App>, task: impl std::future::Future<Output = ()> + Send + 'static) {
-    let shutdown = app.shutdown.clone();
-    app.tracker.spawn(async move {
-        tokio::select! {
-            _ = task => {}
-            _ = shutdown.cancelled() => {}
-        }
-    });
-}
-
-/// Closes the user's session here with `kicked` and 4010 (a disconnect).
-fn kick(app: &App, user_id: u64, reason: &str, revoke: bool) {
-    let Some(session) = app.registry.get(user_id) else {
-        return;
-    };
-    if revoke {
-        crate::http::api::revoke(app, &session.sid);
-    }
-    let frame = serde_json::json!({"action": "kicked", "reason": reason}).to_string();
-    session.send(Utf8Bytes::from(frame));
-    session.close(chorus_protocol::codes::close::KICKED, reason);
-}
-
-/// Closes the user's session here with 4009 unless presence says the user
-/// is (again) connected to this node.
-async fn replace(app: Arc<App>, user_id: u64) {
-    let Some(session) = app.registry.get(user_id) else {
-        return;
-    };
-    match app.store.node_of(user_id).await {
-        Ok(Some(node)) if node == app.node_id => {}
-        _ => crate::session::replace(&session),
+            reason,
+            revoke,
+        }),
+        Envelope::Revoke { from, sid } => (from != me).then_some(ClusterEvent::Revoke { sid }),
+        Envelope::Report { from, report } => (from != me).then_some(ClusterEvent::Report(report)),
+        Envelope::Gone { from, user } => (from != me).then_some(ClusterEvent::Gone { user }),
     }
 }
 
@@ -355,7 +320,7 @@ mod tests {
     fn a_message_carries_the_frame_verbatim() {
         let envelope = Envelope::Deliver {
             action: "send_gift".into(),
-            mode: "broadcast".into(),
+            mode: Mode::Broadcast,
             users: vec![1, 2],
         };
         let frame = Utf8Bytes::from("{\"action\":\"send_gift\",\"note\":\"a\\nb\"}\n".to_string());
@@ -365,5 +330,24 @@ mod tests {
         assert_eq!(back_frame.as_deref(), Some(frame.as_str()));
         let bare = encode(&Envelope::Replace { user: 7 }, None);
         assert_eq!(decode(&bare), Some((Envelope::Replace { user: 7 }, None)));
+    }
+
+    #[test]
+    fn a_report_keeps_its_wire_shape() {
+        let report = Envelope::Report {
+            from: "n1".into(),
+            report: RelayReport {
+                reporter: 5,
+                report: "up_deport".into(),
+                user: 7,
+                msg_id: None,
+            },
+        };
+        let wire = String::from_utf8(encode(&report, None)).unwrap();
+        assert_eq!(
+            wire,
+            r#"{"t":"report","from":"n1","reporter":5,"report":"up_deport","user":7,"msg_id":null}"#
+        );
+        assert_eq!(decode(wire.as_bytes()), Some((report, None)));
     }
 }

@@ -19,10 +19,13 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use redis::Script;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use super::{Cluster, ClusterError, Peer};
-use crate::app::App;
+use super::{Cluster, ClusterError, ClusterEvent, Peer};
 use crate::store::StoreError;
+use chorus_protocol::{CloseCode, Disconnect};
 
 /// How long a survivor's claim on a dead node lasts.
 const CLAIM: Duration = Duration::from_secs(60);
@@ -49,18 +52,18 @@ fn pop_script() -> &'static Script {
 /// until shutdown; then marks the lease draining (it expires by itself,
 /// giving this node's users `store.lease_ttl` to reconnect elsewhere
 /// before survivors remove them).
-pub async fn run(app: Arc<App>, cluster: Arc<Cluster>) {
+pub async fn run(cluster: Arc<Cluster>, shutdown: CancellationToken, tracker: TaskTracker) {
     let mut tick = tokio::time::interval(cluster.lease_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = app.shutdown.cancelled() => break,
+            _ = shutdown.cancelled() => break,
         }
         if cluster.link.is_severed() {
             return;
         }
-        if let Err(e) = renew(&app, &cluster).await {
+        if let Err(e) = renew(&cluster).await {
             *cluster
                 .healthy_since
                 .lock()
@@ -70,12 +73,12 @@ pub async fn run(app: Arc<App>, cluster: Arc<Cluster>) {
             }
             continue;
         }
-        if let Err(e) = scan(&app, &cluster).await {
+        if let Err(e) = scan(&cluster, &shutdown, &tracker).await {
             tracing::warn!(error = %e, "cluster scan failed");
         }
     }
     if !cluster.link.is_severed()
-        && let Err(e) = write_lease(&app, &cluster, true).await
+        && let Err(e) = write_lease(&cluster, true).await
     {
         tracing::warn!(error = %e, "could not mark the lease draining");
     }
@@ -92,24 +95,24 @@ pub async fn run(app: Arc<App>, cluster: Arc<Cluster>) {
 ///   opened while Redis was away), and a session whose user is now
 ///   connected to another node (a replacement published while this node's
 ///   bus was away) is closed with 4009.
-pub async fn renew(app: &Arc<App>, cluster: &Arc<Cluster>) -> Result<(), ClusterError> {
+pub async fn renew(cluster: &Arc<Cluster>) -> Result<(), ClusterError> {
     let was_ok = cluster.lease_ok.load(Ordering::Relaxed);
-    let (existed, rejoined) = write_lease(app, cluster, false).await?;
+    let (existed, rejoined) = write_lease(cluster, false).await?;
     if cluster.ever_renewed.swap(true, Ordering::Relaxed) {
         if rejoined {
             tracing::error!(
                 node = cluster.node_id,
-                sessions = app.registry.len(),
+                sessions = cluster.connections.len(),
                 "this node had been given up for dead; closing its sessions so clients resync"
             );
-            for session in app.registry.all() {
-                session.close(
-                    chorus_protocol::codes::close::GOING_AWAY,
+            for session in cluster.connections.all() {
+                session.close(Disconnect::with_reason(
+                    CloseCode::GoingAway,
                     "node rejoined the cluster; reconnect",
-                );
+                ));
             }
         } else if !was_ok || !existed {
-            reclaim_presence(app, cluster).await?;
+            reclaim_presence(cluster).await?;
         }
     }
     if !was_ok {
@@ -147,10 +150,10 @@ return elsewhere
 
 /// Writes missing presence of the local sessions, 500 users per script,
 /// and closes with 4009 those whose user connected elsewhere meanwhile.
-async fn reclaim_presence(app: &Arc<App>, cluster: &Cluster) -> Result<(), ClusterError> {
+async fn reclaim_presence(cluster: &Cluster) -> Result<(), ClusterError> {
     static SCRIPT: std::sync::OnceLock<Script> = std::sync::OnceLock::new();
     let script = SCRIPT.get_or_init(|| Script::new(RECLAIM));
-    let sessions = app.registry.all();
+    let sessions = cluster.connections.all();
     for chunk in sessions.chunks(500) {
         let mut invocation = script.prepare_invoke();
         invocation.arg(cluster.link.prefix()).arg(&cluster.node_id);
@@ -161,10 +164,10 @@ async fn reclaim_presence(app: &Arc<App>, cluster: &Cluster) -> Result<(), Clust
         let elsewhere: Vec<u64> = invocation
             .invoke_async(&mut conn)
             .await
-            .map_err(crate::store::redis::unavailable)?;
+            .map_err(StoreError::from)?;
         for user_id in elsewhere {
-            if let Some(session) = app.registry.get(user_id) {
-                crate::session::replace(&session);
+            if let Some(session) = cluster.connections.get(user_id) {
+                session.replace();
             }
         }
     }
@@ -173,16 +176,12 @@ async fn reclaim_presence(app: &Arc<App>, cluster: &Cluster) -> Result<(), Clust
 
 /// `SET lease … PX ttl GET` and `SADD nodes`: whether the lease existed,
 /// and whether this node was missing from the node set.
-async fn write_lease(
-    app: &App,
-    cluster: &Cluster,
-    draining: bool,
-) -> Result<(bool, bool), StoreError> {
+async fn write_lease(cluster: &Cluster, draining: bool) -> Result<(bool, bool), StoreError> {
     let me = Peer {
         node_id: cluster.node_id.clone(),
-        public_url: app.config.public_url(),
-        connections: app.registry.len() as u64,
-        origin: app.ids.origin(),
+        public_url: cluster.public_url.clone(),
+        connections: cluster.connections.len() as u64,
+        origin: cluster.origin.clone(),
         draining,
     };
     let lease = serde_json::to_string(&me).unwrap_or_default();
@@ -203,7 +202,11 @@ async fn write_lease(
 
 /// Reads every lease: refreshes the table of live nodes, and starts the
 /// cleanup of each node whose lease expired.
-pub async fn scan(app: &Arc<App>, cluster: &Arc<Cluster>) -> Result<(), ClusterError> {
+pub async fn scan(
+    cluster: &Arc<Cluster>,
+    shutdown: &CancellationToken,
+    tracker: &TaskTracker,
+) -> Result<(), ClusterError> {
     let nodes: Vec<String> = cluster
         .link
         .query(redis::cmd("SMEMBERS").arg(cluster.link.key("nodes")))
@@ -226,7 +229,7 @@ pub async fn scan(app: &Arc<App>, cluster: &Arc<Cluster>) -> Result<(), ClusterE
         match lease.and_then(|l| serde_json::from_str::<Peer>(&l).ok()) {
             Some(peer) => live.push(peer),
             None if node == cluster.node_id || !may_judge => {}
-            None => start_cleanup(app, cluster, node),
+            None => start_cleanup(cluster, node, shutdown, tracker),
         }
     }
     metrics::gauge!("chorus_cluster_nodes").set(live.len() as f64);
@@ -235,19 +238,23 @@ pub async fn scan(app: &Arc<App>, cluster: &Arc<Cluster>) -> Result<(), ClusterE
 }
 
 /// Cleans up after `dead` in a task of its own, unless this node already is.
-fn start_cleanup(app: &Arc<App>, cluster: &Arc<Cluster>, dead: String) {
+fn start_cleanup(
+    cluster: &Arc<Cluster>,
+    dead: String,
+    shutdown: &CancellationToken,
+    tracker: &TaskTracker,
+) {
     {
         let mut cleaning = cluster.cleaning.lock().unwrap_or_else(|p| p.into_inner());
         if !cleaning.insert(dead.clone()) {
             return;
         }
     }
-    let app2 = Arc::clone(app);
     let cluster2 = Arc::clone(cluster);
-    let shutdown = app.shutdown.clone();
-    app.tracker.spawn(async move {
+    let shutdown = shutdown.clone();
+    tracker.spawn(async move {
         tokio::select! {
-            result = cleanup_dead(&app2, &cluster2, &dead) => {
+            result = cleanup_dead(&cluster2, &dead) => {
                 if let Err(e) = result {
                     tracing::warn!(dead, error = %e, "dead node cleanup failed; will retry");
                 }
@@ -260,11 +267,7 @@ fn start_cleanup(app: &Arc<App>, cluster: &Arc<Cluster>, dead: String) {
 }
 
 /// Claims `dead` and disconnects its users; forgets the node afterwards.
-async fn cleanup_dead(
-    app: &Arc<App>,
-    cluster: &Arc<Cluster>,
-    dead: &str,
-) -> Result<(), ClusterError> {
+async fn cleanup_dead(cluster: &Arc<Cluster>, dead: &str) -> Result<(), ClusterError> {
     let claim = cluster.link.key(&format!("cleanup:{dead}"));
     let claimed: Option<String> = cluster
         .link
@@ -286,7 +289,7 @@ async fn cleanup_dead(
         "node lease expired; removing its users"
     );
     metrics::counter!("chorus_cluster_dead_nodes_total").increment(1);
-    let removed = cleanup_users(app, cluster, dead).await?;
+    let removed = cleanup_users(cluster, dead).await?;
     let mut pipe = redis::pipe();
     pipe.cmd("SREM")
         .arg(cluster.link.key("nodes"))
@@ -302,12 +305,10 @@ async fn cleanup_dead(
 
 /// Disconnects, one at a time and each exactly once, the users `node`
 /// still holds; returns how many. Also run by a node at start for what a
-/// previous run under the same name left behind.
-pub async fn cleanup_users(
-    app: &Arc<App>,
-    cluster: &Cluster,
-    node: &str,
-) -> Result<u64, ClusterError> {
+/// previous run under the same name left behind. Each disconnect is run
+/// by the app ([`ClusterEvent::Disconnect`]) and awaited before the next
+/// user is popped.
+pub async fn cleanup_users(cluster: &Cluster, node: &str) -> Result<u64, ClusterError> {
     let mut removed = 0;
     loop {
         let mut conn = cluster.link.conn()?;
@@ -316,12 +317,21 @@ pub async fn cleanup_users(
             .arg(node)
             .invoke_async(&mut conn)
             .await
-            .map_err(crate::store::redis::unavailable)?;
+            .map_err(StoreError::from)?;
         let Some((user_id, gone)) = popped else {
             return Ok(removed);
         };
         if gone == 1 {
-            app.disconnect(user_id).await;
+            let (done, finished) = oneshot::channel();
+            let event = ClusterEvent::Disconnect {
+                user: user_id,
+                done,
+            };
+            if !cluster.raise(event).await || finished.await.is_err() {
+                // The app is shutting down; the user stays popped, as a
+                // dead node's would if this node died here.
+                return Ok(removed);
+            }
             removed += 1;
             metrics::counter!("chorus_cluster_users_cleaned_total").increment(1);
         }

@@ -14,6 +14,13 @@
 //! Pub/sub is at most once: a message published while a node's subscriber
 //! is reconnecting is lost. State is not: it lives in Redis and every change
 //! is acknowledged only after Redis applied it.
+//!
+//! Layer: below delivery, dispatch, sessions and HTTP; it never calls up.
+//! Frames for local sessions are queued here directly ([`Connections`] is
+//! below); everything else that arrives (relay reports, kicks, revokes,
+//! replacements, disconnects of a dead node's users) becomes a typed
+//! [`ClusterEvent`] on a bounded channel ([`INBOX`]) that the app applies
+//! in one task of its own.
 
 pub mod bus;
 pub mod lease;
@@ -25,10 +32,11 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use axum::extract::ws::Utf8Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use crate::app::App;
-use crate::registry::{Registry, SendOutcome, SessionHandle};
+use crate::connections::{Connections, SendOutcome, SessionHandle};
 use crate::store::redis::RedisLink;
 use crate::store::{Store, StoreError};
 use bus::{Envelope, Outgoing};
@@ -37,6 +45,72 @@ use bus::{Envelope, Outgoing};
 /// in `chorus_cluster_publish_dropped_total`): a node that cannot publish
 /// this fast has lost Redis anyway, and delivery must never block an action.
 const OUTBOX: usize = 8192;
+
+/// Events waiting for the app. The bus reader waits when it is full (the
+/// app applies each event in microseconds; a backlog this deep means the
+/// node is overloaded, and Redis buffers the subscription meanwhile).
+pub const INBOX: usize = 1024;
+
+/// What arrived from other nodes (or from the lease's cleanup) that only
+/// layers above the cluster can act on. The app applies them in order in
+/// one task (`app::inbox`).
+#[derive(Debug)]
+pub enum ClusterEvent {
+    /// A relay report that arrived on another node, for a relay of this one.
+    Report(RelayReport),
+    /// A user disconnected from another node: relays waiting for them as
+    /// delegate move on.
+    Gone {
+        /// The user.
+        user: u64,
+    },
+    /// The app backend kicked a user connected here through another node:
+    /// close the session with `kicked` and 4010.
+    Kick {
+        /// The user.
+        user: u64,
+        /// The reason shown to the client.
+        reason: String,
+        /// Also refuse the session's sid until it expires.
+        revoke: bool,
+    },
+    /// A sid was revoked on another node: refuse it here too.
+    Revoke {
+        /// The revoked session token.
+        sid: String,
+    },
+    /// The user connected on another node: close the connection here with
+    /// 4009 unless presence says the user is (again) on this node.
+    Replace {
+        /// The user.
+        user: u64,
+    },
+    /// A user of a dead node (or of this node's previous run) must be
+    /// disconnected (PROTOCOL section 5). `done` is answered once the
+    /// disconnect ran, so each user is handled exactly once and in turn.
+    Disconnect {
+        /// The user.
+        user: u64,
+        /// Answered when the disconnect is complete.
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// A relay report, as the delegate sent it (PROTOCOL section 6).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RelayReport {
+    /// The delegate who reported.
+    pub reporter: u64,
+    /// The report action (`up_deport`, `enter_room_report`, …).
+    pub report: String,
+    /// The report's `user_id`: the user the notification was about.
+    pub user: u64,
+    /// The report's `msg_id`, if it had one.
+    pub msg_id: Option<String>,
+}
+
+/// The receiving end of a cluster's events, taken by the app.
+pub type ClusterInbox = mpsc::Receiver<ClusterEvent>;
 
 /// The cluster could not start.
 #[derive(Debug, thiserror::Error)]
@@ -70,12 +144,34 @@ pub struct Peer {
     pub draining: bool,
 }
 
+/// How a node appears to the others: what its lease says besides load.
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    /// This node's name, as presence records it.
+    pub node_id: String,
+    /// What `end_point` returns for it.
+    pub public_url: String,
+    /// The prefix of the `msg_id`s it mints.
+    pub origin: String,
+}
+
 /// This node's part in a cluster.
 pub struct Cluster {
     /// This node's name, as presence records it.
     node_id: String,
+    /// The lease's `public_url`.
+    public_url: String,
+    /// The lease's `origin` (prefix of this node's `msg_id`s).
+    origin: String,
     /// Connection and key prefix shared with the store.
     link: RedisLink,
+    /// The sessions of this node: frames from the bus are queued on them,
+    /// and the lease repairs their presence.
+    connections: Arc<Connections>,
+    /// The store, to find on which node a user is.
+    store: Arc<dyn Store>,
+    /// Events for the app; see [`ClusterEvent`].
+    events: mpsc::Sender<ClusterEvent>,
     /// How long a lease lives without renewal.
     lease_ttl: Duration,
     /// How often it is renewed (and dead nodes looked for).
@@ -140,7 +236,7 @@ impl Recipient {
             } => {
                 let envelope = Envelope::Deliver {
                     action: "relay".into(),
-                    mode: "relay".into(),
+                    mode: bus::Mode::Relay,
                     users: vec![*user_id],
                 };
                 if cluster.publish_to(node, &envelope, Some(&frame)) {
@@ -154,14 +250,19 @@ impl Recipient {
 }
 
 impl Cluster {
-    /// A cluster member named `node_id` over `link`; nothing runs until
-    /// [`Cluster::start`].
+    /// A cluster member described by `me` over `link`, serving
+    /// `connections`; nothing runs until [`Cluster::start`]. The returned
+    /// inbox carries the events only the app can apply; it must be read
+    /// before [`Cluster::start`] runs (start disconnects users a previous
+    /// run left behind, through it).
     pub fn new(
-        node_id: String,
+        me: NodeInfo,
         link: RedisLink,
+        store: Arc<dyn Store>,
+        connections: Arc<Connections>,
         lease_ttl: Duration,
         lease_interval: Duration,
-    ) -> Result<Arc<Self>, ClusterError> {
+    ) -> Result<(Arc<Self>, ClusterInbox), ClusterError> {
         if lease_interval.is_zero() || lease_interval >= lease_ttl {
             return Err(ClusterError::Lease {
                 ttl: lease_ttl,
@@ -169,9 +270,15 @@ impl Cluster {
             });
         }
         let (outbox, rx) = mpsc::channel(OUTBOX);
-        Ok(Arc::new(Self {
-            node_id,
+        let (events, inbox) = mpsc::channel(INBOX);
+        let cluster = Arc::new(Self {
+            node_id: me.node_id,
+            public_url: me.public_url,
+            origin: me.origin,
             link,
+            connections,
+            store,
+            events,
             lease_ttl,
             lease_interval,
             outbox,
@@ -182,35 +289,48 @@ impl Cluster {
             ever_renewed: AtomicBool::new(false),
             healthy_since: Mutex::new(None),
             cleaning: Mutex::new(HashSet::new()),
-        }))
+        });
+        Ok((cluster, inbox))
     }
 
     /// Joins the cluster before the node serves: disconnects users a
     /// previous run of this node left behind, subscribes, takes the lease,
-    /// then runs the publisher, subscriber and lease tasks on the app's
-    /// tracker until shutdown.
-    pub async fn start(self: &Arc<Self>, app: &Arc<App>) -> Result<(), ClusterError> {
-        lease::cleanup_users(app, self, &self.node_id).await?;
+    /// then runs the publisher, subscriber and lease tasks on `tracker`
+    /// until `shutdown`.
+    pub async fn start(
+        self: &Arc<Self>,
+        shutdown: &CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Result<(), ClusterError> {
+        lease::cleanup_users(self, &self.node_id).await?;
         let pubsub = bus::subscribe(self).await?;
-        lease::renew(app, self).await?;
-        lease::scan(app, self).await?;
+        lease::renew(self).await?;
+        lease::scan(self, shutdown, tracker).await?;
         let rx = self
             .outbox_rx
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
         if let Some(rx) = rx {
-            app.tracker
-                .spawn(bus::publisher(Arc::clone(self), rx, app.shutdown.clone()));
+            tracker.spawn(bus::publisher(Arc::clone(self), rx, shutdown.clone()));
         }
-        app.tracker.spawn(bus::subscriber(
-            Arc::clone(app),
+        tracker.spawn(bus::subscriber(
             Arc::clone(self),
+            shutdown.clone(),
             Some(pubsub),
         ));
-        app.tracker
-            .spawn(lease::run(Arc::clone(app), Arc::clone(self)));
+        tracker.spawn(lease::run(
+            Arc::clone(self),
+            shutdown.clone(),
+            tracker.clone(),
+        ));
         Ok(())
+    }
+
+    /// Hands an event to the app, waiting while its inbox is full; false
+    /// when the app stopped reading (shutdown).
+    async fn raise(&self, event: ClusterEvent) -> bool {
+        self.events.send(event).await.is_ok()
     }
 
     /// This node's name.
@@ -282,9 +402,8 @@ impl Cluster {
     /// message per node. `local` are the sessions already served here.
     pub async fn forward(
         &self,
-        store: &dyn Store,
         action: &str,
-        mode: &str,
+        mode: bus::Mode,
         users: &[u64],
         local: &[Arc<SessionHandle>],
         frame: &Utf8Bytes,
@@ -295,26 +414,36 @@ impl Cluster {
             .copied()
             .filter(|u| !here.contains(u))
             .collect();
-        if remote.is_empty() {
-            return Ok(());
-        }
-        let nodes = store.nodes_of(&remote).await?;
-        let mut by_node: HashMap<String, Vec<u64>> = HashMap::new();
-        for (user, node) in remote.into_iter().zip(nodes) {
-            match node {
-                Some(node) if node != self.node_id => by_node.entry(node).or_default().push(user),
-                _ => {}
-            }
-        }
-        for (node, users) in by_node {
+        for (node, users) in self.group_by_node(&remote).await? {
             let envelope = Envelope::Deliver {
                 action: action.to_string(),
-                mode: mode.to_string(),
+                mode,
                 users,
             };
             self.publish_to(&node, &envelope, Some(frame));
         }
         Ok(())
+    }
+
+    /// The users of `remote` connected to other nodes, grouped by node
+    /// (users within a group keep their order; users connected nowhere
+    /// or here are left out).
+    async fn group_by_node(&self, remote: &[u64]) -> Result<Vec<(String, Vec<u64>)>, StoreError> {
+        if remote.is_empty() {
+            return Ok(Vec::new());
+        }
+        let nodes = self.store.nodes_of(remote).await?;
+        let mut by_node: Vec<(String, Vec<u64>)> = Vec::new();
+        for (user, node) in remote.iter().copied().zip(nodes) {
+            let Some(node) = node.filter(|n| *n != self.node_id) else {
+                continue;
+            };
+            match by_node.iter_mut().find(|(n, _)| *n == node) {
+                Some((_, users)) => users.push(user),
+                None => by_node.push((node, vec![user])),
+            }
+        }
+        Ok(by_node)
     }
 
     /// Sends `frame` to every session of every other node.
@@ -355,14 +484,8 @@ impl Cluster {
     /// Kicks `user_id` on the node holding their connection (4010, with
     /// `reason`; `revoke` refuses their sid everywhere); whether the user
     /// was connected to another node.
-    pub async fn kick(
-        &self,
-        store: &dyn Store,
-        user_id: u64,
-        reason: &str,
-        revoke: bool,
-    ) -> Result<bool, StoreError> {
-        let Some(node) = store.node_of(user_id).await? else {
+    pub async fn kick(&self, user_id: u64, reason: &str, revoke: bool) -> Result<bool, StoreError> {
+        let Some(node) = self.store.node_of(user_id).await? else {
             return Ok(false);
         };
         if node == self.node_id {
@@ -398,21 +521,12 @@ impl Cluster {
     /// Sends a relay report that matched no relay of this node to the node
     /// that minted its `msg_id` (to every node when that is unknown or the
     /// report has none). False when the relay is this node's own.
-    pub fn forward_report(
-        &self,
-        reporter: u64,
-        report: &str,
-        user_id: u64,
-        msg_id: Option<&str>,
-    ) -> bool {
+    pub fn forward_report(&self, report: &RelayReport) -> bool {
+        let owner = report.msg_id.as_deref().and_then(|id| self.owner_of(id));
         let envelope = Envelope::Report {
             from: self.node_id.clone(),
-            reporter,
-            report: report.to_string(),
-            user: user_id,
-            msg_id: msg_id.map(str::to_string),
+            report: report.clone(),
         };
-        let owner = msg_id.and_then(|id| self.owner_of(id));
         match owner {
             Some(node) if node == self.node_id => false,
             Some(node) => self.publish_to(&node, &envelope, None),
@@ -433,12 +547,11 @@ impl Cluster {
 /// Finds each user's connection, here or on another node, keeping the
 /// order of `users` and skipping users connected nowhere.
 pub async fn locate(
-    registry: &Registry,
+    connections: &Connections,
     cluster: Option<&Arc<Cluster>>,
-    store: &dyn Store,
     users: &[u64],
 ) -> Result<Vec<(u64, Recipient)>, StoreError> {
-    let local = registry.get_many(users);
+    let local = connections.get_many(users);
     let mut found: HashMap<u64, Recipient> = local
         .into_iter()
         .map(|s| (s.user_id, Recipient::Local(s)))
@@ -449,17 +562,14 @@ pub async fn locate(
             .copied()
             .filter(|u| !found.contains_key(u))
             .collect();
-        if !remote.is_empty() {
-            let nodes = store.nodes_of(&remote).await?;
-            for (user_id, node) in remote.into_iter().zip(nodes) {
-                if let Some(node) = node.filter(|n| *n != cluster.node_id) {
-                    let recipient = Recipient::Remote {
-                        cluster: Arc::clone(cluster),
-                        node,
-                        user_id,
-                    };
-                    found.insert(user_id, recipient);
-                }
+        for (node, users) in cluster.group_by_node(&remote).await? {
+            for user_id in users {
+                let recipient = Recipient::Remote {
+                    cluster: Arc::clone(cluster),
+                    node: node.clone(),
+                    user_id,
+                };
+                found.insert(user_id, recipient);
             }
         }
     }

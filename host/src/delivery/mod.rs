@@ -6,6 +6,8 @@
 //! serialized once and shared by every recipient's queue. With several
 //! nodes, recipients on this node are served directly and the others
 //! through the [`Cluster`] bus, one message per node.
+//!
+//! Layer: above `connections` and `cluster`, below `dispatch`.
 
 pub mod relay;
 
@@ -15,9 +17,10 @@ use axum::extract::ws::Utf8Bytes;
 use serde_json::{Map, Value};
 
 use crate::cluster::Cluster;
+use crate::cluster::bus::Mode;
 use crate::config::{DeliveryConfig, DeliveryMode};
+use crate::connections::{Connections, fan_out};
 use crate::plugin::{Notification, Target};
-use crate::registry::{Registry, SendOutcome, SessionHandle};
 use crate::store::{Store, StoreError};
 use relay::Relay;
 
@@ -28,7 +31,7 @@ pub struct Delivery {
     /// Room membership, to find a room's members.
     store: Arc<dyn Store>,
     /// Local sessions.
-    registry: Arc<Registry>,
+    connections: Arc<Connections>,
     /// Pending relays.
     pub relay: Arc<Relay>,
     /// The other nodes, when there are any.
@@ -40,20 +43,24 @@ impl Delivery {
     pub fn new(
         modes: DeliveryConfig,
         store: Arc<dyn Store>,
-        registry: Arc<Registry>,
+        connections: Arc<Connections>,
         relay: Arc<Relay>,
         cluster: Option<Arc<Cluster>>,
     ) -> Self {
         Self {
             modes,
             store,
-            registry,
+            connections,
             relay,
             cluster,
         }
     }
 
-    /// Delivers one notification under `msg_id`.
+    /// Delivers one notification under `msg_id`: to a user, to everyone,
+    /// or to a room by its action's mode (`delivery.mode`,
+    /// `[delivery.actions]`). Fails only when the store cannot say who is
+    /// in the room or where a user is; frames already queued stay queued.
+    #[tracing::instrument(name = "chorus.delivery.deliver", skip_all, fields(msg_id = msg_id, action = tracing::field::Empty))]
     pub async fn deliver(
         &self,
         notification: Notification,
@@ -69,15 +76,16 @@ impl Delivery {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string();
+        tracing::Span::current().record("action", action.as_str());
         body.insert("msg_id".into(), Value::String(msg_id.to_string()));
         match target {
             Target::User(user_id) => {
-                self.to_users(&action, "user", &[user_id], encode(&body))
+                self.to_users(&action, Mode::User, &[user_id], encode(&body))
                     .await?;
             }
             Target::Everyone => {
                 let frame = encode(&body);
-                fan_out(&action, "everyone", &self.registry.all(), frame.clone());
+                fan_out(&action, "everyone", &self.connections.all(), frame.clone());
                 if let Some(cluster) = &self.cluster {
                     cluster.forward_everyone(&action, &frame);
                 }
@@ -85,7 +93,7 @@ impl Delivery {
             Target::Room(channel) => match self.modes.mode_for(&action) {
                 DeliveryMode::Broadcast => {
                     let members = self.store.room_members(&channel).await?;
-                    self.to_users(&action, "broadcast", &members, encode(&body))
+                    self.to_users(&action, Mode::Broadcast, &members, encode(&body))
                         .await?;
                 }
                 DeliveryMode::Relay => {
@@ -105,15 +113,15 @@ impl Delivery {
     async fn to_users(
         &self,
         action: &str,
-        mode: &'static str,
+        mode: Mode,
         users: &[u64],
         frame: Utf8Bytes,
     ) -> Result<(), StoreError> {
-        let sessions = self.registry.get_many(users);
-        fan_out(action, mode, &sessions, frame.clone());
+        let sessions = self.connections.get_many(users);
+        fan_out(action, mode.label(), &sessions, frame.clone());
         if let Some(cluster) = &self.cluster {
             cluster
-                .forward(&*self.store, action, mode, users, &sessions, &frame)
+                .forward(action, mode, users, &sessions, &frame)
                 .await?;
         }
         Ok(())
@@ -124,21 +132,4 @@ impl Delivery {
 pub fn encode(body: &Map<String, Value>) -> Utf8Bytes {
     // A Map of Values always serializes.
     Utf8Bytes::from(serde_json::to_string(body).unwrap_or_default())
-}
-
-/// Queues one frame on every session; counts what was sent and dropped.
-pub(crate) fn fan_out(
-    action: &str,
-    mode: &'static str,
-    sessions: &[Arc<SessionHandle>],
-    frame: Utf8Bytes,
-) {
-    let mut sent = 0u64;
-    for session in sessions {
-        if session.send(frame.clone()) == SendOutcome::Queued {
-            sent += 1;
-        }
-    }
-    metrics::counter!("chorus_frames_out_total", "action" => action.to_string(), "mode" => mode)
-        .increment(sent);
 }

@@ -23,9 +23,9 @@ use axum::extract::ws::Utf8Bytes;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::cluster::{Cluster, Recipient};
+use crate::cluster::{Cluster, Recipient, RelayReport};
 use crate::config::RelayConfig;
-use crate::registry::{Registry, SendOutcome};
+use crate::connections::{Connections, SendOutcome};
 use crate::store::{Store, StoreError};
 
 /// One relay in flight.
@@ -73,7 +73,7 @@ pub struct Relay {
     /// Room membership and seats, to pick delegates.
     store: Arc<dyn Store>,
     /// Local sessions, to reach delegates.
-    registry: Arc<Registry>,
+    connections: Arc<Connections>,
     /// The other nodes, to reach delegates there and forward reports.
     cluster: Option<Arc<Cluster>>,
     /// msg_id -> relay in flight. A std mutex: map updates only.
@@ -103,7 +103,7 @@ impl Relay {
     pub fn new(
         settings: RelayConfig,
         store: Arc<dyn Store>,
-        registry: Arc<Registry>,
+        connections: Arc<Connections>,
         cluster: Option<Arc<Cluster>>,
         tracker: TaskTracker,
         shutdown: CancellationToken,
@@ -111,7 +111,7 @@ impl Relay {
         Arc::new(Self {
             settings,
             store,
-            registry,
+            connections,
             cluster,
             pending: Mutex::new(HashMap::new()),
             tracker,
@@ -129,6 +129,7 @@ impl Relay {
     }
 
     /// Starts relaying `frame` to the room.
+    #[tracing::instrument(name = "chorus.relay.start", skip_all, fields(msg_id = msg_id, channel_name = channel))]
     pub async fn start(
         self: &Arc<Self>,
         msg_id: &str,
@@ -210,13 +211,7 @@ impl Relay {
             .into_iter()
             .filter(|u| Some(*u) != subject && !tried.contains(u) && members.contains(u))
             .collect();
-        crate::cluster::locate(
-            &self.registry,
-            self.cluster.as_ref(),
-            &*self.store,
-            &eligible,
-        )
-        .await
+        crate::cluster::locate(&self.connections, self.cluster.as_ref(), &eligible).await
     }
 
     /// Makes `delegate` the current one; the frame to send, or `None` if
@@ -268,51 +263,42 @@ impl Relay {
         });
     }
 
-    /// A report from `reporter`, connected to this node; whether it
+    /// A report from a delegate connected to this node; whether it
     /// completed a relay of this node. A report for another node's relay
     /// is forwarded there.
-    pub fn report(
-        &self,
-        reporter: u64,
-        report_action: &str,
-        user_id: u64,
-        msg_id: Option<&str>,
-    ) -> bool {
-        if let (Some(cluster), Some(id)) = (&self.cluster, msg_id) {
+    pub fn report(&self, report: &RelayReport) -> bool {
+        if let (Some(cluster), Some(id)) = (&self.cluster, &report.msg_id) {
             let ours = self.map().contains_key(id);
-            if !ours && cluster.forward_report(reporter, report_action, user_id, msg_id) {
+            if !ours && cluster.forward_report(report) {
                 return false;
             }
         }
-        let completed = self.report_here(reporter, report_action, user_id, msg_id);
-        if let (false, Some(cluster), None) = (completed, &self.cluster, msg_id) {
-            cluster.forward_report(reporter, report_action, user_id, None);
+        let completed = self.report_here(report);
+        if let (false, Some(cluster), None) = (completed, &self.cluster, &report.msg_id) {
+            cluster.forward_report(report);
         }
         completed
     }
 
     /// A report, from here or forwarded by another node; whether it
     /// completed a relay of this node.
-    pub fn report_here(
-        &self,
-        reporter: u64,
-        report_action: &str,
-        user_id: u64,
-        msg_id: Option<&str>,
-    ) -> bool {
-        let Some(action) = reported_action(report_action) else {
+    pub fn report_here(&self, report: &RelayReport) -> bool {
+        let Some(action) = reported_action(&report.report) else {
             return false;
         };
+        let reporter = report.reporter;
         let mut map = self.map();
-        let found = match msg_id {
+        let found = match &report.msg_id {
             Some(id) => map
                 .get(id)
                 .filter(|p| p.action == action)
-                .map(|_| id.to_string()),
+                .map(|_| id.clone()),
             None => map
                 .iter()
                 .find(|(_, p)| {
-                    p.current == Some(reporter) && p.action == action && p.subject == Some(user_id)
+                    p.current == Some(reporter)
+                        && p.action == action
+                        && p.subject == Some(report.user)
                 })
                 .map(|(id, _)| id.clone()),
         };

@@ -98,30 +98,28 @@ async fn room(State(app): State<Arc<App>>, Path(channel): Path<String>) -> Respo
     match app.store.room(&channel).await {
         Ok(Some(room)) => {
             let online: Vec<u64> = app
-                .registry
+                .connections
                 .get_many(&room.members)
                 .iter()
                 .map(|s| s.user_id)
                 .collect();
-            Json(json!({
-                "channel_name": channel,
-                "room_id": room.room_id,
-                "members": room.members,
-                "online_here": online,
-                "seats": room.seats.iter().map(|s| json!({"id": s.id, "user_id": s.user_id, "status": s.status, "microphone": s.microphone})).collect::<Vec<_>>(),
-            }))
-            .into_response()
+            let mut body = super::room_json(&channel, &room);
+            body.insert("online_here".into(), json!(online));
+            Json(Value::Object(body)).into_response()
         }
         Ok(None) => (
             StatusCode::NOT_FOUND,
             Json(json!({"error": "nobody is in that room"})),
         )
             .into_response(),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"error": e.to_string()})),
-        )
-            .into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "admin room view: store unavailable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"error": "state store unavailable"})),
+            )
+                .into_response()
+        }
     }
 }
 
@@ -141,6 +139,6 @@ async fn user(State(app): State<Arc<App>>, Path(user_id): Path<u64>) -> Json<Val
 
 async fn connections(State(app): State<Arc<App>>) -> Json<Value> {
     Json(
-        json!({"node": app.node_id, "connections": app.registry.len(), "relays_in_flight": app.delivery.relay.in_flight()}),
+        json!({"node": app.node_id, "connections": app.connections.len(), "relays_in_flight": app.delivery.relay.in_flight()}),
     )
 }

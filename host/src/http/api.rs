@@ -10,10 +10,10 @@ use axum::http::{HeaderMap, Method, Uri};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::HttpError;
+use super::{HttpError, room_json, room_of};
 use crate::app::App;
 use crate::plugin::Source;
-use chorus_protocol::codes::{ErrorCode, close};
+use chorus_protocol::codes::ErrorCode;
 use chorus_protocol::server_api;
 
 /// Largest server-API body accepted.
@@ -73,7 +73,7 @@ async fn authenticate(
         return Err(bad("bad signature"));
     }
     let now = crate::ids::unix_now();
-    if ts.abs_diff(now as i64) > app.max_skew() {
+    if !chorus_protocol::is_fresh(ts, now, app.max_skew()) {
         return Err(HttpError::new(
             ErrorCode::StaleTimestamp,
             "timestamp outside the accepted skew",
@@ -85,10 +85,11 @@ async fn authenticate(
     };
     // With several nodes the nonce must be new on every node.
     let fresh = match (&app.cluster, fresh) {
-        (Some(cluster), true) => cluster
-            .first_use_nonce(nonce, app.config.signing.max_skew * 2)
-            .await
-            .map_err(|e| HttpError::new(ErrorCode::PluginFailed, e.to_string()))?,
+        (Some(cluster), true) => {
+            cluster
+                .first_use_nonce(nonce, app.config.signing.max_skew * 2)
+                .await?
+        }
         (_, fresh) => fresh,
     };
     if !fresh {
@@ -136,6 +137,7 @@ pub async fn actions(
         }
     };
     let outcome = app
+        .dispatch
         .run_action(Source::Server, None, &action, payload)
         .await?;
     Ok(Json(
@@ -173,19 +175,6 @@ pub async fn sessions(
     ))
 }
 
-/// The user's room as (`current_room_id`, `channel_name`), empty strings
-/// when in none.
-pub async fn room_of(app: &App, user_id: u64) -> Result<(String, String), HttpError> {
-    let membership = app
-        .store
-        .membership_of(user_id)
-        .await
-        .map_err(|e| HttpError::new(ErrorCode::PluginFailed, e.to_string()))?;
-    Ok(membership
-        .map(|m| (m.room_id.to_string(), m.channel_name))
-        .unwrap_or_default())
-}
-
 /// `GET /api/v1/users/{user_id}`.
 pub async fn user(
     State(app): State<Arc<App>>,
@@ -216,11 +205,7 @@ pub async fn room(
     Path(channel): Path<String>,
     _: Signed,
 ) -> Result<Json<Value>, HttpError> {
-    let room = app
-        .store
-        .room(&channel)
-        .await
-        .map_err(|e| HttpError::new(ErrorCode::PluginFailed, e.to_string()))?;
+    let room = app.store.room(&channel).await?;
     let Some(room) = room else {
         let error = HttpError::new(
             ErrorCode::NotAllowed,
@@ -228,15 +213,10 @@ pub async fn room(
         );
         return Err(error.with_status(axum::http::StatusCode::NOT_FOUND));
     };
-    Ok(Json(json!({
-        "error_code": 0,
-        "channel_name": channel,
-        "room_id": room.room_id,
-        "members": room.members,
-        "seats": room.seats.iter().map(|s| json!({
-            "id": s.id, "user_id": s.user_id, "status": s.status, "microphone": s.microphone, "rank": s.id,
-        })).collect::<Vec<_>>(),
-    })))
+    let mut body = Map::new();
+    body.insert("error_code".into(), json!(0));
+    body.extend(room_json(&channel, &room));
+    Ok(Json(Value::Object(body)))
 }
 
 /// Body of a kick.
@@ -262,47 +242,7 @@ pub async fn kick(
         serde_json::from_slice(&body)
             .map_err(|e| HttpError::new(ErrorCode::MalformedFrame, format!("bad kick body: {e}")))?
     };
-    let session = app.registry.get(user_id);
-    if let (true, Some(s)) = (req.revoke, &session) {
-        revoke(&app, &s.sid);
-    }
-    let Some(session) = session else {
-        // With several nodes the user may be connected to another one.
-        let kicked = match &app.cluster {
-            Some(cluster) => cluster
-                .kick(
-                    &*app.store,
-                    user_id,
-                    req.reason.as_deref().unwrap_or("kicked"),
-                    req.revoke,
-                )
-                .await
-                .map_err(|e| HttpError::new(ErrorCode::PluginFailed, e.to_string()))?,
-            None => false,
-        };
-        return Ok(Json(json!({"error_code": 0, "kicked": kicked})));
-    };
-    let reason = req.reason.unwrap_or_else(|| "kicked".into());
-    let frame = json!({"action": "kicked", "reason": reason}).to_string();
-    session.send(frame.into());
-    session.close(close::KICKED, &reason);
-    Ok(Json(json!({"error_code": 0, "kicked": true})))
-}
-
-/// Refuses `sid` until it expires, on every node.
-pub(crate) fn revoke(app: &App, sid: &str) {
-    revoke_here(app, sid);
-    if let Some(cluster) = &app.cluster {
-        cluster.announce_revoked(sid);
-    }
-}
-
-/// Refuses `sid` on this node until it expires.
-pub(crate) fn revoke_here(app: &App, sid: &str) {
-    let now = crate::ids::unix_now();
-    let expires = chorus_protocol::credentials::verify_sid(app.config.app_secret(), sid, None, now)
-        .map(|c| c.expires_at)
-        .unwrap_or(now);
-    let mut revoked = app.revoked.lock().unwrap_or_else(|p| p.into_inner());
-    revoked.first_use(sid, now, expires.saturating_sub(now));
+    let reason = req.reason.as_deref().unwrap_or("kicked");
+    let kicked = app.kick(user_id, reason, req.revoke).await?;
+    Ok(Json(json!({"error_code": 0, "kicked": kicked})))
 }

@@ -33,7 +33,7 @@ pub async fn user_info(
 ) -> Result<Json<Value>, HttpError> {
     let verified = signed_query::verify(&app, &params)?;
     let user_id = verified.who.user_id;
-    let (room_id, channel) = super::api::room_of(&app, user_id).await?;
+    let (room_id, channel) = super::room_of(&app, user_id).await?;
     Ok(Json(json!({
         "error_code": 0,
         "error_reason": "",

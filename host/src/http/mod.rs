@@ -2,7 +2,7 @@
 //! `/api/v1`) and the operators' admin router, each on its own listener.
 
 mod admin;
-pub(crate) mod api;
+mod api;
 mod iapi;
 mod signed_query;
 mod ws;
@@ -13,10 +13,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde_json::json;
+use serde_json::{Map, Value, json};
 
 use crate::app::App;
 use crate::dispatch::ActionError;
+use crate::store::{RoomView, StoreError};
 use chorus_protocol::codes::ErrorCode;
 
 /// The client-facing router.
@@ -91,6 +92,54 @@ impl From<ActionError> for HttpError {
     fn from(e: ActionError) -> Self {
         Self::new(e.code, e.reason)
     }
+}
+
+impl From<StoreError> for HttpError {
+    /// 2002 and 503 with a generic reason, as an action gets (see
+    /// [`ActionError`]'s conversion); the cause is logged, never shown.
+    fn from(e: StoreError) -> Self {
+        ActionError::from(e).into()
+    }
+}
+
+impl HttpError {
+    /// The server is shutting down: 503 with 2002 (PROTOCOL section 4:
+    /// nothing was applied), reason `server shutting down`.
+    pub fn shutting_down() -> Self {
+        Self::new(ErrorCode::PluginFailed, "server shutting down")
+    }
+}
+
+/// A room as `GET /api/v1/rooms/{channel_name}` shows it (PROTOCOL
+/// section 8): `channel_name`, `room_id`, `members` in join order, and
+/// every seat in id order as `{"id","user_id" or null,"status",
+/// "microphone","rank"}`.
+pub(crate) fn room_json(channel: &str, room: &RoomView) -> Map<String, Value> {
+    let seats: Vec<Value> = room
+        .seats
+        .iter()
+        .map(|s| {
+            json!({
+                "id": s.id, "user_id": s.user_id, "status": s.status,
+                "microphone": s.microphone, "rank": s.id,
+            })
+        })
+        .collect();
+    let mut body = Map::new();
+    body.insert("channel_name".into(), json!(channel));
+    body.insert("room_id".into(), json!(room.room_id));
+    body.insert("members".into(), json!(room.members));
+    body.insert("seats".into(), Value::Array(seats));
+    body
+}
+
+/// The user's room as (`current_room_id`, `channel_name`), empty strings
+/// when in none.
+pub(crate) async fn room_of(app: &App, user_id: u64) -> Result<(String, String), HttpError> {
+    let membership = app.store.membership_of(user_id).await?;
+    Ok(membership
+        .map(|m| (m.room_id.to_string(), m.channel_name))
+        .unwrap_or_default())
 }
 
 impl IntoResponse for HttpError {

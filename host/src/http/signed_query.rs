@@ -6,14 +6,14 @@ use std::collections::BTreeMap;
 
 use super::HttpError;
 use crate::app::App;
-use crate::session::Identity;
+use crate::session::Principal;
 use chorus_protocol::codes::ErrorCode;
 
 /// A verified query: who the caller is, and the signature (for single-use
 /// checks).
 pub struct Verified {
     /// The caller, with the session's sign key.
-    pub who: Identity,
+    pub who: Principal,
     /// The query's `sign`.
     pub sign: String,
 }
@@ -42,10 +42,10 @@ pub fn verify(app: &App, params: &BTreeMap<String, String>) -> Result<Verified, 
     let now = crate::ids::unix_now();
     chorus_protocol::credentials::verify_sid(app.config.app_secret(), sid, Some(user_id), now)
         .map_err(|e| HttpError::new(ErrorCode::BadSignature, format!("bad sid: {e}")))?;
-    if is_revoked(app, sid) {
+    if app.is_revoked(sid) {
         return Err(HttpError::new(ErrorCode::BadSignature, "sid revoked"));
     }
-    if timestamp.abs_diff(now as i64) > app.max_skew() {
+    if !chorus_protocol::is_fresh(timestamp, now, app.max_skew()) {
         return Err(HttpError::new(
             ErrorCode::StaleTimestamp,
             "timestamp outside the accepted skew",
@@ -62,16 +62,11 @@ pub fn verify(app: &App, params: &BTreeMap<String, String>) -> Result<Verified, 
         return Err(HttpError::new(ErrorCode::BadSignature, "bad signature"));
     }
     Ok(Verified {
-        who: Identity {
+        who: Principal {
             user_id,
             sid: sid.clone(),
             sign_key,
         },
         sign: params["sign"].clone(),
     })
-}
-
-fn is_revoked(app: &App, sid: &str) -> bool {
-    let revoked = app.revoked.lock().unwrap_or_else(|p| p.into_inner());
-    revoked.contains(sid)
 }

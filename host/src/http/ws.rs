@@ -23,7 +23,7 @@ pub async fn upgrade(
         Err(e) => return e.into_response(),
     };
     if app.shutdown.is_cancelled() {
-        return HttpError::new(ErrorCode::PluginFailed, "server shutting down").into_response();
+        return HttpError::shutting_down().into_response();
     }
     let ws = match ws {
         Ok(ws) => ws,

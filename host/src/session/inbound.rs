@@ -2,47 +2,70 @@
 //! and field types, required fields, online_token, sid, freshness,
 //! signature, replay. Then the frame is answered: `ping`, a relay report,
 //! or an action routed to its plugin.
+//!
+//! One error path: every error a client frame earns, whether the frame
+//! checks, dispatch (1007) or the action's plugin found it, becomes a
+//! [`Refusal`] and goes through [`Inbound::refuse`], which counts it in
+//! `chorus_client_errors_total{code}` and, for the 1xxx range, toward the
+//! 4008 limit; a 1xxx error never renews the heartbeat.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use axum::extract::ws::{Message, WebSocket};
-use futures_util::SinkExt;
-use futures_util::stream::SplitSink;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::time::Instant;
 
-use super::Identity;
+use super::Principal;
 use crate::app::App;
+use crate::cluster::RelayReport;
+use crate::connections::SessionHandle;
 use crate::plugin::Source;
-use crate::registry::SessionHandle;
 use crate::replay::ReplayWindow;
 use chorus_protocol::codes::{ErrorCode, close};
 use chorus_protocol::frame::{ClientFrame, error_frame};
+use chorus_protocol::{CloseCode, Disconnect, ServerFrame};
 
-/// Bad frames (1xxx errors) tolerated within [`BAD_FRAME_WINDOW`]; the
-/// next one closes with 4008.
-const BAD_FRAME_LIMIT: usize = 20;
-/// The window of [`BAD_FRAME_LIMIT`].
-const BAD_FRAME_WINDOW: Duration = Duration::from_secs(10);
+/// The window of [`close::BAD_FRAME_LIMIT`].
+const BAD_FRAME_WINDOW: Duration = Duration::from_secs(close::BAD_FRAME_WINDOW_SECS);
 
 /// What the session loop does after a frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
     /// A valid frame: renew the heartbeat deadline.
     Renew,
     /// Not valid (or a control frame): keep the deadline.
     Keep,
-    /// Close with this code and reason.
-    Close(u16, &'static str),
+    /// Close the connection so.
+    Close(Disconnect),
     /// The connection is gone.
     Gone,
+}
+
+/// An error a client frame earned, on its way to an `error` frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The code (PROTOCOL section 4).
+    pub code: ErrorCode,
+    /// Shown to the client.
+    pub reason: String,
+    /// The frame's action, `""` when unreadable.
+    pub ref_action: String,
+}
+
+impl Refusal {
+    fn new(code: ErrorCode, reason: impl Into<String>, ref_action: &str) -> Self {
+        Self {
+            code,
+            reason: reason.into(),
+            ref_action: ref_action.to_string(),
+        }
+    }
 }
 
 /// Per-session inbound state.
 pub struct Inbound {
     /// Who the session is.
-    who: Identity,
+    who: Principal,
     /// Signatures accepted within the skew window.
     replay: ReplayWindow,
     /// When recent 1xxx errors happened, oldest first.
@@ -51,7 +74,7 @@ pub struct Inbound {
 
 impl Inbound {
     /// Fresh state for a session.
-    pub fn new(who: Identity) -> Self {
+    pub fn new(who: Principal) -> Self {
         Self {
             who,
             replay: ReplayWindow::default(),
@@ -66,29 +89,27 @@ impl Inbound {
         handle: &SessionHandle,
         text: &str,
     ) -> (Verdict, Option<String>) {
-        let frame = match self.check(app, handle, text) {
-            Ok(frame) => frame,
-            Err((code, reason, ref_action)) => return self.refuse(code, &reason, &ref_action),
+        let answered = match self.check(app, handle, text) {
+            Ok(frame) => {
+                metrics::counter!("chorus_frames_in_total", "action" => frame_action_label(&frame.action))
+                    .increment(1);
+                answer(app, handle, frame).await
+            }
+            Err(refusal) => Err(refusal),
         };
-        metrics::counter!("chorus_frames_in_total", "action" => frame_action_label(&frame.action))
-            .increment(1);
-        let reply = answer(app, handle, frame).await;
-        (Verdict::Renew, reply)
+        match answered {
+            Ok(reply) => (Verdict::Renew, reply),
+            Err(refusal) => self.refuse(refusal),
+        }
     }
 
-    /// A binary frame: error 1001, counted as a bad frame.
-    pub async fn on_binary(&mut self, sink: &mut SplitSink<WebSocket, Message>) -> Verdict {
-        let (verdict, reply) = self.refuse(
+    /// A binary frame: error 1001 (PROTOCOL section 4).
+    pub fn on_binary(&mut self) -> (Verdict, Option<String>) {
+        self.refuse(Refusal::new(
             ErrorCode::MalformedFrame,
             "binary frames are not accepted; send JSON text",
             "",
-        );
-        if let Some(reply) = reply
-            && sink.send(Message::Text(reply.into())).await.is_err()
-        {
-            return Verdict::Gone;
-        }
-        verdict
+        ))
     }
 
     fn check(
@@ -96,9 +117,10 @@ impl Inbound {
         app: &App,
         handle: &SessionHandle,
         text: &str,
-    ) -> Result<ClientFrame, (ErrorCode, String, String)> {
-        let frame = ClientFrame::parse(text).map_err(|e| (e.code, e.reason, action_of(text)))?;
-        let fail = |code, reason: &str| (code, reason.to_string(), frame.action.clone());
+    ) -> Result<ClientFrame, Refusal> {
+        let frame = ClientFrame::parse(text)
+            .map_err(|e| Refusal::new(e.code, e.reason, &action_of(text)))?;
+        let fail = |code, reason: &str| Refusal::new(code, reason, &frame.action);
         if !chorus_protocol::signing::tokens_match(&frame.online_token, &handle.online_token) {
             return Err(fail(
                 ErrorCode::BadOnlineToken,
@@ -109,7 +131,7 @@ impl Inbound {
             return Err(fail(ErrorCode::BadSignature, "sid is not this session's"));
         }
         let now = crate::ids::unix_now();
-        if frame.timestamp.abs_diff(now as i64) > app.max_skew() {
+        if !chorus_protocol::is_fresh(frame.timestamp, now, app.max_skew()) {
             return Err(fail(
                 ErrorCode::StaleTimestamp,
                 "timestamp outside the accepted skew",
@@ -124,18 +146,21 @@ impl Inbound {
         Ok(frame)
     }
 
-    /// An error frame; the 20th 1xxx error within 10 s closes with 4008.
-    fn refuse(
-        &mut self,
-        code: ErrorCode,
-        reason: &str,
-        ref_action: &str,
-    ) -> (Verdict, Option<String>) {
+    /// The one way an error frame is made. A 1xxx error does not renew the
+    /// heartbeat and counts toward 4008 (the 20th within 10 s closes); a
+    /// 2xxx error answers a valid frame, which renews it (PROTOCOL
+    /// section 5: each valid client frame renews the session).
+    fn refuse(&mut self, refusal: Refusal) -> (Verdict, Option<String>) {
+        let Refusal {
+            code,
+            reason,
+            ref_action,
+        } = refusal;
         metrics::counter!("chorus_client_errors_total", "code" => code.code().to_string())
             .increment(1);
-        let frame = error_frame(code, reason, ref_action);
-        if code.code() >= 2000 {
-            return (Verdict::Keep, Some(frame));
+        let frame = error_frame(code, &reason, &ref_action);
+        if !code.is_protocol_error() {
+            return (Verdict::Renew, Some(frame));
         }
         let now = Instant::now();
         while self
@@ -146,11 +171,9 @@ impl Inbound {
             self.bad_frames.pop_front();
         }
         self.bad_frames.push_back(now);
-        if self.bad_frames.len() >= BAD_FRAME_LIMIT {
-            return (
-                Verdict::Close(close::TOO_MANY_BAD_FRAMES, "too many bad frames"),
-                Some(frame),
-            );
+        if self.bad_frames.len() >= close::BAD_FRAME_LIMIT as usize {
+            let how = Disconnect::new(CloseCode::TooManyBadFrames);
+            return (Verdict::Close(how), Some(frame));
         }
         (Verdict::Keep, Some(frame))
     }
@@ -175,65 +198,82 @@ fn frame_action_label(action: &str) -> String {
     }
 }
 
-/// Answers a checked frame.
-async fn answer(app: &App, handle: &SessionHandle, frame: ClientFrame) -> Option<String> {
+/// Answers a checked frame: the reply to send (none for a report), or the
+/// error it earned.
+async fn answer(
+    app: &App,
+    handle: &SessionHandle,
+    frame: ClientFrame,
+) -> Result<Option<String>, Refusal> {
     if frame.action == "ping" {
-        return Some(json!({"action": "pong", "server_time": crate::ids::unix_now()}).to_string());
+        let pong = ServerFrame::Pong {
+            server_time: crate::ids::unix_now(),
+        };
+        return Ok(Some(pong.encode()));
     }
     if crate::delivery::relay::reported_action(&frame.action).is_some() {
-        return report(app, handle, &frame);
+        return report(app, handle, &frame).map(|()| None);
     }
     let nonce = frame.nonce.clone();
     let action = frame.action.clone();
     let outcome = app
+        .dispatch
         .run_action(
             Source::Client,
             Some(handle.user_id),
             &action,
             frame.payload(),
         )
-        .await;
-    Some(match outcome {
-        Ok(o) => {
-            let mut ack = json!({"action": "ack", "ref_action": action, "msg_ids": o.msg_ids, "result": o.result});
-            if let Some(nonce) = nonce {
-                ack["nonce"] = Value::String(nonce);
-            }
-            ack.to_string()
-        }
-        Err(e) => error_frame(e.code, &e.reason, &action),
-    })
+        .await
+        .map_err(|e| Refusal::new(e.code, e.reason, &action))?;
+    let ack = ServerFrame::Ack {
+        ref_action: action,
+        msg_ids: outcome.msg_ids,
+        result: outcome.result,
+        nonce,
+    };
+    Ok(Some(ack.encode()))
 }
 
-/// A relay report; answered only when it is malformed.
-fn report(app: &App, handle: &SessionHandle, frame: &ClientFrame) -> Option<String> {
-    let Some(user_id) = frame.raw().get("user_id").and_then(Value::as_u64) else {
-        return Some(error_frame(
+/// A relay report (PROTOCOL section 6); answered only when malformed.
+fn report(app: &App, handle: &SessionHandle, frame: &ClientFrame) -> Result<(), Refusal> {
+    let Some(user) = frame.raw().get("user_id").and_then(Value::as_u64) else {
+        return Err(Refusal::new(
             ErrorCode::MissingField,
             "user_id is required in a report",
             &frame.action,
         ));
     };
-    let msg_id = frame.raw().get("msg_id").and_then(Value::as_str);
-    app.delivery
-        .relay
-        .report(handle.user_id, &frame.action, user_id, msg_id);
-    None
+    let report = RelayReport {
+        reporter: handle.user_id,
+        report: frame.action.clone(),
+        user,
+        msg_id: frame
+            .raw()
+            .get("msg_id")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+    };
+    app.delivery.relay.report(&report);
+    Ok(())
 }
 
-/// A transport error from the socket: too large (1009), bad UTF-8 (1007),
-/// or the connection is gone.
-pub fn transport_error(e: &axum::Error) -> Verdict {
-    let text = e.to_string();
-    if text.contains("Space limit exceeded")
-        || text.contains("too long")
-        || text.contains("Message too big")
-    {
-        Verdict::Close(close::FRAME_TOO_LARGE, "frame too large")
-    } else if text.contains("UTF-8") || text.contains("utf-8") || text.contains("Utf8") {
-        Verdict::Close(1007, "invalid UTF-8")
-    } else {
-        tracing::debug!(error = %e, "socket error");
-        Verdict::Gone
+/// A transport error from the socket, classified by its type: a message
+/// over `limits.max_frame_bytes` closes with 1009, a text frame that is not
+/// UTF-8 with 1007; anything else means the connection is gone.
+pub fn transport_error(e: axum::Error) -> Verdict {
+    let inner = e.into_inner();
+    let how = match inner.downcast_ref::<tungstenite::Error>() {
+        Some(tungstenite::Error::Capacity(_)) => Some(CloseCode::FrameTooLarge),
+        Some(tungstenite::Error::Utf8(_)) => Some(CloseCode::InvalidPayload),
+        _ if inner.is::<std::str::Utf8Error>() => Some(CloseCode::InvalidPayload),
+        _ => None,
+    };
+    match how {
+        Some(code) => Verdict::Close(Disconnect::new(code)),
+        None => {
+            tracing::debug!(error = %inner, "socket error");
+            Verdict::Gone
+        }
     }
 }

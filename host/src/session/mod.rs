@@ -4,9 +4,16 @@
 //!
 //! The task reads and writes the socket itself (no second task per
 //! connection: idle memory matters at 19,000 connections). It ends for
-//! exactly one [`End`] reason, and the reason decides what follows: a
-//! replaced or shut-down session leaves the user's room alone; any other
-//! end is a disconnect (after `heartbeat.grace`, unless the user is back).
+//! exactly one [`End`], and the end decides what follows: a replaced or
+//! shut-down session leaves the user's room alone; any other end is a
+//! disconnect (after `heartbeat.grace`, unless the user is back).
+//!
+//! A session's registration (connection entry, gauge, presence) is held
+//! by a [`Registration`] guard: however the task ends (returned,
+//! cancelled, panicked), the registration is undone and the disconnect
+//! flow runs.
+//!
+//! Layer: the top, beside `http`; uses `app` and everything below it.
 
 mod inbound;
 
@@ -16,35 +23,41 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use serde_json::json;
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::app::App;
-use crate::registry::SessionHandle;
-use chorus_protocol::codes::close;
+use crate::connections::SessionHandle;
+use chorus_protocol::{CloseCode, Disconnect, ServerFrame};
 use inbound::{Inbound, Verdict};
 
 /// Why a session ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum End {
-    /// The client closed or the connection dropped.
+    /// The client closed, or the connection dropped or was reset.
     ClientGone,
-    /// No valid frame within `heartbeat.ping_timeout` (4000).
-    HeartbeatTimeout,
-    /// A newer connection of the same user took over (4009).
-    Replaced,
-    /// The app backend kicked the user (4010).
-    Kicked,
-    /// Closed by the server for the client's behaviour (1009, 4008, 4011).
-    Misbehaved,
-    /// The server is shutting down (1001).
+    /// The server is shutting down (closed with 1001).
     Shutdown,
+    /// The server closed it with this code and reason: heartbeat timeout,
+    /// misbehaviour, slow consumer, replacement, kick, or a node that must
+    /// be left.
+    Closed(Disconnect),
 }
 
-/// Who the session is, as established by the upgrade's query.
+impl End {
+    /// The metrics label of this end.
+    fn label(&self) -> &'static str {
+        match self {
+            End::ClientGone => "client_gone",
+            End::Shutdown => "shutdown",
+            End::Closed(_) => "closed",
+        }
+    }
+}
+
+/// Who the session is, as established by the upgrade's signed query.
 #[derive(Debug, Clone)]
-pub struct Identity {
+pub struct Principal {
     /// The authenticated user.
     pub user_id: u64,
     /// The session token the connection was opened with.
@@ -54,63 +67,141 @@ pub struct Identity {
 }
 
 /// Runs a session to its end, then cleans up after it.
-pub async fn run(app: Arc<App>, socket: WebSocket, who: Identity) {
-    let conn_id = app.ids.conn_id();
-    let handle = SessionHandle::new(
-        who.user_id,
-        conn_id,
-        crate::ids::online_token(),
-        who.sid.clone(),
-        app.config.limits.outbound_queue,
-    );
-    if let Some(old) = app.registry.insert(Arc::clone(&handle)) {
-        replace(&old);
-    }
-    match app.store.set_online(who.user_id, &app.node_id).await {
-        // One connection per user across nodes: the older one elsewhere
-        // gets `kicked` and 4009 through the cluster bus.
-        Ok(Some(before)) => {
-            if let Some(cluster) = &app.cluster {
-                cluster.replace_on(&before, who.user_id);
-            }
-        }
-        Ok(None) => {}
-        Err(e) => tracing::warn!(user_id = who.user_id, error = %e, "presence not recorded"),
-    }
-    metrics::gauge!("chorus_connections").increment(1.0);
-    metrics::counter!("chorus_connections_opened_total").increment(1);
+pub async fn run(app: Arc<App>, socket: WebSocket, who: Principal) {
+    let registration = Registration::open(&app, &who).await;
+    let handle = Arc::clone(registration.handle());
     let (sink, stream) = socket.split();
     let mut session = Session {
         app: Arc::clone(&app),
         handle: Arc::clone(&handle),
         sink,
         inbound: Inbound::new(who.clone()),
+        close_plan: None,
     };
-    let span = tracing::info_span!("chorus.session", user_id = who.user_id, conn_id);
+    let span = tracing::info_span!(
+        "chorus.session",
+        user_id = who.user_id,
+        conn_id = handle.conn_id
+    );
     let end = session.drive(stream).instrument(span).await;
-    handle.mark_ended();
-    metrics::gauge!("chorus_connections").decrement(1.0);
-    // Boxed: the disconnect runs plugins; see `drive` for why not inline.
-    Box::pin(finish(&app, &handle, end)).await;
-}
-
-/// Tells the old connection of a user it was replaced.
-pub(crate) fn replace(old: &SessionHandle) {
-    let kicked = json!({"action": "kicked", "reason": "replaced"}).to_string();
-    old.send(Utf8Bytes::from(kicked));
-    old.close(close::REPLACED, "replaced");
-}
-
-/// After the socket closed: presence, then the disconnect, now or after
-/// the grace.
-async fn finish(app: &Arc<App>, handle: &SessionHandle, end: End) {
-    let code = handle.close_reason().map(|r| r.code).unwrap_or(0);
-    metrics::counter!("chorus_connections_closed_total", "end" => format!("{end:?}"), "code" => code.to_string()).increment(1);
-    let user_id = handle.user_id;
-    tracing::debug!(user_id, ?end, "session ended");
-    if !app.registry.remove(user_id, handle.conn_id) {
-        return; // replaced: the new connection owns the user now
+    // The close frame goes out on its own (bounded) task, so a client that
+    // reads slowly delays nobody's `exit_room`, and shutdown waits for it
+    // at most [`CLOSE_TIMEOUT`].
+    if let Some(plan) = session.close_plan.take() {
+        app.tracker
+            .spawn(send_close(session.sink, Arc::clone(&handle), plan));
     }
+    // Boxed: the disconnect runs plugins; see `drive` for why not inline.
+    Box::pin(registration.finish(end)).await;
+}
+
+/// A session's place in the node: its entry in the connections table, the
+/// connection gauge and the user's presence. Undone exactly once: by
+/// [`Registration::finish`], or, if the task is cancelled or panics first,
+/// by `Drop`, which treats it as a connection that dropped.
+pub struct Registration {
+    /// The node.
+    app: Arc<App>,
+    /// The connection's handle.
+    handle: Arc<SessionHandle>,
+    /// Still to be undone.
+    armed: bool,
+}
+
+impl Registration {
+    /// Registers a new connection of `who`: replaces (4009) an older one
+    /// of the same user here, and through presence on another node.
+    pub async fn open(app: &Arc<App>, who: &Principal) -> Self {
+        let handle = SessionHandle::new(
+            who.user_id,
+            app.ids.conn_id(),
+            crate::ids::online_token(),
+            who.sid.clone(),
+            app.config.limits.outbound_queue,
+        );
+        if let Some(old) = app.connections.insert(Arc::clone(&handle)) {
+            old.replace();
+        }
+        metrics::gauge!("chorus_connections").increment(1.0);
+        metrics::counter!("chorus_connections_opened_total").increment(1);
+        // Armed before the first await, so a cancelled open undoes itself.
+        let registration = Self {
+            app: Arc::clone(app),
+            handle,
+            armed: true,
+        };
+        match app.store.set_online(who.user_id, &app.node_id).await {
+            Ok(Some(before)) => {
+                if let Some(cluster) = &app.cluster {
+                    cluster.replace_on(&before, who.user_id);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(user_id = who.user_id, error = %e, "presence not recorded"),
+        }
+        registration
+    }
+
+    /// The connection's handle.
+    pub fn handle(&self) -> &Arc<SessionHandle> {
+        &self.handle
+    }
+
+    /// Undoes the registration after the session ended for `end`, and
+    /// runs what follows: nothing, a disconnect now, or one after the
+    /// grace (PROTOCOL section 5).
+    pub async fn finish(mut self, end: End) {
+        self.armed = false;
+        let registered = self.unregister(&end);
+        if registered {
+            after(&self.app, self.handle.user_id, end).await;
+        }
+    }
+
+    /// The synchronous part: the handle refuses new frames, the gauge goes
+    /// down, the table entry goes (if still this connection's); whether it
+    /// was still registered (false once replaced).
+    fn unregister(&self, end: &End) -> bool {
+        self.handle.mark_ended();
+        metrics::gauge!("chorus_connections").decrement(1.0);
+        let code = match end {
+            End::Closed(how) => how.code.code().to_string(),
+            End::Shutdown => CloseCode::GoingAway.code().to_string(),
+            End::ClientGone => "none".to_string(),
+        };
+        metrics::counter!("chorus_connections_closed_total", "end" => end.label(), "code" => code)
+            .increment(1);
+        tracing::debug!(user_id = self.handle.user_id, ?end, "session ended");
+        self.app
+            .connections
+            .remove(self.handle.user_id, self.handle.conn_id)
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        // The session task was cancelled or panicked: a dropped connection.
+        tracing::warn!(
+            user_id = self.handle.user_id,
+            "session task ended abnormally"
+        );
+        if self.unregister(&End::ClientGone) {
+            let app = Arc::clone(&self.app);
+            let user_id = self.handle.user_id;
+            let cleanup = async move { after(&app, user_id, End::ClientGone).await };
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                self.app.tracker.spawn_on(cleanup, &runtime);
+            }
+        }
+    }
+}
+
+/// After a registered session ended: presence, then the disconnect, now
+/// or after the grace, or none.
+async fn after(app: &Arc<App>, user_id: u64, end: End) {
     // A node of a cluster shutting down leaves its users' presence to its
     // lease: they have `store.lease_ttl` to reconnect elsewhere before a
     // survivor removes them from their rooms.
@@ -119,26 +210,31 @@ async fn finish(app: &Arc<App>, handle: &SessionHandle, end: End) {
         tracing::warn!(user_id, error = %e, "presence not cleared");
     }
     match end {
-        End::Shutdown | End::Replaced => {}
-        End::Kicked => app.disconnect(user_id).await,
+        End::Shutdown => {}
+        // Replacement is not a disconnect (PROTOCOL section 4).
+        End::Closed(how) if how.code == CloseCode::Replaced => {}
+        // A kick is a disconnect with no grace (PROTOCOL section 8).
+        End::Closed(how) if how.code == CloseCode::Kicked => app.disconnect(user_id).await,
         _ if app.config.heartbeat.grace.is_zero() => app.disconnect(user_id).await,
-        _ => schedule_disconnect(app, user_id),
+        _ => app.disconnect_after_grace(user_id),
     }
 }
 
-/// Disconnects the user after the grace unless they came back.
-fn schedule_disconnect(app: &Arc<App>, user_id: u64) {
-    let app2 = Arc::clone(app);
-    let grace = app.config.heartbeat.grace;
-    app.tracker.spawn(async move {
-        tokio::select! {
-            _ = tokio::time::sleep(grace) => {}
-            _ = app2.shutdown.cancelled() => return,
-        }
-        if !app2.is_online(user_id).await {
-            app2.disconnect(user_id).await;
-        }
-    });
+/// How long closing may take: queued frames that must go first (the
+/// `kicked` frame, the last error) and the close frame. A client that
+/// stopped reading does not hold the socket longer.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Most frames written in one turn of the loop before reading again.
+const WRITE_BATCH: usize = 64;
+
+/// What one turn of writing achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Written {
+    /// Everything queued is written and flushed.
+    All,
+    /// Some frames went into the socket; more are waiting for it.
+    Some,
 }
 
 /// The state of a running session task.
@@ -147,17 +243,39 @@ struct Session {
     app: Arc<App>,
     /// This connection's shared handle.
     handle: Arc<SessionHandle>,
-    /// Where frames to the client go.
+    /// Where frames to the client go. Only the loop's write arm and
+    /// `close` write to it; replies go through the outbox like any frame.
     sink: SplitSink<WebSocket, Message>,
     /// Checks of client frames (token, signature, replay, bad-frame count).
     inbound: Inbound,
+    /// The close frame to send once the loop ended, if any.
+    close_plan: Option<ClosePlan>,
+}
+
+/// A close frame to send after the session loop ended.
+#[derive(Debug)]
+struct ClosePlan {
+    /// The code and reason.
+    how: Disconnect,
+    /// Send the queued frames first (`kicked`, the last error frame).
+    flush: bool,
+    /// A write was in progress: finish it first.
+    writing: bool,
 }
 
 impl Session {
     /// The select loop; every arm calls a named method.
+    ///
+    /// No arm awaits the socket's write side: writing is one arm among the
+    /// others, polled only for as long as the socket takes bytes, so a
+    /// client that stops reading never stops this loop from reading,
+    /// answering, keeping its heartbeat or closing. A write that makes no
+    /// progress for `limits.write_timeout` closes the connection (4011).
     async fn drive(&mut self, mut stream: SplitStream<WebSocket>) -> End {
-        if self.send_connected().await.is_err() {
-            return End::ClientGone;
+        let write_timeout = self.app.config.limits.write_timeout;
+        match tokio::time::timeout(write_timeout, self.send_connected()).await {
+            Ok(Ok(())) => {}
+            _ => return End::ClientGone,
         }
         let timeout = self.app.config.heartbeat.ping_timeout;
         let shutdown = self.app.shutdown.clone();
@@ -168,30 +286,42 @@ impl Session {
         let shutting_down = shutdown.cancelled();
         let closing = handle.closing();
         let heartbeat = tokio::time::sleep(timeout);
-        tokio::pin!(shutting_down, closing, heartbeat);
+        let stalled = tokio::time::sleep(write_timeout);
+        tokio::pin!(shutting_down, closing, heartbeat, stalled);
+        let mut writing = false;
         loop {
             tokio::select! {
                 biased;
-                _ = &mut shutting_down => return self.close(close::GOING_AWAY, "server shutting down", End::Shutdown).await,
-                _ = &mut closing => return self.close_as_asked().await,
+                _ = &mut shutting_down => {
+                    self.close(Disconnect::new(CloseCode::GoingAway), writing, false);
+                    return End::Shutdown;
+                }
+                _ = &mut closing => return self.close_as_asked(writing),
                 _ = &mut heartbeat => {
                     metrics::counter!("chorus_heartbeat_timeouts_total").increment(1);
-                    return self.close(close::HEARTBEAT_TIMEOUT, "heartbeat timeout", End::HeartbeatTimeout).await;
+                    return self.close(Disconnect::new(CloseCode::HeartbeatTimeout), writing, true);
                 }
-                frame = handle.next_frame() => {
-                    if self.write_batch(frame).await.is_err() {
-                        return End::ClientGone;
-                    }
-                }
-                // Boxed: handling a frame may run a plugin call, whose
-                // future is large; inline it would sit in every idle
-                // session's task for nothing.
+                _ = &mut stalled, if writing => return self.write_timed_out(),
                 incoming = stream.next() => match Box::pin(self.on_incoming(incoming)).await {
+                    // Boxed: handling a frame may run a plugin call, whose
+                    // future is large; inline it would sit in every idle
+                    // session's task for nothing.
                     Verdict::Renew => heartbeat.as_mut().reset(Instant::now() + timeout),
                     Verdict::Keep => {}
-                    Verdict::Close(code, reason) => return self.close(code, reason, End::Misbehaved).await,
+                    Verdict::Close(how) => return self.close(how, writing, true),
                     Verdict::Gone => return End::ClientGone,
                 },
+                written = std::future::poll_fn(|cx| poll_write(&mut self.sink, &handle, cx)), if writing => {
+                    match written {
+                        Ok(Written::All) => writing = false,
+                        Ok(Written::Some) => stalled.as_mut().reset(Instant::now() + write_timeout),
+                        Err(_) => return End::ClientGone,
+                    }
+                }
+                _ = handle.frame_ready(), if !writing => {
+                    writing = true;
+                    stalled.as_mut().reset(Instant::now() + write_timeout);
+                }
             }
         }
     }
@@ -204,95 +334,136 @@ impl Session {
             .await
             .ok()
             .flatten();
-        let frame = json!({
-            "action": "connected",
-            "online_token": self.handle.online_token,
-            "ping_interval": crate::config::whole_seconds(app.config.heartbeat.ping_interval),
-            "ping_timeout": crate::config::whole_seconds(app.config.heartbeat.ping_timeout),
-            "server_time": crate::ids::unix_now(),
-            "user_id": self.handle.user_id,
-            "current_room_id": membership.as_ref().map(|m| m.room_id.to_string()).unwrap_or_default(),
-            "channel_name": membership.map(|m| m.channel_name).unwrap_or_default(),
-        });
-        self.sink
-            .send(Message::Text(frame.to_string().into()))
-            .await
+        let frame = ServerFrame::Connected {
+            online_token: self.handle.online_token.clone(),
+            ping_interval: crate::config::whole_seconds(app.config.heartbeat.ping_interval),
+            ping_timeout: crate::config::whole_seconds(app.config.heartbeat.ping_timeout),
+            server_time: crate::ids::unix_now(),
+            user_id: self.handle.user_id,
+            current_room_id: membership
+                .as_ref()
+                .map(|m| m.room_id.to_string())
+                .unwrap_or_default(),
+            channel_name: membership.map(|m| m.channel_name).unwrap_or_default(),
+        };
+        self.sink.send(Message::Text(frame.encode().into())).await
     }
 
-    /// Writes one queued frame and whatever else is already queued, then
-    /// flushes once.
-    async fn write_batch(&mut self, first: Utf8Bytes) -> Result<(), axum::Error> {
-        self.sink.feed(Message::Text(first)).await?;
-        for _ in 0..64 {
-            match self.handle.try_next_frame() {
-                Some(frame) => self.sink.feed(Message::Text(frame)).await?,
-                None => break,
-            }
-        }
-        self.sink.flush().await
-    }
-
+    /// Handles what the client sent; a reply joins the outbox (behind the
+    /// notifications already queued: one order for everything).
     async fn on_incoming(&mut self, incoming: Option<Result<Message, axum::Error>>) -> Verdict {
-        match incoming {
-            None => Verdict::Gone,
-            Some(Err(e)) => inbound::transport_error(&e),
+        let (verdict, reply) = match incoming {
+            None => return Verdict::Gone,
+            Some(Err(e)) => return inbound::transport_error(e),
             Some(Ok(Message::Text(text))) => {
-                let (verdict, reply) = self
-                    .inbound
+                self.inbound
                     .on_text(&self.app, &self.handle, text.as_str())
-                    .await;
-                if let Some(reply) = reply
-                    && self.sink.send(Message::Text(reply.into())).await.is_err()
-                {
-                    return Verdict::Gone;
-                }
-                verdict
+                    .await
             }
-            Some(Ok(Message::Binary(_))) => self.inbound.on_binary(&mut self.sink).await,
-            Some(Ok(Message::Close(_))) => Verdict::Gone,
+            Some(Ok(Message::Binary(_))) => self.inbound.on_binary(),
+            Some(Ok(Message::Close(_))) => return Verdict::Gone,
             // Control frames do not renew the session (PROTOCOL section 5).
-            Some(Ok(_)) => Verdict::Keep,
+            Some(Ok(_)) => return Verdict::Keep,
+        };
+        if let Some(reply) = reply {
+            self.handle.send(Utf8Bytes::from(reply));
         }
+        verdict
     }
 
-    async fn close_as_asked(&mut self) -> End {
-        let reason = self.handle.close_reason();
-        let (code, text) = reason
-            .map(|r| (r.code, r.reason))
-            .unwrap_or((close::GOING_AWAY, String::new()));
-        let end = match code {
-            close::REPLACED => End::Replaced,
-            close::KICKED => End::Kicked,
-            _ => End::Misbehaved,
-        };
+    /// The write stalled for `limits.write_timeout`: 4011, without a close
+    /// frame (the socket takes nothing).
+    fn write_timed_out(&self) -> End {
+        metrics::counter!("chorus_write_timeouts_total").increment(1);
+        End::Closed(Disconnect::with_reason(
+            CloseCode::SlowConsumer,
+            "write timed out",
+        ))
+    }
+
+    /// Closes as another task asked through the handle (kick, replacement,
+    /// slow consumer, node rejoin).
+    fn close_as_asked(&mut self, writing: bool) -> End {
+        let how = self
+            .handle
+            .close_reason()
+            .unwrap_or(Disconnect::new(CloseCode::GoingAway));
         // Frames queued before a kick or replacement (such as `kicked`) go
-        // out first; a slow consumer's full queue is dropped.
-        if end != End::Misbehaved {
-            let flush = async {
-                while let Some(frame) = self.handle.try_next_frame() {
-                    self.sink.feed(Message::Text(frame)).await?;
+        // out first; any other close (a slow consumer's full queue) drops
+        // what is queued.
+        let flush = matches!(how.code, CloseCode::Replaced | CloseCode::Kicked);
+        self.close(how, writing, flush)
+    }
+
+    /// Ends the loop with `how`; the close frame (after the queued frames,
+    /// with `flush`) is sent by [`send_close`].
+    fn close(&mut self, how: Disconnect, writing: bool, flush: bool) -> End {
+        self.close_plan = Some(ClosePlan {
+            how: how.clone(),
+            flush,
+            writing,
+        });
+        End::Closed(how)
+    }
+}
+
+/// Sends what is queued (with `flush`) and the close frame, within
+/// [`CLOSE_TIMEOUT`]; whatever does not fit is dropped with the connection.
+async fn send_close(
+    mut sink: SplitSink<WebSocket, Message>,
+    handle: Arc<SessionHandle>,
+    plan: ClosePlan,
+) {
+    let frame = CloseFrame {
+        code: plan.how.code.code(),
+        reason: plan.how.reason().to_string().into(),
+    };
+    let send = async {
+        if plan.flush {
+            while let Some(queued) = handle.try_next_frame() {
+                if sink.feed(Message::Text(queued)).await.is_err() {
+                    return;
                 }
-                self.sink.flush().await
-            };
-            if !matches!(
-                tokio::time::timeout(Duration::from_secs(2), flush).await,
-                Ok(Ok(()))
-            ) {
-                return end;
             }
         }
-        self.close(code, &text, end).await
-    }
+        if plan.flush || plan.writing {
+            let _ = sink.flush().await;
+        }
+        let _ = sink.send(Message::Close(Some(frame))).await;
+    };
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, send).await;
+}
 
-    async fn close(&mut self, code: u16, reason: &str, end: End) -> End {
-        let frame = CloseFrame {
-            code,
-            reason: reason.to_string().into(),
+/// Writes queued frames while the socket takes them, at most
+/// [`WRITE_BATCH`] per turn, then flushes once. Ready when all is flushed
+/// ([`Written::All`]) or when some frames went in and the socket is full
+/// ([`Written::Some`], so the loop can note the progress); pending while the
+/// socket takes nothing.
+fn poll_write(
+    sink: &mut SplitSink<WebSocket, Message>,
+    handle: &SessionHandle,
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<Result<Written, axum::Error>> {
+    use std::task::Poll;
+    let mut fed = 0;
+    while fed < WRITE_BATCH {
+        match sink.poll_ready_unpin(cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending if fed > 0 => return Poll::Ready(Ok(Written::Some)),
+            Poll::Pending => return Poll::Pending,
+        }
+        let Some(frame) = handle.try_next_frame() else {
+            break;
         };
-        let send = self.sink.send(Message::Close(Some(frame)));
-        // A client that stopped reading must not hold the task forever; a
-        // few seconds let one that is only slow still learn why it was closed.
-        let _ = tokio::time::timeout(Duration::from_secs(5), send).await;
-        end
+        sink.start_send_unpin(Message::Text(frame))?;
+        fed += 1;
+    }
+    match sink.poll_flush_unpin(cx) {
+        Poll::Ready(Ok(())) if fed < WRITE_BATCH => Poll::Ready(Ok(Written::All)),
+        Poll::Ready(Ok(())) => Poll::Ready(Ok(Written::Some)),
+        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        Poll::Pending if fed > 0 => Poll::Ready(Ok(Written::Some)),
+        Poll::Pending => Poll::Pending,
     }
 }

@@ -10,6 +10,8 @@
 pub mod memory;
 pub mod redis;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 /// A user's place in a room.
@@ -144,10 +146,52 @@ pub enum ApplyError {
     Store(#[from] StoreError),
 }
 
-/// The store could not answer.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("state store unavailable: {0}")]
-pub struct StoreError(pub String);
+/// The store could not answer. The Redis error, where there is one, is
+/// kept as the source; callers answer every variant the same way to
+/// clients (2002, "state store unavailable") and log the cause.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// `store.url` is not a Redis URL the client understands.
+    #[error("bad store.url: {0}")]
+    BadUrl(#[source] Arc<::redis::RedisError>),
+    /// Redis could not be reached at start.
+    #[error("cannot reach Redis at {url}: {source}")]
+    Connect {
+        /// `store.url`.
+        url: String,
+        /// Why.
+        #[source]
+        source: Arc<::redis::RedisError>,
+    },
+    /// A command failed (connection lost, timeout, Redis error reply).
+    #[error("redis: {0}")]
+    Redis(#[source] Arc<::redis::RedisError>),
+    /// A connection attempt took too long.
+    #[error("redis: {0} timed out")]
+    Timeout(&'static str),
+    /// A script answered something it never answers.
+    #[error("unexpected answer from a store script: {0:?}")]
+    Script(String),
+    /// The node's Redis link was cut on purpose (tests that kill a node).
+    #[error("this node's Redis link was severed")]
+    Severed,
+}
+
+impl From<::redis::RedisError> for StoreError {
+    fn from(e: ::redis::RedisError) -> Self {
+        StoreError::Redis(Arc::new(e))
+    }
+}
+
+/// Two store errors are equal when they say the same (Redis errors have no
+/// equality of their own); used to compare two stores' answers in tests.
+impl PartialEq for StoreError {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_string() == other.to_string()
+    }
+}
+
+impl Eq for StoreError {}
 
 /// The shared state. Every method is a short critical section; none holds
 /// a lock across an await.

@@ -67,7 +67,7 @@ impl RedisLink {
     /// Connects to `url` (`redis://host:port/db`). Fails when Redis cannot
     /// be reached now; once connected, reconnection is automatic.
     pub async fn connect(url: &str, prefix: &str) -> Result<Self, StoreError> {
-        let client = Client::open(url).map_err(|e| StoreError(format!("bad store.url: {e}")))?;
+        let client = Client::open(url).map_err(|e| StoreError::BadUrl(Arc::new(e)))?;
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(RESPONSE_TIMEOUT))
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
@@ -77,7 +77,10 @@ impl RedisLink {
             .set_max_delay(Duration::from_millis(500));
         let conn = ConnectionManager::new_with_config(client.clone(), config)
             .await
-            .map_err(|e| StoreError(format!("cannot reach Redis at {url}: {e}")))?;
+            .map_err(|e| StoreError::Connect {
+                url: url.to_string(),
+                source: Arc::new(e),
+            })?;
         Ok(Self {
             client,
             conn,
@@ -99,7 +102,7 @@ impl RedisLink {
     /// A handle on the shared connection, unless the link was severed.
     pub fn conn(&self) -> Result<ConnectionManager, StoreError> {
         if self.is_severed() {
-            return Err(StoreError("this node's Redis link was severed".into()));
+            return Err(StoreError::Severed);
         }
         Ok(self.conn.clone())
     }
@@ -122,7 +125,7 @@ impl RedisLink {
     /// Runs one command, mapping errors to [`StoreError`].
     pub async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
         let mut conn = self.conn()?;
-        cmd.query_async(&mut conn).await.map_err(unavailable)
+        Ok(cmd.query_async(&mut conn).await?)
     }
 
     /// Runs one pipeline, mapping errors to [`StoreError`].
@@ -131,13 +134,8 @@ impl RedisLink {
         pipe: &redis::Pipeline,
     ) -> Result<T, StoreError> {
         let mut conn = self.conn()?;
-        pipe.query_async(&mut conn).await.map_err(unavailable)
+        Ok(pipe.query_async(&mut conn).await?)
     }
-}
-
-/// A Redis error as the store reports it.
-pub fn unavailable(e: redis::RedisError) -> StoreError {
-    StoreError(format!("redis: {e}"))
 }
 
 /// The scripts, hashed once per process (`EVALSHA`, loaded again by the
@@ -195,7 +193,7 @@ impl RedisStore {
         invocation
             .invoke_async(&mut conn)
             .await
-            .map_err(unavailable)
+            .map_err(StoreError::from)
     }
 
     async fn room_hash(&self, channel: &str) -> Result<HashMap<String, String>, StoreError> {
@@ -299,8 +297,8 @@ fn apply_outcome(answer: Vec<String>) -> Result<(), ApplyError> {
         "conflict" => Err(ApplyError::Conflict(reason)),
         "not_allowed" => Err(ApplyError::NotAllowed(reason)),
         "invalid" => Err(ApplyError::Invalid(reason)),
-        other => Err(ApplyError::Store(StoreError(format!(
-            "unexpected answer from the apply script: {other:?}"
+        other => Err(ApplyError::Store(StoreError::Script(format!(
+            "apply answered {other:?}"
         )))),
     }
 }

@@ -1,6 +1,10 @@
-//! The sessions connected to this node, by user: one live connection per
-//! user (a new one replaces the old), and the handle other tasks use to
-//! send to a session or close it.
+//! The sessions connected to this node, by user ([`Connections`]): one
+//! live connection per user (a new one replaces the old), and the
+//! [`SessionHandle`] other tasks use to queue frames for a session or
+//! close it. [`fan_out`] queues one frame on many sessions.
+//!
+//! Layer: above `config`/`ids` only. Everything that reaches a client
+//! socket goes through a handle's bounded outbox; nothing here awaits.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -9,16 +13,7 @@ use axum::extract::ws::Utf8Bytes;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use chorus_protocol::codes::close;
-
-/// Why a session was closed by someone other than its client.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CloseReason {
-    /// WebSocket close code (PROTOCOL section 4).
-    pub code: u16,
-    /// Short reason sent in the close frame.
-    pub reason: String,
-}
+use chorus_protocol::{CloseCode, Disconnect, ServerFrame};
 
 /// What happened to a frame handed to [`SessionHandle::send`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +43,7 @@ pub struct SessionHandle {
     /// Cancelled to make the session task close the socket.
     closing: CancellationToken,
     /// The code and reason to close with; the first one set wins.
-    close_reason: Mutex<Option<CloseReason>>,
+    close_reason: Mutex<Option<Disconnect>>,
 }
 
 /// A bounded queue with one consumer, the session task.
@@ -130,16 +125,19 @@ impl SessionHandle {
             return SendOutcome::Queued;
         }
         metrics::counter!("chorus_outbound_overflows_total").increment(1);
-        self.close(close::SLOW_CONSUMER, "outbound queue full");
+        self.close(Disconnect::with_reason(
+            CloseCode::SlowConsumer,
+            "outbound queue full",
+        ));
         SendOutcome::Overflow
     }
 
-    /// The next queued frame, waiting for one. Only the session task calls
-    /// this: the queue has a single consumer.
-    pub async fn next_frame(&self) -> Utf8Bytes {
+    /// Resolves once a frame is queued (at once if one already is). Only
+    /// the session task calls this: the queue has a single consumer.
+    pub async fn frame_ready(&self) {
         loop {
-            if let Some(frame) = self.outbox.pop() {
-                return frame;
+            if !self.outbox.lock().is_empty() {
+                return;
             }
             self.outbox.ready.notified().await;
         }
@@ -150,17 +148,34 @@ impl SessionHandle {
         self.outbox.pop()
     }
 
-    /// Asks the session task to close the socket with `code`.
-    pub fn close(&self, code: u16, reason: &str) {
+    /// Asks the session task to close the socket with `how`; the first
+    /// close asked for wins.
+    pub fn close(&self, how: Disconnect) {
         let mut slot = self.close_reason.lock().unwrap_or_else(|p| p.into_inner());
         if slot.is_none() {
-            *slot = Some(CloseReason {
-                code,
-                reason: reason.to_string(),
-            });
+            *slot = Some(how);
         }
         drop(slot);
         self.closing.cancel();
+    }
+
+    /// Sends `{"action":"kicked","reason":…}` and closes with `code`
+    /// (4009 for a replacement, 4010 for the app backend's kick;
+    /// PROTOCOL sections 4 and 8). The frame is queued first, so the
+    /// session task sends it before the close frame.
+    pub fn kick(&self, code: CloseCode, reason: &str) {
+        let how = Disconnect::with_reason(code, reason.to_string());
+        let frame = ServerFrame::Kicked {
+            reason: how.reason().to_string(),
+        };
+        self.send(Utf8Bytes::from(frame.encode()));
+        self.close(how);
+    }
+
+    /// Tells this connection a newer one of its user replaced it:
+    /// `kicked` with reason `replaced`, then 4009.
+    pub fn replace(&self) {
+        self.kick(CloseCode::Replaced, CloseCode::Replaced.reason());
     }
 
     /// Marks the session ended: later sends answer [`SendOutcome::Closed`]
@@ -174,8 +189,8 @@ impl SessionHandle {
         self.closing.cancelled().await;
     }
 
-    /// The reason given to [`SessionHandle::close`], if any.
-    pub fn close_reason(&self) -> Option<CloseReason> {
+    /// The close asked for through [`SessionHandle::close`], if any.
+    pub fn close_reason(&self) -> Option<Disconnect> {
         self.close_reason
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -185,13 +200,13 @@ impl SessionHandle {
 
 /// The sessions of this node.
 #[derive(Debug, Default)]
-pub struct Registry {
+pub struct Connections {
     /// user -> live session. A std mutex: every critical section is a map
     /// operation, never an await.
     by_user: Mutex<HashMap<u64, Arc<SessionHandle>>>,
 }
 
-impl Registry {
+impl Connections {
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<SessionHandle>>> {
         self.by_user.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -238,4 +253,23 @@ impl Registry {
     pub fn is_empty(&self) -> bool {
         self.map().is_empty()
     }
+}
+
+/// Queues one frame on every session; counts what was queued under
+/// `chorus_frames_out_total{action,mode}`. `mode` is `user`,
+/// `broadcast`, `everyone` or `relay`.
+pub fn fan_out(
+    action: &str,
+    mode: &'static str,
+    sessions: &[Arc<SessionHandle>],
+    frame: Utf8Bytes,
+) {
+    let mut sent = 0u64;
+    for session in sessions {
+        if session.send(frame.clone()) == SendOutcome::Queued {
+            sent += 1;
+        }
+    }
+    metrics::counter!("chorus_frames_out_total", "action" => action.to_string(), "mode" => mode)
+        .increment(sent);
 }

@@ -1,0 +1,153 @@
+//! The composition root: one [`App`] per node holds every long-lived part
+//! and is shared by the tasks at the top of the layering (sessions, HTTP
+//! handlers). Lower layers get only the parts they use, never the `App`.
+//!
+//! - [`users`]: what happens to a user as a whole: disconnect (PROTOCOL
+//!   section 5), kick, revoke, replace; the operations HTTP handlers and
+//!   the cluster's events call.
+//! - [`inbox`]: the task that applies the cluster's events.
+
+pub mod inbox;
+pub mod users;
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::cluster::{Cluster, ClusterInbox};
+use crate::config::Config;
+use crate::connections::Connections;
+use crate::delivery::Delivery;
+use crate::delivery::relay::Relay;
+use crate::dispatch::Dispatcher;
+use crate::ids::IdGen;
+use crate::plugin::PluginHost;
+use crate::replay::ReplayWindow;
+use crate::store::Store;
+
+/// Everything a node shares between its tasks.
+pub struct App {
+    /// The configuration the node started with.
+    pub config: Config,
+    /// This node's name (presence, `GET /api/v1/users/{id}`).
+    pub node_id: String,
+    /// Rooms, seats, calls, presence, plugin KV.
+    pub store: Arc<dyn Store>,
+    /// The loaded plugins (admin routes).
+    pub plugins: Arc<PluginHost>,
+    /// Sessions connected to this node.
+    pub connections: Arc<Connections>,
+    /// The other nodes (`store.url = "redis://…"`); `None` for one node.
+    pub cluster: Option<Arc<Cluster>>,
+    /// Notification routing (broadcast and relay).
+    pub delivery: Arc<Delivery>,
+    /// Runs actions and system events.
+    pub dispatch: Dispatcher,
+    /// Server API nonces seen within the skew window.
+    pub api_nonces: Mutex<ReplayWindow>,
+    /// WebSocket-opening query signatures seen within the skew window.
+    pub connect_signs: Mutex<ReplayWindow>,
+    /// Revoked sids (kick with `revoke`), until they expire.
+    pub revoked: Mutex<ReplayWindow>,
+    /// msg_id and connection id source.
+    pub ids: Arc<IdGen>,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+    /// Signals shutdown to every task.
+    pub shutdown: CancellationToken,
+    /// Every session and timer task, so shutdown can wait for them.
+    pub tracker: TaskTracker,
+    /// When the node started.
+    pub started: Instant,
+}
+
+/// The parts a node is wired from (see [`App::new`]).
+pub struct Parts {
+    /// The configuration, with `server.node_id` settled.
+    pub config: Config,
+    /// The state store.
+    pub store: Arc<dyn Store>,
+    /// The plugin runtime.
+    pub plugins: Arc<PluginHost>,
+    /// The sessions of this node (shared with the cluster).
+    pub connections: Arc<Connections>,
+    /// The id source (its origin is in the cluster's lease).
+    pub ids: Arc<IdGen>,
+    /// The cluster and its inbox, with several nodes.
+    pub cluster: Option<(Arc<Cluster>, ClusterInbox)>,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+}
+
+impl App {
+    /// Wires a node from its parts and starts the task that applies the
+    /// cluster's events.
+    pub fn new(parts: Parts) -> Arc<Self> {
+        let Parts {
+            config,
+            store,
+            plugins,
+            connections,
+            ids,
+            cluster,
+            metrics,
+        } = parts;
+        let shutdown = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let (cluster, inbox) = match cluster {
+            Some((cluster, inbox)) => (Some(cluster), Some(inbox)),
+            None => (None, None),
+        };
+        let relay = Relay::new(
+            config.relay.clone(),
+            Arc::clone(&store),
+            Arc::clone(&connections),
+            cluster.clone(),
+            tracker.clone(),
+            shutdown.clone(),
+        );
+        let delivery = Arc::new(Delivery::new(
+            config.delivery.clone(),
+            Arc::clone(&store),
+            Arc::clone(&connections),
+            relay,
+            cluster.clone(),
+        ));
+        let dispatch = Dispatcher::new(
+            Arc::clone(&plugins),
+            Arc::clone(&store),
+            Arc::clone(&delivery),
+            Arc::clone(&ids),
+        );
+        let app = Arc::new(Self {
+            node_id: config.node_id(),
+            config,
+            store,
+            plugins,
+            connections,
+            cluster,
+            delivery,
+            dispatch,
+            api_nonces: Mutex::default(),
+            connect_signs: Mutex::default(),
+            revoked: Mutex::default(),
+            ids,
+            metrics,
+            shutdown,
+            tracker,
+            started: Instant::now(),
+        });
+        if let Some(inbox) = inbox {
+            app.tracker.spawn(inbox::run(Arc::clone(&app), inbox));
+        }
+        app
+    }
+
+    /// The skew window in whole seconds.
+    pub fn max_skew(&self) -> u64 {
+        self.config.signing.max_skew.as_secs()
+    }
+}

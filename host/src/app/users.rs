@@ -1,0 +1,136 @@
+//! What happens to a user as a whole, wherever the request comes from
+//! (a session's end, the server API, another node): disconnect, kick,
+//! revoke, replace.
+
+use std::sync::Arc;
+
+use crate::app::App;
+use crate::store::{StateChange, StoreError};
+use chorus_protocol::CloseCode;
+
+impl App {
+    /// A user's disconnection (PROTOCOL section 5), after any grace: relays
+    /// they were delegate of move on, plugins subscribed to `disconnected`
+    /// take them out of their room and call, and whatever a failed plugin
+    /// left behind is cleared so no seat stays held by a ghost.
+    pub async fn disconnect(&self, user_id: u64) {
+        metrics::counter!("chorus_disconnects_total").increment(1);
+        self.delivery.relay.on_disconnect(user_id).await;
+        if let Some(cluster) = &self.cluster {
+            cluster.announce_gone(user_id);
+        }
+        self.dispatch.raise("disconnected", user_id).await;
+        self.clear_leftovers(user_id).await;
+    }
+
+    async fn clear_leftovers(&self, user_id: u64) {
+        let mut changes = Vec::new();
+        if let Ok(Some(m)) = self.store.membership_of(user_id).await {
+            tracing::warn!(
+                user_id,
+                channel_name = m.channel_name,
+                "no plugin removed a disconnected user; removing silently"
+            );
+            changes.push(StateChange::LeaveRoom {
+                user_id,
+                channel_name: m.channel_name,
+            });
+        }
+        if let Ok(Some(_)) = self.store.call_of(user_id).await {
+            changes.push(StateChange::EndCall { user_id });
+        }
+        if !changes.is_empty()
+            && let Err(e) = self.store.apply(&changes).await
+        {
+            tracing::warn!(user_id, error = %e, "could not clear a disconnected user's state");
+        }
+    }
+
+    /// Disconnects the user after `heartbeat.grace` unless they came back
+    /// (PROTOCOL section 5). Runs on the tracker; shutdown abandons it (the
+    /// lease or the next start cleans up).
+    pub fn disconnect_after_grace(self: &Arc<Self>, user_id: u64) {
+        let app = Arc::clone(self);
+        let grace = self.config.heartbeat.grace;
+        self.tracker.spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(grace) => {}
+                _ = app.shutdown.cancelled() => return,
+            }
+            if !app.is_online(user_id).await {
+                app.disconnect(user_id).await;
+            }
+        });
+    }
+
+    /// Whether the user is connected anywhere.
+    pub async fn is_online(&self, user_id: u64) -> bool {
+        if self.connections.get(user_id).is_some() {
+            return true;
+        }
+        matches!(self.store.node_of(user_id).await, Ok(Some(_)))
+    }
+
+    /// Kicks the user (PROTOCOL section 8): `kicked` with `reason`, then
+    /// close 4010, on whichever node holds the connection; with `revoke`,
+    /// their current sid is refused until it expires. Whether the user was
+    /// connected. Fails only when the store cannot say where the user is.
+    pub async fn kick(&self, user_id: u64, reason: &str, revoke: bool) -> Result<bool, StoreError> {
+        if self.kick_here(user_id, reason, revoke) {
+            return Ok(true);
+        }
+        match &self.cluster {
+            Some(cluster) => cluster.kick(user_id, reason, revoke).await,
+            None => Ok(false),
+        }
+    }
+
+    /// Kicks the user if connected to this node; whether they were.
+    pub fn kick_here(&self, user_id: u64, reason: &str, revoke: bool) -> bool {
+        let Some(session) = self.connections.get(user_id) else {
+            return false;
+        };
+        if revoke {
+            self.revoke(&session.sid);
+        }
+        session.kick(CloseCode::Kicked, reason);
+        true
+    }
+
+    /// Refuses `sid` until it expires, on every node.
+    pub fn revoke(&self, sid: &str) {
+        self.revoke_here(sid);
+        if let Some(cluster) = &self.cluster {
+            cluster.announce_revoked(sid);
+        }
+    }
+
+    /// Refuses `sid` on this node until it expires.
+    pub fn revoke_here(&self, sid: &str) {
+        let now = crate::ids::unix_now();
+        let expires =
+            chorus_protocol::credentials::verify_sid(self.config.app_secret(), sid, None, now)
+                .map(|c| c.expires_at)
+                .unwrap_or(now);
+        let mut revoked = self.revoked.lock().unwrap_or_else(|p| p.into_inner());
+        revoked.first_use(sid, now, expires.saturating_sub(now));
+    }
+
+    /// Whether `sid` was revoked (on this node, or announced by another).
+    pub fn is_revoked(&self, sid: &str) -> bool {
+        let revoked = self.revoked.lock().unwrap_or_else(|p| p.into_inner());
+        revoked.contains(sid)
+    }
+
+    /// The user connected on another node: closes their connection here
+    /// with 4009, unless presence says they are (again) on this node.
+    pub async fn replace_if_elsewhere(&self, user_id: u64) {
+        let Some(session) = self.connections.get(user_id) else {
+            return;
+        };
+        match self.store.node_of(user_id).await {
+            Ok(Some(node)) if node == self.node_id => {}
+            _ => session.replace(),
+        }
+    }
+}
