@@ -54,16 +54,17 @@ async fn errors_from_dispatch_and_plugins_count_toward_4008_like_frame_errors() 
     server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_1xxx_error_does_not_renew_the_heartbeat_and_a_2xxx_error_does() {
-    let server = TestServer::with(|c| c.heartbeat.ping_timeout = Duration::from_millis(900)).await;
+    // The default 20 s timeout, on a paused clock; frames every 5 s.
+    let server = TestServer::start().await;
     let mut bad = server.connect(411).await;
     let mut refused = server.connect(412).await;
-    // Every 250 ms: `bad` earns 1007 (not renewing), `refused` earns 2004
+    // Every 5 s: `bad` earns 1007 (not renewing), `refused` earns 2004
     // from the chat plugin (a valid frame, renewing). `bad` stops before
     // its timeout would pass even from its last frame.
     for round in 0..8 {
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
         refused
             .send(
                 "send_topic_msg",
@@ -75,9 +76,9 @@ async fn a_1xxx_error_does_not_renew_the_heartbeat_and_a_2xxx_error_does() {
         if round < 2 {
             bad.send("no_such_action", json!({})).await;
         }
-        if round == 2 {
-            // 750 ms after connecting, 250 ms after its last frame.
-            assert_eq!(bad.expect_close().await, 4000);
+        if round == 3 {
+            // 20 s after connecting, 10 s after its last frame.
+            assert_eq!(bad.expect_close_within(Duration::from_secs(15)).await, 4000);
         }
     }
     refused.ping().await;

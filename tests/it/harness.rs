@@ -309,8 +309,14 @@ impl Client {
 
     /// Waits for the close frame and returns its code, skipping text frames.
     pub async fn expect_close(&mut self) -> u16 {
+        self.expect_close_within(WAIT).await
+    }
+
+    /// [`Client::expect_close`] with its own wait (on a paused clock, past
+    /// a timeout of the server's).
+    pub async fn expect_close_within(&mut self, wait: Duration) -> u16 {
         loop {
-            match tokio::time::timeout(WAIT, self.ws.next()).await {
+            match tokio::time::timeout(wait, self.ws.next()).await {
                 Ok(Some(Ok(Message::Close(Some(frame))))) => return u16::from(frame.code),
                 Ok(Some(Ok(Message::Close(None)))) => return u16::from(CloseCode::Status),
                 Ok(Some(Ok(_))) => continue,
@@ -321,7 +327,7 @@ impl Client {
                     "user {}: socket ended without a close frame",
                     self.user_id()
                 ),
-                Err(_) => panic!("user {}: no close within {WAIT:?}", self.user_id()),
+                Err(_) => panic!("user {}: no close within {wait:?}", self.user_id()),
             }
         }
     }

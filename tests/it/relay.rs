@@ -1,14 +1,18 @@
 //! Delegated relay (PROTOCOL section 6, seed section 2.4) through real
 //! clients: reports, silent and killed delegates, ordering, limits.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use serde_json::json;
 
 use crate::harness::*;
 use crate::rooms::enter_ok;
 
-const TIMEOUT: Duration = Duration::from_millis(600);
+/// The report timeout of these tests, on a paused clock; shorter than the
+/// harness's wait for a frame ([`WAIT`]), so a failover is awaited.
+const TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A node in relay mode with a short report timeout; `enter_room` is
 /// broadcast so that only the notification under test is relayed.
@@ -69,7 +73,7 @@ async fn relays_in_flight(server: &TestServer) -> u64 {
         .unwrap()
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_report_from_the_delegate_completes_the_relay() {
     let server = relay_server().await;
     let mut c = room_of(&server, "r1", &[401, 402, 403]).await;
@@ -89,7 +93,7 @@ async fn a_report_from_the_delegate_completes_the_relay() {
     server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_report_without_msg_id_matches_by_action_and_user() {
     let server = relay_server().await;
     let mut c = room_of(&server, "r2", &[411, 412, 413]).await;
@@ -100,7 +104,7 @@ async fn a_report_without_msg_id_matches_by_action_and_user() {
     server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_silent_delegate_is_replaced_after_the_report_timeout() {
     let server = relay_server().await;
     let mut c = room_of(&server, "r3", &[421, 422, 423]).await;
@@ -117,7 +121,7 @@ async fn a_silent_delegate_is_replaced_after_the_report_timeout() {
     server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_killed_delegate_is_replaced_at_once() {
     let server = relay_server_with(Duration::from_secs(10)).await;
     let mut c = room_of(&server, "r4", &[431, 432, 433]).await;
@@ -135,7 +139,7 @@ async fn a_killed_delegate_is_replaced_at_once() {
     server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_report_from_anyone_but_the_delegate_does_not_complete_it() {
     let server = relay_server().await;
     let mut c = room_of(&server, "r5", &[441, 442, 443]).await;
@@ -170,7 +174,7 @@ async fn a_report_from_anyone_but_the_delegate_does_not_complete_it() {
     server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn seated_members_are_chosen_first_and_the_subject_never() {
     let server = relay_server().await;
     let mut c = room_of(&server, "r6", &[451, 452, 453, 454]).await;
@@ -200,7 +204,7 @@ async fn seated_members_are_chosen_first_and_the_subject_never() {
     server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn at_most_max_attempts_members_are_tried() {
     let server = relay_server().await;
     let mut c = room_of(&server, "r7", &[461, 462, 463, 464, 465]).await;
@@ -213,7 +217,7 @@ async fn at_most_max_attempts_members_are_tried() {
     server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_relay_with_no_other_member_online_ends() {
     let server = relay_server().await;
     let mut c = room_of(&server, "r8", &[471]).await;
@@ -225,7 +229,7 @@ async fn a_relay_with_no_other_member_online_ends() {
     server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn two_delegates_dying_in_a_row_leave_the_third_to_relay() {
     let server = relay_server_with(Duration::from_secs(10)).await;
     let mut c = room_of(&server, "r9", &[481, 482, 483, 484]).await;
@@ -246,7 +250,7 @@ async fn two_delegates_dying_in_a_row_leave_the_third_to_relay() {
     server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_killed_member_is_relayed_as_exit_room_and_its_call_peer_gets_hang_up_directly() {
     let server = relay_server().await;
     let mut c = room_of(&server, "r10", &[491, 492, 493]).await;

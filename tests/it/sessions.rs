@@ -225,9 +225,11 @@ async fn a_second_connection_replaces_the_first_with_kicked_and_4009() {
     server.stop().await;
 }
 
-#[tokio::test]
+// On a paused clock (as every test that waits on heartbeat, grace or relay
+// timeouts): the contract's default 20 s timeout, instantly and exactly.
+#[tokio::test(start_paused = true)]
 async fn silence_past_ping_timeout_closes_with_4000_and_control_pings_do_not_renew() {
-    let server = TestServer::with(|c| c.heartbeat.ping_timeout = Duration::from_millis(600)).await;
+    let server = TestServer::start().await;
     let mut quiet = server.connect(15).await;
     let mut pinger = server.connect(16).await;
     for _ in 0..3 {
@@ -236,28 +238,30 @@ async fn silence_past_ping_timeout_closes_with_4000_and_control_pings_do_not_ren
             .send(Message::Ping(vec![1u8].into()))
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
     }
-    assert_eq!(quiet.expect_close().await, 4000);
-    assert_eq!(pinger.expect_close().await, 4000);
+    let past_timeout = Duration::from_secs(30);
+    assert_eq!(quiet.expect_close_within(past_timeout).await, 4000);
+    assert_eq!(pinger.expect_close_within(past_timeout).await, 4000);
     server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn valid_frames_renew_the_session() {
-    let server = TestServer::with(|c| c.heartbeat.ping_timeout = Duration::from_millis(800)).await;
+    // The defaults: a ping every 15 s against a 20 s timeout, for 90 s.
+    let server = TestServer::start().await;
     let mut client = server.connect(17).await;
     for _ in 0..6 {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::time::sleep(Duration::from_secs(15)).await;
         client.ping().await;
     }
     server.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_half_open_handshake_does_not_hold_up_anyone_and_is_dropped() {
-    let server =
-        TestServer::with(|c| c.heartbeat.handshake_timeout = Duration::from_millis(500)).await;
+    // The default 10 s `heartbeat.handshake_timeout`.
+    let server = TestServer::start().await;
     let mut raw = tokio::net::TcpStream::connect(server.node.addr)
         .await
         .unwrap();
@@ -267,7 +271,8 @@ async fn a_half_open_handshake_does_not_hold_up_anyone_and_is_dropped() {
     let mut client = server.connect(18).await;
     client.ping().await;
     let mut buf = [0u8; 256];
-    let read = tokio::time::timeout(WAIT, tokio::io::AsyncReadExt::read(&mut raw, &mut buf)).await;
+    let wait = Duration::from_secs(15);
+    let read = tokio::time::timeout(wait, tokio::io::AsyncReadExt::read(&mut raw, &mut buf)).await;
     assert!(
         matches!(read, Ok(Ok(_))),
         "the half-open connection is closed by the server"
