@@ -73,6 +73,8 @@ export interface ChorusOptions extends Credentials {
   /** How long a `ping` waits for its `pong` before the link is taken for
    * dead, ms (default: the announced `ping_interval`, at least 2 000). */
   pongTimeoutMs?: number;
+  /** How long an `/iapi` request may take, ms (default 10 000). */
+  httpTimeoutMs?: number;
   /** How long an opened socket may take to send `connected`, ms (10 000). */
   connectTimeoutMs?: number;
   /** Reconnect by itself when the close code allows it (default true),
@@ -648,7 +650,8 @@ export class ChorusClient extends Emitter<ClientEvents> {
     const url = `${this.options.baseUrl.replace(/\/+$/, "")}${path}?${query}`;
     let response: Response;
     try {
-      response = await doFetch(url);
+      const timeout = this.options.httpTimeoutMs ?? 10_000;
+      response = await doFetch(url, { signal: AbortSignal.timeout(timeout) });
     } catch (error) {
       throw new ChorusError("http", `${path}: ${String(error)}`);
     }
