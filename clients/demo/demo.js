@@ -14,6 +14,8 @@ let client = null;
 let rtc = null;
 /** Nicknames learnt from notifications. */
 const names = new Map();
+/** The room as last fetched, re-rendered when a nickname is learnt. */
+let lastRoom = null;
 /** Notifications already shown, by msg_id (relays arrive more than once). */
 const seen = new Set();
 
@@ -76,13 +78,23 @@ function setStatus(state) {
 
 async function refreshSeats() {
   if (!session.channel) return;
-  let room;
   try {
-    room = await api(`/demo/api/rooms/${encodeURIComponent(session.channel)}`);
+    lastRoom = await api(`/demo/api/rooms/${encodeURIComponent(session.channel)}`);
   } catch (error) {
     logEvent("error", `room state: ${error.message}`);
     return;
   }
+  renderRoom(lastRoom);
+}
+
+/** Remembers a user's nickname, re-rendering names already on screen. */
+function learnName(userId, nickname) {
+  if (!nickname || names.get(userId) === nickname) return;
+  names.set(userId, nickname);
+  if (lastRoom) renderRoom(lastRoom);
+}
+
+function renderRoom(room) {
   const seats = $("seats");
   seats.replaceChildren();
   for (const seat of room.seats) {
@@ -129,11 +141,11 @@ function show(n) {
   if (n.channel_name && n.channel_name !== session.channel) return;
   switch (n.action) {
     case "enter_room":
-      names.set(n.user_id, n.nickname);
+      learnName(n.user_id, n.nickname);
       logEvent("enter_room", `${nameOf(n.user_id)} entered the room`);
       if (n.user_car_gift) {
         const car = n.user_car_gift;
-        flash($("car-show"), `🚗 ${car.notice_content || `${n.nickname} arrived in ${car.name}`}`, 6);
+        flash($("car-show"), `Car: ${car.notice_content || `${n.nickname} arrived in ${car.name}`}`, 6);
         logEvent("car", `car shown: ${car.name}`);
       }
       break;
@@ -141,23 +153,24 @@ function show(n) {
       logEvent("exit_room", `${nameOf(n.user_id)} left the room`);
       break;
     case "up":
-      names.set(n.room_seat.user_id, n.room_seat.nickname);
+      learnName(n.room_seat.user_id, n.room_seat.nickname);
       logEvent("up", `${nameOf(n.room_seat.user_id)} took seat ${n.room_seat.id}`);
       break;
     case "down":
       logEvent("down", `${nameOf(n.user_id)} left seat ${n.room_seat.id}`);
       break;
     case "send_topic_msg":
-      if (n.nickname) names.set(n.user_id, n.nickname);
+      learnName(n.user_id, n.nickname);
       chatLine(`${nameOf(n.user_id)}: ${n.content}`);
       break;
     case "send_gift": {
       const g = n.gift;
+      learnName(g.sender_id, g.sender_nickname);
       chatLine(`${nameOf(g.sender_id)} sent ${g.num} ${g.name} to ${nameOf(g.receiver_id)}`, "gift");
       break;
     }
     case "room_notice":
-      flash($("notice"), `📢 ${n.content}`, Math.max(3, n.expire_time || 10));
+      flash($("notice"), `Notice: ${n.content}`, Math.max(3, n.expire_time || 10));
       logEvent("room_notice", `notice: ${n.content}`);
       break;
     case "hang_up":
@@ -191,7 +204,7 @@ async function enterRoom() {
   await client.refreshRoom(); // so the SDK knows the room for its seed 2.2 check
   acknowledged(ack.msg_ids, () => {
     logEvent("enter_room", `you entered ${session.channel}`);
-    if (ack.result.car) flash($("car-show"), `🚗 ${ack.result.car.notice_content}`, 6);
+    if (ack.result.car) flash($("car-show"), `Car: ${ack.result.car.notice_content}`, 6);
   });
   $("banner").hidden = true;
   await refreshSeats();

@@ -35,7 +35,12 @@ pub fn build(root: &Path) {
         "/// The SDK's compiled modules: file name and text.\npub static SDK: &[(&str, &str)] = &[\n",
     );
     for (name, path) in files {
-        writeln!(table, "    ({name:?}, include_str!({:?})),", path.display().to_string()).unwrap();
+        writeln!(
+            table,
+            "    ({name:?}, include_str!({:?})),",
+            path.display().to_string()
+        )
+        .unwrap();
     }
     table.push_str("];\n");
     fs::write(out.join("demo_sdk.rs"), table).expect("OUT_DIR is writable");
@@ -68,15 +73,23 @@ fn typescript(sdk: &Path, out: &Path) -> Result<PathBuf, String> {
     }
     let tools = out.join("sdk-tools");
     let tsc = tools.join("node_modules/.bin/tsc");
-    let lock = fs::read(sdk.join("package-lock.json")).map_err(|e| format!("package-lock.json: {e}"))?;
-    if tsc.exists() && fs::read(tools.join("package-lock.json")).ok().as_deref() == Some(&lock[..]) {
+    let lock =
+        fs::read(sdk.join("package-lock.json")).map_err(|e| format!("package-lock.json: {e}"))?;
+    if tsc.exists() && fs::read(tools.join("package-lock.json")).ok().as_deref() == Some(&lock[..])
+    {
         return Ok(tsc);
     }
     fs::create_dir_all(&tools).map_err(|e| e.to_string())?;
     fs::copy(sdk.join("package.json"), tools.join("package.json")).map_err(|e| e.to_string())?;
     fs::write(tools.join("package-lock.json"), &lock).map_err(|e| e.to_string())?;
     let status = Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund", "--ignore-scripts", "--loglevel=error"])
+        .args([
+            "ci",
+            "--no-audit",
+            "--no-fund",
+            "--ignore-scripts",
+            "--loglevel=error",
+        ])
         .current_dir(&tools)
         .status()
         .map_err(|e| format!("npm is not on PATH ({e}); install Node 20+ and npm"))?;

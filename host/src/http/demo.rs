@@ -74,7 +74,10 @@ pub fn routes(app: &App) -> Router<Arc<App>> {
     Router::new()
         .route("/demo", get(|| async { Redirect::permanent("/demo/") }))
         .route("/demo/", get(|| async { file("index.html") }))
-        .route("/demo/{file}", get(|Path(name): Path<String>| async move { file(&name) }))
+        .route(
+            "/demo/{file}",
+            get(|Path(name): Path<String>| async move { file(&name) }),
+        )
         .route("/demo/sdk/{file}", get(sdk_file))
         .route("/demo/api/credentials", post(credentials))
         .route("/demo/api/actions", post(actions))
@@ -93,7 +96,11 @@ fn file(name: &str) -> Response {
 async fn sdk_file(Path(name): Path<String>) -> Response {
     match sdk::SDK.iter().find(|(n, _)| *n == name) {
         Some((_, body)) => asset("text/javascript; charset=utf-8", body),
-        None => (StatusCode::NOT_FOUND, "the SDK was not built: install Node 20+ and npm, then rebuild").into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            "the SDK was not built: install Node 20+ and npm, then rebuild",
+        )
+            .into_response(),
     }
 }
 
@@ -117,7 +124,12 @@ async fn credentials(
         .get("user_id")
         .and_then(Value::as_u64)
         .filter(|id| *id > 0)
-        .ok_or_else(|| HttpError::new(ErrorCode::MalformedFrame, "user_id must be a positive integer"))?;
+        .ok_or_else(|| {
+            HttpError::new(
+                ErrorCode::MalformedFrame,
+                "user_id must be a positive integer",
+            )
+        })?;
     let token = crate::token::mint(app.config.app_secret(), user_id, DEMO_TTL_S)
         .map_err(|e| HttpError::new(ErrorCode::MalformedFrame, e.to_string()))?;
     Ok(Json(json!({
@@ -131,7 +143,10 @@ async fn actions(
     Json(body): Json<Value>,
 ) -> Result<Json<Value>, HttpError> {
     let Value::Object(mut payload) = body else {
-        return Err(HttpError::new(ErrorCode::MalformedFrame, "the body must be a JSON object"));
+        return Err(HttpError::new(
+            ErrorCode::MalformedFrame,
+            "the body must be a JSON object",
+        ));
     };
     let user_id = authenticate(&app, &mut payload)?;
     let action = match payload.remove("action") {
@@ -139,15 +154,20 @@ async fn actions(
         _ => {
             return Err(HttpError::new(
                 ErrorCode::UnknownAction,
-                format!("the demo runs only {DEMO_ACTIONS:?}; send other actions over the WebSocket"),
+                format!(
+                    "the demo runs only {DEMO_ACTIONS:?}; send other actions over the WebSocket"
+                ),
             ));
         }
     };
     if action != "room_notice" {
         payload.insert("user_id".into(), user_id.into());
     }
-    chorus_protocol::frame::check_field_types(&payload).map_err(|e| HttpError::new(e.code, e.reason))?;
-    let outcome = app.run_action(Source::Server, None, &action, payload).await?;
+    chorus_protocol::frame::check_field_types(&payload)
+        .map_err(|e| HttpError::new(e.code, e.reason))?;
+    let outcome = app
+        .run_action(Source::Server, None, &action, payload)
+        .await?;
     Ok(Json(
         json!({"error_code": 0, "error_reason": "", "msg_ids": outcome.msg_ids, "result": outcome.result}),
     ))
@@ -164,8 +184,13 @@ fn authenticate(app: &App, payload: &mut Map<String, Value>) -> Result<u64, Http
         Some(Value::String(sid)) => sid,
         _ => return Err(HttpError::new(ErrorCode::MissingField, "sid is required")),
     };
-    chorus_protocol::credentials::verify_sid(app.config.app_secret(), &sid, Some(user_id), crate::ids::unix_now())
-        .map_err(|e| HttpError::new(ErrorCode::BadSignature, format!("bad sid: {e}")))?;
+    chorus_protocol::credentials::verify_sid(
+        app.config.app_secret(),
+        &sid,
+        Some(user_id),
+        crate::ids::unix_now(),
+    )
+    .map_err(|e| HttpError::new(ErrorCode::BadSignature, format!("bad sid: {e}")))?;
     Ok(user_id)
 }
 
@@ -181,7 +206,9 @@ async fn room(
         .await
         .map_err(|e| HttpError::new(ErrorCode::PluginFailed, e.to_string()))?;
     let Some(room) = room else {
-        return Ok(Json(json!({"channel_name": channel, "members": [], "seats": []})));
+        return Ok(Json(
+            json!({"channel_name": channel, "members": [], "seats": []}),
+        ));
     };
     Ok(Json(json!({
         "channel_name": channel,

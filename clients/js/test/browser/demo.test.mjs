@@ -110,5 +110,6 @@ test("killing the server and starting it again: the page reconnects by itself", 
   await ann.screenshot({ path: path.join(shots, "demo-reconnected.png") });
   await ann.click("#reenter");
   await ann.waitForSelector("#banner[hidden]", { state: "attached" });
-  await ann.waitForSelector('#events li[data-action="enter_room"]:has-text("you entered")');
+  const entered = ann.locator('#events li[data-action="enter_room"]', { hasText: "you entered" });
+  await entered.nth(1).waitFor();
 });
