@@ -12,6 +12,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+#[path = "build/sdk.rs"]
+mod sdk;
+
 /// The plugins the server loads when `plugins.dir` is not set.
 const BUNDLED: &[&str] = &["room", "seat", "gift", "chat", "call", "notice"];
 const TARGET: &str = "wasm32-wasip2";
@@ -26,6 +29,7 @@ fn main() {
     ensure_target();
     let artifacts = build_plugins(&plugins);
     embed(&artifacts);
+    sdk::build(root);
     println!(
         "cargo:rustc-env=CHORUS_PLUGIN_ARTIFACTS={}",
         artifacts.display()

@@ -41,6 +41,18 @@ pub struct Config {
     pub store: StoreConfig,
     /// The operators' listener.
     pub admin: AdminConfig,
+    /// The demo room at `/demo/` (development only).
+    pub demo: DemoConfig,
+}
+
+/// `[demo]`: the demo room page and its credential-minting routes
+/// (`host/src/http/demo.rs`). Off unless set, or `--dev` is given.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DemoConfig {
+    /// Serve `/demo/`; unset: on with `--dev`, off otherwise. Never turn it
+    /// on in production: its routes mint credentials for any user.
+    pub enabled: Option<bool>,
 }
 
 /// `[server]`.
@@ -344,6 +356,7 @@ impl Config {
             self.admin
                 .token
                 .get_or_insert_with(|| DEV_ADMIN_TOKEN.into());
+            self.demo.enabled.get_or_insert(true);
         }
         match &self.server.app_secret {
             None => {
@@ -389,6 +402,12 @@ impl Config {
             .node_id
             .clone()
             .unwrap_or_else(|| self.server.listen.to_string())
+    }
+
+    /// Whether `/demo/` is served (`demo.enabled`, which `--dev` defaults
+    /// to true).
+    pub fn demo_enabled(&self) -> bool {
+        self.demo.enabled.unwrap_or(false)
     }
 
     /// What `end_point` returns.

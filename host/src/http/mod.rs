@@ -3,6 +3,7 @@
 
 mod admin;
 mod api;
+mod demo;
 mod iapi;
 mod signed_query;
 mod ws;
@@ -31,6 +32,7 @@ pub fn public_router(app: Arc<App>) -> Router {
         .route("/api/v1/users/{user_id}", get(api::user))
         .route("/api/v1/users/{user_id}/kick", post(api::kick))
         .route("/api/v1/rooms/{channel_name}", get(api::room))
+        .merge(demo::routes(&app))
         .route_layer(axum::middleware::from_fn(count_requests))
         .with_state(app)
 }

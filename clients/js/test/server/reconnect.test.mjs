@@ -1,0 +1,111 @@
+// Reconnection against the real server: a restart (1001), a dropped
+// network (1006) with and without heartbeat.grace, the seed 2.2 rule
+// after each, and a frozen server (dead link found by the missing pong).
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { next, startProxy, startServer, until } from "../support/server.mjs";
+import { collect, connectUser, enterRoom } from "../support/users.mjs";
+
+test("server restart: 1001, reconnect by itself, removedFromRoom (the room died with it)", async () => {
+  let server = await startServer();
+  const port = server.port;
+  const client = await connectUser(server, 201, { reconnect: { initialMs: 200, maxMs: 500 } });
+  try {
+    await enterRoom(server, 201, "restart_room");
+    await client.refreshRoom();
+    assert.equal(client.room?.channelName, "restart_room");
+    const closed = next(client, "disconnected");
+    await server.stop("SIGTERM");
+    const info = await closed;
+    assert.equal(info.code, 1001);
+    assert.equal(info.willReconnect, true);
+    const removed = next(client, "removedFromRoom", 20_000);
+    const reconnected = next(client, "connected", 20_000);
+    server = await startServer({ port });
+    const again = await reconnected;
+    assert.equal(again.reconnected, true);
+    assert.equal((await removed).previous.channelName, "restart_room");
+    assert.equal(client.room, null);
+  } finally {
+    client.close();
+    await server.stop();
+  }
+});
+
+/** A server behind a proxy whose cut() drops the client's connection. */
+async function behindProxy(env) {
+  const probe = await startServer({ env });
+  const proxy = await startProxy(probe.port);
+  await probe.stop();
+  // Restart on the same port with end_point naming the proxy.
+  const server = await startServer({
+    port: probe.port,
+    env: { ...env, CHORUS_SERVER__PUBLIC_URL: `ws://127.0.0.1:${proxy.port}` },
+  });
+  return { server, proxy, baseUrl: `http://127.0.0.1:${proxy.port}` };
+}
+
+test("dropped network without grace: the server removed the user; 2.2 raises removedFromRoom", async () => {
+  const { server, proxy, baseUrl } = await behindProxy({});
+  const client = await connectUser({ ...server, baseUrl }, 211, { reconnect: { initialMs: 1500, maxMs: 2000 } });
+  try {
+    await enterRoom(server, 211, "drop_room");
+    await client.refreshRoom();
+    const closed = next(client, "disconnected");
+    const removed = next(client, "removedFromRoom", 20_000);
+    proxy.cut();
+    assert.equal((await closed).willReconnect, true);
+    assert.equal((await removed).previous.channelName, "drop_room");
+    assert.equal(client.state, "connected");
+  } finally {
+    client.close();
+    await proxy.close();
+    await server.stop();
+  }
+});
+
+test("dropped network within heartbeat.grace: connected resumes the room; no removedFromRoom", async () => {
+  const { server, proxy, baseUrl } = await behindProxy({ CHORUS_HEARTBEAT__GRACE: "30s" });
+  const client = await connectUser({ ...server, baseUrl }, 221, { reconnect: { initialMs: 300, maxMs: 600 } });
+  try {
+    await enterRoom(server, 221, "grace_room");
+    await client.refreshRoom();
+    const removed = collect(client, "removedFromRoom");
+    const reconnected = next(client, "connected", 20_000);
+    proxy.cut();
+    const info = await reconnected;
+    assert.equal(info.reconnected, true);
+    assert.equal(info.channelName, "grace_room");
+    await until(async () => (await client.refreshRoom()).room?.channelName === "grace_room", "the room");
+    assert.equal(removed.length, 0);
+  } finally {
+    client.close();
+    await proxy.close();
+    await server.stop();
+  }
+});
+
+test("a frozen server: no pong, the client drops the link (4000) and comes back after", async () => {
+  const server = await startServer({
+    env: { CHORUS_HEARTBEAT__PING_INTERVAL: "1s", CHORUS_HEARTBEAT__PING_TIMEOUT: "30s" },
+  });
+  const client = await connectUser(server, 231, {
+    pongTimeoutMs: 1000,
+    httpTimeoutMs: 1000,
+    reconnect: { initialMs: 300, maxMs: 600 },
+  });
+  try {
+    const closed = next(client, "disconnected", 10_000);
+    server.child.kill("SIGSTOP");
+    const info = await closed;
+    assert.equal(info.code, 4000);
+    assert.equal(info.willReconnect, true);
+    const back = next(client, "connected", 20_000);
+    server.child.kill("SIGCONT");
+    assert.equal((await back).reconnected, true);
+  } finally {
+    server.child.kill("SIGCONT");
+    client.close();
+    await server.stop();
+  }
+});
