@@ -43,6 +43,19 @@ pub struct Config {
     pub admin: AdminConfig,
     /// The demo room at `/demo/` (development only).
     pub demo: DemoConfig,
+    /// Span export.
+    pub telemetry: TelemetryConfig,
+}
+
+/// `[telemetry]`: where spans go besides the log.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// OTLP/HTTP traces endpoint (for example
+    /// `http://127.0.0.1:4318/v1/traces`); unset (the default): spans are
+    /// not exported. Spans are batched and sent from a thread of their
+    /// own; an unreachable collector costs dropped spans, never latency.
+    pub otlp_endpoint: Option<String>,
 }
 
 /// `[demo]`: the demo room page and its credential-minting routes

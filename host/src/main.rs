@@ -68,9 +68,20 @@ enum PluginCommand {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logs(cli.log_format);
+    if !matches!(cli.command, Command::Serve { .. }) {
+        init_logs(cli.log_format);
+    }
     match cli.command {
-        Command::Serve { config, dev } => serve(Config::load(config.as_deref(), dev)?),
+        Command::Serve { config, dev } => {
+            // Serving installs its subscriber once the configuration says
+            // whether spans are exported too.
+            let config = Config::load(config.as_deref(), dev)?;
+            let endpoint = config.telemetry.otlp_endpoint.clone();
+            let telemetry = chorus::telemetry::init(cli.log_format, endpoint.as_deref())?;
+            let served = serve(config);
+            telemetry.shutdown();
+            served
+        }
         Command::Token {
             config,
             dev,

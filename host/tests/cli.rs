@@ -115,3 +115,115 @@ fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// A collector stand-in: accepts HTTP requests on a free port and keeps
+/// every body it receives.
+fn otlp_receiver() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = std::sync::Arc::clone(&bodies);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream);
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0u8; length];
+            if reader.read_exact(&mut body).is_ok() {
+                kept.lock().unwrap().extend_from_slice(&body);
+            }
+            let _ = reader
+                .get_mut()
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (port, bodies)
+}
+
+#[test]
+fn spans_of_an_action_reach_the_otlp_endpoint() {
+    use std::io::{Read, Write};
+    let (collector, bodies) = otlp_receiver();
+    let port = free_port();
+    let admin = free_port();
+    let mut child = Command::new(CHORUS)
+        .args(["serve", "--dev"])
+        .env("CHORUS_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("CHORUS_ADMIN__LISTEN", format!("127.0.0.1:{admin}"))
+        .env(
+            "CHORUS_TELEMETRY__OTLP_ENDPOINT",
+            format!("http://127.0.0.1:{collector}/v1/traces"),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ready = (0..400).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        std::net::TcpStream::connect(("127.0.0.1", admin)).is_ok()
+    });
+    assert!(ready, "the server listens");
+    // One signed server-API action: a notice to everyone online.
+    let body = r#"{"action":"room_notice","expire_time":1,"content":"hi","client_url":""}"#;
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let headers = chorus_protocol::server_api::signed_headers(
+        chorus::config::DEV_APP_SECRET.as_bytes(),
+        &ts,
+        "otlptest1",
+        "POST",
+        "/api/v1/actions",
+        body.as_bytes(),
+    );
+    let mut request = format!(
+        "POST /api/v1/actions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    let mut api = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    api.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    api.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // SIGTERM flushes the batched spans before the process exits.
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exited = (0..300).find_map(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        child.try_wait().unwrap()
+    });
+    assert!(exited.is_some_and(|s| s.success()), "{exited:?}");
+    let received = bodies.lock().unwrap().clone();
+    let has = |name: &str| received.windows(name.len()).any(|w| w == name.as_bytes());
+    for span in [
+        "chorus.dispatch.action",
+        "chorus.plugin.call",
+        "chorus.store.apply",
+        "chorus.delivery.deliver",
+    ] {
+        assert!(
+            has(span),
+            "span {span} exported ({} bytes received)",
+            received.len()
+        );
+    }
+}
