@@ -284,7 +284,12 @@ impl PluginHost {
         if let Some(error) = self.registry.conflict(&description) {
             return Err((error, version));
         }
-        Ok(Compiled::new(candidate.sha256.clone(), description, pre))
+        Ok(Compiled::new(
+            &self.runtime,
+            candidate.sha256.clone(),
+            description,
+            pre,
+        ))
     }
 
     async fn go_live(

@@ -92,6 +92,7 @@
 //! recorder must be installed before [`PluginHost::load_all`].
 
 mod bindings;
+mod breaker;
 mod cache;
 mod check;
 mod clock;
@@ -99,6 +100,7 @@ mod config;
 mod effects;
 mod engine;
 mod error;
+mod gate;
 mod host;
 mod kv;
 mod loaded;
@@ -123,6 +125,7 @@ use serde::{Deserialize, Serialize};
 /// (a folder of the source tree: for tests and tools, not for production).
 pub const ARTIFACTS_DIR: &str = env!("CHORUS_PLUGIN_ARTIFACTS");
 
+pub use breaker::{BreakerSettings, BreakerState, BreakerStatus};
 pub use check::{ActionSpec, Description, check_file};
 pub use error::{CallError, Failure, FailureKind, PluginError};
 pub use host::PluginHost;
@@ -165,6 +168,15 @@ pub struct Settings {
     /// Folder of precompiled artifacts; `None`: a `chorus` folder under the
     /// system's temporary directory.
     pub cache_dir: Option<PathBuf>,
+    /// Calls of one version that may be in flight at once (default 64);
+    /// one more is answered 2002 at once ([`FailureKind::Overloaded`])
+    /// rather than queued.
+    pub max_concurrent_calls: usize,
+    /// Threads that may run guest code at once; `None` (the default): the
+    /// tokio runtime's workers minus one, at least one.
+    pub guest_parallelism: Option<usize>,
+    /// When a version whose calls keep hitting their deadline is tripped.
+    pub breaker: BreakerSettings,
 }
 
 impl Default for Settings {
@@ -174,6 +186,9 @@ impl Default for Settings {
             call_timeout: Duration::from_millis(50),
             max_memory: 32 * 1024 * 1024,
             cache_dir: None,
+            max_concurrent_calls: 64,
+            guest_parallelism: None,
+            breaker: BreakerSettings::default(),
         }
     }
 }
