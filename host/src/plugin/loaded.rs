@@ -419,7 +419,7 @@ async fn run_on(warm: &mut Warm, input: &types::Event, runtime: &Runtime) -> Ran
         Ok(Err(trap)) => Ran::Trapped(classify(warm.store.data_mut(), &trap)),
         Err(_) => Ran::Trapped(Failure::new(
             FailureKind::Timeout,
-            "the call ran past its deadline while awaiting the host",
+            "the call ran past its deadline while yielded or awaiting the host",
         )),
     }
 }

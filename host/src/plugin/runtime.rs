@@ -41,8 +41,9 @@ pub(crate) struct Runtime {
     pub(crate) breaker: BreakerSettings,
     /// Calls of one version in flight at most.
     pub(crate) max_concurrent_calls: usize,
-    /// The backstop for time spent awaiting the store inside an import,
-    /// which the epoch deadline (guest code only) does not see.
+    /// The backstop for time spent awaiting the store inside an import or
+    /// waiting for a turn after a yield: the epoch deadline is checked only
+    /// while guest code runs.
     pub(crate) wall_deadline: Duration,
     /// The deadline of `describe`: once per version and off the request
     /// path, so generous; a load must not fail because a compile was
