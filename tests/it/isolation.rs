@@ -126,7 +126,10 @@ async fn loop_for(client: Client) -> (usize, Vec<Value>) {
     let reader = tokio::spawn(async move {
         let mut codes = Vec::new();
         loop {
-            if total_rx.borrow_and_update().is_some_and(|n| codes.len() >= n) {
+            if total_rx
+                .borrow_and_update()
+                .is_some_and(|n| codes.len() >= n)
+            {
                 break;
             }
             // Answers may lag well behind the sends: the loops are what
@@ -180,7 +183,10 @@ async fn assert_no_one_starved(pingers: Vec<tokio::task::JoinHandle<Pings>>) {
         assert!(seen.broke.is_none(), "bystander {i}: {seen:?}");
         assert!(seen.pongs >= 5, "bystander {i}: {seen:?}");
         assert!(seen.slowest < PING_TIMEOUT, "bystander {i}: {seen:?}");
-        eprintln!("bystander {i}: {} pongs, slowest {:?}", seen.pongs, seen.slowest);
+        eprintln!(
+            "bystander {i}: {} pongs, slowest {:?}",
+            seen.pongs, seen.slowest
+        );
     }
 }
 
@@ -215,7 +221,10 @@ async fn looping_clients_as_workers((server, _dir): (TestServer, tempfile::TempD
     }
     let loopers = [server.connect(1251).await, server.connect(1252).await];
     let pingers = bystanders(clients, LOOP_FOR + Duration::from_millis(500));
-    let loops: Vec<_> = loopers.into_iter().map(|c| tokio::spawn(loop_for(c))).collect();
+    let loops: Vec<_> = loopers
+        .into_iter()
+        .map(|c| tokio::spawn(loop_for(c)))
+        .collect();
     assert_no_one_starved(pingers).await;
     for handle in loops {
         let (sent, codes) = handle.await.unwrap();
@@ -284,7 +293,9 @@ async fn looping_plugin_tripped((server, _dir): (TestServer, tempfile::TempDir))
 #[ignore = "a measurement, not a test"]
 #[test]
 fn pong_latency_under_looping_clients() {
-    eprintln!("| looping clients | breaker | pongs | p50 ms | p99 ms | max ms |\n|---|---|---|---|---|---|");
+    eprintln!(
+        "| looping clients | breaker | pongs | p50 ms | p99 ms | max ms |\n|---|---|---|---|---|---|"
+    );
     for (loopers, breaker) in [(0, 5), (1, 0), (2, 0), (1, 5), (0, 5)] {
         let node = node_runtime();
         client_runtime().block_on(async {

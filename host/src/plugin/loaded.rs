@@ -413,7 +413,9 @@ async fn run_on(warm: &mut Warm, input: &types::Event, runtime: &Runtime) -> Ran
     warm.store.data_mut().begin_call();
     runtime.arm(&mut warm.store, runtime.deadline_ticks);
     let handler = warm.plugin.chorus_plugin_handler();
-    let call = runtime.gate.run(handler.call_handle(&mut warm.store, input));
+    let call = runtime
+        .gate
+        .run(handler.call_handle(&mut warm.store, input));
     match tokio::time::timeout(runtime.wall_deadline, call).await {
         Ok(Ok(returned)) => Ran::Returned(returned),
         Ok(Err(trap)) => Ran::Trapped(classify(warm.store.data_mut(), &trap)),
@@ -460,7 +462,8 @@ impl LoadedPlugin {
         let started = Instant::now();
         for _ in 0..rounds {
             warm.store.data_mut().begin_call();
-            self.runtime.arm(&mut warm.store, self.runtime.deadline_ticks);
+            self.runtime
+                .arm(&mut warm.store, self.runtime.deadline_ticks);
             let handler = warm.plugin.chorus_plugin_handler();
             let _ = handler
                 .call_handle(&mut warm.store, &input)
@@ -471,7 +474,8 @@ impl LoadedPlugin {
         let started = Instant::now();
         for _ in 0..rounds {
             warm.store.data_mut().begin_call();
-            self.runtime.arm(&mut warm.store, self.runtime.deadline_ticks);
+            self.runtime
+                .arm(&mut warm.store, self.runtime.deadline_ticks);
             let handler = warm.plugin.chorus_plugin_handler();
             let _ = self
                 .runtime

@@ -217,22 +217,42 @@ async fn a_plugin_that_keeps_timing_out_is_tripped_then_tried_again() {
     })
     .await;
     for _ in 0..3 {
-        expect_failure(call(&host, "fx_loop", json!({})).await, FailureKind::Timeout);
+        expect_failure(
+            call(&host, "fx_loop", json!({})).await,
+            FailureKind::Timeout,
+        );
     }
     let tripped = status(&host, "faulty").breaker;
-    assert_eq!((tripped.state, tripped.trips), (BreakerState::Open, 1), "{tripped:?}");
+    assert_eq!(
+        (tripped.state, tripped.trips),
+        (BreakerState::Open, 1),
+        "{tripped:?}"
+    );
     assert!(tripped.open_until_ms.is_some());
 
     // Every call of the version is answered at once, not only the loop.
     let started = Instant::now();
-    expect_failure(call(&host, "fx_loop", json!({})).await, FailureKind::BreakerOpen);
-    expect_failure(call(&host, "fx_ok", json!({})).await, FailureKind::BreakerOpen);
-    assert!(started.elapsed() < Duration::from_millis(20), "{:?}", started.elapsed());
+    expect_failure(
+        call(&host, "fx_loop", json!({})).await,
+        FailureKind::BreakerOpen,
+    );
+    expect_failure(
+        call(&host, "fx_ok", json!({})).await,
+        FailureKind::BreakerOpen,
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(20),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(status(&host, "faulty").breaker.short_circuited, 2);
 
     // After the cool-down one call decides: a loop trips it again at once.
     tokio::time::sleep(Duration::from_millis(700)).await;
-    expect_failure(call(&host, "fx_loop", json!({})).await, FailureKind::Timeout);
+    expect_failure(
+        call(&host, "fx_loop", json!({})).await,
+        FailureKind::Timeout,
+    );
     assert_eq!(status(&host, "faulty").breaker.trips, 2);
     tokio::time::sleep(Duration::from_millis(700)).await;
     expect_ok(&host).await;
@@ -253,11 +273,21 @@ async fn calls_beyond_the_concurrency_bound_fail_at_once() {
             tokio::spawn(async move { call(&host, "fx_loop", json!({})).await })
         })
         .collect();
-    let full = eventually(Duration::from_secs(2), || status(&host, "faulty").in_flight == 2).await;
+    let full = eventually(Duration::from_secs(2), || {
+        status(&host, "faulty").in_flight == 2
+    })
+    .await;
     full.expect("both loops are in flight");
     let started = Instant::now();
-    expect_failure(call(&host, "fx_ok", json!({})).await, FailureKind::Overloaded);
-    assert!(started.elapsed() < Duration::from_millis(20), "{:?}", started.elapsed());
+    expect_failure(
+        call(&host, "fx_ok", json!({})).await,
+        FailureKind::Overloaded,
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(20),
+        "{:?}",
+        started.elapsed()
+    );
     for handle in loops {
         expect_failure(handle.await.expect("task"), FailureKind::Timeout);
     }
