@@ -183,6 +183,21 @@ pub struct PluginsConfig {
     pub max_memory: ByteSize,
     /// Where precompiled plugins are cached.
     pub cache_dir: Option<PathBuf>,
+    /// Calls of one plugin version in flight at once; one more is answered
+    /// 2002 at once instead of queueing.
+    pub max_concurrent_calls: usize,
+    /// Threads that may run plugin code at once; unset: the runtime's
+    /// workers minus one (at least one), so guests never hold every worker.
+    pub guest_parallelism: Option<usize>,
+    /// Calls hitting `call_timeout` within `breaker_window` that trip a
+    /// plugin version's circuit breaker; 0 turns the breaker off.
+    pub breaker_threshold: u32,
+    /// The window `breaker_threshold` is counted in.
+    #[serde(with = "humantime_serde")]
+    pub breaker_window: Duration,
+    /// How long a tripped plugin's calls are answered 2002 at once.
+    #[serde(with = "humantime_serde")]
+    pub breaker_cooldown: Duration,
 }
 
 impl Default for PluginsConfig {
@@ -192,6 +207,11 @@ impl Default for PluginsConfig {
             call_timeout: Duration::from_millis(50),
             max_memory: ByteSize::mib(32),
             cache_dir: None,
+            max_concurrent_calls: 64,
+            guest_parallelism: None,
+            breaker_threshold: 5,
+            breaker_window: Duration::from_secs(10),
+            breaker_cooldown: Duration::from_secs(30),
         }
     }
 }
@@ -386,6 +406,12 @@ impl Config {
         }
         if self.rooms.seats == 0 || self.rooms.seats > 64 {
             return Err(ConfigError::Invalid("rooms.seats must be 1..=64".into()));
+        }
+        if self.plugins.max_concurrent_calls == 0 || self.plugins.guest_parallelism == Some(0) {
+            return Err(ConfigError::Invalid(
+                "plugins.max_concurrent_calls and plugins.guest_parallelism must be positive"
+                    .into(),
+            ));
         }
         if self.limits.outbound_queue == 0
             || self.relay.max_attempts == 0

@@ -190,6 +190,13 @@ fn plugin_settings(config: &Config) -> Settings {
         call_timeout: config.plugins.call_timeout,
         max_memory: config.plugins.max_memory.as_u64(),
         cache_dir: config.plugins.cache_dir.clone(),
+        max_concurrent_calls: config.plugins.max_concurrent_calls,
+        guest_parallelism: config.plugins.guest_parallelism,
+        breaker: crate::plugin::BreakerSettings {
+            threshold: config.plugins.breaker_threshold,
+            window: config.plugins.breaker_window,
+            cooldown: config.plugins.breaker_cooldown,
+        },
     }
 }
 

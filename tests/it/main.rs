@@ -11,6 +11,7 @@ mod cluster;
 mod errors;
 mod isolation;
 mod operations;
+mod plugin_isolation;
 mod plugins;
 mod relay;
 mod rooms;

@@ -2,7 +2,7 @@
 //! drives its epoch so call deadlines fire.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::Duration;
 
@@ -48,26 +48,47 @@ pub(crate) fn build(max_memory: u64) -> Result<Engine, PluginError> {
 /// The epoch ticker thread; stops (within a tick) when dropped.
 pub(crate) struct EpochTicker {
     stop: Arc<AtomicBool>,
+    clock: EpochClock,
 }
 
 impl EpochTicker {
     /// Starts a thread that bumps `engine`'s epoch every [`EPOCH_TICK`].
     ///
     /// A plain thread rather than a tokio task: a deadline must fire even
-    /// when every runtime worker is busy running guests.
+    /// when every runtime worker is busy.
     pub(crate) fn start(engine: &Engine) -> Result<Self, PluginError> {
         let stop = Arc::new(AtomicBool::new(false));
-        let (engine, flag) = (engine.clone(), Arc::clone(&stop));
+        let clock = EpochClock::default();
+        let (engine, flag, ticks) = (engine.clone(), Arc::clone(&stop), clock.clone());
         thread::Builder::new()
             .name("chorus-plugin-epoch".into())
             .spawn(move || {
                 while !flag.load(Ordering::Relaxed) {
                     thread::sleep(EPOCH_TICK);
+                    ticks.0.fetch_add(1, Ordering::Release);
                     engine.increment_epoch();
                 }
             })
             .map_err(|e| PluginError::Engine(format!("epoch thread: {e}")))?;
-        Ok(Self { stop })
+        Ok(Self { stop, clock })
+    }
+
+    /// The ticks counted so far, readable by the epoch callbacks.
+    pub(crate) fn clock(&self) -> &EpochClock {
+        &self.clock
+    }
+}
+
+/// The engine's epoch as the ticker advanced it (wasmtime does not expose
+/// its own counter), so a call's deadline is an absolute tick however long
+/// the call spent yielded or awaiting the store.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct EpochClock(Arc<AtomicU64>);
+
+impl EpochClock {
+    /// The current tick.
+    pub(crate) fn now(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
     }
 }
 

@@ -104,6 +104,12 @@ pub enum FailureKind {
     /// No instance could be created (for example every instance slot of
     /// the pooling allocator is in use).
     Unavailable,
+    /// The version already had `plugins.max_concurrent_calls` calls in
+    /// flight; this one did not run.
+    Overloaded,
+    /// The version's circuit breaker is open (its calls kept hitting their
+    /// deadline); this one did not run.
+    BreakerOpen,
 }
 
 impl FailureKind {
@@ -116,17 +122,21 @@ impl FailureKind {
             FailureKind::MalformedEffect => "malformed_effect",
             FailureKind::Store => "store",
             FailureKind::Unavailable => "unavailable",
+            FailureKind::Overloaded => "overloaded",
+            FailureKind::BreakerOpen => "breaker_open",
         }
     }
 
     /// Every kind, for registering metrics.
-    pub(crate) const ALL: [FailureKind; 6] = [
+    pub(crate) const ALL: [FailureKind; 8] = [
         FailureKind::Trap,
         FailureKind::Timeout,
         FailureKind::Memory,
         FailureKind::MalformedEffect,
         FailureKind::Store,
         FailureKind::Unavailable,
+        FailureKind::Overloaded,
+        FailureKind::BreakerOpen,
     ];
 }
 

@@ -284,7 +284,12 @@ impl PluginHost {
         if let Some(error) = self.registry.conflict(&description) {
             return Err((error, version));
         }
-        Ok(Compiled::new(candidate.sha256.clone(), description, pre))
+        Ok(Compiled::new(
+            &self.runtime,
+            candidate.sha256.clone(),
+            description,
+            pre,
+        ))
     }
 
     async fn go_live(
@@ -406,23 +411,33 @@ async fn is_file(path: &Path) -> bool {
     tokio::fs::metadata(path).await.is_ok_and(|m| m.is_file())
 }
 
-/// Reads a plugin's `.wasm` and optional `.toml`.
+/// Reads a plugin's `.wasm` and optional `.toml`, and hashes the bytes:
+/// on a blocking thread, since a rescan hashes every plugin file and a
+/// large one takes milliseconds of CPU.
 async fn read_files(file: &PluginFiles) -> Result<Candidate, PluginError> {
+    let (name, wasm, toml) = (file.name.clone(), file.wasm.clone(), file.toml.clone());
+    tokio::task::spawn_blocking(move || read_files_blocking(name, &wasm, &toml))
+        .await
+        .map_err(|e| PluginError::Io {
+            path: file.wasm.clone(),
+            message: format!("the read task failed: {e}"),
+        })?
+}
+
+/// [`read_files`] on the current thread.
+fn read_files_blocking(name: String, wasm: &Path, toml: &Path) -> Result<Candidate, PluginError> {
     let io = |path: &Path, e: std::io::Error| PluginError::Io {
         path: path.into(),
         message: e.to_string(),
     };
-    let bytes: Arc<[u8]> = tokio::fs::read(&file.wasm)
-        .await
-        .map_err(|e| io(&file.wasm, e))?
-        .into();
-    let config = match tokio::fs::read_to_string(&file.toml).await {
+    let bytes: Arc<[u8]> = std::fs::read(wasm).map_err(|e| io(wasm, e))?.into();
+    let config = match std::fs::read_to_string(toml) {
         Ok(text) => Some(text),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(io(&file.toml, e)),
+        Err(e) => return Err(io(toml, e)),
     };
     Ok(Candidate {
-        name: file.name.clone(),
+        name,
         sha256: sha256_hex(&bytes),
         bytes,
         config,

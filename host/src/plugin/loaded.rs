@@ -1,11 +1,12 @@
 //! [`LoadedPlugin`]: one compiled version of a plugin with its config, its
 //! warm instance pool, and the call path.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use super::bindings::{Plugin, PluginPre, types};
+use super::breaker::Breaker;
 use super::check::Description;
 use super::effects;
 use super::error::{CallError, Failure, FailureKind};
@@ -38,16 +39,25 @@ pub(crate) struct Compiled {
     pub(crate) stats: CallStats,
     /// For `/metrics`.
     metrics: CallMetrics,
+    /// Trips when the version's calls keep hitting their deadline.
+    pub(crate) breaker: Breaker,
+    /// Calls in flight now, bounded by `max_in_flight`.
+    in_flight: AtomicUsize,
+    /// `plugins.max_concurrent_calls`.
+    max_in_flight: usize,
 }
 
 impl Compiled {
-    /// Wraps a linked and described version.
+    /// Wraps a linked and described version, with the breaker and the
+    /// concurrency bound of `runtime`'s settings.
     pub(crate) fn new(
+        runtime: &Runtime,
         sha256: String,
         description: Description,
         pre: PluginPre<PluginView>,
     ) -> Arc<Self> {
         let metrics = CallMetrics::new(&description.name, &description.version);
+        let breaker = Breaker::new(runtime.breaker, &description.name, &description.version);
         Arc::new(Self {
             name: description.name.as_str().into(),
             version: description.version.as_str().into(),
@@ -56,7 +66,32 @@ impl Compiled {
             pre,
             stats: CallStats::new(),
             metrics,
+            breaker,
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: runtime.max_concurrent_calls,
         })
+    }
+
+    /// A place among the calls in flight, or `None` when all are taken.
+    fn enter(&self) -> Option<InFlight<'_>> {
+        let before = self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let slot = InFlight(&self.in_flight);
+        (before < self.max_in_flight).then_some(slot)
+    }
+
+    /// Calls in flight now.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+}
+
+/// One call in flight; leaves on drop, however the call ends (a dropped
+/// call future included).
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -181,7 +216,7 @@ impl LoadedPlugin {
         self.retired.store(false, Ordering::Relaxed);
     }
 
-    /// Runs one event; counts, times and logs it.
+    /// Runs one event; counts, times and logs it, and feeds the breaker.
     pub(crate) async fn call(&self, event: &Event) -> Result<Reply, CallError> {
         let started = Instant::now();
         let outcome = self.run(event).await;
@@ -189,6 +224,7 @@ impl LoadedPlugin {
         let failed = matches!(outcome, Err(CallError::Failed(_)));
         self.compiled.stats.record(elapsed, failed);
         self.compiled.metrics.record(&outcome, elapsed);
+        self.feed_breaker(&outcome);
         if let Err(error) = &outcome
             && !failed
         {
@@ -203,8 +239,40 @@ impl LoadedPlugin {
         outcome
     }
 
+    /// Tells the breaker how a call ended: a timeout counts, a call that
+    /// returned in time closes a half-open breaker, a call that never ran
+    /// says nothing.
+    fn feed_breaker(&self, outcome: &Result<Reply, CallError>) {
+        let breaker = &self.compiled.breaker;
+        match outcome {
+            Err(CallError::Failed(f)) if f.kind == FailureKind::Timeout => {
+                if breaker.on_timeout(tokio::time::Instant::now()) {
+                    let status = breaker.status();
+                    tracing::warn!(
+                        plugin = self.name(),
+                        plugin_version = self.version(),
+                        open_until_ms = status.open_until_ms,
+                        trips = status.trips,
+                        "plugin circuit breaker tripped: its calls keep hitting their deadline"
+                    );
+                }
+            }
+            Err(CallError::Failed(f))
+                if matches!(f.kind, FailureKind::BreakerOpen | FailureKind::Overloaded) => {}
+            _ => breaker.on_returned(),
+        }
+    }
+
     async fn run(&self, event: &Event) -> Result<Reply, CallError> {
         let input = wit_event(event)?;
+        if !self.compiled.breaker.admit() {
+            let failure = Failure::new(FailureKind::BreakerOpen, "the circuit breaker is open");
+            return Err(self.failed(event, failure));
+        }
+        let Some(_in_flight) = self.compiled.enter() else {
+            let detail = format!("{} calls already in flight", self.compiled.max_in_flight);
+            return Err(self.failed(event, Failure::new(FailureKind::Overloaded, detail)));
+        };
         let mut warm = self.take().await.map_err(|f| self.failed(event, f))?;
         match run_on(&mut warm, &input, &self.runtime).await {
             Ran::Returned(Ok(reply)) => {
@@ -228,16 +296,31 @@ impl LoadedPlugin {
         }
     }
 
-    /// Logs a failed call and wraps it.
+    /// Logs a failed call and wraps it. Calls refused before running (an
+    /// open breaker, too many in flight) log at debug: they come in bursts,
+    /// and the trip itself was logged.
     fn failed(&self, event: &Event, failure: Failure) -> CallError {
-        tracing::warn!(
-            plugin = self.name(),
-            plugin_version = self.version(),
-            action = %event.action,
-            kind = %failure.kind,
-            detail = %failure.detail,
-            "plugin call failed"
-        );
+        if matches!(
+            failure.kind,
+            FailureKind::BreakerOpen | FailureKind::Overloaded
+        ) {
+            tracing::debug!(
+                plugin = self.name(),
+                plugin_version = self.version(),
+                action = %event.action,
+                kind = %failure.kind,
+                "plugin call refused"
+            );
+        } else {
+            tracing::warn!(
+                plugin = self.name(),
+                plugin_version = self.version(),
+                action = %event.action,
+                kind = %failure.kind,
+                detail = %failure.detail,
+                "plugin call failed"
+            );
+        }
         CallError::Failed(failure)
     }
 
@@ -259,7 +342,8 @@ impl LoadedPlugin {
             version: Arc::clone(&self.compiled.version),
         };
         let mut store = self.runtime.new_store(identity, Arc::clone(&self.config));
-        let plugin = self.compiled.pre.instantiate_async(&mut store).await?;
+        let instantiating = self.compiled.pre.instantiate_async(&mut store);
+        let plugin = self.runtime.gate.run(instantiating).await?;
         Ok(Warm {
             store,
             plugin,
@@ -323,18 +407,21 @@ fn wit_event(event: &Event) -> Result<types::Event, CallError> {
     })
 }
 
-/// Calls `handle` on a warm instance under the call's deadline.
+/// Calls `handle` on a warm instance under the call's deadline, through
+/// the guest gate.
 async fn run_on(warm: &mut Warm, input: &types::Event, runtime: &Runtime) -> Ran {
     warm.store.data_mut().begin_call();
-    warm.store.set_epoch_deadline(runtime.deadline_ticks);
+    runtime.arm(&mut warm.store, runtime.deadline_ticks);
     let handler = warm.plugin.chorus_plugin_handler();
-    let call = handler.call_handle(&mut warm.store, input);
+    let call = runtime
+        .gate
+        .run(handler.call_handle(&mut warm.store, input));
     match tokio::time::timeout(runtime.wall_deadline, call).await {
         Ok(Ok(returned)) => Ran::Returned(returned),
         Ok(Err(trap)) => Ran::Trapped(classify(warm.store.data_mut(), &trap)),
         Err(_) => Ran::Trapped(Failure::new(
             FailureKind::Timeout,
-            "the call ran past its deadline while awaiting the host",
+            "the call ran past its deadline while yielded or awaiting the host",
         )),
     }
 }
@@ -375,7 +462,8 @@ impl LoadedPlugin {
         let started = Instant::now();
         for _ in 0..rounds {
             warm.store.data_mut().begin_call();
-            warm.store.set_epoch_deadline(self.runtime.deadline_ticks);
+            self.runtime
+                .arm(&mut warm.store, self.runtime.deadline_ticks);
             let handler = warm.plugin.chorus_plugin_handler();
             let _ = handler
                 .call_handle(&mut warm.store, &input)
@@ -383,6 +471,20 @@ impl LoadedPlugin {
                 .expect("ok");
         }
         eprintln!("  + begin_call/deadline: {:?}", started.elapsed() / rounds);
+        let started = Instant::now();
+        for _ in 0..rounds {
+            warm.store.data_mut().begin_call();
+            self.runtime
+                .arm(&mut warm.store, self.runtime.deadline_ticks);
+            let handler = warm.plugin.chorus_plugin_handler();
+            let _ = self
+                .runtime
+                .gate
+                .run(handler.call_handle(&mut warm.store, &input))
+                .await
+                .expect("ok");
+        }
+        eprintln!("  + guest gate: {:?}", started.elapsed() / rounds);
         let started = Instant::now();
         for _ in 0..rounds {
             let _ = run_on(&mut warm, &input, &self.runtime).await;

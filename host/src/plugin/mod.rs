@@ -26,7 +26,11 @@
 //! - `stderr`: the bounded in-memory pipe that catches a guest's stderr, so
 //!   the panic message of a trapped call can be logged.
 //! - `engine`: the wasmtime engine, its pooling allocator and the epoch
-//!   ticker thread that makes call deadlines work.
+//!   ticker thread (and its `EpochClock`) that makes call deadlines work.
+//! - `gate`: where guest code may run: epoch slicing (a guest yields at
+//!   every tick) and the `GuestGate` (at most N threads in guest code).
+//! - `breaker`: the circuit breaker of a version whose calls keep hitting
+//!   their deadline.
 //! - `cache`: the on-disk cache of precompiled `.cwasm` artifacts.
 //! - `runtime`: what every version shares (engine, linker, cache, store
 //!   handle, limits); it compiles, links and describes a version.
@@ -78,6 +82,36 @@
 //! a call that finds none free fails at once ([`FailureKind::Unavailable`])
 //! instead of queueing.
 //!
+//! # Guest code and the async workers (issue 12)
+//!
+//! Guest code runs on the tokio worker that polls the call, but never for
+//! long and never on every worker (see `gate`): a guest yields to the
+//! executor at every epoch tick (10 ms), and at most
+//! [`Settings::guest_parallelism`] threads (default: the runtime's
+//! workers minus one, at least one) poll guest code at once, so a node
+//! with two or more workers always has one free for I/O. Three guards keep
+//! one plugin from hogging even that share:
+//!
+//! - [`Settings::max_concurrent_calls`] per version (default 64): one
+//!   more call fails at once with [`FailureKind::Overloaded`] (2002).
+//!   Failing rather than waiting: a waiting call would hold its session
+//!   loop and often a room lock behind a plugin that is already slow.
+//! - A circuit breaker per version ([`BreakerSettings`]): after
+//!   `threshold` calls hit their deadline within `window`, every call of
+//!   the version fails at once with [`FailureKind::BreakerOpen`] (2002)
+//!   for `cooldown`; then the next call decides. `/admin/plugins` shows
+//!   `breaker.state` and `breaker.open_until_ms`; the metrics are
+//!   `chorus_plugin_breaker_trips_total` and `chorus_plugin_breaker_open`.
+//!   A new version (new bytes) starts with a closed breaker.
+//! - Compiling, reading the artifact cache and hashing plugin files run
+//!   on blocking threads; instantiation and `describe` go through the
+//!   gate like calls.
+//!
+//! A separate runtime for plugins would keep guest code off the I/O
+//! workers entirely, but costs a cross-thread hop there and back per call
+//! (measured about 8 µs at the median, against a budget of 2 µs; see
+//! BENCHMARKS.md).
+
 //! # Versions and reloads
 //!
 //! Compilation happens once per version: the sha256 of the bytes plus the
@@ -92,6 +126,7 @@
 //! recorder must be installed before [`PluginHost::load_all`].
 
 mod bindings;
+mod breaker;
 mod cache;
 mod check;
 mod clock;
@@ -99,6 +134,7 @@ mod config;
 mod effects;
 mod engine;
 mod error;
+mod gate;
 mod host;
 mod kv;
 mod loaded;
@@ -123,6 +159,7 @@ use serde::{Deserialize, Serialize};
 /// (a folder of the source tree: for tests and tools, not for production).
 pub const ARTIFACTS_DIR: &str = env!("CHORUS_PLUGIN_ARTIFACTS");
 
+pub use breaker::{BreakerSettings, BreakerState, BreakerStatus};
 pub use check::{ActionSpec, Description, check_file};
 pub use error::{CallError, Failure, FailureKind, PluginError};
 pub use host::PluginHost;
@@ -165,6 +202,15 @@ pub struct Settings {
     /// Folder of precompiled artifacts; `None`: a `chorus` folder under the
     /// system's temporary directory.
     pub cache_dir: Option<PathBuf>,
+    /// Calls of one version that may be in flight at once (default 64);
+    /// one more is answered 2002 at once ([`FailureKind::Overloaded`])
+    /// rather than queued.
+    pub max_concurrent_calls: usize,
+    /// Threads that may run guest code at once; `None` (the default): the
+    /// tokio runtime's workers minus one, at least one.
+    pub guest_parallelism: Option<usize>,
+    /// When a version whose calls keep hitting their deadline is tripped.
+    pub breaker: BreakerSettings,
 }
 
 impl Default for Settings {
@@ -174,6 +220,9 @@ impl Default for Settings {
             call_timeout: Duration::from_millis(50),
             max_memory: 32 * 1024 * 1024,
             cache_dir: None,
+            max_concurrent_calls: 64,
+            guest_parallelism: None,
+            breaker: BreakerSettings::default(),
         }
     }
 }

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use arc_swap::ArcSwap;
 use serde::Serialize;
 
+use super::breaker::{BreakerState, BreakerStatus};
 use super::check::Description;
 use super::loaded::LoadedPlugin;
 use super::{PluginError, Source};
@@ -105,6 +106,11 @@ pub struct PluginStatus {
     pub p50_us: u64,
     /// 99th percentile call latency, µs (approximate).
     pub p99_us: u64,
+    /// Calls of the serving version in flight now.
+    pub in_flight: u64,
+    /// The serving version's circuit breaker: whether it is tripped, and
+    /// until when.
+    pub breaker: BreakerStatus,
 }
 
 impl PluginStatus {
@@ -122,6 +128,8 @@ impl PluginStatus {
             errors: stats.errors(),
             p50_us: stats.percentile_us(0.50),
             p99_us: stats.percentile_us(0.99),
+            in_flight: u64::try_from(plugin.compiled().in_flight()).unwrap_or(u64::MAX),
+            breaker: plugin.compiled().breaker.status(),
         }
     }
 }
@@ -358,6 +366,14 @@ impl Registry {
                 errors: 0,
                 p50_us: 0,
                 p99_us: 0,
+                in_flight: 0,
+                breaker: BreakerStatus {
+                    state: BreakerState::Closed,
+                    open_until_ms: None,
+                    trips: 0,
+                    recent_timeouts: 0,
+                    short_circuited: 0,
+                },
             },
         }
     }

@@ -10,9 +10,11 @@ use wasmtime::Engine;
 use wasmtime::component::{Component, HasSelf, Linker};
 
 use super::bindings::{Plugin, PluginPre};
+use super::breaker::BreakerSettings;
 use super::cache::ArtifactCache;
 use super::check::Description;
 use super::engine::{self, EPOCH_TICK, EpochTicker};
+use super::gate::{self, GuestGate};
 use super::view::{Identity, PluginView};
 use super::{PluginError, Settings};
 use crate::store::Store;
@@ -32,8 +34,16 @@ pub(crate) struct Runtime {
     pub(crate) max_memory: usize,
     /// Epoch ticks a call may run (from `call_timeout`).
     pub(crate) deadline_ticks: u64,
-    /// The backstop for time spent awaiting the store inside an import,
-    /// which the epoch deadline (guest code only) does not see.
+    /// Bounds the threads running guest code at once; every call,
+    /// instantiation and `describe` goes through it.
+    pub(crate) gate: GuestGate,
+    /// When a version's breaker trips (`plugins.breaker_*`).
+    pub(crate) breaker: BreakerSettings,
+    /// Calls of one version in flight at most.
+    pub(crate) max_concurrent_calls: usize,
+    /// The backstop for time spent awaiting the store inside an import or
+    /// waiting for a turn after a yield: the epoch deadline is checked only
+    /// while guest code runs.
     pub(crate) wall_deadline: Duration,
     /// The deadline of `describe`: once per version and off the request
     /// path, so generous; a load must not fail because a compile was
@@ -41,8 +51,9 @@ pub(crate) struct Runtime {
     describe_deadline: Duration,
     /// Precompiled artifacts; `None` for `chorus plugin check`.
     cache: Option<ArtifactCache>,
-    /// Stops the epoch thread when the runtime goes.
-    _ticker: EpochTicker,
+    /// Drives the epoch (and the clock call deadlines are read against);
+    /// stops its thread when the runtime goes.
+    ticker: EpochTicker,
 }
 
 impl Runtime {
@@ -63,21 +74,35 @@ impl Runtime {
             ArtifactCache::new(&engine, dir)
         });
         let ticker = EpochTicker::start(&engine)?;
+        let gate = GuestGate::new(
+            settings
+                .guest_parallelism
+                .unwrap_or_else(GuestGate::default_size),
+        );
+        tracing::debug!(
+            guest_parallelism = gate.size(),
+            "plugin runtime: threads that may run guest code at once"
+        );
         Ok(Arc::new(Self {
             max_memory: usize::try_from(settings.max_memory).unwrap_or(usize::MAX),
             deadline_ticks: engine::deadline_ticks(settings.call_timeout),
+            breaker: settings.breaker,
+            max_concurrent_calls: settings.max_concurrent_calls.max(1),
+            gate,
             wall_deadline: settings.call_timeout + 3 * EPOCH_TICK,
             describe_deadline: (settings.call_timeout * 10).max(MIN_DESCRIBE_DEADLINE),
             engine,
             linker,
             store,
             cache,
-            _ticker: ticker,
+            ticker,
         }))
     }
 
     /// A fresh `Store` for one instance of a version, with the memory cap
-    /// and an epoch deadline that traps.
+    /// and the epoch slicing of [`gate`]: the guest yields at every tick
+    /// and traps once a call's deadline has passed. Armed for one call's
+    /// deadline (which its instantiation runs under).
     pub(crate) fn new_store(
         &self,
         identity: Identity,
@@ -86,9 +111,18 @@ impl Runtime {
         let view = PluginView::new(identity, config, Arc::clone(&self.store), self.max_memory);
         let mut store = wasmtime::Store::new(&self.engine, view);
         store.limiter(|view| &mut view.limits);
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(self.deadline_ticks);
+        let clock = self.ticker.clock().clone();
+        store.epoch_deadline_callback(move |store| gate::on_epoch(store, &clock));
+        self.arm(&mut store, self.deadline_ticks);
         store
+    }
+
+    /// Gives the next run of guest code in `store` a deadline `ticks`
+    /// epoch ticks from now: the store's epoch callback fires at every
+    /// tick, yields, and traps once that tick has come.
+    pub(crate) fn arm(&self, store: &mut wasmtime::Store<PluginView>, ticks: u64) {
+        store.data_mut().deadline_epoch = self.ticker.clock().now() + ticks;
+        store.set_epoch_deadline(1);
     }
 
     /// Compiles `bytes` (or loads the cached artifact) on a blocking
@@ -141,9 +175,12 @@ impl Runtime {
             version: "unknown".into(),
         };
         let mut store = self.new_store(identity, config);
-        store.set_epoch_deadline(engine::deadline_ticks(self.describe_deadline));
-        let described =
-            tokio::time::timeout(self.describe_deadline, describe_in(&mut store, pre)).await;
+        self.arm(&mut store, engine::deadline_ticks(self.describe_deadline));
+        let described = tokio::time::timeout(
+            self.describe_deadline,
+            self.gate.run(describe_in(&mut store, pre)),
+        )
+        .await;
         let stderr = store.data().output.contents();
         let with_stderr = |e: String| {
             if stderr.is_empty() {

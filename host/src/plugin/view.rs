@@ -37,6 +37,10 @@ pub(crate) struct PluginView {
     /// The first store error an import met during the current call: it
     /// trapped the call, and names the failure `store` instead of `trap`.
     pub(crate) store_error: Option<StoreError>,
+    /// The epoch tick (of [`super::engine::EpochClock`]) at which the
+    /// current call (or `describe`, or an instantiation) traps; until then
+    /// [`super::gate::on_epoch`] yields at every tick.
+    pub(crate) deadline_epoch: u64,
     /// The guest's stdout and stderr.
     pub(crate) output: OutputPipe,
     /// WASI state for the `wasi:*` imports of a std guest.
@@ -64,6 +68,7 @@ impl PluginView {
             store,
             limits: MemoryCap::new(max_memory),
             store_error: None,
+            deadline_epoch: 0,
             output,
             wasi,
             table: ResourceTable::new(),
