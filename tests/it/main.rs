@@ -8,6 +8,7 @@ mod harness;
 
 mod cluster;
 
+mod inputs;
 mod operations;
 mod plugins;
 mod relay;
