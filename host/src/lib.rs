@@ -8,6 +8,7 @@
 pub mod app;
 pub mod cluster;
 pub mod config;
+pub mod conformance;
 pub mod delivery;
 pub mod dispatch;
 pub mod http;

@@ -8,7 +8,7 @@
 //! replaced or shut-down session leaves the user's room alone; any other
 //! end is a disconnect (after `heartbeat.grace`, unless the user is back).
 
-mod inbound;
+pub(crate) mod inbound;
 
 use std::sync::Arc;
 use std::time::Duration;
