@@ -16,6 +16,9 @@ use serde::{Deserialize, Serialize};
 pub const DEV_APP_SECRET: &str = "chorus-dev-secret";
 /// The admin token `--dev` uses when none is configured.
 pub const DEV_ADMIN_TOKEN: &str = "chorus-dev-admin";
+/// The longest duration any key accepts: a year is beyond every sensible
+/// timeout and far from the overflow of the sums the server makes.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -45,6 +48,20 @@ pub struct Config {
     pub demo: DemoConfig,
     /// Span export.
     pub telemetry: TelemetryConfig,
+    /// Development and testing aids; refused outside `--dev`.
+    pub dev: DevConfig,
+}
+
+/// `[dev]`: aids for development and conformance testing. Every key here
+/// is refused outside `--dev`, so no production configuration can turn
+/// one on.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DevConfig {
+    /// Echo every WebSocket message instead of running a session (see
+    /// `http::conformance`), so Autobahn|Testsuite can test the
+    /// WebSocket layer; the upgrade still needs a valid signed query.
+    pub ws_echo: bool,
 }
 
 /// `[telemetry]`: where spans go besides the log.
@@ -382,6 +399,12 @@ impl Config {
     /// Fills the `--dev` defaults and checks what serde cannot; [`Config::load`]
     /// calls it, and so must code that builds a `Config` by hand.
     pub fn prepare(&mut self, dev: bool) -> Result<(), ConfigError> {
+        if self.dev.ws_echo && !dev {
+            return Err(ConfigError::Invalid(
+                "dev.ws_echo replaces every session with an echo and is refused outside --dev"
+                    .into(),
+            ));
+        }
         if dev {
             self.server
                 .app_secret
@@ -422,7 +445,39 @@ impl Config {
                     .into(),
             ));
         }
-        Ok(())
+        if self.limits.max_frame_bytes == 0 || self.limits.read_buffer_bytes == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.max_frame_bytes and limits.read_buffer_bytes must be positive".into(),
+            ));
+        }
+        self.check_durations()
+    }
+
+    /// Every duration at most [`MAX_DURATION`]: the server adds and
+    /// multiplies them (a call's deadline is ten times `call_timeout`, a
+    /// nonce lives twice `max_skew`), and an absurd value must be refused
+    /// here with its name rather than overflow later.
+    fn check_durations(&self) -> Result<(), ConfigError> {
+        let durations = [
+            ("heartbeat.ping_interval", self.heartbeat.ping_interval),
+            ("heartbeat.ping_timeout", self.heartbeat.ping_timeout),
+            ("heartbeat.grace", self.heartbeat.grace),
+            (
+                "heartbeat.handshake_timeout",
+                self.heartbeat.handshake_timeout,
+            ),
+            ("signing.max_skew", self.signing.max_skew),
+            ("plugins.call_timeout", self.plugins.call_timeout),
+            ("relay.report_timeout", self.relay.report_timeout),
+            ("store.lease_ttl", self.store.lease_ttl),
+            ("store.lease_interval", self.store.lease_interval),
+        ];
+        match durations.iter().find(|(_, d)| *d > MAX_DURATION) {
+            Some((key, d)) => Err(ConfigError::Invalid(format!(
+                "{key} must be at most 365 days, not {d:?}"
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// The app secret's bytes (present after [`Config::load`]).
@@ -461,4 +516,196 @@ impl Config {
 /// Whole seconds, rounded up, as the protocol shows durations to clients.
 pub fn whole_seconds(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    //! Property tests (issue 19, item 2): any TOML file, valid or not,
+    //! loads or fails with a typed [`ConfigError`], never a panic; a
+    //! configuration that loads keeps the invariants `prepare` promises.
+    //! (Arbitrary environment variables go through the binary, in
+    //! `host/tests/cli.rs`: setting variables in this process is unsafe.)
+
+    use std::io::Write as _;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Every key of PROTOCOL section 11 and of the README, by section.
+    const KEYS: &[(&str, &[&str])] = &[
+        ("server", &["listen", "public_url", "app_secret", "node_id"]),
+        (
+            "heartbeat",
+            &[
+                "ping_interval",
+                "ping_timeout",
+                "grace",
+                "handshake_timeout",
+            ],
+        ),
+        ("signing", &["max_skew"]),
+        (
+            "limits",
+            &["max_frame_bytes", "outbound_queue", "read_buffer_bytes"],
+        ),
+        (
+            "plugins",
+            &["dir", "call_timeout", "max_memory", "cache_dir"],
+        ),
+        ("delivery", &["mode"]),
+        ("relay", &["report_timeout", "max_attempts"]),
+        ("rooms", &["seats"]),
+        ("store", &["url", "prefix", "lease_ttl", "lease_interval"]),
+        ("admin", &["listen", "token"]),
+        ("dev", &["ws_echo"]),
+        ("unknown", &["key"]),
+    ];
+
+    /// A TOML value a user might write for any key: right, wrong, absurd.
+    fn toml_value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<i64>().prop_map(|n| n.to_string()),
+            (0u64..100).prop_map(|n| n.to_string()),
+            any::<f64>().prop_map(|f| format!("{f:?}")),
+            any::<bool>().prop_map(|b| b.to_string()),
+            "-?[0-9]{1,25}(ns|ms|s|m|h|d|w|y|MiB|KiB|GiB|EiB|B|)".prop_map(|v| format!("{v:?}")),
+            prop::sample::select(vec![
+                "\"0s\"",
+                "\"15s\"",
+                "\"1ms\"",
+                "\"18446744073709551615s\"",
+                "\"relay\"",
+                "\"broadcast\"",
+                "\"memory://\"",
+                "\"redis://\"",
+                "\"127.0.0.1:0\"",
+                "\"[::1]:99999\"",
+                "\"chorus-reliability-secret\"",
+                "[]",
+                "[1, \"a\"]",
+                "{}",
+                "{ a = 1 }",
+                "\"\"",
+                "\"16EiB\"",
+                "\"99999999999999999999999PiB\"",
+                "nan",
+                "inf",
+                "-inf",
+            ])
+            .prop_map(str::to_owned),
+            ".{0,16}".prop_map(|v| format!("{v:?}")),
+        ]
+    }
+
+    /// A TOML document: sections of known and unknown keys with any value.
+    fn toml_document() -> impl Strategy<Value = String> {
+        let line = (0..KEYS.len(), 0usize..4, toml_value());
+        prop::collection::vec(line, 0..12).prop_map(|lines| {
+            let mut out = String::new();
+            for (section, key, value) in lines {
+                let (name, keys) = KEYS[section];
+                let key = keys[key % keys.len()];
+                out.push_str(&format!("[{name}]\n{key} = {value}\n"));
+            }
+            out
+        })
+    }
+
+    /// Loads `text` as a configuration file.
+    fn load_text(text: &[u8], dev: bool) -> Result<Config, ConfigError> {
+        let mut file = tempfile::NamedTempFile::new().expect("a temporary file");
+        file.write_all(text).expect("write the temporary file");
+        Config::load(Some(file.path()), dev)
+    }
+
+    /// What `prepare` promises of a configuration that loaded.
+    fn assert_invariants(config: &Config, dev: bool) -> Result<(), TestCaseError> {
+        prop_assert!(
+            config
+                .server
+                .app_secret
+                .as_ref()
+                .is_some_and(|s| s.len() >= 16)
+        );
+        prop_assert!(dev || !config.dev.ws_echo);
+        prop_assert!((1..=64).contains(&config.rooms.seats));
+        prop_assert!(config.limits.outbound_queue > 0 && config.relay.max_attempts > 0);
+        prop_assert!(config.limits.max_frame_bytes > 0 && config.limits.read_buffer_bytes > 0);
+        prop_assert!(config.plugins.call_timeout <= MAX_DURATION);
+        prop_assert!(config.signing.max_skew <= MAX_DURATION);
+        // The sums the server makes with them cannot overflow.
+        prop_assert!(config.plugins.call_timeout.checked_mul(10).is_some());
+        prop_assert!(config.signing.max_skew.checked_mul(2).is_some());
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig {
+            cases: std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(256),
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        })]
+
+        /// Arbitrary bytes as a configuration file: a typed error or a
+        /// configuration, never a panic.
+        #[test]
+        fn any_bytes_load_or_fail_typed(bytes in prop::collection::vec(any::<u8>(), 0..200), dev in any::<bool>()) {
+            if let Ok(config) = load_text(&bytes, dev) {
+                assert_invariants(&config, dev)?;
+            }
+        }
+
+        /// TOML documents of the real keys with right, wrong and absurd
+        /// values: a typed error or a configuration that keeps the
+        /// invariants.
+        #[test]
+        fn any_toml_loads_or_fails_typed(text in toml_document(), dev in any::<bool>()) {
+            match load_text(text.as_bytes(), dev) {
+                Ok(config) => assert_invariants(&config, dev)?,
+                Err(error) => prop_assert!(error.to_string().starts_with("configuration: ")),
+            }
+        }
+    }
+
+    /// Regression (issue 19, item 2; found reading what the server does
+    /// with the values the property loads): durations so long that the
+    /// server's sums with them overflow used to load, and would panic
+    /// later (`call_timeout * 10` at plugin start, `max_skew * 2` on the
+    /// first server-API request).
+    #[test]
+    fn absurd_durations_are_refused_by_name() {
+        for (key, section) in [("call_timeout", "plugins"), ("max_skew", "signing")] {
+            let text = format!("[{section}]\n{key} = \"18446744073709551615s\"\n");
+            let error = load_text(text.as_bytes(), true).expect_err(&text);
+            assert!(
+                error
+                    .to_string()
+                    .contains(&format!("{section}.{key} must be at most 365 days")),
+                "{error}"
+            );
+        }
+        let text = "[signing]\nmax_skew = \"365d\"\n";
+        assert!(load_text(text.as_bytes(), true).is_ok());
+    }
+
+    /// The conformance echo can never be turned on in production.
+    #[test]
+    fn the_ws_echo_is_refused_outside_dev() {
+        let text = "[server]\napp_secret = \"0123456789abcdef\"\n[dev]\nws_echo = true\n";
+        let error = load_text(text.as_bytes(), false).expect_err("refused");
+        assert!(error.to_string().contains("outside --dev"), "{error}");
+        assert!(load_text(text.as_bytes(), true).is_ok_and(|c| c.dev.ws_echo));
+        assert!(!Config::default().dev.ws_echo);
+    }
+
+    /// Zero-sized buffers are refused: a zero read buffer reads nothing.
+    #[test]
+    fn zero_sized_limits_are_refused() {
+        for key in ["max_frame_bytes", "read_buffer_bytes"] {
+            let text = format!("[limits]\n{key} = 0\n");
+            let error = load_text(text.as_bytes(), true).expect_err(&text);
+            assert!(error.to_string().contains("must be positive"), "{error}");
+        }
+    }
 }

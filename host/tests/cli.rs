@@ -227,3 +227,75 @@ fn spans_of_an_action_reach_the_otlp_endpoint() {
         );
     }
 }
+
+/// Property (issue 19, item 2): arbitrary `CHORUS_*` environment
+/// variables, on real keys and unknown ones, with right, wrong and absurd
+/// values, make `chorus token` print credentials or fail with a
+/// `configuration:` error, never panic. (In a child process: setting
+/// variables in the test process itself is unsafe.)
+#[test]
+fn any_environment_loads_or_fails_with_a_typed_error() {
+    use proptest::prelude::*;
+
+    let keys = prop::sample::select(vec![
+        "CHORUS_SERVER__LISTEN",
+        "CHORUS_SERVER__APP_SECRET",
+        "CHORUS_APP_SECRET",
+        "CHORUS_HEARTBEAT__PING_TIMEOUT",
+        "CHORUS_HEARTBEAT__GRACE",
+        "CHORUS_SIGNING__MAX_SKEW",
+        "CHORUS_LIMITS__MAX_FRAME_BYTES",
+        "CHORUS_PLUGINS__MAX_MEMORY",
+        "CHORUS_PLUGINS__CALL_TIMEOUT",
+        "CHORUS_DELIVERY__MODE",
+        "CHORUS_DELIVERY__ACTIONS__SEND_GIFT",
+        "CHORUS_ROOMS__SEATS",
+        "CHORUS_STORE__LEASE_TTL",
+        "CHORUS_ADMIN__TOKEN",
+        "CHORUS_NO__SUCH__KEY",
+        "CHORUS___",
+        "CHORUS_ROOMS__",
+        "CHORUS___SEATS",
+    ]);
+    let values = prop_oneof![
+        "-?[0-9]{1,22}(ms|s|h|d|MiB|EiB|)",
+        "[a-z0-9:./\\[\\]{}=, \"-]{0,24}",
+        prop::sample::select(vec![
+            "", "0", "0s", "[1,2]", "{a=1}", "true", "1.5", "relay"
+        ])
+        .prop_map(str::to_owned),
+    ];
+    let config = ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(48),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    };
+    let mut runner = proptest::test_runner::TestRunner::new(config);
+    let result = runner.run(
+        &(prop::collection::vec((keys, values), 1..5), any::<bool>()),
+        |(vars, dev)| {
+            let mut command = Command::new(CHORUS);
+            command.args(["token", "--user-id", "7"]);
+            if dev {
+                command.arg("--dev");
+            }
+            for (key, value) in &vars {
+                command.env(key, value);
+            }
+            let out = command.output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            prop_assert!(!stderr.contains("panicked"), "{vars:?}: {stderr}");
+            if !out.status.success() {
+                prop_assert_eq!(out.status.code(), Some(1), "{:?}: {}", vars, stderr);
+                prop_assert!(stderr.contains("configuration"), "{vars:?}: {stderr}");
+            }
+            Ok(())
+        },
+    );
+    if let Err(failure) = result {
+        panic!("{failure}");
+    }
+}

@@ -81,6 +81,15 @@ const STRING_FIELDS: &[&str] = &[
     "receiver_nickname",
 ];
 
+/// Integer fields whose values the contract enumerates (section 4 for
+/// `sex`, section 7 for a seat's `status` and `microphone`), with the
+/// meaning of each allowed value, in order from 0.
+const ENUMERATED_FIELDS: &[(&str, &[&str])] = &[
+    ("sex", &["unknown", "male", "female"]),
+    ("status", &["free", "occupied", "locked"]),
+    ("microphone", &["closed", "open"]),
+];
+
 /// Fields that hold objects in the seed.
 const OBJECT_FIELDS: &[&str] = &["gift", "room_seat", "user_car_gift"];
 
@@ -324,6 +333,14 @@ impl Expected {
         }
     }
 
+    /// The range an integer type allows, for an "out of range" reason.
+    fn range(self) -> &'static str {
+        match self {
+            Self::Id => "ids are 0 to 18446744073709551615",
+            _ => "integers are -9223372036854775808 to 18446744073709551615",
+        }
+    }
+
     /// How the type is named in an error reason.
     fn describe(self) -> &'static str {
         match self {
@@ -353,8 +370,12 @@ fn check_object<'a>(
 /// Checks a value and everything inside it for floats and typed fields.
 fn check_value<'a>(value: &'a Value, path: &mut FieldPath<'a>) -> Result<(), FrameError> {
     match value {
+        Value::Number(number) if is_out_of_range(number) => Err(FrameError::malformed(format!(
+            "field `{}` is out of range: integers are -9223372036854775808 to 18446744073709551615",
+            path.render()
+        ))),
         Value::Number(number) if !is_integer(number) => Err(FrameError::malformed(format!(
-            "field `{}` is a float or out of 64-bit range; send decimals as strings",
+            "field `{}` is a float; send decimals as strings",
             path.render()
         ))),
         Value::Array(items) => {
@@ -378,14 +399,65 @@ fn check_field(key: &str, value: &Value, path: &FieldPath<'_>) -> Result<(), Fra
         return Ok(());
     };
     let null_allowed = nested || !ENVELOPE_FIELDS.contains(&key);
-    if expected.matches(value) || (value.is_null() && null_allowed) {
+    if value.is_null() && null_allowed {
         return Ok(());
     }
+    if expected.matches(value) {
+        return check_enumerated(key, value, path);
+    }
+    let field = path.render();
+    let reason = match value {
+        Value::Number(number)
+            if matches!(expected, Expected::Id | Expected::Integer) && is_out_of_range(number) =>
+        {
+            format!("field `{field}` is out of range: {}", expected.range())
+        }
+        _ => format!("field `{field}` must be {}", expected.describe()),
+    };
+    Err(FrameError::malformed(reason))
+}
+
+/// Checks that an integer field whose values the contract enumerates
+/// ([`ENUMERATED_FIELDS`]) holds one of them.
+fn check_enumerated(key: &str, value: &Value, path: &FieldPath<'_>) -> Result<(), FrameError> {
+    let Some((_, meanings)) = ENUMERATED_FIELDS.iter().find(|(name, _)| *name == key) else {
+        return Ok(());
+    };
+    let allowed = value
+        .as_u64()
+        .is_some_and(|n| usize::try_from(n).is_ok_and(|n| n < meanings.len()));
+    if allowed {
+        return Ok(());
+    }
+    let choices: Vec<String> = meanings
+        .iter()
+        .enumerate()
+        .map(|(n, meaning)| format!("{n} ({meaning})"))
+        .collect();
     Err(FrameError::malformed(format!(
-        "field `{}` must be {}",
+        "field `{}` must be one of {}, not {value}",
         path.render(),
-        expected.describe()
+        choices.join(", ")
     )))
+}
+
+/// True when `number` lies beyond both u64 and i64: an integer too large
+/// for 64 bits, which serde_json reads as a float. Its cause is its size,
+/// not its type, and the error says so.
+///
+/// A float at or above 2^64 or at or below -2^63 is one (an integer
+/// literal that large becomes exactly such a float; -2^63 itself is
+/// caught by `is_i64` when it was written as an integer). A float literal
+/// within range (`1e3`, `1.5`) is not, and is refused as a float.
+fn is_out_of_range(number: &serde_json::Number) -> bool {
+    const TWO_POW_64: f64 = 18_446_744_073_709_551_616.0;
+    const MINUS_TWO_POW_63: f64 = -9_223_372_036_854_775_808.0;
+    if number.is_u64() || number.is_i64() {
+        return false;
+    }
+    number
+        .as_f64()
+        .is_some_and(|f| f >= TWO_POW_64 || f <= MINUS_TWO_POW_63)
 }
 
 /// The value of the required `timestamp`, which must fit an i64.
@@ -522,6 +594,82 @@ mod tests {
         ] {
             let err = parse_err(&frame_with("").replace(from, to));
             assert_eq!(err.code, ErrorCode::MalformedFrame, "{to}");
+        }
+    }
+
+    /// Regression (issue 19, item 6): an integer too large for 64 bits was
+    /// refused as "must be an integer"; its cause is its size.
+    #[test]
+    fn names_out_of_range_integers_as_such() {
+        for (extra, field) in [
+            (r#","gift":{"num":18446744073709551616}"#, "gift.num"),
+            (r#","user_id":18446744073709551616"#, "user_id"),
+            (r#","gift":{"id":-18446744073709551616}"#, "gift.id"),
+            (r#","num":-9223372036854775809"#, "num"),
+            (r#","cars":[{"expire_time":1e20}]"#, "cars[0].expire_time"),
+            (r#","unknown":123456789012345678901234567890"#, "unknown"),
+        ] {
+            let err = parse_err(&frame_with(extra));
+            assert_eq!(err.code, ErrorCode::MalformedFrame, "{extra}");
+            assert!(
+                err.reason
+                    .starts_with(&format!("field `{field}` is out of range")),
+                "{extra}: {}",
+                err.reason
+            );
+        }
+        let err = parse_err(&frame_with("").replace("\"timestamp\":1", "\"timestamp\":1e300"));
+        assert!(err.reason.contains("out of range"), "{}", err.reason);
+        // Within range, a float is refused as a float, not for its size.
+        for extra in [r#","num":1.5"#, r#","unknown":1e3"#, r#","user_id":1e3"#] {
+            let err = parse_err(&frame_with(extra));
+            assert!(
+                !err.reason.contains("out of range"),
+                "{extra}: {}",
+                err.reason
+            );
+        }
+        // The largest values of each type are accepted.
+        for extra in [
+            r#","user_id":18446744073709551615"#,
+            r#","gift":{"num":18446744073709551615}"#,
+            r#","num":-9223372036854775808"#,
+        ] {
+            assert!(ClientFrame::parse(&frame_with(extra)).is_ok(), "{extra}");
+        }
+    }
+
+    /// Regression (issue 19, item 6): `sex` outside 0/1/2 was accepted.
+    #[test]
+    fn refuses_values_outside_an_enumeration() {
+        for (extra, field) in [
+            (r#","sex":3"#, "sex"),
+            (r#","sex":-1"#, "sex"),
+            (r#","sex":18446744073709551615"#, "sex"),
+            (r#","room_seat":{"status":3}"#, "room_seat.status"),
+            (r#","room_seat":{"microphone":2}"#, "room_seat.microphone"),
+        ] {
+            let err = parse_err(&frame_with(extra));
+            assert_eq!(err.code, ErrorCode::MalformedFrame, "{extra}");
+            assert!(
+                err.reason
+                    .starts_with(&format!("field `{field}` must be one of 0 (")),
+                "{extra}: {}",
+                err.reason
+            );
+        }
+        let err = parse_err(&frame_with(r#","sex":7"#));
+        assert_eq!(
+            err.reason,
+            "field `sex` must be one of 0 (unknown), 1 (male), 2 (female), not 7"
+        );
+        for extra in [
+            r#","sex":0"#,
+            r#","sex":2"#,
+            r#","sex":null"#,
+            r#","room_seat":{"status":2,"microphone":1}"#,
+        ] {
+            assert!(ClientFrame::parse(&frame_with(extra)).is_ok(), "{extra}");
         }
     }
 

@@ -39,6 +39,8 @@ pub mod signing;
 mod field_path;
 mod mac;
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod vectors;
 
 pub use canonical::{CanonicalError, canonical_frame, canonical_json, canonical_query};

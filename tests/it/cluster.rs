@@ -1,9 +1,11 @@
 //! Several nodes on one Redis (PROTOCOL sections 4, 6, 11): real nodes in
-//! this process, each on its own ports, sharing `redis://127.0.0.1:6379`
-//! under a key prefix of their own per test, so tests run in parallel.
+//! this process, each on its own ports, sharing the Redis named by
+//! `CHORUS_TEST_REDIS_URL` (default `redis://127.0.0.1:6379`, see
+//! [`redis_url`]) under a key prefix of their own per test, so tests run in
+//! parallel.
 //!
 //! These tests need Redis and never skip: without one they fail and say
-//! so (`.ci/run` starts one when none runs). The restart test starts a
+//! so (`./scripts/test` starts a throwaway one when none answers). The restart test starts a
 //! private `redis-server` with an append-only file on a free port.
 
 use std::path::Path;
@@ -19,8 +21,6 @@ use serde_json::{Value, json};
 use crate::harness::*;
 use crate::rooms::enter_ok;
 
-/// The shared Redis of the machine and of CI.
-const REDIS: &str = "redis://127.0.0.1:6379";
 /// Short leases, so a dead node is noticed within a few seconds.
 const LEASE_TTL: Duration = Duration::from_secs(3);
 const LEASE_INTERVAL: Duration = Duration::from_millis(250);
@@ -33,7 +33,7 @@ async fn redis_at(url: &str) -> redis::aio::MultiplexedConnection {
         Ok(Ok(conn)) => conn,
         Ok(Err(e)) => panic!(
             "the cluster tests need Redis at {url} and could not reach it ({e}); \
-             start one with `redis-server --port 6379 --save '' --appendonly no` (.ci/run does)"
+             set CHORUS_TEST_REDIS_URL, or run ./scripts/test, which starts a throwaway redis-server"
         ),
         Err(_) => panic!("the cluster tests need Redis at {url}; connecting timed out"),
     }
@@ -76,11 +76,11 @@ async fn node_on(
 
 /// `n` nodes on the shared Redis, in broadcast mode.
 async fn cluster(test: &str, n: usize) -> (String, Vec<TestServer>) {
-    drop(redis_at(REDIS).await);
+    drop(redis_at(&redis_url()).await);
     let prefix = prefix(test);
     let mut nodes = Vec::new();
     for _ in 0..n {
-        nodes.push(node_on(REDIS, &prefix, |_| {}).await);
+        nodes.push(node_on(&redis_url(), &prefix, |_| {}).await);
     }
     (prefix, nodes)
 }
@@ -89,7 +89,7 @@ async fn stop_all(prefix: &str, nodes: Vec<TestServer>) {
     for node in nodes {
         node.stop().await;
     }
-    forget(REDIS, prefix).await;
+    forget(&redis_url(), prefix).await;
 }
 
 fn gift(sender: u64, receiver: u64) -> Value {
@@ -328,7 +328,7 @@ async fn a_node_given_up_for_dead_closes_its_sessions_so_clients_resync() {
     // What a survivor does once it has removed a dead node's users: the
     // node leaves the node set. A node that was only stalled finds out at
     // its next renewal.
-    let mut conn = redis_at(REDIS).await;
+    let mut conn = redis_at(&redis_url()).await;
     let _: () = redis::cmd("SREM")
         .arg(format!("{prefix}nodes"))
         .arg(nodes[1].node.addr.to_string())
@@ -446,7 +446,7 @@ async fn end_point_names_the_least_loaded_live_node() {
 
 #[tokio::test]
 async fn a_relay_delegate_on_another_node_completes_the_relay_with_its_report() {
-    drop(redis_at(REDIS).await);
+    drop(redis_at(&redis_url()).await);
     let prefix = prefix("relay");
     let relay_mode = |c: &mut chorus::Config| {
         c.delivery.mode = chorus::config::DeliveryMode::Relay;
@@ -455,8 +455,8 @@ async fn a_relay_delegate_on_another_node_completes_the_relay_with_its_report() 
             .insert("enter_room".into(), chorus::config::DeliveryMode::Broadcast);
         c.relay.report_timeout = Duration::from_millis(1200);
     };
-    let a = node_on(REDIS, &prefix, relay_mode).await;
-    let b = node_on(REDIS, &prefix, relay_mode).await;
+    let a = node_on(&redis_url(), &prefix, relay_mode).await;
+    let b = node_on(&redis_url(), &prefix, relay_mode).await;
     // The delegate (earliest member, not the subject) sits on B; the
     // action runs on A.
     let mut delegate = b.connect(882).await;
@@ -500,7 +500,7 @@ async fn a_relay_delegate_on_another_node_completes_the_relay_with_its_report() 
     assert_eq!(first["msg_id"], second["msg_id"]);
     a.stop().await;
     b.stop().await;
-    forget(REDIS, &prefix).await;
+    forget(&redis_url(), &prefix).await;
 }
 
 /// A private Redis that keeps its data in an append-only file, so it can
@@ -731,9 +731,11 @@ async fn observe(store: &dyn Store) -> Vec<String> {
 #[tokio::test]
 async fn the_redis_store_applies_batches_exactly_as_the_memory_store() {
     use rand::SeedableRng;
-    drop(redis_at(REDIS).await);
+    drop(redis_at(&redis_url()).await);
     let prefix = prefix("conformance");
-    let redis = RedisStore::connect(REDIS, &prefix, 3).await.expect("redis");
+    let redis = RedisStore::connect(&redis_url(), &prefix, 3)
+        .await
+        .expect("redis");
     let memory = MemoryStore::new(3);
     let mut rng = rand::rngs::StdRng::seed_from_u64(8);
     let mut refused = 0;
@@ -752,7 +754,7 @@ async fn the_redis_store_applies_batches_exactly_as_the_memory_store() {
     }
     // Both outcomes were exercised.
     assert!((300..1700).contains(&refused), "{refused} of 2000 refused");
-    forget(REDIS, &prefix).await;
+    forget(&redis_url(), &prefix).await;
 }
 
 /// Commands Redis processed, by command, since the last `CONFIG RESETSTAT`.

@@ -24,6 +24,21 @@ pub const ADMIN_TOKEN: &str = "chorus-test-admin-token";
 /// How long a test waits for something that should happen.
 pub const WAIT: Duration = Duration::from_secs(5);
 
+/// The environment variable naming the Redis of the cluster tests.
+pub const REDIS_URL_VAR: &str = "CHORUS_TEST_REDIS_URL";
+/// The Redis the cluster tests use when [`REDIS_URL_VAR`] is unset.
+pub const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+/// The Redis of the cluster tests: `CHORUS_TEST_REDIS_URL`, or
+/// `redis://127.0.0.1:6379`. `./scripts/test` sets the variable when it
+/// had to start a throwaway `redis-server` on a free port.
+pub fn redis_url() -> String {
+    match std::env::var(REDIS_URL_VAR) {
+        Ok(url) if !url.trim().is_empty() => url.trim().to_string(),
+        _ => DEFAULT_REDIS_URL.to_string(),
+    }
+}
+
 /// A configuration for a test node: free ports, the bundled plugins, a
 /// private plugin cache.
 pub fn test_config() -> Config {
@@ -125,6 +140,13 @@ impl TestServer {
     /// A signed server-API call; returns status and JSON body.
     pub async fn api(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let body = body.map(|b| b.to_string()).unwrap_or_default();
+        self.api_text(method, path, body).await
+    }
+
+    /// A signed server-API call with a body sent exactly as given (for
+    /// numbers `serde_json` would not render as written, like integers
+    /// beyond 64 bits); returns status and JSON body.
+    pub async fn api_text(&self, method: &str, path: &str, body: String) -> (u16, Value) {
         let ts = now().to_string();
         let headers = chorus_protocol::server_api::signed_headers(
             SECRET.as_bytes(),

@@ -9,6 +9,7 @@ mod harness;
 mod cluster;
 
 mod errors;
+mod inputs;
 mod isolation;
 mod operations;
 mod plugin_isolation;

@@ -3,6 +3,7 @@
 
 mod admin;
 mod api;
+mod conformance;
 mod demo;
 mod iapi;
 mod signed_query;

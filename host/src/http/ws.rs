@@ -38,16 +38,22 @@ pub async fn upgrade(
     }
     let limits = &app.config.limits;
     let app2 = Arc::clone(&app);
-    ws.read_buffer_size(limits.read_buffer_bytes)
+    let ws = ws
+        .read_buffer_size(limits.read_buffer_bytes)
         // Frames are buffered up to 4 KiB and written at each flush, so a
         // burst queued for one client leaves in one write, not one per frame.
         .write_buffer_size(4096)
         .max_message_size(limits.max_frame_bytes)
-        .max_frame_size(limits.max_frame_bytes)
-        .on_upgrade(move |socket| {
-            let tracker = app2.tracker.clone();
-            tracker.track_future(crate::session::run(app2, socket, verified.who))
-        })
+        .max_frame_size(limits.max_frame_bytes);
+    // Dev only (refused outside --dev): the same socket, echoed, for Autobahn.
+    if app.config.dev.ws_echo {
+        let (tracker, shutdown) = (app.tracker.clone(), app.shutdown.clone());
+        return ws.on_upgrade(move |s| tracker.track_future(super::conformance::echo(s, shutdown)));
+    }
+    ws.on_upgrade(move |socket| {
+        let tracker = app2.tracker.clone();
+        tracker.track_future(crate::session::run(app2, socket, verified.who))
+    })
 }
 
 /// The query that opens a WebSocket is single-use within the skew window.

@@ -59,9 +59,62 @@ fn malformed(detail: String) -> Failure {
     Failure::new(FailureKind::MalformedEffect, detail)
 }
 
+/// The longest `channel_name`, in bytes (PROTOCOL section 0).
+const MAX_CHANNEL_NAME_BYTES: usize = 128;
+/// The largest seat `status` (PROTOCOL section 7: 0 free, 1 occupied,
+/// 2 locked).
+const MAX_SEAT_STATUS: u8 = 2;
+/// The largest seat `microphone` (1 open, 0 closed).
+const MAX_MICROPHONE: u8 = 1;
+
+/// Checks what the contract fixes of an effect's values, so that a plugin
+/// cannot put into shared state what no client may see (a seat status 7,
+/// an empty room name): such an effect is malformed.
+fn check_effect(effect: &Effect) -> Result<(), String> {
+    let channel_name = match effect {
+        Effect::JoinRoom(j) => &j.channel_name,
+        Effect::LeaveRoom(l) => &l.channel_name,
+        Effect::TakeSeat(t) => &t.channel_name,
+        Effect::FreeSeat(f) => &f.channel_name,
+        Effect::SetSeat(s) => &s.channel_name,
+        Effect::StartCall(c) => &c.channel_name,
+        Effect::Notify(types::Notification {
+            target: types::Target::Room(channel_name),
+            ..
+        }) => channel_name,
+        Effect::EndCall(_) | Effect::KvSet(_) | Effect::KvDelete(_) | Effect::Notify(_) => {
+            return Ok(());
+        }
+    };
+    check_channel_name(channel_name)?;
+    if let Effect::SetSeat(seat) = effect {
+        if seat.status > MAX_SEAT_STATUS {
+            return Err(format!("seat status {} is not 0, 1 or 2", seat.status));
+        }
+        if seat.microphone > MAX_MICROPHONE {
+            return Err(format!("seat microphone {} is not 0 or 1", seat.microphone));
+        }
+    }
+    Ok(())
+}
+
+/// A room name is 1 to 128 bytes.
+fn check_channel_name(channel_name: &str) -> Result<(), String> {
+    if channel_name.is_empty() {
+        return Err("empty channel_name".into());
+    }
+    if channel_name.len() > MAX_CHANNEL_NAME_BYTES {
+        return Err(format!(
+            "channel_name is longer than {MAX_CHANNEL_NAME_BYTES} bytes"
+        ));
+    }
+    Ok(())
+}
+
 /// One effect; `KvSet` and `KvDelete` get the plugin's name, so a plugin
 /// only ever writes its own key-value space.
 fn convert_effect(plugin: &str, effect: Effect) -> Result<Converted, String> {
+    check_effect(&effect)?;
     let change = match effect {
         Effect::JoinRoom(j) => StateChange::JoinRoom {
             user_id: j.user_id,
@@ -191,9 +244,203 @@ mod tests {
         }
     }
 
+    /// Regression (issue 19, item 6): effects whose values the contract
+    /// excludes (a seat status 7, microphone 2, an empty or 129-byte room
+    /// name) were turned into state changes; they are malformed.
+    #[test]
+    fn effects_outside_the_contract_are_malformed() {
+        let set_seat = |status, microphone| {
+            Effect::SetSeat(types::SetSeat {
+                channel_name: "r".into(),
+                seat_id: 1,
+                status,
+                microphone,
+            })
+        };
+        let leave = |channel_name: String| {
+            Effect::LeaveRoom(types::LeaveRoom {
+                user_id: 1,
+                channel_name,
+            })
+        };
+        for effect in [
+            set_seat(3, 0),
+            set_seat(0, 2),
+            leave(String::new()),
+            leave("r".repeat(129)),
+            Effect::Notify(types::Notification {
+                target: types::Target::Room(String::new()),
+                body: r#"{"action":"x"}"#.into(),
+                subject: None,
+            }),
+        ] {
+            let failure = convert_reply("p", "1", reply("{}", vec![effect])).expect_err("refused");
+            assert_eq!(failure.kind, FailureKind::MalformedEffect);
+        }
+        let ok = convert_reply(
+            "p",
+            "1",
+            reply("{}", vec![set_seat(2, 1), leave("r".repeat(128))]),
+        );
+        assert_eq!(ok.expect("within the contract").changes.len(), 2);
+    }
+
     #[test]
     fn a_result_that_is_not_json_fails() {
         let failure = convert_reply("p", "1", reply("{oops", vec![])).expect_err("bad result");
         assert_eq!(failure.kind, FailureKind::MalformedEffect);
+    }
+
+    mod properties {
+        //! Property (issue 19, item 2): any reply a plugin can return
+        //! converts whole or fails as a malformed effect, never panics,
+        //! and what converts stays within the contract.
+
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn text() -> impl Strategy<Value = String> {
+            prop_oneof![
+                3 => "[a-z_0-9]{1,10}",
+                1 => ".{0,140}",
+                1 => Just(String::new()),
+                1 => "r{120,140}",
+            ]
+        }
+
+        fn body() -> impl Strategy<Value = String> {
+            prop_oneof![
+                r#"\{"action":"[a-z_]{0,8}"(,"x":[0-9]{1,3})?\}"#,
+                ".{0,40}",
+                Just("{\"action\":7}".to_owned()),
+                Just("[]".to_owned()),
+                Just("{}".to_owned()),
+            ]
+        }
+
+        fn target() -> impl Strategy<Value = types::Target> {
+            prop_oneof![
+                any::<u64>().prop_map(types::Target::User),
+                text().prop_map(types::Target::Room),
+                Just(types::Target::Everyone),
+            ]
+        }
+
+        fn effect() -> impl Strategy<Value = Effect> {
+            prop_oneof![
+                (any::<u64>(), text(), any::<u64>()).prop_map(
+                    |(user_id, channel_name, room_id)| {
+                        Effect::JoinRoom(types::JoinRoom {
+                            user_id,
+                            channel_name,
+                            room_id,
+                        })
+                    }
+                ),
+                (any::<u64>(), text()).prop_map(|(user_id, channel_name)| {
+                    Effect::LeaveRoom(types::LeaveRoom {
+                        user_id,
+                        channel_name,
+                    })
+                }),
+                (text(), any::<u32>(), any::<u64>()).prop_map(
+                    |(channel_name, seat_id, user_id)| {
+                        Effect::TakeSeat(types::TakeSeat {
+                            channel_name,
+                            seat_id,
+                            user_id,
+                        })
+                    }
+                ),
+                (text(), any::<u64>()).prop_map(|(channel_name, user_id)| {
+                    Effect::FreeSeat(types::FreeSeat {
+                        channel_name,
+                        user_id,
+                    })
+                }),
+                (text(), any::<u32>(), any::<u8>(), any::<u8>()).prop_map(
+                    |(channel_name, seat_id, status, microphone)| {
+                        Effect::SetSeat(types::SetSeat {
+                            channel_name,
+                            seat_id,
+                            status,
+                            microphone,
+                        })
+                    }
+                ),
+                (any::<u64>(), any::<u64>(), text()).prop_map(
+                    |(user_id, receiver_id, channel_name)| {
+                        Effect::StartCall(types::StartCall {
+                            user_id,
+                            receiver_id,
+                            channel_name,
+                        })
+                    }
+                ),
+                any::<u64>().prop_map(Effect::EndCall),
+                (text(), text())
+                    .prop_map(|(key, value)| Effect::KvSet(types::KvEntry { key, value })),
+                text().prop_map(Effect::KvDelete),
+                (target(), body(), any::<Option<u64>>()).prop_map(|(target, body, subject)| {
+                    Effect::Notify(types::Notification {
+                        target,
+                        body,
+                        subject,
+                    })
+                }),
+            ]
+        }
+
+        fn channel_ok(name: &str) -> bool {
+            !name.is_empty() && name.len() <= 128
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig {
+                cases: std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(512),
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            })]
+
+            #[test]
+            fn any_reply_converts_whole_or_is_malformed(
+                output in prop_oneof![Just("{}".to_owned()), Just("null".to_owned()), ".{0,20}"],
+                effects in prop::collection::vec(effect(), 0..8),
+            ) {
+                let count = effects.len();
+                match convert_reply("p", "1.0.0", reply(&output, effects)) {
+                    Ok(out) => {
+                        prop_assert_eq!(out.changes.len() + out.notifications.len(), count);
+                        for change in &out.changes {
+                            match change {
+                                StateChange::JoinRoom { channel_name, .. }
+                                | StateChange::LeaveRoom { channel_name, .. }
+                                | StateChange::TakeSeat { channel_name, .. }
+                                | StateChange::FreeSeat { channel_name, .. }
+                                | StateChange::StartCall { channel_name, .. } => {
+                                    prop_assert!(channel_ok(channel_name));
+                                }
+                                StateChange::SetSeat { channel_name, status, microphone, .. } => {
+                                    prop_assert!(channel_ok(channel_name));
+                                    prop_assert!(*status <= 2 && *microphone <= 1);
+                                }
+                                StateChange::KvSet { plugin, .. } | StateChange::KvDelete { plugin, .. } => {
+                                    prop_assert_eq!(plugin, "p");
+                                }
+                                _ => {}
+                            }
+                        }
+                        for notification in &out.notifications {
+                            prop_assert!(notification.body.get("action").is_some_and(serde_json::Value::is_string));
+                            if let Target::Room(channel_name) = &notification.target {
+                                prop_assert!(channel_ok(channel_name));
+                            }
+                        }
+                    }
+                    Err(failure) => prop_assert_eq!(failure.kind, FailureKind::MalformedEffect),
+                }
+            }
+        }
     }
 }

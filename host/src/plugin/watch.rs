@@ -9,7 +9,14 @@
 //! event). A rescan skips files whose content is unchanged and keeps the
 //! serving version when a new one fails to load, so a half-written file
 //! seen anyway costs one failed compile, not an outage.
+//!
+//! A plugin file may be a symlink to a file elsewhere (a deploy folder,
+//! a mounted volume). Replacing the link's target outside the plugin
+//! folder makes no event in the folder, so the folder of every link's
+//! final target is watched as well, and these extra watches follow the
+//! links after each rescan.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,18 +56,72 @@ pub(crate) fn spawn(
     tracing::info!(dir = %dir.display(), "watching the plugin folder");
     tracker.spawn(async move {
         // The watcher stops when dropped: keep it for the task's life.
-        let _watcher = watcher;
+        let mut watcher = watcher;
+        let mut targets = LinkTargets::default();
+        targets.follow(&mut watcher, &dir);
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 () = changed.notified() => {
                     if settle(&changed, &shutdown).await {
                         host.rescan(&dir, false).await;
+                        targets.follow(&mut watcher, &dir);
                     }
                 }
             }
         }
     });
+}
+
+/// The folders outside the plugin folder that hold the final targets of
+/// its symlinks, each watched for as long as a link points into it.
+#[derive(Default)]
+struct LinkTargets {
+    /// The folders watched now, besides the plugin folder.
+    watched: BTreeSet<PathBuf>,
+}
+
+impl LinkTargets {
+    /// Watches the target folder of every symlink now in `dir` and stops
+    /// watching the folders no link points into any more.
+    fn follow(&mut self, watcher: &mut impl Watcher, dir: &Path) {
+        let wanted = link_target_folders(dir);
+        for gone in self.watched.difference(&wanted) {
+            let _ = watcher.unwatch(gone);
+        }
+        self.watched.retain(|folder| wanted.contains(folder));
+        for folder in wanted {
+            if self.watched.contains(&folder) {
+                continue;
+            }
+            match watcher.watch(&folder, RecursiveMode::NonRecursive) {
+                Ok(()) => {
+                    tracing::info!(folder = %folder.display(), "watching a plugin symlink's target folder");
+                    self.watched.insert(folder);
+                }
+                Err(error) => tracing::warn!(
+                    folder = %folder.display(),
+                    "cannot watch a plugin symlink's target folder; replacing its target needs a reload: {error}"
+                ),
+            }
+        }
+    }
+}
+
+/// The folders, other than `dir` itself, holding the final targets of the
+/// symlinks in `dir` (a dangling link has none).
+fn link_target_folders(dir: &Path) -> BTreeSet<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return BTreeSet::new();
+    };
+    let own = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    entries
+        .flatten()
+        .filter(|entry| entry.file_type().is_ok_and(|kind| kind.is_symlink()))
+        .filter_map(|entry| std::fs::canonicalize(entry.path()).ok())
+        .filter_map(|target| target.parent().map(Path::to_path_buf))
+        .filter(|folder| *folder != own)
+        .collect()
 }
 
 /// A watcher on `dir` that wakes `changed` for every event that may

@@ -15,7 +15,7 @@
 //!
 //! Layer: the top, beside `http`; uses `app` and everything below it.
 
-mod inbound;
+pub(crate) mod inbound;
 
 use std::sync::Arc;
 use std::time::Duration;

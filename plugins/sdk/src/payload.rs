@@ -82,11 +82,37 @@ impl Payload {
     pub fn opt_u64(&self, field: &str) -> Result<Option<u64>, Error> {
         match self.get(field) {
             None => Ok(None),
-            Some(value) => value
-                .as_u64()
-                .map(Some)
-                .ok_or_else(|| self.wrong_type(field, "an unsigned integer")),
+            Some(value) => match value.as_u64() {
+                Some(n) => Ok(Some(n)),
+                None if is_beyond_u64(value) => {
+                    Err(self.out_of_range(field, "0 to 18446744073709551615"))
+                }
+                None => Err(self.wrong_type(field, "a non-negative integer")),
+            },
         }
+    }
+
+    /// An optional unsigned integer field that must be one of the values
+    /// `0..meanings.len()`, `meanings` naming each in order (`sex`: unknown,
+    /// male, female); anything else is [`Error::Invalid`] naming the field
+    /// and the allowed values.
+    pub fn opt_enumerated(&self, field: &str, meanings: &[&str]) -> Result<Option<u64>, Error> {
+        let Some(n) = self.opt_u64(field)? else {
+            return Ok(None);
+        };
+        if usize::try_from(n).is_ok_and(|n| n < meanings.len()) {
+            return Ok(Some(n));
+        }
+        let choices: Vec<String> = meanings
+            .iter()
+            .enumerate()
+            .map(|(n, meaning)| format!("{n} ({meaning})"))
+            .collect();
+        Err(Error::Invalid(format!(
+            "`{}` must be one of {}, not {n}",
+            self.name(field),
+            choices.join(", ")
+        )))
     }
 
     /// A required integer field that may be negative (`num`, `expire_time`),
@@ -95,14 +121,19 @@ impl Payload {
         self.opt_i64(field)?.ok_or_else(|| self.missing(field))
     }
 
-    /// An optional integer field that may be negative.
+    /// An optional integer field that may be negative. An integer beyond
+    /// i64 (`gift.num` of 2^63 or more) is refused as out of range, not
+    /// as "not an integer".
     pub fn opt_i64(&self, field: &str) -> Result<Option<i64>, Error> {
         match self.get(field) {
             None => Ok(None),
-            Some(value) => value
-                .as_i64()
-                .map(Some)
-                .ok_or_else(|| self.wrong_type(field, "an integer")),
+            Some(value) => match value.as_i64() {
+                Some(n) => Ok(Some(n)),
+                None if is_beyond_i64(value) => Err(
+                    self.out_of_range(field, "-9223372036854775808 to 9223372036854775807"),
+                ),
+                None => Err(self.wrong_type(field, "an integer")),
+            },
         }
     }
 
@@ -154,6 +185,36 @@ impl Payload {
     fn wrong_type(&self, field: &str, expected: &str) -> Error {
         Error::Invalid(format!("`{}` must be {expected}", self.name(field)))
     }
+
+    /// The error for an integer field whose value is too large or too
+    /// small; `range` reads "0 to 18446744073709551615".
+    fn out_of_range(&self, field: &str, range: &str) -> Error {
+        Error::Invalid(format!(
+            "`{}` is out of range: it must be {range}",
+            self.name(field)
+        ))
+    }
+}
+
+/// 2^63, one past the largest i64, as a float.
+const I64_END: f64 = 9_223_372_036_854_775_808.0;
+/// 2^64, one past the largest u64, as a float.
+const U64_END: f64 = 18_446_744_073_709_551_616.0;
+
+/// True when `value` is an integer above u64::MAX (serde_json reads one
+/// as a float). A negative number is not "beyond": its cause is its sign.
+fn is_beyond_u64(value: &Value) -> bool {
+    !value.is_u64() && !value.is_i64() && value.as_f64().is_some_and(|f| f >= U64_END)
+}
+
+/// True when `value` is an integer outside i64: a u64 above i64::MAX, or
+/// a float at or beyond ±2^63 (an integer literal that large; -2^63
+/// itself written as an integer is an i64 and never gets here).
+fn is_beyond_i64(value: &Value) -> bool {
+    if value.is_i64() {
+        return false;
+    }
+    value.is_u64() || value.as_f64().is_some_and(|f| f.abs() >= I64_END)
 }
 
 /// Checks that a channel name is non-empty and at most 128 bytes long;
@@ -200,13 +261,59 @@ mod tests {
             "`n` must be a string"
         );
         assert_eq!(payload.i64("n").unwrap(), -3);
-        assert!(message(payload.u64("n").unwrap_err()).contains("unsigned integer"));
+        assert_eq!(
+            message(payload.u64("n").unwrap_err()),
+            "`n` must be a non-negative integer"
+        );
         assert!(message(payload.i64("f").unwrap_err()).contains("an integer"));
         let gift = payload.object("gift").unwrap();
         assert_eq!(
             message(gift.i64("num").unwrap_err()),
             "`gift.num` must be an integer"
         );
+    }
+
+    /// Regression (issue 19, item 6): a `gift.num` at or above 2^63 was
+    /// refused as "must be an integer" although it is one.
+    #[test]
+    fn integers_beyond_the_type_are_out_of_range() {
+        let payload = Payload::parse(
+            r#"{"gift":{"num":9223372036854775808,"big":18446744073709551616,"neg":-9223372036854775809,"f":2.5}}"#,
+        )
+        .unwrap();
+        let gift = payload.object("gift").unwrap();
+        assert_eq!(
+            message(gift.i64("num").unwrap_err()),
+            "`gift.num` is out of range: it must be -9223372036854775808 to 9223372036854775807"
+        );
+        assert!(message(gift.i64("big").unwrap_err()).contains("out of range"));
+        assert!(message(gift.i64("neg").unwrap_err()).contains("out of range"));
+        assert_eq!(
+            message(gift.u64("big").unwrap_err()),
+            "`gift.big` is out of range: it must be 0 to 18446744073709551615"
+        );
+        assert_eq!(gift.u64("num").unwrap(), 1 << 63);
+        assert_eq!(
+            message(gift.u64("neg").unwrap_err()),
+            "`gift.neg` must be a non-negative integer"
+        );
+        assert_eq!(
+            message(gift.i64("f").unwrap_err()),
+            "`gift.f` must be an integer"
+        );
+    }
+
+    #[test]
+    fn enumerated_fields_name_their_values() {
+        let payload = Payload::parse(r#"{"sex":3,"ok":2,"neg":-1}"#).unwrap();
+        let meanings = ["unknown", "male", "female"];
+        assert_eq!(
+            message(payload.opt_enumerated("sex", &meanings).unwrap_err()),
+            "`sex` must be one of 0 (unknown), 1 (male), 2 (female), not 3"
+        );
+        assert_eq!(payload.opt_enumerated("ok", &meanings).unwrap(), Some(2));
+        assert_eq!(payload.opt_enumerated("none", &meanings).unwrap(), None);
+        assert!(message(payload.opt_enumerated("neg", &meanings).unwrap_err()).contains("non-negative"));
     }
 
     #[test]

@@ -19,12 +19,20 @@ pub struct Profile {
     pub avatar_small_url: String,
 }
 
+/// What each value of `sex` means, from 0 (PROTOCOL section 4); any other
+/// value is invalid (1001).
+pub const SEX_VALUES: [&str; 3] = ["unknown", "male", "female"];
+
 impl Profile {
     /// Reads the four fields, all required (requests from the app backend).
     pub fn required(payload: &Payload) -> Result<Self, Error> {
+        let nickname = payload.string("nickname")?;
+        let sex = payload
+            .opt_enumerated("sex", &SEX_VALUES)?
+            .ok_or_else(|| Error::Missing(format!("`{}` is required", payload.name("sex"))))?;
         Ok(Self {
-            nickname: payload.string("nickname")?,
-            sex: payload.u64("sex")?,
+            nickname,
+            sex,
             avatar_url: payload.string("avatar_url")?,
             avatar_small_url: payload.string("avatar_small_url")?,
         })
@@ -36,7 +44,9 @@ impl Profile {
     pub fn optional(payload: &Payload) -> Result<Self, Error> {
         Ok(Self {
             nickname: payload.opt_string("nickname")?.unwrap_or_default(),
-            sex: payload.opt_u64("sex")?.unwrap_or_default(),
+            sex: payload
+                .opt_enumerated("sex", &SEX_VALUES)?
+                .unwrap_or_default(),
             avatar_url: payload.opt_string("avatar_url")?.unwrap_or_default(),
             avatar_small_url: payload.opt_string("avatar_small_url")?.unwrap_or_default(),
         })
