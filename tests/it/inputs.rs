@@ -401,3 +401,36 @@ async fn arbitrary_server_api_headers_answer_401_with_1003() {
     assert_eq!(answer["error_code"], 1004, "{answer}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_query_integer_beyond_its_range_is_out_of_range_not_a_non_integer() {
+    let server = TestServer::start().await;
+    let http = reqwest::Client::new();
+    let cases = [
+        (
+            "user_id=18446744073709551616&sid=x&timestamp=1&sign=x",
+            "user_id is out of range",
+        ),
+        (
+            "user_id=1&sid=x&timestamp=9223372036854775808&sign=x",
+            "timestamp is out of range",
+        ),
+        (
+            "user_id=one&sid=x&timestamp=1&sign=x",
+            "user_id must be an unsigned integer",
+        ),
+        (
+            "user_id=1&sid=x&timestamp=1.5&sign=x",
+            "timestamp must be an integer",
+        ),
+    ];
+    for (query, reason) in cases {
+        let url = server.url(&format!("/iapi/websocket/end_point?{query}"));
+        let response = http.get(url).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 400, "{query}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error_code"], 1001, "{query}: {body}");
+        assert_eq!(body["error_reason"], reason, "{query}: {body}");
+    }
+    server.stop().await;
+}

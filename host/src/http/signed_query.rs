@@ -29,15 +29,12 @@ pub fn verify(app: &App, params: &BTreeMap<String, String>) -> Result<Verified, 
             ));
         }
     }
-    let user_id: u64 = params["user_id"].parse().map_err(|_| {
-        HttpError::new(
-            ErrorCode::MalformedFrame,
-            "user_id must be an unsigned integer",
-        )
-    })?;
+    let user_id: u64 = params["user_id"]
+        .parse()
+        .map_err(|e| integer_error("user_id", "an unsigned integer", &e))?;
     let timestamp: i64 = params["timestamp"]
         .parse()
-        .map_err(|_| HttpError::new(ErrorCode::MalformedFrame, "timestamp must be an integer"))?;
+        .map_err(|e| integer_error("timestamp", "an integer", &e))?;
     let sid = &params["sid"];
     let now = crate::ids::unix_now();
     chorus_protocol::credentials::verify_sid(app.config.app_secret(), sid, Some(user_id), now)
@@ -69,4 +66,17 @@ pub fn verify(app: &App, params: &BTreeMap<String, String>) -> Result<Verified, 
         },
         sign: params["sign"].clone(),
     })
+}
+
+/// 1001 for a query integer, naming the real cause: out of range (it is an
+/// integer, only too large or too small for the field) or not an integer.
+fn integer_error(field: &str, what: &str, e: &std::num::ParseIntError) -> HttpError {
+    use std::num::IntErrorKind;
+    let reason = match e.kind() {
+        IntErrorKind::PosOverflow | IntErrorKind::NegOverflow => {
+            format!("{field} is out of range")
+        }
+        _ => format!("{field} must be {what}"),
+    };
+    HttpError::new(ErrorCode::MalformedFrame, reason)
 }
