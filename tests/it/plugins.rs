@@ -222,3 +222,50 @@ async fn a_second_plugin_claiming_a_served_action_is_refused_and_the_first_keeps
     );
     server.stop().await;
 }
+
+/// Contract versioning (ARCHITECTURE.md, "Plugin contract versions"): the
+/// `legacy` fixture is built against the frozen `chorus:plugin@1.0.0` WIT
+/// and must keep loading and running on every host: imports (kv, config,
+/// room-state), effects (kv-set, notify) and both sources.
+#[tokio::test]
+async fn a_plugin_built_against_contract_1_0_loads_and_runs() {
+    let (server, dir) = node_with(&["room", "legacy"], false).await;
+    install(dir.path(), "legacy.toml", b"greeting = \"hi\"\n");
+    let mut caller = server.connect(951).await;
+    let mut member = server.connect(952).await;
+    crate::rooms::enter_ok(&server, 951, "legacy-room", 95).await;
+    crate::rooms::enter_ok(&server, 952, "legacy-room", 95).await;
+    for c in [&mut caller, &mut member] {
+        while c.recv_within(Duration::from_millis(150)).await.is_ok() {}
+    }
+    caller.send("legacy_echo", json!({})).await;
+    let first = loop {
+        // Its own room notification may come before the ack.
+        let frame = caller.recv().await.expect("a frame");
+        if frame["action"] == "ack" {
+            break frame;
+        }
+    };
+    assert_eq!(first["result"]["calls"], 1, "{first}");
+    assert_eq!(first["result"]["online"], true, "{first}");
+    let heard = loop {
+        let frame = member.recv().await.expect("a frame");
+        if frame["action"] == "legacy_echo" {
+            break frame;
+        }
+    };
+    assert_eq!(
+        (heard["user_id"].clone(), heard["calls"].clone()),
+        (json!(951), json!(1)),
+        "{heard}"
+    );
+    let (status, second) = server.action(json!({"action": "legacy_echo"})).await;
+    assert_eq!((status, second["result"]["calls"].clone()), (200, json!(2)));
+    let config_seen = eventually(|| async {
+        let (_, body) = server.action(json!({"action": "legacy_echo"})).await;
+        body["result"]["config"]["greeting"] == "hi"
+    })
+    .await;
+    assert!(config_seen, "the 1.0 config import answers");
+    server.stop().await;
+}
