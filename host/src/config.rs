@@ -263,13 +263,15 @@ impl Default for DeliveryConfig {
 }
 
 impl DeliveryConfig {
-    /// The mode for a notification's action; `room_notice` is always
-    /// broadcast (it has no subject and no report).
-    pub fn mode_for(&self, action: &str) -> DeliveryMode {
+    /// The mode for a notification of `action`: the plugin's `chosen` one
+    /// (contract 1.1 `notify-via`), else the action's override, else
+    /// `mode`. `room_notice` is always broadcast (it has no subject and no
+    /// report), whatever was chosen.
+    pub fn mode_for(&self, action: &str, chosen: Option<DeliveryMode>) -> DeliveryMode {
         if action == "room_notice" {
             return DeliveryMode::Broadcast;
         }
-        self.actions.get(action).copied().unwrap_or(self.mode)
+        chosen.unwrap_or_else(|| self.actions.get(action).copied().unwrap_or(self.mode))
     }
 }
 

@@ -77,6 +77,10 @@ impl From<ApplyError> for ActionError {
                     "the action's plugin failed; nothing was applied",
                 )
             }
+            ApplyError::Stale(r) => Self::new(
+                ErrorCode::Conflict,
+                format!("state changed concurrently {STALE_RETRIES} times in a row: {r}"),
+            ),
             ApplyError::Store(e) => e.into(),
         }
     }
@@ -95,6 +99,10 @@ impl From<StoreError> for ActionError {
         )
     }
 }
+
+/// Re-runs of a call whose batch was refused as stale (contract 1.1
+/// conditional KV writes) before it fails with 2003.
+pub const STALE_RETRIES: u32 = 16;
 
 /// One async mutex per room with work in flight; entries are dropped when
 /// no one holds or waits for them, so the map stays as small as the set of
@@ -227,10 +235,40 @@ impl Dispatcher {
             user_id,
             payload,
         };
-        let reply = self.call(&plugin, event).await?;
-        let result = reply.result.clone();
-        let msg_ids = self.commit(reply).await?;
-        Ok(Outcome { msg_ids, result })
+        self.call_and_commit(&plugin, event).await
+    }
+
+    /// Calls the plugin and commits its reply; a batch refused as stale (a
+    /// `kv-put` whose version another call changed meanwhile) re-runs the
+    /// whole call on fresh state, at most [`STALE_RETRIES`] times, then
+    /// fails with 2003. Nothing of a stale attempt was applied.
+    async fn call_and_commit(
+        &self,
+        plugin: &Arc<LoadedPlugin>,
+        event: Event,
+    ) -> Result<Outcome, ActionError> {
+        let mut attempt = 0;
+        loop {
+            let reply = self.call(plugin, event.clone()).await?;
+            let result = reply.result.clone();
+            match self.commit(reply).await {
+                Ok(msg_ids) => return Ok(Outcome { msg_ids, result }),
+                Err(ApplyError::Stale(reason)) if attempt < STALE_RETRIES => {
+                    attempt += 1;
+                    metrics::counter!("chorus_plugin_stale_reruns_total", "plugin" => plugin.name().to_string())
+                        .increment(1);
+                    tracing::debug!(attempt, reason, "stale batch; re-running the call");
+                    // Jittered back-off (1..=4 ms per attempt) so writers
+                    // that collided do not collide again in lockstep.
+                    let jitter = rand::random_range(1..=4u64);
+                    tokio::time::sleep(std::time::Duration::from_millis(
+                        jitter * u64::from(attempt),
+                    ))
+                    .await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
     }
 
     /// One plugin call in its own span.
@@ -305,14 +343,7 @@ impl Dispatcher {
                 user_id: Some(user_id),
                 payload,
             };
-            let outcome = match self.call(&plugin, call).await {
-                Ok(reply) => self
-                    .commit(reply)
-                    .await
-                    .map(drop)
-                    .map_err(ActionError::from),
-                Err(e) => Err(e.into()),
-            };
+            let outcome = self.call_and_commit(&plugin, call).await.map(drop);
             if let Err(e) = outcome {
                 tracing::warn!(event, user_id, plugin = plugin.name(), error = %e, "system event failed");
             }

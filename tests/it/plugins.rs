@@ -222,3 +222,119 @@ async fn a_second_plugin_claiming_a_served_action_is_refused_and_the_first_keeps
     );
     server.stop().await;
 }
+
+/// Contract versioning (ARCHITECTURE.md, "Plugin contract versions"): the
+/// `legacy` fixture is built against the frozen `chorus:plugin@1.0.0` WIT
+/// and must keep loading and running on every host: imports (kv, config,
+/// room-state), effects (kv-set, notify) and both sources.
+#[tokio::test]
+async fn a_plugin_built_against_contract_1_0_loads_and_runs() {
+    let (server, dir) = node_with(&["room", "legacy"], false).await;
+    install(dir.path(), "legacy.toml", b"greeting = \"hi\"\n");
+    let mut caller = server.connect(951).await;
+    let mut member = server.connect(952).await;
+    crate::rooms::enter_ok(&server, 951, "legacy-room", 95).await;
+    crate::rooms::enter_ok(&server, 952, "legacy-room", 95).await;
+    for c in [&mut caller, &mut member] {
+        while c.recv_within(Duration::from_millis(150)).await.is_ok() {}
+    }
+    caller.send("legacy_echo", json!({})).await;
+    let first = loop {
+        // Its own room notification may come before the ack.
+        let frame = caller.recv().await.expect("a frame");
+        if frame["action"] == "ack" {
+            break frame;
+        }
+    };
+    assert_eq!(first["result"]["calls"], 1, "{first}");
+    assert_eq!(first["result"]["online"], true, "{first}");
+    let heard = loop {
+        let frame = member.recv().await.expect("a frame");
+        if frame["action"] == "legacy_echo" {
+            break frame;
+        }
+    };
+    assert_eq!(
+        (heard["user_id"].clone(), heard["calls"].clone()),
+        (json!(951), json!(1)),
+        "{heard}"
+    );
+    let (status, second) = server.action(json!({"action": "legacy_echo"})).await;
+    assert_eq!((status, second["result"]["calls"].clone()), (200, json!(2)));
+    let config_seen = eventually(|| async {
+        let (_, body) = server.action(json!({"action": "legacy_echo"})).await;
+        body["result"]["config"]["greeting"] == "hi"
+    })
+    .await;
+    assert!(config_seen, "the 1.0 config import answers");
+    server.stop().await;
+}
+
+/// Contract 1.1 KV through the front door: versions, a stale condition
+/// (re-run, then 2003 since the plugin writes the same stale version
+/// every time), counters, TTL expiry, prefix listing, and the bad input
+/// of the issue: a TTL of 0 or over 30 days fails the call (2002, a
+/// plugin bug), a counter on a non-integer is a conflict (2003).
+#[tokio::test]
+async fn kv_versions_conditions_counters_ttl_and_bad_input() {
+    let (server, _dir) = node_with(&["room"], true).await;
+    let kv = |body: Value| {
+        let server = &server;
+        async move {
+            let mut body = as_object(body);
+            body.insert("action".into(), json!("echo_kv"));
+            server.action(Value::Object(body)).await
+        }
+    };
+    assert_eq!(
+        kv(json!({"key": "n", "value": "1", "if_version": 0}))
+            .await
+            .0,
+        200
+    );
+    let (_, read) = kv(json!({"key": "n"})).await;
+    let version = read["result"]["entry"]["version"]
+        .as_u64()
+        .expect("a version");
+    assert_eq!(read["result"]["entry"]["value"], "1");
+    let (status, stale) = kv(json!({"key": "n", "value": "2", "if_version": 0})).await;
+    assert_eq!(
+        (status, stale["error_code"].clone()),
+        (409, json!(2003)),
+        "{stale}"
+    );
+    let (status, _) = kv(json!({"key": "n", "value": "2", "if_version": version})).await;
+    assert_eq!(status, 200);
+    assert_eq!(kv(json!({"key": "n", "delta": 40})).await.0, 200);
+    let (_, read) = kv(json!({"key": "n"})).await;
+    assert_eq!(read["result"]["entry"]["value"], "42");
+    for ttl in [0, 2_592_000_001u64] {
+        let (status, body) = kv(json!({"key": "t", "value": "x", "ttl_ms": ttl})).await;
+        assert_eq!(
+            (status, body["error_code"].clone()),
+            (503, json!(2002)),
+            "{ttl}: {body}"
+        );
+    }
+    assert_eq!(kv(json!({"key": "s", "value": "word"})).await.0, 200);
+    let (status, body) = kv(json!({"key": "s", "delta": 1})).await;
+    assert_eq!(
+        (status, body["error_code"].clone()),
+        (409, json!(2003)),
+        "{body}"
+    );
+    assert_eq!(
+        kv(json!({"key": "n_short", "value": "x", "ttl_ms": 100}))
+            .await
+            .0,
+        200
+    );
+    let (_, read) = kv(json!({"key": "n"})).await;
+    assert_eq!(read["result"]["keys"], json!(["n", "n_short"]));
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let (_, read) = kv(json!({"key": "n_short"})).await;
+    assert_eq!(read["result"]["entry"], Value::Null, "expired");
+    let (_, read) = kv(json!({"key": "n"})).await;
+    assert_eq!(read["result"]["keys"], json!(["n"]));
+    server.stop().await;
+}

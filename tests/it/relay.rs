@@ -288,3 +288,90 @@ async fn a_killed_member_is_relayed_as_exit_room_and_its_call_peer_gets_hang_up_
     );
     server.stop().await;
 }
+
+/// A relay node whose plugins folder holds the bundled `room` plugin,
+/// `echo` (a 1.1 plugin) and `legacy` (a 1.0 plugin): actions the host
+/// has never heard of.
+async fn relay_server_with_new_actions() -> (TestServer, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    copy_plugins(dir.path(), &["room", "legacy"]);
+    std::fs::copy(
+        artifacts().join("echo_v1.wasm"),
+        dir.path().join("echo.wasm"),
+    )
+    .unwrap();
+    let path = dir.path().to_path_buf();
+    let server = TestServer::with(move |c| {
+        c.plugins.dir = Some(path);
+        c.delivery.mode = chorus::config::DeliveryMode::Relay;
+        c.delivery
+            .actions
+            .insert("enter_room".into(), chorus::config::DeliveryMode::Broadcast);
+        c.relay.report_timeout = TIMEOUT;
+    })
+    .await;
+    (server, dir)
+}
+
+/// Issue 13 item 6: a new action's room notification goes out in the
+/// default relay mode and its delegate's `<action>_report` completes it
+/// (it used to be refused with 1007 and the relay never completed).
+#[tokio::test]
+async fn a_new_actions_relay_is_completed_by_its_action_report() {
+    let (server, _dir) = relay_server_with_new_actions().await;
+    let mut c = room_of(&server, "r-new", &[461, 462, 463]).await;
+    let ack = c[0].call("legacy_echo", json!({})).await;
+    let msg_id = ack["msg_ids"][0]
+        .as_str()
+        .unwrap_or_else(|| panic!("one notification: {ack}"))
+        .to_string();
+    let frame = c[1].expect("legacy_echo").await;
+    assert_eq!(frame["relay"], true, "{frame}");
+    assert_eq!(frame["msg_id"], msg_id.as_str());
+    c[1].send(
+        "legacy_echo_report",
+        json!({"user_id": 461, "msg_id": msg_id}),
+    )
+    .await;
+    c[1].expect_silence(TIMEOUT * 2).await;
+    c[2].expect_silence(Duration::from_millis(1)).await;
+    assert_eq!(relays_in_flight(&server).await, 0);
+    // Without msg_id: matched by action and subject.
+    c[0].call("legacy_echo", json!({})).await;
+    c[1].expect("legacy_echo").await;
+    c[1].send("legacy_echo_report", json!({"user_id": 461}))
+        .await;
+    c[2].expect_silence(TIMEOUT * 2).await;
+    assert_eq!(relays_in_flight(&server).await, 0);
+    server.stop().await;
+}
+
+/// A 1.1 plugin chooses per notification: `broadcast` reaches every
+/// member at once, `relay` one delegate, whatever the configured mode.
+#[tokio::test]
+async fn a_notification_says_how_it_goes_to_the_room() {
+    let (server, _dir) = relay_server_with_new_actions().await;
+    let mut c = room_of(&server, "r-via", &[471, 472, 473]).await;
+    let fields = json!({"channel_name": "r-via", "delivery": "broadcast"});
+    c[0].send("echo", fields).await;
+    let mut heard = 0;
+    for member in c.iter_mut() {
+        // The caller gets its own notification and its ack, in any order.
+        while let Ok(frame) = member.recv_within(Duration::from_millis(300)).await {
+            if frame["action"] == "echo" {
+                assert_eq!(frame.get("relay"), None, "{frame}");
+                heard += 1;
+            }
+        }
+    }
+    assert_eq!(heard, 3, "every member heard the broadcast");
+    let fields = json!({"channel_name": "r-via", "delivery": "relay"});
+    c[0].call("echo", fields).await;
+    let frame = c[1].expect("echo").await;
+    assert_eq!(frame["relay"], true, "{frame}");
+    c[2].expect_silence(Duration::from_millis(100)).await;
+    c[1].send("echo_report", json!({"user_id": 471})).await;
+    c[2].expect_silence(TIMEOUT * 2).await;
+    assert_eq!(relays_in_flight(&server).await, 0);
+    server.stop().await;
+}

@@ -57,8 +57,8 @@ impl Delivery {
     }
 
     /// Delivers one notification under `msg_id`: to a user, to everyone,
-    /// or to a room by its action's mode (`delivery.mode`,
-    /// `[delivery.actions]`). Fails only when the store cannot say who is
+    /// or to a room in the mode the plugin chose, else its action's mode
+    /// (`delivery.mode`, `[delivery.actions]`). Fails only when the store cannot say who is
     /// in the room or where a user is; frames already queued stay queued.
     #[tracing::instrument(name = "chorus.delivery.deliver", skip_all, fields(msg_id = msg_id, action = tracing::field::Empty))]
     pub async fn deliver(
@@ -70,6 +70,7 @@ impl Delivery {
             target,
             mut body,
             subject,
+            delivery,
         } = notification;
         let action = body
             .get("action")
@@ -90,7 +91,7 @@ impl Delivery {
                     cluster.forward_everyone(&action, &frame);
                 }
             }
-            Target::Room(channel) => match self.modes.mode_for(&action) {
+            Target::Room(channel) => match self.modes.mode_for(&action, delivery) {
                 DeliveryMode::Broadcast => {
                     let members = self.store.room_members(&channel).await?;
                     self.to_users(&action, Mode::Broadcast, &members, encode(&body))

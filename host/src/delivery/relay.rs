@@ -84,18 +84,17 @@ pub struct Relay {
     shutdown: CancellationToken,
 }
 
-/// Maps a report action to the notification it reports.
-pub fn reported_action(report: &str) -> Option<&'static str> {
-    Some(match report {
-        "exit_room_report" => "exit_room",
-        "hang_up_report" => "hang_up",
-        "enter_room_report" => "enter_room",
-        "send_topic_msg_report" => "send_topic_msg",
-        "send_gift_report" => "send_gift",
-        "up_deport" | "up_report" => "up",
-        "down_report" => "down",
-        _ => return None,
-    })
+/// Maps a report action to the action of the notification it reports:
+/// `<action>_report` reports `<action>`, for any action (contract 1.1: a
+/// plugin's new notification is reported the same way), and the seed's
+/// `up_deport` reports `up`. `None` for a frame that is no report.
+pub fn reported_action(report: &str) -> Option<&str> {
+    if report == "up_deport" {
+        return Some("up");
+    }
+    report
+        .strip_suffix("_report")
+        .filter(|action| !action.is_empty())
 }
 
 impl Relay {
@@ -332,5 +331,21 @@ impl Relay {
                 tracing::warn!(msg_id = id, error = %e, "relay failover failed");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reported_action;
+
+    #[test]
+    fn every_action_has_its_report_and_the_seeds_spelling_stays() {
+        assert_eq!(reported_action("up_deport"), Some("up"));
+        assert_eq!(reported_action("up_report"), Some("up"));
+        assert_eq!(reported_action("exit_room_report"), Some("exit_room"));
+        assert_eq!(reported_action("lucky_draw_report"), Some("lucky_draw"));
+        assert_eq!(reported_action("_report"), None);
+        assert_eq!(reported_action("send_gift"), None);
+        assert_eq!(reported_action("report"), None);
     }
 }

@@ -1,19 +1,143 @@
-//! The one `bindgen!` of the `chorus:plugin` world.
+//! The bindings of every `chorus:plugin` world the host links, and
+//! [`Plugin`] / [`PluginPre`]: one instance (or linked component) of
+//! whichever world a plugin targets, seen through the current world's types.
+//!
+//! The current world (`wit/chorus-plugin.wit`, `chorus:plugin@1.1.0`) is
+//! bound here; the frozen 1.0.0 world (`wit/v1.0/`) in `compat`, which
+//! converts its values to and from the current ones. Versioning rule
+//! (ARCHITECTURE.md, "Plugin contract versions"): a minor version only adds,
+//! and every shipped world stays linked.
 //!
 //! Every import is `async` (the room state may live in Redis) and
 //! `trappable` (a store that cannot answer traps the call instead of
 //! inventing an answer); the `handler` export is called asynchronously so
 //! those imports can await.
 
-wasmtime::component::bindgen!({
-    path: "../wit",
-    world: "plugin",
-    imports: { default: async | trappable },
-    exports: { default: async },
-});
+use wasmtime::component::{HasSelf, InstancePre, Linker};
+use wasmtime::{AsContextMut, Result};
 
-pub(crate) use self::chorus::plugin::types;
+use super::compat::v1_0;
+use super::view::PluginView;
+
+/// The current world, `chorus:plugin@1.1.0`.
+mod current {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "plugin",
+        imports: { default: async | trappable },
+        exports: { default: async },
+    });
+}
+
+pub(crate) use current::chorus;
+pub(crate) use current::chorus::plugin::types;
 
 /// `types` declares no functions; its (empty) `Host` trait still has to be
 /// implemented for the view to link the world.
-impl types::Host for super::view::PluginView {}
+impl types::Host for PluginView {}
+
+/// Adds the imports of every linked world to `linker`.
+pub(crate) fn add_to_linker(linker: &mut Linker<PluginView>) -> Result<()> {
+    current::Plugin::add_to_linker::<PluginView, HasSelf<PluginView>>(linker, |view| view)?;
+    v1_0::Plugin::add_to_linker::<PluginView, HasSelf<PluginView>>(linker, |view| view)?;
+    Ok(())
+}
+
+/// The export of a plugin built against 1.0.0.
+const HANDLER_V1_0: &str = "chorus:plugin/handler@1.0.0";
+
+/// A linked component of either world, instantiated per warm instance.
+pub(crate) enum PluginPre<T: 'static> {
+    /// Built against 1.1.0.
+    V1_1(current::PluginPre<T>),
+    /// Built against 1.0.0.
+    V1_0(v1_0::PluginPre<T>),
+}
+
+impl<T: Send + 'static> PluginPre<T> {
+    /// Finds the world from the `handler` the component exports, by its
+    /// exact versioned name (wasmtime's semver matching would let the
+    /// current bindings find `handler@1.0.0` and fail at the first call on
+    /// the differing types); anything but a 1.0 handler is bound as the
+    /// current world, whose error names what is missing.
+    pub(crate) fn new(pre: InstancePre<T>) -> Result<Self> {
+        let component = pre.component();
+        let exports_v1_0 = component
+            .component_type()
+            .exports(component.engine())
+            .any(|(name, _)| name == HANDLER_V1_0);
+        if exports_v1_0 {
+            v1_0::PluginPre::new(pre).map(Self::V1_0)
+        } else {
+            current::PluginPre::new(pre).map(Self::V1_1)
+        }
+    }
+
+    /// Instantiates the component in `store`.
+    pub(crate) async fn instantiate_async(
+        &self,
+        store: impl AsContextMut<Data = T>,
+    ) -> Result<Plugin> {
+        Ok(match self {
+            Self::V1_1(pre) => Plugin::V1_1(pre.instantiate_async(store).await?),
+            Self::V1_0(pre) => Plugin::V1_0(pre.instantiate_async(store).await?),
+        })
+    }
+}
+
+/// One instance of a plugin of either world.
+pub(crate) enum Plugin {
+    /// Built against 1.1.0.
+    V1_1(current::Plugin),
+    /// Built against 1.0.0.
+    V1_0(v1_0::Plugin),
+}
+
+impl Plugin {
+    /// The `handler` export, in the current world's types.
+    pub(crate) fn chorus_plugin_handler(&self) -> Handler<'_> {
+        Handler(self)
+    }
+}
+
+/// The `handler` export of an instance of either world.
+pub(crate) struct Handler<'a>(&'a Plugin);
+
+impl Handler<'_> {
+    /// Calls `describe`.
+    pub(crate) async fn call_describe<S>(&self, store: S) -> Result<types::Description>
+    where
+        S: AsContextMut,
+        S::Data: Send,
+    {
+        match self.0 {
+            Plugin::V1_1(p) => p.chorus_plugin_handler().call_describe(store).await,
+            Plugin::V1_0(p) => {
+                let described = p.chorus_plugin_handler().call_describe(store).await?;
+                Ok(super::compat::description(described))
+            }
+        }
+    }
+
+    /// Calls `handle`; a 1.0 reply is converted to the current types.
+    pub(crate) async fn call_handle<S>(
+        &self,
+        store: S,
+        event: &types::Event,
+    ) -> Result<std::result::Result<types::Reply, types::Error>>
+    where
+        S: AsContextMut,
+        S::Data: Send,
+    {
+        match self.0 {
+            Plugin::V1_1(p) => p.chorus_plugin_handler().call_handle(store, event).await,
+            Plugin::V1_0(p) => {
+                let event = super::compat::event(event);
+                let returned = p.chorus_plugin_handler().call_handle(store, &event).await?;
+                Ok(returned
+                    .map(super::compat::reply)
+                    .map_err(super::compat::error))
+            }
+        }
+    }
+}

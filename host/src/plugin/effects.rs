@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 use super::bindings::types::{self, Effect};
 use super::error::{CallError, Failure, FailureKind};
 use super::{Notification, Reply, Target};
+use crate::config::DeliveryMode;
 use crate::store::StateChange;
 
 /// Converts a successful WIT reply of plugin `plugin` at `version`.
@@ -82,7 +83,21 @@ fn check_effect(effect: &Effect) -> Result<(), String> {
             target: types::Target::Room(channel_name),
             ..
         }) => channel_name,
-        Effect::EndCall(_) | Effect::KvSet(_) | Effect::KvDelete(_) | Effect::Notify(_) => {
+        Effect::NotifyVia(types::RoutedNotification {
+            notification:
+                types::Notification {
+                    target: types::Target::Room(channel_name),
+                    ..
+                },
+            ..
+        }) => channel_name,
+        Effect::EndCall(_)
+        | Effect::KvSet(_)
+        | Effect::KvPut(_)
+        | Effect::KvIncr(_)
+        | Effect::KvDelete(_)
+        | Effect::Notify(_)
+        | Effect::NotifyVia(_) => {
             return Ok(());
         }
     };
@@ -155,16 +170,40 @@ fn convert_effect(plugin: &str, effect: Effect) -> Result<Converted, String> {
             plugin: plugin.to_string(),
             key,
         },
+        Effect::KvPut(put) => StateChange::KvPut {
+            plugin: plugin.to_string(),
+            key: put.key,
+            value: put.value,
+            if_version: put.if_version,
+            ttl_ms: put.ttl_ms,
+        },
+        Effect::KvIncr(incr) => StateChange::KvIncr {
+            plugin: plugin.to_string(),
+            key: incr.key,
+            delta: incr.delta,
+            ttl_ms: incr.ttl_ms,
+        },
         Effect::Notify(notification) => {
-            return convert_notification(notification).map(Converted::Notify);
+            return convert_notification(notification, None).map(Converted::Notify);
+        }
+        Effect::NotifyVia(routed) => {
+            let delivery = match routed.delivery {
+                types::Delivery::Configured => None,
+                types::Delivery::Broadcast => Some(DeliveryMode::Broadcast),
+                types::Delivery::Relay => Some(DeliveryMode::Relay),
+            };
+            return convert_notification(routed.notification, delivery).map(Converted::Notify);
         }
     };
     Ok(Converted::Change(change))
 }
 
 /// A notification, its body checked to be a JSON object with a string
-/// `action`.
-fn convert_notification(notification: types::Notification) -> Result<Notification, String> {
+/// `action`; `delivery` is the plugin's choice for a room target.
+fn convert_notification(
+    notification: types::Notification,
+    delivery: Option<DeliveryMode>,
+) -> Result<Notification, String> {
     let body: Map<String, Value> = match serde_json::from_str(&notification.body) {
         Ok(Value::Object(body)) => body,
         Ok(_) => return Err("notification body is not a JSON object".into()),
@@ -182,6 +221,7 @@ fn convert_notification(notification: types::Notification) -> Result<Notificatio
         target,
         body,
         subject: notification.subject,
+        delivery,
     })
 }
 

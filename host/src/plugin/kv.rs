@@ -1,12 +1,30 @@
 //! The `kv` import: reads of the plugin's own key-value space. Writes are
 //! effects, applied by the caller after the call.
 
-use super::bindings::chorus::plugin::kv::Host;
+use super::bindings::chorus::plugin::kv::{Host, Versioned};
 use super::view::PluginView;
 
 impl Host for PluginView {
     async fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
         let found = self.store.kv_get(&self.identity.plugin, &key).await;
+        found.map_err(|e| self.store_failed(e))
+    }
+
+    async fn entry(&mut self, key: String) -> wasmtime::Result<Option<Versioned>> {
+        let found = self.store.kv_entry(&self.identity.plugin, &key).await;
+        let entry = found.map_err(|e| self.store_failed(e))?;
+        Ok(entry.map(|r| Versioned {
+            value: r.value,
+            version: r.version,
+        }))
+    }
+
+    async fn keys(&mut self, prefix: String, limit: u32) -> wasmtime::Result<Vec<String>> {
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        let found = self
+            .store
+            .kv_list(&self.identity.plugin, &prefix, limit)
+            .await;
         found.map_err(|e| self.store_failed(e))
     }
 }

@@ -16,7 +16,9 @@
 //!
 //! # Code map
 //!
-//! - `bindings`: the one `bindgen!` of the world.
+//! - `bindings`: the `bindgen!` of the current world and [`bindings::Plugin`],
+//!   an instance of whichever world a plugin targets; `compat`: the frozen
+//!   1.0.0 world, its imports and conversions.
 //! - `view`: `PluginView`, the data of one wasmtime `Store`: the plugin's
 //!   name, version and config, the state [`Store`](crate::store::Store),
 //!   the memory limit and a WASI context. It is all an import can reach:
@@ -130,6 +132,7 @@ mod breaker;
 mod cache;
 mod check;
 mod clock;
+mod compat;
 mod config;
 mod effects;
 mod engine;
@@ -266,6 +269,10 @@ pub struct Notification {
     /// The user it is about: never the relay delegate, and the `user_id`
     /// of its report.
     pub subject: Option<u64>,
+    /// For a room target: broadcast or relay as the plugin chose (contract
+    /// 1.1 `notify-via`), or `None` for the mode configured for its action
+    /// (`notify`, and every 1.0 plugin). `room_notice` is always broadcast.
+    pub delivery: Option<crate::config::DeliveryMode>,
 }
 
 impl Notification {

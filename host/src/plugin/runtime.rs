@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wasmtime::Engine;
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{Component, Linker};
 
 use super::bindings::{Plugin, PluginPre};
 use super::breaker::BreakerSettings;
@@ -216,7 +216,7 @@ fn build_linker(engine: &Engine) -> Result<Linker<PluginView>, PluginError> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_async(&mut linker)
         .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
-    Plugin::add_to_linker::<PluginView, HasSelf<PluginView>>(&mut linker, |view| view)
+    super::bindings::add_to_linker(&mut linker)
         .map_err(|e| PluginError::Engine(format!("{e:#}")))?;
     Ok(linker)
 }

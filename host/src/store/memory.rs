@@ -11,8 +11,23 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::{
-    ApplyError, Call, Membership, RoomView, Seat, StateChange, Store, StoreError, seat_status,
+    ApplyError, Call, KvRecord, MAX_KV_INT, MAX_KV_LIST, Membership, RoomView, Seat, StateChange,
+    Store, StoreError, check_kv_ttl, seat_status, unix_ms,
 };
+
+/// One KV entry: value, version, and expiry (unix ms).
+#[derive(Debug, Clone)]
+struct KvValue {
+    value: String,
+    version: u64,
+    expires_at: Option<u64>,
+}
+
+impl KvValue {
+    fn live(&self, now: u64) -> bool {
+        self.expires_at.is_none_or(|at| at > now)
+    }
+}
 
 /// One room's state.
 #[derive(Debug, Clone)]
@@ -32,8 +47,10 @@ struct State {
     member_of: HashMap<u64, String>,
     /// user -> call; both users of a call have an entry.
     calls: HashMap<u64, Call>,
-    /// (plugin, key) -> value.
-    kv: BTreeMap<(String, String), String>,
+    /// (plugin, key) -> value, version, expiry.
+    kv: BTreeMap<(String, String), KvValue>,
+    /// plugin -> its last KV version number.
+    kv_versions: HashMap<String, u64>,
     /// user -> node holding the user's connection.
     presence: HashMap<u64, String>,
 }
@@ -100,7 +117,33 @@ impl State {
         }
     }
 
-    fn apply_one(&mut self, change: &StateChange, seats: u32) -> Result<(), ApplyError> {
+    /// The live entry at a key.
+    fn kv_live(&self, plugin: &str, key: &str, now: u64) -> Option<&KvValue> {
+        self.kv
+            .get(&(plugin.to_string(), key.to_string()))
+            .filter(|v| v.live(now))
+    }
+
+    /// The plugin's next version number.
+    fn next_kv_version(&mut self, plugin: &str) -> u64 {
+        let counter = self.kv_versions.entry(plugin.to_string()).or_insert(0);
+        *counter += 1;
+        *counter
+    }
+
+    fn kv_write(&mut self, plugin: &str, key: &str, value: String, expires_at: Option<u64>) {
+        let version = self.next_kv_version(plugin);
+        self.kv.insert(
+            (plugin.to_string(), key.to_string()),
+            KvValue {
+                value,
+                version,
+                expires_at,
+            },
+        );
+    }
+
+    fn apply_one(&mut self, change: &StateChange, seats: u32, now: u64) -> Result<(), ApplyError> {
         match change {
             StateChange::JoinRoom {
                 user_id,
@@ -152,7 +195,48 @@ impl State {
             }
             StateChange::EndCall { user_id } => self.end_call(*user_id),
             StateChange::KvSet { plugin, key, value } => {
-                self.kv.insert((plugin.clone(), key.clone()), value.clone());
+                self.kv_write(plugin, key, value.clone(), None);
+            }
+            StateChange::KvPut {
+                plugin,
+                key,
+                value,
+                if_version,
+                ttl_ms,
+            } => {
+                check_kv_ttl(*ttl_ms)?;
+                if let Some(expected) = if_version {
+                    let current = self.kv_live(plugin, key, now).map_or(0, |v| v.version);
+                    if current != *expected {
+                        return Err(ApplyError::Stale(format!(
+                            "kv key `{key}` is at version {current}, not {expected}"
+                        )));
+                    }
+                }
+                let expires_at = ttl_ms.map(|t| now.saturating_add(t));
+                self.kv_write(plugin, key, value.clone(), expires_at);
+            }
+            StateChange::KvIncr {
+                plugin,
+                key,
+                delta,
+                ttl_ms,
+            } => {
+                check_kv_ttl(*ttl_ms)?;
+                let (current, expiry) = match self.kv_live(plugin, key, now) {
+                    None => (0, None),
+                    Some(v) => (kv_integer(key, &v.value)?, v.expires_at),
+                };
+                // Both magnitudes are at most 2^53 - 1 before adding, so
+                // the sum cannot overflow an i64.
+                let sum = (delta.unsigned_abs() <= MAX_KV_INT.unsigned_abs())
+                    .then(|| current + delta)
+                    .filter(|sum| sum.abs() <= MAX_KV_INT)
+                    .ok_or_else(|| {
+                        ApplyError::Conflict(format!("kv key `{key}` would overflow"))
+                    })?;
+                let expires_at = ttl_ms.map(|t| now.saturating_add(t)).or(expiry);
+                self.kv_write(plugin, key, sum.to_string(), expires_at);
             }
             StateChange::KvDelete { plugin, key } => {
                 self.kv.remove(&(plugin.clone(), key.clone()));
@@ -348,7 +432,10 @@ impl Touched {
             StateChange::EndCall { user_id } => {
                 self.callers.insert(*user_id);
             }
-            StateChange::KvSet { plugin, key, .. } | StateChange::KvDelete { plugin, key } => {
+            StateChange::KvSet { plugin, key, .. }
+            | StateChange::KvDelete { plugin, key }
+            | StateChange::KvPut { plugin, key, .. }
+            | StateChange::KvIncr { plugin, key, .. } => {
                 self.kv.insert((plugin.clone(), key.clone()));
             }
         }
@@ -363,6 +450,11 @@ impl Touched {
                 .kv
                 .iter()
                 .filter_map(|k| state.kv.get(k).map(|v| (k.clone(), v.clone())))
+                .collect(),
+            kv_versions: self
+                .kv
+                .iter()
+                .filter_map(|(p, _)| state.kv_versions.get(p).map(|v| (p.clone(), *v)))
                 .collect(),
             presence: HashMap::new(),
         }
@@ -382,6 +474,7 @@ impl Touched {
                 None => state.kv.remove(key),
             };
         }
+        state.kv_versions.extend(scratch.kv_versions);
     }
 }
 
@@ -431,6 +524,21 @@ fn free_user_seat(room: &mut Room, user_id: u64) -> bool {
     }
 }
 
+/// The integer a counter holds: an optional `-` and decimal digits, as the
+/// Redis script reads it.
+fn kv_integer(key: &str, value: &str) -> Result<i64, ApplyError> {
+    let digits = value.strip_prefix('-').unwrap_or(value);
+    let parsed =
+        if !digits.is_empty() && value.len() <= 17 && digits.bytes().all(|b| b.is_ascii_digit()) {
+            value.parse::<i64>().ok()
+        } else {
+            None
+        };
+    parsed
+        .filter(|n| n.abs() <= MAX_KV_INT)
+        .ok_or_else(|| ApplyError::Conflict(format!("kv key `{key}` does not hold an integer")))
+}
+
 #[async_trait]
 impl Store for MemoryStore {
     async fn membership_of(&self, user_id: u64) -> Result<Option<Membership>, StoreError> {
@@ -467,12 +575,31 @@ impl Store for MemoryStore {
         Ok(self.lock().calls.get(&user_id).cloned())
     }
 
-    async fn kv_get(&self, plugin: &str, key: &str) -> Result<Option<String>, StoreError> {
-        Ok(self
-            .lock()
+    async fn kv_entry(&self, plugin: &str, key: &str) -> Result<Option<KvRecord>, StoreError> {
+        let now = unix_ms();
+        Ok(self.lock().kv_live(plugin, key, now).map(|v| KvRecord {
+            value: v.value.clone(),
+            version: v.version,
+        }))
+    }
+
+    async fn kv_list(
+        &self,
+        plugin: &str,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        let now = unix_ms();
+        let state = self.lock();
+        let start = (plugin.to_string(), prefix.to_string());
+        Ok(state
             .kv
-            .get(&(plugin.to_string(), key.to_string()))
-            .cloned())
+            .range(start..)
+            .take_while(|((p, k), _)| p == plugin && k.starts_with(prefix))
+            .filter(|(_, v)| v.live(now))
+            .take(limit.min(MAX_KV_LIST))
+            .map(|((_, k), _)| k.clone())
+            .collect())
     }
 
     async fn apply(&self, changes: &[StateChange]) -> Result<(), ApplyError> {
@@ -482,8 +609,9 @@ impl Store for MemoryStore {
         // passed. Copying whole state would make each action O(everything).
         let touched = Touched::of(&state, changes);
         let mut scratch = touched.extract(&state);
+        let now = unix_ms();
         for change in changes {
-            scratch.apply_one(change, self.seats_per_room)?;
+            scratch.apply_one(change, self.seats_per_room, now)?;
         }
         touched.write_back(&mut state, scratch);
         Ok(())
@@ -504,4 +632,62 @@ impl Store for MemoryStore {
     async fn node_of(&self, user_id: u64) -> Result<Option<String>, StoreError> {
         Ok(self.lock().presence.get(&user_id).cloned())
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(key: &str, value: &str, if_version: Option<u64>, ttl_ms: Option<u64>) -> StateChange {
+        StateChange::KvPut {
+            plugin: "p".into(),
+            key: key.into(),
+            value: value.into(),
+            if_version,
+            ttl_ms,
+        }
+    }
+
+    #[tokio::test]
+    async fn versions_conditions_counters_ttl_and_listing() {
+        let store = MemoryStore::new(3);
+        store.apply(&[put("a", "1", Some(0), None)]).await.unwrap();
+        let a = store.kv_entry("p", "a").await.unwrap().expect("written");
+        assert_eq!((a.value.as_str(), a.version), ("1", 1));
+        let stale = store.apply(&[put("a", "2", Some(0), None)]).await;
+        assert!(matches!(stale, Err(ApplyError::Stale(_))), "{stale:?}");
+        store.apply(&[put("a", "2", Some(1), None)]).await.unwrap();
+        let incr = StateChange::KvIncr {
+            plugin: "p".into(),
+            key: "a".into(),
+            delta: 5,
+            ttl_ms: None,
+        };
+        store.apply(&[incr]).await.unwrap();
+        let a = store.kv_entry("p", "a").await.unwrap().expect("counted");
+        assert_eq!((a.value.as_str(), a.version), ("7", 3));
+        // A refused batch writes nothing, not even a version number.
+        let refused = store
+            .apply(&[put("b", "x", None, None), put("a", "9", Some(1), None)])
+            .await;
+        assert!(refused.is_err());
+        assert_eq!(store.kv_get("p", "b").await.unwrap(), None);
+        for bad in [Some(0), Some(MAX_KV_TTL_MS_PLUS_ONE)] {
+            let refused = store.apply(&[put("c", "x", None, bad)]).await;
+            assert!(matches!(refused, Err(ApplyError::Invalid(_))), "{bad:?}");
+        }
+        store
+            .apply(&[put("a2", "x", None, Some(50)), put("b", "y", None, None)])
+            .await
+            .unwrap();
+        assert_eq!(store.kv_list("p", "a", 10).await.unwrap(), vec!["a", "a2"]);
+        assert_eq!(store.kv_list("p", "a", 1).await.unwrap(), vec!["a"]);
+        tokio::time::sleep(std::time::Duration::from_millis(80)).await;
+        assert_eq!(store.kv_get("p", "a2").await.unwrap(), None, "expired");
+        assert_eq!(store.kv_list("p", "", 10).await.unwrap(), vec!["a", "b"]);
+        // An expired key counts as absent for a condition.
+        store.apply(&[put("a2", "z", Some(0), None)]).await.unwrap();
+    }
+
+    const MAX_KV_TTL_MS_PLUS_ONE: u64 = super::super::MAX_KV_TTL_MS + 1;
 }

@@ -127,6 +127,61 @@ pub enum StateChange {
     },
     /// Delete a key of a plugin's key-value space.
     KvDelete { plugin: String, key: String },
+    /// Write a key (contract 1.1 `kv-put`): refused with
+    /// [`ApplyError::Stale`] unless the key is still at `if_version` (0: the
+    /// key must be absent or expired); `ttl_ms` (1 ms ..= [`MAX_KV_TTL_MS`])
+    /// makes it expire, `None` keeps it until written or deleted. The new
+    /// version is the plugin's next version number.
+    KvPut {
+        plugin: String,
+        key: String,
+        value: String,
+        if_version: Option<u64>,
+        ttl_ms: Option<u64>,
+    },
+    /// Add `delta` to the decimal integer at a key (contract 1.1
+    /// `kv-incr`; absent or expired counts as 0); never stale. `ttl_ms`
+    /// sets a new expiry; `None` keeps the key's expiry (none for a new
+    /// key). Refused with [`ApplyError::Conflict`] when the value is no
+    /// integer or a magnitude passes [`MAX_KV_INT`].
+    KvIncr {
+        plugin: String,
+        key: String,
+        delta: i64,
+        ttl_ms: Option<u64>,
+    },
+}
+
+/// The longest TTL a KV write may carry: 30 days, in milliseconds.
+pub const MAX_KV_TTL_MS: u64 = 30 * 24 * 3600 * 1000;
+
+/// The largest magnitude a `kv-incr` counter, its delta and its sum may
+/// have: 2^53 - 1, what a JSON number (and the Redis script) carries exactly.
+pub const MAX_KV_INT: i64 = (1 << 53) - 1;
+
+/// The most keys one [`Store::kv_list`] returns.
+pub const MAX_KV_LIST: usize = 1000;
+
+/// A KV entry as read, with its version (contract 1.1 `kv.entry`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvRecord {
+    /// The value.
+    pub value: String,
+    /// Changes on every write of the key; a condition names it. Numbers
+    /// come from one counter per plugin, so they never repeat while the
+    /// key exists. An entry written before contract 1.1 has version 0.
+    pub version: u64,
+}
+
+/// Checks a KV TTL: 1 ms ..= [`MAX_KV_TTL_MS`].
+pub fn check_kv_ttl(ttl_ms: Option<u64>) -> Result<(), ApplyError> {
+    match ttl_ms {
+        Some(0) => Err(ApplyError::Invalid("kv ttl must be at least 1 ms".into())),
+        Some(t) if t > MAX_KV_TTL_MS => Err(ApplyError::Invalid(format!(
+            "kv ttl is over the maximum {MAX_KV_TTL_MS} ms (30 days)"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Why a batch was refused; nothing of it was applied.
@@ -141,6 +196,11 @@ pub enum ApplyError {
     /// The change itself is malformed (error 1001).
     #[error("invalid change: {0}")]
     Invalid(String),
+    /// A KV entry is no longer at the version a `kv-put` named: another
+    /// call wrote it since this call read it. The dispatcher re-runs the
+    /// call on fresh state (`plugins.kv_retries` times, then 2003).
+    #[error("stale: {0}")]
+    Stale(String),
     /// The store could not be reached.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -193,6 +253,14 @@ impl PartialEq for StoreError {
 
 impl Eq for StoreError {}
 
+/// Unix time in milliseconds (KV expiry of the memory store).
+pub(crate) fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or_default()
+}
+
 /// The shared state. Every method is a short critical section; none holds
 /// a lock across an await.
 #[async_trait]
@@ -207,8 +275,21 @@ pub trait Store: Send + Sync + 'static {
     async fn room(&self, channel_name: &str) -> Result<Option<RoomView>, StoreError>;
     /// The call the user is in.
     async fn call_of(&self, user_id: u64) -> Result<Option<Call>, StoreError>;
-    /// A key of a plugin's key-value space.
-    async fn kv_get(&self, plugin: &str, key: &str) -> Result<Option<String>, StoreError>;
+    /// A key of a plugin's key-value space (`None` when absent or
+    /// expired).
+    async fn kv_get(&self, plugin: &str, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.kv_entry(plugin, key).await?.map(|r| r.value))
+    }
+    /// A key with its version (`None` when absent or expired).
+    async fn kv_entry(&self, plugin: &str, key: &str) -> Result<Option<KvRecord>, StoreError>;
+    /// The plugin's live keys starting with `prefix`, in byte order, at
+    /// most `limit` (itself capped at [`MAX_KV_LIST`]).
+    async fn kv_list(
+        &self,
+        plugin: &str,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError>;
     /// Applies a batch atomically: every condition is checked first, and
     /// either every change is applied or none is.
     async fn apply(&self, changes: &[StateChange]) -> Result<(), ApplyError>;

@@ -29,7 +29,10 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, Script};
 use serde_json::{Value, json};
 
-use super::{ApplyError, Call, Membership, RoomView, Seat, StateChange, Store, StoreError};
+use super::{
+    ApplyError, Call, KvRecord, MAX_KV_LIST, Membership, RoomView, Seat, StateChange, Store,
+    StoreError,
+};
 
 /// How long one Redis command may take before it fails. Generous next to
 /// Redis's sub-millisecond answers, short enough that a dead Redis turns
@@ -285,6 +288,25 @@ fn encode_change(change: &StateChange) -> Value {
         StateChange::KvDelete { plugin, key } => {
             json!({"op": "kv_delete", "plugin": plugin, "key": key})
         }
+        StateChange::KvPut {
+            plugin,
+            key,
+            value,
+            if_version,
+            ttl_ms,
+        } => json!({
+            "op": "kv_put", "plugin": plugin, "key": key, "value": value,
+            "if_version": if_version.map(|v| v.to_string()), "ttl": ttl_ms,
+        }),
+        StateChange::KvIncr {
+            plugin,
+            key,
+            delta,
+            ttl_ms,
+        } => json!({
+            "op": "kv_incr", "plugin": plugin, "key": key,
+            "delta": delta.to_string(), "ttl": ttl_ms,
+        }),
     }
 }
 
@@ -297,6 +319,7 @@ fn apply_outcome(answer: Vec<String>) -> Result<(), ApplyError> {
         "conflict" => Err(ApplyError::Conflict(reason)),
         "not_allowed" => Err(ApplyError::NotAllowed(reason)),
         "invalid" => Err(ApplyError::Invalid(reason)),
+        "stale" => Err(ApplyError::Stale(reason)),
         other => Err(ApplyError::Store(StoreError::Script(format!(
             "apply answered {other:?}"
         )))),
@@ -370,9 +393,54 @@ impl Store for RedisStore {
         }))
     }
 
-    async fn kv_get(&self, plugin: &str, key: &str) -> Result<Option<String>, StoreError> {
-        let hash = self.link.key(&format!("kv:{plugin}"));
-        self.link.query(redis::cmd("HGET").arg(hash).arg(key)).await
+    async fn kv_entry(&self, plugin: &str, key: &str) -> Result<Option<KvRecord>, StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("HGET")
+            .arg(self.link.key(&format!("kv:{plugin}")))
+            .arg(key)
+            .cmd("HGET")
+            .arg(self.link.key(&format!("kvver:{plugin}")))
+            .arg(key)
+            .cmd("HGET")
+            .arg(self.link.key(&format!("kvexp:{plugin}")))
+            .arg(key)
+            .cmd("TIME");
+        let (value, version, expires_at, time): (
+            Option<String>,
+            Option<u64>,
+            Option<u64>,
+            (u64, u64),
+        ) = self.link.query_pipe(&pipe).await?;
+        let now = time.0 * 1000 + time.1 / 1000;
+        if expires_at.is_some_and(|at| at <= now) {
+            return Ok(None);
+        }
+        Ok(value.map(|value| KvRecord {
+            value,
+            version: version.unwrap_or(0),
+        }))
+    }
+
+    async fn kv_list(
+        &self,
+        plugin: &str,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, StoreError> {
+        // O(keys of the plugin) per call; the answer is bounded.
+        let mut pipe = redis::pipe();
+        pipe.cmd("HKEYS")
+            .arg(self.link.key(&format!("kv:{plugin}")))
+            .cmd("HGETALL")
+            .arg(self.link.key(&format!("kvexp:{plugin}")))
+            .cmd("TIME");
+        let (mut keys, expiries, time): (Vec<String>, HashMap<String, u64>, (u64, u64)) =
+            self.link.query_pipe(&pipe).await?;
+        let now = time.0 * 1000 + time.1 / 1000;
+        keys.retain(|k| k.starts_with(prefix) && expiries.get(k).is_none_or(|at| *at > now));
+        keys.sort_unstable();
+        keys.truncate(limit.min(MAX_KV_LIST));
+        Ok(keys)
     }
 
     async fn apply(&self, changes: &[StateChange]) -> Result<(), ApplyError> {

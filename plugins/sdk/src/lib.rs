@@ -65,8 +65,9 @@ pub mod bindings {
 pub use bindings::export;
 
 pub use bindings::chorus::plugin::types::{
-    ActionSpec, Call, Description, Effect, Error, Event, FreeSeat, JoinRoom, KvEntry, LeaveRoom,
-    Membership, Notification, Reply, Seat, SetSeat, Source, StartCall, TakeSeat, Target,
+    ActionSpec, Call, Delivery, Description, Effect, Error, Event, FreeSeat, JoinRoom, KvEntry,
+    KvIncr, KvPut, LeaveRoom, Membership, Notification, Reply, RoutedNotification, Seat, SetSeat,
+    Source, StartCall, TakeSeat, Target,
 };
 pub use bindings::chorus::plugin::{clock, kv, room_state};
 pub use bindings::exports::chorus::plugin::handler::Guest;

@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::{Effect, Notification, Reply, Target};
+use crate::{Delivery, Effect, Notification, Reply, RoutedNotification, Target};
 
 /// A successful reply: `result` (a JSON object, the WIT's `output`) goes
 /// back to the caller as `result`;
@@ -33,4 +33,23 @@ pub fn notify_room(channel_name: &str, body: &Value, subject: Option<u64>) -> Ef
 /// A `notify` effect to one user.
 pub fn notify_user(user_id: u64, body: &Value, subject: Option<u64>) -> Effect {
     notify(Target::User(user_id), body, subject)
+}
+
+/// A `notify-via` effect (contract 1.1): `body` to the members of the room
+/// `channel_name` by `delivery` (`Broadcast`, `Relay`, or `Configured` for
+/// the mode the operator set for its action).
+pub fn notify_room_via(
+    channel_name: &str,
+    body: &Value,
+    subject: Option<u64>,
+    delivery: Delivery,
+) -> Effect {
+    Effect::NotifyVia(RoutedNotification {
+        notification: Notification {
+            target: Target::Room(channel_name.to_string()),
+            body: body.to_string(),
+            subject,
+        },
+        delivery,
+    })
 }

@@ -11,7 +11,11 @@
 -- Keys (P = prefix): P member:<user> -> channel; P room:<channel> hash
 -- {room_id, seats, s:<id> = "status,mic,user"} (free seats absent);
 -- P members:<channel> zset user by join sequence (P joinseq);
--- P call:<user> hash {peer, channel}; P kv:<plugin> hash.
+-- P call:<user> hash {peer, channel}; P kv:<plugin> hash key -> value,
+-- P kvver:<plugin> hash key -> version (absent: 0, written before 1.1),
+-- P kvexp:<plugin> hash key -> expiry (unix ms; absent: none),
+-- P kvseq:<plugin> the plugin's last version number. An expired entry
+-- reads as absent and is removed when a batch writes it.
 
 local P = ARGV[1]
 local SEATS = tonumber(ARGV[2])
@@ -20,10 +24,58 @@ local changes = cjson.decode(ARGV[3])
 local member, member_dirty = {}, {}
 local rooms, touched = {}, {}
 local calls, calls_dirty = {}, {}
-local kv = {}
-
+local kv, kv_order = {}, {}
 local function refuse(kind, reason)
   error({ kind = kind, reason = reason })
+end
+
+local NOW
+do
+  local t = redis.call('TIME')
+  NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local MAX_TTL = 30 * 24 * 3600 * 1000
+
+-- The entry at plugin/key as the batch sees it: {value|false, version, exp}.
+local function kv_of(plugin, key)
+  local id = plugin .. '\0' .. key
+  local e = kv[id]
+  if e == nil then
+    local v = redis.call('HGET', P .. 'kv:' .. plugin, key)
+    local ver = tonumber(redis.call('HGET', P .. 'kvver:' .. plugin, key) or '0')
+    local exp = redis.call('HGET', P .. 'kvexp:' .. plugin, key)
+    exp = exp and tonumber(exp) or false
+    if exp and exp <= NOW then v, ver, exp = false, 0, false end
+    if not v then ver = 0 end
+    e = { plugin = plugin, key = key, value = v, version = ver, exp = exp, dirty = false }
+    kv[id] = e
+    kv_order[#kv_order + 1] = id
+  end
+  return e
+end
+
+local function check_ttl(ttl)
+  if ttl == nil or ttl == cjson.null then return nil end
+  if ttl < 1 then refuse('invalid', 'kv ttl must be at least 1 ms') end
+  if ttl > MAX_TTL then
+    refuse('invalid', 'kv ttl is over the maximum ' .. string.format('%d', MAX_TTL) .. ' ms (30 days)')
+  end
+  return ttl
+end
+
+-- Version counters, read once and written only if the batch passes.
+local kvseq = {}
+local function kv_write(e, value, exp)
+  local seq = kvseq[e.plugin]
+  if seq == nil then
+    seq = tonumber(redis.call('GET', P .. 'kvseq:' .. e.plugin) or '0')
+  end
+  seq = seq + 1
+  kvseq[e.plugin] = seq
+  e.value = value
+  e.exp = exp
+  e.version = seq
+  e.dirty = true
 end
 
 local function member_of(u)
@@ -225,9 +277,40 @@ local function run()
     elseif op == 'end_call' then
       end_call(c.user)
     elseif op == 'kv_set' then
-      kv[#kv + 1] = { c.plugin, c.key, c.value }
+      kv_write(kv_of(c.plugin, c.key), c.value, false)
     elseif op == 'kv_delete' then
-      kv[#kv + 1] = { c.plugin, c.key, false }
+      local e = kv_of(c.plugin, c.key)
+      e.value, e.version, e.exp, e.dirty = false, 0, false, true
+    elseif op == 'kv_put' then
+      local ttl = check_ttl(c.ttl)
+      local e = kv_of(c.plugin, c.key)
+      if c.if_version ~= nil and c.if_version ~= cjson.null then
+        local expected = tonumber(c.if_version)
+        if e.version ~= expected then
+          refuse('stale', 'kv key `' .. c.key .. '` is at version ' .. string.format('%d', e.version)
+            .. ', not ' .. c.if_version)
+        end
+      end
+      kv_write(e, c.value, ttl and (NOW + ttl) or false)
+    elseif op == 'kv_incr' then
+      local ttl = check_ttl(c.ttl)
+      local e = kv_of(c.plugin, c.key)
+      local current = 0
+      if e.value then
+        if not string.match(e.value, '^-?%d+$') or #e.value > 17
+          or math.abs(tonumber(e.value)) > 9007199254740991 then
+          refuse('conflict', 'kv key `' .. c.key .. '` does not hold an integer')
+        end
+        current = tonumber(e.value)
+      end
+      local delta = tonumber(c.delta)
+      local sum = current + delta
+      -- Lua numbers are doubles: exact up to 2^53 - 1 (MAX_KV_INT).
+      local max = 9007199254740991
+      if math.abs(current) > max or math.abs(delta) > max or math.abs(sum) > max then
+        refuse('conflict', 'kv key `' .. c.key .. '` would overflow')
+      end
+      kv_write(e, string.format('%d', sum), ttl and (NOW + ttl) or e.exp)
     else
       refuse('invalid', 'unknown change ' .. tostring(op))
     end
@@ -277,11 +360,26 @@ local function write()
       redis.call('DEL', P .. 'call:' .. u)
     end
   end
-  for _, e in ipairs(kv) do
-    if e[3] then
-      redis.call('HSET', P .. 'kv:' .. e[1], e[2], e[3])
-    else
-      redis.call('HDEL', P .. 'kv:' .. e[1], e[2])
+  for plugin, seq in pairs(kvseq) do
+    redis.call('SET', P .. 'kvseq:' .. plugin, string.format('%d', seq))
+  end
+  for _, id in ipairs(kv_order) do
+    local e = kv[id]
+    if e.dirty then
+      local p, k = e.plugin, e.key
+      if e.value then
+        redis.call('HSET', P .. 'kv:' .. p, k, e.value)
+        redis.call('HSET', P .. 'kvver:' .. p, k, e.version)
+        if e.exp then
+          redis.call('HSET', P .. 'kvexp:' .. p, k, string.format('%d', e.exp))
+        else
+          redis.call('HDEL', P .. 'kvexp:' .. p, k)
+        end
+      else
+        redis.call('HDEL', P .. 'kv:' .. p, k)
+        redis.call('HDEL', P .. 'kvver:' .. p, k)
+        redis.call('HDEL', P .. 'kvexp:' .. p, k)
+      end
     end
   end
 end
