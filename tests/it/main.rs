@@ -14,4 +14,5 @@ mod operations;
 mod plugins;
 mod relay;
 mod rooms;
+mod security;
 mod sessions;

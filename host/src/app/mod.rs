@@ -26,7 +26,7 @@ use crate::dispatch::Dispatcher;
 use crate::ids::IdGen;
 use crate::plugin::PluginHost;
 use crate::replay::ReplayWindow;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// Everything a node shares between its tasks.
 pub struct App {
@@ -149,5 +149,52 @@ impl App {
     /// The skew window in whole seconds.
     pub fn max_skew(&self) -> u64 {
         self.config.signing.max_skew.as_secs()
+    }
+
+    /// Whether a single-use request is new (PROTOCOL sections 2 and 8):
+    /// `key` (a query's `sign`, a server-API nonce) signed at `timestamp`
+    /// is remembered until [`crate::replay::remember_until`], on this node
+    /// and, with several nodes, in Redis, so it is single-use across the
+    /// cluster. Fails only when Redis cannot answer.
+    pub async fn first_use(
+        &self,
+        kind: SingleUse,
+        key: &str,
+        timestamp: i64,
+    ) -> Result<bool, StoreError> {
+        let now = crate::ids::unix_now();
+        let until = crate::replay::remember_until(timestamp, now, self.max_skew());
+        let window = match kind {
+            SingleUse::ApiNonce => &self.api_nonces,
+            SingleUse::ConnectQuery => &self.connect_signs,
+        };
+        let fresh_here = {
+            let mut seen = window.lock().unwrap_or_else(|p| p.into_inner());
+            seen.insert_until(key, now, until).is_ok()
+        };
+        match &self.cluster {
+            Some(cluster) if fresh_here => cluster.first_use(kind.space(), key, now, until).await,
+            _ => Ok(fresh_here),
+        }
+    }
+}
+
+/// The kinds of single-use request, each with its own window (and Redis
+/// key space).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SingleUse {
+    /// A server-API `X-Chorus-Nonce` (PROTOCOL section 8).
+    ApiNonce,
+    /// The signed query that opens a WebSocket, by its `sign` (section 2).
+    ConnectQuery,
+}
+
+impl SingleUse {
+    /// The Redis key space (under `store.prefix`).
+    fn space(self) -> &'static str {
+        match self {
+            SingleUse::ApiNonce => "api_nonce",
+            SingleUse::ConnectQuery => "connect",
+        }
     }
 }

@@ -113,13 +113,14 @@ impl App {
                 .map(|c| c.expires_at)
                 .unwrap_or(now);
         let mut revoked = self.revoked.lock().unwrap_or_else(|p| p.into_inner());
-        revoked.first_use(sid, now, expires.saturating_sub(now));
+        // Already revoked is as good as revoked now.
+        let _ = revoked.insert_until(sid, now, expires);
     }
 
     /// Whether `sid` was revoked (on this node, or announced by another).
     pub fn is_revoked(&self, sid: &str) -> bool {
         let revoked = self.revoked.lock().unwrap_or_else(|p| p.into_inner());
-        revoked.contains(sid)
+        revoked.contains(sid, crate::ids::unix_now())
     }
 
     /// The user connected on another node: closes their connection here

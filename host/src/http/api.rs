@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{HttpError, room_json, room_of};
-use crate::app::App;
+use crate::app::{App, SingleUse};
 use crate::plugin::Source;
 use chorus_protocol::codes::ErrorCode;
 use chorus_protocol::server_api;
@@ -79,19 +79,8 @@ async fn authenticate(
             "timestamp outside the accepted skew",
         ));
     }
-    let fresh = {
-        let mut seen = app.api_nonces.lock().unwrap_or_else(|p| p.into_inner());
-        seen.first_use(nonce, now, app.max_skew())
-    };
     // With several nodes the nonce must be new on every node.
-    let fresh = match (&app.cluster, fresh) {
-        (Some(cluster), true) => {
-            cluster
-                .first_use_nonce(nonce, app.config.signing.max_skew * 2)
-                .await?
-        }
-        (_, fresh) => fresh,
-    };
+    let fresh = app.first_use(SingleUse::ApiNonce, nonce, ts).await?;
     if !fresh {
         return Err(HttpError::new(ErrorCode::Replayed, "nonce already used"));
     }

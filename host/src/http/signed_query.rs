@@ -16,6 +16,8 @@ pub struct Verified {
     pub who: Principal,
     /// The query's `sign`.
     pub sign: String,
+    /// The query's `timestamp` (unix seconds), for its replay window.
+    pub timestamp: i64,
 }
 
 /// Checks the public parameters: present (1002), well-formed (1001), a
@@ -68,5 +70,6 @@ pub fn verify(app: &App, params: &BTreeMap<String, String>) -> Result<Verified, 
             sign_key,
         },
         sign: params["sign"].clone(),
+        timestamp,
     })
 }

@@ -9,7 +9,7 @@ use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 
 use super::{HttpError, signed_query};
-use crate::app::App;
+use crate::app::{App, SingleUse};
 use chorus_protocol::codes::ErrorCode;
 
 /// `GET /` with the signed public parameters.
@@ -29,12 +29,13 @@ pub async fn upgrade(
         Ok(ws) => ws,
         Err(rejection) => return rejection.into_response(),
     };
-    if !first_use(&app, &verified.sign) {
-        return HttpError::new(
-            ErrorCode::Replayed,
-            "this query was already used to connect; sign a new one",
-        )
-        .into_response();
+    let fresh = app
+        .first_use(SingleUse::ConnectQuery, &verified.sign, verified.timestamp)
+        .await;
+    match fresh {
+        Ok(true) => {}
+        Ok(false) => return replayed().into_response(),
+        Err(e) => return HttpError::from(e).into_response(),
     }
     let limits = &app.config.limits;
     let app2 = Arc::clone(&app);
@@ -50,8 +51,11 @@ pub async fn upgrade(
         })
 }
 
-/// The query that opens a WebSocket is single-use within the skew window.
-fn first_use(app: &App, sign: &str) -> bool {
-    let mut seen = app.connect_signs.lock().unwrap_or_else(|p| p.into_inner());
-    seen.first_use(sign, crate::ids::unix_now(), app.max_skew())
+/// The answer to a reused query: the query that opens a WebSocket is
+/// single-use, on every node, until its timestamp is stale.
+fn replayed() -> HttpError {
+    HttpError::new(
+        ErrorCode::Replayed,
+        "this query was already used to connect; sign a new one",
+    )
 }

@@ -140,7 +140,11 @@ impl Inbound {
         if !frame.verify_sign(&self.who.sign_key) {
             return Err(fail(ErrorCode::BadSignature, "bad signature"));
         }
-        if !self.replay.first_use(&frame.sign, now, app.max_skew()) {
+        if self
+            .replay
+            .check(&frame.sign, frame.timestamp, now, app.max_skew())
+            .is_err()
+        {
             return Err(fail(ErrorCode::Replayed, "replayed frame"));
         }
         Ok(frame)
