@@ -81,6 +81,11 @@ pub struct ServerConfig {
     /// This node's name in presence and `GET /api/v1/users/{id}`; defaults
     /// to the listen address.
     pub node_id: Option<String>,
+    /// The server's own folder (created owner-only): revoked sids of a
+    /// single node survive restarts there. Unset: `$XDG_DATA_HOME/chorus`,
+    /// else `$HOME/.local/share/chorus`, else `chorus-data` in the
+    /// temporary directory.
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -90,6 +95,7 @@ impl Default for ServerConfig {
             public_url: None,
             app_secret: None,
             node_id: None,
+            data_dir: None,
         }
     }
 }
@@ -415,6 +421,26 @@ impl Config {
             .node_id
             .clone()
             .unwrap_or_else(|| self.server.listen.to_string())
+    }
+
+    /// The server's data folder (`server.data_dir` or its per-user
+    /// default).
+    pub fn data_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.server.data_dir {
+            return dir.clone();
+        }
+        let base = std::env::var_os("XDG_DATA_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME")
+                    .filter(|v| !v.is_empty())
+                    .map(|h| PathBuf::from(h).join(".local/share"))
+            });
+        match base {
+            Some(base) => base.join("chorus"),
+            None => std::env::temp_dir().join("chorus-data"),
+        }
     }
 
     /// Whether `/demo/` is served (`demo.enabled`, which `--dev` defaults

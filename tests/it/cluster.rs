@@ -430,6 +430,34 @@ async fn an_upgrade_query_used_on_one_node_is_refused_on_another() {
     stop_all(&prefix, nodes).await;
 }
 
+/// A sid revoked through one node, for a user who is offline, is refused
+/// by a node started after the revocation: it lives in Redis until the
+/// sid's own expiry (issue 21).
+#[tokio::test]
+async fn a_sid_revoked_before_a_node_started_is_refused_there() {
+    let (prefix, nodes) = cluster("revoke_later", 1).await;
+    let creds = nodes[0].credentials(2111);
+    let (status, body) = nodes[0]
+        .api(
+            "POST",
+            "/api/v1/users/2111/kick",
+            Some(json!({"revoke": true, "sid": creds.sid})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (&body["kicked"], &body["revoked"]),
+        (&json!(false), &json!(true))
+    );
+    let later = node_on(REDIS, &prefix, |_| {}).await;
+    let err = tokio_tungstenite::connect_async(later.ws_url(&creds).as_str())
+        .await
+        .unwrap_err();
+    assert_http_refused(err, 1003);
+    later.stop().await;
+    stop_all(&prefix, nodes).await;
+}
+
 #[tokio::test]
 async fn end_point_names_the_least_loaded_live_node() {
     let (prefix, nodes) = cluster("endpoint", 2).await;

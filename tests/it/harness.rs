@@ -34,6 +34,8 @@ pub fn test_config() -> Config {
     config.admin.token = Some(ADMIN_TOKEN.into());
     config.delivery.mode = chorus::config::DeliveryMode::Broadcast;
     config.plugins.cache_dir = Some(std::env::temp_dir().join("chorus-test-cache"));
+    // A data folder per node, so revocations of one test reach no other.
+    config.server.data_dir = Some(std::env::temp_dir().join("chorus-test-data").join(nonce()));
     config
 }
 

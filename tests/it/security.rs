@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use chorus_protocol::ClientCredentials;
 use serde_json::json;
 
 use crate::harness::*;
@@ -64,5 +65,90 @@ async fn a_request_dated_max_skew_ahead_cannot_be_replayed_after_an_arrival_wind
     assert_http_refused(err, 1005);
     let (status, body) = api_signed_as(&server, "GET", path, "", &ts, &nonce).await;
     assert_eq!((status, &body["error_code"]), (401, &json!(1005)), "{body}");
+    server.stop().await;
+}
+
+/// Revoking a connected user's sid survives a restart of a single node:
+/// the data folder holds it (issue 21).
+#[tokio::test]
+async fn a_revoked_sid_stays_refused_after_a_single_node_restarts() {
+    let data = std::env::temp_dir().join("chorus-test-data").join(nonce());
+    let dir = data.clone();
+    let server = TestServer::with(move |c| c.server.data_dir = Some(dir)).await;
+    let mut client = server.connect(2120).await;
+    let creds = client.creds.clone();
+    let (status, body) = server
+        .api(
+            "POST",
+            "/api/v1/users/2120/kick",
+            Some(json!({"revoke": true})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (&body["kicked"], &body["revoked"]),
+        (&json!(true), &json!(true))
+    );
+    assert_eq!(client.expect_close().await, 4010);
+    server.stop().await;
+
+    let dir = data.clone();
+    let server = TestServer::with(move |c| c.server.data_dir = Some(dir)).await;
+    let err = tokio_tungstenite::connect_async(server.ws_url(&creds).as_str())
+        .await
+        .unwrap_err();
+    assert_http_refused(err, 1003);
+    // Another sid of the same user still connects.
+    server.connect(2120).await.ping().await;
+    server.stop().await;
+    std::fs::remove_dir_all(&data).ok();
+}
+
+/// Revoking a user who is offline revokes the sid the app backend names:
+/// `{"kicked":false,"revoked":true}`, and that sid no longer connects.
+#[tokio::test]
+async fn revoking_an_offline_users_sid_refuses_it() {
+    let server = TestServer::start().await;
+    let creds = server.credentials(2121);
+    let (status, body) = server
+        .api(
+            "POST",
+            "/api/v1/users/2121/kick",
+            Some(json!({"revoke": true, "sid": creds.sid})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (&body["kicked"], &body["revoked"]),
+        (&json!(false), &json!(true))
+    );
+    let err = tokio_tungstenite::connect_async(server.ws_url(&creds).as_str())
+        .await
+        .unwrap_err();
+    assert_http_refused(err, 1003);
+    // Another user's sid is not this user's to revoke.
+    let other = server.credentials(2122);
+    let (status, _) = server
+        .api(
+            "POST",
+            "/api/v1/users/2121/kick",
+            Some(json!({"revoke": true, "sid": other.sid})),
+        )
+        .await;
+    assert_eq!(status, 400);
+    server.stop().await;
+}
+
+/// A session whose sid expires while it is open is closed with 4001.
+#[tokio::test]
+async fn an_open_session_whose_sid_expires_is_closed_with_4001() {
+    let server = TestServer::start().await;
+    let token = chorus::token::mint(SECRET.as_bytes(), 2123, 2).unwrap();
+    let creds = ClientCredentials::new(2123, token.sid, token.sign_key);
+    let mut client = Client::connect(&server.ws_url(&creds), creds)
+        .await
+        .unwrap();
+    let code = client.expect_close_within(Duration::from_secs(5)).await;
+    assert_eq!(code, 4001);
     server.stop().await;
 }

@@ -26,6 +26,7 @@ use crate::dispatch::Dispatcher;
 use crate::ids::IdGen;
 use crate::plugin::PluginHost;
 use crate::replay::ReplayWindow;
+use crate::revocations::Revoked;
 use crate::store::{Store, StoreError};
 
 /// Everything a node shares between its tasks.
@@ -50,8 +51,12 @@ pub struct App {
     pub api_nonces: Mutex<ReplayWindow>,
     /// WebSocket-opening query signatures seen within the skew window.
     pub connect_signs: Mutex<ReplayWindow>,
-    /// Revoked sids (kick with `revoke`), until they expire.
-    pub revoked: Mutex<ReplayWindow>,
+    /// Revoked sids (kick with `revoke`), until they expire; on a single
+    /// node also on disk under `server.data_dir`, with several in Redis.
+    pub revoked: Mutex<Revoked>,
+    /// Serializes writes of the revocation file, so a later snapshot is
+    /// never overwritten by an earlier one.
+    pub revoked_file: Mutex<()>,
     /// msg_id and connection id source.
     pub ids: Arc<IdGen>,
     /// Renders `/metrics`.
@@ -80,6 +85,8 @@ pub struct Parts {
     pub cluster: Option<(Arc<Cluster>, ClusterInbox)>,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+    /// Revoked sids loaded at start (from disk on a single node).
+    pub revoked: Revoked,
 }
 
 impl App {
@@ -94,6 +101,7 @@ impl App {
             ids,
             cluster,
             metrics,
+            revoked,
         } = parts;
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -133,7 +141,8 @@ impl App {
             dispatch,
             api_nonces: Mutex::default(),
             connect_signs: Mutex::default(),
-            revoked: Mutex::default(),
+            revoked: Mutex::new(revoked),
+            revoked_file: Mutex::new(()),
             ids,
             metrics,
             shutdown,

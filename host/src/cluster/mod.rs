@@ -490,6 +490,14 @@ impl Cluster {
         Ok(set.is_some())
     }
 
+    /// Whether `key` of `space` is remembered in Redis (a revoked sid
+    /// under `revoked`, written by [`Cluster::first_use`]).
+    pub async fn remembered(&self, space: &str, key: &str) -> Result<bool, StoreError> {
+        let key = self.link.key(&format!("{space}:{key}"));
+        let found: u64 = self.link.query(redis::cmd("EXISTS").arg(key)).await?;
+        Ok(found > 0)
+    }
+
     /// Kicks `user_id` on the node holding their connection (4010, with
     /// `reason`; `revoke` refuses their sid everywhere); whether the user
     /// was connected to another node.

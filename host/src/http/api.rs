@@ -215,11 +215,16 @@ struct KickRequest {
     revoke: bool,
     #[serde(default)]
     reason: Option<String>,
+    /// A sid of the user to revoke as well (with `revoke`), online or not.
+    #[serde(default)]
+    sid: Option<String>,
 }
 
 /// `POST /api/v1/users/{user_id}/kick`: closes the user's connection with
 /// 4010; a kick is a disconnect with no grace. With `revoke`, the user's
-/// current sid is refused until it expires.
+/// current sid and the body's `sid` (if it is one of this user's) are
+/// refused until they expire, on every node and across restarts; answers
+/// `{"error_code":0,"kicked":bool,"revoked":bool}`.
 pub async fn kick(
     State(app): State<Arc<App>>,
     Path(user_id): Path<u64>,
@@ -233,5 +238,24 @@ pub async fn kick(
     };
     let reason = req.reason.as_deref().unwrap_or("kicked");
     let kicked = app.kick(user_id, reason, req.revoke).await?;
-    Ok(Json(json!({"error_code": 0, "kicked": kicked})))
+    let mut revoked = req.revoke && kicked;
+    if let (true, Some(sid)) = (req.revoke, &req.sid) {
+        if !sid_of(&app, sid, user_id) {
+            return Err(HttpError::new(
+                ErrorCode::MalformedFrame,
+                "sid is not a valid sid of this user",
+            ));
+        }
+        revoked |= app.revoke(sid).await?;
+    }
+    Ok(Json(
+        json!({"error_code": 0, "kicked": kicked, "revoked": revoked}),
+    ))
+}
+
+/// Whether `sid` is a valid, unexpired sid of `user_id`.
+fn sid_of(app: &App, sid: &str, user_id: u64) -> bool {
+    let now = crate::ids::unix_now();
+    chorus_protocol::credentials::verify_sid(app.config.app_secret(), sid, Some(user_id), now)
+        .is_ok()
 }

@@ -18,7 +18,7 @@ pub async fn upgrade(
     Query(params): Query<BTreeMap<String, String>>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let verified = match signed_query::verify(&app, &params) {
+    let verified = match signed_query::verify(&app, &params).await {
         Ok(v) => v,
         Err(e) => return e.into_response(),
     };
