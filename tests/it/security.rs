@@ -152,3 +152,77 @@ async fn an_open_session_whose_sid_expires_is_closed_with_4001() {
     assert_eq!(code, 4001);
     server.stop().await;
 }
+
+/// Metric labels come only from bounded sets: an action no plugin serves
+/// is counted as `other` before routing, and a rollback of an unknown
+/// plugin is refused before it reaches the runtime's metrics.
+#[tokio::test]
+async fn unknown_actions_and_plugin_names_never_become_metric_labels() {
+    let server = TestServer::start().await;
+    let mut client = server.connect(2130).await;
+    client.send("zz_made_up_action_2130", json!({})).await;
+    assert_eq!(client.expect("error").await["error_code"], 1007);
+    client.ping().await;
+    let (status, _) = server
+        .admin("POST", "/admin/plugins/zz_no_such_plugin_2130/rollback")
+        .await;
+    assert_eq!(status, 404);
+    let metrics = server.metrics_text().await;
+    assert!(!metrics.contains("zz_made_up_action_2130"), "{metrics}");
+    assert!(!metrics.contains("zz_no_such_plugin_2130"), "{metrics}");
+    assert!(metrics.contains("action=\"other\""), "{metrics}");
+    assert!(metrics.contains("action=\"ping\""), "{metrics}");
+    server.stop().await;
+}
+
+/// The replay memory of a session is capped: past
+/// `MAX_REPLAY_ENTRIES` fresh signatures within the skew window, frames
+/// are refused with 1008 and the 20th such refusal closes with 4008.
+#[tokio::test]
+async fn a_ping_flood_past_the_replay_cap_is_closed_with_4008() {
+    let server = TestServer::start().await;
+    let mut client = server.connect(2131).await;
+    let cap = chorus::session::MAX_REPLAY_ENTRIES;
+    for _ in 0..cap {
+        client.ping().await;
+    }
+    for _ in 0..19 {
+        client.send("ping", json!({})).await;
+        assert_eq!(client.expect("error").await["error_code"], 1008);
+    }
+    client.send("ping", json!({})).await;
+    assert_eq!(client.expect_close().await, 4008);
+    server.stop().await;
+}
+
+/// The server API checks its headers before it reads the body: a request
+/// without them is 401 (1003) even with a body over the size limit, which
+/// is still refused when the headers are fine.
+#[tokio::test]
+async fn server_api_headers_are_checked_before_the_body_is_read() {
+    let server = TestServer::start().await;
+    let big = "x".repeat(2 << 20);
+    let response = server
+        .http
+        .post(server.url("/api/v1/actions"))
+        .body(big.clone())
+        .send()
+        .await;
+    if let Ok(response) = response {
+        assert_eq!(response.status().as_u16(), 401);
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["error_code"], 1003, "{body}");
+    }
+    // Well-signed headers, a body over the limit: refused (400, 1001).
+    let (status, body) = api_signed_as(
+        &server,
+        "POST",
+        "/api/v1/actions",
+        &big,
+        &now().to_string(),
+        &nonce(),
+    )
+    .await;
+    assert_eq!((status, &body["error_code"]), (400, &json!(1001)), "{body}");
+    server.stop().await;
+}

@@ -31,60 +31,95 @@ impl axum::extract::FromRequest<Arc<App>> for Signed {
         app: &Arc<App>,
     ) -> Result<Self, HttpError> {
         let (parts, body) = request.into_parts();
+        // The headers are checked (present, well-formed, fresh) before a
+        // byte of the body is read, so an unauthenticated caller cannot
+        // make the server buffer up to MAX_BODY.
+        let headers = ApiHeaders::check(app, &parts.headers)?;
         let body = axum::body::to_bytes(body, MAX_BODY).await.map_err(|e| {
             HttpError::new(ErrorCode::MalformedFrame, format!("unreadable body: {e}"))
         })?;
-        authenticate(app, &parts.headers, &parts.method, &parts.uri, &body).await?;
+        headers
+            .authenticate(app, &parts.method, &parts.uri, &body)
+            .await?;
         Ok(Signed(body))
     }
 }
 
-/// Checks the three `X-Chorus-*` headers against the request.
-async fn authenticate(
-    app: &App,
-    headers: &HeaderMap,
-    method: &Method,
-    uri: &Uri,
-    body: &[u8],
-) -> Result<(), HttpError> {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let bad = |reason: &str| HttpError::new(ErrorCode::BadSignature, reason);
-    let timestamp =
-        header(server_api::TIMESTAMP_HEADER).ok_or_else(|| bad("missing X-Chorus-Timestamp"))?;
-    let nonce = header(server_api::NONCE_HEADER).ok_or_else(|| bad("missing X-Chorus-Nonce"))?;
-    let signature =
-        header(server_api::SIGNATURE_HEADER).ok_or_else(|| bad("missing X-Chorus-Signature"))?;
-    let ts: i64 = timestamp
-        .parse()
-        .map_err(|_| bad("malformed X-Chorus-Timestamp"))?;
-    if !server_api::valid_api_nonce(nonce) {
-        return Err(bad("malformed X-Chorus-Nonce"));
+/// The three `X-Chorus-*` headers, present, well-formed and fresh.
+struct ApiHeaders {
+    /// `X-Chorus-Timestamp` as sent (it is signed as text).
+    timestamp: String,
+    /// The same, parsed (unix seconds).
+    ts: i64,
+    /// `X-Chorus-Nonce`.
+    nonce: String,
+    /// `X-Chorus-Signature`.
+    signature: String,
+}
+
+impl ApiHeaders {
+    /// Checks presence and form (1003) and freshness (1004).
+    fn check(app: &App, headers: &HeaderMap) -> Result<Self, HttpError> {
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let bad = |reason: &str| HttpError::new(ErrorCode::BadSignature, reason);
+        let timestamp = header(server_api::TIMESTAMP_HEADER)
+            .ok_or_else(|| bad("missing X-Chorus-Timestamp"))?;
+        let nonce =
+            header(server_api::NONCE_HEADER).ok_or_else(|| bad("missing X-Chorus-Nonce"))?;
+        let signature = header(server_api::SIGNATURE_HEADER)
+            .ok_or_else(|| bad("missing X-Chorus-Signature"))?;
+        let ts: i64 = timestamp
+            .parse()
+            .map_err(|_| bad("malformed X-Chorus-Timestamp"))?;
+        if !server_api::valid_api_nonce(nonce) {
+            return Err(bad("malformed X-Chorus-Nonce"));
+        }
+        if signature.len() != 64 || !signature.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad("malformed X-Chorus-Signature"));
+        }
+        if !chorus_protocol::is_fresh(ts, crate::ids::unix_now(), app.max_skew()) {
+            return Err(HttpError::new(
+                ErrorCode::StaleTimestamp,
+                "timestamp outside the accepted skew",
+            ));
+        }
+        Ok(Self {
+            timestamp: timestamp.to_string(),
+            ts,
+            nonce: nonce.to_string(),
+            signature: signature.to_string(),
+        })
     }
-    let target = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    if !server_api::verify_api_signature(
-        app.config.app_secret(),
-        timestamp,
-        nonce,
-        method.as_str(),
-        target,
-        body,
-        signature,
-    ) {
-        return Err(bad("bad signature"));
+
+    /// Checks the signature over the request (1003), then that the nonce
+    /// is new (1005; on every node with several).
+    async fn authenticate(
+        &self,
+        app: &App,
+        method: &Method,
+        uri: &Uri,
+        body: &[u8],
+    ) -> Result<(), HttpError> {
+        let target = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        if !server_api::verify_api_signature(
+            app.config.app_secret(),
+            &self.timestamp,
+            &self.nonce,
+            method.as_str(),
+            target,
+            body,
+            &self.signature,
+        ) {
+            return Err(HttpError::new(ErrorCode::BadSignature, "bad signature"));
+        }
+        if !app
+            .first_use(SingleUse::ApiNonce, &self.nonce, self.ts)
+            .await?
+        {
+            return Err(HttpError::new(ErrorCode::Replayed, "nonce already used"));
+        }
+        Ok(())
     }
-    let now = crate::ids::unix_now();
-    if !chorus_protocol::is_fresh(ts, now, app.max_skew()) {
-        return Err(HttpError::new(
-            ErrorCode::StaleTimestamp,
-            "timestamp outside the accepted skew",
-        ));
-    }
-    // With several nodes the nonce must be new on every node.
-    let fresh = app.first_use(SingleUse::ApiNonce, nonce, ts).await?;
-    if !fresh {
-        return Err(HttpError::new(ErrorCode::Replayed, "nonce already used"));
-    }
-    Ok(())
 }
 
 /// Parses a JSON object body (1001 otherwise).

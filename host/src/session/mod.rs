@@ -29,6 +29,7 @@ use tracing::Instrument;
 use crate::app::App;
 use crate::connections::SessionHandle;
 use chorus_protocol::{CloseCode, Disconnect, ServerFrame};
+pub use inbound::MAX_REPLAY_ENTRIES;
 use inbound::{Inbound, Verdict};
 
 /// Why a session ended.
