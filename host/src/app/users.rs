@@ -185,15 +185,25 @@ impl App {
 
     /// Whether `sid` was revoked: on this node (or announced by another),
     /// and with several nodes in Redis, so a node started after the
-    /// revocation refuses it too. Fails when Redis cannot answer.
-    pub async fn is_revoked(&self, sid: &str) -> Result<bool, StoreError> {
+    /// revocation refuses it too. While Redis cannot answer, only what
+    /// this node knows counts (logged and counted in
+    /// `chorus_single_use_unchecked_total`): a node without Redis keeps
+    /// accepting connections.
+    pub async fn is_revoked(&self, sid: &str) -> bool {
         let here = {
             let revoked = self.revoked.lock().unwrap_or_else(|p| p.into_inner());
             revoked.contains(sid, crate::ids::unix_now())
         };
         match &self.cluster {
-            Some(cluster) if !here => cluster.remembered("revoked", sid).await,
-            _ => Ok(here),
+            Some(cluster) if !here => match cluster.remembered("revoked", sid).await {
+                Ok(revoked) => revoked,
+                Err(e) => {
+                    metrics::counter!("chorus_single_use_unchecked_total").increment(1);
+                    tracing::warn!(error = %e, "revocation checked on this node only: Redis unavailable");
+                    false
+                }
+            },
+            _ => here,
         }
     }
 

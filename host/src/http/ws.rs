@@ -35,7 +35,13 @@ pub async fn upgrade(
     match fresh {
         Ok(true) => {}
         Ok(false) => return replayed().into_response(),
-        Err(e) => return HttpError::from(e).into_response(),
+        // Without Redis a node keeps accepting connections (ARCHITECTURE:
+        // it keeps its sockets and refuses only state changes); the query
+        // is then single-use on this node only, as SECURITY.md says.
+        Err(e) => {
+            metrics::counter!("chorus_single_use_unchecked_total").increment(1);
+            tracing::warn!(error = %e, "upgrade query checked on this node only: Redis unavailable");
+        }
     }
     let limits = &app.config.limits;
     let app2 = Arc::clone(&app);
