@@ -98,6 +98,11 @@ pub struct ServerConfig {
     /// This node's name in presence and `GET /api/v1/users/{id}`; defaults
     /// to the listen address.
     pub node_id: Option<String>,
+    /// The server's own folder (created owner-only): revoked sids of a
+    /// single node survive restarts there. Unset: `$XDG_DATA_HOME/chorus`,
+    /// else `$HOME/.local/share/chorus`, else `chorus-data` in the
+    /// temporary directory.
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -107,6 +112,7 @@ impl Default for ServerConfig {
             public_url: None,
             app_secret: None,
             node_id: None,
+            data_dir: None,
         }
     }
 }
@@ -361,9 +367,11 @@ impl Default for AdminConfig {
 /// The configuration could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// A file or variable did not parse.
+    /// A file or variable did not parse. The message names the key and
+    /// what was wrong, never the offending text: a config file may be a
+    /// symlink to a file whose content must not reach a log.
     #[error("configuration: {0}")]
-    Parse(#[from] Box<figment::Error>),
+    Parse(String),
     /// A required key has no value.
     #[error("configuration: {0}")]
     Missing(&'static str),
@@ -393,7 +401,9 @@ impl Config {
                     .only(&["CHORUS_APP_SECRET"])
                     .map(|_| "server.app_secret".into()),
             );
-        let mut config: Config = figment.extract().map_err(Box::new)?;
+        let mut config: Config = figment
+            .extract()
+            .map_err(|e| ConfigError::Parse(describe(e)))?;
         config.prepare(dev)?;
         Ok(config)
     }
@@ -428,6 +438,17 @@ impl Config {
                 ));
             }
             Some(_) => {}
+        }
+        if dev && !(self.server.listen.ip().is_loopback() && self.admin.listen.ip().is_loopback()) {
+            return Err(ConfigError::Invalid(
+                "--dev uses public secrets: server.listen and admin.listen must be loopback addresses"
+                    .into(),
+            ));
+        }
+        if self.admin.token.as_ref().is_some_and(|t| t.len() < 16) {
+            return Err(ConfigError::Invalid(
+                "admin.token must be at least 16 bytes".into(),
+            ));
         }
         if self.rooms.seats == 0 || self.rooms.seats > 64 {
             return Err(ConfigError::Invalid("rooms.seats must be 1..=64".into()));
@@ -500,6 +521,26 @@ impl Config {
             .unwrap_or_else(|| self.server.listen.to_string())
     }
 
+    /// The server's data folder (`server.data_dir` or its per-user
+    /// default).
+    pub fn data_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.server.data_dir {
+            return dir.clone();
+        }
+        let base = std::env::var_os("XDG_DATA_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME")
+                    .filter(|v| !v.is_empty())
+                    .map(|h| PathBuf::from(h).join(".local/share"))
+            });
+        match base {
+            Some(base) => base.join("chorus"),
+            None => std::env::temp_dir().join("chorus-data"),
+        }
+    }
+
     /// Whether `/demo/` is served (`demo.enabled`, which `--dev` defaults
     /// to true).
     pub fn demo_enabled(&self) -> bool {
@@ -513,6 +554,44 @@ impl Config {
             .clone()
             .unwrap_or_else(|| format!("ws://{}", self.server.listen))
     }
+}
+
+/// Describes a figment error by key and kind only, without the values or
+/// the text it quotes (a TOML syntax error quotes the offending line).
+fn describe(errors: figment::Error) -> String {
+    use figment::error::Kind;
+    let mut parts = Vec::new();
+    for e in errors {
+        let key = if e.path.is_empty() {
+            "the file".to_string()
+        } else {
+            e.path.join(".")
+        };
+        let what = match &e.kind {
+            Kind::Message(_) => "is not valid TOML or has a bad value".to_string(),
+            Kind::InvalidType(_, expected) | Kind::InvalidValue(_, expected) => {
+                format!("has the wrong type or value (expected {expected})")
+            }
+            Kind::InvalidLength(_, expected) => {
+                format!("has the wrong length (expected {expected})")
+            }
+            Kind::UnknownVariant(_, _) => "is not one of the accepted values".to_string(),
+            Kind::UnknownField(field, _) if field.len() <= 64 => {
+                format!("has an unknown key {field:?}")
+            }
+            Kind::UnknownField(_, _) => "has an unknown key".to_string(),
+            Kind::MissingField(field) => format!("misses the key {field:?}"),
+            Kind::DuplicateField(field) => format!("repeats the key {field:?}"),
+            _ => "has a value out of range or unsupported".to_string(),
+        };
+        let source = e
+            .metadata
+            .as_ref()
+            .map(|m| format!(" ({})", m.name))
+            .unwrap_or_default();
+        parts.push(format!("{key} {what}{source}"));
+    }
+    parts.join("; ")
 }
 
 /// Whole seconds, rounded up, as the protocol shows durations to clients.
@@ -708,6 +787,46 @@ mod tests {
             let text = format!("[limits]\n{key} = 0\n");
             let error = load_text(text.as_bytes(), true).expect_err(&text);
             assert!(error.to_string().contains("must be positive"), "{error}");
+        }
+    }
+
+    fn file(name: &str, text: &str) -> PathBuf {
+        let path =
+            std::env::temp_dir().join(format!("chorus-config-{}-{name}", std::process::id()));
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_config_error_never_quotes_the_file() {
+        let secret_line = "root:$6$very-secret-hash:19000:0:99999:7:::";
+        let path = file("shadow.toml", secret_line);
+        let err = Config::load(Some(&path), true).unwrap_err().to_string();
+        assert!(!err.contains("very-secret-hash"), "{err}");
+        let path = file("typed.toml", "[server]\nlisten = \"secret-value-here\"\n");
+        let err = Config::load(Some(&path), true).unwrap_err().to_string();
+        assert!(!err.contains("secret-value-here"), "{err}");
+        assert!(err.contains("server.listen"), "{err}");
+    }
+
+    #[test]
+    fn dev_refuses_a_listen_address_that_is_not_loopback() {
+        let mut config = Config::default();
+        config.server.listen = "0.0.0.0:9999".parse().unwrap();
+        assert!(matches!(config.prepare(true), Err(ConfigError::Invalid(_))));
+        let mut config = Config::default();
+        assert!(config.prepare(true).is_ok());
+    }
+
+    #[test]
+    fn a_short_admin_token_refuses_to_start() {
+        for token in ["", "short-token"] {
+            let mut config = Config::default();
+            config.admin.token = Some(token.into());
+            assert!(
+                matches!(config.prepare(true), Err(ConfigError::Invalid(_))),
+                "{token:?}"
+            );
         }
     }
 }

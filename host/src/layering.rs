@@ -14,6 +14,7 @@ pub(crate) const LAYERS: &[(&str, u8)] = &[
     ("config", 0),
     ("ids", 0),
     ("replay", 0),
+    ("revocations", 0),
     ("token", 0),
     ("telemetry", 0),
     ("store", 1),

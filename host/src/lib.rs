@@ -15,6 +15,7 @@ pub mod http;
 pub mod ids;
 pub mod plugin;
 pub mod replay;
+pub mod revocations;
 pub mod server;
 pub mod session;
 pub mod store;

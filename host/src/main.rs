@@ -75,6 +75,12 @@ fn main() -> anyhow::Result<()> {
         Command::Serve { config, dev } => {
             // Serving installs its subscriber once the configuration says
             // whether spans are exported too.
+            if dev {
+                eprintln!(
+                    "warning: --dev uses a public app secret and admin token; never in production \
+                     (it refuses any listen address but loopback)"
+                );
+            }
             let config = Config::load(config.as_deref(), dev)?;
             let endpoint = config.telemetry.otlp_endpoint.clone();
             let telemetry = chorus::telemetry::init(cli.log_format, endpoint.as_deref())?;

@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::connections::Connections;
 use crate::ids::IdGen;
 use crate::plugin::{PluginError, PluginHost, Settings};
+use crate::revocations::Revoked;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;
 use crate::store::{Store, StoreError};
@@ -41,6 +42,9 @@ pub enum StartError {
     /// The plugin runtime could not start.
     #[error("plugin runtime: {0}")]
     Plugins(#[from] PluginError),
+    /// The data folder or the revoked sids in it could not be used.
+    #[error("data folder: {0}")]
+    Data(#[from] crate::revocations::RevocationError),
 }
 
 /// A running node.
@@ -82,6 +86,7 @@ impl Node {
         let (store, cluster) = open_store(&config, &connections, &ids).await?;
         let plugins = PluginHost::new(plugin_settings(&config), Arc::clone(&store))?;
         let cluster_handle = cluster.as_ref().map(|(c, _)| Arc::clone(c));
+        let revoked = load_revoked(&config, cluster_handle.is_some())?;
         let app = App::new(Parts {
             config,
             store,
@@ -90,6 +95,7 @@ impl Node {
             ids,
             cluster,
             metrics: crate::telemetry::metrics_handle(),
+            revoked,
         });
         for outcome in plugins.load_all().await {
             tracing::info!(?outcome, "plugin load");
@@ -141,6 +147,17 @@ impl Node {
         }
         self.shutdown(Duration::from_secs(5)).await;
     }
+}
+
+/// Creates the data folder and, on a single node, reads the revoked sids
+/// a previous run left there (with several nodes they live in Redis).
+fn load_revoked(config: &Config, clustered: bool) -> Result<Revoked, StartError> {
+    let dir = config.data_dir();
+    crate::revocations::create_data_dir(&dir)?;
+    if clustered {
+        return Ok(Revoked::default());
+    }
+    Ok(Revoked::load(&dir, crate::ids::unix_now())?)
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {

@@ -408,6 +408,56 @@ async fn a_server_api_nonce_is_single_use_across_nodes() {
     stop_all(&prefix, nodes).await;
 }
 
+/// The query that opens a socket is single-use on every node: used on
+/// node 1, it is refused on node 2 (issue 21).
+#[tokio::test]
+async fn an_upgrade_query_used_on_one_node_is_refused_on_another() {
+    let (prefix, nodes) = cluster("query_once", 2).await;
+    let creds = nodes[0].credentials(2110);
+    let query = creds.signed_query_with_nonce(now(), &nonce());
+    let first = Client::connect(
+        &format!("ws://{}/?{query}", nodes[0].node.addr),
+        creds.clone(),
+    )
+    .await
+    .unwrap();
+    let url = format!("ws://{}/?{query}", nodes[1].node.addr);
+    let err = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap_err();
+    assert_http_refused(err, 1005);
+    drop(first);
+    stop_all(&prefix, nodes).await;
+}
+
+/// A sid revoked through one node, for a user who is offline, is refused
+/// by a node started after the revocation: it lives in Redis until the
+/// sid's own expiry (issue 21).
+#[tokio::test]
+async fn a_sid_revoked_before_a_node_started_is_refused_there() {
+    let (prefix, nodes) = cluster("revoke_later", 1).await;
+    let creds = nodes[0].credentials(2111);
+    let (status, body) = nodes[0]
+        .api(
+            "POST",
+            "/api/v1/users/2111/kick",
+            Some(json!({"revoke": true, "sid": creds.sid})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (&body["kicked"], &body["revoked"]),
+        (&json!(false), &json!(true))
+    );
+    let later = node_on(&redis_url(), &prefix, |_| {}).await;
+    let err = tokio_tungstenite::connect_async(later.ws_url(&creds).as_str())
+        .await
+        .unwrap_err();
+    assert_http_refused(err, 1003);
+    later.stop().await;
+    stop_all(&prefix, nodes).await;
+}
+
 #[tokio::test]
 async fn end_point_names_the_least_loaded_live_node() {
     let (prefix, nodes) = cluster("endpoint", 2).await;

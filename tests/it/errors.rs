@@ -93,6 +93,7 @@ async fn registered_then_ended(server: &TestServer, abort: bool) {
         user_id: 431,
         sid: server.credentials(431).sid,
         sign_key: String::new(),
+        expires_at: chorus::ids::unix_now() + 3600,
     };
     let (opened_tx, opened) = tokio::sync::oneshot::channel();
     let task = tokio::spawn(async move {

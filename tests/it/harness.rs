@@ -49,6 +49,8 @@ pub fn test_config() -> Config {
     config.admin.token = Some(ADMIN_TOKEN.into());
     config.delivery.mode = chorus::config::DeliveryMode::Broadcast;
     config.plugins.cache_dir = Some(std::env::temp_dir().join("chorus-test-cache"));
+    // A data folder per node, so revocations of one test reach no other.
+    config.server.data_dir = Some(std::env::temp_dir().join("chorus-test-data").join(nonce()));
     config
 }
 
@@ -378,4 +380,59 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     false
+}
+
+/// Asserts that an upgrade was refused before the socket with HTTP 401
+/// and `error_code` = `code`.
+pub fn assert_http_refused(err: tokio_tungstenite::tungstenite::Error, code: u16) {
+    match err {
+        tokio_tungstenite::tungstenite::Error::Http(response) => {
+            assert_eq!(response.status().as_u16(), 401);
+            let body: Value =
+                serde_json::from_slice(response.body().as_deref().unwrap_or_default())
+                    .unwrap_or(Value::Null);
+            assert_eq!(body["error_code"], code, "{body}");
+        }
+        other => panic!("expected HTTP 401, got {other}"),
+    }
+}
+
+/// Sends a server-API request with headers signed for `timestamp` and
+/// `nonce` as given; returns status and JSON body.
+pub async fn api_signed_as(
+    server: &TestServer,
+    method: &str,
+    path: &str,
+    body: &str,
+    timestamp: &str,
+    nonce: &str,
+) -> (u16, Value) {
+    let headers = chorus_protocol::server_api::signed_headers(
+        SECRET.as_bytes(),
+        timestamp,
+        nonce,
+        method,
+        path,
+        body.as_bytes(),
+    );
+    let mut request = server
+        .http
+        .request(method.parse().unwrap(), server.url(path))
+        .body(body.to_string());
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    let response = request.send().await.expect("server API answers");
+    let status = response.status().as_u16();
+    (
+        status,
+        response.json::<Value>().await.unwrap_or(Value::Null),
+    )
+}
+
+/// Waits until the unix clock reads at least `at`.
+pub async fn sleep_until_unix(at: u64) {
+    while now() < at {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

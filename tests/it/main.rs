@@ -16,4 +16,5 @@ mod plugin_isolation;
 mod plugins;
 mod relay;
 mod rooms;
+mod security;
 mod sessions;

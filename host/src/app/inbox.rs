@@ -39,7 +39,12 @@ fn apply(app: &Arc<App>, event: ClusterEvent) {
             reason,
             revoke,
         } => {
-            app.kick_here(user, &reason, revoke);
+            let app2 = Arc::clone(app);
+            spawn(app, async move {
+                if let Err(e) = app2.kick_here(user, &reason, revoke).await {
+                    tracing::warn!(user_id = user, error = %e, "kick: revocation not recorded");
+                }
+            });
         }
         ClusterEvent::Revoke { sid } => app.revoke_here(&sid),
         ClusterEvent::Replace { user } => {

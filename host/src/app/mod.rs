@@ -26,7 +26,8 @@ use crate::dispatch::Dispatcher;
 use crate::ids::IdGen;
 use crate::plugin::PluginHost;
 use crate::replay::ReplayWindow;
-use crate::store::Store;
+use crate::revocations::Revoked;
+use crate::store::{Store, StoreError};
 
 /// Everything a node shares between its tasks.
 pub struct App {
@@ -50,8 +51,12 @@ pub struct App {
     pub api_nonces: Mutex<ReplayWindow>,
     /// WebSocket-opening query signatures seen within the skew window.
     pub connect_signs: Mutex<ReplayWindow>,
-    /// Revoked sids (kick with `revoke`), until they expire.
-    pub revoked: Mutex<ReplayWindow>,
+    /// Revoked sids (kick with `revoke`), until they expire; on a single
+    /// node also on disk under `server.data_dir`, with several in Redis.
+    pub revoked: Mutex<Revoked>,
+    /// Serializes writes of the revocation file, so a later snapshot is
+    /// never overwritten by an earlier one.
+    pub revoked_file: Mutex<()>,
     /// msg_id and connection id source.
     pub ids: Arc<IdGen>,
     /// Renders `/metrics`.
@@ -80,6 +85,8 @@ pub struct Parts {
     pub cluster: Option<(Arc<Cluster>, ClusterInbox)>,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+    /// Revoked sids loaded at start (from disk on a single node).
+    pub revoked: Revoked,
 }
 
 impl App {
@@ -94,6 +101,7 @@ impl App {
             ids,
             cluster,
             metrics,
+            revoked,
         } = parts;
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -133,7 +141,8 @@ impl App {
             dispatch,
             api_nonces: Mutex::default(),
             connect_signs: Mutex::default(),
-            revoked: Mutex::default(),
+            revoked: Mutex::new(revoked),
+            revoked_file: Mutex::new(()),
             ids,
             metrics,
             shutdown,
@@ -149,5 +158,52 @@ impl App {
     /// The skew window in whole seconds.
     pub fn max_skew(&self) -> u64 {
         self.config.signing.max_skew.as_secs()
+    }
+
+    /// Whether a single-use request is new (PROTOCOL sections 2 and 8):
+    /// `key` (a query's `sign`, a server-API nonce) signed at `timestamp`
+    /// is remembered until [`crate::replay::remember_until`], on this node
+    /// and, with several nodes, in Redis, so it is single-use across the
+    /// cluster. Fails only when Redis cannot answer.
+    pub async fn first_use(
+        &self,
+        kind: SingleUse,
+        key: &str,
+        timestamp: i64,
+    ) -> Result<bool, StoreError> {
+        let now = crate::ids::unix_now();
+        let until = crate::replay::remember_until(timestamp, now, self.max_skew());
+        let window = match kind {
+            SingleUse::ApiNonce => &self.api_nonces,
+            SingleUse::ConnectQuery => &self.connect_signs,
+        };
+        let fresh_here = {
+            let mut seen = window.lock().unwrap_or_else(|p| p.into_inner());
+            seen.insert_until(key, now, until).is_ok()
+        };
+        match &self.cluster {
+            Some(cluster) if fresh_here => cluster.first_use(kind.space(), key, now, until).await,
+            _ => Ok(fresh_here),
+        }
+    }
+}
+
+/// The kinds of single-use request, each with its own window (and Redis
+/// key space).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SingleUse {
+    /// A server-API `X-Chorus-Nonce` (PROTOCOL section 8).
+    ApiNonce,
+    /// The signed query that opens a WebSocket, by its `sign` (section 2).
+    ConnectQuery,
+}
+
+impl SingleUse {
+    /// The Redis key space (under `store.prefix`).
+    fn space(self) -> &'static str {
+        match self {
+            SingleUse::ApiNonce => "api_nonce",
+            SingleUse::ConnectQuery => "connect",
+        }
     }
 }

@@ -5,8 +5,23 @@
 use std::sync::Arc;
 
 use crate::app::App;
+use crate::revocations::RevocationError;
 use crate::store::{StateChange, StoreError};
 use chorus_protocol::CloseCode;
+
+/// A revocation could not be recorded where it lasts.
+#[derive(Debug, thiserror::Error)]
+pub enum RevokeError {
+    /// Redis (several nodes) could not record or find it.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The data folder (one node) could not be written.
+    #[error(transparent)]
+    Disk(#[from] RevocationError),
+    /// The write was abandoned (the runtime is shutting down).
+    #[error("the revocation write was abandoned")]
+    Cancelled,
+}
 
 impl App {
     /// A user's disconnection (PROTOCOL section 5), after any grace: relays
@@ -72,40 +87,92 @@ impl App {
     }
 
     /// Kicks the user (PROTOCOL section 8): `kicked` with `reason`, then
-    /// close 4010, on whichever node holds the connection; with `revoke`,
-    /// their current sid is refused until it expires. Whether the user was
-    /// connected. Fails only when the store cannot say where the user is.
-    pub async fn kick(&self, user_id: u64, reason: &str, revoke: bool) -> Result<bool, StoreError> {
-        if self.kick_here(user_id, reason, revoke) {
+    /// close 4010, on whichever node holds the connection. Whether the
+    /// user was connected. Fails only when the store cannot say where the
+    /// user is. With `revoke` the node holding the connection also
+    /// revokes its sid (see [`App::revoke`] for offline users).
+    pub async fn kick(
+        &self,
+        user_id: u64,
+        reason: &str,
+        revoke: bool,
+    ) -> Result<bool, RevokeError> {
+        if self.kick_here(user_id, reason, revoke).await? {
             return Ok(true);
         }
         match &self.cluster {
-            Some(cluster) => cluster.kick(user_id, reason, revoke).await,
+            Some(cluster) => Ok(cluster.kick(user_id, reason, revoke).await?),
             None => Ok(false),
         }
     }
 
-    /// Kicks the user if connected to this node; whether they were.
-    pub fn kick_here(&self, user_id: u64, reason: &str, revoke: bool) -> bool {
+    /// Kicks the user if connected to this node; whether they were. With
+    /// `revoke`, the session's sid is revoked before the close.
+    pub async fn kick_here(
+        &self,
+        user_id: u64,
+        reason: &str,
+        revoke: bool,
+    ) -> Result<bool, RevokeError> {
         let Some(session) = self.connections.get(user_id) else {
-            return false;
+            return Ok(false);
         };
         if revoke {
-            self.revoke(&session.sid);
+            self.revoke(&session.sid).await?;
         }
         session.kick(CloseCode::Kicked, reason);
-        true
+        Ok(true)
     }
 
-    /// Refuses `sid` until it expires, on every node.
-    pub fn revoke(&self, sid: &str) {
+    /// Refuses `sid` until it expires, on every node and across restarts:
+    /// in Redis (until the sid's own expiry) with several nodes, on disk
+    /// under `server.data_dir` on one. Whether `sid` is a valid unexpired
+    /// sid (anything else is refused anyway, so nothing is recorded).
+    /// Fails when Redis or the disk cannot record it.
+    pub async fn revoke(&self, sid: &str) -> Result<bool, RevokeError> {
+        let now = crate::ids::unix_now();
+        let Ok(claims) =
+            chorus_protocol::credentials::verify_sid(self.config.app_secret(), sid, None, now)
+        else {
+            return Ok(false);
+        };
         self.revoke_here(sid);
-        if let Some(cluster) = &self.cluster {
-            cluster.announce_revoked(sid);
+        match &self.cluster {
+            Some(cluster) => {
+                cluster
+                    .first_use("revoked", sid, now, claims.expires_at)
+                    .await?;
+                cluster.announce_revoked(sid);
+            }
+            None => self.save_revoked().await?,
+        }
+        Ok(true)
+    }
+
+    /// Writes the revoked sids to the data folder (a blocking write, off
+    /// the runtime's threads).
+    async fn save_revoked(&self) -> Result<(), RevokeError> {
+        let dir = self.config.data_dir();
+        let snapshot = {
+            let _writing = self.revoked_file.lock().unwrap_or_else(|p| p.into_inner());
+            self.revoked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+        };
+        let written = tokio::task::spawn_blocking(move || snapshot.save(&dir)).await;
+        match written {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "revoked sids not saved");
+                Err(e.into())
+            }
+            Err(_) => Err(RevokeError::Cancelled),
         }
     }
 
-    /// Refuses `sid` on this node until it expires.
+    /// Refuses `sid` on this node until it expires (in memory only: the
+    /// node that revoked it recorded it where it lasts).
     pub fn revoke_here(&self, sid: &str) {
         let now = crate::ids::unix_now();
         let expires =
@@ -113,13 +180,31 @@ impl App {
                 .map(|c| c.expires_at)
                 .unwrap_or(now);
         let mut revoked = self.revoked.lock().unwrap_or_else(|p| p.into_inner());
-        revoked.first_use(sid, now, expires.saturating_sub(now));
+        revoked.insert(sid, expires, now);
     }
 
-    /// Whether `sid` was revoked (on this node, or announced by another).
-    pub fn is_revoked(&self, sid: &str) -> bool {
-        let revoked = self.revoked.lock().unwrap_or_else(|p| p.into_inner());
-        revoked.contains(sid)
+    /// Whether `sid` was revoked: on this node (or announced by another),
+    /// and with several nodes in Redis, so a node started after the
+    /// revocation refuses it too. While Redis cannot answer, only what
+    /// this node knows counts (logged and counted in
+    /// `chorus_single_use_unchecked_total`): a node without Redis keeps
+    /// accepting connections.
+    pub async fn is_revoked(&self, sid: &str) -> bool {
+        let here = {
+            let revoked = self.revoked.lock().unwrap_or_else(|p| p.into_inner());
+            revoked.contains(sid, crate::ids::unix_now())
+        };
+        match &self.cluster {
+            Some(cluster) if !here => match cluster.remembered("revoked", sid).await {
+                Ok(revoked) => revoked,
+                Err(e) => {
+                    metrics::counter!("chorus_single_use_unchecked_total").increment(1);
+                    tracing::warn!(error = %e, "revocation checked on this node only: Redis unavailable");
+                    false
+                }
+            },
+            _ => here,
+        }
     }
 
     /// The user connected on another node: closes their connection here

@@ -463,10 +463,19 @@ impl Cluster {
         }
     }
 
-    /// Whether a server-API nonce is new across the cluster; remembers it
-    /// for `ttl`.
-    pub async fn first_use_nonce(&self, nonce: &str, ttl: Duration) -> Result<bool, StoreError> {
-        let key = self.link.key(&format!("api_nonce:{nonce}"));
+    /// Whether `key` of the single-use kind `space` (`api_nonce`,
+    /// `connect`) is new across the cluster; remembers it until
+    /// `expires_at` (unix seconds, from [`crate::replay::remember_until`]),
+    /// at least one second, seen at `now`.
+    pub async fn first_use(
+        &self,
+        space: &str,
+        key: &str,
+        now: u64,
+        expires_at: u64,
+    ) -> Result<bool, StoreError> {
+        let key = self.link.key(&format!("{space}:{key}"));
+        let ttl_ms = expires_at.saturating_sub(now).max(1).saturating_mul(1000);
         let set: Option<String> = self
             .link
             .query(
@@ -475,10 +484,18 @@ impl Cluster {
                     .arg(&self.node_id)
                     .arg("NX")
                     .arg("PX")
-                    .arg(ttl.as_millis() as u64),
+                    .arg(ttl_ms),
             )
             .await?;
         Ok(set.is_some())
+    }
+
+    /// Whether `key` of `space` is remembered in Redis (a revoked sid
+    /// under `revoked`, written by [`Cluster::first_use`]).
+    pub async fn remembered(&self, space: &str, key: &str) -> Result<bool, StoreError> {
+        let key = self.link.key(&format!("{space}:{key}"));
+        let found: u64 = self.link.query(redis::cmd("EXISTS").arg(key)).await?;
+        Ok(found > 0)
     }
 
     /// Kicks `user_id` on the node holding their connection (4010, with

@@ -88,6 +88,15 @@ async fn reload(State(app): State<Arc<App>>) -> Json<Value> {
 }
 
 async fn rollback(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
+    // Only a known plugin's name reaches the runtime, whose metrics label
+    // rollbacks by name: an unknown one would become a label value.
+    if !app.plugins.statuses().iter().any(|s| s.name == name) {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "no such plugin"})),
+        )
+            .into_response();
+    }
     match app.plugins.rollback(&name).await {
         Ok(status) => Json(json!({"plugin": status})).into_response(),
         Err(e) => (StatusCode::CONFLICT, Json(json!({"error": e.to_string()}))).into_response(),

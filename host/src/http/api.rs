@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::{HttpError, room_json, room_of};
-use crate::app::App;
+use crate::app::{App, SingleUse};
 use crate::plugin::Source;
 use chorus_protocol::codes::ErrorCode;
 use chorus_protocol::server_api;
@@ -31,71 +31,95 @@ impl axum::extract::FromRequest<Arc<App>> for Signed {
         app: &Arc<App>,
     ) -> Result<Self, HttpError> {
         let (parts, body) = request.into_parts();
+        // The headers are checked (present, well-formed, fresh) before a
+        // byte of the body is read, so an unauthenticated caller cannot
+        // make the server buffer up to MAX_BODY.
+        let headers = ApiHeaders::check(app, &parts.headers)?;
         let body = axum::body::to_bytes(body, MAX_BODY).await.map_err(|e| {
             HttpError::new(ErrorCode::MalformedFrame, format!("unreadable body: {e}"))
         })?;
-        authenticate(app, &parts.headers, &parts.method, &parts.uri, &body).await?;
+        headers
+            .authenticate(app, &parts.method, &parts.uri, &body)
+            .await?;
         Ok(Signed(body))
     }
 }
 
-/// Checks the three `X-Chorus-*` headers against the request.
-async fn authenticate(
-    app: &App,
-    headers: &HeaderMap,
-    method: &Method,
-    uri: &Uri,
-    body: &[u8],
-) -> Result<(), HttpError> {
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let bad = |reason: &str| HttpError::new(ErrorCode::BadSignature, reason);
-    let timestamp =
-        header(server_api::TIMESTAMP_HEADER).ok_or_else(|| bad("missing X-Chorus-Timestamp"))?;
-    let nonce = header(server_api::NONCE_HEADER).ok_or_else(|| bad("missing X-Chorus-Nonce"))?;
-    let signature =
-        header(server_api::SIGNATURE_HEADER).ok_or_else(|| bad("missing X-Chorus-Signature"))?;
-    let ts: i64 = timestamp
-        .parse()
-        .map_err(|_| bad("malformed X-Chorus-Timestamp"))?;
-    if !server_api::valid_api_nonce(nonce) {
-        return Err(bad("malformed X-Chorus-Nonce"));
-    }
-    let target = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    if !server_api::verify_api_signature(
-        app.config.app_secret(),
-        timestamp,
-        nonce,
-        method.as_str(),
-        target,
-        body,
-        signature,
-    ) {
-        return Err(bad("bad signature"));
-    }
-    let now = crate::ids::unix_now();
-    if !chorus_protocol::is_fresh(ts, now, app.max_skew()) {
-        return Err(HttpError::new(
-            ErrorCode::StaleTimestamp,
-            "timestamp outside the accepted skew",
-        ));
-    }
-    let fresh = {
-        let mut seen = app.api_nonces.lock().unwrap_or_else(|p| p.into_inner());
-        seen.first_use(nonce, now, app.max_skew())
-    };
-    // With several nodes the nonce must be new on every node.
-    let fresh = match (&app.cluster, fresh) {
-        (Some(cluster), true) => {
-            cluster
-                .first_use_nonce(nonce, app.config.signing.max_skew * 2)
-                .await?
+/// The three `X-Chorus-*` headers, present, well-formed and fresh.
+struct ApiHeaders {
+    /// `X-Chorus-Timestamp` as sent (it is signed as text).
+    timestamp: String,
+    /// The same, parsed (unix seconds).
+    ts: i64,
+    /// `X-Chorus-Nonce`.
+    nonce: String,
+    /// `X-Chorus-Signature`.
+    signature: String,
+}
+
+impl ApiHeaders {
+    /// Checks presence and form (1003) and freshness (1004).
+    fn check(app: &App, headers: &HeaderMap) -> Result<Self, HttpError> {
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        let bad = |reason: &str| HttpError::new(ErrorCode::BadSignature, reason);
+        let timestamp = header(server_api::TIMESTAMP_HEADER)
+            .ok_or_else(|| bad("missing X-Chorus-Timestamp"))?;
+        let nonce =
+            header(server_api::NONCE_HEADER).ok_or_else(|| bad("missing X-Chorus-Nonce"))?;
+        let signature = header(server_api::SIGNATURE_HEADER)
+            .ok_or_else(|| bad("missing X-Chorus-Signature"))?;
+        let ts: i64 = timestamp
+            .parse()
+            .map_err(|_| bad("malformed X-Chorus-Timestamp"))?;
+        if !server_api::valid_api_nonce(nonce) {
+            return Err(bad("malformed X-Chorus-Nonce"));
         }
-        (_, fresh) => fresh,
-    };
-    if !fresh {
-        return Err(HttpError::new(ErrorCode::Replayed, "nonce already used"));
+        if signature.len() != 64 || !signature.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad("malformed X-Chorus-Signature"));
+        }
+        if !chorus_protocol::is_fresh(ts, crate::ids::unix_now(), app.max_skew()) {
+            return Err(HttpError::new(
+                ErrorCode::StaleTimestamp,
+                "timestamp outside the accepted skew",
+            ));
+        }
+        Ok(Self {
+            timestamp: timestamp.to_string(),
+            ts,
+            nonce: nonce.to_string(),
+            signature: signature.to_string(),
+        })
     }
-    Ok(())
+
+    /// Checks the signature over the request (1003), then that the nonce
+    /// is new (1005; on every node with several).
+    async fn authenticate(
+        &self,
+        app: &App,
+        method: &Method,
+        uri: &Uri,
+        body: &[u8],
+    ) -> Result<(), HttpError> {
+        let target = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        if !server_api::verify_api_signature(
+            app.config.app_secret(),
+            &self.timestamp,
+            &self.nonce,
+            method.as_str(),
+            target,
+            body,
+            &self.signature,
+        ) {
+            return Err(HttpError::new(ErrorCode::BadSignature, "bad signature"));
+        }
+        if !app
+            .first_use(SingleUse::ApiNonce, &self.nonce, self.ts)
+            .await?
+        {
+            return Err(HttpError::new(ErrorCode::Replayed, "nonce already used"));
+        }
+        Ok(())
+    }
 }
 
 /// Parses a JSON object body (1001 otherwise).
@@ -226,11 +250,16 @@ struct KickRequest {
     revoke: bool,
     #[serde(default)]
     reason: Option<String>,
+    /// A sid of the user to revoke as well (with `revoke`), online or not.
+    #[serde(default)]
+    sid: Option<String>,
 }
 
 /// `POST /api/v1/users/{user_id}/kick`: closes the user's connection with
 /// 4010; a kick is a disconnect with no grace. With `revoke`, the user's
-/// current sid is refused until it expires.
+/// current sid and the body's `sid` (if it is one of this user's) are
+/// refused until they expire, on every node and across restarts; answers
+/// `{"error_code":0,"kicked":bool,"revoked":bool}`.
 pub async fn kick(
     State(app): State<Arc<App>>,
     Path(user_id): Path<u64>,
@@ -244,5 +273,24 @@ pub async fn kick(
     };
     let reason = req.reason.as_deref().unwrap_or("kicked");
     let kicked = app.kick(user_id, reason, req.revoke).await?;
-    Ok(Json(json!({"error_code": 0, "kicked": kicked})))
+    let mut revoked = req.revoke && kicked;
+    if let (true, Some(sid)) = (req.revoke, &req.sid) {
+        if !sid_of(&app, sid, user_id) {
+            return Err(HttpError::new(
+                ErrorCode::MalformedFrame,
+                "sid is not a valid sid of this user",
+            ));
+        }
+        revoked |= app.revoke(sid).await?;
+    }
+    Ok(Json(
+        json!({"error_code": 0, "kicked": kicked, "revoked": revoked}),
+    ))
+}
+
+/// Whether `sid` is a valid, unexpired sid of `user_id`.
+fn sid_of(app: &App, sid: &str, user_id: u64) -> bool {
+    let now = crate::ids::unix_now();
+    chorus_protocol::credentials::verify_sid(app.config.app_secret(), sid, Some(user_id), now)
+        .is_ok()
 }

@@ -15,7 +15,7 @@ pub async fn end_point(
     State(app): State<Arc<App>>,
     Query(params): Query<BTreeMap<String, String>>,
 ) -> Result<Json<Value>, HttpError> {
-    signed_query::verify(&app, &params)?;
+    signed_query::verify(&app, &params).await?;
     Ok(Json(json!({
         "error_code": 0,
         "error_reason": "",
@@ -31,7 +31,7 @@ pub async fn user_info(
     State(app): State<Arc<App>>,
     Query(params): Query<BTreeMap<String, String>>,
 ) -> Result<Json<Value>, HttpError> {
-    let verified = signed_query::verify(&app, &params)?;
+    let verified = signed_query::verify(&app, &params).await?;
     let user_id = verified.who.user_id;
     let (room_id, channel) = super::room_of(&app, user_id).await?;
     Ok(Json(json!({

@@ -105,6 +105,20 @@ impl From<StoreError> for HttpError {
     }
 }
 
+impl From<crate::app::users::RevokeError> for HttpError {
+    /// A store error as [`StoreError`]'s conversion; a disk error 2002 and
+    /// 503 with a generic reason (the cause is logged, never shown).
+    fn from(e: crate::app::users::RevokeError) -> Self {
+        match e {
+            crate::app::users::RevokeError::Store(e) => e.into(),
+            _ => Self::new(
+                ErrorCode::PluginFailed,
+                "the revocation could not be recorded; nothing was applied",
+            ),
+        }
+    }
+}
+
 impl HttpError {
     /// The server is shutting down: 503 with 2002 (PROTOCOL section 4:
     /// nothing was applied), reason `server shutting down`.

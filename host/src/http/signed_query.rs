@@ -16,11 +16,14 @@ pub struct Verified {
     pub who: Principal,
     /// The query's `sign`.
     pub sign: String,
+    /// The query's `timestamp` (unix seconds), for its replay window.
+    pub timestamp: i64,
 }
 
 /// Checks the public parameters: present (1002), well-formed (1001), a
-/// valid unexpired sid of that user (1003), fresh (1004), signed (1003).
-pub fn verify(app: &App, params: &BTreeMap<String, String>) -> Result<Verified, HttpError> {
+/// valid unexpired, unrevoked sid of that user (1003), fresh (1004),
+/// signed (1003). With several nodes the revocation check asks Redis.
+pub async fn verify(app: &App, params: &BTreeMap<String, String>) -> Result<Verified, HttpError> {
     for key in ["user_id", "sid", "timestamp", "sign"] {
         if !params.contains_key(key) {
             return Err(HttpError::new(
@@ -37,9 +40,10 @@ pub fn verify(app: &App, params: &BTreeMap<String, String>) -> Result<Verified, 
         .map_err(|e| integer_error("timestamp", "an integer", &e))?;
     let sid = &params["sid"];
     let now = crate::ids::unix_now();
-    chorus_protocol::credentials::verify_sid(app.config.app_secret(), sid, Some(user_id), now)
-        .map_err(|e| HttpError::new(ErrorCode::BadSignature, format!("bad sid: {e}")))?;
-    if app.is_revoked(sid) {
+    let claims =
+        chorus_protocol::credentials::verify_sid(app.config.app_secret(), sid, Some(user_id), now)
+            .map_err(|e| HttpError::new(ErrorCode::BadSignature, format!("bad sid: {e}")))?;
+    if app.is_revoked(sid).await {
         return Err(HttpError::new(ErrorCode::BadSignature, "sid revoked"));
     }
     if !chorus_protocol::is_fresh(timestamp, now, app.max_skew()) {
@@ -63,8 +67,10 @@ pub fn verify(app: &App, params: &BTreeMap<String, String>) -> Result<Verified, 
             user_id,
             sid: sid.clone(),
             sign_key,
+            expires_at: claims.expires_at,
         },
         sign: params["sign"].clone(),
+        timestamp,
     })
 }
 

@@ -9,7 +9,7 @@ use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 
 use super::{HttpError, signed_query};
-use crate::app::App;
+use crate::app::{App, SingleUse};
 use chorus_protocol::codes::ErrorCode;
 
 /// `GET /` with the signed public parameters.
@@ -18,7 +18,7 @@ pub async fn upgrade(
     Query(params): Query<BTreeMap<String, String>>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let verified = match signed_query::verify(&app, &params) {
+    let verified = match signed_query::verify(&app, &params).await {
         Ok(v) => v,
         Err(e) => return e.into_response(),
     };
@@ -29,12 +29,19 @@ pub async fn upgrade(
         Ok(ws) => ws,
         Err(rejection) => return rejection.into_response(),
     };
-    if !first_use(&app, &verified.sign) {
-        return HttpError::new(
-            ErrorCode::Replayed,
-            "this query was already used to connect; sign a new one",
-        )
-        .into_response();
+    let fresh = app
+        .first_use(SingleUse::ConnectQuery, &verified.sign, verified.timestamp)
+        .await;
+    match fresh {
+        Ok(true) => {}
+        Ok(false) => return replayed().into_response(),
+        // Without Redis a node keeps accepting connections (ARCHITECTURE:
+        // it keeps its sockets and refuses only state changes); the query
+        // is then single-use on this node only, as SECURITY.md says.
+        Err(e) => {
+            metrics::counter!("chorus_single_use_unchecked_total").increment(1);
+            tracing::warn!(error = %e, "upgrade query checked on this node only: Redis unavailable");
+        }
     }
     let limits = &app.config.limits;
     let app2 = Arc::clone(&app);
@@ -56,8 +63,11 @@ pub async fn upgrade(
     })
 }
 
-/// The query that opens a WebSocket is single-use within the skew window.
-fn first_use(app: &App, sign: &str) -> bool {
-    let mut seen = app.connect_signs.lock().unwrap_or_else(|p| p.into_inner());
-    seen.first_use(sign, crate::ids::unix_now(), app.max_skew())
+/// The answer to a reused query: the query that opens a WebSocket is
+/// single-use, on every node, until its timestamp is stale.
+fn replayed() -> HttpError {
+    HttpError::new(
+        ErrorCode::Replayed,
+        "this query was already used to connect; sign a new one",
+    )
 }

@@ -20,13 +20,20 @@ use crate::app::App;
 use crate::cluster::RelayReport;
 use crate::connections::SessionHandle;
 use crate::plugin::Source;
-use crate::replay::ReplayWindow;
+use crate::replay::{ReplayError, ReplayWindow};
 use chorus_protocol::codes::{ErrorCode, close};
 use chorus_protocol::frame::{ClientFrame, error_frame};
 use chorus_protocol::{CloseCode, Disconnect, ServerFrame};
 
 /// The window of [`close::BAD_FRAME_LIMIT`].
 const BAD_FRAME_WINDOW: Duration = Duration::from_secs(close::BAD_FRAME_WINDOW_SECS);
+
+/// Most frame signatures one session remembers at once (each until its
+/// own `timestamp + max_skew`): about 8.5 frames a second sustained over
+/// the default 120 s skew. A frame past it is refused with 1008, which
+/// counts toward 4008, so a client that floods past the cap is closed with
+/// 4008 within 20 frames and its memory stays bounded.
+pub const MAX_REPLAY_ENTRIES: usize = 1024;
 
 /// What the session loop does after a frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,7 +84,7 @@ impl Inbound {
     pub fn new(who: Principal) -> Self {
         Self {
             who,
-            replay: ReplayWindow::default(),
+            replay: ReplayWindow::with_cap(MAX_REPLAY_ENTRIES),
             bad_frames: VecDeque::new(),
         }
     }
@@ -91,7 +98,7 @@ impl Inbound {
     ) -> (Verdict, Option<String>) {
         let answered = match self.check(app, handle, text) {
             Ok(frame) => {
-                metrics::counter!("chorus_frames_in_total", "action" => frame_action_label(&frame.action))
+                metrics::counter!("chorus_frames_in_total", "action" => frame_action_label(app, &frame.action))
                     .increment(1);
                 answer(app, handle, frame).await
             }
@@ -140,8 +147,18 @@ impl Inbound {
         if !frame.verify_sign(&self.who.sign_key) {
             return Err(fail(ErrorCode::BadSignature, "bad signature"));
         }
-        if !self.replay.first_use(&frame.sign, now, app.max_skew()) {
-            return Err(fail(ErrorCode::Replayed, "replayed frame"));
+        match self
+            .replay
+            .check(&frame.sign, frame.timestamp, now, app.max_skew())
+        {
+            Ok(()) => {}
+            Err(ReplayError::Replayed) => return Err(fail(ErrorCode::Replayed, "replayed frame")),
+            Err(ReplayError::Full) => {
+                return Err(fail(
+                    ErrorCode::RateLimited,
+                    "too many frames within the skew window",
+                ));
+            }
         }
         Ok(frame)
     }
@@ -188,10 +205,15 @@ fn action_of(text: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Label for the frames-in metric: known actions by name, anything else
-/// folded so a client cannot create unbounded label values.
-fn frame_action_label(action: &str) -> String {
-    if action.len() <= 32 && action.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+/// Label for the frames-in metric, from a bounded set: `ping`, the report
+/// actions and the actions a loaded plugin serves to clients by name;
+/// anything else `other`, decided before routing, so a client cannot
+/// create label values.
+fn frame_action_label(app: &App, action: &str) -> String {
+    let known = action == "ping"
+        || crate::delivery::relay::reported_action(action).is_some()
+        || app.plugins.route(action, Source::Client).is_some();
+    if known {
         action.to_string()
     } else {
         "other".to_string()

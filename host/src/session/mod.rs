@@ -29,6 +29,7 @@ use tracing::Instrument;
 use crate::app::App;
 use crate::connections::SessionHandle;
 use chorus_protocol::{CloseCode, Disconnect, ServerFrame};
+pub use inbound::MAX_REPLAY_ENTRIES;
 use inbound::{Inbound, Verdict};
 
 /// Why a session ended.
@@ -64,6 +65,9 @@ pub struct Principal {
     pub sid: String,
     /// Derived from the sid; signs this session's frames.
     pub sign_key: String,
+    /// The sid's expiry (unix seconds): the session is closed with 4001
+    /// then.
+    pub expires_at: u64,
 }
 
 /// Runs a session to its end, then cleans up after it.
@@ -77,6 +81,7 @@ pub async fn run(app: Arc<App>, socket: WebSocket, who: Principal) {
         sink,
         inbound: Inbound::new(who.clone()),
         close_plan: None,
+        sid_expires_at: who.expires_at,
     };
     let span = tracing::info_span!(
         "chorus.session",
@@ -250,6 +255,8 @@ struct Session {
     inbound: Inbound,
     /// The close frame to send once the loop ended, if any.
     close_plan: Option<ClosePlan>,
+    /// When the sid expires (unix seconds): the loop closes with 4001.
+    sid_expires_at: u64,
 }
 
 /// A close frame to send after the session loop ended.
@@ -287,7 +294,8 @@ impl Session {
         let closing = handle.closing();
         let heartbeat = tokio::time::sleep(timeout);
         let stalled = tokio::time::sleep(write_timeout);
-        tokio::pin!(shutting_down, closing, heartbeat, stalled);
+        let sid_expired = tokio::time::sleep(self.sid_lifetime());
+        tokio::pin!(shutting_down, closing, heartbeat, stalled, sid_expired);
         let mut writing = false;
         loop {
             tokio::select! {
@@ -297,6 +305,7 @@ impl Session {
                     return End::Shutdown;
                 }
                 _ = &mut closing => return self.close_as_asked(writing),
+                _ = &mut sid_expired => return self.sid_expired(writing),
                 _ = &mut heartbeat => {
                     metrics::counter!("chorus_heartbeat_timeouts_total").increment(1);
                     return self.close(Disconnect::new(CloseCode::HeartbeatTimeout), writing, true);
@@ -369,6 +378,20 @@ impl Session {
             self.handle.send(Utf8Bytes::from(reply));
         }
         verdict
+    }
+
+    /// How long the session's sid stays valid from now (a sid expiring
+    /// within the current second ends the session at once).
+    fn sid_lifetime(&self) -> Duration {
+        let now = crate::ids::unix_now();
+        Duration::from_secs(self.sid_expires_at.saturating_sub(now))
+    }
+
+    /// The sid expired while the session was open: 4001, as a sid that
+    /// expired before the upgrade is refused (issue 21).
+    fn sid_expired(&mut self, writing: bool) -> End {
+        let how = Disconnect::with_reason(CloseCode::AuthFailed, "session expired");
+        self.close(how, writing, true)
     }
 
     /// The write stalled for `limits.write_timeout`: 4011, without a close

@@ -1,0 +1,228 @@
+//! The holes of issue 21, each as a front-door test: replay windows from
+//! the request's own timestamp, revocation that lasts, bounds on what a
+//! client or caller can send, and refusals at start. Tests that need two
+//! nodes are in `cluster.rs`. `SECURITY.md` names each test with the
+//! guarantee it proves.
+
+use std::time::Duration;
+
+use chorus_protocol::ClientCredentials;
+use serde_json::json;
+
+use crate::harness::*;
+
+/// A short skew, so a window that closes too early shows within seconds.
+const SKEW: u64 = 4;
+
+/// A request dated `max_skew` ahead is still fresh `2 * max_skew` after
+/// the clock it was dated at; a window measured from arrival forgot it
+/// after `max_skew`. Frames, upgrade queries and server-API nonces alike.
+#[tokio::test]
+async fn a_request_dated_max_skew_ahead_cannot_be_replayed_after_an_arrival_window() {
+    let server = TestServer::with(|c| c.signing.max_skew = Duration::from_secs(SKEW)).await;
+    let t0 = now();
+    let ahead = t0 + SKEW;
+    // A frame.
+    let mut client = server.connect(2101).await;
+    let frame = client
+        .creds
+        .signed_frame(
+            "ping",
+            &client.online_token,
+            ahead,
+            as_object(json!({"nonce": "dated-ahead"})),
+        )
+        .unwrap();
+    client.send_text(&frame).await;
+    client.expect("pong").await;
+    // An upgrade query (of another user, so the session above stays).
+    let creds = server.credentials(2102);
+    let url = format!(
+        "ws://{}/?{}",
+        server.node.addr,
+        creds.signed_query_with_nonce(ahead, "dated-ahead")
+    );
+    drop(Client::connect(&url, creds.clone()).await.unwrap());
+    // A server-API request.
+    let (ts, nonce) = (ahead.to_string(), "dated-ahead-nonce".to_string());
+    let path = "/api/v1/users/2101";
+    let (status, _) = api_signed_as(&server, "GET", path, "", &ts, &nonce).await;
+    assert_eq!(status, 200);
+
+    // Past the window an arrival clock would have kept (arrival + skew,
+    // arrival at t0 or t0 + 1), still fresh (|ahead - now| <= skew).
+    sleep_until_unix(t0 + SKEW + 2).await;
+    assert!(
+        now() <= ahead + SKEW,
+        "the test ran too slowly to prove anything"
+    );
+    client.send_text(&frame).await;
+    let error = client.expect("error").await;
+    assert_eq!(error["error_code"], 1005, "{error}");
+    let err = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap_err();
+    assert_http_refused(err, 1005);
+    let (status, body) = api_signed_as(&server, "GET", path, "", &ts, &nonce).await;
+    assert_eq!((status, &body["error_code"]), (401, &json!(1005)), "{body}");
+    server.stop().await;
+}
+
+/// Revoking a connected user's sid survives a restart of a single node:
+/// the data folder holds it (issue 21).
+#[tokio::test]
+async fn a_revoked_sid_stays_refused_after_a_single_node_restarts() {
+    let data = std::env::temp_dir().join("chorus-test-data").join(nonce());
+    let dir = data.clone();
+    let server = TestServer::with(move |c| c.server.data_dir = Some(dir)).await;
+    let mut client = server.connect(2120).await;
+    let creds = client.creds.clone();
+    let (status, body) = server
+        .api(
+            "POST",
+            "/api/v1/users/2120/kick",
+            Some(json!({"revoke": true})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (&body["kicked"], &body["revoked"]),
+        (&json!(true), &json!(true))
+    );
+    assert_eq!(client.expect_close().await, 4010);
+    server.stop().await;
+
+    let dir = data.clone();
+    let server = TestServer::with(move |c| c.server.data_dir = Some(dir)).await;
+    let err = tokio_tungstenite::connect_async(server.ws_url(&creds).as_str())
+        .await
+        .unwrap_err();
+    assert_http_refused(err, 1003);
+    // Another sid of the same user still connects.
+    server.connect(2120).await.ping().await;
+    server.stop().await;
+    std::fs::remove_dir_all(&data).ok();
+}
+
+/// Revoking a user who is offline revokes the sid the app backend names:
+/// `{"kicked":false,"revoked":true}`, and that sid no longer connects.
+#[tokio::test]
+async fn revoking_an_offline_users_sid_refuses_it() {
+    let server = TestServer::start().await;
+    let creds = server.credentials(2121);
+    let (status, body) = server
+        .api(
+            "POST",
+            "/api/v1/users/2121/kick",
+            Some(json!({"revoke": true, "sid": creds.sid})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (&body["kicked"], &body["revoked"]),
+        (&json!(false), &json!(true))
+    );
+    let err = tokio_tungstenite::connect_async(server.ws_url(&creds).as_str())
+        .await
+        .unwrap_err();
+    assert_http_refused(err, 1003);
+    // Another user's sid is not this user's to revoke.
+    let other = server.credentials(2122);
+    let (status, _) = server
+        .api(
+            "POST",
+            "/api/v1/users/2121/kick",
+            Some(json!({"revoke": true, "sid": other.sid})),
+        )
+        .await;
+    assert_eq!(status, 400);
+    server.stop().await;
+}
+
+/// A session whose sid expires while it is open is closed with 4001.
+#[tokio::test]
+async fn an_open_session_whose_sid_expires_is_closed_with_4001() {
+    let server = TestServer::start().await;
+    let token = chorus::token::mint(SECRET.as_bytes(), 2123, 2).unwrap();
+    let creds = ClientCredentials::new(2123, token.sid, token.sign_key);
+    let mut client = Client::connect(&server.ws_url(&creds), creds)
+        .await
+        .unwrap();
+    let code = client.expect_close_within(Duration::from_secs(5)).await;
+    assert_eq!(code, 4001);
+    server.stop().await;
+}
+
+/// Metric labels come only from bounded sets: an action no plugin serves
+/// is counted as `other` before routing, and a rollback of an unknown
+/// plugin is refused before it reaches the runtime's metrics.
+#[tokio::test]
+async fn unknown_actions_and_plugin_names_never_become_metric_labels() {
+    let server = TestServer::start().await;
+    let mut client = server.connect(2130).await;
+    client.send("zz_made_up_action_2130", json!({})).await;
+    assert_eq!(client.expect("error").await["error_code"], 1007);
+    client.ping().await;
+    let (status, _) = server
+        .admin("POST", "/admin/plugins/zz_no_such_plugin_2130/rollback")
+        .await;
+    assert_eq!(status, 404);
+    let metrics = server.metrics_text().await;
+    assert!(!metrics.contains("zz_made_up_action_2130"), "{metrics}");
+    assert!(!metrics.contains("zz_no_such_plugin_2130"), "{metrics}");
+    assert!(metrics.contains("action=\"other\""), "{metrics}");
+    assert!(metrics.contains("action=\"ping\""), "{metrics}");
+    server.stop().await;
+}
+
+/// The replay memory of a session is capped: past
+/// `MAX_REPLAY_ENTRIES` fresh signatures within the skew window, frames
+/// are refused with 1008 and the 20th such refusal closes with 4008.
+#[tokio::test]
+async fn a_ping_flood_past_the_replay_cap_is_closed_with_4008() {
+    let server = TestServer::start().await;
+    let mut client = server.connect(2131).await;
+    let cap = chorus::session::MAX_REPLAY_ENTRIES;
+    for _ in 0..cap {
+        client.ping().await;
+    }
+    for _ in 0..19 {
+        client.send("ping", json!({})).await;
+        assert_eq!(client.expect("error").await["error_code"], 1008);
+    }
+    client.send("ping", json!({})).await;
+    assert_eq!(client.expect_close().await, 4008);
+    server.stop().await;
+}
+
+/// The server API checks its headers before it reads the body: a request
+/// without them is 401 (1003) even with a body over the size limit, which
+/// is still refused when the headers are fine.
+#[tokio::test]
+async fn server_api_headers_are_checked_before_the_body_is_read() {
+    let server = TestServer::start().await;
+    let big = "x".repeat(2 << 20);
+    let response = server
+        .http
+        .post(server.url("/api/v1/actions"))
+        .body(big.clone())
+        .send()
+        .await;
+    if let Ok(response) = response {
+        assert_eq!(response.status().as_u16(), 401);
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["error_code"], 1003, "{body}");
+    }
+    // Well-signed headers, a body over the limit: refused (400, 1001).
+    let (status, body) = api_signed_as(
+        &server,
+        "POST",
+        "/api/v1/actions",
+        &big,
+        &now().to_string(),
+        &nonce(),
+    )
+    .await;
+    assert_eq!((status, &body["error_code"]), (400, &json!(1001)), "{body}");
+    server.stop().await;
+}
