@@ -481,7 +481,19 @@ impl Config {
     /// nonce lives twice `max_skew`), and an absurd value must be refused
     /// here with its name rather than overflow later.
     fn check_durations(&self) -> Result<(), ConfigError> {
-        let durations = [
+        match self.durations().iter().find(|(_, d)| *d > MAX_DURATION) {
+            Some((key, d)) => Err(ConfigError::Invalid(format!(
+                "{key} must be at most 365 days, not {d:?}"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Every duration key with its value. A test checks that no duration
+    /// of the configuration is missing here (a longer one overflows
+    /// `Instant + duration` where the server adds it to the clock).
+    fn durations(&self) -> [(&'static str, Duration); 12] {
+        [
             ("heartbeat.ping_interval", self.heartbeat.ping_interval),
             ("heartbeat.ping_timeout", self.heartbeat.ping_timeout),
             ("heartbeat.grace", self.heartbeat.grace),
@@ -494,13 +506,10 @@ impl Config {
             ("relay.report_timeout", self.relay.report_timeout),
             ("store.lease_ttl", self.store.lease_ttl),
             ("store.lease_interval", self.store.lease_interval),
-        ];
-        match durations.iter().find(|(_, d)| *d > MAX_DURATION) {
-            Some((key, d)) => Err(ConfigError::Invalid(format!(
-                "{key} must be at most 365 days, not {d:?}"
-            ))),
-            None => Ok(()),
-        }
+            ("limits.write_timeout", self.limits.write_timeout),
+            ("plugins.breaker_window", self.plugins.breaker_window),
+            ("plugins.breaker_cooldown", self.plugins.breaker_cooldown),
+        ]
     }
 
     /// The app secret's bytes (present after [`Config::load`]).
@@ -628,11 +637,26 @@ mod tests {
         ("signing", &["max_skew"]),
         (
             "limits",
-            &["max_frame_bytes", "outbound_queue", "read_buffer_bytes"],
+            &[
+                "max_frame_bytes",
+                "outbound_queue",
+                "read_buffer_bytes",
+                "write_timeout",
+            ],
         ),
         (
             "plugins",
-            &["dir", "call_timeout", "max_memory", "cache_dir"],
+            &[
+                "dir",
+                "call_timeout",
+                "max_memory",
+                "cache_dir",
+                "max_concurrent_calls",
+                "guest_parallelism",
+                "breaker_threshold",
+                "breaker_window",
+                "breaker_cooldown",
+            ],
         ),
         ("delivery", &["mode"]),
         ("relay", &["report_timeout", "max_attempts"]),
@@ -828,5 +852,65 @@ mod tests {
                 "{token:?}"
             );
         }
+    }
+
+    /// Regression (found by a fresh-clone review): durations the server
+    /// adds to the clock were not all bounded; `limits.write_timeout` of
+    /// u64::MAX seconds loaded and every session then panicked on its
+    /// first write. Every such key is refused by name.
+    #[test]
+    fn every_duration_key_is_bounded() {
+        for (section, key) in [
+            ("limits", "write_timeout"),
+            ("plugins", "breaker_window"),
+            ("plugins", "breaker_cooldown"),
+        ] {
+            let text = format!("[{section}]\n{key} = \"18446744073709551615s\"\n");
+            let error = load_text(text.as_bytes(), true).expect_err(&text);
+            assert!(
+                error
+                    .to_string()
+                    .contains(&format!("{section}.{key} must be at most 365 days")),
+                "{error}"
+            );
+        }
+    }
+
+    /// Every duration of the configuration (any value that reads as a
+    /// humantime duration when the defaults are serialized) is in
+    /// `Config::durations`, so a new duration key cannot skip the bound.
+    #[test]
+    fn the_duration_list_names_every_duration_key() {
+        fn walk(prefix: &str, value: &serde_json::Value, found: &mut Vec<String>) {
+            match value {
+                serde_json::Value::Object(map) => {
+                    for (k, v) in map {
+                        let path = if prefix.is_empty() {
+                            k.clone()
+                        } else {
+                            format!("{prefix}.{k}")
+                        };
+                        walk(&path, v, found);
+                    }
+                }
+                serde_json::Value::String(s)
+                    if humantime_serde::re::humantime::parse_duration(s).is_ok() =>
+                {
+                    found.push(prefix.to_string());
+                }
+                _ => {}
+            }
+        }
+        let config = Config::default();
+        let mut found = Vec::new();
+        walk("", &serde_json::to_value(&config).unwrap(), &mut found);
+        let listed: Vec<&str> = config.durations().iter().map(|(k, _)| *k).collect();
+        for key in &found {
+            assert!(
+                listed.contains(&key.as_str()),
+                "{key} is not in Config::durations"
+            );
+        }
+        assert!(found.len() >= listed.len(), "{found:?}");
     }
 }

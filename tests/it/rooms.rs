@@ -590,7 +590,10 @@ async fn sessions_endpoint_mints_working_credentials_and_kick_closes_with_4010()
         .await;
     assert_eq!(
         (status, body),
-        (200, json!({"error_code": 0, "kicked": true, "revoked": true}))
+        (
+            200,
+            json!({"error_code": 0, "kicked": true, "revoked": true})
+        )
     );
     let kicked = client.expect("kicked").await;
     assert_eq!(kicked["reason"], "banned");
