@@ -202,19 +202,7 @@ async fn open_store(
 }
 
 fn plugin_settings(config: &Config) -> Settings {
-    Settings {
-        dir: config.plugins.dir.clone(),
-        call_timeout: config.plugins.call_timeout,
-        max_memory: config.plugins.max_memory.as_u64(),
-        cache_dir: config.plugins.cache_dir.clone(),
-        max_concurrent_calls: config.plugins.max_concurrent_calls,
-        guest_parallelism: config.plugins.guest_parallelism,
-        breaker: crate::plugin::BreakerSettings {
-            threshold: config.plugins.breaker_threshold,
-            window: config.plugins.breaker_window,
-            cooldown: config.plugins.breaker_cooldown,
-        },
-    }
+    Settings::from(&config.plugins)
 }
 
 /// Serves a router until shutdown. Each connection gets

@@ -44,12 +44,9 @@ pub struct BreakerSettings {
 }
 
 impl Default for BreakerSettings {
+    /// The defaults of `plugins.breaker_*` ([`crate::config::PluginsConfig`]).
     fn default() -> Self {
-        Self {
-            threshold: 5,
-            window: Duration::from_secs(10),
-            cooldown: Duration::from_secs(30),
-        }
+        super::Settings::default().breaker
     }
 }
 

@@ -216,17 +216,29 @@ pub struct Settings {
     pub breaker: BreakerSettings,
 }
 
+/// The runtime's view of `[plugins]`; the defaults live once, in
+/// [`PluginsConfig`].
+impl From<&crate::config::PluginsConfig> for Settings {
+    fn from(config: &crate::config::PluginsConfig) -> Self {
+        Self {
+            dir: config.dir.clone(),
+            call_timeout: config.call_timeout,
+            max_memory: config.max_memory.as_u64(),
+            cache_dir: config.cache_dir.clone(),
+            max_concurrent_calls: config.max_concurrent_calls,
+            guest_parallelism: config.guest_parallelism,
+            breaker: BreakerSettings {
+                threshold: config.breaker_threshold,
+                window: config.breaker_window,
+                cooldown: config.breaker_cooldown,
+            },
+        }
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
-        Self {
-            dir: None,
-            call_timeout: Duration::from_millis(50),
-            max_memory: 32 * 1024 * 1024,
-            cache_dir: None,
-            max_concurrent_calls: 64,
-            guest_parallelism: None,
-            breaker: BreakerSettings::default(),
-        }
+        Self::from(&crate::config::PluginsConfig::default())
     }
 }
 
