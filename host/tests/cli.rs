@@ -75,23 +75,32 @@ fn plugin_check_describes_a_good_plugin_and_refuses_a_bad_file() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("would be refused"));
 }
 
-#[test]
-fn serve_exits_zero_on_sigterm() {
+/// `chorus serve --dev` on free ports with `env` added; returns the child
+/// and its public port once the admin port answers.
+fn serve_dev(env: &[(&str, String)]) -> (std::process::Child, u16) {
     let port = free_port();
     let admin = free_port();
-    let mut child = Command::new(CHORUS)
+    let mut command = Command::new(CHORUS);
+    command
         .args(["serve", "--dev"])
         .env("CHORUS_SERVER__LISTEN", format!("127.0.0.1:{port}"))
         .env("CHORUS_ADMIN__LISTEN", format!("127.0.0.1:{admin}"))
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let ready = (0..200).any(|_| {
+        .stderr(Stdio::null());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let child = command.spawn().unwrap();
+    let ready = (0..400).any(|_| {
         std::thread::sleep(Duration::from_millis(50));
         std::net::TcpStream::connect(("127.0.0.1", admin)).is_ok()
     });
     assert!(ready, "the server listens");
+    (child, port)
+}
+
+/// Sends SIGTERM and asserts the server exits 0 within 10 s.
+fn terminate(mut child: std::process::Child) {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -106,6 +115,12 @@ fn serve_exits_zero_on_sigterm() {
         panic!("no exit within 10 s of SIGTERM")
     });
     assert!(exited.success(), "{exited:?}");
+}
+
+#[test]
+fn serve_exits_zero_on_sigterm() {
+    let (child, _) = serve_dev(&[]);
+    terminate(child);
 }
 
 fn free_port() -> u16 {
@@ -153,25 +168,8 @@ fn otlp_receiver() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<u8>>>) {
 fn spans_of_an_action_reach_the_otlp_endpoint() {
     use std::io::{Read, Write};
     let (collector, bodies) = otlp_receiver();
-    let port = free_port();
-    let admin = free_port();
-    let mut child = Command::new(CHORUS)
-        .args(["serve", "--dev"])
-        .env("CHORUS_SERVER__LISTEN", format!("127.0.0.1:{port}"))
-        .env("CHORUS_ADMIN__LISTEN", format!("127.0.0.1:{admin}"))
-        .env(
-            "CHORUS_TELEMETRY__OTLP_ENDPOINT",
-            format!("http://127.0.0.1:{collector}/v1/traces"),
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let ready = (0..400).any(|_| {
-        std::thread::sleep(Duration::from_millis(50));
-        std::net::TcpStream::connect(("127.0.0.1", admin)).is_ok()
-    });
-    assert!(ready, "the server listens");
+    let endpoint = format!("http://127.0.0.1:{collector}/v1/traces");
+    let (child, port) = serve_dev(&[("CHORUS_TELEMETRY__OTLP_ENDPOINT", endpoint)]);
     // One signed server-API action: a notice to everyone online.
     let body = r#"{"action":"room_notice","expire_time":1,"content":"hi","client_url":""}"#;
     let ts = std::time::SystemTime::now()
@@ -202,16 +200,7 @@ fn spans_of_an_action_reach_the_otlp_endpoint() {
     api.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     // SIGTERM flushes the batched spans before the process exits.
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exited = (0..300).find_map(|_| {
-        std::thread::sleep(Duration::from_millis(50));
-        child.try_wait().unwrap()
-    });
-    assert!(exited.is_some_and(|s| s.success()), "{exited:?}");
+    terminate(child);
     let received = bodies.lock().unwrap().clone();
     let has = |name: &str| received.windows(name.len()).any(|w| w == name.as_bytes());
     for span in [

@@ -162,6 +162,11 @@ async fn unknown_actions_and_plugin_names_never_become_metric_labels() {
     let mut client = server.connect(2130).await;
     client.send("zz_made_up_action_2130", json!({})).await;
     assert_eq!(client.expect("error").await["error_code"], 1007);
+    // Any name ending in `_report` is a report (contract 1.1): it is a
+    // label only when a loaded plugin serves the reported action.
+    client
+        .send("zz_made_up_action_2130_report", json!({"user_id": 1}))
+        .await;
     client.ping().await;
     let (status, _) = server
         .admin("POST", "/admin/plugins/zz_no_such_plugin_2130/rollback")

@@ -210,8 +210,11 @@ fn action_of(text: &str) -> String {
 /// anything else `other`, decided before routing, so a client cannot
 /// create label values.
 fn frame_action_label(app: &App, action: &str) -> String {
+    // A report names an action of its own choosing (`<anything>_report`):
+    // it is a label only when a loaded plugin serves the reported action.
     let known = action == "ping"
-        || crate::delivery::relay::reported_action(action).is_some()
+        || crate::delivery::relay::reported_action(action)
+            .is_some_and(|reported| app.plugins.handles(reported))
         || app.plugins.route(action, Source::Client).is_some();
     if known {
         action.to_string()
