@@ -204,7 +204,11 @@ pub struct PluginsConfig {
     pub call_timeout: Duration,
     /// Memory cap of one plugin instance.
     pub max_memory: ByteSize,
-    /// Where precompiled plugins are cached.
+    /// Where precompiled plugins are cached; unset: `plugin-cache` under
+    /// the data folder (`server.data_dir`). Created owner-only (0700); the
+    /// server refuses to start when another user could write to it or to
+    /// a folder above it (sticky folders such as `/tmp` excepted). Holds
+    /// `artifact.key`, the installation's key authenticating each artifact.
     pub cache_dir: Option<PathBuf>,
     /// Calls of one plugin version in flight at once; one more is answered
     /// 2002 at once instead of queueing.
@@ -548,6 +552,15 @@ impl Config {
             Some(base) => base.join("chorus"),
             None => std::env::temp_dir().join("chorus-data"),
         }
+    }
+
+    /// The plugin artifact cache's folder: `plugins.cache_dir`, else
+    /// `plugin-cache` under [`Config::data_dir`].
+    pub fn plugin_cache_dir(&self) -> PathBuf {
+        self.plugins
+            .cache_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir().join("plugin-cache"))
     }
 
     /// Whether `/demo/` is served (`demo.enabled`, which `--dev` defaults

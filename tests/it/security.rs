@@ -231,3 +231,82 @@ async fn server_api_headers_are_checked_before_the_body_is_read() {
     assert_eq!((status, &body["error_code"]), (400, &json!(1001)), "{body}");
     server.stop().await;
 }
+
+/// The `.cwasm` files of a cache folder.
+fn cached_artifacts(cache: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let entries = std::fs::read_dir(cache).expect("cache folder").flatten();
+    entries
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .collect()
+}
+
+/// Starts a node serving only `plugin` (from a folder of its own) with
+/// the artifact cache in `cache`, and returns it.
+async fn node_with_only(plugin: &str, cache: &std::path::Path) -> (TestServer, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("chorus-test-only-{plugin}-{}", nonce()));
+    std::fs::create_dir_all(&dir).unwrap();
+    copy_plugins(&dir, &[plugin]);
+    let (d, c) = (dir.clone(), cache.to_path_buf());
+    let server = TestServer::with(move |config| {
+        config.plugins.dir = Some(d);
+        config.plugins.cache_dir = Some(c);
+    })
+    .await;
+    (server, dir)
+}
+
+/// Issue 21, item 1: a cached artifact replaced by another valid compiled
+/// artifact (the `notice` plugin's, tag and all, over `chat`'s) is not
+/// run. The node serves what `chat.wasm` does, and the log and
+/// `chorus_plugin_cache_discarded_total` say the artifact was discarded.
+#[tokio::test]
+async fn a_cached_artifact_replaced_by_another_plugins_is_not_run() {
+    let cache = std::env::temp_dir().join(format!("chorus-test-swap-cache-{}", nonce()));
+    let (notice, notice_dir) = node_with_only("notice", &cache).await;
+    notice.stop().await;
+    let notice_artifact = cached_artifacts(&cache);
+    assert_eq!(notice_artifact.len(), 1, "{notice_artifact:?}");
+    let (chat, chat_dir) = node_with_only("chat", &cache).await;
+    chat.stop().await;
+    let chat_artifact: Vec<_> = cached_artifacts(&cache)
+        .into_iter()
+        .filter(|p| *p != notice_artifact[0])
+        .collect();
+    assert_eq!(chat_artifact.len(), 1, "{chat_artifact:?}");
+    std::fs::copy(&notice_artifact[0], &chat_artifact[0]).unwrap();
+
+    let dir = chat_dir.clone();
+    let server = TestServer::with(move |config| {
+        config.plugins.dir = Some(dir);
+        config.plugins.cache_dir = Some(cache.clone());
+    })
+    .await;
+    let (status, body) = server.admin("GET", "/admin/plugins").await;
+    assert_eq!(status, 200, "{body}");
+    let plugins = body["plugins"].as_array().unwrap();
+    assert_eq!(plugins.len(), 1, "{body}");
+    assert_eq!(
+        (&plugins[0]["name"], &plugins[0]["status"], &plugins[0]["actions"]),
+        (&json!("chat"), &json!("active"), &json!(["send_topic_msg"])),
+        "{body}"
+    );
+    // chat's behaviour: its rule on content, not notice's absence of one.
+    let mut client = server.connect(2140).await;
+    client
+        .send("send_topic_msg", json!({"channel_name": "room_2140", "content": ""}))
+        .await;
+    let error = client.expect("error").await;
+    assert_ne!(error["error_code"], 1007, "{error}");
+    let metrics = server.metrics_text().await;
+    assert!(
+        metrics.contains(
+            "chorus_plugin_cache_discarded_total{plugin=\"chat\",reason=\"unauthenticated\"}"
+        ),
+        "{metrics}"
+    );
+    server.stop().await;
+    for dir in [notice_dir, chat_dir] {
+        std::fs::remove_dir_all(dir).ok();
+    }
+}
