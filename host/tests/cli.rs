@@ -135,7 +135,10 @@ fn serve_refuses_a_world_writable_plugin_cache() {
     std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
     let mut child = Command::new(CHORUS)
         .args(["serve", "--dev"])
-        .env("CHORUS_SERVER__LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env(
+            "CHORUS_SERVER__LISTEN",
+            format!("127.0.0.1:{}", free_port()),
+        )
         .env("CHORUS_ADMIN__LISTEN", format!("127.0.0.1:{}", free_port()))
         .env("CHORUS_SERVER__DATA_DIR", base.join("data"))
         .env("CHORUS_PLUGINS__CACHE_DIR", &cache)

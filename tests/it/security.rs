@@ -287,14 +287,21 @@ async fn a_cached_artifact_replaced_by_another_plugins_is_not_run() {
     let plugins = body["plugins"].as_array().unwrap();
     assert_eq!(plugins.len(), 1, "{body}");
     assert_eq!(
-        (&plugins[0]["name"], &plugins[0]["status"], &plugins[0]["actions"]),
+        (
+            &plugins[0]["name"],
+            &plugins[0]["status"],
+            &plugins[0]["actions"]
+        ),
         (&json!("chat"), &json!("active"), &json!(["send_topic_msg"])),
         "{body}"
     );
     // chat's behaviour: its rule on content, not notice's absence of one.
     let mut client = server.connect(2140).await;
     client
-        .send("send_topic_msg", json!({"channel_name": "room_2140", "content": ""}))
+        .send(
+            "send_topic_msg",
+            json!({"channel_name": "room_2140", "content": ""}),
+        )
         .await;
     let error = client.expect("error").await;
     assert_ne!(error["error_code"], 1007, "{error}");

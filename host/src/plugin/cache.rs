@@ -172,7 +172,12 @@ impl ArtifactCache {
 
     /// The artifact at `path`: `Ok(None)` when there is none, `Err` when
     /// one is there but must be discarded.
-    fn load(&self, engine: &Engine, key: &[u8; 32], path: &Path) -> Result<Option<Component>, Discard> {
+    fn load(
+        &self,
+        engine: &Engine,
+        key: &[u8; 32],
+        path: &Path,
+    ) -> Result<Option<Component>, Discard> {
         let file = match std::fs::read(path) {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -199,8 +204,8 @@ impl ArtifactCache {
         let tag = self.mac(key, &artifact).finalize().into_bytes();
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let tmp = path.with_extension(format!("tmp.{}.{n}", std::process::id()));
-        let written = write_private(&tmp, &[&artifact, &tag])
-            .and_then(|()| std::fs::rename(&tmp, path));
+        let written =
+            write_private(&tmp, &[&artifact, &tag]).and_then(|()| std::fs::rename(&tmp, path));
         if written.is_err() {
             let _ = std::fs::remove_file(&tmp);
         }
@@ -386,7 +391,10 @@ mod ownership {
             return Err(format!("{name} is not a regular file"));
         }
         if meta.uid() != euid() {
-            return Err(format!("{name} is owned by uid {}, not the server's user", meta.uid()));
+            return Err(format!(
+                "{name} is owned by uid {}, not the server's user",
+                meta.uid()
+            ));
         }
         if mode & ANY_FOR_OTHERS != 0 {
             return Err(format!(

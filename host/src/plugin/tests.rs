@@ -760,18 +760,31 @@ fn the_cache_folder_and_key_are_private_or_refused() {
 
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     let refused = runtime(&cache).expect_err("a readable key is refused");
-    assert!(refused.to_string().contains("artifact.key is accessible to other users"), "{refused}");
+    assert!(
+        refused
+            .to_string()
+            .contains("artifact.key is accessible to other users"),
+        "{refused}"
+    );
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
 
     std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).expect("chmod");
     let refused = runtime(&cache).expect_err("a world-writable folder is refused");
     assert!(matches!(refused, PluginError::Cache(_)), "{refused}");
-    assert!(refused.to_string().contains("writable by other users"), "{refused}");
+    assert!(
+        refused.to_string().contains("writable by other users"),
+        "{refused}"
+    );
     std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o700)).expect("chmod");
 
     std::fs::set_permissions(&parent.0, std::fs::Permissions::from_mode(0o777)).expect("chmod");
     let refused = runtime(&cache).expect_err("a world-writable parent is refused");
-    assert!(refused.to_string().contains("above it is writable by other users"), "{refused}");
+    assert!(
+        refused
+            .to_string()
+            .contains("above it is writable by other users"),
+        "{refused}"
+    );
     std::fs::set_permissions(&parent.0, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
     runtime(&cache).expect("a sticky parent (like /tmp) is fine");
 }
