@@ -21,7 +21,7 @@ pub const DEV_ADMIN_TOKEN: &str = "chorus-dev-admin";
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// The whole configuration.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Client-facing listener and credentials.
@@ -50,6 +50,111 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// Development and testing aids; refused outside `--dev`.
     pub dev: DevConfig,
+    /// Host-level rules per action (`[actions.<name>]`), applied before
+    /// routing; by default `send_gift` is accepted from the app backend
+    /// only.
+    pub actions: HashMap<String, ActionRule>,
+    /// 1:1 calls.
+    pub calls: CallsConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::default(),
+            heartbeat: HeartbeatConfig::default(),
+            signing: SigningConfig::default(),
+            limits: LimitsConfig::default(),
+            plugins: PluginsConfig::default(),
+            delivery: DeliveryConfig::default(),
+            relay: RelayConfig::default(),
+            rooms: RoomsConfig::default(),
+            store: StoreConfig::default(),
+            admin: AdminConfig::default(),
+            demo: DemoConfig::default(),
+            telemetry: TelemetryConfig::default(),
+            dev: DevConfig::default(),
+            actions: ActionRule::defaults(),
+            calls: CallsConfig::default(),
+        }
+    }
+}
+
+/// Where an action may come from, as `[actions.<name>] sources` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActionSource {
+    /// A client's WebSocket frame.
+    Client,
+    /// `POST /api/v1/actions` from the app backend.
+    Server,
+    /// An event the host raises itself.
+    System,
+}
+
+impl ActionSource {
+    /// The name used in descriptions and logs (`client`, `server`,
+    /// `system`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionSource::Client => "client",
+            ActionSource::Server => "server",
+            ActionSource::System => "system",
+        }
+    }
+}
+
+/// `[actions.<name>]`: what the operator allows of one action, whatever
+/// its plugin declares. An action from a source the rule does not list is
+/// refused exactly as one no plugin serves from that source (1007), before
+/// any plugin runs; the rule narrows and never widens (a source the plugin
+/// did not declare stays refused).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionRule {
+    /// The sources the action is accepted from.
+    pub sources: Vec<ActionSource>,
+}
+
+impl ActionRule {
+    /// The rules in force without configuration: `send_gift` only from
+    /// the app backend (`sources = ["server"]`). A client-sent gift is a
+    /// claim that something was paid for; the seed's clients only report
+    /// gifts, and the backend, which took the payment, sends them. Allow
+    /// `client` only with a `gift.toml` catalog (see README).
+    pub fn defaults() -> HashMap<String, ActionRule> {
+        HashMap::from([(
+            "send_gift".to_string(),
+            ActionRule {
+                sources: vec![ActionSource::Server],
+            },
+        )])
+    }
+
+    /// Whether the rule accepts `source` (by its name).
+    pub fn allows(&self, source: &str) -> bool {
+        self.sources.iter().any(|s| s.as_str() == source)
+    }
+}
+
+/// `[calls]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CallsConfig {
+    /// How long a call a client started may ring: if the callee has not
+    /// answered (`call_answer`) by then, the host raises the system event
+    /// `call_ring_timeout` and the call plugin ends the call, telling both
+    /// sides with `hang_up`.
+    #[serde(with = "humantime_serde")]
+    pub ring_timeout: Duration,
+}
+
+impl Default for CallsConfig {
+    fn default() -> Self {
+        Self {
+            ring_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 /// `[dev]`: aids for development and conformance testing. Every key here
@@ -472,6 +577,11 @@ impl Config {
                     .into(),
             ));
         }
+        if self.calls.ring_timeout.is_zero() {
+            return Err(ConfigError::Invalid(
+                "calls.ring_timeout must be positive".into(),
+            ));
+        }
         if self.limits.max_frame_bytes == 0 || self.limits.read_buffer_bytes == 0 {
             return Err(ConfigError::Invalid(
                 "limits.max_frame_bytes and limits.read_buffer_bytes must be positive".into(),
@@ -496,7 +606,7 @@ impl Config {
     /// Every duration key with its value. A test checks that no duration
     /// of the configuration is missing here (a longer one overflows
     /// `Instant + duration` where the server adds it to the clock).
-    fn durations(&self) -> [(&'static str, Duration); 12] {
+    fn durations(&self) -> [(&'static str, Duration); 13] {
         [
             ("heartbeat.ping_interval", self.heartbeat.ping_interval),
             ("heartbeat.ping_timeout", self.heartbeat.ping_timeout),
@@ -513,6 +623,7 @@ impl Config {
             ("limits.write_timeout", self.limits.write_timeout),
             ("plugins.breaker_window", self.plugins.breaker_window),
             ("plugins.breaker_cooldown", self.plugins.breaker_cooldown),
+            ("calls.ring_timeout", self.calls.ring_timeout),
         ]
     }
 
@@ -677,6 +788,8 @@ mod tests {
         ("store", &["url", "prefix", "lease_ttl", "lease_interval"]),
         ("admin", &["listen", "token"]),
         ("dev", &["ws_echo"]),
+        ("calls", &["ring_timeout"]),
+        ("actions.send_gift", &["sources"]),
         ("unknown", &["key"]),
     ];
 

@@ -282,9 +282,10 @@ fn read_key(path: &Path) -> Result<[u8; KEY_BYTES], String> {
 /// the link fails if another process created the key first (then that one
 /// is read), and nobody ever reads a half-written key.
 fn create_key(dir: &Path, path: &Path) -> Result<[u8; KEY_BYTES], String> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
     let key: [u8; KEY_BYTES] = rand::rng().random();
-    let tmp = dir.join(format!("{KEY_FILE}.tmp.{}", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let tmp = dir.join(format!("{KEY_FILE}.tmp.{}.{n}", std::process::id()));
     write_private(&tmp, &[&key]).map_err(|e| format!("cannot write {KEY_FILE}: {e}"))?;
     let linked = std::fs::hard_link(&tmp, path);
     let _ = std::fs::remove_file(&tmp);
