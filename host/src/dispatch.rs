@@ -212,7 +212,8 @@ impl Dispatcher {
 
     /// Runs `action` from `source`. `user_id` is the subject for client
     /// and system events. Errors: 1007 when no plugin serves the action
-    /// from this source; the plugin's own refusals (1001, 1002, 2001,
+    /// from this source (or `[actions]` does not allow it); 1001 when a
+    /// string is over its bound (`crate::bounds`); the plugin's own refusals (1001, 1002, 2001,
     /// 2003, 2004); 2002 when the plugin broke or the store is down.
     /// Nothing is applied on any error.
     pub async fn run_action(
@@ -244,6 +245,9 @@ impl Dispatcher {
         payload: Map<String, Value>,
     ) -> Result<Outcome, ActionError> {
         let plugin = self.route(action, source)?;
+        // Every string bounded before a plugin sees it (issue 21).
+        crate::bounds::check(&payload)
+            .map_err(|e| ActionError::new(ErrorCode::MalformedFrame, e.0))?;
         let span = tracing::Span::current();
         span.record("plugin", plugin.name());
         span.record("plugin_version", plugin.version());
