@@ -285,6 +285,13 @@ pub struct LimitsConfig {
     /// and watching its heartbeat.
     #[serde(with = "humantime_serde")]
     pub write_timeout: Duration,
+    /// Overrides of the bound of a string field, in bytes
+    /// (`[limits.fields] content = 8192`); the defaults are
+    /// `crate::bounds::FIELDS`. Over its bound a request gets 1001.
+    pub fields: HashMap<String, usize>,
+    /// The bound, in bytes, of a string field neither `limits.fields` nor
+    /// `crate::bounds::FIELDS` names.
+    pub string_bytes: usize,
 }
 
 impl Default for LimitsConfig {
@@ -294,7 +301,16 @@ impl Default for LimitsConfig {
             outbound_queue: 256,
             read_buffer_bytes: 1024,
             write_timeout: Duration::from_secs(10),
+            fields: HashMap::new(),
+            string_bytes: crate::bounds::OTHER_STRING_BYTES,
         }
+    }
+}
+
+impl LimitsConfig {
+    /// The string bounds in force.
+    pub fn bounds(&self) -> crate::bounds::Bounds {
+        crate::bounds::Bounds::new(&self.fields, self.string_bytes)
     }
 }
 
@@ -766,6 +782,7 @@ mod tests {
                 "outbound_queue",
                 "read_buffer_bytes",
                 "write_timeout",
+                "string_bytes",
             ],
         ),
         (

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::{Map, Value};
 use tracing::Instrument;
 
+use crate::bounds::Bounds;
 use crate::config::ActionRule;
 use crate::delivery::Delivery;
 use crate::ids::IdGen;
@@ -170,16 +171,20 @@ pub struct Dispatcher {
     ids: Arc<IdGen>,
     /// The operator's `[actions.<name>]` rules, applied before routing.
     rules: HashMap<String, ActionRule>,
+    /// The most bytes of each string field, checked before any plugin.
+    bounds: Bounds,
 }
 
 impl Dispatcher {
-    /// A dispatcher over these parts, applying `rules` (`[actions]`).
+    /// A dispatcher over these parts, applying `rules` (`[actions]`) and
+    /// `bounds` (`limits.fields`, `limits.string_bytes`).
     pub fn new(
         plugins: Arc<PluginHost>,
         store: Arc<dyn Store>,
         delivery: Arc<Delivery>,
         ids: Arc<IdGen>,
         rules: HashMap<String, ActionRule>,
+        bounds: Bounds,
     ) -> Self {
         Self {
             plugins,
@@ -188,7 +193,14 @@ impl Dispatcher {
             room_locks: RoomLocks::default(),
             ids,
             rules,
+            bounds,
         }
+    }
+
+    /// The string bounds in force, for requests that reach no plugin (a
+    /// kick's reason).
+    pub fn bounds(&self) -> &Bounds {
+        &self.bounds
     }
 
     /// The plugin serving `action` from `source`, unless no plugin
@@ -213,7 +225,7 @@ impl Dispatcher {
     /// Runs `action` from `source`. `user_id` is the subject for client
     /// and system events. Errors: 1007 when no plugin serves the action
     /// from this source (or `[actions]` does not allow it); 1001 when a
-    /// string is over its bound (`crate::bounds`); the plugin's own refusals (1001, 1002, 2001,
+    /// string is over its bound (`bounds`); the plugin's own refusals (1001, 1002, 2001,
     /// 2003, 2004); 2002 when the plugin broke or the store is down.
     /// Nothing is applied on any error.
     pub async fn run_action(
@@ -246,7 +258,8 @@ impl Dispatcher {
     ) -> Result<Outcome, ActionError> {
         let plugin = self.route(action, source)?;
         // Every string bounded before a plugin sees it (issue 21).
-        crate::bounds::check(&payload)
+        self.bounds
+            .check(&payload)
             .map_err(|e| ActionError::new(ErrorCode::MalformedFrame, e.0))?;
         let span = tracing::Span::current();
         span.record("plugin", plugin.name());

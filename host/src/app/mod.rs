@@ -132,6 +132,7 @@ impl App {
             Arc::clone(&delivery),
             Arc::clone(&ids),
             config.actions.clone(),
+            config.limits.bounds(),
         );
         let app = Arc::new(Self {
             node_id: config.node_id(),
