@@ -1002,3 +1002,41 @@ async fn isolation_candidates() {
     let plugin = host.route("echo", Source::Server).expect("routed");
     plugin.measure_layers(&event, 20_000).await;
 }
+
+/// Measures a cache hit (read, HMAC check, deserialize) against a
+/// compile, for the bundled `room` plugin:
+/// `cargo test -p chorus --lib plugin::tests::artifact_cache_hit_cost -- --ignored --nocapture`
+#[ignore = "a measurement, not a test"]
+#[test]
+fn artifact_cache_hit_cost() {
+    use sha2::Digest as _;
+    let engine = super::engine::build(32 << 20).expect("engine");
+    let cache_dir = TempDir::new("hit-cost");
+    let cache = super::cache::ArtifactCache::open(&engine, &cache_dir.0).expect("cache");
+    let bytes = std::fs::read(artifact("room.wasm")).expect("room.wasm is built");
+    let sha = hex::encode(sha2::Sha256::digest(&bytes));
+    let started = Instant::now();
+    cache
+        .load_or_compile(&engine, "room", &sha, &bytes)
+        .expect("compiles");
+    let compile = started.elapsed();
+    let mut hits: Vec<Duration> = (0..50)
+        .map(|_| {
+            let started = Instant::now();
+            cache
+                .load_or_compile(&engine, "room", &sha, &bytes)
+                .expect("loads");
+            started.elapsed()
+        })
+        .collect();
+    hits.sort();
+    let size = cached_artifacts(&cache_dir.0)
+        .first()
+        .map(|p| std::fs::metadata(p).expect("artifact").len())
+        .unwrap_or_default();
+    println!(
+        "artifact {size} bytes: compile + store {compile:?}; hit median {:?}, min {:?}",
+        hits[hits.len() / 2],
+        hits[0]
+    );
+}
