@@ -318,7 +318,9 @@ $("gift-form").addEventListener("submit", (event) => {
   const receiver = Number($("gift-to").value);
   if (!receiver) return;
   void run(async () => {
-    const ack = await client.send("send_gift", {
+    // Gifts come from the app backend (the demo plays it): a client's
+    // send_gift is refused unless the operator allows it.
+    const ack = await demoAction("send_gift", {
       channel_name: session.channel,
       notify_type: "bc",
       gift: {
@@ -327,7 +329,7 @@ $("gift-form").addEventListener("submit", (event) => {
         image_url: "", image_small_url: "", image_big_url: "", dynamic_image_url: "",
       },
     });
-    acknowledged(ack.msgIds, () => chatLine(`${nameOf(session.me)} sent 1 rose to ${nameOf(receiver)}`, "gift"));
+    acknowledged(ack.msg_ids, () => chatLine(`${nameOf(session.me)} sent 1 rose to ${nameOf(receiver)}`, "gift"));
   });
 });
 

@@ -21,7 +21,7 @@ pub const DEV_ADMIN_TOKEN: &str = "chorus-dev-admin";
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// The whole configuration.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Client-facing listener and credentials.
@@ -50,6 +50,111 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     /// Development and testing aids; refused outside `--dev`.
     pub dev: DevConfig,
+    /// Host-level rules per action (`[actions.<name>]`), applied before
+    /// routing; by default `send_gift` is accepted from the app backend
+    /// only.
+    pub actions: HashMap<String, ActionRule>,
+    /// 1:1 calls.
+    pub calls: CallsConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::default(),
+            heartbeat: HeartbeatConfig::default(),
+            signing: SigningConfig::default(),
+            limits: LimitsConfig::default(),
+            plugins: PluginsConfig::default(),
+            delivery: DeliveryConfig::default(),
+            relay: RelayConfig::default(),
+            rooms: RoomsConfig::default(),
+            store: StoreConfig::default(),
+            admin: AdminConfig::default(),
+            demo: DemoConfig::default(),
+            telemetry: TelemetryConfig::default(),
+            dev: DevConfig::default(),
+            actions: ActionRule::defaults(),
+            calls: CallsConfig::default(),
+        }
+    }
+}
+
+/// Where an action may come from, as `[actions.<name>] sources` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActionSource {
+    /// A client's WebSocket frame.
+    Client,
+    /// `POST /api/v1/actions` from the app backend.
+    Server,
+    /// An event the host raises itself.
+    System,
+}
+
+impl ActionSource {
+    /// The name used in descriptions and logs (`client`, `server`,
+    /// `system`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionSource::Client => "client",
+            ActionSource::Server => "server",
+            ActionSource::System => "system",
+        }
+    }
+}
+
+/// `[actions.<name>]`: what the operator allows of one action, whatever
+/// its plugin declares. An action from a source the rule does not list is
+/// refused exactly as one no plugin serves from that source (1007), before
+/// any plugin runs; the rule narrows and never widens (a source the plugin
+/// did not declare stays refused).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionRule {
+    /// The sources the action is accepted from.
+    pub sources: Vec<ActionSource>,
+}
+
+impl ActionRule {
+    /// The rules in force without configuration: `send_gift` only from
+    /// the app backend (`sources = ["server"]`). A client-sent gift is a
+    /// claim that something was paid for; the seed's clients only report
+    /// gifts, and the backend, which took the payment, sends them. Allow
+    /// `client` only with a `gift.toml` catalog (see README).
+    pub fn defaults() -> HashMap<String, ActionRule> {
+        HashMap::from([(
+            "send_gift".to_string(),
+            ActionRule {
+                sources: vec![ActionSource::Server],
+            },
+        )])
+    }
+
+    /// Whether the rule accepts `source` (by its name).
+    pub fn allows(&self, source: &str) -> bool {
+        self.sources.iter().any(|s| s.as_str() == source)
+    }
+}
+
+/// `[calls]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CallsConfig {
+    /// How long a call a client started may ring: if the callee has not
+    /// answered (`call_answer`) by then, the host raises the system event
+    /// `call_ring_timeout` and the call plugin ends the call, telling both
+    /// sides with `hang_up`.
+    #[serde(with = "humantime_serde")]
+    pub ring_timeout: Duration,
+}
+
+impl Default for CallsConfig {
+    fn default() -> Self {
+        Self {
+            ring_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 /// `[dev]`: aids for development and conformance testing. Every key here
@@ -180,6 +285,13 @@ pub struct LimitsConfig {
     /// and watching its heartbeat.
     #[serde(with = "humantime_serde")]
     pub write_timeout: Duration,
+    /// Overrides of the bound of a string field, in bytes
+    /// (`[limits.fields] content = 8192`); the defaults are
+    /// `crate::bounds::FIELDS`. Over its bound a request gets 1001.
+    pub fields: HashMap<String, usize>,
+    /// The bound, in bytes, of a string field neither `limits.fields` nor
+    /// `crate::bounds::FIELDS` names.
+    pub string_bytes: usize,
 }
 
 impl Default for LimitsConfig {
@@ -189,7 +301,16 @@ impl Default for LimitsConfig {
             outbound_queue: 256,
             read_buffer_bytes: 1024,
             write_timeout: Duration::from_secs(10),
+            fields: HashMap::new(),
+            string_bytes: crate::bounds::OTHER_STRING_BYTES,
         }
+    }
+}
+
+impl LimitsConfig {
+    /// The string bounds in force.
+    pub fn bounds(&self) -> crate::bounds::Bounds {
+        crate::bounds::Bounds::new(&self.fields, self.string_bytes)
     }
 }
 
@@ -204,7 +325,11 @@ pub struct PluginsConfig {
     pub call_timeout: Duration,
     /// Memory cap of one plugin instance.
     pub max_memory: ByteSize,
-    /// Where precompiled plugins are cached.
+    /// Where precompiled plugins are cached; unset: `plugin-cache` under
+    /// the data folder (`server.data_dir`). Created owner-only (0700); the
+    /// server refuses to start when another user could write to it or to
+    /// a folder above it (sticky folders such as `/tmp` excepted). Holds
+    /// `artifact.key`, the installation's key authenticating each artifact.
     pub cache_dir: Option<PathBuf>,
     /// Calls of one plugin version in flight at once; one more is answered
     /// 2002 at once instead of queueing.
@@ -468,6 +593,11 @@ impl Config {
                     .into(),
             ));
         }
+        if self.calls.ring_timeout.is_zero() {
+            return Err(ConfigError::Invalid(
+                "calls.ring_timeout must be positive".into(),
+            ));
+        }
         if self.limits.max_frame_bytes == 0 || self.limits.read_buffer_bytes == 0 {
             return Err(ConfigError::Invalid(
                 "limits.max_frame_bytes and limits.read_buffer_bytes must be positive".into(),
@@ -492,7 +622,7 @@ impl Config {
     /// Every duration key with its value. A test checks that no duration
     /// of the configuration is missing here (a longer one overflows
     /// `Instant + duration` where the server adds it to the clock).
-    fn durations(&self) -> [(&'static str, Duration); 12] {
+    fn durations(&self) -> [(&'static str, Duration); 13] {
         [
             ("heartbeat.ping_interval", self.heartbeat.ping_interval),
             ("heartbeat.ping_timeout", self.heartbeat.ping_timeout),
@@ -509,6 +639,7 @@ impl Config {
             ("limits.write_timeout", self.limits.write_timeout),
             ("plugins.breaker_window", self.plugins.breaker_window),
             ("plugins.breaker_cooldown", self.plugins.breaker_cooldown),
+            ("calls.ring_timeout", self.calls.ring_timeout),
         ]
     }
 
@@ -548,6 +679,15 @@ impl Config {
             Some(base) => base.join("chorus"),
             None => std::env::temp_dir().join("chorus-data"),
         }
+    }
+
+    /// The plugin artifact cache's folder: `plugins.cache_dir`, else
+    /// `plugin-cache` under [`Config::data_dir`].
+    pub fn plugin_cache_dir(&self) -> PathBuf {
+        self.plugins
+            .cache_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir().join("plugin-cache"))
     }
 
     /// Whether `/demo/` is served (`demo.enabled`, which `--dev` defaults
@@ -642,6 +782,7 @@ mod tests {
                 "outbound_queue",
                 "read_buffer_bytes",
                 "write_timeout",
+                "string_bytes",
             ],
         ),
         (
@@ -664,6 +805,8 @@ mod tests {
         ("store", &["url", "prefix", "lease_ttl", "lease_interval"]),
         ("admin", &["listen", "token"]),
         ("dev", &["ws_echo"]),
+        ("calls", &["ring_timeout"]),
+        ("actions.send_gift", &["sources"]),
         ("unknown", &["key"]),
     ];
 

@@ -18,10 +18,12 @@ use std::sync::{Arc, Mutex};
 use serde_json::{Map, Value};
 use tracing::Instrument;
 
+use crate::bounds::Bounds;
+use crate::config::ActionRule;
 use crate::delivery::Delivery;
 use crate::ids::IdGen;
 use crate::plugin::{CallError, Event, LoadedPlugin, PluginHost, Reply, Source};
-use crate::store::{ApplyError, Store, StoreError};
+use crate::store::{ApplyError, StateChange, Store, StoreError};
 use chorus_protocol::codes::ErrorCode;
 
 /// What a successful action returns.
@@ -31,6 +33,10 @@ pub struct Outcome {
     pub msg_ids: Vec<String>,
     /// The plugin's result object.
     pub result: Value,
+    /// The callers of the calls the action started (`start-call`
+    /// effects applied), for the ring timeout (`app::calls`).
+    #[serde(skip)]
+    pub calls_started: Vec<u64>,
 }
 
 /// Why an action failed; nothing of it was applied.
@@ -163,15 +169,22 @@ pub struct Dispatcher {
     room_locks: RoomLocks,
     /// Mints the `msg_id` of each notification.
     ids: Arc<IdGen>,
+    /// The operator's `[actions.<name>]` rules, applied before routing.
+    rules: HashMap<String, ActionRule>,
+    /// The most bytes of each string field, checked before any plugin.
+    bounds: Bounds,
 }
 
 impl Dispatcher {
-    /// A dispatcher over these parts.
+    /// A dispatcher over these parts, applying `rules` (`[actions]`) and
+    /// `bounds` (`limits.fields`, `limits.string_bytes`).
     pub fn new(
         plugins: Arc<PluginHost>,
         store: Arc<dyn Store>,
         delivery: Arc<Delivery>,
         ids: Arc<IdGen>,
+        rules: HashMap<String, ActionRule>,
+        bounds: Bounds,
     ) -> Self {
         Self {
             plugins,
@@ -179,12 +192,40 @@ impl Dispatcher {
             delivery,
             room_locks: RoomLocks::default(),
             ids,
+            rules,
+            bounds,
         }
+    }
+
+    /// The string bounds in force, for requests that reach no plugin (a
+    /// kick's reason).
+    pub fn bounds(&self) -> &Bounds {
+        &self.bounds
+    }
+
+    /// The plugin serving `action` from `source`, unless no plugin
+    /// declares that source or the operator's rule for the action does
+    /// not list it: both are the same 1007, so a client cannot tell a
+    /// narrowed action from an absent one.
+    fn route(&self, action: &str, source: Source) -> Result<Arc<LoadedPlugin>, ActionError> {
+        let narrowed = self
+            .rules
+            .get(action)
+            .is_some_and(|rule| !rule.allows(source.as_str()));
+        let plugin = if narrowed {
+            None
+        } else {
+            self.plugins.route(action, source)
+        };
+        plugin.ok_or_else(|| {
+            ActionError::new(ErrorCode::UnknownAction, format!("unknown action {action}"))
+        })
     }
 
     /// Runs `action` from `source`. `user_id` is the subject for client
     /// and system events. Errors: 1007 when no plugin serves the action
-    /// from this source; the plugin's own refusals (1001, 1002, 2001,
+    /// from this source (or `[actions]` does not allow it); 1001 when a
+    /// string is over its bound (`bounds`); the plugin's own refusals (1001, 1002, 2001,
     /// 2003, 2004); 2002 when the plugin broke or the store is down.
     /// Nothing is applied on any error.
     pub async fn run_action(
@@ -215,9 +256,11 @@ impl Dispatcher {
         action: &str,
         payload: Map<String, Value>,
     ) -> Result<Outcome, ActionError> {
-        let plugin = self.plugins.route(action, source).ok_or_else(|| {
-            ActionError::new(ErrorCode::UnknownAction, format!("unknown action {action}"))
-        })?;
+        let plugin = self.route(action, source)?;
+        // Every string bounded before a plugin sees it (issue 21).
+        self.bounds
+            .check(&payload)
+            .map_err(|e| ActionError::new(ErrorCode::MalformedFrame, e.0))?;
         let span = tracing::Span::current();
         span.record("plugin", plugin.name());
         span.record("plugin_version", plugin.version());
@@ -251,8 +294,22 @@ impl Dispatcher {
         loop {
             let reply = self.call(plugin, event.clone()).await?;
             let result = reply.result.clone();
+            let calls_started = reply
+                .changes
+                .iter()
+                .filter_map(|change| match change {
+                    StateChange::StartCall { user_id, .. } => Some(*user_id),
+                    _ => None,
+                })
+                .collect();
             match self.commit(reply).await {
-                Ok(msg_ids) => return Ok(Outcome { msg_ids, result }),
+                Ok(msg_ids) => {
+                    return Ok(Outcome {
+                        msg_ids,
+                        result,
+                        calls_started,
+                    });
+                }
                 Err(ApplyError::Stale(reason)) if attempt < STALE_RETRIES => {
                     attempt += 1;
                     metrics::counter!("chorus_plugin_stale_reruns_total", "plugin" => plugin.name().to_string())
@@ -324,13 +381,19 @@ impl Dispatcher {
     /// subscribes to it (PROTOCOL section 10); one failing plugin does not
     /// keep the others from running.
     pub async fn raise(&self, event: &str, user_id: u64) {
-        let span = tracing::info_span!("chorus.dispatch.system", event, user_id);
-        self.raise_in(event, user_id).instrument(span).await
+        self.raise_with(event, user_id, Map::new()).await
     }
 
-    async fn raise_in(&self, event: &str, user_id: u64) {
+    /// [`Dispatcher::raise`] with more fields in the event's payload
+    /// (`user_id` is always the subject's).
+    pub async fn raise_with(&self, event: &str, user_id: u64, fields: Map<String, Value>) {
+        let span = tracing::info_span!("chorus.dispatch.system", event, user_id);
+        self.raise_in(event, user_id, fields).instrument(span).await
+    }
+
+    async fn raise_in(&self, event: &str, user_id: u64, fields: Map<String, Value>) {
         for plugin in self.plugins.subscribers(event) {
-            let mut payload = Map::new();
+            let mut payload = fields.clone();
             payload.insert("user_id".into(), Value::from(user_id));
             let channel = self.lock_key(Some(user_id), &payload).await;
             let _room = match &channel {

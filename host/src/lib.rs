@@ -6,6 +6,7 @@
 //! `ARCHITECTURE.md` at the repository root for the map and invariants.
 
 pub mod app;
+pub mod bounds;
 pub mod cluster;
 pub mod config;
 pub mod connections;

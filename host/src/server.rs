@@ -201,8 +201,13 @@ async fn open_store(
     }
 }
 
+/// The runtime's settings, with the artifact cache in its configured or
+/// default folder.
 fn plugin_settings(config: &Config) -> Settings {
-    Settings::from(&config.plugins)
+    Settings {
+        cache_dir: Some(config.plugin_cache_dir()),
+        ..Settings::from(&config.plugins)
+    }
 }
 
 /// Serves a router until shutdown. Each connection gets

@@ -123,6 +123,46 @@ fn serve_exits_zero_on_sigterm() {
     terminate(child);
 }
 
+/// Issue 21, item 1: a plugin cache folder other users can write to
+/// refuses to start, with an error that names the folder and the fix.
+#[cfg(unix)]
+#[test]
+fn serve_refuses_a_world_writable_plugin_cache() {
+    use std::os::unix::fs::PermissionsExt;
+    let base = std::env::temp_dir().join(format!("chorus-cli-cache-{}", std::process::id()));
+    let cache = base.join("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let mut child = Command::new(CHORUS)
+        .args(["serve", "--dev"])
+        .env(
+            "CHORUS_SERVER__LISTEN",
+            format!("127.0.0.1:{}", free_port()),
+        )
+        .env("CHORUS_ADMIN__LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env("CHORUS_SERVER__DATA_DIR", base.join("data"))
+        .env("CHORUS_PLUGINS__CACHE_DIR", &cache)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let exited = (0..600).find_map(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        child.try_wait().unwrap()
+    });
+    let Some(status) = exited else {
+        let _ = child.kill();
+        panic!("the server started on a world-writable plugin cache");
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("plugin cache"), "{stderr}");
+    assert!(stderr.contains("writable by other users"), "{stderr}");
+    assert!(stderr.contains(&cache.display().to_string()), "{stderr}");
+    std::fs::remove_dir_all(&base).ok();
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -48,7 +48,7 @@ pub fn test_config() -> Config {
     config.server.app_secret = Some(SECRET.into());
     config.admin.token = Some(ADMIN_TOKEN.into());
     config.delivery.mode = chorus::config::DeliveryMode::Broadcast;
-    config.plugins.cache_dir = Some(std::env::temp_dir().join("chorus-test-cache"));
+    config.plugins.cache_dir = Some(std::env::temp_dir().join("chorus-test-plugin-cache"));
     // A data folder per node, so revocations of one test reach no other.
     config.server.data_dir = Some(std::env::temp_dir().join("chorus-test-data").join(nonce()));
     config

@@ -33,14 +33,20 @@ async fn stuck_reader(server: &TestServer, user_id: u64) -> (WebSocketStream<Tcp
 }
 
 /// A node configured by `configure`, with a healthy member and a stuck
-/// reader (see [`stuck_reader`]) in `channel`.
+/// reader (see [`stuck_reader`]) in `channel`. Notices may carry 64 KB of
+/// `content` (`limits.fields`; the default bound is 2048 bytes), so a few
+/// fill a socket's buffers.
 async fn room_with_stuck_reader(
     configure: impl FnOnce(&mut chorus::config::Config),
     healthy_id: u64,
     stuck_id: u64,
     channel: &str,
 ) -> (TestServer, Client, WebSocketStream<TcpStream>, String) {
-    let server = TestServer::with(configure).await;
+    let server = TestServer::with(|c| {
+        c.limits.fields.insert("content".into(), 65536);
+        configure(c);
+    })
+    .await;
     let mut healthy = server.connect(healthy_id).await;
     enter_ok(&server, healthy_id, channel, 1).await;
     healthy.expect("enter_room").await;

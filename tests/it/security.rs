@@ -231,3 +231,189 @@ async fn server_api_headers_are_checked_before_the_body_is_read() {
     assert_eq!((status, &body["error_code"]), (400, &json!(1001)), "{body}");
     server.stop().await;
 }
+
+/// The `.cwasm` files of a cache folder.
+fn cached_artifacts(cache: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let entries = std::fs::read_dir(cache).expect("cache folder").flatten();
+    entries
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .collect()
+}
+
+/// Starts a node serving only `plugin` (from a folder of its own) with
+/// the artifact cache in `cache`, and returns it.
+async fn node_with_only(plugin: &str, cache: &std::path::Path) -> (TestServer, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("chorus-test-only-{plugin}-{}", nonce()));
+    std::fs::create_dir_all(&dir).unwrap();
+    copy_plugins(&dir, &[plugin]);
+    let (d, c) = (dir.clone(), cache.to_path_buf());
+    let server = TestServer::with(move |config| {
+        config.plugins.dir = Some(d);
+        config.plugins.cache_dir = Some(c);
+    })
+    .await;
+    (server, dir)
+}
+
+/// Issue 21, item 1: a cached artifact replaced by another valid compiled
+/// artifact (the `notice` plugin's, tag and all, over `chat`'s) is not
+/// run. The node serves what `chat.wasm` does, and the log and
+/// `chorus_plugin_cache_discarded_total` say the artifact was discarded.
+#[tokio::test]
+async fn a_cached_artifact_replaced_by_another_plugins_is_not_run() {
+    let cache = std::env::temp_dir().join(format!("chorus-test-swap-cache-{}", nonce()));
+    let (notice, notice_dir) = node_with_only("notice", &cache).await;
+    notice.stop().await;
+    let notice_artifact = cached_artifacts(&cache);
+    assert_eq!(notice_artifact.len(), 1, "{notice_artifact:?}");
+    let (chat, chat_dir) = node_with_only("chat", &cache).await;
+    chat.stop().await;
+    let chat_artifact: Vec<_> = cached_artifacts(&cache)
+        .into_iter()
+        .filter(|p| *p != notice_artifact[0])
+        .collect();
+    assert_eq!(chat_artifact.len(), 1, "{chat_artifact:?}");
+    std::fs::copy(&notice_artifact[0], &chat_artifact[0]).unwrap();
+
+    let dir = chat_dir.clone();
+    let server = TestServer::with(move |config| {
+        config.plugins.dir = Some(dir);
+        config.plugins.cache_dir = Some(cache.clone());
+    })
+    .await;
+    let (status, body) = server.admin("GET", "/admin/plugins").await;
+    assert_eq!(status, 200, "{body}");
+    let plugins = body["plugins"].as_array().unwrap();
+    assert_eq!(plugins.len(), 1, "{body}");
+    assert_eq!(
+        (
+            &plugins[0]["name"],
+            &plugins[0]["status"],
+            &plugins[0]["actions"]
+        ),
+        (&json!("chat"), &json!("active"), &json!(["send_topic_msg"])),
+        "{body}"
+    );
+    // chat's behaviour: its rule on content, not notice's absence of one.
+    let mut client = server.connect(2140).await;
+    client
+        .send(
+            "send_topic_msg",
+            json!({"channel_name": "room_2140", "content": ""}),
+        )
+        .await;
+    let error = client.expect("error").await;
+    assert_ne!(error["error_code"], 1007, "{error}");
+    let metrics = server.metrics_text().await;
+    assert!(
+        metrics.contains(
+            "chorus_plugin_cache_discarded_total{plugin=\"chat\",reason=\"unauthenticated\"}"
+        ),
+        "{metrics}"
+    );
+    server.stop().await;
+    for dir in [notice_dir, chat_dir] {
+        std::fs::remove_dir_all(dir).ok();
+    }
+}
+
+/// Issue 21, item 5: the audit's 60 KB nickname, which got slower members
+/// of the room closed with 4011, is refused before any plugin or member
+/// sees it (1001 naming the field and its bound), from a client and from
+/// the server API alike; the connection stays.
+#[tokio::test]
+async fn a_60_kb_nickname_is_refused_before_the_room_hears_it() {
+    let server = TestServer::start().await;
+    let mut a = server.connect(2150).await;
+    let mut b = server.connect(2151).await;
+    crate::rooms::enter_ok(&server, 2150, "bounds_room", 1).await;
+    crate::rooms::enter_ok(&server, 2151, "bounds_room", 1).await;
+    for c in [&mut a, &mut b] {
+        while c.recv_within(Duration::from_millis(300)).await.is_ok() {}
+    }
+    let huge = "n".repeat(60 * 1024);
+    let error = a
+        .call(
+            "send_topic_msg",
+            json!({"channel_name": "bounds_room", "content": "hi", "nickname": huge}),
+        )
+        .await;
+    assert_eq!(
+        (
+            &error["action"],
+            &error["error_code"],
+            &error["error_reason"]
+        ),
+        (
+            &json!("error"),
+            &json!(1001),
+            &json!("`nickname` is longer than 64 bytes")
+        ),
+        "{error}"
+    );
+    b.expect_silence(Duration::from_millis(300)).await;
+    a.ping().await;
+
+    let mut enter = as_object(crate::rooms::profile(2152));
+    enter.extend(as_object(json!({"action": "enter_room", "user_id": 2152,
+        "channel_name": "bounds_room", "room_id": 1, "i_segment": "newcomer", "nickname": huge})));
+    let (status, body) = server.action(serde_json::Value::Object(enter)).await;
+    assert_eq!(
+        (status, &body["error_code"], &body["error_reason"]),
+        (
+            400,
+            &json!(1001),
+            &json!("`nickname` is longer than 64 bytes")
+        ),
+        "{body}"
+    );
+    let gift = json!({"action": "send_gift", "channel_name": "bounds_room", "notify_type": "bc",
+        "gift": {"id": 1, "sender_id": 2150, "receiver_id": 2151, "num": 1, "name": "g".repeat(65)}});
+    let (status, body) = server.action(gift).await;
+    assert_eq!(
+        (status, &body["error_reason"]),
+        (400, &json!("`gift.name` is longer than 64 bytes")),
+        "{body}"
+    );
+    let (_, room) = server.api("GET", "/api/v1/rooms/bounds_room", None).await;
+    assert_eq!(room["members"], json!([2150, 2151]), "{room}");
+    b.expect_silence(Duration::from_millis(200)).await;
+    server.stop().await;
+}
+
+/// A kick reason over its bound (256 bytes) is refused (400, 1001) and
+/// kicks nobody; one within it but longer than a close frame holds (123
+/// bytes) still closes with 4010, the reason cut to fit.
+#[tokio::test]
+async fn a_kick_reason_is_bounded_and_a_long_one_still_closes_with_4010() {
+    let server = TestServer::start().await;
+    let mut client = server.connect(2155).await;
+    let (status, body) = server
+        .api(
+            "POST",
+            "/api/v1/users/2155/kick",
+            Some(json!({"reason": "r".repeat(257)})),
+        )
+        .await;
+    assert_eq!(
+        (status, &body["error_code"], &body["error_reason"]),
+        (
+            400,
+            &json!(1001),
+            &json!("`reason` is longer than 256 bytes")
+        ),
+        "{body}"
+    );
+    client.ping().await;
+    let (status, body) = server
+        .api(
+            "POST",
+            "/api/v1/users/2155/kick",
+            Some(json!({"reason": "é".repeat(100)})),
+        )
+        .await;
+    assert_eq!((status, &body["kicked"]), (200, &json!(true)), "{body}");
+    assert_eq!(client.expect_close().await, 4010);
+    server.stop().await;
+}

@@ -330,7 +330,13 @@ async fn end_point_and_user_info_answer_signed_queries() {
 
 #[tokio::test]
 async fn a_client_that_stops_reading_is_closed_with_4011_and_others_keep_receiving() {
-    let server = TestServer::with(|c| c.limits.outbound_queue = 8).await;
+    // 60 KB notices (`content` raised from its 2048-byte bound) fill the
+    // socket buffers quickly.
+    let server = TestServer::with(|c| {
+        c.limits.outbound_queue = 8;
+        c.limits.fields.insert("content".into(), 65536);
+    })
+    .await;
     let mut stuck = server.connect(22).await;
     let mut healthy = server.connect(23).await;
     let content = "n".repeat(60_000);

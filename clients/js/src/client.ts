@@ -264,8 +264,10 @@ export class ChorusClient extends Emitter<ClientEvents> {
   }
 
   /**
-   * Sends a client action (one a plugin accepts from clients, such as
-   * `send_topic_msg`, `send_gift`, `call_start`, `hang_up`). Resolves on
+   * Sends a client action (one a plugin accepts from clients and the
+   * operator allows, such as `send_topic_msg`, `call_start`,
+   * `call_answer`, `hang_up`; `send_gift` only where the operator allows
+   * it from clients). Resolves on
    * the server's `ack`; rejects with a {@link ChorusError} carrying the
    * server's `error_code` and `error_reason`, or `timeout`,
    * `disconnected`, `not_connected`. Each action carries a `nonce`, which

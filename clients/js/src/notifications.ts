@@ -41,6 +41,9 @@ export interface HangUp extends NotificationBase {
   user_id: number;
   receiver_id: number;
   channel_name: string;
+  /** `"no_answer"` when a call rang past `calls.ring_timeout` unanswered
+   * (both users get one, each naming the other as `user_id`). */
+  reason?: string;
 }
 
 /** A gift object (seed 3.2); `gift_type` 2 is a car. */

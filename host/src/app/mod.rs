@@ -6,7 +6,9 @@
 //!   section 5), kick, revoke, replace; the operations HTTP handlers and
 //!   the cluster's events call.
 //! - [`inbox`]: the task that applies the cluster's events.
+//! - [`calls`]: the ring timeout of calls clients start.
 
+pub mod calls;
 pub mod inbox;
 pub mod users;
 
@@ -129,6 +131,8 @@ impl App {
             Arc::clone(&store),
             Arc::clone(&delivery),
             Arc::clone(&ids),
+            config.actions.clone(),
+            config.limits.bounds(),
         );
         let app = Arc::new(Self {
             node_id: config.node_id(),

@@ -272,6 +272,10 @@ pub async fn kick(
             .map_err(|e| HttpError::new(ErrorCode::MalformedFrame, format!("bad kick body: {e}")))?
     };
     let reason = req.reason.as_deref().unwrap_or("kicked");
+    app.dispatch
+        .bounds()
+        .check_field("reason", reason)
+        .map_err(|e| HttpError::new(ErrorCode::MalformedFrame, e.0))?;
     let kicked = app.kick(user_id, reason, req.revoke).await?;
     let mut revoked = req.revoke && kicked;
     if let (true, Some(sid)) = (req.revoke, &req.sid) {

@@ -56,8 +56,17 @@ const PAGE: &[(&str, &str, &str)] = &[
 ];
 
 /// Actions the demo may run on a user's behalf: the server-only ones a
-/// room screen needs. Anything else goes over the WebSocket.
-const DEMO_ACTIONS: &[&str] = &["enter_room", "exit_room", "up", "down", "room_notice"];
+/// room screen needs (`send_gift` is one by default: `[actions.send_gift]`;
+/// the demo plays the app backend that took the payment). Anything else
+/// goes over the WebSocket.
+const DEMO_ACTIONS: &[&str] = &[
+    "enter_room",
+    "exit_room",
+    "up",
+    "down",
+    "room_notice",
+    "send_gift",
+];
 
 /// Lifetime of minted demo credentials, seconds.
 const DEMO_TTL_S: u64 = 86_400;
@@ -162,6 +171,10 @@ async fn actions(
     };
     if action != "room_notice" {
         payload.insert("user_id".into(), user_id.into());
+    }
+    // A gift's sender is the sid's user, whatever the page said.
+    if let Some(Value::Object(gift)) = payload.get_mut("gift") {
+        gift.insert("sender_id".into(), user_id.into());
     }
     chorus_protocol::frame::check_field_types(&payload)
         .map_err(|e| HttpError::new(e.code, e.reason))?;

@@ -189,6 +189,10 @@ pub enum PluginError {
         /// The plugin serving it.
         owner: String,
     },
+    /// The artifact cache's folder or key cannot be trusted or used (the
+    /// runtime refuses to start; see `plugins.cache_dir`).
+    #[error("plugin cache {0}")]
+    Cache(String),
     /// `<name>.toml` is not valid TOML.
     #[error("config: {0}")]
     Config(String),

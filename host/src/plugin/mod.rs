@@ -33,7 +33,8 @@
 //!   every tick) and the `GuestGate` (at most N threads in guest code).
 //! - `breaker`: the circuit breaker of a version whose calls keep hitting
 //!   their deadline.
-//! - `cache`: the on-disk cache of precompiled `.cwasm` artifacts.
+//! - `cache`: the on-disk cache of precompiled `.cwasm` artifacts, in an
+//!   owner-only folder, each authenticated (HMAC) before it is loaded.
 //! - `runtime`: what every version shares (engine, linker, cache, store
 //!   handle, limits); it compiles, links and describes a version.
 //! - `loaded`: a compiled version ([`LoadedPlugin`]), its warm instance pool
@@ -202,8 +203,10 @@ pub struct Settings {
     pub call_timeout: Duration,
     /// Memory cap of one instance, in bytes (default 32 MiB).
     pub max_memory: u64,
-    /// Folder of precompiled artifacts; `None`: a `chorus` folder under the
-    /// system's temporary directory.
+    /// Folder of precompiled, authenticated artifacts (see `cache`);
+    /// `None`: no disk cache, every load compiles. The server passes
+    /// `plugins.cache_dir` or its default under `server.data_dir`
+    /// ([`crate::config::Config::plugin_cache_dir`]).
     pub cache_dir: Option<PathBuf>,
     /// Calls of one version that may be in flight at once (default 64);
     /// one more is answered 2002 at once ([`FailureKind::Overloaded`])
@@ -217,7 +220,8 @@ pub struct Settings {
 }
 
 /// The runtime's view of `[plugins]`; the defaults live once, in
-/// [`PluginsConfig`].
+/// [`PluginsConfig`]. `cache_dir` is the configured one only: the server
+/// fills in the default, which depends on `server.data_dir`.
 impl From<&crate::config::PluginsConfig> for Settings {
     fn from(config: &crate::config::PluginsConfig) -> Self {
         Self {

@@ -49,7 +49,8 @@ pub(crate) struct Runtime {
     /// path, so generous; a load must not fail because a compile was
     /// competing for the cores at that moment.
     describe_deadline: Duration,
-    /// Precompiled artifacts; `None` for `chorus plugin check`.
+    /// Precompiled artifacts; `None` for `chorus plugin check` and without
+    /// a `cache_dir`.
     cache: Option<ArtifactCache>,
     /// Drives the epoch (and the clock call deadlines are read against);
     /// stops its thread when the runtime goes.
@@ -58,7 +59,9 @@ pub(crate) struct Runtime {
 
 impl Runtime {
     /// Builds the engine, the linker and the ticker. `cached` chooses
-    /// whether compiled artifacts go through the disk cache.
+    /// whether compiled artifacts go through the disk cache (when
+    /// `settings.cache_dir` names one); a cache folder that cannot be
+    /// trusted is [`PluginError::Cache`].
     pub(crate) fn new(
         settings: &Settings,
         store: Arc<dyn Store>,
@@ -66,13 +69,10 @@ impl Runtime {
     ) -> Result<Arc<Self>, PluginError> {
         let engine = engine::build(settings.max_memory)?;
         let linker = build_linker(&engine)?;
-        let cache = cached.then(|| {
-            let dir = settings
-                .cache_dir
-                .clone()
-                .unwrap_or_else(ArtifactCache::default_dir);
-            ArtifactCache::new(&engine, dir)
-        });
+        let cache = match (&settings.cache_dir, cached) {
+            (Some(dir), true) => Some(ArtifactCache::open(&engine, dir)?),
+            _ => None,
+        };
         let ticker = EpochTicker::start(&engine)?;
         let gate = GuestGate::new(
             settings

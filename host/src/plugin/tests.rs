@@ -65,7 +65,7 @@ impl Drop for TempDir {
 fn settings(dir: &TempDir) -> Settings {
     Settings {
         dir: Some(dir.0.clone()),
-        cache_dir: Some(std::env::temp_dir().join("chorus-plugin-test-cache")),
+        cache_dir: Some(std::env::temp_dir().join("chorus-plugin-unit-cache")),
         ..Settings::default()
     }
 }
@@ -635,7 +635,7 @@ async fn rollback_returns_to_the_previous_version() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_bundled_plugins_load() {
     let settings = Settings {
-        cache_dir: Some(std::env::temp_dir().join("chorus-plugin-test-cache")),
+        cache_dir: Some(std::env::temp_dir().join("chorus-plugin-unit-cache")),
         ..Settings::default()
     };
     let host = PluginHost::new(settings, memory_store()).expect("host");
@@ -662,13 +662,7 @@ async fn compiled_artifacts_are_cached_and_a_bad_one_is_a_miss() {
         cache_dir: Some(cache.0.clone()),
         ..settings(&dir)
     };
-    let cached = || -> Vec<PathBuf> {
-        let entries = std::fs::read_dir(&cache.0).expect("cache dir").flatten();
-        entries
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
-            .collect()
-    };
+    let cached = || cached_artifacts(&cache.0);
 
     let first = PluginHost::new(settings.clone(), memory_store()).expect("host");
     first.load_all().await;
@@ -687,6 +681,112 @@ async fn compiled_artifacts_are_cached_and_a_bad_one_is_a_miss() {
         std::fs::read(&artifacts[0]).expect("rewritten").len() > 1000,
         "the artifact was rewritten"
     );
+}
+
+/// The `.cwasm` files of a cache folder.
+fn cached_artifacts(cache: &Path) -> Vec<PathBuf> {
+    let entries = std::fs::read_dir(cache).expect("cache dir").flatten();
+    entries
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .collect()
+}
+
+/// Issue 21, item 1: another valid compiled artifact put in place of a
+/// plugin's (here the `faulty` fixture's, tag and all, over `echo`'s) is
+/// not run: its tag is bound to the `.wasm` it was compiled from, so it is
+/// discarded, and the `.wasm` on disk is what serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_artifact_swapped_for_another_plugins_is_discarded_not_run() {
+    let cache = TempDir::new("swap-cache");
+    let (faulty_dir, echo_dir) = (TempDir::new("swap-faulty"), TempDir::new("swap-echo"));
+    faulty_dir.install("faulty.wasm", "faulty.wasm");
+    echo_dir.install("echo_v1.wasm", "echo.wasm");
+    let with_cache = |dir: &TempDir| Settings {
+        cache_dir: Some(cache.0.clone()),
+        ..settings(dir)
+    };
+    let faulty = PluginHost::new(with_cache(&faulty_dir), memory_store()).expect("host");
+    faulty.load_all().await;
+    let faulty_artifact = cached_artifacts(&cache.0);
+    assert_eq!(faulty_artifact.len(), 1);
+    let echo = PluginHost::new(with_cache(&echo_dir), memory_store()).expect("host");
+    echo.load_all().await;
+    let echo_artifact: Vec<PathBuf> = cached_artifacts(&cache.0)
+        .into_iter()
+        .filter(|p| *p != faulty_artifact[0])
+        .collect();
+    assert_eq!(echo_artifact.len(), 1);
+
+    std::fs::copy(&faulty_artifact[0], &echo_artifact[0]).expect("swap the artifact");
+    let swapped = PluginHost::new(with_cache(&echo_dir), memory_store()).expect("host");
+    let outcomes = swapped.load_all().await;
+    assert!(
+        matches!(&outcomes[..], [LoadOutcome::Loaded { name, .. }] if name == "echo"),
+        "the echo .wasm serves, not the faulty artifact: {outcomes:?}"
+    );
+    assert_eq!(served_version(&swapped, "echo").as_deref(), Some("1.0.0"));
+    assert_ne!(
+        std::fs::read(&echo_artifact[0]).expect("rewritten"),
+        std::fs::read(&faulty_artifact[0]).expect("still there"),
+        "the swapped artifact was replaced by a fresh compile"
+    );
+}
+
+/// The cache folder is created owner-only, its key is 0600, and a folder
+/// or key other users can write (or read, for the key) refuses to start.
+#[cfg(unix)]
+#[test]
+fn the_cache_folder_and_key_are_private_or_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).expect("exists").permissions().mode() & 0o7777;
+    let parent = TempDir::new("private");
+    let cache = parent.0.join("cache");
+    let runtime = |dir: &Path| {
+        let settings = Settings {
+            cache_dir: Some(dir.to_path_buf()),
+            ..Settings::default()
+        };
+        PluginHost::new(settings, memory_store()).map(|_| ())
+    };
+    runtime(&cache).expect("a fresh cache opens");
+    assert_eq!(mode(&cache), 0o700);
+    let key = cache.join(super::cache::KEY_FILE);
+    assert_eq!(mode(&key), 0o600);
+    assert_eq!(std::fs::read(&key).expect("key").len(), 32);
+    let first = std::fs::read(&key).expect("key");
+    runtime(&cache).expect("opens again with the same key");
+    assert_eq!(std::fs::read(&key).expect("key"), first, "the key is kept");
+
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let refused = runtime(&cache).expect_err("a readable key is refused");
+    assert!(
+        refused
+            .to_string()
+            .contains("artifact.key is accessible to other users"),
+        "{refused}"
+    );
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let refused = runtime(&cache).expect_err("a world-writable folder is refused");
+    assert!(matches!(refused, PluginError::Cache(_)), "{refused}");
+    assert!(
+        refused.to_string().contains("writable by other users"),
+        "{refused}"
+    );
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+
+    std::fs::set_permissions(&parent.0, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let refused = runtime(&cache).expect_err("a world-writable parent is refused");
+    assert!(
+        refused
+            .to_string()
+            .contains("above it is writable by other users"),
+        "{refused}"
+    );
+    std::fs::set_permissions(&parent.0, std::fs::Permissions::from_mode(0o1777)).expect("chmod");
+    runtime(&cache).expect("a sticky parent (like /tmp) is fine");
 }
 
 #[test]
@@ -901,4 +1001,42 @@ async fn isolation_candidates() {
     eprintln!("| the hop adds | {:.2} | {:.2} |", h50 - g50, h99 - g99);
     let plugin = host.route("echo", Source::Server).expect("routed");
     plugin.measure_layers(&event, 20_000).await;
+}
+
+/// Measures a cache hit (read, HMAC check, deserialize) against a
+/// compile, for the bundled `room` plugin:
+/// `cargo test -p chorus --lib plugin::tests::artifact_cache_hit_cost -- --ignored --nocapture`
+#[ignore = "a measurement, not a test"]
+#[test]
+fn artifact_cache_hit_cost() {
+    use sha2::Digest as _;
+    let engine = super::engine::build(32 << 20).expect("engine");
+    let cache_dir = TempDir::new("hit-cost");
+    let cache = super::cache::ArtifactCache::open(&engine, &cache_dir.0).expect("cache");
+    let bytes = std::fs::read(artifact("room.wasm")).expect("room.wasm is built");
+    let sha = hex::encode(sha2::Sha256::digest(&bytes));
+    let started = Instant::now();
+    cache
+        .load_or_compile(&engine, "room", &sha, &bytes)
+        .expect("compiles");
+    let compile = started.elapsed();
+    let mut hits: Vec<Duration> = (0..50)
+        .map(|_| {
+            let started = Instant::now();
+            cache
+                .load_or_compile(&engine, "room", &sha, &bytes)
+                .expect("loads");
+            started.elapsed()
+        })
+        .collect();
+    hits.sort();
+    let size = cached_artifacts(&cache_dir.0)
+        .first()
+        .map(|p| std::fs::metadata(p).expect("artifact").len())
+        .unwrap_or_default();
+    println!(
+        "artifact {size} bytes: compile + store {compile:?}; hit median {:?}, min {:?}",
+        hits[hits.len() / 2],
+        hits[0]
+    );
 }

@@ -10,6 +10,7 @@
 //! 4008 limit; a 1xxx error never renews the heartbeat.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -92,7 +93,7 @@ impl Inbound {
     /// Handles a text frame; returns the verdict and an immediate reply.
     pub async fn on_text(
         &mut self,
-        app: &App,
+        app: &Arc<App>,
         handle: &SessionHandle,
         text: &str,
     ) -> (Verdict, Option<String>) {
@@ -226,7 +227,7 @@ fn frame_action_label(app: &App, action: &str) -> String {
 /// Answers a checked frame: the reply to send (none for a report), or the
 /// error it earned.
 async fn answer(
-    app: &App,
+    app: &Arc<App>,
     handle: &SessionHandle,
     frame: ClientFrame,
 ) -> Result<Option<String>, Refusal> {
@@ -251,6 +252,8 @@ async fn answer(
         )
         .await
         .map_err(|e| Refusal::new(e.code, e.reason, &action))?;
+    // A call a client starts rings for `calls.ring_timeout` at most.
+    app.ring(&outcome.calls_started, &outcome.result);
     let ack = ServerFrame::Ack {
         ref_action: action,
         msg_ids: outcome.msg_ids,

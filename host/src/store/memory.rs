@@ -332,12 +332,13 @@ impl State {
         if user_id == receiver_id {
             return Err(ApplyError::Invalid("a call needs two users".into()));
         }
-        for user in [user_id, receiver_id] {
-            if self.calls.contains_key(&user) {
-                return Err(ApplyError::Conflict(format!(
-                    "user {user} is already in a call"
-                )));
-            }
+        // One reason for both users: a caller never learns which of them
+        // is busy (issue 21: refusals do not reveal another user's call
+        // state; the plugin checks first, this is the race between nodes).
+        if self.calls.contains_key(&user_id) || self.calls.contains_key(&receiver_id) {
+            return Err(ApplyError::Conflict(
+                "a user of the call is already in one".into(),
+            ));
         }
         let channel_name = channel.to_string();
         self.calls.insert(

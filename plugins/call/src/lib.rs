@@ -1,26 +1,53 @@
 //! The `call` plugin: 1:1 calls, so that a user who drops out of a call is
-//! hung up on.
+//! hung up on, and nobody is held in a call they are not part of.
 //!
-//! Rules it holds (`call_start` and `hang_up` come from clients and the app
-//! backend; from a client the user is the connection's own):
-//! - `call_start`: records a call between `user_id` and `receiver_id`. A
-//!   call with oneself is rejected; either user already in a call is a
-//!   conflict. No notification: the call itself runs over the voice
-//!   provider.
-//! - `hang_up`: ends the user's call and sends `hang_up` to `receiver_id`
-//!   only. Hanging up on oneself is rejected.
+//! Rules it holds (`call_start`, `call_answer` and `hang_up` come from
+//! clients and the app backend; from a client the user is the connection's
+//! own):
+//! - `call_start`: records a call between `user_id` (the caller) and
+//!   `receiver_id` (the callee). A call with oneself is rejected (2001); a
+//!   caller already in a call is a conflict (2003). From a client, the
+//!   caller must be a member of `channel_name` (2004), and a callee who is
+//!   not a member of it, or is already in a call or ringing, gets one and
+//!   the same refusal: not-allowed (2004) "user N cannot be called now",
+//!   so a caller never learns whether someone else is in a call. The call
+//!   then rings: the host raises `call_ring_timeout` after
+//!   `calls.ring_timeout`, and a call still unanswered then ends with
+//!   `hang_up` to both users. From the app backend, the call is recorded
+//!   as answered, wherever the users are (the backend's own policy); a
+//!   busy user is a conflict (2003). No notification: the call itself
+//!   runs over the voice provider.
+//! - `call_answer` (an extension): the callee (`user_id`) answers the call
+//!   ringing from `receiver_id`; anything else is not-allowed (2004). No
+//!   notification.
+//! - `hang_up`: ends the user's call, which must be with `receiver_id`
+//!   (else not-allowed, 2004, and nothing changes), and sends `hang_up` to
+//!   that peer. Hanging up on oneself is rejected.
+//! - `call_ring_timeout` (system, raised by the host about the caller with
+//!   `call_start`'s result as payload): if that very call is still
+//!   ringing, it ends, and each user gets `hang_up` naming the other as
+//!   `user_id`, with `"reason":"no_answer"`.
 //! - `disconnected` (system): a user in a call is hung up on: the call ends
 //!   and the peer gets `hang_up` with `user_id` = the disconnected user and
 //!   `receiver_id` = the peer.
+//!
+//! A ringing call is the KV key `ringing:<callee>` = `<caller>:<ring_id>`
+//! (`ring_id` being the caller's `call_start` time in ms), kept at most
+//! [`RINGING_TTL_MS`]; answering or ending the call deletes it.
 //!
 //! The subject of `hang_up` is the user hanging up.
 
 use chorus_plugin_sdk::event::{acting_user, action, description, event_user, unknown_action};
 use chorus_plugin_sdk::reply::{notify_user, reply};
 use chorus_plugin_sdk::{
-    Description, Effect, Error, Event, Guest, Payload, Reply, Source, StartCall, room_state,
+    Description, Effect, Error, Event, Guest, KvPut, Payload, Reply, Source, StartCall, clock,
+    kv, room_state,
 };
 use serde_json::{Value, json};
+
+/// How long a `ringing:` record may outlive a lost timer (a node stopped
+/// before the ring timeout fired): an hour, far beyond any ring timeout.
+const RINGING_TTL_MS: u64 = 3_600_000;
 
 /// The plugin's `handler` export.
 struct Component;
@@ -32,7 +59,9 @@ impl Guest for Component {
             env!("CARGO_PKG_VERSION"),
             vec![
                 action("call_start", &[Source::Client, Source::Server]),
+                action("call_answer", &[Source::Client, Source::Server]),
                 action("hang_up", &[Source::Client, Source::Server]),
+                action("call_ring_timeout", &[Source::System]),
                 action("disconnected", &[Source::System]),
             ],
         )
@@ -41,7 +70,9 @@ impl Guest for Component {
     fn handle(event: Event) -> Result<Reply, Error> {
         match event.action.as_str() {
             "call_start" => call_start(&event),
+            "call_answer" => call_answer(&event),
             "hang_up" => hang_up(&event),
+            "call_ring_timeout" => ring_timeout(&event),
             "disconnected" => disconnected(&event),
             _ => Err(unknown_action(&event)),
         }
@@ -50,7 +81,8 @@ impl Guest for Component {
 
 chorus_plugin_sdk::export!(Component);
 
-/// The two users and the channel of a `call_start` or `hang_up`.
+/// The two users and the channel of a `call_start`, `call_answer` or
+/// `hang_up`.
 struct CallRequest {
     user_id: u64,
     receiver_id: u64,
@@ -73,35 +105,124 @@ impl CallRequest {
     }
 }
 
-/// `call_start`: record the call if neither user is in one.
+/// `call_start`: record the call if both users may have it.
 fn call_start(event: &Event) -> Result<Reply, Error> {
     let request = CallRequest::read(event)?;
-    for user in [request.user_id, request.receiver_id] {
-        if room_state::call_of(user).is_some() {
-            return Err(Error::Conflict(format!("user {user} is already in a call")));
-        }
+    if room_state::call_of(request.user_id).is_some() {
+        return Err(Error::Conflict("you are already in a call".into()));
     }
-    let result = json!({
+    let mut result = json!({
         "user_id": request.user_id,
         "receiver_id": request.receiver_id,
         "channel_name": request.channel_name,
     });
-    let effect = Effect::StartCall(StartCall {
+    let mut effects = vec![Effect::StartCall(StartCall {
         user_id: request.user_id,
         receiver_id: request.receiver_id,
-        channel_name: request.channel_name,
-    });
-    Ok(reply(result, vec![effect]))
+        channel_name: request.channel_name.clone(),
+    })];
+    if event.source == Source::Client {
+        check_client_call(&request)?;
+        let ring_id = clock::now_ms();
+        result["ring_id"] = ring_id.into();
+        effects.push(Effect::KvPut(KvPut {
+            key: ringing_key(request.receiver_id),
+            value: ringing_value(request.user_id, ring_id),
+            if_version: None,
+            ttl_ms: Some(RINGING_TTL_MS),
+        }));
+    } else if room_state::call_of(request.receiver_id).is_some() {
+        let receiver = request.receiver_id;
+        return Err(Error::Conflict(format!(
+            "user {receiver} is already in a call"
+        )));
+    }
+    Ok(reply(result, effects))
 }
 
-/// `hang_up`: end the user's call and tell the receiver.
+/// A client's call: the caller in the room, and a callee who can take it,
+/// with one refusal for every reason on the callee's side.
+fn check_client_call(request: &CallRequest) -> Result<(), Error> {
+    let channel = request.channel_name.as_str();
+    if !in_room(request.user_id, channel) {
+        return Err(Error::NotAllowed(format!("you are not in `{channel}`")));
+    }
+    let callee = request.receiver_id;
+    let available = in_room(callee, channel)
+        && room_state::call_of(callee).is_none()
+        && kv::get(&ringing_key(callee)).is_none();
+    if !available {
+        return Err(Error::NotAllowed(format!(
+            "user {callee} cannot be called now"
+        )));
+    }
+    Ok(())
+}
+
+/// `call_answer`: the callee takes the call ringing from `receiver_id`.
+fn call_answer(event: &Event) -> Result<Reply, Error> {
+    let request = CallRequest::read(event)?;
+    let ringing = kv::get(&ringing_key(request.user_id));
+    let from_caller = ringing
+        .as_deref()
+        .and_then(ringing_caller)
+        .is_some_and(|caller| caller == request.receiver_id);
+    let in_call = room_state::call_of(request.user_id)
+        .is_some_and(|call| call.peer_id == request.receiver_id);
+    if !(from_caller && in_call) {
+        let caller = request.receiver_id;
+        return Err(Error::NotAllowed(format!(
+            "no call from user {caller} is ringing for you"
+        )));
+    }
+    let effects = vec![Effect::KvDelete(ringing_key(request.user_id))];
+    Ok(reply(
+        json!({"answered": true, "receiver_id": request.receiver_id}),
+        effects,
+    ))
+}
+
+/// `hang_up`: end the user's call with `receiver_id` and tell them.
 fn hang_up(event: &Event) -> Result<Reply, Error> {
     let request = CallRequest::read(event)?;
-    Ok(end_call(
-        request.user_id,
-        request.receiver_id,
-        &request.channel_name,
-    ))
+    match room_state::call_of(request.user_id) {
+        Some(call) if call.peer_id == request.receiver_id => Ok(end_call(
+            request.user_id,
+            call.peer_id,
+            &call.channel_name,
+        )),
+        _ => {
+            let peer = request.receiver_id;
+            Err(Error::NotAllowed(format!(
+                "you are not in a call with user {peer}"
+            )))
+        }
+    }
+}
+
+/// `call_ring_timeout`: end the call the event names if it still rings.
+fn ring_timeout(event: &Event) -> Result<Reply, Error> {
+    let caller = event_user(event)?;
+    let payload = Payload::parse(&event.payload)?;
+    let callee = payload.u64("receiver_id")?;
+    let ring_id = payload.u64("ring_id")?;
+    let still_ringing = kv::get(&ringing_key(callee))
+        .is_some_and(|value| value == ringing_value(caller, ring_id));
+    let call = room_state::call_of(caller).filter(|call| call.peer_id == callee);
+    let (true, Some(call)) = (still_ringing, call) else {
+        return Ok(reply(json!({"ended": false}), Vec::new()));
+    };
+    let to_callee = json!({"action": "hang_up", "user_id": caller, "receiver_id": callee,
+        "channel_name": call.channel_name, "reason": "no_answer"});
+    let to_caller = json!({"action": "hang_up", "user_id": callee, "receiver_id": caller,
+        "channel_name": call.channel_name, "reason": "no_answer"});
+    let effects = vec![
+        Effect::EndCall(caller),
+        Effect::KvDelete(ringing_key(callee)),
+        notify_user(callee, &to_callee, Some(caller)),
+        notify_user(caller, &to_caller, Some(callee)),
+    ];
+    Ok(reply(json!({"ended": true}), effects))
 }
 
 /// `disconnected`: hang up the call the user was in, if any.
@@ -113,11 +234,14 @@ fn disconnected(event: &Event) -> Result<Reply, Error> {
     })
 }
 
-/// The reply ending `user_id`'s call with `hang_up` sent to `receiver_id`.
+/// The reply ending `user_id`'s call with `hang_up` sent to `receiver_id`;
+/// a ringing record of either user goes with it.
 fn end_call(user_id: u64, receiver_id: u64, channel_name: &str) -> Reply {
     let body = hang_up_notification(user_id, receiver_id, channel_name);
     let effects = vec![
         Effect::EndCall(user_id),
+        Effect::KvDelete(ringing_key(receiver_id)),
+        Effect::KvDelete(ringing_key(user_id)),
         notify_user(receiver_id, &body, Some(user_id)),
     ];
     let result = json!({"receiver_id": receiver_id, "channel_name": channel_name});
@@ -132,4 +256,24 @@ fn hang_up_notification(user_id: u64, receiver_id: u64, channel_name: &str) -> V
         "receiver_id": receiver_id,
         "channel_name": channel_name,
     })
+}
+
+/// Whether `user_id` is a member of `channel_name`.
+fn in_room(user_id: u64, channel_name: &str) -> bool {
+    room_state::membership_of(user_id).is_some_and(|m| m.channel_name == channel_name)
+}
+
+/// The KV key of a call ringing for `callee`.
+fn ringing_key(callee: u64) -> String {
+    format!("ringing:{callee}")
+}
+
+/// The value of a ringing record: who calls, and which call.
+fn ringing_value(caller: u64, ring_id: u64) -> String {
+    format!("{caller}:{ring_id}")
+}
+
+/// The caller of a ringing record.
+fn ringing_caller(value: &str) -> Option<u64> {
+    value.split_once(':')?.0.parse().ok()
 }

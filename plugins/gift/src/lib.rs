@@ -7,9 +7,19 @@
 //! - The sender must be a member of `channel_name` (else not-allowed). From
 //!   a client the sender is the connection's user: `gift.sender_id` is
 //!   overwritten with it.
+//! - `ptp`: the receiver must be a member of `channel_name` too (else
+//!   not-allowed, 2004).
 //! - `gift.sender_room_seat_id` and `gift.receiver_room_seat_id` are set
 //!   from the room's seats, whatever the request said: the seat id, or 0
 //!   when the user is not seated in that room.
+//! - From a client (which the host refuses unless the operator allows it:
+//!   `[actions.send_gift] sources`), the gift's catalog fields (`name`,
+//!   `dynamic_image_url`, `image_url`, `image_big_url`,
+//!   `image_small_url`) come from this plugin's configuration, never from
+//!   the client: `gift.toml` holds `[catalog.<gift id>]` tables of those
+//!   fields, and a gift id not in the catalog is rejected (2001). A field
+//!   the catalog entry leaves out is `""`. From the app backend the
+//!   request's fields stand: it took the payment and knows the gift.
 //!
 //! The notification is the seed's `send_gift` with exactly the seed's gift
 //! fields; its subject is the sender. The gift's ints (`id`,
@@ -19,7 +29,7 @@
 use chorus_plugin_sdk::event::{action, description, event_user, unknown_action};
 use chorus_plugin_sdk::reply::{notify, reply};
 use chorus_plugin_sdk::{
-    Description, Error, Event, Guest, Payload, Reply, Seat, Source, Target, room_state,
+    Config, Description, Error, Event, Guest, Payload, Reply, Seat, Source, Target, room_state,
 };
 use serde_json::{Map, Value, json};
 
@@ -27,6 +37,16 @@ use serde_json::{Map, Value, json};
 const GIFT_STRINGS: [&str; 7] = [
     "sender_nickname",
     "receiver_nickname",
+    "name",
+    "dynamic_image_url",
+    "image_url",
+    "image_big_url",
+    "image_small_url",
+];
+
+/// The fields of [`GIFT_STRINGS`] a client may not choose: from the
+/// catalog (`[catalog.<id>]` in `gift.toml`) for a client's gift.
+const CATALOG_FIELDS: [&str; 5] = [
     "name",
     "dynamic_image_url",
     "image_url",
@@ -74,12 +94,16 @@ impl Gift {
             Source::Client => event_user(event)?,
             Source::Server | Source::System => gift.u64("sender_id")?,
         };
-        let strings = GIFT_STRINGS
+        let id = gift.u64("id")?;
+        let mut strings = GIFT_STRINGS
             .iter()
             .map(|field| Ok(gift.opt_string(field)?.unwrap_or_default()))
             .collect::<Result<Vec<_>, Error>>()?;
+        if event.source == Source::Client {
+            fill_from_catalog(id, &mut strings)?;
+        }
         Ok(Self {
-            id: gift.u64("id")?,
+            id,
             sender_id,
             receiver_id: gift.u64("receiver_id")?,
             num: gift.i64("num")?,
@@ -117,6 +141,12 @@ fn send_gift(event: &Event) -> Result<Reply, Error> {
     let gift = Gift::read(event, &payload.object("gift")?)?;
     let target = target_of(&notify_type, &channel_name, gift.receiver_id)?;
     check_gift(&gift, &channel_name)?;
+    if matches!(target, Target::User(_)) && !in_room(gift.receiver_id, &channel_name) {
+        let receiver = gift.receiver_id;
+        return Err(Error::NotAllowed(format!(
+            "user {receiver} is not in `{channel_name}`"
+        )));
+    }
     let gift_json = gift.to_json(&room_state::room_seats(&channel_name));
     let result = json!({
         "channel_name": channel_name,
@@ -147,6 +177,26 @@ fn target_of(notify_type: &str, channel_name: &str, receiver_id: u64) -> Result<
     }
 }
 
+/// Replaces the catalog fields of a client's gift with the catalog's
+/// entry for `id`; an id the catalog does not hold is rejected.
+fn fill_from_catalog(id: u64, strings: &mut [String]) -> Result<(), Error> {
+    let entry = Config::load()
+        .object("catalog")
+        .and_then(|catalog| catalog.get(&id.to_string()))
+        .and_then(Value::as_object)
+        .ok_or_else(|| Error::Rejected(format!("unknown gift id {id}")))?;
+    for (field, value) in GIFT_STRINGS.iter().zip(strings.iter_mut()) {
+        if CATALOG_FIELDS.contains(field) {
+            *value = entry
+                .get(*field)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+        }
+    }
+    Ok(())
+}
+
 /// The gift's rules: at least one, from a member of the room.
 fn check_gift(gift: &Gift, channel_name: &str) -> Result<(), Error> {
     if gift.num < 1 {
@@ -155,15 +205,18 @@ fn check_gift(gift: &Gift, channel_name: &str) -> Result<(), Error> {
             "`gift.num` must be at least 1, not {num}"
         )));
     }
-    let in_room = room_state::membership_of(gift.sender_id)
-        .is_some_and(|membership| membership.channel_name == channel_name);
-    if !in_room {
+    if !in_room(gift.sender_id, channel_name) {
         let sender = gift.sender_id;
         return Err(Error::NotAllowed(format!(
             "user {sender} is not in `{channel_name}`"
         )));
     }
     Ok(())
+}
+
+/// Whether `user_id` is a member of `channel_name`.
+fn in_room(user_id: u64, channel_name: &str) -> bool {
+    room_state::membership_of(user_id).is_some_and(|m| m.channel_name == channel_name)
 }
 
 /// The id of the seat `user_id` holds among `seats`, or 0.

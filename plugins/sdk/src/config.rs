@@ -55,6 +55,19 @@ impl Config {
         }
     }
 
+    /// The table at `key` (a TOML table is a JSON object here), or `None`
+    /// when absent or not a table.
+    pub fn object(&self, key: &str) -> Option<&Map<String, Value>> {
+        match self.values.get(key) {
+            Some(Value::Object(map)) => Some(map),
+            None => None,
+            Some(_) => {
+                log::warn(&format!("config key `{key}` is not a table; ignoring it"));
+                None
+            }
+        }
+    }
+
     /// The unsigned integer at `key`, or `default` when absent or not one.
     pub fn u64(&self, key: &str, default: u64) -> u64 {
         match self.values.get(key) {

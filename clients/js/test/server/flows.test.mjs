@@ -76,16 +76,18 @@ test("seat and gift: up (reported as up_deport) and send_gift reach the other me
   assert.equal(upFrame.room_seat.user_id, 111);
   assert.equal(upFrame.room_seat.id, 3);
   assert.equal(upFrame.msg_id, upAck.msg_ids[0]);
+  // Gifts come from the app backend (a client's send_gift is refused by
+  // default: [actions.send_gift]).
   const gift = next(b, "send_gift");
-  const ack = await a.send("send_gift", {
+  const ack = await server.api.action("send_gift", {
     channel_name: "flows_seat", notify_type: "bc",
-    gift: { id: 7, receiver_id: 112, num: 2, name: "rose" },
+    gift: { id: 7, sender_id: 111, receiver_id: 112, num: 2, name: "rose" },
   });
   const g = (await gift).gift;
   assert.equal(g.sender_id, 111);
   assert.equal(g.sender_room_seat_id, 3);
   assert.equal(g.num, 2);
-  assert.equal(ack.msgIds.length, 1);
+  assert.equal(ack.msg_ids.length, 1);
   await until(() => reports.length === 2, "both relays");
   await until(
     async () => (await server.metric("chorus_relay_outcomes_total", 'outcome="completed"')) === completed + 2,
@@ -124,8 +126,12 @@ test("errors: the server's code and reason reject the action", async () => {
   );
   await enterRoom(server, 131, "flows_errors");
   await assert.rejects(
-    a.send("send_gift", { channel_name: "flows_errors", notify_type: "bc", gift: { id: 1, receiver_id: 131, num: 0 } }),
+    a.send("send_topic_msg", { channel_name: "flows_errors", content: "" }),
     (e) => e.code === 2001 && e.reason.length > 0,
+  );
+  await assert.rejects(
+    a.send("send_gift", { channel_name: "flows_errors", notify_type: "bc", gift: { id: 1, receiver_id: 131, num: 1 } }),
+    (e) => e.code === 1007,
   );
   await assert.rejects(a.send("no_such_action", {}), (e) => e.code === 1007);
   await assert.rejects(a.send("enter_room", { channel_name: "x" }), (e) => e.code === 1007);

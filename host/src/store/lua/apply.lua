@@ -243,8 +243,10 @@ end
 
 local function start_call(u, receiver, ch)
   if u == receiver then refuse('invalid', 'a call needs two users') end
+  -- One reason for both users: a caller never learns which of them is
+  -- busy (issue 21: refusals do not reveal another user's call state).
   for _, x in ipairs({ u, receiver }) do
-    if call_of(x) then refuse('conflict', 'user ' .. x .. ' is already in a call') end
+    if call_of(x) then refuse('conflict', 'a user of the call is already in one') end
   end
   set_call(u, { peer = receiver, channel = ch })
   set_call(receiver, { peer = u, channel = ch })
