@@ -307,11 +307,45 @@ impl Default for RelayConfig {
 pub struct RoomsConfig {
     /// Seats per room, ids 1..N.
     pub seats: u32,
+    /// Bounds and lifetime of room attributes (`owner`, `admins`, …).
+    pub attributes: AttributesConfig,
 }
 
 impl Default for RoomsConfig {
     fn default() -> Self {
-        Self { seats: 9 }
+        Self {
+            seats: 9,
+            attributes: AttributesConfig::default(),
+        }
+    }
+}
+
+/// `[rooms.attributes]`: per-room string key-values set by the app backend
+/// (`POST /api/v1/rooms/attributes`) and by plugins (`set-room-attr`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AttributesConfig {
+    /// Attributes one room may hold; one more is a conflict (2003).
+    pub max_keys: usize,
+    /// Longest attribute key, in bytes.
+    pub max_key_bytes: usize,
+    /// Longest attribute value, in bytes.
+    pub max_value_bytes: usize,
+    /// How long the attributes of a room nobody is in are kept after their
+    /// last write or the last member leaving, whichever is later; while
+    /// anyone is in the room they never expire.
+    #[serde(with = "humantime_serde")]
+    pub idle_ttl: Duration,
+}
+
+impl Default for AttributesConfig {
+    fn default() -> Self {
+        Self {
+            max_keys: 32,
+            max_key_bytes: 64,
+            max_value_bytes: 1024,
+            idle_ttl: Duration::from_secs(7 * 24 * 3600),
+        }
     }
 }
 
@@ -453,6 +487,17 @@ impl Config {
         if self.rooms.seats == 0 || self.rooms.seats > 64 {
             return Err(ConfigError::Invalid("rooms.seats must be 1..=64".into()));
         }
+        let attributes = &self.rooms.attributes;
+        if attributes.max_keys == 0
+            || attributes.max_key_bytes == 0
+            || attributes.max_value_bytes == 0
+            || attributes.idle_ttl.is_zero()
+        {
+            return Err(ConfigError::Invalid(
+                "rooms.attributes.max_keys, max_key_bytes, max_value_bytes and idle_ttl must be positive"
+                    .into(),
+            ));
+        }
         if self.plugins.max_concurrent_calls == 0 || self.plugins.guest_parallelism == Some(0) {
             return Err(ConfigError::Invalid(
                 "plugins.max_concurrent_calls and plugins.guest_parallelism must be positive"
@@ -492,7 +537,7 @@ impl Config {
     /// Every duration key with its value. A test checks that no duration
     /// of the configuration is missing here (a longer one overflows
     /// `Instant + duration` where the server adds it to the clock).
-    fn durations(&self) -> [(&'static str, Duration); 12] {
+    fn durations(&self) -> [(&'static str, Duration); 13] {
         [
             ("heartbeat.ping_interval", self.heartbeat.ping_interval),
             ("heartbeat.ping_timeout", self.heartbeat.ping_timeout),
@@ -509,6 +554,7 @@ impl Config {
             ("limits.write_timeout", self.limits.write_timeout),
             ("plugins.breaker_window", self.plugins.breaker_window),
             ("plugins.breaker_cooldown", self.plugins.breaker_cooldown),
+            ("rooms.attributes.idle_ttl", self.rooms.attributes.idle_ttl),
         ]
     }
 

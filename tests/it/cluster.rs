@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use chorus::store::memory::MemoryStore;
 use chorus::store::redis::RedisStore;
-use chorus::store::{StateChange, Store};
+use chorus::store::{AttrLimits, StateChange, Store};
 use rand::Rng;
 use serde_json::{Value, json};
 
@@ -711,6 +711,9 @@ async fn redis_restart_refuses_changes_keeps_connections_and_recovers() {
 fn random_change(rng: &mut impl rand::Rng) -> StateChange {
     let user = rng.random_range(1..=4u64);
     let channel = ["a", "b"][rng.random_range(0..2)].to_string();
+    if rng.random_bool(0.15) {
+        return random_attr_change(rng, channel);
+    }
     match rng.random_range(0..9) {
         0 | 1 => StateChange::JoinRoom {
             user_id: user,
@@ -787,6 +790,35 @@ fn random_change(rng: &mut impl rand::Rng) -> StateChange {
     }
 }
 
+/// A change of a room's attributes (contract 1.1): sets and deletes of a
+/// few keys (a room holds at most 3 in the comparison), conditions right
+/// and wrong, clears, and a malformed `owner`.
+fn random_attr_change(rng: &mut impl rand::Rng, channel: String) -> StateChange {
+    let if_version = [None, None, Some(0)]
+        .into_iter()
+        .chain([Some(rng.random_range(1..30))])
+        .nth(rng.random_range(0..4))
+        .flatten();
+    if rng.random_bool(0.1) {
+        return StateChange::ClearRoomAttrs {
+            channel_name: channel,
+            if_version,
+        };
+    }
+    let key = ["owner", "title", "mode", "k4"][rng.random_range(0..4)].to_string();
+    let value = match rng.random_range(0..5) {
+        0 => None,
+        1 if key == "owner" => Some("not-an-id".to_string()),
+        _ => Some(rng.random_range(1..9).to_string()),
+    };
+    StateChange::SetRoomAttr {
+        channel_name: channel,
+        key,
+        value,
+        if_version,
+    }
+}
+
 /// Everything a reader can see of the small world.
 async fn observe(store: &dyn Store) -> Vec<String> {
     let mut seen = Vec::new();
@@ -798,6 +830,7 @@ async fn observe(store: &dyn Store) -> Vec<String> {
         seen.push(format!("{:?}", store.room(channel).await.unwrap()));
         seen.push(format!("{:?}", store.room_members(channel).await.unwrap()));
         seen.push(format!("{:?}", store.room_seats(channel).await.unwrap()));
+        seen.push(format!("{:?}", store.room_attrs(channel).await.unwrap()));
     }
     for key in ["k1", "k2"] {
         seen.push(format!("{:?}", store.kv_entry("p", key).await.unwrap()));
@@ -811,10 +844,15 @@ async fn the_redis_store_applies_batches_exactly_as_the_memory_store() {
     use rand::SeedableRng;
     drop(redis_at(&redis_url()).await);
     let prefix = prefix("conformance");
+    let limits = AttrLimits {
+        max_keys: 3,
+        ..AttrLimits::default()
+    };
     let redis = RedisStore::connect(&redis_url(), &prefix, 3)
         .await
-        .expect("redis");
-    let memory = MemoryStore::new(3);
+        .expect("redis")
+        .with_attr_limits(limits);
+    let memory = MemoryStore::new(3).with_attr_limits(limits);
     let mut rng = rand::rngs::StdRng::seed_from_u64(8);
     let mut refused = 0;
     for round in 0..2000 {
@@ -1010,5 +1048,83 @@ async fn twenty_concurrent_conditional_counter_writes_on_two_nodes_count_without
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
     eprintln!("20 conditional counter writes on two nodes: {reruns} re-runs");
+    stop_all(&prefix, nodes).await;
+}
+
+/// Room attributes on two nodes (contract 1.1): what the app backend sets
+/// through one node every node and plugin reads, and 20 concurrent
+/// read-modify-writes of one attribute (`echo_attr` with `incr`: a
+/// `set-room-attr` conditional on the version read) split over the two
+/// nodes count 1..20: a stale batch is re-run on fresh state.
+#[tokio::test]
+async fn room_attributes_are_shared_and_conditional_writes_count_exactly_on_two_nodes() {
+    drop(redis_at(&redis_url()).await);
+    let prefix = prefix("attrs");
+    let dir = tempfile::tempdir().unwrap();
+    copy_plugins(dir.path(), &["room"]);
+    std::fs::copy(
+        artifacts().join("echo_v1.wasm"),
+        dir.path().join("echo.wasm"),
+    )
+    .unwrap();
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let path = dir.path().to_path_buf();
+        nodes.push(node_on(&redis_url(), &prefix, move |c| c.plugins.dir = Some(path)).await);
+    }
+    let (status, body) = nodes[0]
+        .api(
+            "POST",
+            "/api/v1/rooms/room_x/attributes",
+            Some(json!({"set": {"owner": "901"}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, seen) = nodes[1]
+        .api("GET", "/api/v1/rooms/room_x/attributes", None)
+        .await;
+    assert_eq!(seen["attributes"], json!({"owner": "901"}), "{seen}");
+    assert_eq!(seen["version"], body["version"]);
+    let calls = (0..20).map(|i| {
+        let node = &nodes[i % 2];
+        let incr =
+            json!({"action": "echo_attr", "channel_name": "room_x", "key": "n", "incr": true});
+        async move { node.action(incr).await }
+    });
+    let answers = futures_util::future::join_all(calls).await;
+    let mut numbers: Vec<u64> = answers
+        .iter()
+        .map(|(status, body)| {
+            assert_eq!(*status, 200, "{body}");
+            body["result"]["n"].as_u64().expect("a number")
+        })
+        .collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, (1..=20).collect::<Vec<u64>>());
+    let (_, seen) = nodes[0]
+        .api("GET", "/api/v1/rooms/room_x/attributes", None)
+        .await;
+    assert_eq!(
+        seen["attributes"],
+        json!({"n": "20", "owner": "901"}),
+        "{seen}"
+    );
+    // Nobody is in the room: the hash expires in Redis (idle TTL), and a
+    // member joining makes it persist.
+    let mut conn = redis_at(&redis_url()).await;
+    let key = format!("{prefix}attrs:room_x");
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(ttl > 0, "an empty room's attributes expire: PTTL {ttl}");
+    enter_ok(&nodes[1], 902, "room_x", 9).await;
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(ttl, -1, "a room with members keeps its attributes");
     stop_all(&prefix, nodes).await;
 }

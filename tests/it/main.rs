@@ -8,6 +8,7 @@ mod harness;
 
 mod cluster;
 
+mod attributes;
 mod errors;
 mod inputs;
 mod isolation;

@@ -3,6 +3,7 @@
 
 mod admin;
 mod api;
+mod attributes;
 mod conformance;
 mod demo;
 mod iapi;
@@ -33,6 +34,10 @@ pub fn public_router(app: Arc<App>) -> Router {
         .route("/api/v1/users/{user_id}", get(api::user))
         .route("/api/v1/users/{user_id}/kick", post(api::kick))
         .route("/api/v1/rooms/{channel_name}", get(api::room))
+        .route(
+            "/api/v1/rooms/{channel_name}/attributes",
+            get(attributes::get).post(attributes::post),
+        )
         .merge(demo::routes(&app))
         .route_layer(axum::middleware::from_fn(count_requests))
         .with_state(app)

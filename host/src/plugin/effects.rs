@@ -79,6 +79,7 @@ fn check_effect(effect: &Effect) -> Result<(), String> {
         Effect::FreeSeat(f) => &f.channel_name,
         Effect::SetSeat(s) => &s.channel_name,
         Effect::StartCall(c) => &c.channel_name,
+        Effect::SetRoomAttr(a) => &a.channel_name,
         Effect::Notify(types::Notification {
             target: types::Target::Room(channel_name),
             ..
@@ -186,6 +187,14 @@ fn convert_effect(plugin: &str, effect: Effect) -> Result<Converted, String> {
         Effect::Notify(notification) => {
             return convert_notification(notification, None).map(Converted::Notify);
         }
+        // Key and value bounds are the store's (`[rooms.attributes]`):
+        // one over them refuses the batch as invalid, a plugin bug (2002).
+        Effect::SetRoomAttr(attr) => StateChange::SetRoomAttr {
+            channel_name: attr.channel_name,
+            key: attr.key,
+            value: attr.value,
+            if_version: attr.if_version,
+        },
         Effect::NotifyVia(routed) => {
             let delivery = match routed.delivery {
                 types::Delivery::Configured => None,

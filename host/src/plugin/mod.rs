@@ -23,7 +23,7 @@
 //!   name, version and config, the state [`Store`](crate::store::Store),
 //!   the memory limit and a WASI context. It is all an import can reach:
 //!   never the server.
-//! - `room_state`, `kv`, `config`, `clock`, `log`: one file per WIT import
+//! - `room_state`, `profiles`, `kv`, `config`, `clock`, `log`: one file per WIT import
 //!   interface, each holding only that interface's `Host` impl.
 //! - `stderr`: the bounded in-memory pipe that catches a guest's stderr, so
 //!   the panic message of a trapped call can be logged.
@@ -142,6 +142,7 @@ mod host;
 mod kv;
 mod loaded;
 mod log;
+mod profiles;
 mod registry;
 mod room_state;
 mod runtime;

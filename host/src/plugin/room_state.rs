@@ -1,7 +1,7 @@
 //! The `room-state` import: read access to rooms, seats, calls and
 //! presence, straight from the state store.
 
-use super::bindings::chorus::plugin::room_state::{Call, Host, Membership, Seat};
+use super::bindings::chorus::plugin::room_state::{Attributes, Call, Host, Membership, Seat};
 use super::view::PluginView;
 
 impl Host for PluginView {
@@ -46,5 +46,14 @@ impl Host for PluginView {
     async fn is_online(&mut self, user_id: u64) -> wasmtime::Result<bool> {
         let found = self.store.node_of(user_id).await;
         Ok(found.map_err(|e| self.store_failed(e))?.is_some())
+    }
+
+    async fn room_attributes(&mut self, channel_name: String) -> wasmtime::Result<Attributes> {
+        let found = self.store.room_attrs(&channel_name).await;
+        let attrs = found.map_err(|e| self.store_failed(e))?;
+        Ok(Attributes {
+            version: attrs.version,
+            entries: attrs.entries,
+        })
     }
 }

@@ -5,14 +5,15 @@
 //! nanoseconds, and a batch is atomic simply by holding the lock while it
 //! checks and applies.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
 
 use super::{
-    ApplyError, Call, KvRecord, MAX_KV_INT, MAX_KV_LIST, Membership, RoomView, Seat, StateChange,
-    Store, StoreError, check_kv_ttl, seat_status, unix_ms,
+    ApplyError, AttrLimits, Call, KvRecord, MAX_KV_INT, MAX_KV_LIST, Membership, RoomAttrs,
+    RoomView, Seat, StateChange, Store, StoreError, check_attr_changes, check_kv_ttl, seat_status,
+    unix_ms,
 };
 
 /// One KV entry: value, version, and expiry (unix ms).
@@ -27,6 +28,27 @@ impl KvValue {
     fn live(&self, now: u64) -> bool {
         self.expires_at.is_none_or(|at| at > now)
     }
+}
+
+/// One room's attributes: entries, version, expiry (unix ms).
+#[derive(Debug, Clone, Default)]
+struct Attrs {
+    entries: BTreeMap<String, String>,
+    version: u64,
+    expires_at: Option<u64>,
+}
+
+impl Attrs {
+    fn live(&self, now: u64) -> bool {
+        self.expires_at.is_none_or(|at| at > now)
+    }
+}
+
+/// A stored profile and its expiry (unix ms).
+#[derive(Debug, Clone)]
+struct StoredProfile {
+    json: String,
+    expires_at: u64,
 }
 
 /// One room's state.
@@ -53,6 +75,18 @@ struct State {
     kv_versions: HashMap<String, u64>,
     /// user -> node holding the user's connection.
     presence: HashMap<u64, String>,
+    /// channel -> the room's attributes; kept when the room empties (see
+    /// [`AttrLimits::idle_ttl_ms`]).
+    attrs: HashMap<String, Attrs>,
+    /// The last attributes version number handed out.
+    attr_seq: u64,
+    /// Rooms whose attributes the running batch wrote, in the order first
+    /// written: versions are handed out in that order, as the Redis script
+    /// does (scratch only).
+    attrs_dirty: Vec<String>,
+    /// Rooms whose attributes' expiry the running batch must settle:
+    /// written, joined or left (scratch only).
+    attrs_settle: BTreeSet<String>,
 }
 
 /// The in-memory [`Store`] used by a single node (`store.url = "memory://"`).
@@ -60,8 +94,22 @@ struct State {
 pub struct MemoryStore {
     /// Seats per room (`rooms.seats`).
     seats_per_room: u32,
+    /// Bounds and idle expiry of room attributes (`[rooms.attributes]`).
+    attr_limits: AttrLimits,
     /// All state under one lock; see the module docs for why that is enough.
     state: Mutex<State>,
+    /// Profiles, under their own lock: they are written by the server API
+    /// and read by plugins, never in a batch.
+    profiles: Mutex<Profiles>,
+}
+
+/// The stored profiles, swept of expired ones as they grow.
+#[derive(Debug, Default)]
+struct Profiles {
+    by_user: HashMap<u64, StoredProfile>,
+    /// Size at which the next sweep runs; doubling keeps sweeps amortized
+    /// O(1) per write.
+    sweep_at: usize,
 }
 
 impl MemoryStore {
@@ -69,8 +117,16 @@ impl MemoryStore {
     pub fn new(seats_per_room: u32) -> Self {
         Self {
             seats_per_room,
+            attr_limits: AttrLimits::default(),
             state: Mutex::new(State::default()),
+            profiles: Mutex::new(Profiles::default()),
         }
+    }
+
+    /// The same store with these room attribute bounds.
+    pub fn with_attr_limits(mut self, limits: AttrLimits) -> Self {
+        self.attr_limits = limits;
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -143,14 +199,24 @@ impl State {
         );
     }
 
-    fn apply_one(&mut self, change: &StateChange, seats: u32, now: u64) -> Result<(), ApplyError> {
+    fn apply_one(
+        &mut self,
+        change: &StateChange,
+        seats: u32,
+        limits: &AttrLimits,
+        now: u64,
+    ) -> Result<(), ApplyError> {
         match change {
             StateChange::JoinRoom {
                 user_id,
                 channel_name,
                 room_id,
             } => {
+                if let Some(old) = self.member_of.get(user_id).cloned() {
+                    self.attrs_settle.insert(old);
+                }
                 self.join(*user_id, channel_name, *room_id, seats);
+                self.attrs_settle.insert(channel_name.clone());
             }
             StateChange::LeaveRoom {
                 user_id,
@@ -158,6 +224,38 @@ impl State {
             } => {
                 self.require_member(*user_id, channel_name)?;
                 self.leave(*user_id);
+                self.attrs_settle.insert(channel_name.clone());
+            }
+            StateChange::SetRoomAttr {
+                channel_name,
+                key,
+                value,
+                if_version,
+            } => {
+                let attrs = self.attrs_for_write(channel_name, *if_version, now)?;
+                match value {
+                    Some(value) => {
+                        let adds = !attrs.entries.contains_key(key);
+                        if adds && attrs.entries.len() >= limits.max_keys {
+                            return Err(ApplyError::Conflict(format!(
+                                "room {channel_name} already has {} attributes, the most allowed",
+                                limits.max_keys
+                            )));
+                        }
+                        attrs.entries.insert(key.clone(), value.clone());
+                    }
+                    None => {
+                        attrs.entries.remove(key);
+                    }
+                }
+            }
+            StateChange::ClearRoomAttrs {
+                channel_name,
+                if_version,
+            } => {
+                self.attrs_for_write(channel_name, *if_version, now)?
+                    .entries
+                    .clear();
             }
             StateChange::TakeSeat {
                 channel_name,
@@ -243,6 +341,59 @@ impl State {
             }
         }
         Ok(())
+    }
+
+    /// The room's attributes to write, after checking the batch's
+    /// condition against the version they had when the batch started
+    /// (versions change only when the batch ends).
+    fn attrs_for_write(
+        &mut self,
+        channel: &str,
+        if_version: Option<u64>,
+        now: u64,
+    ) -> Result<&mut Attrs, ApplyError> {
+        if self.attrs.get(channel).is_some_and(|a| !a.live(now)) {
+            self.attrs.remove(channel);
+        }
+        let attrs = self.attrs.entry(channel.to_string()).or_default();
+        if let Some(expected) = if_version
+            && attrs.version != expected
+        {
+            return Err(ApplyError::Stale(format!(
+                "room {channel} attributes are at version {}, not {expected}",
+                attrs.version
+            )));
+        }
+        if !self.attrs_dirty.iter().any(|c| c == channel) {
+            self.attrs_dirty.push(channel.to_string());
+        }
+        self.attrs_settle.insert(channel.to_string());
+        Ok(attrs)
+    }
+
+    /// Ends a batch for the attributes: each written room gets the next
+    /// version (or loses its record when it has none left); each written,
+    /// joined or left room's attributes never expire while anyone is in
+    /// the room, else expire `idle_ttl_ms` from now.
+    fn settle_attrs(&mut self, idle_ttl_ms: u64, now: u64) {
+        for channel in std::mem::take(&mut self.attrs_dirty) {
+            match self.attrs.get_mut(&channel) {
+                Some(attrs) if attrs.entries.is_empty() => {
+                    self.attrs.remove(&channel);
+                }
+                Some(attrs) => {
+                    self.attr_seq += 1;
+                    attrs.version = self.attr_seq;
+                }
+                None => {}
+            }
+        }
+        for channel in std::mem::take(&mut self.attrs_settle) {
+            let occupied = self.rooms.contains_key(&channel);
+            if let Some(attrs) = self.attrs.get_mut(&channel) {
+                attrs.expires_at = (!occupied).then(|| now.saturating_add(idle_ttl_ms));
+            }
+        }
     }
 
     fn join(&mut self, user_id: u64, channel: &str, room_id: u64, seats: u32) {
@@ -419,7 +570,9 @@ impl Touched {
                 self.users.insert(*user_id);
                 self.channels.insert(channel_name.clone());
             }
-            StateChange::SetSeat { channel_name, .. } => {
+            StateChange::SetSeat { channel_name, .. }
+            | StateChange::SetRoomAttr { channel_name, .. }
+            | StateChange::ClearRoomAttrs { channel_name, .. } => {
                 self.channels.insert(channel_name.clone());
             }
             StateChange::StartCall {
@@ -457,6 +610,10 @@ impl Touched {
                 .filter_map(|(p, _)| state.kv_versions.get(p).map(|v| (p.clone(), *v)))
                 .collect(),
             presence: HashMap::new(),
+            attrs: pick(&state.attrs, self.channels.iter()),
+            attr_seq: state.attr_seq,
+            attrs_dirty: Vec::new(),
+            attrs_settle: BTreeSet::new(),
         }
     }
 
@@ -475,6 +632,8 @@ impl Touched {
             };
         }
         state.kv_versions.extend(scratch.kv_versions);
+        put_back(&mut state.attrs, &mut scratch.attrs, self.channels.iter());
+        state.attr_seq = scratch.attr_seq;
     }
 }
 
@@ -607,13 +766,70 @@ impl Store for MemoryStore {
         // All or nothing: run the batch on a scratch copy of just the
         // entries it can touch, and write them back only if every change
         // passed. Copying whole state would make each action O(everything).
+        check_attr_changes(&self.attr_limits, changes)?;
         let touched = Touched::of(&state, changes);
         let mut scratch = touched.extract(&state);
         let now = unix_ms();
         for change in changes {
-            scratch.apply_one(change, self.seats_per_room, now)?;
+            scratch.apply_one(change, self.seats_per_room, &self.attr_limits, now)?;
         }
+        scratch.settle_attrs(self.attr_limits.idle_ttl_ms, now);
         touched.write_back(&mut state, scratch);
+        Ok(())
+    }
+
+    async fn room_attrs(&self, channel_name: &str) -> Result<RoomAttrs, StoreError> {
+        let now = unix_ms();
+        let state = self.lock();
+        Ok(state
+            .attrs
+            .get(channel_name)
+            .filter(|a| a.live(now))
+            .map(|a| RoomAttrs {
+                version: a.version,
+                entries: a
+                    .entries
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            })
+            .unwrap_or_default())
+    }
+
+    async fn profile(&self, user_id: u64) -> Result<Option<String>, StoreError> {
+        let now = unix_ms();
+        let profiles = self.profiles.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(profiles
+            .by_user
+            .get(&user_id)
+            .filter(|p| p.expires_at > now)
+            .map(|p| p.json.clone()))
+    }
+
+    async fn set_profile(
+        &self,
+        user_id: u64,
+        profile: Option<&str>,
+        ttl_s: u64,
+    ) -> Result<(), StoreError> {
+        let now = unix_ms();
+        let mut profiles = self.profiles.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(json) = profile else {
+            profiles.by_user.remove(&user_id);
+            return Ok(());
+        };
+        let expires_at = now.saturating_add(ttl_s.saturating_mul(1000));
+        profiles.by_user.insert(
+            user_id,
+            StoredProfile {
+                json: json.to_string(),
+                expires_at,
+            },
+        );
+        if profiles.by_user.len() >= profiles.sweep_at {
+            profiles.by_user.retain(|_, p| p.expires_at > now);
+            profiles.sweep_at = (profiles.by_user.len() * 2).max(1024);
+        }
         Ok(())
     }
 

@@ -1,5 +1,7 @@
-//! The shared store of several nodes: rooms, seats, calls, presence and
-//! plugin key-value data in Redis (`store.url = "redis://…"`).
+//! The shared store of several nodes: rooms, seats, calls, presence,
+//! plugin key-value data, room attributes (`P attrs:<channel>`, see
+//! `lua/apply.lua`) and profiles (`P profile:<user>`, a JSON string with
+//! its expiry) in Redis (`store.url = "redis://…"`).
 //!
 //! Every key starts with `store.prefix` (default `chorus:`), so several
 //! deployments, or several tests, can share one Redis. Reads are single
@@ -30,8 +32,8 @@ use redis::{Client, Script};
 use serde_json::{Value, json};
 
 use super::{
-    ApplyError, Call, KvRecord, MAX_KV_LIST, Membership, RoomView, Seat, StateChange, Store,
-    StoreError,
+    ApplyError, AttrLimits, Call, KvRecord, MAX_KV_LIST, Membership, RoomAttrs, RoomView, Seat,
+    StateChange, Store, StoreError, check_attr_changes,
 };
 
 /// How long one Redis command may take before it fails. Generous next to
@@ -166,6 +168,8 @@ pub struct RedisStore {
     /// Seats of a room created by this node (`rooms.seats`); a room keeps
     /// the count it was created with.
     seats_per_room: u32,
+    /// Bounds and idle expiry of room attributes (`[rooms.attributes]`).
+    attr_limits: AttrLimits,
 }
 
 impl RedisStore {
@@ -174,7 +178,14 @@ impl RedisStore {
         Ok(Self {
             link: RedisLink::connect(url, prefix).await?,
             seats_per_room,
+            attr_limits: AttrLimits::default(),
         })
+    }
+
+    /// The same store with these room attribute bounds.
+    pub fn with_attr_limits(mut self, limits: AttrLimits) -> Self {
+        self.attr_limits = limits;
+        self
     }
 
     /// The shared connection, for the cluster bus.
@@ -306,6 +317,22 @@ fn encode_change(change: &StateChange) -> Value {
         } => json!({
             "op": "kv_incr", "plugin": plugin, "key": key,
             "delta": delta.to_string(), "ttl": ttl_ms,
+        }),
+        StateChange::SetRoomAttr {
+            channel_name,
+            key,
+            value,
+            if_version,
+        } => json!({
+            "op": "set_attr", "channel": channel_name, "key": key, "value": value,
+            "if_version": if_version.map(|v| v.to_string()),
+        }),
+        StateChange::ClearRoomAttrs {
+            channel_name,
+            if_version,
+        } => json!({
+            "op": "clear_attrs", "channel": channel_name,
+            "if_version": if_version.map(|v| v.to_string()),
         }),
     }
 }
@@ -447,10 +474,52 @@ impl Store for RedisStore {
         if changes.is_empty() {
             return Ok(());
         }
+        check_attr_changes(&self.attr_limits, changes)?;
         let batch = Value::Array(changes.iter().map(encode_change).collect()).to_string();
         let seats = self.seats_per_room.to_string();
-        let answer: Vec<String> = self.script(&scripts().apply, &[&seats, &batch]).await?;
+        let max_attrs = self.attr_limits.max_keys.to_string();
+        let attr_ttl = self.attr_limits.idle_ttl_ms.max(1).to_string();
+        let args = [seats.as_str(), &batch, &max_attrs, &attr_ttl];
+        let answer: Vec<String> = self.script(&scripts().apply, &args).await?;
         apply_outcome(answer)
+    }
+
+    async fn room_attrs(&self, channel_name: &str) -> Result<RoomAttrs, StoreError> {
+        let key = self.link.key(&format!("attrs:{channel_name}"));
+        let hash: HashMap<String, String> = self.link.query(redis::cmd("HGETALL").arg(key)).await?;
+        let mut attrs = RoomAttrs::default();
+        for (field, value) in hash {
+            if field.is_empty() {
+                attrs.version = value.parse().unwrap_or(0);
+            } else {
+                attrs.entries.push((field, value));
+            }
+        }
+        attrs.entries.sort_unstable();
+        Ok(attrs)
+    }
+
+    async fn profile(&self, user_id: u64) -> Result<Option<String>, StoreError> {
+        let key = self.link.key(&format!("profile:{user_id}"));
+        self.link.query(redis::cmd("GET").arg(key)).await
+    }
+
+    async fn set_profile(
+        &self,
+        user_id: u64,
+        profile: Option<&str>,
+        ttl_s: u64,
+    ) -> Result<(), StoreError> {
+        let key = self.link.key(&format!("profile:{user_id}"));
+        match profile {
+            Some(json) => {
+                let ttl = ttl_s.max(1);
+                self.link
+                    .query(redis::cmd("SET").arg(key).arg(json).arg("EX").arg(ttl))
+                    .await
+            }
+            None => self.link.query(redis::cmd("DEL").arg(key)).await,
+        }
     }
 
     async fn set_online(&self, user_id: u64, node: &str) -> Result<Option<String>, StoreError> {

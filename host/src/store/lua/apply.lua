@@ -16,10 +16,18 @@
 -- P kvexp:<plugin> hash key -> expiry (unix ms; absent: none),
 -- P kvseq:<plugin> the plugin's last version number. An expired entry
 -- reads as absent and is removed when a batch writes it.
+-- P attrs:<channel> hash attribute -> value, plus the field '' (no key is
+-- empty) holding the attributes' version; P attrseq the last version
+-- handed out. The hash never expires while the room has members, else
+-- ARGV[5] ms after the batch that wrote it, joined or left the room.
+-- ARGV[4] is the most attributes a room may hold. Keys and values were
+-- checked (sizes, roles) by RedisStore::apply, as MemoryStore does.
 
 local P = ARGV[1]
 local SEATS = tonumber(ARGV[2])
 local changes = cjson.decode(ARGV[3])
+local MAX_ATTRS = tonumber(ARGV[4])
+local ATTR_TTL = tonumber(ARGV[5])
 
 local member, member_dirty = {}, {}
 local rooms, touched = {}, {}
@@ -258,14 +266,84 @@ local function end_call(u)
   end
 end
 
+-- Room attributes as the batch sees them: {entries, count, version, dirty}.
+local attrs, attrs_order = {}, {}
+local settle, settle_order = {}, {}
+local function attrs_of(ch)
+  local a = attrs[ch]
+  if a == nil then
+    a = { entries = {}, count = 0, version = 0, dirty = false }
+    local h = redis.call('HGETALL', P .. 'attrs:' .. ch)
+    for i = 1, #h, 2 do
+      if h[i] == '' then
+        a.version = tonumber(h[i + 1])
+      else
+        a.entries[h[i]] = h[i + 1]
+        a.count = a.count + 1
+      end
+    end
+    attrs[ch] = a
+    attrs_order[#attrs_order + 1] = ch
+  end
+  return a
+end
+
+local function to_settle(ch)
+  if not settle[ch] then
+    settle[ch] = true
+    settle_order[#settle_order + 1] = ch
+  end
+end
+
+-- The attributes to write, after checking the condition against the
+-- version they had when the batch started.
+local function attrs_for_write(ch, if_version)
+  local a = attrs_of(ch)
+  if if_version ~= nil and if_version ~= cjson.null then
+    if a.version ~= tonumber(if_version) then
+      refuse('stale', 'room ' .. ch .. ' attributes are at version '
+        .. string.format('%d', a.version) .. ', not ' .. if_version)
+    end
+  end
+  a.dirty = true
+  to_settle(ch)
+  return a
+end
+
+local function set_attr(ch, key, value, if_version)
+  local a = attrs_for_write(ch, if_version)
+  if value ~= nil and value ~= cjson.null then
+    if a.entries[key] == nil then
+      if a.count >= MAX_ATTRS then
+        refuse('conflict', 'room ' .. ch .. ' already has ' .. string.format('%d', MAX_ATTRS)
+          .. ' attributes, the most allowed')
+      end
+      a.count = a.count + 1
+    end
+    a.entries[key] = value
+  elseif a.entries[key] ~= nil then
+    a.entries[key] = nil
+    a.count = a.count - 1
+  end
+end
+
 local function run()
   for _, c in ipairs(changes) do
     local op = c.op
     if op == 'join' then
+      local old = member_of(c.user)
+      if old then to_settle(old) end
       join(c.user, c.channel, c.room_id)
+      to_settle(c.channel)
     elseif op == 'leave' then
       require_member(c.user, c.channel)
       leave(c.user)
+      to_settle(c.channel)
+    elseif op == 'set_attr' then
+      set_attr(c.channel, c.key, c.value, c.if_version)
+    elseif op == 'clear_attrs' then
+      local a = attrs_for_write(c.channel, c.if_version)
+      a.entries, a.count = {}, 0
     elseif op == 'take_seat' then
       take_seat(c.channel, c.seat, c.user)
     elseif op == 'free_seat' then
@@ -343,7 +421,40 @@ local function write_room(ch, r)
   end
 end
 
+-- Written attributes get the next version (or lose their hash when none is
+-- left); every settled room's attributes persist while it has members and
+-- expire ATTR_TTL from now otherwise.
+local function write_attrs()
+  local seq = nil
+  for _, ch in ipairs(attrs_order) do
+    local a = attrs[ch]
+    if a.dirty then
+      local key = P .. 'attrs:' .. ch
+      redis.call('DEL', key)
+      if a.count > 0 then
+        seq = (seq or tonumber(redis.call('GET', P .. 'attrseq') or '0')) + 1
+        local args = { '', string.format('%d', seq) }
+        for k, v in pairs(a.entries) do
+          args[#args + 1] = k
+          args[#args + 1] = v
+        end
+        redis.call('HSET', key, unpack(args))
+      end
+    end
+  end
+  if seq then redis.call('SET', P .. 'attrseq', string.format('%d', seq)) end
+  for _, ch in ipairs(settle_order) do
+    local r = room(ch)
+    if r.exists and r.count > 0 then
+      redis.call('PERSIST', P .. 'attrs:' .. ch)
+    else
+      redis.call('PEXPIRE', P .. 'attrs:' .. ch, ATTR_TTL)
+    end
+  end
+end
+
 local function write()
+  write_attrs()
   for u, _ in pairs(member_dirty) do
     if member[u] then
       redis.call('SET', P .. 'member:' .. u, member[u])
