@@ -1128,3 +1128,37 @@ async fn room_attributes_are_shared_and_conditional_writes_count_exactly_on_two_
     assert_eq!(ttl, -1, "a room with members keeps its attributes");
     stop_all(&prefix, nodes).await;
 }
+
+/// Profiles on two nodes (contract 1.1): one stored through a session on
+/// one node fills the chat its user sends through the other, and an update
+/// through the second node is what the first shows next.
+#[tokio::test]
+async fn a_profile_stored_through_one_node_fills_notifications_on_the_other() {
+    let (prefix, nodes) = cluster("profiles", 2).await;
+    crate::profiles::session_with_profile(
+        &nodes[0],
+        911,
+        crate::profiles::backend_profile(911, "Alice"),
+    )
+    .await;
+    enter_ok(&nodes[0], 911, "room_pr", 1).await;
+    enter_ok(&nodes[0], 912, "room_pr", 1).await;
+    let mut sender = nodes[1].connect(911).await;
+    let mut reader = nodes[0].connect(912).await;
+    let forged = json!({"channel_name": "room_pr", "content": "hi", "nickname": "Mallory"});
+    sender.send("send_topic_msg", forged.clone()).await;
+    assert_eq!(
+        expect_about(&mut reader, "send_topic_msg", 911).await["nickname"],
+        "Alice"
+    );
+    let update =
+        json!({"user_id": 911, "profile": crate::profiles::backend_profile(911, "Alicia")});
+    let (status, body) = nodes[1].api("POST", "/api/v1/profiles", Some(update)).await;
+    assert_eq!(status, 200, "{body}");
+    sender.send("send_topic_msg", forged).await;
+    assert_eq!(
+        expect_about(&mut reader, "send_topic_msg", 911).await["nickname"],
+        "Alicia"
+    );
+    stop_all(&prefix, nodes).await;
+}

@@ -15,6 +15,7 @@ mod isolation;
 mod operations;
 mod plugin_isolation;
 mod plugins;
+mod profiles;
 mod relay;
 mod rooms;
 mod security;

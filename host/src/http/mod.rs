@@ -7,6 +7,7 @@ mod attributes;
 mod conformance;
 mod demo;
 mod iapi;
+mod profiles;
 mod signed_query;
 mod ws;
 
@@ -31,6 +32,7 @@ pub fn public_router(app: Arc<App>) -> Router {
         .route("/iapi/user/info", get(iapi::user_info))
         .route("/api/v1/actions", post(api::actions))
         .route("/api/v1/sessions", post(api::sessions))
+        .route("/api/v1/profiles", post(profiles::update))
         .route("/api/v1/users/{user_id}", get(api::user))
         .route("/api/v1/users/{user_id}/kick", post(api::kick))
         .route("/api/v1/rooms/{channel_name}", get(api::room))

@@ -327,10 +327,9 @@ fn check_channel(channel_name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The longest time a profile is kept: 30 days, in seconds (a sid lives
-/// at most as long as the app backend says, but a profile write names its
-/// own time to live, bounded here).
-pub const MAX_PROFILE_TTL_S: u64 = 30 * 24 * 3600;
+/// The longest time a profile is kept: 365 days, in seconds. A profile
+/// given with a session lives as long as the session, within this bound.
+pub const MAX_PROFILE_TTL_S: u64 = 365 * 24 * 3600;
 
 /// Checks a KV TTL: 1 ms ..= [`MAX_KV_TTL_MS`].
 pub fn check_kv_ttl(ttl_ms: Option<u64>) -> Result<(), ApplyError> {

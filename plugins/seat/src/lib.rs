@@ -7,6 +7,8 @@
 //!   free (else conflict; being on it already is a conflict too). Without,
 //!   the lowest free seat is taken (none free: conflict). A user seated
 //!   elsewhere in the room moves: `down` for the old seat, then `up`.
+//!   The profile fields the request leaves out come from the profile the
+//!   app backend stored (contract 1.1), if any.
 //! - `down`: the user must hold a seat in `channel_name` (else
 //!   not-allowed); the seat is freed and the room gets `down`.
 //! - `lock_seat` / `unlock_seat` (extensions): an unoccupied seat is locked
@@ -21,6 +23,7 @@
 mod notification;
 
 use chorus_plugin_sdk::event::{acting_user, action, description, event_user, unknown_action};
+use chorus_plugin_sdk::profile;
 use chorus_plugin_sdk::reply::{notify_room, reply};
 use chorus_plugin_sdk::roles::Roles;
 use chorus_plugin_sdk::{
@@ -72,7 +75,7 @@ fn up(event: &Event, payload: &Payload) -> Result<Reply, Error> {
     let user_id = acting_user(event, payload)?;
     let channel_name = payload.channel_name()?;
     let requested = payload.opt_u64("seat_id")?;
-    let profile = Profile::required(payload)?;
+    let profile = Profile::required(&profile::with_stored(event, payload, user_id))?;
     let membership = member_of(user_id, &channel_name)?;
     let seats = room_state::room_seats(&channel_name);
     let seat_id = choose_seat(&seats, requested, membership.seat_id)?;
