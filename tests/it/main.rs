@@ -18,3 +18,4 @@ mod relay;
 mod rooms;
 mod security;
 mod sessions;
+mod timers;

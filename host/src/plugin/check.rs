@@ -8,6 +8,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::bindings::types;
+use super::grants::Grants;
+use super::host::config_json;
 use super::runtime::Runtime;
 use super::{PluginError, Settings, Source};
 use crate::store::memory::MemoryStore;
@@ -82,7 +84,10 @@ impl Description {
     }
 
     /// Checks the rules every version must follow: its name is the file's
-    /// stem, it has a version, and every action has a name and a source.
+    /// stem, it has a version, every action has a name and a source, and
+    /// no action a client may send ends in `_report` (a client frame
+    /// `<action>_report` is always taken as a relay report, so such an
+    /// action could never reach the plugin).
     pub(crate) fn validate(&self, file_stem: &str) -> Result<(), PluginError> {
         if self.name != file_stem {
             return Err(PluginError::NameMismatch {
@@ -100,6 +105,13 @@ impl Description {
             if action.sources.is_empty() {
                 return Err(PluginError::Describe(format!(
                     "action {:?} lists no source",
+                    action.name
+                )));
+            }
+            if action.name.ends_with(REPORT_SUFFIX) && action.sources.contains(&Source::Client) {
+                return Err(PluginError::Describe(format!(
+                    "action {:?} from the client source cannot be served: a client frame whose \
+                     action ends in `{REPORT_SUFFIX}` is always taken as a relay report",
                     action.name
                 )));
             }
@@ -150,6 +162,29 @@ pub fn check_file(path: &Path) -> Result<Description, PluginError> {
             .join()
             .unwrap_or_else(|_| Err(PluginError::Describe("the check thread panicked".into())))
     })
+}
+
+/// The suffix of relay reports (`<action>_report`, PROTOCOL section 9).
+const REPORT_SUFFIX: &str = "_report";
+
+/// The grants the plugin at `path` would run with: the `[grants]` of the
+/// `<name>.toml` beside it (the contract 1.0 set without a file or a
+/// table). Errors: the file is not readable, not TOML, or its grants are
+/// malformed.
+pub fn check_grants(path: &Path) -> Result<Grants, PluginError> {
+    let toml = path.with_extension("toml");
+    let text = match std::fs::read_to_string(&toml) {
+        Ok(text) => Some(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            return Err(PluginError::Io {
+                path: toml,
+                message: e.to_string(),
+            });
+        }
+    };
+    let config = config_json(text.as_deref())?;
+    Grants::from_config(&config)
 }
 
 /// Seats per room of the empty state a check runs against.

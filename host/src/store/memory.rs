@@ -5,14 +5,15 @@
 //! nanoseconds, and a batch is atomic simply by holding the lock while it
 //! checks and applies.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
 
 use super::{
-    ApplyError, Call, KvRecord, MAX_KV_INT, MAX_KV_LIST, Membership, RoomView, Seat, StateChange,
-    Store, StoreError, check_kv_ttl, seat_status, unix_ms,
+    ApplyError, Call, DueTimer, KvRecord, MAX_KV_INT, MAX_KV_LIST, Membership, RoomView, Seat,
+    StateChange, Store, StoreError, TimerBounds, check_kv_ttl, check_timer_delay, seat_status,
+    unix_ms,
 };
 
 /// One KV entry: value, version, and expiry (unix ms).
@@ -53,6 +54,182 @@ struct State {
     kv_versions: HashMap<String, u64>,
     /// user -> node holding the user's connection.
     presence: HashMap<u64, String>,
+    /// Pending plugin timers (contract 1.1). Not part of a batch's scratch
+    /// copy: [`Timers::plan`] checks a batch's timer changes against it,
+    /// and [`Timers::commit`] writes them once the whole batch passed.
+    timers: Timers,
+}
+
+/// One pending timer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PendingTimer {
+    due_ms: u64,
+    payload: String,
+    channel_name: Option<String>,
+}
+
+/// (plugin, key).
+type TimerId = (String, String);
+
+/// The pending timers, indexed by id and by due time, with the counts the
+/// bounds are checked against.
+#[derive(Debug, Default)]
+struct Timers {
+    pending: HashMap<TimerId, PendingTimer>,
+    /// (due ms, plugin, key), earliest first.
+    due: BTreeSet<(u64, String, String)>,
+    /// plugin -> its pending timers.
+    per_plugin: HashMap<String, u32>,
+    /// channel -> pending timers naming it.
+    per_room: HashMap<String, u32>,
+}
+
+/// What a batch does to the timers: each touched id and what it holds
+/// after the batch (`None`: no timer).
+type TimerPlan = HashMap<TimerId, Option<PendingTimer>>;
+
+impl Timers {
+    /// Runs a batch's timer changes, in order, against the pending timers
+    /// without changing them; the plan, or why the batch is refused.
+    fn plan(&self, changes: &[StateChange], now: u64) -> Result<TimerPlan, ApplyError> {
+        let mut plan = TimerPlan::new();
+        // Changes of the counts this batch makes so far, by plugin and room.
+        let mut plugin_delta: HashMap<String, i64> = HashMap::new();
+        let mut room_delta: HashMap<String, i64> = HashMap::new();
+        for change in changes {
+            let (id, new) = match change {
+                StateChange::SetTimer {
+                    plugin,
+                    key,
+                    delay_ms,
+                    payload,
+                    channel_name,
+                    bounds,
+                } => {
+                    check_timer_delay(*delay_ms)?;
+                    let timer = PendingTimer {
+                        due_ms: now.saturating_add(*delay_ms),
+                        payload: payload.clone(),
+                        channel_name: channel_name.clone(),
+                    };
+                    ((plugin.clone(), key.clone()), Some((timer, *bounds)))
+                }
+                StateChange::CancelTimer { plugin, key } => ((plugin.clone(), key.clone()), None),
+                _ => continue,
+            };
+            let old = match plan.get(&id) {
+                Some(planned) => planned.clone(),
+                None => self.pending.get(&id).cloned(),
+            };
+            if let Some(old) = old {
+                *plugin_delta.entry(id.0.clone()).or_default() -= 1;
+                if let Some(room) = old.channel_name {
+                    *room_delta.entry(room).or_default() -= 1;
+                }
+            }
+            let Some((timer, bounds)) = new else {
+                plan.insert(id, None);
+                continue;
+            };
+            let delta = plugin_delta.entry(id.0.clone()).or_default();
+            *delta += 1;
+            let total = i64::from(self.per_plugin.get(&id.0).copied().unwrap_or(0)) + *delta;
+            check_bound(total, bounds, &id.0, None)?;
+            if let Some(room) = &timer.channel_name {
+                let delta = room_delta.entry(room.clone()).or_default();
+                *delta += 1;
+                let total = i64::from(self.per_room.get(room).copied().unwrap_or(0)) + *delta;
+                check_bound(total, bounds, &id.0, Some(room))?;
+            }
+            plan.insert(id, Some(timer));
+        }
+        Ok(plan)
+    }
+
+    /// Applies a plan from [`Timers::plan`].
+    fn commit(&mut self, plan: TimerPlan) {
+        for (id, timer) in plan {
+            self.remove(&id);
+            if let Some(timer) = timer {
+                self.due.insert((timer.due_ms, id.0.clone(), id.1.clone()));
+                *self.per_plugin.entry(id.0.clone()).or_default() += 1;
+                if let Some(room) = &timer.channel_name {
+                    *self.per_room.entry(room.clone()).or_default() += 1;
+                }
+                self.pending.insert(id, timer);
+            }
+        }
+    }
+
+    /// Removes a pending timer, if any, with its index and counts.
+    fn remove(&mut self, id: &TimerId) -> Option<PendingTimer> {
+        let timer = self.pending.remove(id)?;
+        self.due.remove(&(timer.due_ms, id.0.clone(), id.1.clone()));
+        decrement(&mut self.per_plugin, &id.0);
+        if let Some(room) = &timer.channel_name {
+            decrement(&mut self.per_room, room);
+        }
+        Some(timer)
+    }
+
+    /// Removes and returns at most `limit` timers due at `now`.
+    fn claim(&mut self, now: u64, limit: usize) -> Vec<DueTimer> {
+        let ids: Vec<TimerId> = self
+            .due
+            .iter()
+            .take_while(|(due, _, _)| *due <= now)
+            .take(limit)
+            .map(|(_, plugin, key)| (plugin.clone(), key.clone()))
+            .collect();
+        ids.into_iter()
+            .filter_map(|id| {
+                let timer = self.remove(&id)?;
+                Some(DueTimer {
+                    plugin: id.0,
+                    key: id.1,
+                    payload: timer.payload,
+                    channel_name: timer.channel_name,
+                    due_ms: timer.due_ms,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Refuses a count past its bound (per room when `room` is named).
+fn check_bound(
+    total: i64,
+    bounds: TimerBounds,
+    plugin: &str,
+    room: Option<&str>,
+) -> Result<(), ApplyError> {
+    let (bound, what, key) = match room {
+        None => (
+            bounds.per_plugin,
+            format!("plugin {plugin}"),
+            "plugins.max_timers_per_plugin",
+        ),
+        Some(room) => (
+            bounds.per_room,
+            format!("room {room}"),
+            "plugins.max_timers_per_room",
+        ),
+    };
+    if total > i64::from(bound) {
+        return Err(ApplyError::Conflict(format!(
+            "{what} already has {bound} pending timers ({key})"
+        )));
+    }
+    Ok(())
+}
+
+fn decrement(counts: &mut HashMap<String, u32>, name: &str) {
+    if let Some(n) = counts.get_mut(name) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            counts.remove(name);
+        }
+    }
 }
 
 /// The in-memory [`Store`] used by a single node (`store.url = "memory://"`).
@@ -241,6 +418,8 @@ impl State {
             StateChange::KvDelete { plugin, key } => {
                 self.kv.remove(&(plugin.clone(), key.clone()));
             }
+            // Checked and applied by `Timers::plan` / `Timers::commit`.
+            StateChange::SetTimer { .. } | StateChange::CancelTimer { .. } => {}
         }
         Ok(())
     }
@@ -438,6 +617,7 @@ impl Touched {
             | StateChange::KvIncr { plugin, key, .. } => {
                 self.kv.insert((plugin.clone(), key.clone()));
             }
+            StateChange::SetTimer { .. } | StateChange::CancelTimer { .. } => {}
         }
     }
 
@@ -457,6 +637,7 @@ impl Touched {
                 .filter_map(|(p, _)| state.kv_versions.get(p).map(|v| (p.clone(), *v)))
                 .collect(),
             presence: HashMap::new(),
+            timers: Timers::default(),
         }
     }
 
@@ -613,8 +794,19 @@ impl Store for MemoryStore {
         for change in changes {
             scratch.apply_one(change, self.seats_per_room, now)?;
         }
+        let timers = state.timers.plan(changes, now)?;
         touched.write_back(&mut state, scratch);
+        state.timers.commit(timers);
         Ok(())
+    }
+
+    async fn claim_due_timers(&self, limit: usize) -> Result<Vec<DueTimer>, StoreError> {
+        let now = unix_ms();
+        Ok(self.lock().timers.claim(now, limit))
+    }
+
+    async fn next_timer_due(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self.lock().timers.due.first().map(|(due, _, _)| *due))
     }
 
     async fn set_online(&self, user_id: u64, node: &str) -> Result<Option<String>, StoreError> {

@@ -32,7 +32,8 @@
 //! - [`event`]: who the acting user is for each source, and the
 //!   [`Description`] builders;
 //! - [`reply`]: building replies and `notify` effects from `serde_json`
-//!   values;
+//!   values, and timers ([`reply::set_timer`], [`reply::cancel_timer`],
+//!   read back with [`event::timer_event`]);
 //! - [`Profile`]: the user fields the seed repeats in notifications;
 //! - [`Config`]: the plugin's `<name>.toml` as typed values with defaults;
 //! - [`log`]: one-line wrappers over the host's log.
@@ -67,7 +68,7 @@ pub use bindings::export;
 pub use bindings::chorus::plugin::types::{
     ActionSpec, Call, Delivery, Description, Effect, Error, Event, FreeSeat, JoinRoom, KvEntry,
     KvIncr, KvPut, LeaveRoom, Membership, Notification, Reply, RoutedNotification, Seat, SetSeat,
-    Source, StartCall, TakeSeat, Target,
+    SetTimer, Source, StartCall, TakeSeat, Target,
 };
 pub use bindings::chorus::plugin::{clock, kv, room_state};
 pub use bindings::exports::chorus::plugin::handler::Guest;
