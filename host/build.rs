@@ -16,7 +16,15 @@ use std::process::Command;
 mod sdk;
 
 /// The plugins the server loads when `plugins.dir` is not set.
-const BUNDLED: &[&str] = &["room", "seat", "gift", "chat", "call", "notice"];
+const BUNDLED: &[&str] = &[
+    "room",
+    "seat",
+    "gift",
+    "chat",
+    "call",
+    "notice",
+    "lucky_draw",
+];
 const TARGET: &str = "wasm32-wasip2";
 
 fn main() {

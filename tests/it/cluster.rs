@@ -1118,3 +1118,42 @@ async fn a_timer_due_while_redis_is_down_fires_once_when_it_is_back() {
         node.stop().await;
     }
 }
+
+/// The bundled `lucky_draw` (contract 1.1): 50 concurrent draws in one
+/// room split over two nodes are numbered 1..=50, no gap, no duplicate (a
+/// conditional counter write, re-run by the host when another node won).
+#[tokio::test]
+async fn fifty_concurrent_lucky_draws_on_two_nodes_number_1_to_50() {
+    let (prefix, nodes) = cluster("lucky-draw", 2).await;
+    for (i, user) in [7401u64, 7402, 7403].into_iter().enumerate() {
+        enter_ok(&nodes[i % 2], user, "room_draw", 77).await;
+        let (status, body) = nodes[0]
+            .action(up_body(user, "room_draw", i as u32 + 1))
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let draws = (0..50).map(|i| {
+        let node = &nodes[i % 2];
+        async move { crate::lucky_draw::draw(node, 7401, "room_draw").await }
+    });
+    let answers = futures_util::future::join_all(draws).await;
+    let mut numbers: Vec<u64> = answers
+        .iter()
+        .map(|(status, body)| {
+            assert_eq!(*status, 200, "{body}");
+            let winner = body["result"]["winner_id"].as_u64().expect("a winner");
+            assert!([7401, 7402, 7403].contains(&winner), "{body}");
+            body["result"]["draw_no"].as_u64().expect("a number")
+        })
+        .collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, (1..=50).collect::<Vec<u64>>());
+    let metrics = nodes[0].metrics_text().await;
+    let reruns: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("chorus_plugin_stale_reruns_total{plugin=\"lucky_draw\"}"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    eprintln!("50 lucky draws on two nodes: {reruns} re-runs (both nodes, shared recorder)");
+    stop_all(&prefix, nodes).await;
+}

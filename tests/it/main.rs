@@ -11,6 +11,7 @@ mod cluster;
 mod errors;
 mod inputs;
 mod isolation;
+mod lucky_draw;
 mod operations;
 mod plugin_isolation;
 mod plugins;
