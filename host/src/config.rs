@@ -834,6 +834,26 @@ mod tests {
 
     /// Zero-sized buffers are refused: a zero read buffer reads nothing.
     #[test]
+    fn timer_bounds_and_stale_retries_are_range_checked() {
+        for (key, value, message) in [
+            ("max_timers_per_plugin", "0", "must be 1..=1000000"),
+            ("max_timers_per_room", "1000001", "must be 1..=1000000"),
+            (
+                "stale_retries",
+                "101",
+                "plugins.stale_retries must be 0..=100",
+            ),
+        ] {
+            let text = format!("[plugins]\n{key} = {value}\n");
+            let error = load_text(text.as_bytes(), true).expect_err(&text);
+            assert!(error.to_string().contains(message), "{error}");
+        }
+        let text = b"[plugins]\nstale_retries = 0\nmax_timers_per_room = 1\n";
+        let config = load_text(text, true).expect("in range");
+        assert_eq!(config.plugins.stale_retries, 0);
+    }
+
+    #[test]
     fn zero_sized_limits_are_refused() {
         for key in ["max_frame_bytes", "read_buffer_bytes"] {
             let text = format!("[limits]\n{key} = 0\n");

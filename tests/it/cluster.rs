@@ -1157,3 +1157,84 @@ async fn fifty_concurrent_lucky_draws_on_two_nodes_number_1_to_50() {
     eprintln!("50 lucky draws on two nodes: {reruns} re-runs (both nodes, shared recorder)");
     stop_all(&prefix, nodes).await;
 }
+
+/// Contract 1.1 timers: `RedisStore` (the apply script) and `MemoryStore`
+/// accept and refuse the same batches of timer changes, mixed with room
+/// changes that may fail first (delays out of range, replaced and
+/// cancelled keys, the per-plugin and per-room bounds).
+#[tokio::test]
+async fn the_redis_store_checks_timer_changes_exactly_as_the_memory_store() {
+    use chorus::store::TimerBounds;
+    use rand::SeedableRng;
+    drop(redis_at(&redis_url()).await);
+    let prefix = prefix("timer-conformance");
+    let redis = RedisStore::connect(&redis_url(), &prefix, 3)
+        .await
+        .expect("redis");
+    let memory = MemoryStore::new(3);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+    let bounds = TimerBounds {
+        per_plugin: 4,
+        per_room: 2,
+    };
+    let mut outcomes = std::collections::BTreeMap::<String, usize>::new();
+    for round in 0..600 {
+        let size = rng.random_range(1..=4);
+        let batch: Vec<StateChange> = (0..size)
+            .map(|_| {
+                let key = format!("k{}", rng.random_range(0..6));
+                let plugin = ["p", "q"][rng.random_range(0..2)].to_string();
+                match rng.random_range(0..6) {
+                    0 => StateChange::CancelTimer { plugin, key },
+                    1 => StateChange::LeaveRoom {
+                        user_id: rng.random_range(1..=2),
+                        channel_name: "a".into(),
+                    },
+                    2 => StateChange::JoinRoom {
+                        user_id: rng.random_range(1..=2),
+                        channel_name: "a".into(),
+                        room_id: 1,
+                    },
+                    _ => StateChange::SetTimer {
+                        plugin,
+                        key,
+                        delay_ms: [50, 100, 60_000, 86_400_001][rng.random_range(0..4)],
+                        payload: "{\"x\":1}".into(),
+                        channel_name: [None, Some("a"), Some("b")][rng.random_range(0..3)]
+                            .map(str::to_string),
+                        bounds,
+                    },
+                }
+            })
+            .collect();
+        let expected = memory.apply(&batch).await;
+        let got = redis.apply(&batch).await;
+        assert_eq!(got, expected, "round {round}: {batch:?}");
+        let kind = match &expected {
+            Ok(()) => "ok".to_string(),
+            Err(e) => {
+                e.to_string()
+                    .split(':')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string()
+                    + if e.to_string().contains("timers") {
+                        " (timer bound)"
+                    } else {
+                        ""
+                    }
+            }
+        };
+        *outcomes.entry(kind).or_default() += 1;
+    }
+    // Successes, bad delays, bounds and room refusals were all exercised.
+    for kind in [
+        "ok",
+        "invalid change",
+        "conflict (timer bound)",
+        "not allowed",
+    ] {
+        assert!(outcomes.get(kind).is_some_and(|n| *n >= 10), "{outcomes:?}");
+    }
+    forget(&redis_url(), &prefix).await;
+}

@@ -209,3 +209,37 @@ fn check_bytes(stem: &str, bytes: &[u8]) -> Result<Description, PluginError> {
     description.validate(stem)?;
     Ok(description)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn description(action: &str, sources: &[Source]) -> Description {
+        Description {
+            name: "p".into(),
+            version: "1".into(),
+            actions: vec![ActionSpec {
+                name: action.into(),
+                sources: sources.to_vec(),
+            }],
+        }
+    }
+
+    /// A client frame `<x>_report` is always a relay report, so a plugin
+    /// claiming such an action from clients is refused at load, clearly.
+    #[test]
+    fn a_client_action_ending_in_report_is_refused() {
+        let error = description("gift_report", &[Source::Server, Source::Client])
+            .validate("p")
+            .expect_err("unreachable action");
+        let text = error.to_string();
+        assert!(
+            text.contains("\"gift_report\"") && text.contains("relay report"),
+            "{text}"
+        );
+        // From the app backend it is reachable, and allowed.
+        description("gift_report", &[Source::Server])
+            .validate("p")
+            .expect("server only");
+    }
+}

@@ -55,7 +55,7 @@ struct State {
     /// user -> node holding the user's connection.
     presence: HashMap<u64, String>,
     /// Pending plugin timers (contract 1.1). Not part of a batch's scratch
-    /// copy: [`Timers::plan`] checks a batch's timer changes against it,
+    /// copy: a [`TimerPlanner`] checks a batch's timer changes against it,
     /// and [`Timers::commit`] writes them once the whole batch passed.
     timers: Timers,
 }
@@ -88,65 +88,79 @@ struct Timers {
 /// after the batch (`None`: no timer).
 type TimerPlan = HashMap<TimerId, Option<PendingTimer>>;
 
-impl Timers {
-    /// Runs a batch's timer changes, in order, against the pending timers
-    /// without changing them; the plan, or why the batch is refused.
-    fn plan(&self, changes: &[StateChange], now: u64) -> Result<TimerPlan, ApplyError> {
-        let mut plan = TimerPlan::new();
-        // Changes of the counts this batch makes so far, by plugin and room.
-        let mut plugin_delta: HashMap<String, i64> = HashMap::new();
-        let mut room_delta: HashMap<String, i64> = HashMap::new();
-        for change in changes {
-            let (id, new) = match change {
-                StateChange::SetTimer {
-                    plugin,
-                    key,
-                    delay_ms,
-                    payload,
-                    channel_name,
-                    bounds,
-                } => {
-                    check_timer_delay(*delay_ms)?;
-                    let timer = PendingTimer {
-                        due_ms: now.saturating_add(*delay_ms),
-                        payload: payload.clone(),
-                        channel_name: channel_name.clone(),
-                    };
-                    ((plugin.clone(), key.clone()), Some((timer, *bounds)))
-                }
-                StateChange::CancelTimer { plugin, key } => ((plugin.clone(), key.clone()), None),
-                _ => continue,
-            };
-            let old = match plan.get(&id) {
-                Some(planned) => planned.clone(),
-                None => self.pending.get(&id).cloned(),
-            };
-            if let Some(old) = old {
-                *plugin_delta.entry(id.0.clone()).or_default() -= 1;
-                if let Some(room) = old.channel_name {
-                    *room_delta.entry(room).or_default() -= 1;
-                }
-            }
-            let Some((timer, bounds)) = new else {
-                plan.insert(id, None);
-                continue;
-            };
-            let delta = plugin_delta.entry(id.0.clone()).or_default();
-            *delta += 1;
-            let total = i64::from(self.per_plugin.get(&id.0).copied().unwrap_or(0)) + *delta;
-            check_bound(total, bounds, &id.0, None)?;
-            if let Some(room) = &timer.channel_name {
-                let delta = room_delta.entry(room.clone()).or_default();
-                *delta += 1;
-                let total = i64::from(self.per_room.get(room).copied().unwrap_or(0)) + *delta;
-                check_bound(total, bounds, &id.0, Some(room))?;
-            }
-            plan.insert(id, Some(timer));
+/// Checks a batch's timer changes, in batch order, against the pending
+/// timers without changing them, and records what they do.
+struct TimerPlanner<'a> {
+    timers: &'a Timers,
+    plan: TimerPlan,
+    /// Changes of the counts this batch made so far, by plugin and room.
+    plugin_delta: HashMap<String, i64>,
+    room_delta: HashMap<String, i64>,
+}
+
+impl<'a> TimerPlanner<'a> {
+    fn new(timers: &'a Timers) -> Self {
+        Self {
+            timers,
+            plan: TimerPlan::new(),
+            plugin_delta: HashMap::new(),
+            room_delta: HashMap::new(),
         }
-        Ok(plan)
     }
 
-    /// Applies a plan from [`Timers::plan`].
+    /// One change of the batch (anything but a timer change is ignored).
+    fn step(&mut self, change: &StateChange, now: u64) -> Result<(), ApplyError> {
+        let (id, new) = match change {
+            StateChange::SetTimer {
+                plugin,
+                key,
+                delay_ms,
+                payload,
+                channel_name,
+                bounds,
+            } => {
+                check_timer_delay(*delay_ms)?;
+                let timer = PendingTimer {
+                    due_ms: now.saturating_add(*delay_ms),
+                    payload: payload.clone(),
+                    channel_name: channel_name.clone(),
+                };
+                ((plugin.clone(), key.clone()), Some((timer, *bounds)))
+            }
+            StateChange::CancelTimer { plugin, key } => ((plugin.clone(), key.clone()), None),
+            _ => return Ok(()),
+        };
+        let old = match self.plan.get(&id) {
+            Some(planned) => planned.clone(),
+            None => self.timers.pending.get(&id).cloned(),
+        };
+        if let Some(old) = old {
+            *self.plugin_delta.entry(id.0.clone()).or_default() -= 1;
+            if let Some(room) = old.channel_name {
+                *self.room_delta.entry(room).or_default() -= 1;
+            }
+        }
+        let Some((timer, bounds)) = new else {
+            self.plan.insert(id, None);
+            return Ok(());
+        };
+        let delta = self.plugin_delta.entry(id.0.clone()).or_default();
+        *delta += 1;
+        let count = self.timers.per_plugin.get(&id.0).copied().unwrap_or(0);
+        check_bound(i64::from(count) + *delta, bounds, &id.0, None)?;
+        if let Some(room) = &timer.channel_name {
+            let delta = self.room_delta.entry(room.clone()).or_default();
+            *delta += 1;
+            let count = self.timers.per_room.get(room).copied().unwrap_or(0);
+            check_bound(i64::from(count) + *delta, bounds, &id.0, Some(room))?;
+        }
+        self.plan.insert(id, Some(timer));
+        Ok(())
+    }
+}
+
+impl Timers {
+    /// Applies a plan a [`TimerPlanner`] made.
     fn commit(&mut self, plan: TimerPlan) {
         for (id, timer) in plan {
             self.remove(&id);
@@ -418,7 +432,7 @@ impl State {
             StateChange::KvDelete { plugin, key } => {
                 self.kv.remove(&(plugin.clone(), key.clone()));
             }
-            // Checked and applied by `Timers::plan` / `Timers::commit`.
+            // Checked by `TimerPlanner`, applied by `Timers::commit`.
             StateChange::SetTimer { .. } | StateChange::CancelTimer { .. } => {}
         }
         Ok(())
@@ -791,12 +805,16 @@ impl Store for MemoryStore {
         let touched = Touched::of(&state, changes);
         let mut scratch = touched.extract(&state);
         let now = unix_ms();
+        // Timer changes are checked in batch order with the others, so the
+        // first refusal is the same as the Redis script's.
+        let mut timers = TimerPlanner::new(&state.timers);
         for change in changes {
             scratch.apply_one(change, self.seats_per_room, now)?;
+            timers.step(change, now)?;
         }
-        let timers = state.timers.plan(changes, now)?;
+        let plan = timers.plan;
         touched.write_back(&mut state, scratch);
-        state.timers.commit(timers);
+        state.timers.commit(plan);
         Ok(())
     }
 
@@ -879,6 +897,96 @@ mod tests {
         assert_eq!(store.kv_list("p", "", 10).await.unwrap(), vec!["a", "b"]);
         // An expired key counts as absent for a condition.
         store.apply(&[put("a2", "z", Some(0), None)]).await.unwrap();
+    }
+
+    fn timer(key: &str, delay_ms: u64, room: Option<&str>) -> StateChange {
+        StateChange::SetTimer {
+            plugin: "p".into(),
+            key: key.into(),
+            delay_ms,
+            payload: format!("{{\"k\":\"{key}\"}}"),
+            channel_name: room.map(str::to_string),
+            bounds: TimerBounds {
+                per_plugin: 3,
+                per_room: 2,
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn timers_replace_cancel_bound_and_claim_once() {
+        let store = MemoryStore::new(3);
+        store
+            .apply(&[timer("a", 100, Some("r")), timer("b", 100, Some("r"))])
+            .await
+            .unwrap();
+        // The room is full; replacing a key in it is not one more.
+        let full = store.apply(&[timer("c", 100, Some("r"))]).await;
+        assert!(
+            matches!(full, Err(ApplyError::Conflict(ref r)) if r.contains("max_timers_per_room")),
+            "{full:?}"
+        );
+        store.apply(&[timer("b", 100, Some("r"))]).await.unwrap();
+        // Moving a timer out of the room frees its place in the same batch.
+        store
+            .apply(&[timer("b", 100, None), timer("c", 100, Some("r"))])
+            .await
+            .unwrap();
+        let over = store.apply(&[timer("d", 100, None)]).await;
+        assert!(
+            matches!(over, Err(ApplyError::Conflict(ref r)) if r.contains("max_timers_per_plugin")),
+            "{over:?}"
+        );
+        // A refused batch changes no timer, a bad delay is invalid.
+        let refused = store
+            .apply(&[
+                StateChange::CancelTimer {
+                    plugin: "p".into(),
+                    key: "a".into(),
+                },
+                timer("e", 99, None),
+            ])
+            .await;
+        assert!(
+            matches!(refused, Err(ApplyError::Invalid(_))),
+            "{refused:?}"
+        );
+        store
+            .apply(&[StateChange::CancelTimer {
+                plugin: "p".into(),
+                key: "c".into(),
+            }])
+            .await
+            .unwrap();
+        assert!(
+            store.claim_due_timers(10).await.unwrap().is_empty(),
+            "not due yet"
+        );
+        assert!(store.next_timer_due().await.unwrap().is_some());
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        let mut claimed: Vec<String> = store
+            .claim_due_timers(10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| t.key)
+            .collect();
+        claimed.sort();
+        assert_eq!(claimed, vec!["a", "b"]);
+        assert!(
+            store.claim_due_timers(10).await.unwrap().is_empty(),
+            "claimed once"
+        );
+        assert_eq!(store.next_timer_due().await.unwrap(), None);
+        // Every place is free again.
+        store
+            .apply(&[
+                timer("x", 100, Some("r")),
+                timer("y", 100, Some("r")),
+                timer("z", 100, None),
+            ])
+            .await
+            .unwrap();
     }
 
     const MAX_KV_TTL_MS_PLUS_ONE: u64 = super::super::MAX_KV_TTL_MS + 1;
