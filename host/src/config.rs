@@ -221,6 +221,16 @@ pub struct PluginsConfig {
     /// How long a tripped plugin's calls are answered 2002 at once.
     #[serde(with = "humantime_serde")]
     pub breaker_cooldown: Duration,
+    /// Pending timers (contract 1.1 `set-timer`) one plugin may have, all
+    /// rooms together (1..=1000000); one more fails that call with 2003.
+    pub max_timers_per_plugin: u32,
+    /// Pending timers naming one room, all plugins together
+    /// (1..=1000000); one more fails that call with 2003.
+    pub max_timers_per_room: u32,
+    /// Re-runs of a call whose batch was refused as stale (a contract 1.1
+    /// `kv-put` whose version changed since the call read it) before it
+    /// fails with 2003 (0..=100).
+    pub stale_retries: u32,
 }
 
 impl Default for PluginsConfig {
@@ -235,6 +245,9 @@ impl Default for PluginsConfig {
             breaker_threshold: 5,
             breaker_window: Duration::from_secs(10),
             breaker_cooldown: Duration::from_secs(30),
+            max_timers_per_plugin: 10_000,
+            max_timers_per_room: 100,
+            stale_retries: 16,
         }
     }
 }
@@ -502,6 +515,20 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "plugins.max_concurrent_calls and plugins.guest_parallelism must be positive"
                     .into(),
+            ));
+        }
+        let timers = 1..=1_000_000;
+        if !timers.contains(&self.plugins.max_timers_per_plugin)
+            || !timers.contains(&self.plugins.max_timers_per_room)
+        {
+            return Err(ConfigError::Invalid(
+                "plugins.max_timers_per_plugin and plugins.max_timers_per_room must be 1..=1000000"
+                    .into(),
+            ));
+        }
+        if self.plugins.stale_retries > 100 {
+            return Err(ConfigError::Invalid(
+                "plugins.stale_retries must be 0..=100".into(),
             ));
         }
         if self.limits.outbound_queue == 0
@@ -852,6 +879,26 @@ mod tests {
     }
 
     /// Zero-sized buffers are refused: a zero read buffer reads nothing.
+    #[test]
+    fn timer_bounds_and_stale_retries_are_range_checked() {
+        for (key, value, message) in [
+            ("max_timers_per_plugin", "0", "must be 1..=1000000"),
+            ("max_timers_per_room", "1000001", "must be 1..=1000000"),
+            (
+                "stale_retries",
+                "101",
+                "plugins.stale_retries must be 0..=100",
+            ),
+        ] {
+            let text = format!("[plugins]\n{key} = {value}\n");
+            let error = load_text(text.as_bytes(), true).expect_err(&text);
+            assert!(error.to_string().contains(message), "{error}");
+        }
+        let text = b"[plugins]\nstale_retries = 0\nmax_timers_per_room = 1\n";
+        let config = load_text(text, true).expect("in range");
+        assert_eq!(config.plugins.stale_retries, 0);
+    }
+
     #[test]
     fn zero_sized_limits_are_refused() {
         for key in ["max_frame_bytes", "read_buffer_bytes"] {

@@ -38,10 +38,17 @@ async fn read(server: &TestServer) -> Value {
     body["result"].clone()
 }
 
-/// A node with the echo fixture beside the bundled plugins it needs.
+/// `echo.toml` granting what `echo_attr` uses: room attributes.
+pub const ECHO_ATTR_GRANTS: &str = "[grants]\n\
+    effects = [\"kv\", \"room-attributes\"]\n\
+    imports = [\"room-state\", \"kv\", \"config\", \"clock\", \"log\"]\n";
+
+/// A node with the echo fixture (granted room attributes) beside the
+/// bundled plugins it needs.
 async fn node_with_echo(dir: &std::path::Path) -> TestServer {
     copy_plugins(dir, &["room", "seat", "notice"]);
     std::fs::copy(artifacts().join("echo_v1.wasm"), dir.join("echo.wasm")).unwrap();
+    std::fs::write(dir.join("echo.toml"), ECHO_ATTR_GRANTS).unwrap();
     let path = dir.to_path_buf();
     TestServer::with(move |c| c.plugins.dir = Some(path)).await
 }

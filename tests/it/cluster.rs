@@ -1051,6 +1051,232 @@ async fn twenty_concurrent_conditional_counter_writes_on_two_nodes_count_without
     stop_all(&prefix, nodes).await;
 }
 
+/// Contract 1.1 timers on two nodes: 20 timers scheduled through both
+/// nodes fire once each (the claim is one Redis script), wherever the
+/// user to notify is connected.
+#[tokio::test]
+async fn timers_scheduled_on_two_nodes_fire_once_each() {
+    drop(redis_at(&redis_url()).await);
+    let prefix = prefix("timers-once");
+    let dir = crate::timers::echo_dir(Some(crate::timers::ECHO_GRANTS));
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let path = dir.path().to_path_buf();
+        nodes.push(node_on(&redis_url(), &prefix, move |c| c.plugins.dir = Some(path)).await);
+    }
+    let mut client = nodes[1].connect(7201).await;
+    for i in 0..20 {
+        let fields = json!({"key": format!("k{i}"), "delay_ms": 200, "notify": 7201});
+        let (status, body) = crate::timers::set_timer(&nodes[i % 2], fields).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let mut keys = Vec::new();
+    for _ in 0..20 {
+        let fired = client.expect("echo_timer").await;
+        assert_eq!(fired["source"], "system", "{fired}");
+        keys.push(fired["key"].as_str().unwrap().to_string());
+    }
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), 20, "every timer fired: {keys:?}");
+    client.expect_silence(Duration::from_millis(800)).await;
+    stop_all(&prefix, nodes).await;
+}
+
+/// A timer outlives the node that scheduled it: stopped right after, its
+/// timer fires on the other node.
+#[tokio::test]
+async fn a_timer_fires_on_another_node_when_the_one_that_set_it_stopped() {
+    drop(redis_at(&redis_url()).await);
+    let prefix = prefix("timers-failover");
+    let dir = crate::timers::echo_dir(Some(crate::timers::ECHO_GRANTS));
+    let path = dir.path().to_path_buf();
+    let a = node_on(&redis_url(), &prefix, {
+        let path = path.clone();
+        move |c| c.plugins.dir = Some(path)
+    })
+    .await;
+    let b = node_on(&redis_url(), &prefix, move |c| c.plugins.dir = Some(path)).await;
+    let mut client = b.connect(7202).await;
+    let fields = json!({"key": "orphan", "delay_ms": 600, "notify": 7202, "value": "from a"});
+    let (status, body) = crate::timers::set_timer(&a, fields).await;
+    assert_eq!(status, 200, "{body}");
+    a.stop().await;
+    let fired = client.expect("echo_timer").await;
+    assert_eq!(
+        (fired["key"].clone(), fired["value"].clone()),
+        (json!("orphan"), json!("from a"))
+    );
+    client.expect_silence(Duration::from_millis(500)).await;
+    stop_all(&prefix, vec![b]).await;
+}
+
+/// Redis down when a timer is due: nothing fires meanwhile; once Redis is
+/// back the timer fires, once, on one of the two nodes.
+#[tokio::test]
+async fn a_timer_due_while_redis_is_down_fires_once_when_it_is_back() {
+    let mut redis = PrivateRedis::start().await;
+    let url = redis.url();
+    let prefix = prefix("timers-restart");
+    let dir = crate::timers::echo_dir(Some(crate::timers::ECHO_GRANTS));
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let path = dir.path().to_path_buf();
+        nodes.push(node_on(&url, &prefix, move |c| c.plugins.dir = Some(path)).await);
+    }
+    let mut client = nodes[0].connect(7203).await;
+    let fields = json!({"key": "outage", "delay_ms": 300, "notify": 7203});
+    let (status, body) = crate::timers::set_timer(&nodes[1], fields).await;
+    assert_eq!(status, 200, "{body}");
+    redis.kill();
+    // Past the due time with Redis down: the timer cannot be claimed.
+    client.expect_silence(Duration::from_millis(1500)).await;
+    redis.run().await;
+    // The firing counts itself in `fired:outage`; the notification may be
+    // lost if the node that fired it published before the other node's
+    // bus had reconnected (pub/sub is at most once), so the count is what
+    // this test checks.
+    let fired = || async {
+        let (status, body) = nodes[0]
+            .action(json!({"action": "echo_kv", "key": "fired:outage"}))
+            .await;
+        (status == 200).then(|| body["result"]["entry"]["value"].clone())
+    };
+    assert!(
+        until(Duration::from_secs(15), || async {
+            fired().await == Some(json!("1"))
+        })
+        .await,
+        "the timer fired once Redis was back"
+    );
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(fired().await, Some(json!("1")), "and only once");
+    drop(client);
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+/// The bundled `lucky_draw` (contract 1.1): 50 concurrent draws in one
+/// room split over two nodes are numbered 1..=50, no gap, no duplicate (a
+/// conditional counter write, re-run by the host when another node won).
+#[tokio::test]
+async fn fifty_concurrent_lucky_draws_on_two_nodes_number_1_to_50() {
+    let (prefix, nodes) = cluster("lucky-draw", 2).await;
+    for (i, user) in [7401u64, 7402, 7403].into_iter().enumerate() {
+        enter_ok(&nodes[i % 2], user, "room_draw", 77).await;
+        let (status, body) = nodes[0]
+            .action(up_body(user, "room_draw", i as u32 + 1))
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let draws = (0..50).map(|i| {
+        let node = &nodes[i % 2];
+        async move { crate::lucky_draw::draw(node, 7401, "room_draw").await }
+    });
+    let answers = futures_util::future::join_all(draws).await;
+    let mut numbers: Vec<u64> = answers
+        .iter()
+        .map(|(status, body)| {
+            assert_eq!(*status, 200, "{body}");
+            let winner = body["result"]["winner_id"].as_u64().expect("a winner");
+            assert!([7401, 7402, 7403].contains(&winner), "{body}");
+            body["result"]["draw_no"].as_u64().expect("a number")
+        })
+        .collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, (1..=50).collect::<Vec<u64>>());
+    let metrics = nodes[0].metrics_text().await;
+    let reruns: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("chorus_plugin_stale_reruns_total{plugin=\"lucky_draw\"}"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    eprintln!("50 lucky draws on two nodes: {reruns} re-runs (both nodes, shared recorder)");
+    stop_all(&prefix, nodes).await;
+}
+
+/// Contract 1.1 timers: `RedisStore` (the apply script) and `MemoryStore`
+/// accept and refuse the same batches of timer changes, mixed with room
+/// changes that may fail first (delays out of range, replaced and
+/// cancelled keys, the per-plugin and per-room bounds).
+#[tokio::test]
+async fn the_redis_store_checks_timer_changes_exactly_as_the_memory_store() {
+    use chorus::store::TimerBounds;
+    use rand::SeedableRng;
+    drop(redis_at(&redis_url()).await);
+    let prefix = prefix("timer-conformance");
+    let redis = RedisStore::connect(&redis_url(), &prefix, 3)
+        .await
+        .expect("redis");
+    let memory = MemoryStore::new(3);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+    let bounds = TimerBounds {
+        per_plugin: 4,
+        per_room: 2,
+    };
+    let mut outcomes = std::collections::BTreeMap::<String, usize>::new();
+    for round in 0..600 {
+        let size = rng.random_range(1..=4);
+        let batch: Vec<StateChange> = (0..size)
+            .map(|_| {
+                let key = format!("k{}", rng.random_range(0..6));
+                let plugin = ["p", "q"][rng.random_range(0..2)].to_string();
+                match rng.random_range(0..6) {
+                    0 => StateChange::CancelTimer { plugin, key },
+                    1 => StateChange::LeaveRoom {
+                        user_id: rng.random_range(1..=2),
+                        channel_name: "a".into(),
+                    },
+                    2 => StateChange::JoinRoom {
+                        user_id: rng.random_range(1..=2),
+                        channel_name: "a".into(),
+                        room_id: 1,
+                    },
+                    _ => StateChange::SetTimer {
+                        plugin,
+                        key,
+                        delay_ms: [50, 100, 60_000, 86_400_001][rng.random_range(0..4)],
+                        payload: "{\"x\":1}".into(),
+                        channel_name: [None, Some("a"), Some("b")][rng.random_range(0..3)]
+                            .map(str::to_string),
+                        bounds,
+                    },
+                }
+            })
+            .collect();
+        let expected = memory.apply(&batch).await;
+        let got = redis.apply(&batch).await;
+        assert_eq!(got, expected, "round {round}: {batch:?}");
+        let kind = match &expected {
+            Ok(()) => "ok".to_string(),
+            Err(e) => {
+                e.to_string()
+                    .split(':')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string()
+                    + if e.to_string().contains("timers") {
+                        " (timer bound)"
+                    } else {
+                        ""
+                    }
+            }
+        };
+        *outcomes.entry(kind).or_default() += 1;
+    }
+    // Successes, bad delays, bounds and room refusals were all exercised.
+    for kind in [
+        "ok",
+        "invalid change",
+        "conflict (timer bound)",
+        "not allowed",
+    ] {
+        assert!(outcomes.get(kind).is_some_and(|n| *n >= 10), "{outcomes:?}");
+    }
+    forget(&redis_url(), &prefix).await;
+}
+
 /// Room attributes on two nodes (contract 1.1): what the app backend sets
 /// through one node every node and plugin reads, and 20 concurrent
 /// read-modify-writes of one attribute (`echo_attr` with `incr`: a
@@ -1065,6 +1291,11 @@ async fn room_attributes_are_shared_and_conditional_writes_count_exactly_on_two_
     std::fs::copy(
         artifacts().join("echo_v1.wasm"),
         dir.path().join("echo.wasm"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("echo.toml"),
+        crate::attributes::ECHO_ATTR_GRANTS,
     )
     .unwrap();
     let mut nodes = Vec::new();

@@ -6,8 +6,10 @@
 //!   section 5), kick, revoke, replace; the operations HTTP handlers and
 //!   the cluster's events call.
 //! - [`inbox`]: the task that applies the cluster's events.
+//! - [`timers`]: the task that fires plugin timers.
 
 pub mod inbox;
+pub mod timers;
 pub mod users;
 
 use std::sync::{Arc, Mutex};
@@ -90,8 +92,8 @@ pub struct Parts {
 }
 
 impl App {
-    /// Wires a node from its parts and starts the task that applies the
-    /// cluster's events.
+    /// Wires a node from its parts and starts the tasks that apply the
+    /// cluster's events and fire plugin timers.
     pub fn new(parts: Parts) -> Arc<Self> {
         let Parts {
             config,
@@ -129,6 +131,7 @@ impl App {
             Arc::clone(&store),
             Arc::clone(&delivery),
             Arc::clone(&ids),
+            config.plugins.stale_retries,
         );
         let app = Arc::new(Self {
             node_id: config.node_id(),
@@ -152,6 +155,7 @@ impl App {
         if let Some(inbox) = inbox {
             app.tracker.spawn(inbox::run(Arc::clone(&app), inbox));
         }
+        app.tracker.spawn(timers::run(Arc::clone(&app)));
         app
     }
 

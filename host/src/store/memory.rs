@@ -11,8 +11,9 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::{
-    ApplyError, AttrLimits, Call, KvRecord, MAX_KV_INT, MAX_KV_LIST, Membership, RoomAttrs,
-    RoomView, Seat, StateChange, Store, StoreError, check_attr_changes, check_kv_ttl, seat_status,
+    ApplyError, AttrLimits, Call, DueTimer, KvRecord, MAX_KV_INT, MAX_KV_LIST, Membership,
+    RoomAttrs, RoomView, Seat, StateChange, Store, StoreError, TimerBounds, check_attr_changes,
+    check_kv_ttl, check_timer_delay, seat_status,
     unix_ms,
 };
 
@@ -87,6 +88,196 @@ struct State {
     /// Rooms whose attributes' expiry the running batch must settle:
     /// written, joined or left (scratch only).
     attrs_settle: BTreeSet<String>,
+    /// Pending plugin timers (contract 1.1). Not part of a batch's scratch
+    /// copy: a [`TimerPlanner`] checks a batch's timer changes against it,
+    /// and [`Timers::commit`] writes them once the whole batch passed.
+    timers: Timers,
+}
+
+/// One pending timer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PendingTimer {
+    due_ms: u64,
+    payload: String,
+    channel_name: Option<String>,
+}
+
+/// (plugin, key).
+type TimerId = (String, String);
+
+/// The pending timers, indexed by id and by due time, with the counts the
+/// bounds are checked against.
+#[derive(Debug, Default)]
+struct Timers {
+    pending: HashMap<TimerId, PendingTimer>,
+    /// (due ms, plugin, key), earliest first.
+    due: BTreeSet<(u64, String, String)>,
+    /// plugin -> its pending timers.
+    per_plugin: HashMap<String, u32>,
+    /// channel -> pending timers naming it.
+    per_room: HashMap<String, u32>,
+}
+
+/// What a batch does to the timers: each touched id and what it holds
+/// after the batch (`None`: no timer).
+type TimerPlan = HashMap<TimerId, Option<PendingTimer>>;
+
+/// Checks a batch's timer changes, in batch order, against the pending
+/// timers without changing them, and records what they do.
+struct TimerPlanner<'a> {
+    timers: &'a Timers,
+    plan: TimerPlan,
+    /// Changes of the counts this batch made so far, by plugin and room.
+    plugin_delta: HashMap<String, i64>,
+    room_delta: HashMap<String, i64>,
+}
+
+impl<'a> TimerPlanner<'a> {
+    fn new(timers: &'a Timers) -> Self {
+        Self {
+            timers,
+            plan: TimerPlan::new(),
+            plugin_delta: HashMap::new(),
+            room_delta: HashMap::new(),
+        }
+    }
+
+    /// One change of the batch (anything but a timer change is ignored).
+    fn step(&mut self, change: &StateChange, now: u64) -> Result<(), ApplyError> {
+        let (id, new) = match change {
+            StateChange::SetTimer {
+                plugin,
+                key,
+                delay_ms,
+                payload,
+                channel_name,
+                bounds,
+            } => {
+                check_timer_delay(*delay_ms)?;
+                let timer = PendingTimer {
+                    due_ms: now.saturating_add(*delay_ms),
+                    payload: payload.clone(),
+                    channel_name: channel_name.clone(),
+                };
+                ((plugin.clone(), key.clone()), Some((timer, *bounds)))
+            }
+            StateChange::CancelTimer { plugin, key } => ((plugin.clone(), key.clone()), None),
+            _ => return Ok(()),
+        };
+        let old = match self.plan.get(&id) {
+            Some(planned) => planned.clone(),
+            None => self.timers.pending.get(&id).cloned(),
+        };
+        if let Some(old) = old {
+            *self.plugin_delta.entry(id.0.clone()).or_default() -= 1;
+            if let Some(room) = old.channel_name {
+                *self.room_delta.entry(room).or_default() -= 1;
+            }
+        }
+        let Some((timer, bounds)) = new else {
+            self.plan.insert(id, None);
+            return Ok(());
+        };
+        let delta = self.plugin_delta.entry(id.0.clone()).or_default();
+        *delta += 1;
+        let count = self.timers.per_plugin.get(&id.0).copied().unwrap_or(0);
+        check_bound(i64::from(count) + *delta, bounds, &id.0, None)?;
+        if let Some(room) = &timer.channel_name {
+            let delta = self.room_delta.entry(room.clone()).or_default();
+            *delta += 1;
+            let count = self.timers.per_room.get(room).copied().unwrap_or(0);
+            check_bound(i64::from(count) + *delta, bounds, &id.0, Some(room))?;
+        }
+        self.plan.insert(id, Some(timer));
+        Ok(())
+    }
+}
+
+impl Timers {
+    /// Applies a plan a [`TimerPlanner`] made.
+    fn commit(&mut self, plan: TimerPlan) {
+        for (id, timer) in plan {
+            self.remove(&id);
+            if let Some(timer) = timer {
+                self.due.insert((timer.due_ms, id.0.clone(), id.1.clone()));
+                *self.per_plugin.entry(id.0.clone()).or_default() += 1;
+                if let Some(room) = &timer.channel_name {
+                    *self.per_room.entry(room.clone()).or_default() += 1;
+                }
+                self.pending.insert(id, timer);
+            }
+        }
+    }
+
+    /// Removes a pending timer, if any, with its index and counts.
+    fn remove(&mut self, id: &TimerId) -> Option<PendingTimer> {
+        let timer = self.pending.remove(id)?;
+        self.due.remove(&(timer.due_ms, id.0.clone(), id.1.clone()));
+        decrement(&mut self.per_plugin, &id.0);
+        if let Some(room) = &timer.channel_name {
+            decrement(&mut self.per_room, room);
+        }
+        Some(timer)
+    }
+
+    /// Removes and returns at most `limit` timers due at `now`.
+    fn claim(&mut self, now: u64, limit: usize) -> Vec<DueTimer> {
+        let ids: Vec<TimerId> = self
+            .due
+            .iter()
+            .take_while(|(due, _, _)| *due <= now)
+            .take(limit)
+            .map(|(_, plugin, key)| (plugin.clone(), key.clone()))
+            .collect();
+        ids.into_iter()
+            .filter_map(|id| {
+                let timer = self.remove(&id)?;
+                Some(DueTimer {
+                    plugin: id.0,
+                    key: id.1,
+                    payload: timer.payload,
+                    channel_name: timer.channel_name,
+                    due_ms: timer.due_ms,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Refuses a count past its bound (per room when `room` is named).
+fn check_bound(
+    total: i64,
+    bounds: TimerBounds,
+    plugin: &str,
+    room: Option<&str>,
+) -> Result<(), ApplyError> {
+    let (bound, what, key) = match room {
+        None => (
+            bounds.per_plugin,
+            format!("plugin {plugin}"),
+            "plugins.max_timers_per_plugin",
+        ),
+        Some(room) => (
+            bounds.per_room,
+            format!("room {room}"),
+            "plugins.max_timers_per_room",
+        ),
+    };
+    if total > i64::from(bound) {
+        return Err(ApplyError::Conflict(format!(
+            "{what} already has {bound} pending timers ({key})"
+        )));
+    }
+    Ok(())
+}
+
+fn decrement(counts: &mut HashMap<String, u32>, name: &str) {
+    if let Some(n) = counts.get_mut(name) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            counts.remove(name);
+        }
+    }
 }
 
 /// The in-memory [`Store`] used by a single node (`store.url = "memory://"`).
@@ -339,6 +530,8 @@ impl State {
             StateChange::KvDelete { plugin, key } => {
                 self.kv.remove(&(plugin.clone(), key.clone()));
             }
+            // Checked by `TimerPlanner`, applied by `Timers::commit`.
+            StateChange::SetTimer { .. } | StateChange::CancelTimer { .. } => {}
         }
         Ok(())
     }
@@ -591,6 +784,7 @@ impl Touched {
             | StateChange::KvIncr { plugin, key, .. } => {
                 self.kv.insert((plugin.clone(), key.clone()));
             }
+            StateChange::SetTimer { .. } | StateChange::CancelTimer { .. } => {}
         }
     }
 
@@ -614,6 +808,7 @@ impl Touched {
             attr_seq: state.attr_seq,
             attrs_dirty: Vec::new(),
             attrs_settle: BTreeSet::new(),
+            timers: Timers::default(),
         }
     }
 
@@ -770,11 +965,17 @@ impl Store for MemoryStore {
         let touched = Touched::of(&state, changes);
         let mut scratch = touched.extract(&state);
         let now = unix_ms();
+        // Timer changes are checked in batch order with the others, so the
+        // first refusal is the same as the Redis script's.
+        let mut timers = TimerPlanner::new(&state.timers);
         for change in changes {
             scratch.apply_one(change, self.seats_per_room, &self.attr_limits, now)?;
+            timers.step(change, now)?;
         }
         scratch.settle_attrs(self.attr_limits.idle_ttl_ms, now);
+        let plan = timers.plan;
         touched.write_back(&mut state, scratch);
+        state.timers.commit(plan);
         Ok(())
     }
 
@@ -831,6 +1032,15 @@ impl Store for MemoryStore {
             profiles.sweep_at = (profiles.by_user.len() * 2).max(1024);
         }
         Ok(())
+    }
+
+    async fn claim_due_timers(&self, limit: usize) -> Result<Vec<DueTimer>, StoreError> {
+        let now = unix_ms();
+        Ok(self.lock().timers.claim(now, limit))
+    }
+
+    async fn next_timer_due(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self.lock().timers.due.first().map(|(due, _, _)| *due))
     }
 
     async fn set_online(&self, user_id: u64, node: &str) -> Result<Option<String>, StoreError> {
@@ -903,6 +1113,96 @@ mod tests {
         assert_eq!(store.kv_list("p", "", 10).await.unwrap(), vec!["a", "b"]);
         // An expired key counts as absent for a condition.
         store.apply(&[put("a2", "z", Some(0), None)]).await.unwrap();
+    }
+
+    fn timer(key: &str, delay_ms: u64, room: Option<&str>) -> StateChange {
+        StateChange::SetTimer {
+            plugin: "p".into(),
+            key: key.into(),
+            delay_ms,
+            payload: format!("{{\"k\":\"{key}\"}}"),
+            channel_name: room.map(str::to_string),
+            bounds: TimerBounds {
+                per_plugin: 3,
+                per_room: 2,
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn timers_replace_cancel_bound_and_claim_once() {
+        let store = MemoryStore::new(3);
+        store
+            .apply(&[timer("a", 100, Some("r")), timer("b", 100, Some("r"))])
+            .await
+            .unwrap();
+        // The room is full; replacing a key in it is not one more.
+        let full = store.apply(&[timer("c", 100, Some("r"))]).await;
+        assert!(
+            matches!(full, Err(ApplyError::Conflict(ref r)) if r.contains("max_timers_per_room")),
+            "{full:?}"
+        );
+        store.apply(&[timer("b", 100, Some("r"))]).await.unwrap();
+        // Moving a timer out of the room frees its place in the same batch.
+        store
+            .apply(&[timer("b", 100, None), timer("c", 100, Some("r"))])
+            .await
+            .unwrap();
+        let over = store.apply(&[timer("d", 100, None)]).await;
+        assert!(
+            matches!(over, Err(ApplyError::Conflict(ref r)) if r.contains("max_timers_per_plugin")),
+            "{over:?}"
+        );
+        // A refused batch changes no timer, a bad delay is invalid.
+        let refused = store
+            .apply(&[
+                StateChange::CancelTimer {
+                    plugin: "p".into(),
+                    key: "a".into(),
+                },
+                timer("e", 99, None),
+            ])
+            .await;
+        assert!(
+            matches!(refused, Err(ApplyError::Invalid(_))),
+            "{refused:?}"
+        );
+        store
+            .apply(&[StateChange::CancelTimer {
+                plugin: "p".into(),
+                key: "c".into(),
+            }])
+            .await
+            .unwrap();
+        assert!(
+            store.claim_due_timers(10).await.unwrap().is_empty(),
+            "not due yet"
+        );
+        assert!(store.next_timer_due().await.unwrap().is_some());
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        let mut claimed: Vec<String> = store
+            .claim_due_timers(10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| t.key)
+            .collect();
+        claimed.sort();
+        assert_eq!(claimed, vec!["a", "b"]);
+        assert!(
+            store.claim_due_timers(10).await.unwrap().is_empty(),
+            "claimed once"
+        );
+        assert_eq!(store.next_timer_due().await.unwrap(), None);
+        // Every place is free again.
+        store
+            .apply(&[
+                timer("x", 100, Some("r")),
+                timer("y", 100, Some("r")),
+                timer("z", 100, None),
+            ])
+            .await
+            .unwrap();
     }
 
     const MAX_KV_TTL_MS_PLUS_ONE: u64 = super::super::MAX_KV_TTL_MS + 1;

@@ -169,6 +169,68 @@ pub enum StateChange {
         channel_name: String,
         if_version: Option<u64>,
     },
+    /// Schedule a plugin's timer (contract 1.1 `set-timer`), due
+    /// `delay_ms` ([`MIN_TIMER_DELAY_MS`] ..= [`MAX_TIMER_DELAY_MS`], else
+    /// [`ApplyError::Invalid`]) after the batch applies. A pending timer of
+    /// the same plugin and key is replaced. Refused with
+    /// [`ApplyError::Conflict`] when the plugin would then have more than
+    /// `bounds.per_plugin` pending timers, or the room (`channel_name`)
+    /// more than `bounds.per_room`.
+    SetTimer {
+        plugin: String,
+        key: String,
+        delay_ms: u64,
+        /// Handed back when it fires (JSON text).
+        payload: String,
+        channel_name: Option<String>,
+        bounds: TimerBounds,
+    },
+    /// Cancel a plugin's pending timer (contract 1.1 `cancel-timer`); no
+    /// timer: nothing happens.
+    CancelTimer { plugin: String, key: String },
+}
+
+/// The shortest timer delay: 100 ms.
+pub const MIN_TIMER_DELAY_MS: u64 = 100;
+/// The longest timer delay: 24 h, in milliseconds.
+pub const MAX_TIMER_DELAY_MS: u64 = 24 * 3600 * 1000;
+
+/// How many timers may be pending at once (`plugins.max_timers_per_plugin`
+/// and `plugins.max_timers_per_room`), carried by each
+/// [`StateChange::SetTimer`] so both stores check the same numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimerBounds {
+    /// Pending timers of one plugin, all rooms together.
+    pub per_plugin: u32,
+    /// Pending timers that name one room, all plugins together.
+    pub per_room: u32,
+}
+
+/// A timer claimed by [`Store::claim_due_timers`]: it is no longer pending
+/// anywhere, and this node is the one that fires it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueTimer {
+    /// The plugin that set it.
+    pub plugin: String,
+    /// Its key.
+    pub key: String,
+    /// The payload it was set with (JSON text).
+    pub payload: String,
+    /// The room it belongs to.
+    pub channel_name: Option<String>,
+    /// Unix ms it was due.
+    pub due_ms: u64,
+}
+
+/// Checks a timer delay: [`MIN_TIMER_DELAY_MS`] ..= [`MAX_TIMER_DELAY_MS`].
+pub fn check_timer_delay(delay_ms: u64) -> Result<(), ApplyError> {
+    if (MIN_TIMER_DELAY_MS..=MAX_TIMER_DELAY_MS).contains(&delay_ms) {
+        Ok(())
+    } else {
+        Err(ApplyError::Invalid(format!(
+            "timer delay {delay_ms} ms is outside {MIN_TIMER_DELAY_MS} ..= {MAX_TIMER_DELAY_MS} ms"
+        )))
+    }
 }
 
 /// The longest TTL a KV write may carry: 30 days, in milliseconds.
@@ -465,6 +527,12 @@ pub trait Store: Send + Sync + 'static {
         profile: Option<&str>,
         ttl_s: u64,
     ) -> Result<(), StoreError>;
+    /// Claims at most `limit` timers due now (earliest first): each is
+    /// removed from the pending set atomically, so of several nodes
+    /// claiming at once exactly one gets a given timer.
+    async fn claim_due_timers(&self, limit: usize) -> Result<Vec<DueTimer>, StoreError>;
+    /// When the earliest pending timer is due (unix ms), if any.
+    async fn next_timer_due(&self) -> Result<Option<u64>, StoreError>;
     /// Records that the user is connected on `node`; returns the node the
     /// user was connected to before, if any.
     async fn set_online(&self, user_id: u64, node: &str) -> Result<Option<String>, StoreError>;

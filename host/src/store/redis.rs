@@ -32,8 +32,8 @@ use redis::{Client, Script};
 use serde_json::{Value, json};
 
 use super::{
-    ApplyError, AttrLimits, Call, KvRecord, MAX_KV_LIST, Membership, RoomAttrs, RoomView, Seat,
-    StateChange, Store, StoreError, check_attr_changes,
+    ApplyError, AttrLimits, Call, DueTimer, KvRecord, MAX_KV_LIST, Membership, RoomAttrs,
+    RoomView, Seat, StateChange, Store, StoreError, check_attr_changes,
 };
 
 /// How long one Redis command may take before it fails. Generous next to
@@ -149,6 +149,7 @@ struct Scripts {
     apply: Script,
     presence: Script,
     membership: Script,
+    timers: Script,
 }
 
 fn scripts() -> &'static Scripts {
@@ -157,6 +158,7 @@ fn scripts() -> &'static Scripts {
         apply: Script::new(include_str!("lua/apply.lua")),
         presence: Script::new(include_str!("lua/presence.lua")),
         membership: Script::new(include_str!("lua/membership.lua")),
+        timers: Script::new(include_str!("lua/timers.lua")),
     })
 }
 
@@ -334,6 +336,48 @@ fn encode_change(change: &StateChange) -> Value {
             "op": "clear_attrs", "channel": channel_name,
             "if_version": if_version.map(|v| v.to_string()),
         }),
+        StateChange::SetTimer {
+            plugin,
+            key,
+            delay_ms,
+            payload,
+            channel_name,
+            bounds,
+        } => json!({
+            "op": "set_timer", "plugin": plugin, "key": key, "delay": delay_ms,
+            "payload": payload, "channel": channel_name,
+            "max_plugin": bounds.per_plugin, "max_room": bounds.per_room,
+        }),
+        StateChange::CancelTimer { plugin, key } => {
+            json!({"op": "cancel_timer", "plugin": plugin, "key": key})
+        }
+    }
+}
+
+/// A timer as the claim script returns it (`lua/timers.lua`).
+#[derive(serde::Deserialize)]
+struct ClaimedTimer {
+    p: String,
+    k: String,
+    payload: String,
+    #[serde(default)]
+    ch: Option<String>,
+    due: String,
+}
+
+impl ClaimedTimer {
+    fn into_due(self) -> Result<DueTimer, StoreError> {
+        let due_ms = self
+            .due
+            .parse()
+            .map_err(|_| StoreError::Script(format!("timer due time {:?}", self.due)))?;
+        Ok(DueTimer {
+            plugin: self.p,
+            key: self.k,
+            payload: self.payload,
+            channel_name: self.ch,
+            due_ms,
+        })
     }
 }
 
@@ -520,6 +564,35 @@ impl Store for RedisStore {
             }
             None => self.link.query(redis::cmd("DEL").arg(key)).await,
         }
+    }
+
+    async fn claim_due_timers(&self, limit: usize) -> Result<Vec<DueTimer>, StoreError> {
+        let limit = limit.to_string();
+        let claimed: Vec<String> = self.script(&scripts().timers, &["claim", &limit]).await?;
+        claimed
+            .iter()
+            .map(|text| {
+                serde_json::from_str::<ClaimedTimer>(text)
+                    .map_err(|e| StoreError::Script(format!("claimed timer {text:?}: {e}")))?
+                    .into_due()
+            })
+            .collect()
+    }
+
+    async fn next_timer_due(&self) -> Result<Option<u64>, StoreError> {
+        let key = self.link.key("timers");
+        let first: Vec<(String, f64)> = self
+            .link
+            .query(
+                redis::cmd("ZRANGE")
+                    .arg(key)
+                    .arg(0)
+                    .arg(0)
+                    .arg("WITHSCORES"),
+            )
+            .await?;
+        // Scores are unix ms (below 2^53): exact as doubles.
+        Ok(first.first().map(|(_, due)| *due as u64))
     }
 
     async fn set_online(&self, user_id: u64, node: &str) -> Result<Option<String>, StoreError> {

@@ -32,7 +32,8 @@
 //! - [`event`]: who the acting user is for each source, and the
 //!   [`Description`] builders;
 //! - [`reply`]: building replies and `notify` effects from `serde_json`
-//!   values;
+//!   values, and timers ([`reply::set_timer`], [`reply::cancel_timer`],
+//!   read back with [`event::timer_event`]);
 //! - [`Profile`]: the user fields the seed repeats in notifications, from
 //!   the app backend's stored profile where it gave one;
 //! - [`roles`]: a room's owner and admins, from its attributes;
@@ -70,7 +71,7 @@ pub use bindings::export;
 pub use bindings::chorus::plugin::types::{
     ActionSpec, Attributes, Call, Delivery, Description, Effect, Error, Event, FreeSeat, JoinRoom,
     KvEntry, KvIncr, KvPut, LeaveRoom, Membership, Notification, Reply, RoutedNotification, Seat,
-    SetRoomAttr, SetSeat, Source, StartCall, TakeSeat, Target,
+    SetRoomAttr, SetSeat, SetTimer, Source, StartCall, TakeSeat, Target,
 };
 pub use bindings::chorus::plugin::{clock, kv, profiles, room_state};
 pub use bindings::exports::chorus::plugin::handler::Guest;

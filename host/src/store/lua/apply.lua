@@ -22,6 +22,10 @@
 -- ARGV[5] ms after the batch that wrote it, joined or left the room.
 -- ARGV[4] is the most attributes a room may hold. Keys and values were
 -- checked (sizes, roles) by RedisStore::apply, as MemoryStore does.
+-- Timers (contract 1.1, claimed by timers.lua): P timers zset
+-- "<plugin>\0<key>" by due time (unix ms); P timerdata hash member ->
+-- JSON {p, k, payload, ch, due}; P timerkeys:<plugin> set of the plugin's
+-- pending keys; P roomtimers:<channel> set of the members naming it.
 
 local P = ARGV[1]
 local SEATS = tonumber(ARGV[2])
@@ -84,6 +88,97 @@ local function kv_write(e, value, exp)
   e.exp = exp
   e.version = seq
   e.dirty = true
+end
+
+-- Timers as the batch sees them: member -> {old = stored|false, cur =
+-- after the batch so far|false}; counts of pending timers per plugin
+-- ('p:' .. plugin) and room ('r:' .. channel), loaded once, then adjusted.
+local timers, timer_order, timer_counts = {}, {}, {}
+local MIN_DELAY, MAX_DELAY = 100, 24 * 3600 * 1000
+
+local function timer_of(plugin, key)
+  local m = plugin .. '\0' .. key
+  local e = timers[m]
+  if e == nil then
+    local data = redis.call('HGET', P .. 'timerdata', m)
+    local old = data and cjson.decode(data) or false
+    if old and old.ch == cjson.null then old.ch = nil end
+    e = { m = m, plugin = plugin, key = key, old = old, cur = old, dirty = false }
+    timers[m] = e
+    timer_order[#timer_order + 1] = m
+  end
+  return e
+end
+
+local function timer_count(kind, name)
+  local id = kind .. name
+  local c = timer_counts[id]
+  if c == nil then
+    if kind == 'p:' then
+      c = redis.call('SCARD', P .. 'timerkeys:' .. name)
+    else
+      c = redis.call('SCARD', P .. 'roomtimers:' .. name)
+    end
+    timer_counts[id] = c
+  end
+  return c
+end
+
+local function timer_adjust(kind, name, d)
+  timer_counts[kind .. name] = timer_count(kind, name) + d
+end
+
+local function drop_timer(e)
+  if e.cur then
+    timer_adjust('p:', e.plugin, -1)
+    if e.cur.ch then timer_adjust('r:', e.cur.ch, -1) end
+  end
+  e.cur = false
+  e.dirty = true
+end
+
+local function set_timer(c)
+  if c.delay < MIN_DELAY or c.delay > MAX_DELAY then
+    refuse('invalid', 'timer delay ' .. string.format('%d', c.delay) .. ' ms is outside 100 ..= 86400000 ms')
+  end
+  local e = timer_of(c.plugin, c.key)
+  drop_timer(e)
+  timer_adjust('p:', c.plugin, 1)
+  if timer_count('p:', c.plugin) > c.max_plugin then
+    refuse('conflict', 'plugin ' .. c.plugin .. ' already has ' .. string.format('%d', c.max_plugin)
+      .. ' pending timers (plugins.max_timers_per_plugin)')
+  end
+  local ch = nil
+  if c.channel ~= nil and c.channel ~= cjson.null then ch = c.channel end
+  if ch then
+    timer_adjust('r:', ch, 1)
+    if timer_count('r:', ch) > c.max_room then
+      refuse('conflict', 'room ' .. ch .. ' already has ' .. string.format('%d', c.max_room)
+        .. ' pending timers (plugins.max_timers_per_room)')
+    end
+  end
+  e.cur = { p = c.plugin, k = c.key, payload = c.payload, ch = ch,
+            due = string.format('%d', NOW + c.delay) }
+end
+
+local function write_timers()
+  for _, m in ipairs(timer_order) do
+    local e = timers[m]
+    if e.dirty then
+      if e.old then
+        redis.call('ZREM', P .. 'timers', m)
+        redis.call('HDEL', P .. 'timerdata', m)
+        redis.call('SREM', P .. 'timerkeys:' .. e.plugin, e.key)
+        if e.old.ch then redis.call('SREM', P .. 'roomtimers:' .. e.old.ch, m) end
+      end
+      if e.cur then
+        redis.call('ZADD', P .. 'timers', e.cur.due, m)
+        redis.call('HSET', P .. 'timerdata', m, cjson.encode(e.cur))
+        redis.call('SADD', P .. 'timerkeys:' .. e.plugin, e.key)
+        if e.cur.ch then redis.call('SADD', P .. 'roomtimers:' .. e.cur.ch, m) end
+      end
+    end
+  end
 end
 
 local function member_of(u)
@@ -389,6 +484,10 @@ local function run()
         refuse('conflict', 'kv key `' .. c.key .. '` would overflow')
       end
       kv_write(e, string.format('%d', sum), ttl and (NOW + ttl) or e.exp)
+    elseif op == 'set_timer' then
+      set_timer(c)
+    elseif op == 'cancel_timer' then
+      drop_timer(timer_of(c.plugin, c.key))
     else
       refuse('invalid', 'unknown change ' .. tostring(op))
     end
@@ -501,4 +600,5 @@ if not ok then
   error(err)
 end
 write()
+write_timers()
 return { 'ok' }
