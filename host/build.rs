@@ -24,6 +24,7 @@ const BUNDLED: &[&str] = &[
     "call",
     "notice",
     "lucky_draw",
+    "seat_invite",
 ];
 const TARGET: &str = "wasm32-wasip2";
 

@@ -19,6 +19,7 @@ mod plugins;
 mod profiles;
 mod relay;
 mod rooms;
+mod seat_invite;
 mod security;
 mod sessions;
 mod timers;

@@ -647,7 +647,19 @@ async fn the_bundled_plugins_load() {
         "{outcomes:?}"
     );
     let names: Vec<String> = host.statuses().into_iter().map(|s| s.name).collect();
-    assert_eq!(names, ["call", "chat", "gift", "notice", "room", "seat"]);
+    assert_eq!(
+        names,
+        [
+            "call",
+            "chat",
+            "gift",
+            "lucky_draw",
+            "notice",
+            "room",
+            "seat",
+            "seat_invite"
+        ]
+    );
     assert!(host.handles("enter_room"));
     assert!(host.route("send_gift", Source::Server).is_some());
     assert!(host.reload().await.is_empty(), "nothing to rescan");

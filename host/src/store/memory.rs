@@ -13,8 +13,7 @@ use async_trait::async_trait;
 use super::{
     ApplyError, AttrLimits, Call, DueTimer, KvRecord, MAX_KV_INT, MAX_KV_LIST, Membership,
     RoomAttrs, RoomView, Seat, StateChange, Store, StoreError, TimerBounds, check_attr_changes,
-    check_kv_ttl, check_timer_delay, seat_status,
-    unix_ms,
+    check_kv_ttl, check_timer_delay, seat_status, unix_ms,
 };
 
 /// One KV entry: value, version, and expiry (unix ms).

@@ -32,8 +32,8 @@ use redis::{Client, Script};
 use serde_json::{Value, json};
 
 use super::{
-    ApplyError, AttrLimits, Call, DueTimer, KvRecord, MAX_KV_LIST, Membership, RoomAttrs,
-    RoomView, Seat, StateChange, Store, StoreError, check_attr_changes,
+    ApplyError, AttrLimits, Call, DueTimer, KvRecord, MAX_KV_LIST, Membership, RoomAttrs, RoomView,
+    Seat, StateChange, Store, StoreError, check_attr_changes,
 };
 
 /// How long one Redis command may take before it fails. Generous next to

@@ -37,6 +37,7 @@
 //! - [`Profile`]: the user fields the seed repeats in notifications, from
 //!   the app backend's stored profile where it gave one;
 //! - [`roles`]: a room's owner and admins, from its attributes;
+//! - [`seats`]: the seed's `up` and `down` notifications;
 //! - [`Config`]: the plugin's `<name>.toml` as typed values with defaults;
 //! - [`log`]: one-line wrappers over the host's log.
 
@@ -47,6 +48,7 @@ pub mod payload;
 pub mod profile;
 pub mod reply;
 pub mod roles;
+pub mod seats;
 
 /// The bindings generated from the WIT world `plugin`.
 ///

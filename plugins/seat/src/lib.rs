@@ -20,12 +20,11 @@
 //! Notifications go to the room; their subject is the user who moved.
 //! Seat ids run 1..N and a seat's `rank` is its id.
 
-mod notification;
-
 use chorus_plugin_sdk::event::{acting_user, action, description, event_user, unknown_action};
 use chorus_plugin_sdk::profile;
 use chorus_plugin_sdk::reply::{notify_room, reply};
 use chorus_plugin_sdk::roles::Roles;
+use chorus_plugin_sdk::seats as notification;
 use chorus_plugin_sdk::{
     Description, Effect, Error, Event, FreeSeat, Guest, Membership, Payload, Profile, Reply, Seat,
     SetSeat, Source, TakeSeat, room_state,
