@@ -733,7 +733,16 @@ mod tests {
         ),
         ("delivery", &["mode"]),
         ("relay", &["report_timeout", "max_attempts"]),
-        ("rooms", &["seats"]),
+        (
+            "rooms",
+            // The generator picks among the first four keys of a section.
+            &[
+                "seats",
+                "attributes.idle_ttl",
+                "attributes.max_keys",
+                "attributes.max_value_bytes",
+            ],
+        ),
         ("store", &["url", "prefix", "lease_ttl", "lease_interval"]),
         ("admin", &["listen", "token"]),
         ("dev", &["ws_echo"]),
@@ -808,6 +817,9 @@ mod tests {
         );
         prop_assert!(dev || !config.dev.ws_echo);
         prop_assert!((1..=64).contains(&config.rooms.seats));
+        let attributes = &config.rooms.attributes;
+        prop_assert!(attributes.max_keys > 0 && attributes.max_key_bytes > 0);
+        prop_assert!(attributes.max_value_bytes > 0 && !attributes.idle_ttl.is_zero());
         prop_assert!(config.limits.outbound_queue > 0 && config.relay.max_attempts > 0);
         prop_assert!(config.limits.max_frame_bytes > 0 && config.limits.read_buffer_bytes > 0);
         prop_assert!(config.plugins.call_timeout <= MAX_DURATION);

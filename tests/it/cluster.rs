@@ -1393,3 +1393,61 @@ async fn a_profile_stored_through_one_node_fills_notifications_on_the_other() {
     );
     stop_all(&prefix, nodes).await;
 }
+
+/// `seat_invite` across two nodes (contract 1.1): the inviter on one node,
+/// the invitee on the other; a decline reaches the inviter, and an
+/// invitation left unanswered expires by the plugin's timer (kept in
+/// Redis) and frees the held seat.
+#[tokio::test]
+async fn a_seat_invitation_is_answered_and_expires_across_two_nodes() {
+    drop(redis_at(&redis_url()).await);
+    let prefix = prefix("invite");
+    let dir = tempfile::tempdir().unwrap();
+    copy_plugins(dir.path(), &["room", "seat", "seat_invite"]);
+    std::fs::write(
+        dir.path().join("seat_invite.toml"),
+        "invite_timeout = 1\n[grants]\neffects = [\"seats\", \"kv\", \"timers\"]\n\
+         imports = [\"room-state\", \"profiles\", \"kv\", \"config\", \"log\"]\n",
+    )
+    .unwrap();
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let path = dir.path().to_path_buf();
+        nodes.push(node_on(&redis_url(), &prefix, move |c| c.plugins.dir = Some(path)).await);
+    }
+    let (status, body) = nodes[1]
+        .api(
+            "POST",
+            "/api/v1/rooms/room_inv/attributes",
+            Some(json!({"set": {"owner": "921"}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    enter_ok(&nodes[0], 921, "room_inv", 1).await;
+    enter_ok(&nodes[0], 922, "room_inv", 1).await;
+    let mut owner = nodes[0].connect(921).await;
+    let mut invitee = nodes[1].connect(922).await;
+    let invite = json!({"channel_name": "room_inv", "receiver_id": 922, "seat_id": 2});
+    assert_eq!(
+        owner.call("invite_to_seat", invite.clone()).await["action"],
+        "ack"
+    );
+    assert_eq!(invitee.expect("seat_invite").await["user_id"], 921);
+    invitee.send("decline_seat_invite", json!({})).await;
+    let declined = owner.expect("seat_invite_declined").await;
+    assert_eq!(
+        (&declined["receiver_id"], &declined["seat_id"]),
+        (&json!(922), &json!(2))
+    );
+    assert_eq!(owner.call("invite_to_seat", invite).await["action"], "ack");
+    invitee.expect_skipping("seat_invite").await;
+    let expired = owner.expect("seat_invite_expired").await;
+    assert_eq!(expired["reason"], "timeout", "{expired}");
+    assert_eq!(
+        invitee.expect_skipping("seat_invite_expired").await["reason"],
+        "timeout"
+    );
+    let (_, room) = nodes[1].api("GET", "/api/v1/rooms/room_inv", None).await;
+    assert_eq!(room["seats"][1]["status"], 0, "{room}");
+    stop_all(&prefix, nodes).await;
+}

@@ -441,3 +441,32 @@ fn disconnected(event: &Event) -> Result<Reply, Error> {
     }
     Ok(reply(json!({"closed": closed}), effects))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seats(states: &[(u8, Option<u64>)]) -> Vec<Seat> {
+        (1..)
+            .zip(states)
+            .map(|(id, &(status, user_id))| Seat {
+                id,
+                user_id,
+                status,
+                microphone: 0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn holds_the_requested_or_the_lowest_free_seat() {
+        let room = seats(&[(1, Some(7)), (LOCKED, None), (FREE, None)]);
+        assert_eq!(choose_seat(&room, None).ok(), Some(3));
+        assert_eq!(choose_seat(&room, Some(3)).ok(), Some(3));
+        assert!(matches!(choose_seat(&room, Some(1)), Err(Error::Conflict(_))));
+        assert!(matches!(choose_seat(&room, Some(2)), Err(Error::Conflict(_))));
+        assert!(matches!(choose_seat(&room, Some(4)), Err(Error::Rejected(_))));
+        let full = seats(&[(1, Some(7)), (LOCKED, None)]);
+        assert!(matches!(choose_seat(&full, None), Err(Error::Conflict(_))));
+    }
+}
