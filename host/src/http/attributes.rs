@@ -23,11 +23,10 @@ use serde_json::{Map, Value, json};
 use super::HttpError;
 use super::api::Signed;
 use crate::app::App;
-use crate::store::{ApplyError, AttrLimits, RoomAttrs, StateChange, check_room_attr};
+use crate::store::{
+    ApplyError, AttrLimits, MAX_CHANNEL_NAME_BYTES, RoomAttrs, StateChange, check_room_attr,
+};
 use chorus_protocol::codes::ErrorCode;
-
-/// The longest `channel_name`, in bytes (PROTOCOL section 0).
-const MAX_CHANNEL_NAME_BYTES: usize = 128;
 
 /// `GET /api/v1/rooms/{channel_name}/attributes`: version 0 and `{}` for a
 /// room that has none (whether or not anyone is in it).

@@ -12,7 +12,9 @@ use super::error::{CallError, Failure, FailureKind};
 use super::grants::{EffectGroup, Grants};
 use super::{Notification, Reply, Target};
 use crate::config::DeliveryMode;
-use crate::store::{MAX_TIMER_DELAY_MS, MIN_TIMER_DELAY_MS, StateChange, TimerBounds};
+use crate::store::{
+    MAX_CHANNEL_NAME_BYTES, MAX_TIMER_DELAY_MS, MIN_TIMER_DELAY_MS, StateChange, TimerBounds,
+};
 
 /// What the host allows one plugin's replies beyond the contract's
 /// shapes: its grants and the timer bounds.
@@ -170,8 +172,6 @@ fn check_timer(effect: &Effect) -> Result<(), String> {
     Ok(())
 }
 
-/// The longest `channel_name`, in bytes (PROTOCOL section 0).
-const MAX_CHANNEL_NAME_BYTES: usize = 128;
 /// The largest seat `status` (PROTOCOL section 7: 0 free, 1 occupied,
 /// 2 locked).
 const MAX_SEAT_STATUS: u8 = 2;

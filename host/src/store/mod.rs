@@ -381,10 +381,15 @@ pub(crate) fn check_attr_changes(
     Ok(())
 }
 
-/// A room name of attributes: 1 to 128 bytes (PROTOCOL section 0).
+/// The longest `channel_name`, in bytes (PROTOCOL section 0).
+pub const MAX_CHANNEL_NAME_BYTES: usize = 128;
+
+/// A room name of attributes: 1 to [`MAX_CHANNEL_NAME_BYTES`] bytes.
 fn check_channel(channel_name: &str) -> Result<(), String> {
-    if channel_name.is_empty() || channel_name.len() > 128 {
-        return Err("channel_name must be 1 to 128 bytes".into());
+    if channel_name.is_empty() || channel_name.len() > MAX_CHANNEL_NAME_BYTES {
+        return Err(format!(
+            "channel_name must be 1 to {MAX_CHANNEL_NAME_BYTES} bytes"
+        ));
     }
     Ok(())
 }
