@@ -16,7 +16,16 @@ use std::process::Command;
 mod sdk;
 
 /// The plugins the server loads when `plugins.dir` is not set.
-const BUNDLED: &[&str] = &["room", "seat", "gift", "chat", "call", "notice"];
+const BUNDLED: &[&str] = &[
+    "room",
+    "seat",
+    "gift",
+    "chat",
+    "call",
+    "notice",
+    "lucky_draw",
+    "seat_invite",
+];
 const TARGET: &str = "wasm32-wasip2";
 
 fn main() {
@@ -118,20 +127,33 @@ fn build_plugins(plugins: &Path) -> PathBuf {
 }
 
 /// Copies the bundled plugins into OUT_DIR and writes `bundled.rs`, a table
-/// of their names and bytes.
+/// of their names, bytes and `<name>.toml` (its `[grants]`, see
+/// `plugins/<name>/<name>.toml`); each `.toml` is also copied beside the
+/// `.wasm` in the artifacts folder, so copying that folder into
+/// `plugins.dir` installs the plugins with their grants.
 fn embed(artifacts: &Path) {
     let out = PathBuf::from(env::var("OUT_DIR").expect("set by cargo"));
+    let sources = artifacts
+        .ancestors()
+        .nth(3)
+        .expect("the artifacts are plugins/target/<target>/release")
+        .to_path_buf();
     let mut table = String::from(
-        "/// The bundled plugins: name and `.wasm` bytes.\npub static BUNDLED: &[(&str, &[u8])] = &[\n",
+        "/// The bundled plugins: name, `.wasm` bytes and `<name>.toml` text.\n\
+         pub static BUNDLED: &[(&str, &[u8], &str)] = &[\n",
     );
     for name in BUNDLED {
         let src = artifacts.join(format!("{name}.wasm"));
         let dst = out.join(format!("{name}.wasm"));
         fs::copy(&src, &dst).unwrap_or_else(|e| panic!("copy {}: {e}", src.display()));
+        let toml = sources.join(name).join(format!("{name}.toml"));
+        fs::copy(&toml, artifacts.join(format!("{name}.toml")))
+            .unwrap_or_else(|e| panic!("copy {}: {e}", toml.display()));
         writeln!(
             table,
-            "    ({name:?}, include_bytes!({:?})),",
-            dst.display().to_string()
+            "    ({name:?}, include_bytes!({:?}), include_str!({:?})),",
+            dst.display().to_string(),
+            toml.display().to_string()
         )
         .unwrap();
     }

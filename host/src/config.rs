@@ -346,6 +346,16 @@ pub struct PluginsConfig {
     /// How long a tripped plugin's calls are answered 2002 at once.
     #[serde(with = "humantime_serde")]
     pub breaker_cooldown: Duration,
+    /// Pending timers (contract 1.1 `set-timer`) one plugin may have, all
+    /// rooms together (1..=1000000); one more fails that call with 2003.
+    pub max_timers_per_plugin: u32,
+    /// Pending timers naming one room, all plugins together
+    /// (1..=1000000); one more fails that call with 2003.
+    pub max_timers_per_room: u32,
+    /// Re-runs of a call whose batch was refused as stale (a contract 1.1
+    /// `kv-put` whose version changed since the call read it) before it
+    /// fails with 2003 (0..=100).
+    pub stale_retries: u32,
 }
 
 impl Default for PluginsConfig {
@@ -360,6 +370,9 @@ impl Default for PluginsConfig {
             breaker_threshold: 5,
             breaker_window: Duration::from_secs(10),
             breaker_cooldown: Duration::from_secs(30),
+            max_timers_per_plugin: 10_000,
+            max_timers_per_room: 100,
+            stale_retries: 16,
         }
     }
 }
@@ -432,11 +445,45 @@ impl Default for RelayConfig {
 pub struct RoomsConfig {
     /// Seats per room, ids 1..N.
     pub seats: u32,
+    /// Bounds and lifetime of room attributes (`owner`, `admins`, …).
+    pub attributes: AttributesConfig,
 }
 
 impl Default for RoomsConfig {
     fn default() -> Self {
-        Self { seats: 9 }
+        Self {
+            seats: 9,
+            attributes: AttributesConfig::default(),
+        }
+    }
+}
+
+/// `[rooms.attributes]`: per-room string key-values set by the app backend
+/// (`POST /api/v1/rooms/attributes`) and by plugins (`set-room-attr`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AttributesConfig {
+    /// Attributes one room may hold; one more is a conflict (2003).
+    pub max_keys: usize,
+    /// Longest attribute key, in bytes.
+    pub max_key_bytes: usize,
+    /// Longest attribute value, in bytes.
+    pub max_value_bytes: usize,
+    /// How long the attributes of a room nobody is in are kept after their
+    /// last write or the last member leaving, whichever is later; while
+    /// anyone is in the room they never expire.
+    #[serde(with = "humantime_serde")]
+    pub idle_ttl: Duration,
+}
+
+impl Default for AttributesConfig {
+    fn default() -> Self {
+        Self {
+            max_keys: 32,
+            max_key_bytes: 64,
+            max_value_bytes: 1024,
+            idle_ttl: Duration::from_secs(7 * 24 * 3600),
+        }
     }
 }
 
@@ -578,10 +625,35 @@ impl Config {
         if self.rooms.seats == 0 || self.rooms.seats > 64 {
             return Err(ConfigError::Invalid("rooms.seats must be 1..=64".into()));
         }
+        let attributes = &self.rooms.attributes;
+        if attributes.max_keys == 0
+            || attributes.max_key_bytes == 0
+            || attributes.max_value_bytes == 0
+            || attributes.idle_ttl.is_zero()
+        {
+            return Err(ConfigError::Invalid(
+                "rooms.attributes.max_keys, max_key_bytes, max_value_bytes and idle_ttl must be positive"
+                    .into(),
+            ));
+        }
         if self.plugins.max_concurrent_calls == 0 || self.plugins.guest_parallelism == Some(0) {
             return Err(ConfigError::Invalid(
                 "plugins.max_concurrent_calls and plugins.guest_parallelism must be positive"
                     .into(),
+            ));
+        }
+        let timers = 1..=1_000_000;
+        if !timers.contains(&self.plugins.max_timers_per_plugin)
+            || !timers.contains(&self.plugins.max_timers_per_room)
+        {
+            return Err(ConfigError::Invalid(
+                "plugins.max_timers_per_plugin and plugins.max_timers_per_room must be 1..=1000000"
+                    .into(),
+            ));
+        }
+        if self.plugins.stale_retries > 100 {
+            return Err(ConfigError::Invalid(
+                "plugins.stale_retries must be 0..=100".into(),
             ));
         }
         if self.limits.outbound_queue == 0
@@ -622,7 +694,7 @@ impl Config {
     /// Every duration key with its value. A test checks that no duration
     /// of the configuration is missing here (a longer one overflows
     /// `Instant + duration` where the server adds it to the clock).
-    fn durations(&self) -> [(&'static str, Duration); 13] {
+    fn durations(&self) -> [(&'static str, Duration); 14] {
         [
             ("heartbeat.ping_interval", self.heartbeat.ping_interval),
             ("heartbeat.ping_timeout", self.heartbeat.ping_timeout),
@@ -640,6 +712,7 @@ impl Config {
             ("plugins.breaker_window", self.plugins.breaker_window),
             ("plugins.breaker_cooldown", self.plugins.breaker_cooldown),
             ("calls.ring_timeout", self.calls.ring_timeout),
+            ("rooms.attributes.idle_ttl", self.rooms.attributes.idle_ttl),
         ]
     }
 
@@ -801,7 +874,16 @@ mod tests {
         ),
         ("delivery", &["mode"]),
         ("relay", &["report_timeout", "max_attempts"]),
-        ("rooms", &["seats"]),
+        (
+            "rooms",
+            // The generator picks among the first four keys of a section.
+            &[
+                "seats",
+                "attributes.idle_ttl",
+                "attributes.max_keys",
+                "attributes.max_value_bytes",
+            ],
+        ),
         ("store", &["url", "prefix", "lease_ttl", "lease_interval"]),
         ("admin", &["listen", "token"]),
         ("dev", &["ws_echo"]),
@@ -878,6 +960,9 @@ mod tests {
         );
         prop_assert!(dev || !config.dev.ws_echo);
         prop_assert!((1..=64).contains(&config.rooms.seats));
+        let attributes = &config.rooms.attributes;
+        prop_assert!(attributes.max_keys > 0 && attributes.max_key_bytes > 0);
+        prop_assert!(attributes.max_value_bytes > 0 && !attributes.idle_ttl.is_zero());
         prop_assert!(config.limits.outbound_queue > 0 && config.relay.max_attempts > 0);
         prop_assert!(config.limits.max_frame_bytes > 0 && config.limits.read_buffer_bytes > 0);
         prop_assert!(config.plugins.call_timeout <= MAX_DURATION);
@@ -949,6 +1034,26 @@ mod tests {
     }
 
     /// Zero-sized buffers are refused: a zero read buffer reads nothing.
+    #[test]
+    fn timer_bounds_and_stale_retries_are_range_checked() {
+        for (key, value, message) in [
+            ("max_timers_per_plugin", "0", "must be 1..=1000000"),
+            ("max_timers_per_room", "1000001", "must be 1..=1000000"),
+            (
+                "stale_retries",
+                "101",
+                "plugins.stale_retries must be 0..=100",
+            ),
+        ] {
+            let text = format!("[plugins]\n{key} = {value}\n");
+            let error = load_text(text.as_bytes(), true).expect_err(&text);
+            assert!(error.to_string().contains(message), "{error}");
+        }
+        let text = b"[plugins]\nstale_retries = 0\nmax_timers_per_room = 1\n";
+        let config = load_text(text, true).expect("in range");
+        assert_eq!(config.plugins.stale_retries, 0);
+    }
+
     #[test]
     fn zero_sized_limits_are_refused() {
         for key in ["max_frame_bytes", "read_buffer_bytes"] {

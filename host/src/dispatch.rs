@@ -23,7 +23,7 @@ use crate::config::ActionRule;
 use crate::delivery::Delivery;
 use crate::ids::IdGen;
 use crate::plugin::{CallError, Event, LoadedPlugin, PluginHost, Reply, Source};
-use crate::store::{ApplyError, StateChange, Store, StoreError};
+use crate::store::{ApplyError, DueTimer, StateChange, Store, StoreError};
 use chorus_protocol::codes::ErrorCode;
 
 /// What a successful action returns.
@@ -64,8 +64,13 @@ impl From<CallError> for ActionError {
     /// broken plugin's details are logged by the runtime, never shown.
     fn from(e: CallError) -> Self {
         let reason = match &e {
-            CallError::Failed(_) => "the action's plugin failed; nothing was applied",
-            refusal => refusal.public_reason(),
+            CallError::Failed(f) => match &f.public {
+                Some(public) => {
+                    format!("the action's plugin failed: {public}; nothing was applied")
+                }
+                None => "the action's plugin failed; nothing was applied".to_string(),
+            },
+            refusal => refusal.public_reason().to_string(),
         };
         Self::new(e.error_code(), reason)
     }
@@ -85,7 +90,9 @@ impl From<ApplyError> for ActionError {
             }
             ApplyError::Stale(r) => Self::new(
                 ErrorCode::Conflict,
-                format!("state changed concurrently {STALE_RETRIES} times in a row: {r}"),
+                format!(
+                    "state changed concurrently too many times in a row (plugins.stale_retries): {r}"
+                ),
             ),
             ApplyError::Store(e) => e.into(),
         }
@@ -105,10 +112,6 @@ impl From<StoreError> for ActionError {
         )
     }
 }
-
-/// Re-runs of a call whose batch was refused as stale (contract 1.1
-/// conditional KV writes) before it fails with 2003.
-pub const STALE_RETRIES: u32 = 16;
 
 /// One async mutex per room with work in flight; entries are dropped when
 /// no one holds or waits for them, so the map stays as small as the set of
@@ -173,7 +176,15 @@ pub struct Dispatcher {
     rules: HashMap<String, ActionRule>,
     /// The most bytes of each string field, checked before any plugin.
     bounds: Bounds,
+    /// Re-runs of a stale batch before 2003 (`plugins.stale_retries`).
+    stale_retries: u32,
+    /// Woken when a batch scheduled a timer, so the timer task
+    /// (`app::timers`) looks again at the earliest due time.
+    timers_changed: Arc<tokio::sync::Notify>,
 }
+
+/// The system event a due timer is delivered as (contract 1.1).
+pub const TIMER_EVENT: &str = "timer";
 
 impl Dispatcher {
     /// A dispatcher over these parts, applying `rules` (`[actions]`) and
@@ -185,6 +196,7 @@ impl Dispatcher {
         ids: Arc<IdGen>,
         rules: HashMap<String, ActionRule>,
         bounds: Bounds,
+        stale_retries: u32,
     ) -> Self {
         Self {
             plugins,
@@ -194,6 +206,8 @@ impl Dispatcher {
             ids,
             rules,
             bounds,
+            stale_retries,
+            timers_changed: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
@@ -220,6 +234,11 @@ impl Dispatcher {
         plugin.ok_or_else(|| {
             ActionError::new(ErrorCode::UnknownAction, format!("unknown action {action}"))
         })
+    }
+
+    /// Notified whenever a batch scheduled a timer.
+    pub fn timers_changed(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.timers_changed)
     }
 
     /// Runs `action` from `source`. `user_id` is the subject for client
@@ -283,7 +302,7 @@ impl Dispatcher {
 
     /// Calls the plugin and commits its reply; a batch refused as stale (a
     /// `kv-put` whose version another call changed meanwhile) re-runs the
-    /// whole call on fresh state, at most [`STALE_RETRIES`] times, then
+    /// whole call on fresh state, at most `plugins.stale_retries` times, then
     /// fails with 2003. Nothing of a stale attempt was applied.
     async fn call_and_commit(
         &self,
@@ -310,7 +329,7 @@ impl Dispatcher {
                         calls_started,
                     });
                 }
-                Err(ApplyError::Stale(reason)) if attempt < STALE_RETRIES => {
+                Err(ApplyError::Stale(reason)) if attempt < self.stale_retries => {
                     attempt += 1;
                     metrics::counter!("chorus_plugin_stale_reruns_total", "plugin" => plugin.name().to_string())
                         .increment(1);
@@ -349,6 +368,16 @@ impl Dispatcher {
             .apply(&reply.changes)
             .instrument(tracing::info_span!("chorus.store.apply", changes))
             .await?;
+        let scheduled = reply
+            .changes
+            .iter()
+            .filter(|c| matches!(c, StateChange::SetTimer { .. }))
+            .count();
+        if scheduled > 0 {
+            metrics::counter!("chorus_timers_scheduled_total", "plugin" => reply.plugin.clone())
+                .increment(scheduled as u64);
+            self.timers_changed.notify_one();
+        }
         let mut msg_ids = Vec::with_capacity(reply.notifications.len());
         for notification in reply.notifications {
             let msg_id = self.ids.msg_id();
@@ -411,5 +440,71 @@ impl Dispatcher {
                 tracing::warn!(event, user_id, plugin = plugin.name(), error = %e, "system event failed");
             }
         }
+    }
+}
+
+impl Dispatcher {
+    /// Fires a claimed timer (contract 1.1): the `timer` system event,
+    /// handled by the version of its plugin live now, under its room's
+    /// lock, through the same call path as any event (deadline, breaker,
+    /// stale re-runs, one batch, delivery). A timer whose plugin is gone,
+    /// or no longer lists `timer`, is dropped and counted. It was claimed
+    /// already: whatever happens here, it does not fire again.
+    pub async fn fire_timer(&self, timer: DueTimer) {
+        let span = tracing::info_span!(
+            "chorus.dispatch.timer",
+            plugin = timer.plugin.as_str(),
+            key = timer.key.as_str(),
+            channel_name = timer.channel_name.as_deref(),
+            plugin_version = tracing::field::Empty,
+        );
+        self.fire_timer_in(timer).instrument(span).await
+    }
+
+    async fn fire_timer_in(&self, timer: DueTimer) {
+        let lateness_ms = crate::store::unix_ms().saturating_sub(timer.due_ms);
+        metrics::histogram!("chorus_timer_lateness_seconds").record(lateness_ms as f64 / 1000.0);
+        let dropped = |reason: &'static str| {
+            metrics::counter!("chorus_timers_dropped_total", "plugin" => timer.plugin.clone(), "reason" => reason)
+                .increment(1);
+            tracing::warn!(reason, "timer dropped");
+        };
+        let Some(plugin) = self.plugins.active(&timer.plugin) else {
+            return dropped("plugin_missing");
+        };
+        if !plugin.accepts(TIMER_EVENT, Source::System) {
+            return dropped("not_subscribed");
+        }
+        tracing::Span::current().record("plugin_version", plugin.version());
+        let mut payload = Map::new();
+        payload.insert("key".into(), Value::from(timer.key.clone()));
+        // Checked to be JSON when it was set; text that is not (a store
+        // edited by hand) is handed over as a string.
+        let value = serde_json::from_str(&timer.payload).unwrap_or(Value::String(timer.payload));
+        payload.insert("payload".into(), value);
+        payload.insert(
+            "channel_name".into(),
+            timer.channel_name.clone().map_or(Value::Null, Value::from),
+        );
+        payload.insert("due_ms".into(), Value::from(timer.due_ms));
+        let _room = match &timer.channel_name {
+            Some(c) => Some(self.room_locks.lock(c).await),
+            None => None,
+        };
+        let event = Event {
+            action: TIMER_EVENT.to_string(),
+            source: Source::System,
+            user_id: None,
+            payload,
+        };
+        let outcome = match self.call_and_commit(&plugin, event).await {
+            Ok(_) => "ok",
+            Err(e) => {
+                tracing::warn!(error = %e, "timer event failed");
+                "failed"
+            }
+        };
+        metrics::counter!("chorus_timers_fired_total", "plugin" => timer.plugin.clone(), "outcome" => outcome)
+            .increment(1);
     }
 }

@@ -104,7 +104,11 @@ fn main() -> anyhow::Result<()> {
         } => {
             let description = chorus::plugin::check_file(&file)
                 .with_context(|| format!("{} would be refused", file.display()))?;
-            println!("{}", serde_json::to_string_pretty(&description)?);
+            let grants = chorus::plugin::check_grants(&file)
+                .with_context(|| format!("{} would be refused", file.display()))?;
+            let mut report = serde_json::to_value(&description)?;
+            report["grants"] = serde_json::to_value(&grants)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
     }

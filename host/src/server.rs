@@ -176,10 +176,16 @@ async fn open_store(
     ids: &IdGen,
 ) -> Result<Opened, StartError> {
     let settings = &config.store;
+    let attr_limits = crate::store::AttrLimits::from_config(&config.rooms.attributes);
     match settings.url.as_str() {
-        "memory://" | "memory" => Ok((Arc::new(MemoryStore::new(config.rooms.seats)), None)),
+        "memory://" | "memory" => {
+            let store = MemoryStore::new(config.rooms.seats).with_attr_limits(attr_limits);
+            Ok((Arc::new(store), None))
+        }
         url if url.starts_with("redis://") => {
-            let store = RedisStore::connect(url, &settings.prefix, config.rooms.seats).await?;
+            let store = RedisStore::connect(url, &settings.prefix, config.rooms.seats)
+                .await?
+                .with_attr_limits(attr_limits);
             let link = store.link();
             let store: Arc<dyn Store> = Arc::new(store);
             let me = NodeInfo {

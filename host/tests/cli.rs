@@ -62,6 +62,27 @@ fn plugin_check_describes_a_good_plugin_and_refuses_a_bad_file() {
     );
     let description: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(description["name"], "room");
+    // The grants of the `room.toml` shipped beside it.
+    assert_eq!(
+        description["grants"],
+        serde_json::json!({
+            "effects": ["seats"],
+            "imports": ["room-state", "profiles", "config", "clock", "log"],
+            "explicit": true,
+        })
+    );
+    // Without a `<name>.toml`: the contract 1.0 set.
+    let fixture = format!("{}/faulty.wasm", chorus::plugin::ARTIFACTS_DIR);
+    let out = Command::new(CHORUS)
+        .args(["plugin", "check", &fixture])
+        .output()
+        .unwrap();
+    let description: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(description["grants"]["explicit"], false, "{description}");
+    assert_eq!(
+        description["grants"]["effects"],
+        serde_json::json!(["seats", "calls", "notify-everyone", "kv"])
+    );
     let dir = std::env::temp_dir().join(format!("chorus-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let bad = dir.join("bad.wasm");

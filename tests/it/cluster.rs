@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use chorus::store::memory::MemoryStore;
 use chorus::store::redis::RedisStore;
-use chorus::store::{StateChange, Store};
+use chorus::store::{AttrLimits, StateChange, Store};
 use rand::Rng;
 use serde_json::{Value, json};
 
@@ -714,6 +714,9 @@ async fn redis_restart_refuses_changes_keeps_connections_and_recovers() {
 fn random_change(rng: &mut impl rand::Rng) -> StateChange {
     let user = rng.random_range(1..=4u64);
     let channel = ["a", "b"][rng.random_range(0..2)].to_string();
+    if rng.random_bool(0.15) {
+        return random_attr_change(rng, channel);
+    }
     match rng.random_range(0..9) {
         0 | 1 => StateChange::JoinRoom {
             user_id: user,
@@ -790,6 +793,35 @@ fn random_change(rng: &mut impl rand::Rng) -> StateChange {
     }
 }
 
+/// A change of a room's attributes (contract 1.1): sets and deletes of a
+/// few keys (a room holds at most 3 in the comparison), conditions right
+/// and wrong, clears, and a malformed `owner`.
+fn random_attr_change(rng: &mut impl rand::Rng, channel: String) -> StateChange {
+    let if_version = [None, None, Some(0)]
+        .into_iter()
+        .chain([Some(rng.random_range(1..30))])
+        .nth(rng.random_range(0..4))
+        .flatten();
+    if rng.random_bool(0.1) {
+        return StateChange::ClearRoomAttrs {
+            channel_name: channel,
+            if_version,
+        };
+    }
+    let key = ["owner", "title", "mode", "k4"][rng.random_range(0..4)].to_string();
+    let value = match rng.random_range(0..5) {
+        0 => None,
+        1 if key == "owner" => Some("not-an-id".to_string()),
+        _ => Some(rng.random_range(1..9).to_string()),
+    };
+    StateChange::SetRoomAttr {
+        channel_name: channel,
+        key,
+        value,
+        if_version,
+    }
+}
+
 /// Everything a reader can see of the small world.
 async fn observe(store: &dyn Store) -> Vec<String> {
     let mut seen = Vec::new();
@@ -801,6 +833,7 @@ async fn observe(store: &dyn Store) -> Vec<String> {
         seen.push(format!("{:?}", store.room(channel).await.unwrap()));
         seen.push(format!("{:?}", store.room_members(channel).await.unwrap()));
         seen.push(format!("{:?}", store.room_seats(channel).await.unwrap()));
+        seen.push(format!("{:?}", store.room_attrs(channel).await.unwrap()));
     }
     for key in ["k1", "k2"] {
         seen.push(format!("{:?}", store.kv_entry("p", key).await.unwrap()));
@@ -814,10 +847,15 @@ async fn the_redis_store_applies_batches_exactly_as_the_memory_store() {
     use rand::SeedableRng;
     drop(redis_at(&redis_url()).await);
     let prefix = prefix("conformance");
+    let limits = AttrLimits {
+        max_keys: 3,
+        ..AttrLimits::default()
+    };
     let redis = RedisStore::connect(&redis_url(), &prefix, 3)
         .await
-        .expect("redis");
-    let memory = MemoryStore::new(3);
+        .expect("redis")
+        .with_attr_limits(limits);
+    let memory = MemoryStore::new(3).with_attr_limits(limits);
     let mut rng = rand::rngs::StdRng::seed_from_u64(8);
     let mut refused = 0;
     for round in 0..2000 {
@@ -1013,5 +1051,406 @@ async fn twenty_concurrent_conditional_counter_writes_on_two_nodes_count_without
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
     eprintln!("20 conditional counter writes on two nodes: {reruns} re-runs");
+    stop_all(&prefix, nodes).await;
+}
+
+/// Contract 1.1 timers on two nodes: 20 timers scheduled through both
+/// nodes fire once each (the claim is one Redis script), wherever the
+/// user to notify is connected.
+#[tokio::test]
+async fn timers_scheduled_on_two_nodes_fire_once_each() {
+    drop(redis_at(&redis_url()).await);
+    let prefix = prefix("timers-once");
+    let dir = crate::timers::echo_dir(Some(crate::timers::ECHO_GRANTS));
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let path = dir.path().to_path_buf();
+        nodes.push(node_on(&redis_url(), &prefix, move |c| c.plugins.dir = Some(path)).await);
+    }
+    let mut client = nodes[1].connect(7201).await;
+    for i in 0..20 {
+        let fields = json!({"key": format!("k{i}"), "delay_ms": 200, "notify": 7201});
+        let (status, body) = crate::timers::set_timer(&nodes[i % 2], fields).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let mut keys = Vec::new();
+    for _ in 0..20 {
+        let fired = client.expect("echo_timer").await;
+        assert_eq!(fired["source"], "system", "{fired}");
+        keys.push(fired["key"].as_str().unwrap().to_string());
+    }
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), 20, "every timer fired: {keys:?}");
+    client.expect_silence(Duration::from_millis(800)).await;
+    stop_all(&prefix, nodes).await;
+}
+
+/// A timer outlives the node that scheduled it: stopped right after, its
+/// timer fires on the other node.
+#[tokio::test]
+async fn a_timer_fires_on_another_node_when_the_one_that_set_it_stopped() {
+    drop(redis_at(&redis_url()).await);
+    let prefix = prefix("timers-failover");
+    let dir = crate::timers::echo_dir(Some(crate::timers::ECHO_GRANTS));
+    let path = dir.path().to_path_buf();
+    let a = node_on(&redis_url(), &prefix, {
+        let path = path.clone();
+        move |c| c.plugins.dir = Some(path)
+    })
+    .await;
+    let b = node_on(&redis_url(), &prefix, move |c| c.plugins.dir = Some(path)).await;
+    let mut client = b.connect(7202).await;
+    let fields = json!({"key": "orphan", "delay_ms": 600, "notify": 7202, "value": "from a"});
+    let (status, body) = crate::timers::set_timer(&a, fields).await;
+    assert_eq!(status, 200, "{body}");
+    a.stop().await;
+    let fired = client.expect("echo_timer").await;
+    assert_eq!(
+        (fired["key"].clone(), fired["value"].clone()),
+        (json!("orphan"), json!("from a"))
+    );
+    client.expect_silence(Duration::from_millis(500)).await;
+    stop_all(&prefix, vec![b]).await;
+}
+
+/// Redis down when a timer is due: nothing fires meanwhile; once Redis is
+/// back the timer fires, once, on one of the two nodes.
+#[tokio::test]
+async fn a_timer_due_while_redis_is_down_fires_once_when_it_is_back() {
+    let mut redis = PrivateRedis::start().await;
+    let url = redis.url();
+    let prefix = prefix("timers-restart");
+    let dir = crate::timers::echo_dir(Some(crate::timers::ECHO_GRANTS));
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let path = dir.path().to_path_buf();
+        nodes.push(node_on(&url, &prefix, move |c| c.plugins.dir = Some(path)).await);
+    }
+    let mut client = nodes[0].connect(7203).await;
+    let fields = json!({"key": "outage", "delay_ms": 300, "notify": 7203});
+    let (status, body) = crate::timers::set_timer(&nodes[1], fields).await;
+    assert_eq!(status, 200, "{body}");
+    redis.kill();
+    // Past the due time with Redis down: the timer cannot be claimed.
+    client.expect_silence(Duration::from_millis(1500)).await;
+    redis.run().await;
+    // The firing counts itself in `fired:outage`; the notification may be
+    // lost if the node that fired it published before the other node's
+    // bus had reconnected (pub/sub is at most once), so the count is what
+    // this test checks.
+    let fired = || async {
+        let (status, body) = nodes[0]
+            .action(json!({"action": "echo_kv", "key": "fired:outage"}))
+            .await;
+        (status == 200).then(|| body["result"]["entry"]["value"].clone())
+    };
+    assert!(
+        until(Duration::from_secs(15), || async {
+            fired().await == Some(json!("1"))
+        })
+        .await,
+        "the timer fired once Redis was back"
+    );
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(fired().await, Some(json!("1")), "and only once");
+    drop(client);
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+/// The bundled `lucky_draw` (contract 1.1): 50 concurrent draws in one
+/// room split over two nodes are numbered 1..=50, no gap, no duplicate (a
+/// conditional counter write, re-run by the host when another node won).
+#[tokio::test]
+async fn fifty_concurrent_lucky_draws_on_two_nodes_number_1_to_50() {
+    let (prefix, nodes) = cluster("lucky-draw", 2).await;
+    for (i, user) in [7401u64, 7402, 7403].into_iter().enumerate() {
+        enter_ok(&nodes[i % 2], user, "room_draw", 77).await;
+        let (status, body) = nodes[0]
+            .action(up_body(user, "room_draw", i as u32 + 1))
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let draws = (0..50).map(|i| {
+        let node = &nodes[i % 2];
+        async move { crate::lucky_draw::draw(node, 7401, "room_draw").await }
+    });
+    let answers = futures_util::future::join_all(draws).await;
+    let mut numbers: Vec<u64> = answers
+        .iter()
+        .map(|(status, body)| {
+            assert_eq!(*status, 200, "{body}");
+            let winner = body["result"]["winner_id"].as_u64().expect("a winner");
+            assert!([7401, 7402, 7403].contains(&winner), "{body}");
+            body["result"]["draw_no"].as_u64().expect("a number")
+        })
+        .collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, (1..=50).collect::<Vec<u64>>());
+    let metrics = nodes[0].metrics_text().await;
+    let reruns: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("chorus_plugin_stale_reruns_total{plugin=\"lucky_draw\"}"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    eprintln!("50 lucky draws on two nodes: {reruns} re-runs (both nodes, shared recorder)");
+    stop_all(&prefix, nodes).await;
+}
+
+/// Contract 1.1 timers: `RedisStore` (the apply script) and `MemoryStore`
+/// accept and refuse the same batches of timer changes, mixed with room
+/// changes that may fail first (delays out of range, replaced and
+/// cancelled keys, the per-plugin and per-room bounds).
+#[tokio::test]
+async fn the_redis_store_checks_timer_changes_exactly_as_the_memory_store() {
+    use chorus::store::TimerBounds;
+    use rand::SeedableRng;
+    drop(redis_at(&redis_url()).await);
+    let prefix = prefix("timer-conformance");
+    let redis = RedisStore::connect(&redis_url(), &prefix, 3)
+        .await
+        .expect("redis");
+    let memory = MemoryStore::new(3);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+    let bounds = TimerBounds {
+        per_plugin: 4,
+        per_room: 2,
+    };
+    let mut outcomes = std::collections::BTreeMap::<String, usize>::new();
+    for round in 0..600 {
+        let size = rng.random_range(1..=4);
+        let batch: Vec<StateChange> = (0..size)
+            .map(|_| {
+                let key = format!("k{}", rng.random_range(0..6));
+                let plugin = ["p", "q"][rng.random_range(0..2)].to_string();
+                match rng.random_range(0..6) {
+                    0 => StateChange::CancelTimer { plugin, key },
+                    1 => StateChange::LeaveRoom {
+                        user_id: rng.random_range(1..=2),
+                        channel_name: "a".into(),
+                    },
+                    2 => StateChange::JoinRoom {
+                        user_id: rng.random_range(1..=2),
+                        channel_name: "a".into(),
+                        room_id: 1,
+                    },
+                    _ => StateChange::SetTimer {
+                        plugin,
+                        key,
+                        delay_ms: [50, 100, 60_000, 86_400_001][rng.random_range(0..4)],
+                        payload: "{\"x\":1}".into(),
+                        channel_name: [None, Some("a"), Some("b")][rng.random_range(0..3)]
+                            .map(str::to_string),
+                        bounds,
+                    },
+                }
+            })
+            .collect();
+        let expected = memory.apply(&batch).await;
+        let got = redis.apply(&batch).await;
+        assert_eq!(got, expected, "round {round}: {batch:?}");
+        let kind = match &expected {
+            Ok(()) => "ok".to_string(),
+            Err(e) => {
+                e.to_string()
+                    .split(':')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string()
+                    + if e.to_string().contains("timers") {
+                        " (timer bound)"
+                    } else {
+                        ""
+                    }
+            }
+        };
+        *outcomes.entry(kind).or_default() += 1;
+    }
+    // Successes, bad delays, bounds and room refusals were all exercised.
+    for kind in [
+        "ok",
+        "invalid change",
+        "conflict (timer bound)",
+        "not allowed",
+    ] {
+        assert!(outcomes.get(kind).is_some_and(|n| *n >= 10), "{outcomes:?}");
+    }
+    forget(&redis_url(), &prefix).await;
+}
+
+/// Room attributes on two nodes (contract 1.1): what the app backend sets
+/// through one node every node and plugin reads, and 20 concurrent
+/// read-modify-writes of one attribute (`echo_attr` with `incr`: a
+/// `set-room-attr` conditional on the version read) split over the two
+/// nodes count 1..20: a stale batch is re-run on fresh state.
+#[tokio::test]
+async fn room_attributes_are_shared_and_conditional_writes_count_exactly_on_two_nodes() {
+    drop(redis_at(&redis_url()).await);
+    let prefix = prefix("attrs");
+    let dir = tempfile::tempdir().unwrap();
+    copy_plugins(dir.path(), &["room"]);
+    std::fs::copy(
+        artifacts().join("echo_v1.wasm"),
+        dir.path().join("echo.wasm"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("echo.toml"),
+        crate::attributes::ECHO_ATTR_GRANTS,
+    )
+    .unwrap();
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let path = dir.path().to_path_buf();
+        nodes.push(node_on(&redis_url(), &prefix, move |c| c.plugins.dir = Some(path)).await);
+    }
+    let (status, body) = nodes[0]
+        .api(
+            "POST",
+            "/api/v1/rooms/room_x/attributes",
+            Some(json!({"set": {"owner": "901"}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, seen) = nodes[1]
+        .api("GET", "/api/v1/rooms/room_x/attributes", None)
+        .await;
+    assert_eq!(seen["attributes"], json!({"owner": "901"}), "{seen}");
+    assert_eq!(seen["version"], body["version"]);
+    let calls = (0..20).map(|i| {
+        let node = &nodes[i % 2];
+        let incr =
+            json!({"action": "echo_attr", "channel_name": "room_x", "key": "n", "incr": true});
+        async move { node.action(incr).await }
+    });
+    let answers = futures_util::future::join_all(calls).await;
+    let mut numbers: Vec<u64> = answers
+        .iter()
+        .map(|(status, body)| {
+            assert_eq!(*status, 200, "{body}");
+            body["result"]["n"].as_u64().expect("a number")
+        })
+        .collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, (1..=20).collect::<Vec<u64>>());
+    let (_, seen) = nodes[0]
+        .api("GET", "/api/v1/rooms/room_x/attributes", None)
+        .await;
+    assert_eq!(
+        seen["attributes"],
+        json!({"n": "20", "owner": "901"}),
+        "{seen}"
+    );
+    // Nobody is in the room: the hash expires in Redis (idle TTL), and a
+    // member joining makes it persist.
+    let mut conn = redis_at(&redis_url()).await;
+    let key = format!("{prefix}attrs:room_x");
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(ttl > 0, "an empty room's attributes expire: PTTL {ttl}");
+    enter_ok(&nodes[1], 902, "room_x", 9).await;
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(ttl, -1, "a room with members keeps its attributes");
+    stop_all(&prefix, nodes).await;
+}
+
+/// Profiles on two nodes (contract 1.1): one stored through a session on
+/// one node fills the chat its user sends through the other, and an update
+/// through the second node is what the first shows next.
+#[tokio::test]
+async fn a_profile_stored_through_one_node_fills_notifications_on_the_other() {
+    let (prefix, nodes) = cluster("profiles", 2).await;
+    crate::profiles::session_with_profile(
+        &nodes[0],
+        911,
+        crate::profiles::backend_profile(911, "Alice"),
+    )
+    .await;
+    enter_ok(&nodes[0], 911, "room_pr", 1).await;
+    enter_ok(&nodes[0], 912, "room_pr", 1).await;
+    let mut sender = nodes[1].connect(911).await;
+    let mut reader = nodes[0].connect(912).await;
+    let forged = json!({"channel_name": "room_pr", "content": "hi", "nickname": "Mallory"});
+    sender.send("send_topic_msg", forged.clone()).await;
+    assert_eq!(
+        expect_about(&mut reader, "send_topic_msg", 911).await["nickname"],
+        "Alice"
+    );
+    let update =
+        json!({"user_id": 911, "profile": crate::profiles::backend_profile(911, "Alicia")});
+    let (status, body) = nodes[1].api("POST", "/api/v1/profiles", Some(update)).await;
+    assert_eq!(status, 200, "{body}");
+    sender.send("send_topic_msg", forged).await;
+    assert_eq!(
+        expect_about(&mut reader, "send_topic_msg", 911).await["nickname"],
+        "Alicia"
+    );
+    stop_all(&prefix, nodes).await;
+}
+
+/// `seat_invite` across two nodes (contract 1.1): the inviter on one node,
+/// the invitee on the other; a decline reaches the inviter, and an
+/// invitation left unanswered expires by the plugin's timer (kept in
+/// Redis) and frees the held seat.
+#[tokio::test]
+async fn a_seat_invitation_is_answered_and_expires_across_two_nodes() {
+    drop(redis_at(&redis_url()).await);
+    let prefix = prefix("invite");
+    let dir = tempfile::tempdir().unwrap();
+    copy_plugins(dir.path(), &["room", "seat", "seat_invite"]);
+    std::fs::write(
+        dir.path().join("seat_invite.toml"),
+        "invite_timeout = 1\n[grants]\neffects = [\"seats\", \"kv\", \"timers\"]\n\
+         imports = [\"room-state\", \"profiles\", \"kv\", \"config\", \"log\"]\n",
+    )
+    .unwrap();
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let path = dir.path().to_path_buf();
+        nodes.push(node_on(&redis_url(), &prefix, move |c| c.plugins.dir = Some(path)).await);
+    }
+    let (status, body) = nodes[1]
+        .api(
+            "POST",
+            "/api/v1/rooms/room_inv/attributes",
+            Some(json!({"set": {"owner": "921"}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    enter_ok(&nodes[0], 921, "room_inv", 1).await;
+    enter_ok(&nodes[0], 922, "room_inv", 1).await;
+    let mut owner = nodes[0].connect(921).await;
+    let mut invitee = nodes[1].connect(922).await;
+    let invite = json!({"channel_name": "room_inv", "receiver_id": 922, "seat_id": 2});
+    assert_eq!(
+        owner.call("invite_to_seat", invite.clone()).await["action"],
+        "ack"
+    );
+    assert_eq!(invitee.expect("seat_invite").await["user_id"], 921);
+    invitee.send("decline_seat_invite", json!({})).await;
+    let declined = owner.expect("seat_invite_declined").await;
+    assert_eq!(
+        (&declined["receiver_id"], &declined["seat_id"]),
+        (&json!(922), &json!(2))
+    );
+    assert_eq!(owner.call("invite_to_seat", invite).await["action"], "ack");
+    invitee.expect_skipping("seat_invite").await;
+    let expired = owner.expect("seat_invite_expired").await;
+    assert_eq!(expired["reason"], "timeout", "{expired}");
+    assert_eq!(
+        invitee.expect_skipping("seat_invite_expired").await["reason"],
+        "timeout"
+    );
+    let (_, room) = nodes[1].api("GET", "/api/v1/rooms/room_inv", None).await;
+    assert_eq!(room["seats"][1]["status"], 0, "{room}");
     stop_all(&prefix, nodes).await;
 }

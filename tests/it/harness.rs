@@ -312,6 +312,20 @@ impl Client {
         frame
     }
 
+    /// The next frame with this `action`, skipping any other (each within
+    /// [`WAIT`]): for a client that may hear unrelated room news first.
+    pub async fn expect_skipping(&mut self, action: &str) -> Value {
+        loop {
+            let frame = self
+                .recv()
+                .await
+                .unwrap_or_else(|e| panic!("user {} expected {action}: {e}", self.user_id()));
+            if frame["action"] == action {
+                return frame;
+            }
+        }
+    }
+
     /// Asserts no text frame arrives within `wait`.
     pub async fn expect_silence(&mut self, wait: Duration) {
         if let Ok(frame) = self.recv_within(wait).await {

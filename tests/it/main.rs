@@ -8,14 +8,19 @@ mod harness;
 
 mod cluster;
 
+mod attributes;
 mod errors;
 mod inputs;
 mod isolation;
+mod lucky_draw;
 mod operations;
 mod plugin_isolation;
 mod plugins;
+mod profiles;
 mod relay;
 mod rooms;
+mod seat_invite;
 mod security;
 mod sessions;
 mod trust;
+mod timers;

@@ -42,7 +42,12 @@ pub async fn enter_ok(server: &TestServer, user_id: u64, channel: &str, room_id:
 }
 
 /// `up` for `user_id`, with an optional seat.
-async fn up(server: &TestServer, user_id: u64, channel: &str, seat: Option<u32>) -> (u16, Value) {
+pub async fn up(
+    server: &TestServer,
+    user_id: u64,
+    channel: &str,
+    seat: Option<u32>,
+) -> (u16, Value) {
     let mut body = as_object(profile(user_id));
     body.insert("action".into(), json!("up"));
     body.insert("user_id".into(), json!(user_id));

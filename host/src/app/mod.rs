@@ -7,9 +7,11 @@
 //!   the cluster's events call.
 //! - [`inbox`]: the task that applies the cluster's events.
 //! - [`calls`]: the ring timeout of calls clients start.
+//! - [`timers`]: the task that fires plugin timers.
 
 pub mod calls;
 pub mod inbox;
+pub mod timers;
 pub mod users;
 
 use std::sync::{Arc, Mutex};
@@ -92,8 +94,8 @@ pub struct Parts {
 }
 
 impl App {
-    /// Wires a node from its parts and starts the task that applies the
-    /// cluster's events.
+    /// Wires a node from its parts and starts the tasks that apply the
+    /// cluster's events and fire plugin timers.
     pub fn new(parts: Parts) -> Arc<Self> {
         let Parts {
             config,
@@ -133,6 +135,7 @@ impl App {
             Arc::clone(&ids),
             config.actions.clone(),
             config.limits.bounds(),
+            config.plugins.stale_retries,
         );
         let app = Arc::new(Self {
             node_id: config.node_id(),
@@ -156,6 +159,7 @@ impl App {
         if let Some(inbox) = inbox {
             app.tracker.spawn(inbox::run(Arc::clone(&app), inbox));
         }
+        app.tracker.spawn(timers::run(Arc::clone(&app)));
         app
     }
 

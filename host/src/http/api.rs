@@ -175,13 +175,20 @@ struct SessionRequest {
     user_id: u64,
     #[serde(default = "default_ttl")]
     ttl_s: u64,
+    /// The user's profile (contract 1.1), stored for as long as the session
+    /// lives; see `http::profiles`.
+    #[serde(default)]
+    profile: Option<Value>,
 }
 
 fn default_ttl() -> u64 {
     86400
 }
 
-/// `POST /api/v1/sessions`: mints a sid and sign key for a user.
+/// `POST /api/v1/sessions`: mints a sid and sign key for a user. An
+/// optional `profile` object (checked by `http::profiles`, 400 1001 naming
+/// the field) replaces the user's stored profile and lives as long as the
+/// session; without one the stored profile, if any, is left as it is.
 pub async fn sessions(
     State(app): State<Arc<App>>,
     Signed(body): Signed,
@@ -189,11 +196,21 @@ pub async fn sessions(
     let req: SessionRequest = serde_json::from_slice(&body).map_err(|e| {
         HttpError::new(
             ErrorCode::MalformedFrame,
-            format!("expected {{\"user_id\":N,\"ttl_s\":N}}: {e}"),
+            format!("expected {{\"user_id\":N,\"ttl_s\":N,\"profile\":{{…}}}}: {e}"),
         )
     })?;
+    let profile = match &req.profile {
+        None | Some(Value::Null) => None,
+        Some(profile) => Some(super::profiles::check("profile", profile)?),
+    };
     let token = crate::token::mint(app.config.app_secret(), req.user_id, req.ttl_s)
         .map_err(|e| HttpError::new(ErrorCode::MalformedFrame, e.to_string()))?;
+    if let Some(profile) = &profile {
+        let ttl_s = super::profiles::session_ttl(req.ttl_s);
+        app.store
+            .set_profile(req.user_id, Some(profile), ttl_s)
+            .await?;
+    }
     Ok(Json(
         json!({"error_code": 0, "error_reason": "", "user_id": req.user_id, "sid": token.sid, "sign_key": token.sign_key, "expires_at": token.expires_at}),
     ))

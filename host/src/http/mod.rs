@@ -3,9 +3,11 @@
 
 mod admin;
 mod api;
+mod attributes;
 mod conformance;
 mod demo;
 mod iapi;
+mod profiles;
 mod signed_query;
 mod ws;
 
@@ -30,9 +32,14 @@ pub fn public_router(app: Arc<App>) -> Router {
         .route("/iapi/user/info", get(iapi::user_info))
         .route("/api/v1/actions", post(api::actions))
         .route("/api/v1/sessions", post(api::sessions))
+        .route("/api/v1/profiles", post(profiles::update))
         .route("/api/v1/users/{user_id}", get(api::user))
         .route("/api/v1/users/{user_id}/kick", post(api::kick))
         .route("/api/v1/rooms/{channel_name}", get(api::room))
+        .route(
+            "/api/v1/rooms/{channel_name}/attributes",
+            get(attributes::get).post(attributes::post),
+        )
         .merge(demo::routes(&app))
         .route_layer(axum::middleware::from_fn(count_requests))
         .with_state(app)

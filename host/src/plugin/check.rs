@@ -8,6 +8,8 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::bindings::types;
+use super::grants::Grants;
+use super::host::config_json;
 use super::runtime::Runtime;
 use super::{PluginError, Settings, Source};
 use crate::store::memory::MemoryStore;
@@ -82,7 +84,10 @@ impl Description {
     }
 
     /// Checks the rules every version must follow: its name is the file's
-    /// stem, it has a version, and every action has a name and a source.
+    /// stem, it has a version, every action has a name and a source, and
+    /// no action a client may send ends in `_report` (a client frame
+    /// `<action>_report` is always taken as a relay report, so such an
+    /// action could never reach the plugin).
     pub(crate) fn validate(&self, file_stem: &str) -> Result<(), PluginError> {
         if self.name != file_stem {
             return Err(PluginError::NameMismatch {
@@ -100,6 +105,13 @@ impl Description {
             if action.sources.is_empty() {
                 return Err(PluginError::Describe(format!(
                     "action {:?} lists no source",
+                    action.name
+                )));
+            }
+            if action.name.ends_with(REPORT_SUFFIX) && action.sources.contains(&Source::Client) {
+                return Err(PluginError::Describe(format!(
+                    "action {:?} from the client source cannot be served: a client frame whose \
+                     action ends in `{REPORT_SUFFIX}` is always taken as a relay report",
                     action.name
                 )));
             }
@@ -152,6 +164,29 @@ pub fn check_file(path: &Path) -> Result<Description, PluginError> {
     })
 }
 
+/// The suffix of relay reports (`<action>_report`, PROTOCOL section 9).
+const REPORT_SUFFIX: &str = "_report";
+
+/// The grants the plugin at `path` would run with: the `[grants]` of the
+/// `<name>.toml` beside it (the contract 1.0 set without a file or a
+/// table). Errors: the file is not readable, not TOML, or its grants are
+/// malformed.
+pub fn check_grants(path: &Path) -> Result<Grants, PluginError> {
+    let toml = path.with_extension("toml");
+    let text = match std::fs::read_to_string(&toml) {
+        Ok(text) => Some(text),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            return Err(PluginError::Io {
+                path: toml,
+                message: e.to_string(),
+            });
+        }
+    };
+    let config = config_json(text.as_deref())?;
+    Grants::from_config(&config)
+}
+
 /// Seats per room of the empty state a check runs against.
 const CHECK_SEATS: u32 = 9;
 
@@ -173,4 +208,38 @@ fn check_bytes(stem: &str, bytes: &[u8]) -> Result<Description, PluginError> {
     let description = tokio.block_on(runtime.describe(&pre, stem, "{}".into()))?;
     description.validate(stem)?;
     Ok(description)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn description(action: &str, sources: &[Source]) -> Description {
+        Description {
+            name: "p".into(),
+            version: "1".into(),
+            actions: vec![ActionSpec {
+                name: action.into(),
+                sources: sources.to_vec(),
+            }],
+        }
+    }
+
+    /// A client frame `<x>_report` is always a relay report, so a plugin
+    /// claiming such an action from clients is refused at load, clearly.
+    #[test]
+    fn a_client_action_ending_in_report_is_refused() {
+        let error = description("gift_report", &[Source::Server, Source::Client])
+            .validate("p")
+            .expect_err("unreachable action");
+        let text = error.to_string();
+        assert!(
+            text.contains("\"gift_report\"") && text.contains("relay report"),
+            "{text}"
+        );
+        // From the app backend it is reachable, and allowed.
+        description("gift_report", &[Source::Server])
+            .validate("p")
+            .expect("server only");
+    }
 }

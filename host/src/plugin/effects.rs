@@ -9,15 +9,29 @@ use serde_json::{Map, Value};
 
 use super::bindings::types::{self, Effect};
 use super::error::{CallError, Failure, FailureKind};
+use super::grants::{EffectGroup, Grants};
 use super::{Notification, Reply, Target};
 use crate::config::DeliveryMode;
-use crate::store::StateChange;
+use crate::store::{
+    MAX_CHANNEL_NAME_BYTES, MAX_TIMER_DELAY_MS, MIN_TIMER_DELAY_MS, StateChange, TimerBounds,
+};
+
+/// What the host allows one plugin's replies beyond the contract's
+/// shapes: its grants and the timer bounds.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Policy<'a> {
+    /// The plugin's `[grants]`.
+    pub(crate) grants: &'a Grants,
+    /// `plugins.max_timers_per_plugin` / `_per_room`.
+    pub(crate) timer_bounds: TimerBounds,
+}
 
 /// Converts a successful WIT reply of plugin `plugin` at `version`.
 pub(crate) fn convert_reply(
     plugin: &str,
     version: &str,
     reply: types::Reply,
+    policy: Policy<'_>,
 ) -> Result<Reply, Failure> {
     let result = serde_json::from_str(&reply.output)
         .map_err(|e| malformed(format!("result is not JSON: {e}")))?;
@@ -29,7 +43,15 @@ pub(crate) fn convert_reply(
         version: version.to_string(),
     };
     for (index, effect) in reply.effects.into_iter().enumerate() {
-        match convert_effect(plugin, effect)
+        if let Some(group) = group_of(&effect)
+            && !policy.grants.effect(group)
+        {
+            return Err(ungranted(plugin, "effects", group.as_str()));
+        }
+        check_timer(&effect).map_err(|e| {
+            Failure::shown(FailureKind::MalformedEffect, format!("effect {index}: {e}"))
+        })?;
+        match convert_effect(plugin, effect, policy.timer_bounds)
             .map_err(|e| malformed(format!("effect {index}: {e}")))?
         {
             Converted::Change(change) => out.changes.push(change),
@@ -60,8 +82,96 @@ fn malformed(detail: String) -> Failure {
     Failure::new(FailureKind::MalformedEffect, detail)
 }
 
-/// The longest `channel_name`, in bytes (PROTOCOL section 0).
-const MAX_CHANNEL_NAME_BYTES: usize = 128;
+/// A use of something the plugin is not granted: shown to the caller
+/// (it names the operator's configuration, not the plugin's internals),
+/// logged by the caller, and counted here.
+/// `kind` is `effects` or `imports`, the list of `[grants]` that lacks
+/// `grant`.
+pub(crate) fn ungranted(plugin: &str, kind: &'static str, grant: &'static str) -> Failure {
+    metrics::counter!("chorus_plugin_ungranted_total", "plugin" => plugin.to_string(), "kind" => kind, "grant" => grant)
+        .increment(1);
+    Failure::shown(
+        FailureKind::Ungranted,
+        format!(
+            "plugin `{plugin}` is not granted `{grant}` (`{kind}` of [grants] in {plugin}.toml)"
+        ),
+    )
+}
+
+/// The grant an effect needs; `None` for notifications to a user or a
+/// room, which need none.
+fn group_of(effect: &Effect) -> Option<EffectGroup> {
+    Some(match effect {
+        Effect::JoinRoom(_)
+        | Effect::LeaveRoom(_)
+        | Effect::TakeSeat(_)
+        | Effect::FreeSeat(_)
+        | Effect::SetSeat(_) => EffectGroup::Seats,
+        Effect::StartCall(_) | Effect::EndCall(_) => EffectGroup::Calls,
+        Effect::KvSet(_) | Effect::KvDelete(_) | Effect::KvPut(_) | Effect::KvIncr(_) => {
+            EffectGroup::Kv
+        }
+        Effect::SetTimer(_) | Effect::CancelTimer(_) => EffectGroup::Timers,
+        Effect::SetRoomAttr(_) => EffectGroup::RoomAttributes,
+        Effect::Notify(types::Notification {
+            target: types::Target::Everyone,
+            ..
+        })
+        | Effect::NotifyVia(types::RoutedNotification {
+            notification:
+                types::Notification {
+                    target: types::Target::Everyone,
+                    ..
+                },
+            ..
+        }) => EffectGroup::NotifyEveryone,
+        Effect::Notify(_) | Effect::NotifyVia(_) => return None,
+    })
+}
+
+/// The longest timer key, in bytes.
+const MAX_TIMER_KEY_BYTES: usize = 256;
+/// The largest timer payload, in bytes.
+const MAX_TIMER_PAYLOAD_BYTES: usize = 64 * 1024;
+
+/// Checks a `set-timer` against the contract's bounds (delay 100 ms ..=
+/// 24 h, key 1 ..= 256 bytes, payload JSON of at most 64 KiB): an effect
+/// outside them fails the call with 2002 and a reason the caller sees.
+fn check_timer(effect: &Effect) -> Result<(), String> {
+    let key = match effect {
+        Effect::SetTimer(timer) => {
+            let delay = timer.delay_ms;
+            let range = i64::try_from(MIN_TIMER_DELAY_MS).unwrap_or(i64::MAX)
+                ..=i64::try_from(MAX_TIMER_DELAY_MS).unwrap_or(i64::MAX);
+            if !range.contains(&delay) {
+                return Err(format!(
+                    "timer delay {delay} ms is outside {MIN_TIMER_DELAY_MS} ..= {MAX_TIMER_DELAY_MS} ms (100 ms to 24 h)"
+                ));
+            }
+            if timer.payload.len() > MAX_TIMER_PAYLOAD_BYTES {
+                return Err(format!(
+                    "timer payload is longer than {MAX_TIMER_PAYLOAD_BYTES} bytes"
+                ));
+            }
+            if serde_json::from_str::<Value>(&timer.payload).is_err() {
+                return Err("timer payload is not JSON".into());
+            }
+            if let Some(channel_name) = &timer.channel_name {
+                check_channel_name(channel_name)?;
+            }
+            &timer.key
+        }
+        Effect::CancelTimer(key) => key,
+        _ => return Ok(()),
+    };
+    if key.is_empty() || key.len() > MAX_TIMER_KEY_BYTES {
+        return Err(format!(
+            "timer key must be 1 ..= {MAX_TIMER_KEY_BYTES} bytes"
+        ));
+    }
+    Ok(())
+}
+
 /// The largest seat `status` (PROTOCOL section 7: 0 free, 1 occupied,
 /// 2 locked).
 const MAX_SEAT_STATUS: u8 = 2;
@@ -79,6 +189,7 @@ fn check_effect(effect: &Effect) -> Result<(), String> {
         Effect::FreeSeat(f) => &f.channel_name,
         Effect::SetSeat(s) => &s.channel_name,
         Effect::StartCall(c) => &c.channel_name,
+        Effect::SetRoomAttr(a) => &a.channel_name,
         Effect::Notify(types::Notification {
             target: types::Target::Room(channel_name),
             ..
@@ -97,7 +208,9 @@ fn check_effect(effect: &Effect) -> Result<(), String> {
         | Effect::KvIncr(_)
         | Effect::KvDelete(_)
         | Effect::Notify(_)
-        | Effect::NotifyVia(_) => {
+        | Effect::NotifyVia(_)
+        | Effect::SetTimer(_)
+        | Effect::CancelTimer(_) => {
             return Ok(());
         }
     };
@@ -128,7 +241,11 @@ fn check_channel_name(channel_name: &str) -> Result<(), String> {
 
 /// One effect; `KvSet` and `KvDelete` get the plugin's name, so a plugin
 /// only ever writes its own key-value space.
-fn convert_effect(plugin: &str, effect: Effect) -> Result<Converted, String> {
+fn convert_effect(
+    plugin: &str,
+    effect: Effect,
+    timer_bounds: TimerBounds,
+) -> Result<Converted, String> {
     check_effect(&effect)?;
     let change = match effect {
         Effect::JoinRoom(j) => StateChange::JoinRoom {
@@ -183,9 +300,30 @@ fn convert_effect(plugin: &str, effect: Effect) -> Result<Converted, String> {
             delta: incr.delta,
             ttl_ms: incr.ttl_ms,
         },
+        Effect::SetTimer(timer) => StateChange::SetTimer {
+            plugin: plugin.to_string(),
+            key: timer.key,
+            // Checked by `check_timer` to be 100 ..= 86400000.
+            delay_ms: u64::try_from(timer.delay_ms).unwrap_or_default(),
+            payload: timer.payload,
+            channel_name: timer.channel_name,
+            bounds: timer_bounds,
+        },
+        Effect::CancelTimer(key) => StateChange::CancelTimer {
+            plugin: plugin.to_string(),
+            key,
+        },
         Effect::Notify(notification) => {
             return convert_notification(notification, None).map(Converted::Notify);
         }
+        // Key and value bounds are the store's (`[rooms.attributes]`):
+        // one over them refuses the batch as invalid, a plugin bug (2002).
+        Effect::SetRoomAttr(attr) => StateChange::SetRoomAttr {
+            channel_name: attr.channel_name,
+            key: attr.key,
+            value: attr.value,
+            if_version: attr.if_version,
+        },
         Effect::NotifyVia(routed) => {
             let delivery = match routed.delivery {
                 types::Delivery::Configured => None,
@@ -237,6 +375,54 @@ mod tests {
         })
     }
 
+    fn policy() -> Policy<'static> {
+        static GRANTS: std::sync::LazyLock<Grants> = std::sync::LazyLock::new(Grants::legacy);
+        Policy {
+            grants: &GRANTS,
+            timer_bounds: TimerBounds {
+                per_plugin: 10,
+                per_room: 10,
+            },
+        }
+    }
+
+    /// Contract 1.1 bounds: a timer delay outside 100 ms ..= 24 h fails
+    /// with a reason the caller sees; an ungranted group names its grant.
+    #[test]
+    fn timers_out_of_bounds_and_ungranted_effects_fail_with_a_shown_reason() {
+        let timer = |delay_ms| {
+            Effect::SetTimer(types::SetTimer {
+                key: "k".into(),
+                delay_ms,
+                payload: "{}".into(),
+                channel_name: None,
+            })
+        };
+        let granted = Grants::from_config(r#"{"grants":{"effects":["timers"]}}"#).unwrap();
+        let with = Policy {
+            grants: &granted,
+            ..policy()
+        };
+        for delay in [0, -5, 99, 86_400_001] {
+            let failure = convert_reply("p", "1", reply("{}", vec![timer(delay)]), with)
+                .expect_err("out of range");
+            assert_eq!(failure.kind, FailureKind::MalformedEffect);
+            assert!(failure.public.unwrap().contains("outside 100"), "{delay}");
+        }
+        let ok = convert_reply(
+            "p",
+            "1",
+            reply("{}", vec![timer(100), timer(86_400_000)]),
+            with,
+        );
+        assert_eq!(ok.expect("in range").changes.len(), 2);
+        // The 1.0 default does not grant timers.
+        let failure = convert_reply("p", "1", reply("{}", vec![timer(500)]), policy())
+            .expect_err("ungranted");
+        assert_eq!(failure.kind, FailureKind::Ungranted);
+        assert!(failure.public.unwrap().contains("timers"));
+    }
+
     fn reply(result: &str, effects: Vec<Effect>) -> types::Reply {
         types::Reply {
             output: result.into(),
@@ -254,7 +440,8 @@ mod tests {
             notify(r#"{"action":"up","x":1}"#),
             Effect::EndCall(9),
         ];
-        let out = convert_reply("seat", "1.0.0", reply("{}", effects)).expect("a valid reply");
+        let out =
+            convert_reply("seat", "1.0.0", reply("{}", effects), policy()).expect("a valid reply");
         assert_eq!(
             out.changes,
             vec![
@@ -279,7 +466,8 @@ mod tests {
     #[test]
     fn a_malformed_notification_fails_the_whole_reply() {
         for body in ["not json", "[1]", r#"{"x":1}"#, r#"{"action":3}"#] {
-            let failure = convert_reply("p", "1", reply("{}", vec![notify(body)])).expect_err(body);
+            let failure =
+                convert_reply("p", "1", reply("{}", vec![notify(body)]), policy()).expect_err(body);
             assert_eq!(failure.kind, FailureKind::MalformedEffect, "{body}");
         }
     }
@@ -314,20 +502,23 @@ mod tests {
                 subject: None,
             }),
         ] {
-            let failure = convert_reply("p", "1", reply("{}", vec![effect])).expect_err("refused");
+            let failure =
+                convert_reply("p", "1", reply("{}", vec![effect]), policy()).expect_err("refused");
             assert_eq!(failure.kind, FailureKind::MalformedEffect);
         }
         let ok = convert_reply(
             "p",
             "1",
             reply("{}", vec![set_seat(2, 1), leave("r".repeat(128))]),
+            policy(),
         );
         assert_eq!(ok.expect("within the contract").changes.len(), 2);
     }
 
     #[test]
     fn a_result_that_is_not_json_fails() {
-        let failure = convert_reply("p", "1", reply("{oops", vec![])).expect_err("bad result");
+        let failure =
+            convert_reply("p", "1", reply("{oops", vec![]), policy()).expect_err("bad result");
         assert_eq!(failure.kind, FailureKind::MalformedEffect);
     }
 
@@ -449,7 +640,7 @@ mod tests {
                 effects in prop::collection::vec(effect(), 0..8),
             ) {
                 let count = effects.len();
-                match convert_reply("p", "1.0.0", reply(&output, effects)) {
+                match convert_reply("p", "1.0.0", reply(&output, effects), policy()) {
                     Ok(out) => {
                         prop_assert_eq!(out.changes.len() + out.notifications.len(), count);
                         for change in &out.changes {

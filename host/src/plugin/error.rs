@@ -61,7 +61,7 @@ impl CallError {
             | CallError::NotAllowed(r)
             | CallError::Invalid(r)
             | CallError::Missing(r) => r,
-            CallError::Failed(_) => "plugin failed",
+            CallError::Failed(f) => f.public.as_deref().unwrap_or("plugin failed"),
         }
     }
 }
@@ -74,14 +74,30 @@ pub struct Failure {
     pub kind: FailureKind,
     /// What wasmtime or the checks said; for the log only.
     pub detail: String,
+    /// What the caller may be told, when the failure is a bound of the
+    /// contract or the operator's configuration rather than the plugin's
+    /// internals (a timer delay out of range, a missing grant); `None`
+    /// for every other failure, whose caller only sees 2002.
+    pub public: Option<String>,
 }
 
 impl Failure {
-    /// A failure of `kind` with `detail`.
+    /// A failure of `kind` with `detail`, for the log only.
     pub fn new(kind: FailureKind, detail: impl Into<String>) -> Self {
         Self {
             kind,
             detail: detail.into(),
+            public: None,
+        }
+    }
+
+    /// A failure whose `detail` the caller may see too.
+    pub fn shown(kind: FailureKind, detail: impl Into<String>) -> Self {
+        let detail = detail.into();
+        Self {
+            kind,
+            public: Some(detail.clone()),
+            detail,
         }
     }
 }
@@ -97,7 +113,8 @@ pub enum FailureKind {
     /// The guest's memory would have grown past `plugins.max_memory`.
     Memory,
     /// The reply was malformed: a notification body that is not a JSON
-    /// object with a string `action`, or a `result` that is not JSON.
+    /// object with a string `action`, a `result` that is not JSON, a timer
+    /// outside the contract's bounds.
     MalformedEffect,
     /// An import could not read the state store.
     Store,
@@ -110,6 +127,9 @@ pub enum FailureKind {
     /// The version's circuit breaker is open (its calls kept hitting their
     /// deadline); this one did not run.
     BreakerOpen,
+    /// The reply used an effect group, or the call an import, that the
+    /// plugin's `[grants]` do not include (contract 1.1).
+    Ungranted,
 }
 
 impl FailureKind {
@@ -124,11 +144,12 @@ impl FailureKind {
             FailureKind::Unavailable => "unavailable",
             FailureKind::Overloaded => "overloaded",
             FailureKind::BreakerOpen => "breaker_open",
+            FailureKind::Ungranted => "ungranted",
         }
     }
 
     /// Every kind, for registering metrics.
-    pub(crate) const ALL: [FailureKind; 8] = [
+    pub(crate) const ALL: [FailureKind; 9] = [
         FailureKind::Trap,
         FailureKind::Timeout,
         FailureKind::Memory,
@@ -137,6 +158,7 @@ impl FailureKind {
         FailureKind::Unavailable,
         FailureKind::Overloaded,
         FailureKind::BreakerOpen,
+        FailureKind::Ungranted,
     ];
 }
 

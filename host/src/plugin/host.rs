@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::grants::Grants;
 use super::loaded::{Compiled, LoadedPlugin};
 use super::registry::{Fingerprint, LoadOutcome, PluginStatus, Registry};
 use super::runtime::Runtime;
@@ -94,6 +95,12 @@ impl PluginHost {
     /// first subscriber; see [`subscribers`](Self::subscribers)).
     pub fn route(&self, action: &str, source: Source) -> Option<Arc<LoadedPlugin>> {
         self.registry.route(action, source)
+    }
+
+    /// The version of `name` serving now, if the plugin is loaded (a
+    /// timer fires on the version live at its due time).
+    pub fn active(&self, name: &str) -> Option<Arc<LoadedPlugin>> {
+        self.registry.active(name)
     }
 
     /// Every version that lists the system event (e.g. `disconnected`).
@@ -191,13 +198,13 @@ impl PluginHost {
     async fn load_bundled(&self) -> Vec<LoadOutcome> {
         let _gate = self.reload_gate.lock().await;
         let mut outcomes = Vec::new();
-        for (name, bytes) in bundled::BUNDLED {
+        for (name, bytes, config) in bundled::BUNDLED {
             let bytes: Arc<[u8]> = Arc::from(*bytes);
             let candidate = Candidate {
                 name: name.to_string(),
                 sha256: sha256_hex(&bytes),
                 bytes,
-                config: None,
+                config: Some(config.to_string()),
             };
             outcomes.push(self.load(candidate, None).await);
         }
@@ -238,7 +245,11 @@ impl PluginHost {
     /// version compiled, linked, described and checked.
     async fn load(&self, candidate: Candidate, files: Option<Fingerprint>) -> LoadOutcome {
         let name = candidate.name.clone();
-        let config = match config_json(candidate.config.as_deref()) {
+        // A config whose `[grants]` do not parse is refused like invalid
+        // TOML: the serving version (and its grants) stays.
+        let config = match config_json(candidate.config.as_deref())
+            .and_then(|c| Grants::from_config(&c).map(|_| c))
+        {
             Ok(config) => config,
             Err(error) => return self.fail(&name, None, files, error),
         };
@@ -298,7 +309,8 @@ impl PluginHost {
         config: Arc<str>,
         files: Option<Fingerprint>,
     ) -> LoadOutcome {
-        let plugin = LoadedPlugin::new(Arc::clone(&self.runtime), compiled, config);
+        let grants = Grants::from_config(&config).unwrap_or_else(|_| Grants::legacy());
+        let plugin = LoadedPlugin::new(Arc::clone(&self.runtime), compiled, config, grants);
         plugin.prewarm().await;
         let replaced = self
             .registry
@@ -334,10 +346,12 @@ impl PluginHost {
                 name: active.name().into(),
             };
         }
+        let grants = Grants::from_config(&config).unwrap_or_else(|_| Grants::legacy());
         let plugin = LoadedPlugin::new(
             Arc::clone(&self.runtime),
             Arc::clone(active.compiled()),
             config,
+            grants,
         );
         plugin.prewarm().await;
         self.registry.activate(Arc::clone(&plugin), files);
@@ -445,7 +459,7 @@ fn read_files_blocking(name: String, wasm: &Path, toml: &Path) -> Result<Candida
 }
 
 /// `<name>.toml` as a JSON object (`{}` without a file).
-fn config_json(toml_text: Option<&str>) -> Result<Arc<str>, PluginError> {
+pub(crate) fn config_json(toml_text: Option<&str>) -> Result<Arc<str>, PluginError> {
     let Some(text) = toml_text else {
         return Ok("{}".into());
     };

@@ -2,15 +2,18 @@
 //! effects, applied by the caller after the call.
 
 use super::bindings::chorus::plugin::kv::{Host, Versioned};
+use super::grants::Import;
 use super::view::PluginView;
 
 impl Host for PluginView {
     async fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
+        self.require(Import::Kv)?;
         let found = self.store.kv_get(&self.identity.plugin, &key).await;
         found.map_err(|e| self.store_failed(e))
     }
 
     async fn entry(&mut self, key: String) -> wasmtime::Result<Option<Versioned>> {
+        self.require(Import::Kv)?;
         let found = self.store.kv_entry(&self.identity.plugin, &key).await;
         let entry = found.map_err(|e| self.store_failed(e))?;
         Ok(entry.map(|r| Versioned {
@@ -20,6 +23,7 @@ impl Host for PluginView {
     }
 
     async fn keys(&mut self, prefix: String, limit: u32) -> wasmtime::Result<Vec<String>> {
+        self.require(Import::Kv)?;
         let limit = usize::try_from(limit).unwrap_or(usize::MAX);
         let found = self
             .store

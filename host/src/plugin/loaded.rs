@@ -8,8 +8,9 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use super::bindings::{Plugin, PluginPre, types};
 use super::breaker::Breaker;
 use super::check::Description;
-use super::effects;
+use super::effects::{self, Policy};
 use super::error::{CallError, Failure, FailureKind};
+use super::grants::Grants;
 use super::runtime::Runtime;
 use super::stats::{CallMetrics, CallStats};
 use super::view::{Identity, PluginView};
@@ -104,6 +105,8 @@ pub struct LoadedPlugin {
     compiled: Arc<Compiled>,
     /// `<name>.toml` as a JSON object (`{}` without a file).
     config: Arc<str>,
+    /// What this config grants (its `[grants]` table).
+    grants: Arc<Grants>,
     /// Unix seconds when this version (or config) went live.
     loaded_at: u64,
     /// Engine, store handle and limits.
@@ -137,6 +140,7 @@ impl LoadedPlugin {
         runtime: Arc<Runtime>,
         compiled: Arc<Compiled>,
         config: Arc<str>,
+        grants: Grants,
     ) -> Arc<Self> {
         let loaded_at = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -145,6 +149,7 @@ impl LoadedPlugin {
         Arc::new(Self {
             compiled,
             config,
+            grants: Arc::new(grants),
             loaded_at,
             runtime,
             idle: Mutex::new(Vec::new()),
@@ -188,6 +193,11 @@ impl LoadedPlugin {
 
     pub(crate) fn config(&self) -> &Arc<str> {
         &self.config
+    }
+
+    /// What this version's config grants.
+    pub fn grants(&self) -> &Grants {
+        &self.grants
     }
 
     /// Instantiates one instance ahead of the first call. A failure here
@@ -277,7 +287,11 @@ impl LoadedPlugin {
         match run_on(&mut warm, &input, &self.runtime).await {
             Ran::Returned(Ok(reply)) => {
                 self.give_back(warm, true);
-                effects::convert_reply(self.name(), self.version(), reply)
+                let policy = Policy {
+                    grants: &self.grants,
+                    timer_bounds: self.runtime.timer_bounds,
+                };
+                effects::convert_reply(self.name(), self.version(), reply, policy)
                     .map_err(|f| self.failed(event, f))
             }
             Ran::Returned(Err(error)) => {
@@ -340,6 +354,7 @@ impl LoadedPlugin {
         let identity = Identity {
             plugin: Arc::clone(&self.compiled.name),
             version: Arc::clone(&self.compiled.version),
+            grants: Arc::clone(&self.grants),
         };
         let mut store = self.runtime.new_store(identity, Arc::clone(&self.config));
         let instantiating = self.compiled.pre.instantiate_async(&mut store);
@@ -429,6 +444,9 @@ async fn run_on(warm: &mut Warm, input: &types::Event, runtime: &Runtime) -> Ran
 /// Names a trap: a store error an import met, an exhausted memory, the
 /// epoch deadline, or any other trap.
 fn classify(view: &mut PluginView, trap: &wasmtime::Error) -> Failure {
+    if let Some(failure) = view.ungranted.take() {
+        return failure;
+    }
     if let Some(error) = view.store_error.take() {
         return Failure::new(FailureKind::Store, error.to_string());
     }

@@ -2,6 +2,7 @@
 //! plugin's name and version.
 
 use super::bindings::chorus::plugin::log::{Host, Level};
+use super::grants::Import;
 use super::view::PluginView;
 
 /// Longest message kept, in bytes; a guest cannot flood the log with one
@@ -10,6 +11,7 @@ const MAX_MESSAGE: usize = 4096;
 
 impl Host for PluginView {
     async fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
+        self.require(Import::Log)?;
         let message = truncate(&message, MAX_MESSAGE);
         let plugin = &*self.identity.plugin;
         let plugin_version = &*self.identity.version;

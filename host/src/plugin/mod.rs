@@ -23,7 +23,7 @@
 //!   name, version and config, the state [`Store`](crate::store::Store),
 //!   the memory limit and a WASI context. It is all an import can reach:
 //!   never the server.
-//! - `room_state`, `kv`, `config`, `clock`, `log`: one file per WIT import
+//! - `room_state`, `profiles`, `kv`, `config`, `clock`, `log`: one file per WIT import
 //!   interface, each holding only that interface's `Host` impl.
 //! - `stderr`: the bounded in-memory pipe that catches a guest's stderr, so
 //!   the panic message of a trapped call can be logged.
@@ -48,6 +48,8 @@
 //!   reloads and rollback.
 //! - `watch`: the folder watcher behind hot reload.
 //! - `check`: [`check_file`] for `chorus plugin check`.
+//! - `grants`: [`Grants`], what a plugin's `[grants]` let it use; effects
+//!   are checked in `effects`, imports by `PluginView::require`.
 //!
 //! # Instances: a small warm pool per version
 //!
@@ -139,10 +141,12 @@ mod effects;
 mod engine;
 mod error;
 mod gate;
+mod grants;
 mod host;
 mod kv;
 mod loaded;
 mod log;
+mod profiles;
 mod registry;
 mod room_state;
 mod runtime;
@@ -164,8 +168,9 @@ use serde::{Deserialize, Serialize};
 pub const ARTIFACTS_DIR: &str = env!("CHORUS_PLUGIN_ARTIFACTS");
 
 pub use breaker::{BreakerSettings, BreakerState, BreakerStatus};
-pub use check::{ActionSpec, Description, check_file};
+pub use check::{ActionSpec, Description, check_file, check_grants};
 pub use error::{CallError, Failure, FailureKind, PluginError};
+pub use grants::{EffectGroup, Grants, Import};
 pub use host::PluginHost;
 pub use loaded::{LoadedPlugin, MAX_IDLE_INSTANCES, RETIRE_AFTER_CALLS};
 pub use registry::{LoadOutcome, PluginState, PluginStatus};
@@ -217,6 +222,9 @@ pub struct Settings {
     pub guest_parallelism: Option<usize>,
     /// When a version whose calls keep hitting their deadline is tripped.
     pub breaker: BreakerSettings,
+    /// Pending timers a plugin and a room may have
+    /// (`plugins.max_timers_per_plugin`, `plugins.max_timers_per_room`).
+    pub timer_bounds: crate::store::TimerBounds,
 }
 
 /// The runtime's view of `[plugins]`; the defaults live once, in
@@ -235,6 +243,10 @@ impl From<&crate::config::PluginsConfig> for Settings {
                 threshold: config.breaker_threshold,
                 window: config.breaker_window,
                 cooldown: config.breaker_cooldown,
+            },
+            timer_bounds: crate::store::TimerBounds {
+                per_plugin: config.max_timers_per_plugin,
+                per_room: config.max_timers_per_room,
             },
         }
     }

@@ -1,11 +1,13 @@
 //! The `room-state` import: read access to rooms, seats, calls and
 //! presence, straight from the state store.
 
-use super::bindings::chorus::plugin::room_state::{Call, Host, Membership, Seat};
+use super::bindings::chorus::plugin::room_state::{Attributes, Call, Host, Membership, Seat};
+use super::grants::Import;
 use super::view::PluginView;
 
 impl Host for PluginView {
     async fn membership_of(&mut self, user_id: u64) -> wasmtime::Result<Option<Membership>> {
+        self.require(Import::RoomState)?;
         let found = self.store.membership_of(user_id).await;
         let membership = found.map_err(|e| self.store_failed(e))?;
         Ok(membership.map(|m| Membership {
@@ -16,11 +18,13 @@ impl Host for PluginView {
     }
 
     async fn room_members(&mut self, channel_name: String) -> wasmtime::Result<Vec<u64>> {
+        self.require(Import::RoomState)?;
         let found = self.store.room_members(&channel_name).await;
         found.map_err(|e| self.store_failed(e))
     }
 
     async fn room_seats(&mut self, channel_name: String) -> wasmtime::Result<Vec<Seat>> {
+        self.require(Import::RoomState)?;
         let found = self.store.room_seats(&channel_name).await;
         let seats = found.map_err(|e| self.store_failed(e))?;
         Ok(seats
@@ -35,6 +39,7 @@ impl Host for PluginView {
     }
 
     async fn call_of(&mut self, user_id: u64) -> wasmtime::Result<Option<Call>> {
+        self.require(Import::RoomState)?;
         let found = self.store.call_of(user_id).await;
         let call = found.map_err(|e| self.store_failed(e))?;
         Ok(call.map(|c| Call {
@@ -44,7 +49,18 @@ impl Host for PluginView {
     }
 
     async fn is_online(&mut self, user_id: u64) -> wasmtime::Result<bool> {
+        self.require(Import::RoomState)?;
         let found = self.store.node_of(user_id).await;
         Ok(found.map_err(|e| self.store_failed(e))?.is_some())
+    }
+
+    async fn room_attributes(&mut self, channel_name: String) -> wasmtime::Result<Attributes> {
+        self.require(Import::RoomState)?;
+        let found = self.store.room_attrs(&channel_name).await;
+        let attrs = found.map_err(|e| self.store_failed(e))?;
+        Ok(Attributes {
+            version: attrs.version,
+            entries: attrs.entries,
+        })
     }
 }

@@ -15,9 +15,10 @@ use super::cache::ArtifactCache;
 use super::check::Description;
 use super::engine::{self, EPOCH_TICK, EpochTicker};
 use super::gate::{self, GuestGate};
+use super::grants::Grants;
 use super::view::{Identity, PluginView};
 use super::{PluginError, Settings};
-use crate::store::Store;
+use crate::store::{Store, TimerBounds};
 
 /// The shortest deadline `describe` gets.
 const MIN_DESCRIBE_DEADLINE: Duration = Duration::from_secs(1);
@@ -41,6 +42,8 @@ pub(crate) struct Runtime {
     pub(crate) breaker: BreakerSettings,
     /// Calls of one version in flight at most.
     pub(crate) max_concurrent_calls: usize,
+    /// Pending timers allowed (`plugins.max_timers_per_*`).
+    pub(crate) timer_bounds: TimerBounds,
     /// The backstop for time spent awaiting the store inside an import or
     /// waiting for a turn after a yield: the epoch deadline is checked only
     /// while guest code runs.
@@ -88,6 +91,7 @@ impl Runtime {
             deadline_ticks: engine::deadline_ticks(settings.call_timeout),
             breaker: settings.breaker,
             max_concurrent_calls: settings.max_concurrent_calls.max(1),
+            timer_bounds: settings.timer_bounds,
             gate,
             wall_deadline: settings.call_timeout + 3 * EPOCH_TICK,
             describe_deadline: (settings.call_timeout * 10).max(MIN_DESCRIBE_DEADLINE),
@@ -173,6 +177,9 @@ impl Runtime {
         let identity = Identity {
             plugin: name.into(),
             version: "unknown".into(),
+            // `describe` runs before any config applies; what it may call
+            // is not the operator's to grant.
+            grants: Arc::new(Grants::all()),
         };
         let mut store = self.new_store(identity, config);
         self.arm(&mut store, engine::deadline_ticks(self.describe_deadline));

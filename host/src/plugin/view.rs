@@ -12,6 +12,9 @@ use std::sync::Arc;
 use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxView, WasiView};
 
+use super::effects::ungranted;
+use super::error::Failure;
+use super::grants::{Grants, Import};
 use super::stderr::OutputPipe;
 use crate::store::{Store, StoreError};
 
@@ -22,6 +25,8 @@ pub(crate) struct Identity {
     pub(crate) plugin: Arc<str>,
     /// The version it described, or `"unknown"` before `describe`.
     pub(crate) version: Arc<str>,
+    /// What its imports may be called for (`[grants] imports`).
+    pub(crate) grants: Arc<Grants>,
 }
 
 /// The data of one instance's `Store`.
@@ -37,6 +42,9 @@ pub(crate) struct PluginView {
     /// The first store error an import met during the current call: it
     /// trapped the call, and names the failure `store` instead of `trap`.
     pub(crate) store_error: Option<StoreError>,
+    /// The first ungranted import the current call used: it trapped the
+    /// call, which fails as `FailureKind::Ungranted`.
+    pub(crate) ungranted: Option<Failure>,
     /// The epoch tick (of [`super::engine::EpochClock`]) at which the
     /// current call (or `describe`, or an instantiation) traps; until then
     /// [`super::gate::on_epoch`] yields at every tick.
@@ -68,6 +76,7 @@ impl PluginView {
             store,
             limits: MemoryCap::new(max_memory),
             store_error: None,
+            ungranted: None,
             deadline_epoch: 0,
             output,
             wasi,
@@ -78,6 +87,7 @@ impl PluginView {
     /// Resets what one call records, before the call.
     pub(crate) fn begin_call(&mut self) {
         self.store_error = None;
+        self.ungranted = None;
         self.limits.exhausted = false;
         self.output.clear();
     }
@@ -89,6 +99,20 @@ impl PluginView {
         let trap = wasmtime::format_err!("{error}");
         self.store_error.get_or_insert(error);
         trap
+    }
+}
+
+impl PluginView {
+    /// Traps the call unless `import` is granted; the failure names the
+    /// missing grant.
+    pub(crate) fn require(&mut self, import: Import) -> wasmtime::Result<()> {
+        if self.identity.grants.import(import) {
+            return Ok(());
+        }
+        let failure = ungranted(&self.identity.plugin, "imports", import.as_str());
+        let trap = wasmtime::format_err!("{}", failure.detail);
+        self.ungranted.get_or_insert(failure);
+        Err(trap)
     }
 }
 

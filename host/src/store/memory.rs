@@ -5,14 +5,15 @@
 //! nanoseconds, and a batch is atomic simply by holding the lock while it
 //! checks and applies.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
 
 use super::{
-    ApplyError, Call, KvRecord, MAX_KV_INT, MAX_KV_LIST, Membership, RoomView, Seat, StateChange,
-    Store, StoreError, check_kv_ttl, seat_status, unix_ms,
+    ApplyError, AttrLimits, Call, DueTimer, KvRecord, MAX_KV_INT, MAX_KV_LIST, Membership,
+    RoomAttrs, RoomView, Seat, StateChange, Store, StoreError, TimerBounds, check_attr_changes,
+    check_kv_ttl, check_timer_delay, seat_status, unix_ms,
 };
 
 /// One KV entry: value, version, and expiry (unix ms).
@@ -27,6 +28,27 @@ impl KvValue {
     fn live(&self, now: u64) -> bool {
         self.expires_at.is_none_or(|at| at > now)
     }
+}
+
+/// One room's attributes: entries, version, expiry (unix ms).
+#[derive(Debug, Clone, Default)]
+struct Attrs {
+    entries: BTreeMap<String, String>,
+    version: u64,
+    expires_at: Option<u64>,
+}
+
+impl Attrs {
+    fn live(&self, now: u64) -> bool {
+        self.expires_at.is_none_or(|at| at > now)
+    }
+}
+
+/// A stored profile and its expiry (unix ms).
+#[derive(Debug, Clone)]
+struct StoredProfile {
+    json: String,
+    expires_at: u64,
 }
 
 /// One room's state.
@@ -53,6 +75,208 @@ struct State {
     kv_versions: HashMap<String, u64>,
     /// user -> node holding the user's connection.
     presence: HashMap<u64, String>,
+    /// channel -> the room's attributes; kept when the room empties (see
+    /// [`AttrLimits::idle_ttl_ms`]).
+    attrs: HashMap<String, Attrs>,
+    /// The last attributes version number handed out.
+    attr_seq: u64,
+    /// Rooms whose attributes the running batch wrote, in the order first
+    /// written: versions are handed out in that order, as the Redis script
+    /// does (scratch only).
+    attrs_dirty: Vec<String>,
+    /// Rooms whose attributes' expiry the running batch must settle:
+    /// written, joined or left (scratch only).
+    attrs_settle: BTreeSet<String>,
+    /// Pending plugin timers (contract 1.1). Not part of a batch's scratch
+    /// copy: a [`TimerPlanner`] checks a batch's timer changes against it,
+    /// and [`Timers::commit`] writes them once the whole batch passed.
+    timers: Timers,
+}
+
+/// One pending timer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PendingTimer {
+    due_ms: u64,
+    payload: String,
+    channel_name: Option<String>,
+}
+
+/// (plugin, key).
+type TimerId = (String, String);
+
+/// The pending timers, indexed by id and by due time, with the counts the
+/// bounds are checked against.
+#[derive(Debug, Default)]
+struct Timers {
+    pending: HashMap<TimerId, PendingTimer>,
+    /// (due ms, plugin, key), earliest first.
+    due: BTreeSet<(u64, String, String)>,
+    /// plugin -> its pending timers.
+    per_plugin: HashMap<String, u32>,
+    /// channel -> pending timers naming it.
+    per_room: HashMap<String, u32>,
+}
+
+/// What a batch does to the timers: each touched id and what it holds
+/// after the batch (`None`: no timer).
+type TimerPlan = HashMap<TimerId, Option<PendingTimer>>;
+
+/// Checks a batch's timer changes, in batch order, against the pending
+/// timers without changing them, and records what they do.
+struct TimerPlanner<'a> {
+    timers: &'a Timers,
+    plan: TimerPlan,
+    /// Changes of the counts this batch made so far, by plugin and room.
+    plugin_delta: HashMap<String, i64>,
+    room_delta: HashMap<String, i64>,
+}
+
+impl<'a> TimerPlanner<'a> {
+    fn new(timers: &'a Timers) -> Self {
+        Self {
+            timers,
+            plan: TimerPlan::new(),
+            plugin_delta: HashMap::new(),
+            room_delta: HashMap::new(),
+        }
+    }
+
+    /// One change of the batch (anything but a timer change is ignored).
+    fn step(&mut self, change: &StateChange, now: u64) -> Result<(), ApplyError> {
+        let (id, new) = match change {
+            StateChange::SetTimer {
+                plugin,
+                key,
+                delay_ms,
+                payload,
+                channel_name,
+                bounds,
+            } => {
+                check_timer_delay(*delay_ms)?;
+                let timer = PendingTimer {
+                    due_ms: now.saturating_add(*delay_ms),
+                    payload: payload.clone(),
+                    channel_name: channel_name.clone(),
+                };
+                ((plugin.clone(), key.clone()), Some((timer, *bounds)))
+            }
+            StateChange::CancelTimer { plugin, key } => ((plugin.clone(), key.clone()), None),
+            _ => return Ok(()),
+        };
+        let old = match self.plan.get(&id) {
+            Some(planned) => planned.clone(),
+            None => self.timers.pending.get(&id).cloned(),
+        };
+        if let Some(old) = old {
+            *self.plugin_delta.entry(id.0.clone()).or_default() -= 1;
+            if let Some(room) = old.channel_name {
+                *self.room_delta.entry(room).or_default() -= 1;
+            }
+        }
+        let Some((timer, bounds)) = new else {
+            self.plan.insert(id, None);
+            return Ok(());
+        };
+        let delta = self.plugin_delta.entry(id.0.clone()).or_default();
+        *delta += 1;
+        let count = self.timers.per_plugin.get(&id.0).copied().unwrap_or(0);
+        check_bound(i64::from(count) + *delta, bounds, &id.0, None)?;
+        if let Some(room) = &timer.channel_name {
+            let delta = self.room_delta.entry(room.clone()).or_default();
+            *delta += 1;
+            let count = self.timers.per_room.get(room).copied().unwrap_or(0);
+            check_bound(i64::from(count) + *delta, bounds, &id.0, Some(room))?;
+        }
+        self.plan.insert(id, Some(timer));
+        Ok(())
+    }
+}
+
+impl Timers {
+    /// Applies a plan a [`TimerPlanner`] made.
+    fn commit(&mut self, plan: TimerPlan) {
+        for (id, timer) in plan {
+            self.remove(&id);
+            if let Some(timer) = timer {
+                self.due.insert((timer.due_ms, id.0.clone(), id.1.clone()));
+                *self.per_plugin.entry(id.0.clone()).or_default() += 1;
+                if let Some(room) = &timer.channel_name {
+                    *self.per_room.entry(room.clone()).or_default() += 1;
+                }
+                self.pending.insert(id, timer);
+            }
+        }
+    }
+
+    /// Removes a pending timer, if any, with its index and counts.
+    fn remove(&mut self, id: &TimerId) -> Option<PendingTimer> {
+        let timer = self.pending.remove(id)?;
+        self.due.remove(&(timer.due_ms, id.0.clone(), id.1.clone()));
+        decrement(&mut self.per_plugin, &id.0);
+        if let Some(room) = &timer.channel_name {
+            decrement(&mut self.per_room, room);
+        }
+        Some(timer)
+    }
+
+    /// Removes and returns at most `limit` timers due at `now`.
+    fn claim(&mut self, now: u64, limit: usize) -> Vec<DueTimer> {
+        let ids: Vec<TimerId> = self
+            .due
+            .iter()
+            .take_while(|(due, _, _)| *due <= now)
+            .take(limit)
+            .map(|(_, plugin, key)| (plugin.clone(), key.clone()))
+            .collect();
+        ids.into_iter()
+            .filter_map(|id| {
+                let timer = self.remove(&id)?;
+                Some(DueTimer {
+                    plugin: id.0,
+                    key: id.1,
+                    payload: timer.payload,
+                    channel_name: timer.channel_name,
+                    due_ms: timer.due_ms,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Refuses a count past its bound (per room when `room` is named).
+fn check_bound(
+    total: i64,
+    bounds: TimerBounds,
+    plugin: &str,
+    room: Option<&str>,
+) -> Result<(), ApplyError> {
+    let (bound, what, key) = match room {
+        None => (
+            bounds.per_plugin,
+            format!("plugin {plugin}"),
+            "plugins.max_timers_per_plugin",
+        ),
+        Some(room) => (
+            bounds.per_room,
+            format!("room {room}"),
+            "plugins.max_timers_per_room",
+        ),
+    };
+    if total > i64::from(bound) {
+        return Err(ApplyError::Conflict(format!(
+            "{what} already has {bound} pending timers ({key})"
+        )));
+    }
+    Ok(())
+}
+
+fn decrement(counts: &mut HashMap<String, u32>, name: &str) {
+    if let Some(n) = counts.get_mut(name) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            counts.remove(name);
+        }
+    }
 }
 
 /// The in-memory [`Store`] used by a single node (`store.url = "memory://"`).
@@ -60,8 +284,22 @@ struct State {
 pub struct MemoryStore {
     /// Seats per room (`rooms.seats`).
     seats_per_room: u32,
+    /// Bounds and idle expiry of room attributes (`[rooms.attributes]`).
+    attr_limits: AttrLimits,
     /// All state under one lock; see the module docs for why that is enough.
     state: Mutex<State>,
+    /// Profiles, under their own lock: they are written by the server API
+    /// and read by plugins, never in a batch.
+    profiles: Mutex<Profiles>,
+}
+
+/// The stored profiles, swept of expired ones as they grow.
+#[derive(Debug, Default)]
+struct Profiles {
+    by_user: HashMap<u64, StoredProfile>,
+    /// Size at which the next sweep runs; doubling keeps sweeps amortized
+    /// O(1) per write.
+    sweep_at: usize,
 }
 
 impl MemoryStore {
@@ -69,8 +307,16 @@ impl MemoryStore {
     pub fn new(seats_per_room: u32) -> Self {
         Self {
             seats_per_room,
+            attr_limits: AttrLimits::default(),
             state: Mutex::new(State::default()),
+            profiles: Mutex::new(Profiles::default()),
         }
+    }
+
+    /// The same store with these room attribute bounds.
+    pub fn with_attr_limits(mut self, limits: AttrLimits) -> Self {
+        self.attr_limits = limits;
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -143,14 +389,24 @@ impl State {
         );
     }
 
-    fn apply_one(&mut self, change: &StateChange, seats: u32, now: u64) -> Result<(), ApplyError> {
+    fn apply_one(
+        &mut self,
+        change: &StateChange,
+        seats: u32,
+        limits: &AttrLimits,
+        now: u64,
+    ) -> Result<(), ApplyError> {
         match change {
             StateChange::JoinRoom {
                 user_id,
                 channel_name,
                 room_id,
             } => {
+                if let Some(old) = self.member_of.get(user_id).cloned() {
+                    self.attrs_settle.insert(old);
+                }
                 self.join(*user_id, channel_name, *room_id, seats);
+                self.attrs_settle.insert(channel_name.clone());
             }
             StateChange::LeaveRoom {
                 user_id,
@@ -158,6 +414,38 @@ impl State {
             } => {
                 self.require_member(*user_id, channel_name)?;
                 self.leave(*user_id);
+                self.attrs_settle.insert(channel_name.clone());
+            }
+            StateChange::SetRoomAttr {
+                channel_name,
+                key,
+                value,
+                if_version,
+            } => {
+                let attrs = self.attrs_for_write(channel_name, *if_version, now)?;
+                match value {
+                    Some(value) => {
+                        let adds = !attrs.entries.contains_key(key);
+                        if adds && attrs.entries.len() >= limits.max_keys {
+                            return Err(ApplyError::Conflict(format!(
+                                "room {channel_name} already has {} attributes, the most allowed",
+                                limits.max_keys
+                            )));
+                        }
+                        attrs.entries.insert(key.clone(), value.clone());
+                    }
+                    None => {
+                        attrs.entries.remove(key);
+                    }
+                }
+            }
+            StateChange::ClearRoomAttrs {
+                channel_name,
+                if_version,
+            } => {
+                self.attrs_for_write(channel_name, *if_version, now)?
+                    .entries
+                    .clear();
             }
             StateChange::TakeSeat {
                 channel_name,
@@ -241,8 +529,63 @@ impl State {
             StateChange::KvDelete { plugin, key } => {
                 self.kv.remove(&(plugin.clone(), key.clone()));
             }
+            // Checked by `TimerPlanner`, applied by `Timers::commit`.
+            StateChange::SetTimer { .. } | StateChange::CancelTimer { .. } => {}
         }
         Ok(())
+    }
+
+    /// The room's attributes to write, after checking the batch's
+    /// condition against the version they had when the batch started
+    /// (versions change only when the batch ends).
+    fn attrs_for_write(
+        &mut self,
+        channel: &str,
+        if_version: Option<u64>,
+        now: u64,
+    ) -> Result<&mut Attrs, ApplyError> {
+        if self.attrs.get(channel).is_some_and(|a| !a.live(now)) {
+            self.attrs.remove(channel);
+        }
+        let attrs = self.attrs.entry(channel.to_string()).or_default();
+        if let Some(expected) = if_version
+            && attrs.version != expected
+        {
+            return Err(ApplyError::Stale(format!(
+                "room {channel} attributes are at version {}, not {expected}",
+                attrs.version
+            )));
+        }
+        if !self.attrs_dirty.iter().any(|c| c == channel) {
+            self.attrs_dirty.push(channel.to_string());
+        }
+        self.attrs_settle.insert(channel.to_string());
+        Ok(attrs)
+    }
+
+    /// Ends a batch for the attributes: each written room gets the next
+    /// version (or loses its record when it has none left); each written,
+    /// joined or left room's attributes never expire while anyone is in
+    /// the room, else expire `idle_ttl_ms` from now.
+    fn settle_attrs(&mut self, idle_ttl_ms: u64, now: u64) {
+        for channel in std::mem::take(&mut self.attrs_dirty) {
+            match self.attrs.get_mut(&channel) {
+                Some(attrs) if attrs.entries.is_empty() => {
+                    self.attrs.remove(&channel);
+                }
+                Some(attrs) => {
+                    self.attr_seq += 1;
+                    attrs.version = self.attr_seq;
+                }
+                None => {}
+            }
+        }
+        for channel in std::mem::take(&mut self.attrs_settle) {
+            let occupied = self.rooms.contains_key(&channel);
+            if let Some(attrs) = self.attrs.get_mut(&channel) {
+                attrs.expires_at = (!occupied).then(|| now.saturating_add(idle_ttl_ms));
+            }
+        }
     }
 
     fn join(&mut self, user_id: u64, channel: &str, room_id: u64, seats: u32) {
@@ -420,7 +763,9 @@ impl Touched {
                 self.users.insert(*user_id);
                 self.channels.insert(channel_name.clone());
             }
-            StateChange::SetSeat { channel_name, .. } => {
+            StateChange::SetSeat { channel_name, .. }
+            | StateChange::SetRoomAttr { channel_name, .. }
+            | StateChange::ClearRoomAttrs { channel_name, .. } => {
                 self.channels.insert(channel_name.clone());
             }
             StateChange::StartCall {
@@ -439,6 +784,7 @@ impl Touched {
             | StateChange::KvIncr { plugin, key, .. } => {
                 self.kv.insert((plugin.clone(), key.clone()));
             }
+            StateChange::SetTimer { .. } | StateChange::CancelTimer { .. } => {}
         }
     }
 
@@ -458,6 +804,11 @@ impl Touched {
                 .filter_map(|(p, _)| state.kv_versions.get(p).map(|v| (p.clone(), *v)))
                 .collect(),
             presence: HashMap::new(),
+            attrs: pick(&state.attrs, self.channels.iter()),
+            attr_seq: state.attr_seq,
+            attrs_dirty: Vec::new(),
+            attrs_settle: BTreeSet::new(),
+            timers: Timers::default(),
         }
     }
 
@@ -476,6 +827,8 @@ impl Touched {
             };
         }
         state.kv_versions.extend(scratch.kv_versions);
+        put_back(&mut state.attrs, &mut scratch.attrs, self.channels.iter());
+        state.attr_seq = scratch.attr_seq;
     }
 }
 
@@ -608,14 +961,86 @@ impl Store for MemoryStore {
         // All or nothing: run the batch on a scratch copy of just the
         // entries it can touch, and write them back only if every change
         // passed. Copying whole state would make each action O(everything).
+        check_attr_changes(&self.attr_limits, changes)?;
         let touched = Touched::of(&state, changes);
         let mut scratch = touched.extract(&state);
         let now = unix_ms();
+        // Timer changes are checked in batch order with the others, so the
+        // first refusal is the same as the Redis script's.
+        let mut timers = TimerPlanner::new(&state.timers);
         for change in changes {
-            scratch.apply_one(change, self.seats_per_room, now)?;
+            scratch.apply_one(change, self.seats_per_room, &self.attr_limits, now)?;
+            timers.step(change, now)?;
         }
+        scratch.settle_attrs(self.attr_limits.idle_ttl_ms, now);
+        let plan = timers.plan;
         touched.write_back(&mut state, scratch);
+        state.timers.commit(plan);
         Ok(())
+    }
+
+    async fn room_attrs(&self, channel_name: &str) -> Result<RoomAttrs, StoreError> {
+        let now = unix_ms();
+        let state = self.lock();
+        Ok(state
+            .attrs
+            .get(channel_name)
+            .filter(|a| a.live(now))
+            .map(|a| RoomAttrs {
+                version: a.version,
+                entries: a
+                    .entries
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            })
+            .unwrap_or_default())
+    }
+
+    async fn profile(&self, user_id: u64) -> Result<Option<String>, StoreError> {
+        let now = unix_ms();
+        let profiles = self.profiles.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(profiles
+            .by_user
+            .get(&user_id)
+            .filter(|p| p.expires_at > now)
+            .map(|p| p.json.clone()))
+    }
+
+    async fn set_profile(
+        &self,
+        user_id: u64,
+        profile: Option<&str>,
+        ttl_s: u64,
+    ) -> Result<(), StoreError> {
+        let now = unix_ms();
+        let mut profiles = self.profiles.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(json) = profile else {
+            profiles.by_user.remove(&user_id);
+            return Ok(());
+        };
+        let expires_at = now.saturating_add(ttl_s.saturating_mul(1000));
+        profiles.by_user.insert(
+            user_id,
+            StoredProfile {
+                json: json.to_string(),
+                expires_at,
+            },
+        );
+        if profiles.by_user.len() >= profiles.sweep_at {
+            profiles.by_user.retain(|_, p| p.expires_at > now);
+            profiles.sweep_at = (profiles.by_user.len() * 2).max(1024);
+        }
+        Ok(())
+    }
+
+    async fn claim_due_timers(&self, limit: usize) -> Result<Vec<DueTimer>, StoreError> {
+        let now = unix_ms();
+        Ok(self.lock().timers.claim(now, limit))
+    }
+
+    async fn next_timer_due(&self) -> Result<Option<u64>, StoreError> {
+        Ok(self.lock().timers.due.first().map(|(due, _, _)| *due))
     }
 
     async fn set_online(&self, user_id: u64, node: &str) -> Result<Option<String>, StoreError> {
@@ -688,6 +1113,96 @@ mod tests {
         assert_eq!(store.kv_list("p", "", 10).await.unwrap(), vec!["a", "b"]);
         // An expired key counts as absent for a condition.
         store.apply(&[put("a2", "z", Some(0), None)]).await.unwrap();
+    }
+
+    fn timer(key: &str, delay_ms: u64, room: Option<&str>) -> StateChange {
+        StateChange::SetTimer {
+            plugin: "p".into(),
+            key: key.into(),
+            delay_ms,
+            payload: format!("{{\"k\":\"{key}\"}}"),
+            channel_name: room.map(str::to_string),
+            bounds: TimerBounds {
+                per_plugin: 3,
+                per_room: 2,
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn timers_replace_cancel_bound_and_claim_once() {
+        let store = MemoryStore::new(3);
+        store
+            .apply(&[timer("a", 100, Some("r")), timer("b", 100, Some("r"))])
+            .await
+            .unwrap();
+        // The room is full; replacing a key in it is not one more.
+        let full = store.apply(&[timer("c", 100, Some("r"))]).await;
+        assert!(
+            matches!(full, Err(ApplyError::Conflict(ref r)) if r.contains("max_timers_per_room")),
+            "{full:?}"
+        );
+        store.apply(&[timer("b", 100, Some("r"))]).await.unwrap();
+        // Moving a timer out of the room frees its place in the same batch.
+        store
+            .apply(&[timer("b", 100, None), timer("c", 100, Some("r"))])
+            .await
+            .unwrap();
+        let over = store.apply(&[timer("d", 100, None)]).await;
+        assert!(
+            matches!(over, Err(ApplyError::Conflict(ref r)) if r.contains("max_timers_per_plugin")),
+            "{over:?}"
+        );
+        // A refused batch changes no timer, a bad delay is invalid.
+        let refused = store
+            .apply(&[
+                StateChange::CancelTimer {
+                    plugin: "p".into(),
+                    key: "a".into(),
+                },
+                timer("e", 99, None),
+            ])
+            .await;
+        assert!(
+            matches!(refused, Err(ApplyError::Invalid(_))),
+            "{refused:?}"
+        );
+        store
+            .apply(&[StateChange::CancelTimer {
+                plugin: "p".into(),
+                key: "c".into(),
+            }])
+            .await
+            .unwrap();
+        assert!(
+            store.claim_due_timers(10).await.unwrap().is_empty(),
+            "not due yet"
+        );
+        assert!(store.next_timer_due().await.unwrap().is_some());
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        let mut claimed: Vec<String> = store
+            .claim_due_timers(10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| t.key)
+            .collect();
+        claimed.sort();
+        assert_eq!(claimed, vec!["a", "b"]);
+        assert!(
+            store.claim_due_timers(10).await.unwrap().is_empty(),
+            "claimed once"
+        );
+        assert_eq!(store.next_timer_due().await.unwrap(), None);
+        // Every place is free again.
+        store
+            .apply(&[
+                timer("x", 100, Some("r")),
+                timer("y", 100, Some("r")),
+                timer("z", 100, None),
+            ])
+            .await
+            .unwrap();
     }
 
     const MAX_KV_TTL_MS_PLUS_ONE: u64 = super::super::MAX_KV_TTL_MS + 1;

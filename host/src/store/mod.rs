@@ -1,5 +1,5 @@
-//! The shared state of rooms, seats, calls, presence and plugin key-value
-//! data, behind the [`Store`] trait.
+//! The shared state of rooms, seats, calls, presence, plugin key-value
+//! data, room attributes and user profiles, behind the [`Store`] trait.
 //!
 //! The host owns this state; plugins read it through the `room-state` and
 //! `kv` imports and change it only through effects, which the host turns
@@ -150,6 +150,87 @@ pub enum StateChange {
         delta: i64,
         ttl_ms: Option<u64>,
     },
+    /// Sets (`value` some) or deletes (`value` none) one attribute of a
+    /// room (contract 1.1 `set-room-attr`, `POST
+    /// /api/v1/rooms/attributes`). Refused with [`ApplyError::Stale`]
+    /// unless the room's attributes are at `if_version` when the batch
+    /// starts (0: the room has none); with [`ApplyError::Conflict`] when a
+    /// new key would pass [`AttrLimits::max_keys`]; with
+    /// [`ApplyError::Invalid`] when [`check_room_attr`] refuses it.
+    SetRoomAttr {
+        channel_name: String,
+        key: String,
+        value: Option<String>,
+        if_version: Option<u64>,
+    },
+    /// Deletes every attribute of a room (`"clear": true` of the server
+    /// API), with the same condition as [`StateChange::SetRoomAttr`].
+    ClearRoomAttrs {
+        channel_name: String,
+        if_version: Option<u64>,
+    },
+    /// Schedule a plugin's timer (contract 1.1 `set-timer`), due
+    /// `delay_ms` ([`MIN_TIMER_DELAY_MS`] ..= [`MAX_TIMER_DELAY_MS`], else
+    /// [`ApplyError::Invalid`]) after the batch applies. A pending timer of
+    /// the same plugin and key is replaced. Refused with
+    /// [`ApplyError::Conflict`] when the plugin would then have more than
+    /// `bounds.per_plugin` pending timers, or the room (`channel_name`)
+    /// more than `bounds.per_room`.
+    SetTimer {
+        plugin: String,
+        key: String,
+        delay_ms: u64,
+        /// Handed back when it fires (JSON text).
+        payload: String,
+        channel_name: Option<String>,
+        bounds: TimerBounds,
+    },
+    /// Cancel a plugin's pending timer (contract 1.1 `cancel-timer`); no
+    /// timer: nothing happens.
+    CancelTimer { plugin: String, key: String },
+}
+
+/// The shortest timer delay: 100 ms.
+pub const MIN_TIMER_DELAY_MS: u64 = 100;
+/// The longest timer delay: 24 h, in milliseconds.
+pub const MAX_TIMER_DELAY_MS: u64 = 24 * 3600 * 1000;
+
+/// How many timers may be pending at once (`plugins.max_timers_per_plugin`
+/// and `plugins.max_timers_per_room`), carried by each
+/// [`StateChange::SetTimer`] so both stores check the same numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimerBounds {
+    /// Pending timers of one plugin, all rooms together.
+    pub per_plugin: u32,
+    /// Pending timers that name one room, all plugins together.
+    pub per_room: u32,
+}
+
+/// A timer claimed by [`Store::claim_due_timers`]: it is no longer pending
+/// anywhere, and this node is the one that fires it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueTimer {
+    /// The plugin that set it.
+    pub plugin: String,
+    /// Its key.
+    pub key: String,
+    /// The payload it was set with (JSON text).
+    pub payload: String,
+    /// The room it belongs to.
+    pub channel_name: Option<String>,
+    /// Unix ms it was due.
+    pub due_ms: u64,
+}
+
+/// Checks a timer delay: [`MIN_TIMER_DELAY_MS`] ..= [`MAX_TIMER_DELAY_MS`].
+pub fn check_timer_delay(delay_ms: u64) -> Result<(), ApplyError> {
+    if (MIN_TIMER_DELAY_MS..=MAX_TIMER_DELAY_MS).contains(&delay_ms) {
+        Ok(())
+    } else {
+        Err(ApplyError::Invalid(format!(
+            "timer delay {delay_ms} ms is outside {MIN_TIMER_DELAY_MS} ..= {MAX_TIMER_DELAY_MS} ms"
+        )))
+    }
 }
 
 /// The longest TTL a KV write may carry: 30 days, in milliseconds.
@@ -172,6 +253,150 @@ pub struct KvRecord {
     /// key exists. An entry written before contract 1.1 has version 0.
     pub version: u64,
 }
+
+/// A room's attributes as read (contract 1.1 `room-state.room-attributes`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoomAttrs {
+    /// Changes on every batch that writes the room's attributes; 0 when the
+    /// room has none. Numbers come from one counter per store, so a version
+    /// never comes back while the room has attributes.
+    pub version: u64,
+    /// The attributes, by key in byte order.
+    pub entries: Vec<(String, String)>,
+}
+
+impl RoomAttrs {
+    /// The value at `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.entries
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The bounds of room attributes (`[rooms.attributes]`) and how long they
+/// outlive the room's last member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttrLimits {
+    /// Attributes one room may hold (default 32).
+    pub max_keys: usize,
+    /// Longest key, in bytes (default 64); keys are never empty.
+    pub max_key_bytes: usize,
+    /// Longest value, in bytes (default 1024).
+    pub max_value_bytes: usize,
+    /// Attributes of a room nobody is in expire this long (milliseconds)
+    /// after the later of their last write and the last member leaving
+    /// (default 7 days); while anyone is in the room they never expire.
+    pub idle_ttl_ms: u64,
+}
+
+impl AttrLimits {
+    /// The limits `[rooms.attributes]` sets.
+    pub fn from_config(config: &crate::config::AttributesConfig) -> Self {
+        Self {
+            max_keys: config.max_keys,
+            max_key_bytes: config.max_key_bytes,
+            max_value_bytes: config.max_value_bytes,
+            idle_ttl_ms: u64::try_from(config.idle_ttl.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+}
+
+impl Default for AttrLimits {
+    /// The configuration's defaults (32 keys, 64-byte keys, 1024-byte
+    /// values, 7 days).
+    fn default() -> Self {
+        Self::from_config(&crate::config::AttributesConfig::default())
+    }
+}
+
+/// The attribute naming the room's owner: one user id in decimal.
+pub const ATTR_OWNER: &str = "owner";
+/// The attribute naming the room's admins: user ids in decimal separated
+/// by commas, without spaces (`"1233,1234"`); empty for none.
+pub const ATTR_ADMINS: &str = "admins";
+
+/// Checks one attribute write against `limits` and the shapes of the
+/// roles: a key of 1 to `max_key_bytes` bytes; a value of at most
+/// `max_value_bytes` bytes; `owner` a user id in decimal; `admins` empty
+/// or user ids in decimal separated by commas. The reason names the key.
+pub fn check_room_attr(limits: &AttrLimits, key: &str, value: Option<&str>) -> Result<(), String> {
+    if key.is_empty() {
+        return Err("an attribute key must not be empty".into());
+    }
+    if key.len() > limits.max_key_bytes {
+        return Err(format!(
+            "attribute key `{}…` is longer than {} bytes",
+            key.chars().take(16).collect::<String>(),
+            limits.max_key_bytes
+        ));
+    }
+    let Some(value) = value else {
+        return Ok(());
+    };
+    if value.len() > limits.max_value_bytes {
+        return Err(format!(
+            "attribute `{key}` is longer than {} bytes",
+            limits.max_value_bytes
+        ));
+    }
+    let is_id = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 20
+            && s.bytes().all(|b| b.is_ascii_digit())
+            && s.parse::<u64>().is_ok()
+    };
+    match key {
+        ATTR_OWNER if !is_id(value) => Err(format!(
+            "attribute `{ATTR_OWNER}` must be a user id in decimal"
+        )),
+        ATTR_ADMINS if !value.is_empty() && !value.split(',').all(is_id) => Err(format!(
+            "attribute `{ATTR_ADMINS}` must be user ids in decimal separated by commas"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Checks every attribute change of a batch before any change runs, so
+/// both stores refuse a malformed one the same way whatever precedes it.
+pub(crate) fn check_attr_changes(
+    limits: &AttrLimits,
+    changes: &[StateChange],
+) -> Result<(), ApplyError> {
+    for change in changes {
+        let result = match change {
+            StateChange::SetRoomAttr {
+                channel_name,
+                key,
+                value,
+                ..
+            } => check_channel(channel_name)
+                .and_then(|()| check_room_attr(limits, key, value.as_deref())),
+            StateChange::ClearRoomAttrs { channel_name, .. } => check_channel(channel_name),
+            _ => Ok(()),
+        };
+        result.map_err(ApplyError::Invalid)?;
+    }
+    Ok(())
+}
+
+/// The longest `channel_name`, in bytes (PROTOCOL section 0).
+pub const MAX_CHANNEL_NAME_BYTES: usize = 128;
+
+/// A room name of attributes: 1 to [`MAX_CHANNEL_NAME_BYTES`] bytes.
+fn check_channel(channel_name: &str) -> Result<(), String> {
+    if channel_name.is_empty() || channel_name.len() > MAX_CHANNEL_NAME_BYTES {
+        return Err(format!(
+            "channel_name must be 1 to {MAX_CHANNEL_NAME_BYTES} bytes"
+        ));
+    }
+    Ok(())
+}
+
+/// The longest time a profile is kept: 365 days, in seconds. A profile
+/// given with a session lives as long as the session, within this bound.
+pub const MAX_PROFILE_TTL_S: u64 = 365 * 24 * 3600;
 
 /// Checks a KV TTL: 1 ms ..= [`MAX_KV_TTL_MS`].
 pub fn check_kv_ttl(ttl_ms: Option<u64>) -> Result<(), ApplyError> {
@@ -293,6 +518,26 @@ pub trait Store: Send + Sync + 'static {
     /// Applies a batch atomically: every condition is checked first, and
     /// either every change is applied or none is.
     async fn apply(&self, changes: &[StateChange]) -> Result<(), ApplyError>;
+    /// A room's attributes (version 0 and none when it has none).
+    async fn room_attrs(&self, channel_name: &str) -> Result<RoomAttrs, StoreError>;
+    /// The user's profile as the app backend gave it (a JSON object's
+    /// text), `None` when absent or expired.
+    async fn profile(&self, user_id: u64) -> Result<Option<String>, StoreError>;
+    /// Stores (`Some`) or deletes (`None`) the user's profile; a stored
+    /// profile expires `ttl_s` seconds later (1 ..= [`MAX_PROFILE_TTL_S`],
+    /// checked by the caller).
+    async fn set_profile(
+        &self,
+        user_id: u64,
+        profile: Option<&str>,
+        ttl_s: u64,
+    ) -> Result<(), StoreError>;
+    /// Claims at most `limit` timers due now (earliest first): each is
+    /// removed from the pending set atomically, so of several nodes
+    /// claiming at once exactly one gets a given timer.
+    async fn claim_due_timers(&self, limit: usize) -> Result<Vec<DueTimer>, StoreError>;
+    /// When the earliest pending timer is due (unix ms), if any.
+    async fn next_timer_due(&self) -> Result<Option<u64>, StoreError>;
     /// Records that the user is connected on `node`; returns the node the
     /// user was connected to before, if any.
     async fn set_online(&self, user_id: u64, node: &str) -> Result<Option<String>, StoreError>;

@@ -1,5 +1,7 @@
-//! The shared store of several nodes: rooms, seats, calls, presence and
-//! plugin key-value data in Redis (`store.url = "redis://…"`).
+//! The shared store of several nodes: rooms, seats, calls, presence,
+//! plugin key-value data, room attributes (`P attrs:<channel>`, see
+//! `lua/apply.lua`) and profiles (`P profile:<user>`, a JSON string with
+//! its expiry) in Redis (`store.url = "redis://…"`).
 //!
 //! Every key starts with `store.prefix` (default `chorus:`), so several
 //! deployments, or several tests, can share one Redis. Reads are single
@@ -30,8 +32,8 @@ use redis::{Client, Script};
 use serde_json::{Value, json};
 
 use super::{
-    ApplyError, Call, KvRecord, MAX_KV_LIST, Membership, RoomView, Seat, StateChange, Store,
-    StoreError,
+    ApplyError, AttrLimits, Call, DueTimer, KvRecord, MAX_KV_LIST, Membership, RoomAttrs, RoomView,
+    Seat, StateChange, Store, StoreError, check_attr_changes,
 };
 
 /// How long one Redis command may take before it fails. Generous next to
@@ -147,6 +149,7 @@ struct Scripts {
     apply: Script,
     presence: Script,
     membership: Script,
+    timers: Script,
 }
 
 fn scripts() -> &'static Scripts {
@@ -155,6 +158,7 @@ fn scripts() -> &'static Scripts {
         apply: Script::new(include_str!("lua/apply.lua")),
         presence: Script::new(include_str!("lua/presence.lua")),
         membership: Script::new(include_str!("lua/membership.lua")),
+        timers: Script::new(include_str!("lua/timers.lua")),
     })
 }
 
@@ -166,6 +170,8 @@ pub struct RedisStore {
     /// Seats of a room created by this node (`rooms.seats`); a room keeps
     /// the count it was created with.
     seats_per_room: u32,
+    /// Bounds and idle expiry of room attributes (`[rooms.attributes]`).
+    attr_limits: AttrLimits,
 }
 
 impl RedisStore {
@@ -174,7 +180,14 @@ impl RedisStore {
         Ok(Self {
             link: RedisLink::connect(url, prefix).await?,
             seats_per_room,
+            attr_limits: AttrLimits::default(),
         })
+    }
+
+    /// The same store with these room attribute bounds.
+    pub fn with_attr_limits(mut self, limits: AttrLimits) -> Self {
+        self.attr_limits = limits;
+        self
     }
 
     /// The shared connection, for the cluster bus.
@@ -307,6 +320,64 @@ fn encode_change(change: &StateChange) -> Value {
             "op": "kv_incr", "plugin": plugin, "key": key,
             "delta": delta.to_string(), "ttl": ttl_ms,
         }),
+        StateChange::SetRoomAttr {
+            channel_name,
+            key,
+            value,
+            if_version,
+        } => json!({
+            "op": "set_attr", "channel": channel_name, "key": key, "value": value,
+            "if_version": if_version.map(|v| v.to_string()),
+        }),
+        StateChange::ClearRoomAttrs {
+            channel_name,
+            if_version,
+        } => json!({
+            "op": "clear_attrs", "channel": channel_name,
+            "if_version": if_version.map(|v| v.to_string()),
+        }),
+        StateChange::SetTimer {
+            plugin,
+            key,
+            delay_ms,
+            payload,
+            channel_name,
+            bounds,
+        } => json!({
+            "op": "set_timer", "plugin": plugin, "key": key, "delay": delay_ms,
+            "payload": payload, "channel": channel_name,
+            "max_plugin": bounds.per_plugin, "max_room": bounds.per_room,
+        }),
+        StateChange::CancelTimer { plugin, key } => {
+            json!({"op": "cancel_timer", "plugin": plugin, "key": key})
+        }
+    }
+}
+
+/// A timer as the claim script returns it (`lua/timers.lua`).
+#[derive(serde::Deserialize)]
+struct ClaimedTimer {
+    p: String,
+    k: String,
+    payload: String,
+    #[serde(default)]
+    ch: Option<String>,
+    due: String,
+}
+
+impl ClaimedTimer {
+    fn into_due(self) -> Result<DueTimer, StoreError> {
+        let due_ms = self
+            .due
+            .parse()
+            .map_err(|_| StoreError::Script(format!("timer due time {:?}", self.due)))?;
+        Ok(DueTimer {
+            plugin: self.p,
+            key: self.k,
+            payload: self.payload,
+            channel_name: self.ch,
+            due_ms,
+        })
     }
 }
 
@@ -447,10 +518,81 @@ impl Store for RedisStore {
         if changes.is_empty() {
             return Ok(());
         }
+        check_attr_changes(&self.attr_limits, changes)?;
         let batch = Value::Array(changes.iter().map(encode_change).collect()).to_string();
         let seats = self.seats_per_room.to_string();
-        let answer: Vec<String> = self.script(&scripts().apply, &[&seats, &batch]).await?;
+        let max_attrs = self.attr_limits.max_keys.to_string();
+        let attr_ttl = self.attr_limits.idle_ttl_ms.max(1).to_string();
+        let args = [seats.as_str(), &batch, &max_attrs, &attr_ttl];
+        let answer: Vec<String> = self.script(&scripts().apply, &args).await?;
         apply_outcome(answer)
+    }
+
+    async fn room_attrs(&self, channel_name: &str) -> Result<RoomAttrs, StoreError> {
+        let key = self.link.key(&format!("attrs:{channel_name}"));
+        let hash: HashMap<String, String> = self.link.query(redis::cmd("HGETALL").arg(key)).await?;
+        let mut attrs = RoomAttrs::default();
+        for (field, value) in hash {
+            if field.is_empty() {
+                attrs.version = value.parse().unwrap_or(0);
+            } else {
+                attrs.entries.push((field, value));
+            }
+        }
+        attrs.entries.sort_unstable();
+        Ok(attrs)
+    }
+
+    async fn profile(&self, user_id: u64) -> Result<Option<String>, StoreError> {
+        let key = self.link.key(&format!("profile:{user_id}"));
+        self.link.query(redis::cmd("GET").arg(key)).await
+    }
+
+    async fn set_profile(
+        &self,
+        user_id: u64,
+        profile: Option<&str>,
+        ttl_s: u64,
+    ) -> Result<(), StoreError> {
+        let key = self.link.key(&format!("profile:{user_id}"));
+        match profile {
+            Some(json) => {
+                let ttl = ttl_s.max(1);
+                self.link
+                    .query(redis::cmd("SET").arg(key).arg(json).arg("EX").arg(ttl))
+                    .await
+            }
+            None => self.link.query(redis::cmd("DEL").arg(key)).await,
+        }
+    }
+
+    async fn claim_due_timers(&self, limit: usize) -> Result<Vec<DueTimer>, StoreError> {
+        let limit = limit.to_string();
+        let claimed: Vec<String> = self.script(&scripts().timers, &["claim", &limit]).await?;
+        claimed
+            .iter()
+            .map(|text| {
+                serde_json::from_str::<ClaimedTimer>(text)
+                    .map_err(|e| StoreError::Script(format!("claimed timer {text:?}: {e}")))?
+                    .into_due()
+            })
+            .collect()
+    }
+
+    async fn next_timer_due(&self) -> Result<Option<u64>, StoreError> {
+        let key = self.link.key("timers");
+        let first: Vec<(String, f64)> = self
+            .link
+            .query(
+                redis::cmd("ZRANGE")
+                    .arg(key)
+                    .arg(0)
+                    .arg(0)
+                    .arg("WITHSCORES"),
+            )
+            .await?;
+        // Scores are unix ms (below 2^53): exact as doubles.
+        Ok(first.first().map(|(_, due)| *due as u64))
     }
 
     async fn set_online(&self, user_id: u64, node: &str) -> Result<Option<String>, StoreError> {

@@ -7,11 +7,15 @@
 //! - The sender must be a member of `channel_name`, else not-allowed. From
 //!   a client the sender is the connection's user, whatever `user_id` says.
 //! - `nickname`, `sex`, `avatar_url` and `avatar_small_url` are required
-//!   from the app backend; a client may leave them out (`""` / 0).
+//!   from the app backend; a client may leave them out (`""` / 0). Where
+//!   the app backend stored the sender's profile (contract 1.1), its
+//!   fields replace what a client sends and fill what the backend's
+//!   request leaves out ([`chorus_plugin_sdk::profile::with_stored`]).
 //!
 //! The room gets the seed's `send_topic_msg`; its subject is the sender.
 
 use chorus_plugin_sdk::event::{acting_user, action, description, unknown_action};
+use chorus_plugin_sdk::profile;
 use chorus_plugin_sdk::reply::{notify_room, reply};
 use chorus_plugin_sdk::{
     Config, Description, Error, Event, Guest, Payload, Profile, Reply, Source, room_state,
@@ -47,6 +51,7 @@ chorus_plugin_sdk::export!(Component);
 fn send_topic_msg(event: &Event) -> Result<Reply, Error> {
     let payload = Payload::parse(&event.payload)?;
     let user_id = acting_user(event, &payload)?;
+    let payload = profile::with_stored(event, &payload, user_id);
     let channel_name = payload.channel_name()?;
     let content = payload.string("content")?;
     let profile = match event.source {

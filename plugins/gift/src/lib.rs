@@ -21,12 +21,17 @@
 //!   the catalog entry leaves out is `""`. From the app backend the
 //!   request's fields stand: it took the payment and knows the gift.
 //!
+//! - `gift.sender_nickname` and `gift.receiver_nickname` come from the
+//!   profiles the app backend stored (contract 1.1): from a client they
+//!   replace what it sent, from the app backend they fill an empty one.
+//!
 //! The notification is the seed's `send_gift` with exactly the seed's gift
 //! fields; its subject is the sender. The gift's ints (`id`,
 //! `receiver_id`, `num`, and `sender_id` from the app backend) are
 //! required; its strings default to `""`.
 
 use chorus_plugin_sdk::event::{action, description, event_user, unknown_action};
+use chorus_plugin_sdk::profile;
 use chorus_plugin_sdk::reply::{notify, reply};
 use chorus_plugin_sdk::{
     Config, Description, Error, Event, Guest, Payload, Reply, Seat, Source, Target, room_state,
@@ -95,6 +100,7 @@ impl Gift {
             Source::Server | Source::System => gift.u64("sender_id")?,
         };
         let id = gift.u64("id")?;
+        let receiver_id = gift.u64("receiver_id")?;
         let mut strings = GIFT_STRINGS
             .iter()
             .map(|field| Ok(gift.opt_string(field)?.unwrap_or_default()))
@@ -102,10 +108,15 @@ impl Gift {
         if event.source == Source::Client {
             fill_from_catalog(id, &mut strings)?;
         }
+        // The first two strings are the sender's and receiver's nicknames.
+        for (index, user_id) in [(0, sender_id), (1, receiver_id)] {
+            let sent = std::mem::take(&mut strings[index]);
+            strings[index] = profile::nickname(event, user_id, sent);
+        }
         Ok(Self {
             id,
             sender_id,
-            receiver_id: gift.u64("receiver_id")?,
+            receiver_id,
             num: gift.i64("num")?,
             strings,
         })

@@ -4,15 +4,19 @@
 //! Rules it holds:
 //! - a non-empty `channel_name` sends the notice to that room; an absent or
 //!   empty one sends it to every user online;
+//! - from a client (contract 1.1), only the room's owner or an admin (room
+//!   attributes `owner`, `admins`) may post, and only to that room:
+//!   `channel_name` is required, and anyone else is not-allowed;
 //! - `content` is required; `expire_time` (how long the notice stays, in
 //!   seconds) defaults to 0 and `client_url` to `""`.
 //!
 //! The notification is the seed's `room_notice` (`channel_name` is `""`
 //! when sent to everyone) and has no subject: it is always broadcast.
 
-use chorus_plugin_sdk::event::{action, description, unknown_action};
+use chorus_plugin_sdk::event::{action, description, event_user, unknown_action};
 use chorus_plugin_sdk::payload::check_channel_name;
 use chorus_plugin_sdk::reply::{notify, reply};
+use chorus_plugin_sdk::roles::Roles;
 use chorus_plugin_sdk::{Description, Error, Event, Guest, Payload, Reply, Source, Target};
 use serde_json::json;
 
@@ -24,7 +28,7 @@ impl Guest for Component {
         description(
             "notice",
             env!("CARGO_PKG_VERSION"),
-            vec![action("room_notice", &[Source::Server])],
+            vec![action("room_notice", &[Source::Server, Source::Client])],
         )
     }
 
@@ -45,6 +49,9 @@ fn room_notice(event: &Event) -> Result<Reply, Error> {
     let expire_time = payload.opt_u64("expire_time")?.unwrap_or(0);
     let content = payload.string("content")?;
     let client_url = payload.opt_string("client_url")?.unwrap_or_default();
+    if matches!(event.source, Source::Client) {
+        check_manager(event, &channel_name)?;
+    }
     let target = if channel_name.is_empty() {
         Target::Everyone
     } else {
@@ -63,4 +70,20 @@ fn room_notice(event: &Event) -> Result<Reply, Error> {
         "client_url": client_url,
     });
     Ok(reply(result, vec![notify(target, &body, None)]))
+}
+
+/// A client's notice goes to a room it manages (owner or admin).
+fn check_manager(event: &Event, channel_name: &str) -> Result<(), Error> {
+    let user_id = event_user(event)?;
+    if channel_name.is_empty() {
+        return Err(Error::Missing(
+            "`channel_name` is required: a client posts to a room it manages".into(),
+        ));
+    }
+    if !Roles::of(channel_name).manages(user_id) {
+        return Err(Error::NotAllowed(format!(
+            "user {user_id} is neither the owner nor an admin of `{channel_name}`"
+        )));
+    }
+    Ok(())
 }

@@ -12,12 +12,16 @@
 //! - `disconnected` (system): a user in a room leaves it exactly as with
 //!   `exit_room`; a user in no room changes nothing.
 //!
-//! Every notification's subject is the entering or leaving user.
+//! Every notification's subject is the entering or leaving user. The
+//! profile fields of `enter_room` (`nickname`, `sex`, the avatars,
+//! `i_segment`, `i_segment_text`, `cars`) that the request leaves out come
+//! from the profile the app backend stored (contract 1.1), if any.
 
 mod car;
 mod segment;
 
 use chorus_plugin_sdk::event::{acting_user, action, description, event_user, unknown_action};
+use chorus_plugin_sdk::profile;
 use chorus_plugin_sdk::reply::{notify_room, reply};
 use chorus_plugin_sdk::{
     Config, Description, Effect, Error, Event, Guest, JoinRoom, LeaveRoom, Membership, Payload,
@@ -68,6 +72,8 @@ struct EnterRoom {
 impl EnterRoom {
     /// Reads and checks the request; only malformed fields fail it.
     fn read(event: &Event, payload: &Payload) -> Result<Self, Error> {
+        let user_id = acting_user(event, payload)?;
+        let payload = &profile::with_stored(event, payload, user_id);
         let profile = Profile::required(payload)?;
         let i_segment = payload.string("i_segment")?;
         let i_segment_text = payload
@@ -81,7 +87,7 @@ impl EnterRoom {
             None => Value::Null,
         };
         Ok(Self {
-            user_id: acting_user(event, payload)?,
+            user_id,
             channel_name: payload.channel_name()?,
             room_id: payload.u64("room_id")?,
             profile,

@@ -80,4 +80,23 @@ impl Config {
             }),
         }
     }
+
+    /// The integer at `key` if it lies in `range`, else `default` (with a
+    /// warning when present but not such an integer).
+    pub fn i64_in(&self, key: &str, range: std::ops::RangeInclusive<i64>, default: i64) -> i64 {
+        match self.values.get(key) {
+            None => default,
+            Some(value) => value
+                .as_i64()
+                .filter(|n| range.contains(n))
+                .unwrap_or_else(|| {
+                    log::warn(&format!(
+                        "config key `{key}` is not an integer in {}..={}; using the default",
+                        range.start(),
+                        range.end()
+                    ));
+                    default
+                }),
+        }
+    }
 }

@@ -46,3 +46,41 @@ pub fn description(name: &str, version: &str, actions: Vec<ActionSpec>) -> Descr
 pub fn unknown_action(event: &Event) -> Error {
     Error::Invalid(format!("this plugin does not handle `{}`", event.action))
 }
+
+/// The name of the system event a due timer arrives as (contract 1.1);
+/// list it with `action(TIMER, &[Source::System])` to receive timers.
+pub const TIMER: &str = "timer";
+
+/// A due timer, read from a `timer` system event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimerEvent {
+    /// The key it was set with.
+    pub key: String,
+    /// The payload it was set with.
+    pub payload: serde_json::Value,
+    /// The room it was tied to.
+    pub channel_name: Option<String>,
+    /// Unix ms it was due (it may arrive a little later).
+    pub due_ms: u64,
+}
+
+/// The timer of a `timer` system event; [`Error::Invalid`] for any other
+/// event.
+pub fn timer_event(event: &Event) -> Result<TimerEvent, Error> {
+    if event.action != TIMER || event.source != Source::System {
+        return Err(Error::Invalid(format!(
+            "`{}` is not a timer event",
+            event.action
+        )));
+    }
+    let payload = Payload::parse(&event.payload)?;
+    Ok(TimerEvent {
+        key: payload.string("key")?,
+        payload: payload.get("payload").cloned().unwrap_or_default(),
+        channel_name: payload
+            .get("channel_name")
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_string),
+        due_ms: payload.u64("due_ms")?,
+    })
+}

@@ -1,4 +1,4 @@
-//! The Rust side of the `chorus:plugin@1.0.0` world, for writing Chorus
+//! The Rust side of the `chorus:plugin@1.1.0` world, for writing Chorus
 //! plugins.
 //!
 //! This crate holds the workspace's single `wit_bindgen::generate!` of the
@@ -32,8 +32,12 @@
 //! - [`event`]: who the acting user is for each source, and the
 //!   [`Description`] builders;
 //! - [`reply`]: building replies and `notify` effects from `serde_json`
-//!   values;
-//! - [`Profile`]: the user fields the seed repeats in notifications;
+//!   values, and timers ([`reply::set_timer`], [`reply::cancel_timer`],
+//!   read back with [`event::timer_event`]);
+//! - [`Profile`]: the user fields the seed repeats in notifications, from
+//!   the app backend's stored profile where it gave one;
+//! - [`roles`]: a room's owner and admins, from its attributes;
+//! - [`seats`]: the seed's `up` and `down` notifications;
 //! - [`Config`]: the plugin's `<name>.toml` as typed values with defaults;
 //! - [`log`]: one-line wrappers over the host's log.
 
@@ -43,6 +47,8 @@ pub mod log;
 pub mod payload;
 pub mod profile;
 pub mod reply;
+pub mod roles;
+pub mod seats;
 
 /// The bindings generated from the WIT world `plugin`.
 ///
@@ -65,11 +71,11 @@ pub mod bindings {
 pub use bindings::export;
 
 pub use bindings::chorus::plugin::types::{
-    ActionSpec, Call, Delivery, Description, Effect, Error, Event, FreeSeat, JoinRoom, KvEntry,
-    KvIncr, KvPut, LeaveRoom, Membership, Notification, Reply, RoutedNotification, Seat, SetSeat,
-    Source, StartCall, TakeSeat, Target,
+    ActionSpec, Attributes, Call, Delivery, Description, Effect, Error, Event, FreeSeat, JoinRoom,
+    KvEntry, KvIncr, KvPut, LeaveRoom, Membership, Notification, Reply, RoutedNotification, Seat,
+    SetRoomAttr, SetSeat, SetTimer, Source, StartCall, TakeSeat, Target,
 };
-pub use bindings::chorus::plugin::{clock, kv, room_state};
+pub use bindings::chorus::plugin::{clock, kv, profiles, room_state};
 pub use bindings::exports::chorus::plugin::handler::Guest;
 
 pub use config::Config;

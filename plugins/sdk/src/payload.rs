@@ -34,6 +34,11 @@ impl Payload {
         }
     }
 
+    /// A top-level payload of these fields.
+    pub fn from_fields(fields: Map<String, Value>) -> Self {
+        Self::from_map(fields, String::new())
+    }
+
     /// Wraps `fields`, naming them with `prefix` in error messages.
     fn from_map(fields: Map<String, Value>, prefix: String) -> Self {
         Self { fields, prefix }

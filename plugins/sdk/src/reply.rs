@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use crate::{Delivery, Effect, Notification, Reply, RoutedNotification, Target};
+use crate::{Delivery, Effect, Notification, Reply, RoutedNotification, SetTimer, Target};
 
 /// A successful reply: `result` (a JSON object, the WIT's `output`) goes
 /// back to the caller as `result`;
@@ -52,4 +52,24 @@ pub fn notify_room_via(
         },
         delivery,
     })
+}
+
+/// A `set-timer` effect (contract 1.1): in `delay_ms` (100 ..= 86400000)
+/// this plugin gets the system event `timer` with `key` and `payload`
+/// (see [`crate::event::timer_event`]); a pending timer of the same key is
+/// replaced. `channel_name` ties it to a room (its bound and its lock).
+/// The plugin must be granted `timers` in its `<name>.toml`.
+pub fn set_timer(key: &str, delay_ms: i64, payload: &Value, channel_name: Option<&str>) -> Effect {
+    Effect::SetTimer(SetTimer {
+        key: key.to_string(),
+        delay_ms,
+        payload: payload.to_string(),
+        channel_name: channel_name.map(str::to_string),
+    })
+}
+
+/// A `cancel-timer` effect (contract 1.1): the pending timer `key` of this
+/// plugin, if any, never fires.
+pub fn cancel_timer(key: &str) -> Effect {
+    Effect::CancelTimer(key.to_string())
 }

@@ -1,24 +1,30 @@
 //! The `seat` plugin: the mic seats of a room.
 //!
-//! Rules it holds (all actions come from the app backend):
+//! Rules it holds (all actions come from the app backend; `lock_seat` and
+//! `unlock_seat` also from clients):
 //! - `up`: the user must be a member of `channel_name` (else not-allowed).
 //!   With `seat_id`, that seat must exist, 1..N (else rejected), and be
 //!   free (else conflict; being on it already is a conflict too). Without,
 //!   the lowest free seat is taken (none free: conflict). A user seated
 //!   elsewhere in the room moves: `down` for the old seat, then `up`.
+//!   The profile fields the request leaves out come from the profile the
+//!   app backend stored (contract 1.1), if any.
 //! - `down`: the user must hold a seat in `channel_name` (else
 //!   not-allowed); the seat is freed and the room gets `down`.
 //! - `lock_seat` / `unlock_seat` (extensions): an unoccupied seat is locked
 //!   (status 2) or freed (status 0), microphone closed, without any
-//!   notification; an occupied seat is a conflict.
+//!   notification; an occupied seat is a conflict. From a client, only the
+//!   room's owner or an admin (room attributes `owner`, `admins`) may do
+//!   it (else not-allowed); from the app backend anyone it names.
 //!
 //! Notifications go to the room; their subject is the user who moved.
 //! Seat ids run 1..N and a seat's `rank` is its id.
 
-mod notification;
-
-use chorus_plugin_sdk::event::{acting_user, action, description, unknown_action};
+use chorus_plugin_sdk::event::{acting_user, action, description, event_user, unknown_action};
+use chorus_plugin_sdk::profile;
 use chorus_plugin_sdk::reply::{notify_room, reply};
+use chorus_plugin_sdk::roles::Roles;
+use chorus_plugin_sdk::seats as notification;
 use chorus_plugin_sdk::{
     Description, Effect, Error, Event, FreeSeat, Guest, Membership, Payload, Profile, Reply, Seat,
     SetSeat, Source, TakeSeat, room_state,
@@ -43,8 +49,8 @@ impl Guest for Component {
             vec![
                 action("up", &[Source::Server]),
                 action("down", &[Source::Server]),
-                action("lock_seat", &[Source::Server]),
-                action("unlock_seat", &[Source::Server]),
+                action("lock_seat", &[Source::Server, Source::Client]),
+                action("unlock_seat", &[Source::Server, Source::Client]),
             ],
         )
     }
@@ -54,8 +60,8 @@ impl Guest for Component {
         match event.action.as_str() {
             "up" => up(&event, &payload),
             "down" => down(&event, &payload),
-            "lock_seat" => set_seat(&payload, LOCKED),
-            "unlock_seat" => set_seat(&payload, FREE),
+            "lock_seat" => set_seat(&event, &payload, LOCKED),
+            "unlock_seat" => set_seat(&event, &payload, FREE),
             _ => Err(unknown_action(&event)),
         }
     }
@@ -68,7 +74,7 @@ fn up(event: &Event, payload: &Payload) -> Result<Reply, Error> {
     let user_id = acting_user(event, payload)?;
     let channel_name = payload.channel_name()?;
     let requested = payload.opt_u64("seat_id")?;
-    let profile = Profile::required(payload)?;
+    let profile = Profile::required(&profile::with_stored(event, payload, user_id))?;
     let membership = member_of(user_id, &channel_name)?;
     let seats = room_state::room_seats(&channel_name);
     let seat_id = choose_seat(&seats, requested, membership.seat_id)?;
@@ -114,9 +120,18 @@ fn down(event: &Event, payload: &Payload) -> Result<Reply, Error> {
     ))
 }
 
-/// `lock_seat` / `unlock_seat`: set an unoccupied seat's status.
-fn set_seat(payload: &Payload, status: u8) -> Result<Reply, Error> {
+/// `lock_seat` / `unlock_seat`: set an unoccupied seat's status; a client
+/// must manage the room.
+fn set_seat(event: &Event, payload: &Payload, status: u8) -> Result<Reply, Error> {
     let channel_name = payload.channel_name()?;
+    if matches!(event.source, Source::Client) {
+        let user_id = event_user(event)?;
+        if !Roles::of(&channel_name).manages(user_id) {
+            return Err(Error::NotAllowed(format!(
+                "user {user_id} is neither the owner nor an admin of `{channel_name}`"
+            )));
+        }
+    }
     let requested = payload.u64("seat_id")?;
     let seats = room_state::room_seats(&channel_name);
     let seat = existing_seat(&seats, requested)?;

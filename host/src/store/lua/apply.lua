@@ -16,10 +16,22 @@
 -- P kvexp:<plugin> hash key -> expiry (unix ms; absent: none),
 -- P kvseq:<plugin> the plugin's last version number. An expired entry
 -- reads as absent and is removed when a batch writes it.
+-- P attrs:<channel> hash attribute -> value, plus the field '' (no key is
+-- empty) holding the attributes' version; P attrseq the last version
+-- handed out. The hash never expires while the room has members, else
+-- ARGV[5] ms after the batch that wrote it, joined or left the room.
+-- ARGV[4] is the most attributes a room may hold. Keys and values were
+-- checked (sizes, roles) by RedisStore::apply, as MemoryStore does.
+-- Timers (contract 1.1, claimed by timers.lua): P timers zset
+-- "<plugin>\0<key>" by due time (unix ms); P timerdata hash member ->
+-- JSON {p, k, payload, ch, due}; P timerkeys:<plugin> set of the plugin's
+-- pending keys; P roomtimers:<channel> set of the members naming it.
 
 local P = ARGV[1]
 local SEATS = tonumber(ARGV[2])
 local changes = cjson.decode(ARGV[3])
+local MAX_ATTRS = tonumber(ARGV[4])
+local ATTR_TTL = tonumber(ARGV[5])
 
 local member, member_dirty = {}, {}
 local rooms, touched = {}, {}
@@ -76,6 +88,97 @@ local function kv_write(e, value, exp)
   e.exp = exp
   e.version = seq
   e.dirty = true
+end
+
+-- Timers as the batch sees them: member -> {old = stored|false, cur =
+-- after the batch so far|false}; counts of pending timers per plugin
+-- ('p:' .. plugin) and room ('r:' .. channel), loaded once, then adjusted.
+local timers, timer_order, timer_counts = {}, {}, {}
+local MIN_DELAY, MAX_DELAY = 100, 24 * 3600 * 1000
+
+local function timer_of(plugin, key)
+  local m = plugin .. '\0' .. key
+  local e = timers[m]
+  if e == nil then
+    local data = redis.call('HGET', P .. 'timerdata', m)
+    local old = data and cjson.decode(data) or false
+    if old and old.ch == cjson.null then old.ch = nil end
+    e = { m = m, plugin = plugin, key = key, old = old, cur = old, dirty = false }
+    timers[m] = e
+    timer_order[#timer_order + 1] = m
+  end
+  return e
+end
+
+local function timer_count(kind, name)
+  local id = kind .. name
+  local c = timer_counts[id]
+  if c == nil then
+    if kind == 'p:' then
+      c = redis.call('SCARD', P .. 'timerkeys:' .. name)
+    else
+      c = redis.call('SCARD', P .. 'roomtimers:' .. name)
+    end
+    timer_counts[id] = c
+  end
+  return c
+end
+
+local function timer_adjust(kind, name, d)
+  timer_counts[kind .. name] = timer_count(kind, name) + d
+end
+
+local function drop_timer(e)
+  if e.cur then
+    timer_adjust('p:', e.plugin, -1)
+    if e.cur.ch then timer_adjust('r:', e.cur.ch, -1) end
+  end
+  e.cur = false
+  e.dirty = true
+end
+
+local function set_timer(c)
+  if c.delay < MIN_DELAY or c.delay > MAX_DELAY then
+    refuse('invalid', 'timer delay ' .. string.format('%d', c.delay) .. ' ms is outside 100 ..= 86400000 ms')
+  end
+  local e = timer_of(c.plugin, c.key)
+  drop_timer(e)
+  timer_adjust('p:', c.plugin, 1)
+  if timer_count('p:', c.plugin) > c.max_plugin then
+    refuse('conflict', 'plugin ' .. c.plugin .. ' already has ' .. string.format('%d', c.max_plugin)
+      .. ' pending timers (plugins.max_timers_per_plugin)')
+  end
+  local ch = nil
+  if c.channel ~= nil and c.channel ~= cjson.null then ch = c.channel end
+  if ch then
+    timer_adjust('r:', ch, 1)
+    if timer_count('r:', ch) > c.max_room then
+      refuse('conflict', 'room ' .. ch .. ' already has ' .. string.format('%d', c.max_room)
+        .. ' pending timers (plugins.max_timers_per_room)')
+    end
+  end
+  e.cur = { p = c.plugin, k = c.key, payload = c.payload, ch = ch,
+            due = string.format('%d', NOW + c.delay) }
+end
+
+local function write_timers()
+  for _, m in ipairs(timer_order) do
+    local e = timers[m]
+    if e.dirty then
+      if e.old then
+        redis.call('ZREM', P .. 'timers', m)
+        redis.call('HDEL', P .. 'timerdata', m)
+        redis.call('SREM', P .. 'timerkeys:' .. e.plugin, e.key)
+        if e.old.ch then redis.call('SREM', P .. 'roomtimers:' .. e.old.ch, m) end
+      end
+      if e.cur then
+        redis.call('ZADD', P .. 'timers', e.cur.due, m)
+        redis.call('HSET', P .. 'timerdata', m, cjson.encode(e.cur))
+        redis.call('SADD', P .. 'timerkeys:' .. e.plugin, e.key)
+        if e.cur.ch then redis.call('SADD', P .. 'roomtimers:' .. e.cur.ch, m) end
+      end
+    end
+  end
 end
 
 local function member_of(u)
@@ -260,14 +363,84 @@ local function end_call(u)
   end
 end
 
+-- Room attributes as the batch sees them: {entries, count, version, dirty}.
+local attrs, attrs_order = {}, {}
+local settle, settle_order = {}, {}
+local function attrs_of(ch)
+  local a = attrs[ch]
+  if a == nil then
+    a = { entries = {}, count = 0, version = 0, dirty = false }
+    local h = redis.call('HGETALL', P .. 'attrs:' .. ch)
+    for i = 1, #h, 2 do
+      if h[i] == '' then
+        a.version = tonumber(h[i + 1])
+      else
+        a.entries[h[i]] = h[i + 1]
+        a.count = a.count + 1
+      end
+    end
+    attrs[ch] = a
+    attrs_order[#attrs_order + 1] = ch
+  end
+  return a
+end
+
+local function to_settle(ch)
+  if not settle[ch] then
+    settle[ch] = true
+    settle_order[#settle_order + 1] = ch
+  end
+end
+
+-- The attributes to write, after checking the condition against the
+-- version they had when the batch started.
+local function attrs_for_write(ch, if_version)
+  local a = attrs_of(ch)
+  if if_version ~= nil and if_version ~= cjson.null then
+    if a.version ~= tonumber(if_version) then
+      refuse('stale', 'room ' .. ch .. ' attributes are at version '
+        .. string.format('%d', a.version) .. ', not ' .. if_version)
+    end
+  end
+  a.dirty = true
+  to_settle(ch)
+  return a
+end
+
+local function set_attr(ch, key, value, if_version)
+  local a = attrs_for_write(ch, if_version)
+  if value ~= nil and value ~= cjson.null then
+    if a.entries[key] == nil then
+      if a.count >= MAX_ATTRS then
+        refuse('conflict', 'room ' .. ch .. ' already has ' .. string.format('%d', MAX_ATTRS)
+          .. ' attributes, the most allowed')
+      end
+      a.count = a.count + 1
+    end
+    a.entries[key] = value
+  elseif a.entries[key] ~= nil then
+    a.entries[key] = nil
+    a.count = a.count - 1
+  end
+end
+
 local function run()
   for _, c in ipairs(changes) do
     local op = c.op
     if op == 'join' then
+      local old = member_of(c.user)
+      if old then to_settle(old) end
       join(c.user, c.channel, c.room_id)
+      to_settle(c.channel)
     elseif op == 'leave' then
       require_member(c.user, c.channel)
       leave(c.user)
+      to_settle(c.channel)
+    elseif op == 'set_attr' then
+      set_attr(c.channel, c.key, c.value, c.if_version)
+    elseif op == 'clear_attrs' then
+      local a = attrs_for_write(c.channel, c.if_version)
+      a.entries, a.count = {}, 0
     elseif op == 'take_seat' then
       take_seat(c.channel, c.seat, c.user)
     elseif op == 'free_seat' then
@@ -313,6 +486,10 @@ local function run()
         refuse('conflict', 'kv key `' .. c.key .. '` would overflow')
       end
       kv_write(e, string.format('%d', sum), ttl and (NOW + ttl) or e.exp)
+    elseif op == 'set_timer' then
+      set_timer(c)
+    elseif op == 'cancel_timer' then
+      drop_timer(timer_of(c.plugin, c.key))
     else
       refuse('invalid', 'unknown change ' .. tostring(op))
     end
@@ -345,7 +522,40 @@ local function write_room(ch, r)
   end
 end
 
+-- Written attributes get the next version (or lose their hash when none is
+-- left); every settled room's attributes persist while it has members and
+-- expire ATTR_TTL from now otherwise.
+local function write_attrs()
+  local seq = nil
+  for _, ch in ipairs(attrs_order) do
+    local a = attrs[ch]
+    if a.dirty then
+      local key = P .. 'attrs:' .. ch
+      redis.call('DEL', key)
+      if a.count > 0 then
+        seq = (seq or tonumber(redis.call('GET', P .. 'attrseq') or '0')) + 1
+        local args = { '', string.format('%d', seq) }
+        for k, v in pairs(a.entries) do
+          args[#args + 1] = k
+          args[#args + 1] = v
+        end
+        redis.call('HSET', key, unpack(args))
+      end
+    end
+  end
+  if seq then redis.call('SET', P .. 'attrseq', string.format('%d', seq)) end
+  for _, ch in ipairs(settle_order) do
+    local r = room(ch)
+    if r.exists and r.count > 0 then
+      redis.call('PERSIST', P .. 'attrs:' .. ch)
+    else
+      redis.call('PEXPIRE', P .. 'attrs:' .. ch, ATTR_TTL)
+    end
+  end
+end
+
 local function write()
+  write_attrs()
   for u, _ in pairs(member_dirty) do
     if member[u] then
       redis.call('SET', P .. 'member:' .. u, member[u])
@@ -392,4 +602,5 @@ if not ok then
   error(err)
 end
 write()
+write_timers()
 return { 'ok' }

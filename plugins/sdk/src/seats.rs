@@ -1,6 +1,7 @@
-//! The `up` and `down` notifications, in the seed's shapes.
+//! The `up` and `down` notifications, in the seed's shapes, for every
+//! plugin that moves users on seats (`seat`, `seat_invite`).
 
-use chorus_plugin_sdk::{Membership, Profile};
+use crate::{Membership, Profile};
 use serde_json::{Value, json};
 
 /// `up`: the user now on `seat_id`, microphone open.
