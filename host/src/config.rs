@@ -180,6 +180,15 @@ pub struct LimitsConfig {
     /// and watching its heartbeat.
     #[serde(with = "humantime_serde")]
     pub write_timeout: Duration,
+    /// WebSockets this node holds at once, counting upgrades in flight;
+    /// one more is refused at the upgrade with HTTP 503 and error 1008.
+    /// 0 is no cap.
+    pub max_connections: usize,
+    /// WebSockets one client address holds at once (an IPv6 address counts
+    /// by its /64); one more is refused like `max_connections`. 0 (the
+    /// default) is no cap: behind a reverse proxy or a carrier's NAT many
+    /// users share an address.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for LimitsConfig {
@@ -189,6 +198,8 @@ impl Default for LimitsConfig {
             outbound_queue: 256,
             read_buffer_bytes: 1024,
             write_timeout: Duration::from_secs(10),
+            max_connections: 100_000,
+            max_connections_per_ip: 0,
         }
     }
 }
@@ -642,6 +653,8 @@ mod tests {
                 "outbound_queue",
                 "read_buffer_bytes",
                 "write_timeout",
+                "max_connections",
+                "max_connections_per_ip",
             ],
         ),
         (

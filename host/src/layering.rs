@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 /// Each top-level module of the host and its layer, lowest first.
 pub(crate) const LAYERS: &[(&str, u8)] = &[
+    ("admission", 0),
     ("config", 0),
     ("ids", 0),
     ("replay", 0),
