@@ -292,6 +292,15 @@ pub struct LimitsConfig {
     /// The bound, in bytes, of a string field neither `limits.fields` nor
     /// `crate::bounds::FIELDS` names.
     pub string_bytes: usize,
+    /// WebSockets this node holds at once, counting upgrades in flight;
+    /// one more is refused at the upgrade with HTTP 503 and error 1008.
+    /// 0 is no cap.
+    pub max_connections: usize,
+    /// WebSockets one client address holds at once (an IPv6 address counts
+    /// by its /64); one more is refused like `max_connections`. 0 (the
+    /// default) is no cap: behind a reverse proxy or a carrier's NAT many
+    /// users share an address.
+    pub max_connections_per_ip: usize,
 }
 
 impl Default for LimitsConfig {
@@ -303,6 +312,8 @@ impl Default for LimitsConfig {
             write_timeout: Duration::from_secs(10),
             fields: HashMap::new(),
             string_bytes: crate::bounds::OTHER_STRING_BYTES,
+            max_connections: 100_000,
+            max_connections_per_ip: 0,
         }
     }
 }
@@ -856,6 +867,8 @@ mod tests {
                 "read_buffer_bytes",
                 "write_timeout",
                 "string_bytes",
+                "max_connections",
+                "max_connections_per_ip",
             ],
         ),
         (

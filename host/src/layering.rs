@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 /// Each top-level module of the host and its layer, lowest first.
 pub(crate) const LAYERS: &[(&str, u8)] = &[
     ("bounds", 0),
+    ("admission", 0),
     ("config", 0),
     ("ids", 0),
     ("replay", 0),

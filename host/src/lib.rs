@@ -5,6 +5,7 @@
 //! and change state only through the effects they return. See
 //! `ARCHITECTURE.md` at the repository root for the map and invariants.
 
+pub mod admission;
 pub mod app;
 pub mod bounds;
 pub mod cluster;

@@ -232,10 +232,11 @@ fn serve(listener: TcpListener, router: axum::Router, app: &Arc<App>) -> JoinHan
                 _ = shutdown.cancelled() => return,
             };
             match accepted {
-                Ok((stream, _peer)) => {
+                Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     tracker.spawn(serve_connection(
                         stream,
+                        peer,
                         router.clone(),
                         head_timeout,
                         shutdown.clone(),
@@ -253,6 +254,7 @@ fn serve(listener: TcpListener, router: axum::Router, app: &Arc<App>) -> JoinHan
 
 async fn serve_connection(
     stream: tokio::net::TcpStream,
+    peer: SocketAddr,
     router: axum::Router,
     head_timeout: Duration,
     shutdown: tokio_util::sync::CancellationToken,
@@ -261,7 +263,12 @@ async fn serve_connection(
     use tower::ServiceExt;
     let service =
         hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-            router.clone().oneshot(request.map(axum::body::Body::new))
+            let mut request = request.map(axum::body::Body::new);
+            // What axum's `ConnectInfo` extractor reads (the connection caps).
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            router.clone().oneshot(request)
         });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder

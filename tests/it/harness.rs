@@ -226,6 +226,37 @@ impl Client {
         let (ws, _) = tokio_tungstenite::connect_async(url)
             .await
             .context("upgrade")?;
+        Self::connected(ws, creds).await
+    }
+
+    /// [`Client::connect`] over a socket bound to `local` (another loopback
+    /// address, such as 127.0.0.2, is another client address to the server).
+    pub async fn connect_from(
+        local: std::net::IpAddr,
+        url: &str,
+        creds: ClientCredentials,
+    ) -> Result<Client> {
+        let server: std::net::SocketAddr = url
+            .trim_start_matches("ws://")
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .parse()
+            .context("server address")?;
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(std::net::SocketAddr::new(local, 0))?;
+        let stream = socket.connect(server).await.context("tcp connect")?;
+        let (ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
+            .await
+            .context("upgrade")?;
+        Self::connected(ws, creds).await
+    }
+
+    /// Reads the `connected` frame of a fresh socket.
+    async fn connected(
+        ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+        creds: ClientCredentials,
+    ) -> Result<Client> {
         let mut client = Client {
             creds,
             ws,
@@ -399,15 +430,26 @@ where
 /// Asserts that an upgrade was refused before the socket with HTTP 401
 /// and `error_code` = `code`.
 pub fn assert_http_refused(err: tokio_tungstenite::tungstenite::Error, code: u16) {
+    assert_http_refused_with(err, 401, code);
+}
+
+/// Asserts that an upgrade was refused before the socket with HTTP
+/// `status` and `error_code` = `code`; returns the body.
+pub fn assert_http_refused_with(
+    err: tokio_tungstenite::tungstenite::Error,
+    status: u16,
+    code: u16,
+) -> Value {
     match err {
         tokio_tungstenite::tungstenite::Error::Http(response) => {
-            assert_eq!(response.status().as_u16(), 401);
+            assert_eq!(response.status().as_u16(), status);
             let body: Value =
                 serde_json::from_slice(response.body().as_deref().unwrap_or_default())
                     .unwrap_or(Value::Null);
             assert_eq!(body["error_code"], code, "{body}");
+            body
         }
-        other => panic!("expected HTTP 401, got {other}"),
+        other => panic!("expected HTTP {status}, got {other}"),
     }
 }
 

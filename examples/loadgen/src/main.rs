@@ -56,6 +56,8 @@ enum Command {
     Fanout(Run<scenario::fanout::FanoutArgs>),
     /// Relay failover: a killed member to the first delegate's `exit_room`.
     Failover(Run<scenario::failover::FailoverArgs>),
+    /// Every client reconnecting at once after a server restart.
+    Storm(Run<scenario::storm::StormArgs>),
     /// Reads the JSON lines of runs and prints the markdown table.
     Report(ReportArgs),
 }
@@ -109,6 +111,7 @@ fn main() -> Result<()> {
         Command::Ping(run) => execute("ping", run, scenario::ping::run),
         Command::Fanout(run) => execute("fanout", run, scenario::fanout::run),
         Command::Failover(run) => execute("failover", run, scenario::failover::run),
+        Command::Storm(run) => execute("storm", run, scenario::storm::run),
         Command::Report(args) => {
             print!("{}", report::render(&args.inputs)?);
             Ok(())

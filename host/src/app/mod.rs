@@ -21,6 +21,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admission::Admission;
 use crate::cluster::{Cluster, ClusterInbox};
 use crate::config::Config;
 use crate::connections::Connections;
@@ -61,6 +62,8 @@ pub struct App {
     /// Serializes writes of the revocation file, so a later snapshot is
     /// never overwritten by an earlier one.
     pub revoked_file: Mutex<()>,
+    /// The connection caps (`limits.max_connections`, `_per_ip`).
+    pub admission: Arc<Admission>,
     /// msg_id and connection id source.
     pub ids: Arc<IdGen>,
     /// Renders `/metrics`.
@@ -137,6 +140,10 @@ impl App {
             config.limits.bounds(),
             config.plugins.stale_retries,
         );
+        let admission = Admission::new(
+            config.limits.max_connections,
+            config.limits.max_connections_per_ip,
+        );
         let app = Arc::new(Self {
             node_id: config.node_id(),
             config,
@@ -150,6 +157,7 @@ impl App {
             connect_signs: Mutex::default(),
             revoked: Mutex::new(revoked),
             revoked_file: Mutex::new(()),
+            admission,
             ids,
             metrics,
             shutdown,

@@ -2,22 +2,35 @@
 //! bad one gets HTTP 401 and a JSON body, never a socket.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
-use axum::extract::{Query, State};
+use axum::Extension;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use super::{HttpError, signed_query};
+use crate::admission::Refusal;
 use crate::app::{App, SingleUse};
 use chorus_protocol::codes::ErrorCode;
 
 /// `GET /` with the signed public parameters.
+///
+/// The connection caps are checked first (a full node spends no signature
+/// check): over `limits.max_connections` or `limits.max_connections_per_ip`
+/// the answer is HTTP 503 with `{"error_code":1008,"error_reason":…}`.
 pub async fn upgrade(
     State(app): State<Arc<App>>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     Query(params): Query<BTreeMap<String, String>>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    let ticket = match app.admission.admit(peer.map(|Extension(ConnectInfo(a))| a.ip())) {
+        Ok(ticket) => ticket,
+        Err(refusal) => return full(refusal).into_response(),
+    };
     let verified = match signed_query::verify(&app, &params).await {
         Ok(v) => v,
         Err(e) => return e.into_response(),
@@ -55,12 +68,31 @@ pub async fn upgrade(
     // Dev only (refused outside --dev): the same socket, echoed, for Autobahn.
     if app.config.dev.ws_echo {
         let (tracker, shutdown) = (app.tracker.clone(), app.shutdown.clone());
-        return ws.on_upgrade(move |s| tracker.track_future(super::conformance::echo(s, shutdown)));
+        return ws.on_upgrade(move |s| {
+            tracker.track_future(async move {
+                let _ticket = ticket;
+                super::conformance::echo(s, shutdown).await
+            })
+        });
     }
     ws.on_upgrade(move |socket| {
         let tracker = app2.tracker.clone();
-        tracker.track_future(crate::session::run(app2, socket, verified.who))
+        tracker.track_future(async move {
+            // The place is held until the session ends.
+            let _ticket = ticket;
+            crate::session::run(app2, socket, verified.who).await
+        })
     })
+}
+
+/// The answer over a connection cap: 503 with 1008, counted by the cap.
+fn full(refusal: Refusal) -> HttpError {
+    metrics::counter!("chorus_connections_refused_total", "cap" => refusal.label()).increment(1);
+    let reason = match refusal {
+        Refusal::NodeFull => "this server holds as many connections as it may; retry later",
+        Refusal::AddressFull => "too many connections from this address; retry later",
+    };
+    HttpError::new(ErrorCode::RateLimited, reason).with_status(StatusCode::SERVICE_UNAVAILABLE)
 }
 
 /// The answer to a reused query: the query that opens a WebSocket is
