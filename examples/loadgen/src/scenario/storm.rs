@@ -94,6 +94,15 @@ pub async fn run(ctx: &Ctx, args: &StormArgs) -> Result<Outcome> {
         .await;
 
     let first_lost = trips.iter().map(|t| t.lost).min().context("no clients")?;
+    let last_lost = trips.iter().map(|t| t.lost).max().context("no clients")?;
+    let lost_spread_ms = last_lost.duration_since(first_lost).as_secs_f64() * 1e3;
+    let mut back_after_ms: Vec<u32> = trips
+        .iter()
+        .filter_map(|t| t.back.map(|b| b.duration_since(first_lost).as_millis() as u32))
+        .collect();
+    back_after_ms.sort_unstable();
+    let back_p50_ms = crate::stats::percentile(&back_after_ms, 50.0);
+    let back_p90_ms = crate::stats::percentile(&back_after_ms, 90.0);
     let backs: Vec<Instant> = trips.iter().filter_map(|t| t.back).collect();
     let never_back = trips.len() - backs.len();
     let (Some(first_back), Some(last_back)) = (backs.iter().min(), backs.iter().max()) else {
@@ -144,6 +153,8 @@ pub async fn run(ctx: &Ctx, args: &StormArgs) -> Result<Outcome> {
     let details = json!({
         "conns": n, "outage_ms": outage_ms, "all_back_ms": all_back_ms,
         "failed_attempts": failures, "first_error": first_error,
+        "lost_spread_ms": lost_spread_ms, "back_p50_ms_after_loss": back_p50_ms,
+        "back_p90_ms_after_loss": back_p90_ms,
         "connect_max_ms": latencies.max / 1e3,
         "backoff": {"initial_ms": args.initial_ms, "max_ms": args.max_ms},
     });
