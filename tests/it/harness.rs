@@ -411,6 +411,32 @@ pub fn as_object(value: Value) -> Map<String, Value> {
     }
 }
 
+/// A fresh folder holding the bundled room, seat, gift, chat, call and
+/// notice plugins plus `files` (name, text), for `plugins.dir`.
+pub fn bundled_with(files: &[(&str, &str)]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("chorus-test-plugins-{}", nonce()));
+    std::fs::create_dir_all(&dir).unwrap();
+    copy_plugins(&dir, &["room", "seat", "gift", "chat", "call", "notice"]);
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    dir
+}
+
+/// Allows `send_gift` from clients as well as the server (it is
+/// server-only by default: `[actions.send_gift] sources`).
+pub fn allow_client_gifts(config: &mut Config) {
+    config.actions.insert(
+        "send_gift".into(),
+        chorus::config::ActionRule {
+            sources: vec![
+                chorus::config::ActionSource::Client,
+                chorus::config::ActionSource::Server,
+            ],
+        },
+    );
+}
+
 /// Polls `check` until it returns true or [`WAIT`] passes.
 pub async fn eventually<F, Fut>(mut check: F) -> bool
 where

@@ -41,21 +41,10 @@ async fn enter_bare(server: &TestServer, user_id: u64, channel: &str) -> (u16, V
 async fn a_backend_profile_fills_notifications_and_overrides_a_forged_client_nickname() {
     // Client gifts allowed (they are server-only by default), with gift 9
     // in the catalog, so a client's forged gift names can be tried.
-    let dir = std::env::temp_dir().join(format!("chorus-test-profiles-{}", nonce()));
-    std::fs::create_dir_all(&dir).unwrap();
-    copy_plugins(&dir, &["room", "seat", "gift", "chat"]);
-    std::fs::write(dir.join("gift.toml"), "[catalog.9]\nname = \"rose\"\n").unwrap();
+    let dir = bundled_with(&[("gift.toml", "[catalog.9]\nname = \"rose\"\n")]);
     let server = TestServer::with(move |c| {
         c.plugins.dir = Some(dir);
-        c.actions.insert(
-            "send_gift".into(),
-            chorus::config::ActionRule {
-                sources: vec![
-                    chorus::config::ActionSource::Client,
-                    chorus::config::ActionSource::Server,
-                ],
-            },
-        );
+        allow_client_gifts(c);
     })
     .await;
     session_with_profile(&server, 601, backend_profile(601, "Alice")).await;

@@ -2,7 +2,6 @@
 //! client may decide and what only the app backend or the operator may.
 //! `SECURITY.md` names each test with the guarantee it proves.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -16,18 +15,6 @@ async fn drain(clients: &mut [&mut Client]) {
     for client in clients.iter_mut() {
         while client.recv_within(Duration::from_millis(300)).await.is_ok() {}
     }
-}
-
-/// A plugin folder with every bundled plugin and `files` (name, text)
-/// beside them.
-fn bundled_with(files: &[(&str, &str)]) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("chorus-test-trust-{}", nonce()));
-    std::fs::create_dir_all(&dir).unwrap();
-    copy_plugins(&dir, &["room", "seat", "gift", "chat", "call", "notice"]);
-    for (name, text) in files {
-        std::fs::write(dir.join(name), text).unwrap();
-    }
-    dir
 }
 
 /// A gift object from `sender` to `receiver` with the catalog fields a
@@ -90,15 +77,7 @@ async fn an_allowed_client_gift_takes_its_catalog_fields_from_gift_toml() {
     let d = dir.clone();
     let server = TestServer::with(move |c| {
         c.plugins.dir = Some(d);
-        c.actions.insert(
-            "send_gift".into(),
-            chorus::config::ActionRule {
-                sources: vec![
-                    chorus::config::ActionSource::Client,
-                    chorus::config::ActionSource::Server,
-                ],
-            },
-        );
+        allow_client_gifts(c);
     })
     .await;
     let mut a = server.connect(2211).await;
