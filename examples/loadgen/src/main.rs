@@ -56,6 +56,8 @@ enum Command {
     Fanout(Run<scenario::fanout::FanoutArgs>),
     /// Relay failover: a killed member to the first delegate's `exit_room`.
     Failover(Run<scenario::failover::FailoverArgs>),
+    /// Lateness of plugin timers (contract 1.1), end to end.
+    Timers(Run<scenario::timers::TimersArgs>),
     /// Reads the JSON lines of runs and prints the markdown table.
     Report(ReportArgs),
 }
@@ -109,6 +111,7 @@ fn main() -> Result<()> {
         Command::Ping(run) => execute("ping", run, scenario::ping::run),
         Command::Fanout(run) => execute("fanout", run, scenario::fanout::run),
         Command::Failover(run) => execute("failover", run, scenario::failover::run),
+        Command::Timers(run) => execute("timers", run, scenario::timers::run),
         Command::Report(args) => {
             print!("{}", report::render(&args.inputs)?);
             Ok(())
