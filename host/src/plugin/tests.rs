@@ -647,7 +647,23 @@ async fn the_bundled_plugins_load() {
         "{outcomes:?}"
     );
     let names: Vec<String> = host.statuses().into_iter().map(|s| s.name).collect();
-    assert_eq!(names, ["call", "chat", "gift", "notice", "room", "seat"]);
+    assert_eq!(
+        names,
+        [
+            "call",
+            "chat",
+            "gift",
+            "lucky_draw",
+            "notice",
+            "room",
+            "seat"
+        ]
+    );
+    // Each runs with the grants of the `<name>.toml` it ships with.
+    let room = host.active("room").expect("room");
+    assert!(room.grants().explicit);
+    assert!(room.grants().effect(crate::plugin::EffectGroup::Seats));
+    assert!(!room.grants().effect(crate::plugin::EffectGroup::Timers));
     assert!(host.handles("enter_room"));
     assert!(host.route("send_gift", Source::Server).is_some());
     assert!(host.reload().await.is_empty(), "nothing to rescan");
