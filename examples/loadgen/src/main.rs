@@ -58,6 +58,8 @@ enum Command {
     Failover(Run<scenario::failover::FailoverArgs>),
     /// Every client reconnecting at once after a server restart.
     Storm(Run<scenario::storm::StormArgs>),
+    /// Lateness of plugin timers (contract 1.1), end to end.
+    Timers(Run<scenario::timers::TimersArgs>),
     /// Reads the JSON lines of runs and prints the markdown table.
     Report(ReportArgs),
 }
@@ -112,6 +114,7 @@ fn main() -> Result<()> {
         Command::Fanout(run) => execute("fanout", run, scenario::fanout::run),
         Command::Failover(run) => execute("failover", run, scenario::failover::run),
         Command::Storm(run) => execute("storm", run, scenario::storm::run),
+        Command::Timers(run) => execute("timers", run, scenario::timers::run),
         Command::Report(args) => {
             print!("{}", report::render(&args.inputs)?);
             Ok(())

@@ -668,6 +668,11 @@ async fn the_bundled_plugins_load() {
             "seat_invite"
         ]
     );
+    // Each runs with the grants of the `<name>.toml` it ships with.
+    let room = host.active("room").expect("room");
+    assert!(room.grants().explicit);
+    assert!(room.grants().effect(crate::plugin::EffectGroup::Seats));
+    assert!(!room.grants().effect(crate::plugin::EffectGroup::Timers));
     assert!(host.handles("enter_room"));
     assert!(host.route("send_gift", Source::Server).is_some());
     assert!(host.reload().await.is_empty(), "nothing to rescan");

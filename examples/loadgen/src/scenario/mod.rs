@@ -11,6 +11,7 @@ pub mod fanout;
 pub mod idle;
 pub mod ping;
 pub mod storm;
+pub mod timers;
 
 use std::time::Instant;
 
