@@ -1454,3 +1454,77 @@ async fn a_seat_invitation_is_answered_and_expires_across_two_nodes() {
     assert_eq!(room["seats"][1]["status"], 0, "{room}");
     stop_all(&prefix, nodes).await;
 }
+
+/// Claims `key` once it is due (within [`WAIT`]).
+async fn claim_when_due(store: &dyn Store, key: &str) -> chorus::store::DueTimer {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let claimed = store.claim_due_timers(10).await.unwrap();
+        assert!(claimed.len() <= 1, "{claimed:?}");
+        if let Some(timer) = claimed.into_iter().next() {
+            assert_eq!(timer.key, key, "{timer:?}");
+            return timer;
+        }
+        assert!(Instant::now() < deadline, "{key} never came due");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// What `Store::requeue_timer` does, on one store: a timer put back fires
+/// again later with its first due time and one more attempt; a key set
+/// again since the claim wins; a put-back timer is pending (cancelled
+/// like any other).
+async fn requeue_rules(store: &dyn Store) {
+    let set = |key: &str| StateChange::SetTimer {
+        plugin: "p".into(),
+        key: key.into(),
+        delay_ms: 100,
+        payload: "{\"v\":1}".into(),
+        channel_name: Some("room_q".into()),
+        bounds: chorus::store::TimerBounds {
+            per_plugin: 10,
+            per_room: 10,
+        },
+    };
+    store.apply(&[set("a")]).await.unwrap();
+    let first = claim_when_due(store, "a").await;
+    assert_eq!(first.attempt, 0);
+    assert!(store.requeue_timer(&first, 100).await.unwrap());
+    let again = claim_when_due(store, "a").await;
+    assert_eq!(
+        (
+            again.attempt,
+            again.due_ms,
+            &again.payload,
+            &again.channel_name
+        ),
+        (1, first.due_ms, &first.payload, &first.channel_name)
+    );
+    // Set again since the claim: the newer timer wins.
+    store.apply(&[set("a")]).await.unwrap();
+    assert!(!store.requeue_timer(&again, 100).await.unwrap());
+    let newer = claim_when_due(store, "a").await;
+    assert_eq!(newer.attempt, 0, "{newer:?}");
+    // Put back, it is pending: a cancel removes it.
+    assert!(store.requeue_timer(&newer, 100).await.unwrap());
+    store
+        .apply(&[StateChange::CancelTimer {
+            plugin: "p".into(),
+            key: "a".into(),
+        }])
+        .await
+        .unwrap();
+    assert_eq!(store.next_timer_due().await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_timer_put_back_fires_again_on_both_stores() {
+    drop(redis_at(&redis_url()).await);
+    let prefix = prefix("timers-requeue");
+    let redis = RedisStore::connect(&redis_url(), &prefix, 3)
+        .await
+        .expect("redis");
+    requeue_rules(&redis).await;
+    requeue_rules(&MemoryStore::new(3)).await;
+    forget(&redis_url(), &prefix).await;
+}
