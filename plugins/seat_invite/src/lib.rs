@@ -15,8 +15,10 @@
 //!   seconds in `seat_invite.toml`, default 30) expires the invitation.
 //! - `accept_seat_invite` (optional `channel_name`): the invitee takes the
 //!   held seat (unlocked and taken in one batch); the room gets the seed's
-//!   `up` with the invitee's profile (the app backend's stored profile, see
-//!   README "Profiles from the app backend"); a seated invitee moves, with
+//!   `up` with the invitee's profile by `up`'s rule: the app backend's
+//!   stored fields win over the optional `nickname`, `sex`, `avatar_url`,
+//!   `avatar_small_url` the frame sends (README "Profiles from the app
+//!   backend"); a seated invitee moves, with
 //!   `down` first. No pending invitation, or the invitee no longer in the
 //!   room: not-allowed; the seat taken meanwhile: conflict.
 //! - `decline_seat_invite`: the seat is released and the inviter gets
