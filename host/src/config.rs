@@ -323,6 +323,35 @@ impl LimitsConfig {
     pub fn bounds(&self) -> crate::bounds::Bounds {
         crate::bounds::Bounds::new(&self.fields, self.string_bytes)
     }
+
+    /// Refuses a bound of 0 (every non-empty string would be refused) and
+    /// a `[limits.fields]` name no field can have (empty, or longer than
+    /// a field name may be), naming the key. A name outside
+    /// `crate::bounds::FIELDS` is allowed: it may be a plugin's own field.
+    fn check_bounds(&self) -> Result<(), ConfigError> {
+        if self.string_bytes == 0 {
+            return Err(ConfigError::Invalid(
+                "limits.string_bytes must be positive".into(),
+            ));
+        }
+        let mut names: Vec<&String> = self.fields.keys().collect();
+        names.sort();
+        for name in names {
+            if name.is_empty() || name.len() > crate::bounds::FIELD_NAME_BYTES {
+                return Err(ConfigError::Invalid(format!(
+                    "limits.fields: {:?} is not a field name (1 to {} bytes)",
+                    name,
+                    crate::bounds::FIELD_NAME_BYTES
+                )));
+            }
+            if self.fields[name] == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "limits.fields.{name} must be positive"
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `[plugins]`.
@@ -667,6 +696,7 @@ impl Config {
                 "plugins.stale_retries must be 0..=100".into(),
             ));
         }
+        self.limits.check_bounds()?;
         if self.limits.outbound_queue == 0
             || self.relay.max_attempts == 0
             || self.limits.write_timeout.is_zero()
@@ -1074,6 +1104,34 @@ mod tests {
             let error = load_text(text.as_bytes(), true).expect_err(&text);
             assert!(error.to_string().contains("must be positive"), "{error}");
         }
+    }
+
+    #[test]
+    fn string_bounds_of_zero_or_on_no_field_name_are_refused_naming_the_key() {
+        for (text, message) in [
+            (
+                "[limits]\nstring_bytes = 0\n",
+                "limits.string_bytes must be positive",
+            ),
+            (
+                "[limits.fields]\nnickname = 0\n",
+                "limits.fields.nickname must be positive",
+            ),
+            (
+                "[limits.fields]\n\"\" = 10\n",
+                "limits.fields: \"\" is not a field name (1 to 64 bytes)",
+            ),
+        ] {
+            let error = load_text(text.as_bytes(), true).expect_err(text);
+            assert!(error.to_string().contains(message), "{error}");
+        }
+        let long = format!("[limits.fields]\n{} = 10\n", "f".repeat(65));
+        let error = load_text(long.as_bytes(), true).expect_err(&long);
+        assert!(error.to_string().contains("is not a field name"), "{error}");
+        // A plugin's own field may be bounded.
+        let text = b"[limits.fields]\ngift_note = 200\ncontent = 8192\n";
+        let config = load_text(text, true).expect("valid bounds");
+        assert_eq!(config.limits.bounds().max_bytes("gift_note"), 200);
     }
 
     #[test]

@@ -113,6 +113,32 @@ impl From<StoreError> for ActionError {
     }
 }
 
+/// Why a call and its batch did not apply, before it becomes an
+/// [`ActionError`]: a timer whose call never ran is put back.
+#[derive(Debug)]
+enum Refusal {
+    /// The plugin call failed or refused.
+    Call(CallError),
+    /// The batch was refused.
+    Apply(ApplyError),
+}
+
+impl Refusal {
+    /// Whether the plugin never ran (see [`crate::plugin::FailureKind::never_ran`]).
+    fn never_ran(&self) -> bool {
+        matches!(self, Refusal::Call(CallError::Failed(f)) if f.kind.never_ran())
+    }
+}
+
+impl From<Refusal> for ActionError {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::Call(e) => e.into(),
+            Refusal::Apply(e) => e.into(),
+        }
+    }
+}
+
 /// One async mutex per room with work in flight; entries are dropped when
 /// no one holds or waits for them, so the map stays as small as the set of
 /// busy rooms.
@@ -309,9 +335,23 @@ impl Dispatcher {
         plugin: &Arc<LoadedPlugin>,
         event: Event,
     ) -> Result<Outcome, ActionError> {
+        self.try_call_and_commit(plugin, event)
+            .await
+            .map_err(ActionError::from)
+    }
+
+    /// [`Dispatcher::call_and_commit`], keeping apart why it failed.
+    async fn try_call_and_commit(
+        &self,
+        plugin: &Arc<LoadedPlugin>,
+        event: Event,
+    ) -> Result<Outcome, Refusal> {
         let mut attempt = 0;
         loop {
-            let reply = self.call(plugin, event.clone()).await?;
+            let reply = self
+                .call(plugin, event.clone())
+                .await
+                .map_err(Refusal::Call)?;
             let result = reply.result.clone();
             let calls_started = reply
                 .changes
@@ -342,7 +382,7 @@ impl Dispatcher {
                     ))
                     .await;
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(Refusal::Apply(e)),
             }
         }
     }
@@ -449,7 +489,10 @@ impl Dispatcher {
     /// lock, through the same call path as any event (deadline, breaker,
     /// stale re-runs, one batch, delivery). A timer whose plugin is gone,
     /// or no longer lists `timer`, is dropped and counted. It was claimed
-    /// already: whatever happens here, it does not fire again.
+    /// already: it does not fire again, unless its call never ran (the
+    /// plugin overloaded, its breaker open, no instance free): then it is
+    /// put back ([`Store::requeue_timer`]) to be claimed again after a
+    /// back-off, at most [`TIMER_RETRIES`] times.
     pub async fn fire_timer(&self, timer: DueTimer) {
         let span = tracing::info_span!(
             "chorus.dispatch.timer",
@@ -480,7 +523,8 @@ impl Dispatcher {
         payload.insert("key".into(), Value::from(timer.key.clone()));
         // Checked to be JSON when it was set; text that is not (a store
         // edited by hand) is handed over as a string.
-        let value = serde_json::from_str(&timer.payload).unwrap_or(Value::String(timer.payload));
+        let value = serde_json::from_str(&timer.payload)
+            .unwrap_or_else(|_| Value::String(timer.payload.clone()));
         payload.insert("payload".into(), value);
         payload.insert(
             "channel_name".into(),
@@ -497,14 +541,55 @@ impl Dispatcher {
             user_id: None,
             payload,
         };
-        let outcome = match self.call_and_commit(&plugin, event).await {
+        let outcome = match self.try_call_and_commit(&plugin, event).await {
             Ok(_) => "ok",
-            Err(e) => {
-                tracing::warn!(error = %e, "timer event failed");
+            Err(refusal) if refusal.never_ran() && timer.attempt < TIMER_RETRIES => {
+                return self.requeue(&timer).await;
+            }
+            Err(refusal) => {
+                tracing::warn!(error = %ActionError::from(refusal), attempt = timer.attempt, "timer event failed");
                 "failed"
             }
         };
         metrics::counter!("chorus_timers_fired_total", "plugin" => timer.plugin.clone(), "outcome" => outcome)
             .increment(1);
     }
+
+    /// Puts back a timer whose call never ran (the plugin overloaded, its
+    /// breaker open, no instance free), due again after a back-off that
+    /// doubles with each attempt ([`TIMER_RETRY_BASE`]), with jitter so
+    /// timers put back together do not come due together again.
+    async fn requeue(&self, timer: &DueTimer) {
+        let base = TIMER_RETRY_BASE.as_millis() as u64 * (1u64 << timer.attempt.min(16));
+        let delay_ms = base + rand::random_range(0..=base / 2);
+        let plugin = timer.plugin.clone();
+        match self.store.requeue_timer(timer, delay_ms).await {
+            Ok(put_back) => {
+                metrics::counter!("chorus_timers_retried_total", "plugin" => plugin).increment(1);
+                tracing::debug!(
+                    attempt = timer.attempt + 1,
+                    delay_ms,
+                    put_back,
+                    "timer call did not run; retrying"
+                );
+                if put_back {
+                    self.timers_changed.notify_one();
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "timer call did not run and cannot be put back; dropped");
+                metrics::counter!("chorus_timers_fired_total", "plugin" => plugin, "outcome" => "failed")
+                    .increment(1);
+            }
+        }
+    }
 }
+
+/// How many times a timer whose call never ran (see
+/// [`crate::plugin::FailureKind::never_ran`]) is put back before it counts as failed.
+pub const TIMER_RETRIES: u32 = 8;
+
+/// The first retry's delay; each next one doubles (200 ms, 400 ms, …,
+/// 25.6 s: about 51 s in all, plus up to half again of jitter, longer than
+/// the default breaker cooldown of 30 s).
+pub const TIMER_RETRY_BASE: std::time::Duration = std::time::Duration::from_millis(200);

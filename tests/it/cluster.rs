@@ -1454,3 +1454,155 @@ async fn a_seat_invitation_is_answered_and_expires_across_two_nodes() {
     assert_eq!(room["seats"][1]["status"], 0, "{room}");
     stop_all(&prefix, nodes).await;
 }
+
+/// `invite_to_seat` from the app backend, for `inviter`.
+async fn invite_in_race(
+    node: &TestServer,
+    inviter: u64,
+    receiver: u64,
+    seat: Option<u64>,
+) -> (u16, Value) {
+    let mut body = json!({"action": "invite_to_seat", "user_id": inviter,
+        "channel_name": "room_race", "receiver_id": receiver});
+    if let Some(seat) = seat {
+        body["seat_id"] = json!(seat);
+    }
+    node.action(body).await
+}
+
+/// Two invitations racing for one seat on two nodes: the owner on one and
+/// an admin on the other invite two members at the same moment, both
+/// asking for seat 2, then both for the lowest free seat. Each round at
+/// most one holds seat 2, and two invitations that both succeed never
+/// hold the same seat (the loser is re-run, picks another or gets 2003).
+#[tokio::test]
+async fn two_nodes_never_hold_one_seat_for_two_invitations() {
+    drop(redis_at(&redis_url()).await);
+    let prefix = prefix("invite-race");
+    let dir = tempfile::tempdir().unwrap();
+    copy_plugins(dir.path(), &["room", "seat", "seat_invite"]);
+    std::fs::write(
+        dir.path().join("seat_invite.toml"),
+        "[grants]\neffects = [\"seats\", \"kv\", \"timers\"]\n\
+         imports = [\"room-state\", \"profiles\", \"kv\", \"config\", \"log\"]\n",
+    )
+    .unwrap();
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let path = dir.path().to_path_buf();
+        nodes.push(node_on(&redis_url(), &prefix, move |c| c.plugins.dir = Some(path)).await);
+    }
+    let (status, body) = nodes[0]
+        .api(
+            "POST",
+            "/api/v1/rooms/room_race/attributes",
+            Some(json!({"set": {"owner": "941", "admins": "942"}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    for user in [941, 942, 943, 944] {
+        enter_ok(&nodes[0], user, "room_race", 1).await;
+    }
+    for round in 0..20 {
+        let seat = if round % 2 == 0 { Some(2) } else { None };
+        let ((s1, b1), (s2, b2)) = tokio::join!(
+            invite_in_race(&nodes[0], 941, 943, seat),
+            invite_in_race(&nodes[1], 942, 944, seat)
+        );
+        let mut held = Vec::new();
+        for (status, body) in [(s1, &b1), (s2, &b2)] {
+            match status {
+                200 => held.push(body["result"]["seat_id"].as_u64().unwrap()),
+                409 => assert_eq!(body["error_code"], 2003, "{body}"),
+                _ => panic!("round {round}: {body}"),
+            }
+        }
+        assert!(!held.is_empty(), "round {round}: {b1} {b2}");
+        if held.len() == 2 {
+            assert_ne!(held[0], held[1], "round {round}: {b1} {b2}");
+        }
+        for (status, invitee) in [(s1, 943), (s2, 944)] {
+            if status == 200 {
+                let (status, body) = nodes[0]
+                    .action(json!({"action": "decline_seat_invite", "user_id": invitee}))
+                    .await;
+                assert_eq!(status, 200, "{body}");
+            }
+        }
+    }
+    stop_all(&prefix, nodes).await;
+}
+
+/// Claims `key` once it is due (within [`WAIT`]).
+async fn claim_when_due(store: &dyn Store, key: &str) -> chorus::store::DueTimer {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let claimed = store.claim_due_timers(10).await.unwrap();
+        assert!(claimed.len() <= 1, "{claimed:?}");
+        if let Some(timer) = claimed.into_iter().next() {
+            assert_eq!(timer.key, key, "{timer:?}");
+            return timer;
+        }
+        assert!(Instant::now() < deadline, "{key} never came due");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// What `Store::requeue_timer` does, on one store: a timer put back fires
+/// again later with its first due time and one more attempt; a key set
+/// again since the claim wins; a put-back timer is pending (cancelled
+/// like any other).
+async fn requeue_rules(store: &dyn Store) {
+    let set = |key: &str| StateChange::SetTimer {
+        plugin: "p".into(),
+        key: key.into(),
+        delay_ms: 100,
+        payload: "{\"v\":1}".into(),
+        channel_name: Some("room_q".into()),
+        bounds: chorus::store::TimerBounds {
+            per_plugin: 10,
+            per_room: 10,
+        },
+    };
+    store.apply(&[set("a")]).await.unwrap();
+    let first = claim_when_due(store, "a").await;
+    assert_eq!(first.attempt, 0);
+    assert!(store.requeue_timer(&first, 100).await.unwrap());
+    let again = claim_when_due(store, "a").await;
+    assert_eq!(
+        (
+            again.attempt,
+            again.due_ms,
+            &again.payload,
+            &again.channel_name
+        ),
+        (1, first.due_ms, &first.payload, &first.channel_name)
+    );
+    // Set again since the claim: the newer timer wins.
+    store.apply(&[set("a")]).await.unwrap();
+    assert!(!store.requeue_timer(&again, 100).await.unwrap());
+    let newer = claim_when_due(store, "a").await;
+    assert_eq!(newer.attempt, 0, "{newer:?}");
+    // Put back, it is pending: a cancel removes it.
+    assert!(store.requeue_timer(&newer, 100).await.unwrap());
+    store
+        .apply(&[StateChange::CancelTimer {
+            plugin: "p".into(),
+            key: "a".into(),
+        }])
+        .await
+        .unwrap();
+    assert_eq!(store.next_timer_due().await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_timer_put_back_fires_again_on_both_stores() {
+    drop(redis_at(&redis_url()).await);
+    let prefix = prefix("timers-requeue");
+    let redis = RedisStore::connect(&redis_url(), &prefix, 3)
+        .await
+        .expect("redis");
+    requeue_rules(&redis).await;
+    requeue_rules(&MemoryStore::new(3)).await;
+    forget(&redis_url(), &prefix).await;
+}

@@ -171,9 +171,23 @@ async fn a_profile_with_wrong_types_or_sizes_is_refused_naming_the_field() {
             json!({"avatar_url": ["x"]}),
             "field `profile.avatar_url` must be a string",
         ),
+        // The bounds of frames (`bounds`): a stored nickname fits where a
+        // client's would.
         (
-            json!({"nickname": "n".repeat(129)}),
-            "field `profile.nickname` is longer than 128 bytes",
+            json!({"nickname": "n".repeat(65)}),
+            "field `profile.nickname` is longer than 64 bytes",
+        ),
+        (
+            json!({"i_segment": "s".repeat(33)}),
+            "field `profile.i_segment` is longer than 32 bytes",
+        ),
+        (
+            json!({"nickname": null}),
+            "field `profile.nickname` must be a string",
+        ),
+        (
+            json!({"avatar_url": null}),
+            "field `profile.avatar_url` must be a string",
         ),
         (json!({"cars": {}}), "field `profile.cars` must be an array"),
         (

@@ -387,3 +387,83 @@ async fn killing_either_side_mid_invitation_leaves_no_seat_held() {
     assert_eq!(late["error_code"], 2004, "{late}");
     server.stop().await;
 }
+
+/// The `up` an accepted invitation sends, as another member hears it.
+async fn accept_and_hear_up(
+    server: &TestServer,
+    channel: &str,
+    invitee_id: u64,
+    accept: Value,
+) -> Value {
+    let mut clients = room_with(
+        server,
+        channel,
+        invitee_id - 1,
+        &[invitee_id - 1, invitee_id, invitee_id + 1],
+    )
+    .await;
+    let [owner, invitee, other] = &mut clients[..] else {
+        unreachable!()
+    };
+    let ack = owner
+        .call(
+            "invite_to_seat",
+            json!({"channel_name": channel, "receiver_id": invitee_id}),
+        )
+        .await;
+    assert_eq!(ack["action"], "ack", "{ack}");
+    invitee.expect("seat_invite").await;
+    invitee.send("accept_seat_invite", accept).await;
+    other.expect("up").await["room_seat"].clone()
+}
+
+#[tokio::test]
+async fn accepting_without_a_stored_profile_shows_the_profile_fields_the_invitee_sent() {
+    let server = TestServer::start().await;
+    let sent = json!({"nickname": "Nina", "sex": 1,
+        "avatar_url": "https://cdn.example/n.png", "avatar_small_url": "https://cdn.example/n_s.png"});
+    let room_seat = accept_and_hear_up(&server, "room_i6", 762, sent).await;
+    assert_eq!(
+        (
+            &room_seat["user_id"],
+            &room_seat["nickname"],
+            &room_seat["sex"],
+            &room_seat["avatar_url"],
+            &room_seat["avatar_small_url"]
+        ),
+        (
+            &json!(762),
+            &json!("Nina"),
+            &json!(1),
+            &json!("https://cdn.example/n.png"),
+            &json!("https://cdn.example/n_s.png")
+        ),
+        "{room_seat}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn accepting_with_a_stored_profile_shows_it_over_what_the_invitee_sent() {
+    let server = TestServer::start().await;
+    session_with_profile(&server, 772, backend_profile(772, "Stored")).await;
+    let sent = json!({"nickname": "Forged", "sex": 1,
+        "avatar_url": "https://evil.example/a.png", "avatar_small_url": "https://evil.example/s.png"});
+    let room_seat = accept_and_hear_up(&server, "room_i7", 772, sent).await;
+    assert_eq!(
+        (
+            &room_seat["nickname"],
+            &room_seat["sex"],
+            &room_seat["avatar_url"],
+            &room_seat["avatar_small_url"]
+        ),
+        (
+            &json!("Stored"),
+            &json!(2),
+            &json!("https://cdn.example/772.png"),
+            &json!("https://cdn.example/772_s.png")
+        ),
+        "{room_seat}"
+    );
+    server.stop().await;
+}

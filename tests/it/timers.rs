@@ -385,3 +385,43 @@ async fn a_timer_of_a_removed_plugin_is_dropped_and_counted() {
     client.expect_silence(Duration::from_millis(300)).await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn timers_due_together_each_fire_once_none_lost_to_overload() {
+    // One plugin call sets 300 timers in one batch, so all come due at the
+    // same moment; a plugin version takes 2 calls at once. Fired all at
+    // once, 298 of them would fail as overloaded and be lost; the node
+    // runs one timer call at a time (half of 2) and each fires once.
+    const N: usize = 300;
+    let dir = echo_dir(Some(ECHO_GRANTS));
+    let server = node(&dir, |c| {
+        c.plugins.max_concurrent_calls = 2;
+        c.limits.outbound_queue = 4 * N;
+    })
+    .await;
+    let mut client = server.connect(7120).await;
+    let ack = client
+        .call(
+            "echo_timer",
+            json!({"key": "burst", "delay_ms": 300, "count": N}),
+        )
+        .await;
+    assert_eq!(ack["action"], "ack", "{ack}");
+    let mut fired = std::collections::BTreeSet::new();
+    for _ in 0..N {
+        let frame = client.expect("echo_timer").await;
+        let key = frame["key"].as_str().expect("key").to_string();
+        assert!(fired.insert(key.clone()), "{key} fired twice");
+    }
+    let expected: std::collections::BTreeSet<String> =
+        (0..N).map(|i| format!("burst-{i}")).collect();
+    assert_eq!(fired, expected);
+    for i in [0, N / 2, N - 1] {
+        let (status, body) = server
+            .action(json!({"action": "echo_kv", "key": format!("fired:burst-{i}")}))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["result"]["entry"]["value"], "1", "{body}");
+    }
+    server.stop().await;
+}

@@ -370,3 +370,37 @@ async fn an_unanswered_call_ends_by_itself_and_both_sides_are_told() {
     assert_eq!(a.expect("hang_up").await["user_id"], 2252);
     server.stop().await;
 }
+
+/// The ring timeouts of a node are entries in one queue, not a task per
+/// call: calls started and hung up leave no task behind, and each leaves
+/// one small entry until its timeout.
+#[tokio::test]
+async fn ring_timeouts_take_no_task_per_call() {
+    let server = TestServer::with(|c| c.calls.ring_timeout = Duration::from_secs(3600)).await;
+    let mut a = server.connect(2261).await;
+    let mut b = server.connect(2262).await;
+    enter_ok(&server, 2261, "trust_q", 1).await;
+    enter_ok(&server, 2262, "trust_q", 1).await;
+    drain(&mut [&mut a, &mut b]).await;
+    let app = &server.node.app;
+    let tasks = app.tracker.len();
+    for _ in 0..20 {
+        let ack = a
+            .call(
+                "call_start",
+                json!({"receiver_id": 2262, "channel_name": "trust_q"}),
+            )
+            .await;
+        assert_eq!(ack["action"], "ack", "{ack}");
+        let ack = a
+            .call(
+                "hang_up",
+                json!({"receiver_id": 2262, "channel_name": "trust_q"}),
+            )
+            .await;
+        assert_eq!(ack["action"], "ack", "{ack}");
+    }
+    assert_eq!(app.tracker.len(), tasks, "no task per call");
+    assert_eq!(app.ringing.len(), 20);
+    server.stop().await;
+}

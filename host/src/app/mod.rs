@@ -74,6 +74,9 @@ pub struct App {
     pub tracker: TaskTracker,
     /// When the node started.
     pub started: Instant,
+    /// Ring timeouts of the calls this node's clients started
+    /// (`calls::run` raises them).
+    pub ringing: calls::Ringing,
 }
 
 /// The parts a node is wired from (see [`App::new`]).
@@ -163,11 +166,13 @@ impl App {
             shutdown,
             tracker,
             started: Instant::now(),
+            ringing: calls::Ringing::default(),
         });
         if let Some(inbox) = inbox {
             app.tracker.spawn(inbox::run(Arc::clone(&app), inbox));
         }
         app.tracker.spawn(timers::run(Arc::clone(&app)));
+        app.tracker.spawn(calls::run(Arc::clone(&app)));
         app
     }
 

@@ -201,7 +201,11 @@ pub async fn sessions(
     })?;
     let profile = match &req.profile {
         None | Some(Value::Null) => None,
-        Some(profile) => Some(super::profiles::check("profile", profile)?),
+        Some(profile) => Some(super::profiles::check(
+            "profile",
+            profile,
+            app.dispatch.bounds(),
+        )?),
     };
     let token = crate::token::mint(app.config.app_secret(), req.user_id, req.ttl_s)
         .map_err(|e| HttpError::new(ErrorCode::MalformedFrame, e.to_string()))?;

@@ -17,16 +17,19 @@ use serde_json::{Map, Value, json};
 use super::HttpError;
 use super::api::Signed;
 use crate::app::App;
+use crate::bounds::Bounds;
 use crate::store::MAX_PROFILE_TTL_S;
 use chorus_protocol::codes::ErrorCode;
 
-/// The string fields of a profile and their longest value, in bytes.
-const STRING_FIELDS: [(&str, usize); 5] = [
-    ("nickname", 128),
-    ("avatar_url", 1024),
-    ("avatar_small_url", 1024),
-    ("i_segment", 32),
-    ("i_segment_text", 64),
+/// The string fields of a profile; each is bounded as the same field of
+/// a frame is ([`Bounds`], `limits.fields`), so a stored value always
+/// fits where a client's would.
+const STRING_FIELDS: [&str; 5] = [
+    "nickname",
+    "avatar_url",
+    "avatar_small_url",
+    "i_segment",
+    "i_segment_text",
 ];
 /// The most cars a profile lists.
 const MAX_CARS: usize = 16;
@@ -40,9 +43,10 @@ fn invalid(reason: impl Into<String>) -> HttpError {
 }
 
 /// Checks a profile object (`field` is how reasons name it, `profile`)
-/// and returns its compact JSON. Every type error and bound names the
-/// field (`profile.sex`, `profile.cars[1].name`).
-pub(crate) fn check(field: &str, profile: &Value) -> Result<String, HttpError> {
+/// against the string `bounds` of frames and returns its compact JSON.
+/// Every type error and bound names the field (`profile.sex`,
+/// `profile.cars[1].name`); a string field may not be `null`.
+pub(crate) fn check(field: &str, profile: &Value, bounds: &Bounds) -> Result<String, HttpError> {
     let Value::Object(fields) = profile else {
         return Err(invalid(format!("`{field}` must be an object")));
     };
@@ -52,18 +56,18 @@ pub(crate) fn check(field: &str, profile: &Value) -> Result<String, HttpError> {
     chorus_protocol::frame::check_field_types(&wrapped)
         .map_err(|e| HttpError::new(e.code, e.reason))?;
     for (name, value) in fields {
-        if value.is_null() {
-            continue;
-        }
-        if let Some((_, max)) = STRING_FIELDS.iter().find(|(n, _)| n == name) {
+        if STRING_FIELDS.contains(&name.as_str()) {
             let Value::String(text) = value else {
                 return Err(invalid(format!("field `{field}.{name}` must be a string")));
             };
-            if text.len() > *max {
+            let max = bounds.max_bytes(name);
+            if text.len() > max {
                 return Err(invalid(format!(
                     "field `{field}.{name}` is longer than {max} bytes"
                 )));
             }
+        } else if value.is_null() {
+            continue;
         } else if name == "cars" {
             check_cars(field, value)?;
         } else if name != "sex" {
@@ -157,7 +161,7 @@ pub async fn update(
             ));
         }
         Some(Value::Null) => None,
-        Some(profile) => Some(check("profile", profile)?),
+        Some(profile) => Some(check("profile", profile, app.dispatch.bounds())?),
     };
     app.store
         .set_profile(user_id, profile.as_deref(), ttl_s)

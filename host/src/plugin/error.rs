@@ -148,6 +148,16 @@ impl FailureKind {
         }
     }
 
+    /// Whether a call that failed this way never ran the guest (too many
+    /// in flight, an open breaker, no instance): the plugin neither saw
+    /// the event nor refused it, so running it again later is safe.
+    pub fn never_ran(self) -> bool {
+        matches!(
+            self,
+            FailureKind::Overloaded | FailureKind::BreakerOpen | FailureKind::Unavailable
+        )
+    }
+
     /// Every kind, for registering metrics.
     pub(crate) const ALL: [FailureKind; 9] = [
         FailureKind::Trap,

@@ -96,7 +96,12 @@ struct State {
 /// One pending timer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct PendingTimer {
+    /// When it fires next (the index's order).
     due_ms: u64,
+    /// When it was first due; differs from `due_ms` once put back.
+    first_due_ms: u64,
+    /// Times it was put back ([`Store::requeue_timer`]).
+    attempt: u32,
     payload: String,
     channel_name: Option<String>,
 }
@@ -153,8 +158,11 @@ impl<'a> TimerPlanner<'a> {
                 bounds,
             } => {
                 check_timer_delay(*delay_ms)?;
+                let due_ms = now.saturating_add(*delay_ms);
                 let timer = PendingTimer {
-                    due_ms: now.saturating_add(*delay_ms),
+                    due_ms,
+                    first_due_ms: due_ms,
+                    attempt: 0,
                     payload: payload.clone(),
                     channel_name: channel_name.clone(),
                 };
@@ -236,10 +244,29 @@ impl Timers {
                     key: id.1,
                     payload: timer.payload,
                     channel_name: timer.channel_name,
-                    due_ms: timer.due_ms,
+                    due_ms: timer.first_due_ms,
+                    attempt: timer.attempt,
                 })
             })
             .collect()
+    }
+
+    /// Puts a claimed timer back, due at `at`, unless its id is pending
+    /// again (a newer timer wins); whether it was put back.
+    fn requeue(&mut self, timer: &DueTimer, at: u64) -> bool {
+        let id = (timer.plugin.clone(), timer.key.clone());
+        if self.pending.contains_key(&id) {
+            return false;
+        }
+        let pending = PendingTimer {
+            due_ms: at,
+            first_due_ms: timer.due_ms,
+            attempt: timer.attempt.saturating_add(1),
+            payload: timer.payload.clone(),
+            channel_name: timer.channel_name.clone(),
+        };
+        self.commit(TimerPlan::from([(id, Some(pending))]));
+        true
     }
 }
 
@@ -1041,6 +1068,11 @@ impl Store for MemoryStore {
 
     async fn next_timer_due(&self) -> Result<Option<u64>, StoreError> {
         Ok(self.lock().timers.due.first().map(|(due, _, _)| *due))
+    }
+
+    async fn requeue_timer(&self, timer: &DueTimer, delay_ms: u64) -> Result<bool, StoreError> {
+        let at = unix_ms().saturating_add(delay_ms);
+        Ok(self.lock().timers.requeue(timer, at))
     }
 
     async fn set_online(&self, user_id: u64, node: &str) -> Result<Option<String>, StoreError> {

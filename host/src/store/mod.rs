@@ -218,8 +218,11 @@ pub struct DueTimer {
     pub payload: String,
     /// The room it belongs to.
     pub channel_name: Option<String>,
-    /// Unix ms it was due.
+    /// Unix ms it was due (when it was set to fire; a timer put back by
+    /// [`Store::requeue_timer`] keeps its first due time).
     pub due_ms: u64,
+    /// How many times it was put back before this claim (0: its first).
+    pub attempt: u32,
 }
 
 /// Checks a timer delay: [`MIN_TIMER_DELAY_MS`] ..= [`MAX_TIMER_DELAY_MS`].
@@ -538,6 +541,12 @@ pub trait Store: Send + Sync + 'static {
     async fn claim_due_timers(&self, limit: usize) -> Result<Vec<DueTimer>, StoreError>;
     /// When the earliest pending timer is due (unix ms), if any.
     async fn next_timer_due(&self) -> Result<Option<u64>, StoreError>;
+    /// Puts a claimed timer whose event could not run back, pending again
+    /// and due `delay_ms` from now as attempt `timer.attempt + 1`, for any
+    /// node to claim; unless its plugin set the same key again since the
+    /// claim: that newer timer wins and `false` is returned. The bounds are
+    /// not checked again (the timer was counted when it was set).
+    async fn requeue_timer(&self, timer: &DueTimer, delay_ms: u64) -> Result<bool, StoreError>;
     /// Records that the user is connected on `node`; returns the node the
     /// user was connected to before, if any.
     async fn set_online(&self, user_id: u64, node: &str) -> Result<Option<String>, StoreError>;

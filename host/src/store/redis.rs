@@ -363,6 +363,9 @@ struct ClaimedTimer {
     #[serde(default)]
     ch: Option<String>,
     due: String,
+    /// Times it was put back; absent before the first.
+    #[serde(default)]
+    a: u32,
 }
 
 impl ClaimedTimer {
@@ -377,6 +380,7 @@ impl ClaimedTimer {
             payload: self.payload,
             channel_name: self.ch,
             due_ms,
+            attempt: self.a,
         })
     }
 }
@@ -593,6 +597,23 @@ impl Store for RedisStore {
             .await?;
         // Scores are unix ms (below 2^53): exact as doubles.
         Ok(first.first().map(|(_, due)| *due as u64))
+    }
+
+    async fn requeue_timer(&self, timer: &DueTimer, delay_ms: u64) -> Result<bool, StoreError> {
+        let data = json!({
+            "p": timer.plugin,
+            "k": timer.key,
+            "payload": timer.payload,
+            "ch": timer.channel_name,
+            "due": timer.due_ms.to_string(),
+            "a": timer.attempt.saturating_add(1),
+        })
+        .to_string();
+        let delay = delay_ms.to_string();
+        let put: i64 = self
+            .script(&scripts().timers, &["requeue", &data, &delay])
+            .await?;
+        Ok(put == 1)
     }
 
     async fn set_online(&self, user_id: u64, node: &str) -> Result<Option<String>, StoreError> {

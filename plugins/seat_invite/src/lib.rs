@@ -15,8 +15,10 @@
 //!   seconds in `seat_invite.toml`, default 30) expires the invitation.
 //! - `accept_seat_invite` (optional `channel_name`): the invitee takes the
 //!   held seat (unlocked and taken in one batch); the room gets the seed's
-//!   `up` with the invitee's profile (the app backend's stored profile, see
-//!   README "Profiles from the app backend"); a seated invitee moves, with
+//!   `up` with the invitee's profile by `up`'s rule: the app backend's
+//!   stored fields win over the optional `nickname`, `sex`, `avatar_url`,
+//!   `avatar_small_url` the frame sends (README "Profiles from the app
+//!   backend"); a seated invitee moves, with
 //!   `down` first. No pending invitation, or the invitee no longer in the
 //!   room: not-allowed; the seat taken meanwhile: conflict.
 //! - `decline_seat_invite`: the seat is released and the inviter gets
@@ -31,10 +33,16 @@
 //!
 //! State, in the plugin's KV: `invite:<receiver>` the pending invitation
 //! as JSON (an empty value, kept a minute, marks one closed), and
-//! `sent:<inviter>` the invitees of an inviter's pending invitations.
+//! `sent:<inviter>` the invitees of an inviter's pending invitations, and
+//! `hold:<channel>:<seat>` the invitee a seat is held for (deleted when the
+//! invitation closes; it expires with the invitation's record).
 //! Every write names the version it read, so an answer and an expiry that
 //! race (on one node or several) cannot both win: the later batch is stale
-//! and re-run on fresh state, where the invitation is closed.
+//! and re-run on fresh state, where the invitation is closed. The hold is
+//! written only where absent (`if-version: 0`) in the batch that locks the
+//! seat, so of two invitations racing for one seat the later batch is
+//! re-run, finds the seat held and picks another (or conflict); a seat
+//! held is not free even if an owner unlocked it meanwhile.
 //!
 //! Releasing a seat unlocks it only if it is still locked and empty (an
 //! owner may have unlocked or given it away meanwhile).
@@ -154,6 +162,16 @@ impl Pending {
             }),
             cancel_timer(&invite_key(self.receiver)),
         ]
+        .into_iter()
+        .chain(self.unhold())
+        .collect()
+    }
+
+    /// Deletes the seat's hold key if this invitation holds it.
+    fn unhold(&self) -> Option<Effect> {
+        let key = hold_key(&self.channel_name, self.seat_id);
+        let entry = kv::entry(&key)?;
+        (entry.value == self.receiver.to_string()).then_some(Effect::KvDelete(key))
     }
 
     /// Unlocks the held seat if it is still locked and empty.
@@ -170,6 +188,15 @@ impl Pending {
 /// The KV key of `receiver`'s invitation (also its timer's key).
 fn invite_key(receiver: u64) -> String {
     format!("invite:{receiver}")
+}
+
+/// The KV key that holds a seat for one invitation (its value: the
+/// invitee). Written only where absent (`if-version: 0`) in the batch that
+/// locks the seat, so of two invitations racing for a seat, on one node or
+/// several, one batch is refused as stale and re-run on fresh state, where
+/// the seat is held.
+fn hold_key(channel_name: &str, seat_id: u32) -> String {
+    format!("hold:{channel_name}:{seat_id}")
 }
 
 /// The KV key listing the invitees of `inviter`'s pending invitations.
@@ -254,7 +281,8 @@ fn invite(event: &Event) -> Result<Reply, Error> {
             "user {receiver} already has a pending seat invite"
         )));
     }
-    let seat_id = choose_seat(&room_state::room_seats(&channel_name), requested)?;
+    let held = |seat: u32| kv::entry(&hold_key(&channel_name, seat)).is_some();
+    let seat_id = choose_seat(&room_state::room_seats(&channel_name), requested, &held)?;
     let timeout = timeout_ms();
     let invitation = Pending {
         receiver,
@@ -270,6 +298,12 @@ fn invite(event: &Event) -> Result<Reply, Error> {
     let record = json!({"user_id": inviter, "channel_name": channel_name, "seat_id": seat_id});
     let effects = vec![
         set_seat(&channel_name, seat_id, LOCKED),
+        Effect::KvPut(KvPut {
+            key: hold_key(&channel_name, seat_id),
+            value: receiver.to_string(),
+            if_version: Some(0),
+            ttl_ms: Some(timeout.saturating_add(KEEP_MS)),
+        }),
         Effect::KvPut(KvPut {
             key: invite_key(receiver),
             value: record.to_string(),
@@ -297,9 +331,14 @@ fn invite(event: &Event) -> Result<Reply, Error> {
     Ok(reply(result, effects))
 }
 
-/// The seat to hold: `requested` (1..N) if free, else the lowest free one.
-fn choose_seat(seats: &[Seat], requested: Option<u64>) -> Result<u32, Error> {
-    let is_free = |seat: &&Seat| seat.status == FREE && seat.user_id.is_none();
+/// The seat to hold: `requested` (1..N) if free, else the lowest free one;
+/// a seat another invitation holds (`held`) is not free.
+fn choose_seat(
+    seats: &[Seat],
+    requested: Option<u64>,
+    held: &dyn Fn(u32) -> bool,
+) -> Result<u32, Error> {
+    let is_free = |seat: &&Seat| seat.status == FREE && seat.user_id.is_none() && !held(seat.id);
     let Some(requested) = requested else {
         return seats
             .iter()
@@ -460,13 +499,35 @@ mod tests {
 
     #[test]
     fn holds_the_requested_or_the_lowest_free_seat() {
+        let none = |_: u32| false;
         let room = seats(&[(1, Some(7)), (LOCKED, None), (FREE, None)]);
-        assert_eq!(choose_seat(&room, None).ok(), Some(3));
-        assert_eq!(choose_seat(&room, Some(3)).ok(), Some(3));
-        assert!(matches!(choose_seat(&room, Some(1)), Err(Error::Conflict(_))));
-        assert!(matches!(choose_seat(&room, Some(2)), Err(Error::Conflict(_))));
-        assert!(matches!(choose_seat(&room, Some(4)), Err(Error::Rejected(_))));
+        assert_eq!(choose_seat(&room, None, &none).ok(), Some(3));
+        assert_eq!(choose_seat(&room, Some(3), &none).ok(), Some(3));
+        assert!(matches!(
+            choose_seat(&room, Some(1), &none),
+            Err(Error::Conflict(_))
+        ));
+        assert!(matches!(
+            choose_seat(&room, Some(2), &none),
+            Err(Error::Conflict(_))
+        ));
+        assert!(matches!(
+            choose_seat(&room, Some(4), &none),
+            Err(Error::Rejected(_))
+        ));
         let full = seats(&[(1, Some(7)), (LOCKED, None)]);
-        assert!(matches!(choose_seat(&full, None), Err(Error::Conflict(_))));
+        assert!(matches!(
+            choose_seat(&full, None, &none),
+            Err(Error::Conflict(_))
+        ));
+        // A free seat held by another invitation (an owner unlocked it) is
+        // not free.
+        let unlocked = seats(&[(FREE, None), (FREE, None)]);
+        let first_held = |seat: u32| seat == 1;
+        assert_eq!(choose_seat(&unlocked, None, &first_held).ok(), Some(2));
+        assert!(matches!(
+            choose_seat(&unlocked, Some(1), &first_held),
+            Err(Error::Conflict(_))
+        ));
     }
 }
