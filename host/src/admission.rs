@@ -159,7 +159,10 @@ mod tests {
         let admission = Admission::new(2, 0);
         let a = admission.admit(ip("10.0.0.1")).unwrap();
         let _b = admission.admit(None).unwrap();
-        assert_eq!(admission.admit(ip("10.0.0.2")).unwrap_err(), Refusal::NodeFull);
+        assert_eq!(
+            admission.admit(ip("10.0.0.2")).unwrap_err(),
+            Refusal::NodeFull
+        );
         assert_eq!(admission.total(), 2);
         drop(a);
         assert_eq!(admission.total(), 1);
@@ -190,7 +193,9 @@ mod tests {
     #[test]
     fn zero_caps_admit_everyone_and_the_map_empties() {
         let admission = Admission::new(0, 0);
-        let tickets: Vec<_> = (0..100).map(|_| admission.admit(ip("10.1.1.1")).unwrap()).collect();
+        let tickets: Vec<_> = (0..100)
+            .map(|_| admission.admit(ip("10.1.1.1")).unwrap())
+            .collect();
         assert_eq!(admission.from_address("10.1.1.1".parse().unwrap()), 100);
         drop(tickets);
         assert_eq!(admission.total(), 0);

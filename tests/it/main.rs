@@ -23,5 +23,5 @@ mod rooms;
 mod seat_invite;
 mod security;
 mod sessions;
-mod trust;
 mod timers;
+mod trust;

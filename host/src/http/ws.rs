@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::Extension;
+use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -27,7 +27,10 @@ pub async fn upgrade(
     Query(params): Query<BTreeMap<String, String>>,
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
-    let ticket = match app.admission.admit(peer.map(|Extension(ConnectInfo(a))| a.ip())) {
+    let ticket = match app
+        .admission
+        .admit(peer.map(|Extension(ConnectInfo(a))| a.ip()))
+    {
         Ok(ticket) => ticket,
         Err(refusal) => return full(refusal).into_response(),
     };

@@ -40,8 +40,8 @@
 use chorus_plugin_sdk::event::{acting_user, action, description, event_user, unknown_action};
 use chorus_plugin_sdk::reply::{notify_user, reply};
 use chorus_plugin_sdk::{
-    Description, Effect, Error, Event, Guest, KvPut, Payload, Reply, Source, StartCall, clock,
-    kv, room_state,
+    Description, Effect, Error, Event, Guest, KvPut, Payload, Reply, Source, StartCall, clock, kv,
+    room_state,
 };
 use serde_json::{Value, json};
 
@@ -186,11 +186,9 @@ fn call_answer(event: &Event) -> Result<Reply, Error> {
 fn hang_up(event: &Event) -> Result<Reply, Error> {
     let request = CallRequest::read(event)?;
     match room_state::call_of(request.user_id) {
-        Some(call) if call.peer_id == request.receiver_id => Ok(end_call(
-            request.user_id,
-            call.peer_id,
-            &call.channel_name,
-        )),
+        Some(call) if call.peer_id == request.receiver_id => {
+            Ok(end_call(request.user_id, call.peer_id, &call.channel_name))
+        }
         _ => {
             let peer = request.receiver_id;
             Err(Error::NotAllowed(format!(
@@ -206,8 +204,8 @@ fn ring_timeout(event: &Event) -> Result<Reply, Error> {
     let payload = Payload::parse(&event.payload)?;
     let callee = payload.u64("receiver_id")?;
     let ring_id = payload.u64("ring_id")?;
-    let still_ringing = kv::get(&ringing_key(callee))
-        .is_some_and(|value| value == ringing_value(caller, ring_id));
+    let still_ringing =
+        kv::get(&ringing_key(callee)).is_some_and(|value| value == ringing_value(caller, ring_id));
     let call = room_state::call_of(caller).filter(|call| call.peer_id == callee);
     let (true, Some(call)) = (still_ringing, call) else {
         return Ok(reply(json!({"ended": false}), Vec::new()));

@@ -134,9 +134,9 @@ impl Payload {
             None => Ok(None),
             Some(value) => match value.as_i64() {
                 Some(n) => Ok(Some(n)),
-                None if is_beyond_i64(value) => Err(
-                    self.out_of_range(field, "-9223372036854775808 to 9223372036854775807"),
-                ),
+                None if is_beyond_i64(value) => {
+                    Err(self.out_of_range(field, "-9223372036854775808 to 9223372036854775807"))
+                }
                 None => Err(self.wrong_type(field, "an integer")),
             },
         }
@@ -318,7 +318,9 @@ mod tests {
         );
         assert_eq!(payload.opt_enumerated("ok", &meanings).unwrap(), Some(2));
         assert_eq!(payload.opt_enumerated("none", &meanings).unwrap(), None);
-        assert!(message(payload.opt_enumerated("neg", &meanings).unwrap_err()).contains("non-negative"));
+        assert!(
+            message(payload.opt_enumerated("neg", &meanings).unwrap_err()).contains("non-negative")
+        );
     }
 
     #[test]

@@ -98,7 +98,10 @@ pub async fn run(ctx: &Ctx, args: &StormArgs) -> Result<Outcome> {
     let lost_spread_ms = last_lost.duration_since(first_lost).as_secs_f64() * 1e3;
     let mut back_after_ms: Vec<u32> = trips
         .iter()
-        .filter_map(|t| t.back.map(|b| b.duration_since(first_lost).as_millis() as u32))
+        .filter_map(|t| {
+            t.back
+                .map(|b| b.duration_since(first_lost).as_millis() as u32)
+        })
         .collect();
     back_after_ms.sort_unstable();
     let back_p50_ms = crate::stats::percentile(&back_after_ms, 50.0);
@@ -126,7 +129,10 @@ pub async fn run(ctx: &Ctx, args: &StormArgs) -> Result<Outcome> {
         latencies.p99 / 1e3
     );
     if never_back > 0 {
-        bail!("{never_back} clients were not back within {} s", args.give_up_seconds);
+        bail!(
+            "{never_back} clients were not back within {} s",
+            args.give_up_seconds
+        );
     }
     let metrics = vec![
         Metric::new(
