@@ -23,6 +23,9 @@ use serde_json::{Map, Value};
 /// Field name → the most UTF-8 bytes its string value may have. The
 /// README's table is this one.
 pub const FIELDS: &[(&str, usize)] = &[
+    // The action's name, checked before routing (a longer one is 1001,
+    // never a 1007 echoing it back).
+    ("action", 64),
     ("channel_name", 128),
     ("nickname", 64),
     ("sender_nickname", 64),

@@ -301,8 +301,12 @@ impl Dispatcher {
         action: &str,
         payload: Map<String, Value>,
     ) -> Result<Outcome, ActionError> {
+        // Every string bounded before a plugin sees it (issue 21), the
+        // action's own name before it is routed.
+        self.bounds
+            .check_field("action", action)
+            .map_err(|e| ActionError::new(ErrorCode::MalformedFrame, e.0))?;
         let plugin = self.route(action, source)?;
-        // Every string bounded before a plugin sees it (issue 21).
         self.bounds
             .check(&payload)
             .map_err(|e| ActionError::new(ErrorCode::MalformedFrame, e.0))?;

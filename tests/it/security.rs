@@ -354,6 +354,18 @@ async fn a_60_kb_nickname_is_refused_before_the_room_hears_it() {
     );
     b.expect_silence(Duration::from_millis(300)).await;
     a.ping().await;
+    // The action's own name is bounded before routing: 1001, not a 1007
+    // that echoes 2,000 bytes back (the review of issue 21's change).
+    let long_action = "x".repeat(2000);
+    let error = a.call(&long_action, json!({})).await;
+    assert_eq!(
+        (&error["error_code"], &error["error_reason"]),
+        (&json!(1001), &json!("`action` is longer than 64 bytes")),
+        "{error}"
+    );
+    let (status, body) = server.action(json!({"action": long_action, "user_id": 2150})).await;
+    assert_eq!((status, &body["error_code"]), (400, &json!(1001)), "{body}");
+    a.ping().await;
 
     let mut enter = as_object(crate::rooms::profile(2152));
     enter.extend(as_object(json!({"action": "enter_room", "user_id": 2152,
