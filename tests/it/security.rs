@@ -363,7 +363,9 @@ async fn a_60_kb_nickname_is_refused_before_the_room_hears_it() {
         (&json!(1001), &json!("`action` is longer than 64 bytes")),
         "{error}"
     );
-    let (status, body) = server.action(json!({"action": long_action, "user_id": 2150})).await;
+    let (status, body) = server
+        .action(json!({"action": long_action, "user_id": 2150}))
+        .await;
     assert_eq!((status, &body["error_code"]), (400, &json!(1001)), "{body}");
     a.ping().await;
 

@@ -61,6 +61,13 @@ struct Room {
     seats: Vec<Seat>,
 }
 
+/// How often a batch sweeps expired KV entries and idle room attributes
+/// out of memory. An expired entry already reads as absent (version 0)
+/// and is replaced on its next write, so the sweep changes no answer; it
+/// only keeps a long-lived node from holding every per-day counter and
+/// every closed invitation it ever wrote.
+const SWEEP_EVERY_MS: u64 = 10_000;
+
 /// Everything the store holds.
 #[derive(Debug, Default)]
 struct State {
@@ -87,6 +94,9 @@ struct State {
     /// Rooms whose attributes' expiry the running batch must settle:
     /// written, joined or left (scratch only).
     attrs_settle: BTreeSet<String>,
+    /// When (unix ms) the next batch sweeps expired KV entries and idle
+    /// room attributes out of memory ([`SWEEP_EVERY_MS`]).
+    sweep_at_ms: u64,
     /// Pending plugin timers (contract 1.1). Not part of a batch's scratch
     /// copy: a [`TimerPlanner`] checks a batch's timer changes against it,
     /// and [`Timers::commit`] writes them once the whole batch passed.
@@ -361,6 +371,14 @@ impl MemoryStore {
 }
 
 impl State {
+    /// Drops expired KV entries and expired (idle) room attributes; both
+    /// already read as absent. Runs at most every [`SWEEP_EVERY_MS`].
+    fn sweep(&mut self, now: u64) {
+        self.kv.retain(|_, v| v.live(now));
+        self.attrs.retain(|_, a| a.live(now));
+        self.sweep_at_ms = now.saturating_add(SWEEP_EVERY_MS);
+    }
+
     fn membership(&self, user_id: u64) -> Option<Membership> {
         let channel = self.member_of.get(&user_id)?;
         let room = self.rooms.get(channel)?;
@@ -835,6 +853,8 @@ impl Touched {
             attr_seq: state.attr_seq,
             attrs_dirty: Vec::new(),
             attrs_settle: BTreeSet::new(),
+            // Scratch state is never swept; the real state is, after.
+            sweep_at_ms: u64::MAX,
             timers: Timers::default(),
         }
     }
@@ -1003,6 +1023,9 @@ impl Store for MemoryStore {
         let plan = timers.plan;
         touched.write_back(&mut state, scratch);
         state.timers.commit(plan);
+        if now >= state.sweep_at_ms {
+            state.sweep(now);
+        }
         Ok(())
     }
 
@@ -1104,6 +1127,32 @@ mod tests {
             if_version,
             ttl_ms,
         }
+    }
+
+    /// Expired entries leave memory at the next sweep (review of contract
+    /// 1.1: per-day counters and closed invitations piled up for ever on a
+    /// single node), and no answer changes.
+    #[tokio::test]
+    async fn a_batch_sweeps_expired_entries_out_of_memory() {
+        let store = MemoryStore::new(3);
+        let short: Vec<StateChange> = (0..100)
+            .map(|i| put(&format!("day:{i}"), "1", None, Some(1)))
+            .collect();
+        store.apply(&short).await.unwrap();
+        store.apply(&[put("kept", "1", None, None)]).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert_eq!(store.lock().kv.len(), 101, "not swept before it is due");
+        store.lock().sweep_at_ms = 0;
+        store.apply(&[put("other", "1", None, None)]).await.unwrap();
+        let keys: Vec<String> = store.lock().kv.keys().map(|(_, k)| k.clone()).collect();
+        assert_eq!(keys, vec!["kept", "other"]);
+        assert!(store.lock().sweep_at_ms > unix_ms());
+        // An expired key read before and after the sweep is the same: absent.
+        assert_eq!(store.kv_get("p", "day:1").await.unwrap(), None);
+        store
+            .apply(&[put("day:1", "2", Some(0), None)])
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
