@@ -64,6 +64,11 @@ impl From<CallError> for ActionError {
     /// broken plugin's details are logged by the runtime, never shown.
     fn from(e: CallError) -> Self {
         let reason = match &e {
+            // An import could not read the state (Redis down, paused or
+            // slow): the store failed, not the plugin.
+            CallError::Failed(f) if f.kind == crate::plugin::FailureKind::Store => {
+                "state store unavailable; nothing was applied".to_string()
+            }
             CallError::Failed(f) => match &f.public {
                 Some(public) => {
                     format!("the action's plugin failed: {public}; nothing was applied")
@@ -94,6 +99,14 @@ impl From<ApplyError> for ActionError {
                     "state changed concurrently too many times in a row (plugins.stale_retries): {r}"
                 ),
             ),
+            ApplyError::Store(e) if e.outcome_unknown() => {
+                tracing::error!(error = %e, "state store did not confirm a batch; it may have been applied");
+                metrics::counter!("chorus_store_outcome_unknown_total").increment(1);
+                Self::new(
+                    ErrorCode::OutcomeUnknown,
+                    "the state store did not confirm the change in time; it may have been applied: read the state before retrying",
+                )
+            }
             ApplyError::Store(e) => e.into(),
         }
     }

@@ -44,11 +44,17 @@ pub enum ErrorCode {
     Conflict = 2003,
     /// 2004: not allowed, for example the user is not in that room.
     NotAllowed = 2004,
+    /// 2005 (a Chorus addition, README "Errors beyond the contract"): the
+    /// state store did not confirm the change in time (its answer timed
+    /// out or its connection dropped after the change was sent), so the
+    /// change may or may not have been applied. Unlike 2002, retrying
+    /// blindly may apply it twice: read the state first.
+    OutcomeUnknown = 2005,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 12] = [
+    pub const ALL: [ErrorCode; 13] = [
         Self::MalformedFrame,
         Self::MissingField,
         Self::BadSignature,
@@ -61,6 +67,7 @@ impl ErrorCode {
         Self::PluginFailed,
         Self::Conflict,
         Self::NotAllowed,
+        Self::OutcomeUnknown,
     ];
 
     /// The number sent as `error_code`.
@@ -89,6 +96,9 @@ impl ErrorCode {
             Self::PluginFailed => "the action failed; nothing was applied",
             Self::Conflict => "conflict",
             Self::NotAllowed => "not allowed",
+            Self::OutcomeUnknown => {
+                "the state store did not confirm the change; it may have been applied"
+            }
         }
     }
 
@@ -106,6 +116,7 @@ impl ErrorCode {
             Self::PluginFailed => 503,
             Self::Conflict => 409,
             Self::NotAllowed => 403,
+            Self::OutcomeUnknown => 504,
         }
     }
 
@@ -379,7 +390,7 @@ mod tests {
             assert!(!code.reason().is_empty());
         }
         assert_eq!(ErrorCode::from_code(1000), None);
-        assert_eq!(ErrorCode::try_from(2005), Err(UnknownErrorCode(2005)));
+        assert_eq!(ErrorCode::try_from(2006), Err(UnknownErrorCode(2006)));
     }
 
     #[test]
@@ -397,6 +408,7 @@ mod tests {
             (2002, 503),
             (2003, 409),
             (2004, 403),
+            (2005, 504),
         ];
         for (code, status) in expected {
             let code = ErrorCode::from_code(code).unwrap();

@@ -58,7 +58,7 @@ async fn forget(url: &str, prefix: &str) {
 }
 
 /// A node of the cluster under `prefix` on the Redis at `url`.
-async fn node_on(
+pub(crate) async fn node_on(
     url: &str,
     prefix: &str,
     configure: impl FnOnce(&mut chorus::Config),
@@ -113,7 +113,7 @@ async fn expect_about(client: &mut Client, action: &str, user: u64) -> Value {
     }
 }
 
-async fn ready(server: &TestServer) -> u16 {
+pub(crate) async fn ready(server: &TestServer) -> u16 {
     match server
         .http
         .get(server.admin_url("/readyz"))
@@ -127,7 +127,7 @@ async fn ready(server: &TestServer) -> u16 {
 }
 
 /// Polls `check` every 50 ms until it holds or `within` passes.
-async fn until<F, Fut>(within: Duration, mut check: F) -> bool
+pub(crate) async fn until<F, Fut>(within: Duration, mut check: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -553,16 +553,18 @@ async fn a_relay_delegate_on_another_node_completes_the_relay_with_its_report() 
     forget(&redis_url(), &prefix).await;
 }
 
-/// A private Redis that keeps its data in an append-only file, so it can
-/// be killed and started again with the same state.
-struct PrivateRedis {
+/// A private Redis on a free port. With `persist`, it keeps its data in
+/// an append-only file (`appendfsync always`), so it can be killed and
+/// started again with the same state; without, it starts empty each time.
+pub(crate) struct PrivateRedis {
     port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    persist: bool,
 }
 
 impl PrivateRedis {
-    async fn start() -> PrivateRedis {
+    pub(crate) async fn start(persist: bool) -> PrivateRedis {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
@@ -571,17 +573,18 @@ impl PrivateRedis {
             port,
             dir: tempfile::tempdir().expect("temp dir"),
             child: None,
+            persist,
         };
         redis.run().await;
         redis
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
-    async fn run(&mut self) {
-        let child = spawn_redis(self.port, self.dir.path());
+    pub(crate) async fn run(&mut self) {
+        let child = spawn_redis(self.port, self.dir.path(), self.persist);
         self.child = Some(child);
         let url = self.url();
         let up = until(Duration::from_secs(10), || {
@@ -607,8 +610,9 @@ impl PrivateRedis {
         );
     }
 
-    /// SIGKILL: acknowledged writes are already on disk (`appendfsync always`).
-    fn kill(&mut self) {
+    /// SIGKILL: with `persist`, acknowledged writes are already on disk
+    /// (`appendfsync always`).
+    pub(crate) fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -622,9 +626,10 @@ impl Drop for PrivateRedis {
     }
 }
 
-fn spawn_redis(port: u16, dir: &Path) -> Child {
+fn spawn_redis(port: u16, dir: &Path, persist: bool) -> Child {
+    let appendonly = if persist { "yes" } else { "no" };
     Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes"])
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", appendonly])
         .args(["--appendfsync", "always", "--dir"])
         .arg(dir)
         .stdout(Stdio::null())
@@ -635,7 +640,7 @@ fn spawn_redis(port: u16, dir: &Path) -> Child {
 
 #[tokio::test]
 async fn redis_restart_refuses_changes_keeps_connections_and_recovers() {
-    let mut redis = PrivateRedis::start().await;
+    let mut redis = PrivateRedis::start(true).await;
     let url = redis.url();
     let prefix = prefix("restart");
     let a = node_on(&url, &prefix, |_| {}).await;
@@ -660,6 +665,23 @@ async fn redis_restart_refuses_changes_keeps_connections_and_recovers() {
         .await,
         "both nodes report not ready without Redis"
     );
+    // The bus notices first; the lease at its next renewal.
+    assert!(
+        until(LEASE_TTL, || async {
+            a.admin("GET", "/admin/cluster").await.1["faults"]["outages"] == 1
+        })
+        .await,
+        "the outage is on record"
+    );
+    let (status, why) = a.admin("GET", "/admin/cluster").await;
+    assert_eq!(status, 200, "{why}");
+    assert_eq!(why["ready"], false, "{why}");
+    assert_eq!(
+        why["not_ready_reason"], "lease not renewed (Redis unreachable)",
+        "{why}"
+    );
+    assert_eq!(why["faults"]["outages"], 1, "{why}");
+    assert_eq!(why["faults"]["state_lost"], 0, "{why}");
     let (status, body) = a.action(up_body(891, "room_p", 5)).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error_code"], 2002, "{body}");
@@ -680,6 +702,14 @@ async fn redis_restart_refuses_changes_keeps_connections_and_recovers() {
         .await,
         "both nodes are ready again once Redis is back"
     );
+    let (_, why) = a.admin("GET", "/admin/cluster").await;
+    assert_eq!(why["not_ready_reason"], Value::Null, "{why}");
+    assert_eq!(why["faults"]["outage_since_ms"], 0, "{why}");
+    assert!(
+        why["faults"]["last_outage_ms"].as_u64().unwrap() > 0,
+        "{why}"
+    );
+    assert_eq!(why["faults"]["state_lost"], 0, "{why}");
     // Nothing acknowledged was lost: the room and the seat are there.
     let (status, room) = a.api("GET", "/api/v1/rooms/room_p", None).await;
     assert_eq!(status, 200, "{room}");
@@ -972,7 +1002,7 @@ async fn measure_fanout(
 #[tokio::test]
 #[ignore = "a measurement; prints Redis operations per delivered message"]
 async fn redis_operations_per_delivered_message() {
-    let redis = PrivateRedis::start().await;
+    let redis = PrivateRedis::start(true).await;
     let url = redis.url();
     let prefix = prefix("measure");
     let quiet = |c: &mut chorus::Config| {
@@ -1118,7 +1148,7 @@ async fn a_timer_fires_on_another_node_when_the_one_that_set_it_stopped() {
 /// back the timer fires, once, on one of the two nodes.
 #[tokio::test]
 async fn a_timer_due_while_redis_is_down_fires_once_when_it_is_back() {
-    let mut redis = PrivateRedis::start().await;
+    let mut redis = PrivateRedis::start(true).await;
     let url = redis.url();
     let prefix = prefix("timers-restart");
     let dir = crate::timers::echo_dir(Some(crate::timers::ECHO_GRANTS));

@@ -8,6 +8,7 @@ mod harness;
 
 mod abuse;
 mod cluster;
+mod faults;
 
 mod attributes;
 mod errors;

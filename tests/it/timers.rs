@@ -59,7 +59,7 @@ pub async fn set_timer(server: &TestServer, fields: Value) -> (u16, Value) {
     let mut body = json!({"action": "echo_timer"});
     body.as_object_mut()
         .unwrap()
-        .extend(as_object(fields).into_iter());
+        .extend(as_object(fields));
     server.action(body).await
 }
 

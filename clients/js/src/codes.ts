@@ -90,6 +90,9 @@ export const ErrorCode = {
   PLUGIN_FAILED: 2002,
   CONFLICT: 2003,
   NOT_ALLOWED: 2004,
+  /** Chorus addition: the state store did not confirm the change in time;
+   * it may have been applied (read the state before retrying). HTTP 504. */
+  OUTCOME_UNKNOWN: 2005,
 } as const;
 
 /** Failures of the SDK itself, beside the server's numeric codes. */

@@ -69,6 +69,7 @@ pub async fn run(cluster: Arc<Cluster>, shutdown: CancellationToken, tracker: Ta
                 .lock()
                 .unwrap_or_else(|p| p.into_inner()) = None;
             if cluster.lease_ok.swap(false, Ordering::Relaxed) {
+                cluster.faults.outage_began();
                 tracing::error!(error = %e, "cluster lease not renewed; not ready");
             }
             continue;
@@ -100,6 +101,7 @@ pub async fn renew(cluster: &Arc<Cluster>) -> Result<(), ClusterError> {
     let (existed, rejoined) = write_lease(cluster, false).await?;
     if cluster.ever_renewed.swap(true, Ordering::Relaxed) {
         if rejoined {
+            cluster.faults.state_lost();
             tracing::error!(
                 node = cluster.node_id,
                 sessions = cluster.connections.len(),
@@ -116,6 +118,7 @@ pub async fn renew(cluster: &Arc<Cluster>) -> Result<(), ClusterError> {
         }
     }
     if !was_ok {
+        cluster.faults.outage_ended();
         tracing::info!(node = cluster.node_id, "cluster lease held; ready");
         *cluster
             .healthy_since
@@ -289,6 +292,10 @@ async fn cleanup_dead(cluster: &Arc<Cluster>, dead: &str) -> Result<(), ClusterE
         "node lease expired; removing its users"
     );
     metrics::counter!("chorus_cluster_dead_nodes_total").increment(1);
+    cluster
+        .faults
+        .dead_nodes_cleaned
+        .fetch_add(1, Ordering::Relaxed);
     let removed = cleanup_users(cluster, dead).await?;
     let mut pipe = redis::pipe();
     pipe.cmd("SREM")
@@ -334,6 +341,7 @@ pub async fn cleanup_users(cluster: &Cluster, node: &str) -> Result<u64, Cluster
             }
             removed += 1;
             metrics::counter!("chorus_cluster_users_cleaned_total").increment(1);
+            cluster.faults.users_cleaned.fetch_add(1, Ordering::Relaxed);
         }
     }
 }

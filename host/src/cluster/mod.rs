@@ -26,7 +26,7 @@ pub mod bus;
 pub mod lease;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -195,6 +195,81 @@ pub struct Cluster {
     healthy_since: Mutex<Option<tokio::time::Instant>>,
     /// Dead nodes this node is cleaning up right now.
     cleaning: Mutex<HashSet<String>>,
+    /// What went wrong with Redis and other nodes, as this node saw it.
+    faults: FaultRecord,
+}
+
+/// What a node saw go wrong with Redis and with other nodes since it
+/// started: the record behind `GET /admin/cluster` (README, "Operations"),
+/// so that an operator, or a fault test, can tell from the node itself
+/// whether acknowledged state may have been lost. Times are Unix
+/// milliseconds, durations milliseconds; 0 means never.
+#[derive(Debug, Default)]
+pub struct FaultRecord {
+    /// Outages: a lease renewal failed after the previous one succeeded.
+    outages: AtomicU64,
+    /// When the outage going on now began (0: none is).
+    outage_since_ms: AtomicU64,
+    /// How long the last finished outage lasted, from the first failed
+    /// renewal to the first successful one.
+    last_outage_ms: AtomicU64,
+    /// Times this node found itself missing from the node set at a
+    /// renewal: Redis lost its data (restarted without persistence,
+    /// flushed, failed over to an empty replica) or survivors had given
+    /// this node up for dead. Either way state it had acknowledged may be
+    /// gone, and it closed every session with 1001 so clients resync.
+    state_lost: AtomicU64,
+    /// When that last happened.
+    last_state_lost_ms: AtomicU64,
+    /// Dead nodes this node claimed and cleaned up.
+    dead_nodes_cleaned: AtomicU64,
+    /// Users of dead nodes this node disconnected.
+    users_cleaned: AtomicU64,
+}
+
+impl FaultRecord {
+    /// The record as JSON: `{"outages", "outage_since_ms", "last_outage_ms",
+    /// "state_lost", "last_state_lost_ms", "dead_nodes_cleaned",
+    /// "users_cleaned"}`, all unsigned integers.
+    pub fn to_json(&self) -> serde_json::Value {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        serde_json::json!({
+            "outages": get(&self.outages),
+            "outage_since_ms": get(&self.outage_since_ms),
+            "last_outage_ms": get(&self.last_outage_ms),
+            "state_lost": get(&self.state_lost),
+            "last_state_lost_ms": get(&self.last_state_lost_ms),
+            "dead_nodes_cleaned": get(&self.dead_nodes_cleaned),
+            "users_cleaned": get(&self.users_cleaned),
+        })
+    }
+
+    /// A renewal failed after one had succeeded: an outage begins.
+    fn outage_began(&self) {
+        self.outages.fetch_add(1, Ordering::Relaxed);
+        self.outage_since_ms
+            .store(crate::store::unix_ms(), Ordering::Relaxed);
+        metrics::counter!("chorus_cluster_store_outages_total").increment(1);
+    }
+
+    /// A renewal succeeded after failures: the outage, if one was going
+    /// on, ends.
+    fn outage_ended(&self) {
+        let since = self.outage_since_ms.swap(0, Ordering::Relaxed);
+        if since > 0 {
+            let took = crate::store::unix_ms().saturating_sub(since);
+            self.last_outage_ms.store(took, Ordering::Relaxed);
+            metrics::histogram!("chorus_cluster_store_outage_seconds").record(took as f64 / 1000.0);
+        }
+    }
+
+    /// This node found itself missing from the node set.
+    fn state_lost(&self) {
+        self.state_lost.fetch_add(1, Ordering::Relaxed);
+        self.last_state_lost_ms
+            .store(crate::store::unix_ms(), Ordering::Relaxed);
+        metrics::counter!("chorus_cluster_state_lost_total").increment(1);
+    }
 }
 
 impl std::fmt::Debug for Cluster {
@@ -289,6 +364,7 @@ impl Cluster {
             ever_renewed: AtomicBool::new(false),
             healthy_since: Mutex::new(None),
             cleaning: Mutex::new(HashSet::new()),
+            faults: FaultRecord::default(),
         });
         Ok((cluster, inbox))
     }
@@ -344,6 +420,26 @@ impl Cluster {
         !self.link.is_severed()
             && self.lease_ok.load(Ordering::Relaxed)
             && self.subscribed.load(Ordering::Relaxed)
+    }
+
+    /// What this node saw go wrong (see [`FaultRecord`]).
+    pub fn faults(&self) -> &FaultRecord {
+        &self.faults
+    }
+
+    /// Why this node is not ready, or `None` when it is: `"redis link
+    /// severed"`, `"lease not renewed (Redis unreachable)"` or `"bus not
+    /// subscribed"`.
+    pub fn not_ready_reason(&self) -> Option<&'static str> {
+        if self.link.is_severed() {
+            Some("redis link severed")
+        } else if !self.lease_ok.load(Ordering::Relaxed) {
+            Some("lease not renewed (Redis unreachable)")
+        } else if !self.subscribed.load(Ordering::Relaxed) {
+            Some("bus not subscribed")
+        } else {
+            None
+        }
     }
 
     /// The live nodes as of the last renewal.

@@ -22,6 +22,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/admin/rooms/{channel_name}", get(room))
         .route("/admin/users/{user_id}", get(user))
         .route("/admin/connections", get(connections))
+        .route("/admin/cluster", get(cluster))
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&app),
             require_token,
@@ -59,17 +60,52 @@ async fn require_token(State(app): State<Arc<App>>, request: Request, next: Next
     }
 }
 
+/// `GET /readyz`: 200 `{"status":"ready"}`, or 503 `{"status":"not
+/// ready","reason":…}` naming the first thing missing: `"shutting down"`,
+/// `"plugins loading"`, or the cluster's reason
+/// ([`crate::cluster::Cluster::not_ready_reason`]).
 async fn readyz(State(app): State<Arc<App>>) -> Response {
-    let cluster_ready = app.cluster.as_ref().is_none_or(|c| c.is_ready());
-    if app.plugins.is_ready() && !app.shutdown.is_cancelled() && cluster_ready {
-        Json(json!({"status": "ready"})).into_response()
+    let reason = if app.shutdown.is_cancelled() {
+        Some("shutting down")
+    } else if !app.plugins.is_ready() {
+        Some("plugins loading")
     } else {
-        (
+        app.cluster.as_ref().and_then(|c| c.not_ready_reason())
+    };
+    match reason {
+        None => Json(json!({"status": "ready"})).into_response(),
+        Some(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "not ready"})),
+            Json(json!({"status": "not ready", "reason": reason})),
         )
-            .into_response()
+            .into_response(),
     }
+}
+
+/// `GET /admin/cluster`: this node's view of the cluster, `{"node",
+/// "ready", "not_ready_reason", "peers": [{"node_id", "public_url",
+/// "connections", "draining"}], "faults": {…}}` (faults: see
+/// [`crate::cluster::FaultRecord::to_json`]); on a single node
+/// `{"node": null}`.
+async fn cluster(State(app): State<Arc<App>>) -> Json<Value> {
+    let Some(cluster) = app.cluster.as_ref() else {
+        return Json(json!({"node": null}));
+    };
+    let peers: Vec<Value> = cluster
+        .peers()
+        .iter()
+        .map(|p| {
+            json!({"node_id": p.node_id, "public_url": p.public_url,
+                   "connections": p.connections, "draining": p.draining})
+        })
+        .collect();
+    Json(json!({
+        "node": cluster.node_id(),
+        "ready": cluster.is_ready(),
+        "not_ready_reason": cluster.not_ready_reason(),
+        "peers": peers,
+        "faults": cluster.faults().to_json(),
+    }))
 }
 
 async fn render_metrics(State(app): State<Arc<App>>) -> Response {

@@ -95,7 +95,8 @@ fn refused(error: ApplyError) -> HttpError {
         }
         ApplyError::NotAllowed(reason) => HttpError::new(ErrorCode::NotAllowed, reason),
         ApplyError::Invalid(reason) => invalid(reason),
-        ApplyError::Store(e) => e.into(),
+        // A write whose answer never came: 2005, as an action gets.
+        store @ ApplyError::Store(_) => crate::dispatch::ActionError::from(store).into(),
     }
 }
 

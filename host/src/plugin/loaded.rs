@@ -434,6 +434,12 @@ async fn run_on(warm: &mut Warm, input: &types::Event, runtime: &Runtime) -> Ran
     match tokio::time::timeout(runtime.wall_deadline, call).await {
         Ok(Ok(returned)) => Ran::Returned(returned),
         Ok(Err(trap)) => Ran::Trapped(classify(warm.store.data_mut(), &trap)),
+        // The store, not the guest, took the time: not the plugin's fault,
+        // and not a reason to trip its breaker.
+        Err(_) if warm.store.data().awaiting_store => Ran::Trapped(Failure::new(
+            FailureKind::Store,
+            "the state store did not answer an import within the call's deadline",
+        )),
         Err(_) => Ran::Trapped(Failure::new(
             FailureKind::Timeout,
             "the call ran past its deadline while yielded or awaiting the host",

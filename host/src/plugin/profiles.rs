@@ -8,7 +8,9 @@ use super::view::PluginView;
 impl Host for PluginView {
     async fn get(&mut self, user_id: u64) -> wasmtime::Result<Option<String>> {
         self.require(Import::Profiles)?;
+        self.awaiting_store = true;
         let found = self.store.profile(user_id).await;
+        self.awaiting_store = false;
         found.map_err(|e| self.store_failed(e))
     }
 }

@@ -8,7 +8,9 @@ use super::view::PluginView;
 impl Host for PluginView {
     async fn membership_of(&mut self, user_id: u64) -> wasmtime::Result<Option<Membership>> {
         self.require(Import::RoomState)?;
+        self.awaiting_store = true;
         let found = self.store.membership_of(user_id).await;
+        self.awaiting_store = false;
         let membership = found.map_err(|e| self.store_failed(e))?;
         Ok(membership.map(|m| Membership {
             channel_name: m.channel_name,
@@ -19,13 +21,17 @@ impl Host for PluginView {
 
     async fn room_members(&mut self, channel_name: String) -> wasmtime::Result<Vec<u64>> {
         self.require(Import::RoomState)?;
+        self.awaiting_store = true;
         let found = self.store.room_members(&channel_name).await;
+        self.awaiting_store = false;
         found.map_err(|e| self.store_failed(e))
     }
 
     async fn room_seats(&mut self, channel_name: String) -> wasmtime::Result<Vec<Seat>> {
         self.require(Import::RoomState)?;
+        self.awaiting_store = true;
         let found = self.store.room_seats(&channel_name).await;
+        self.awaiting_store = false;
         let seats = found.map_err(|e| self.store_failed(e))?;
         Ok(seats
             .into_iter()
@@ -40,7 +46,9 @@ impl Host for PluginView {
 
     async fn call_of(&mut self, user_id: u64) -> wasmtime::Result<Option<Call>> {
         self.require(Import::RoomState)?;
+        self.awaiting_store = true;
         let found = self.store.call_of(user_id).await;
+        self.awaiting_store = false;
         let call = found.map_err(|e| self.store_failed(e))?;
         Ok(call.map(|c| Call {
             peer_id: c.peer_id,
@@ -50,13 +58,17 @@ impl Host for PluginView {
 
     async fn is_online(&mut self, user_id: u64) -> wasmtime::Result<bool> {
         self.require(Import::RoomState)?;
+        self.awaiting_store = true;
         let found = self.store.node_of(user_id).await;
+        self.awaiting_store = false;
         Ok(found.map_err(|e| self.store_failed(e))?.is_some())
     }
 
     async fn room_attributes(&mut self, channel_name: String) -> wasmtime::Result<Attributes> {
         self.require(Import::RoomState)?;
+        self.awaiting_store = true;
         let found = self.store.room_attrs(&channel_name).await;
+        self.awaiting_store = false;
         let attrs = found.map_err(|e| self.store_failed(e))?;
         Ok(Attributes {
             version: attrs.version,

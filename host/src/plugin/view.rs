@@ -42,6 +42,11 @@ pub(crate) struct PluginView {
     /// The first store error an import met during the current call: it
     /// trapped the call, and names the failure `store` instead of `trap`.
     pub(crate) store_error: Option<StoreError>,
+    /// An import is awaiting the state store right now. When the call's
+    /// wall-clock deadline passes while this is set, the time went to the
+    /// store (Redis slow, paused or gone), not to the guest: the call
+    /// fails as `store` and does not count toward the breaker.
+    pub(crate) awaiting_store: bool,
     /// The first ungranted import the current call used: it trapped the
     /// call, which fails as `FailureKind::Ungranted`.
     pub(crate) ungranted: Option<Failure>,
@@ -76,6 +81,7 @@ impl PluginView {
             store,
             limits: MemoryCap::new(max_memory),
             store_error: None,
+            awaiting_store: false,
             ungranted: None,
             deadline_epoch: 0,
             output,
@@ -87,6 +93,7 @@ impl PluginView {
     /// Resets what one call records, before the call.
     pub(crate) fn begin_call(&mut self) {
         self.store_error = None;
+        self.awaiting_store = false;
         self.ungranted = None;
         self.limits.exhausted = false;
         self.output.clear();

@@ -435,8 +435,9 @@ pub enum ApplyError {
 }
 
 /// The store could not answer. The Redis error, where there is one, is
-/// kept as the source; callers answer every variant the same way to
-/// clients (2002, "state store unavailable") and log the cause.
+/// kept as the source; callers answer clients 2002 ("state store
+/// unavailable; nothing was applied") or, for a write whose outcome is
+/// unknown ([`StoreError::outcome_unknown`]), 2005, and log the cause.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// `store.url` is not a Redis URL the client understands.
@@ -463,6 +464,37 @@ pub enum StoreError {
     /// The node's Redis link was cut on purpose (tests that kill a node).
     #[error("this node's Redis link was severed")]
     Severed,
+}
+
+impl StoreError {
+    /// Whether a write that failed with this error may still have been
+    /// applied: the command was sent and its answer never came (the
+    /// answer timed out, or the connection failed while it was in
+    /// flight), or a script answered something unexpected after it ran.
+    /// False when the command cannot have run: Redis refused the
+    /// connection, answered with an error reply, the link was severed, or
+    /// no connection was ever made. Such a write is answered 2005, never
+    /// 2002 ("nothing was applied"): with a Redis paused past the answer
+    /// timeout (`CLIENT PAUSE`, a long fork) the timed-out connection is
+    /// dropped and the held write usually discarded, but one Redis had
+    /// already started is applied (`tests/it/faults.rs`).
+    pub fn outcome_unknown(&self) -> bool {
+        match self {
+            // An error reply, a parse or client error, a refused
+            // connection: Redis did not run it, or the request never left.
+            // Any other I/O error (a timeout, a reset, a connection closed
+            // with requests in flight, which redis-rs reports as a broken
+            // pipe) may have come after Redis ran it.
+            StoreError::Redis(e) => {
+                e.kind() == ::redis::ErrorKind::Io && !e.is_connection_refusal()
+            }
+            StoreError::Script(_) => true,
+            StoreError::BadUrl(_)
+            | StoreError::Connect { .. }
+            | StoreError::Timeout(_)
+            | StoreError::Severed => false,
+        }
+    }
 }
 
 impl From<::redis::RedisError> for StoreError {
