@@ -115,6 +115,12 @@ impl SessionHandle {
         })
     }
 
+    /// Frames waiting in its queue now (for the `chorus_outbound_frames`
+    /// gauge).
+    pub fn queued(&self) -> usize {
+        self.outbox.lock().len()
+    }
+
     /// Queues a frame without waiting. A full queue closes the session with
     /// 4011: one slow client never holds up a broadcast.
     pub fn send(&self, frame: Utf8Bytes) -> SendOutcome {

@@ -60,6 +60,8 @@ enum Command {
     Storm(Run<scenario::storm::StormArgs>),
     /// Lateness of plugin timers (contract 1.1), end to end.
     Timers(Run<scenario::timers::TimersArgs>),
+    /// Mixed realistic load for minutes, the server sampled (`scripts/soak`).
+    Soak(Run<scenario::soak::SoakArgs>),
     /// Reads the JSON lines of runs and prints the markdown table.
     Report(ReportArgs),
 }
@@ -115,6 +117,7 @@ fn main() -> Result<()> {
         Command::Failover(run) => execute("failover", run, scenario::failover::run),
         Command::Storm(run) => execute("storm", run, scenario::storm::run),
         Command::Timers(run) => execute("timers", run, scenario::timers::run),
+        Command::Soak(run) => execute("soak", run, scenario::soak::run),
         Command::Report(args) => {
             print!("{}", report::render(&args.inputs)?);
             Ok(())

@@ -108,8 +108,17 @@ impl Failure {
 pub enum FailureKind {
     /// The guest trapped (a panic, `unreachable`, a bad memory access…).
     Trap,
-    /// The call ran past `plugins.call_timeout`.
+    /// The call ran past `plugins.call_timeout`, the guest running in two
+    /// or more of its epoch ticks: the plugin's own doing. Counted by the
+    /// breaker.
     Timeout,
+    /// The call ran past `plugins.call_timeout` while the guest itself ran
+    /// in at most one epoch tick (10 ms) of it: the time went to waiting
+    /// for a guest thread (`plugins.guest_parallelism`), for the CPU, or
+    /// for the host. The node was too busy, not the plugin at fault: not
+    /// counted by the breaker, so a burst (a reconnect storm, a starved
+    /// machine) does not shut a plugin for `plugins.breaker_cooldown`.
+    Starved,
     /// The guest's memory would have grown past `plugins.max_memory`.
     Memory,
     /// The reply was malformed: a notification body that is not a JSON
@@ -138,6 +147,7 @@ impl FailureKind {
         match self {
             FailureKind::Trap => "trap",
             FailureKind::Timeout => "timeout",
+            FailureKind::Starved => "starved",
             FailureKind::Memory => "memory",
             FailureKind::MalformedEffect => "malformed_effect",
             FailureKind::Store => "store",
@@ -159,9 +169,10 @@ impl FailureKind {
     }
 
     /// Every kind, for registering metrics.
-    pub(crate) const ALL: [FailureKind; 9] = [
+    pub(crate) const ALL: [FailureKind; 10] = [
         FailureKind::Trap,
         FailureKind::Timeout,
+        FailureKind::Starved,
         FailureKind::Memory,
         FailureKind::MalformedEffect,
         FailureKind::Store,

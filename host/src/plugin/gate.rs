@@ -112,9 +112,10 @@ impl<F: Future> Future for Gated<'_, F> {
 /// The epoch callback of every plugin store: another tick after a yield
 /// until the call's deadline tick, then a trap (`Interrupt`: a timeout).
 pub(crate) fn on_epoch(
-    store: StoreContextMut<'_, PluginView>,
+    mut store: StoreContextMut<'_, PluginView>,
     clock: &EpochClock,
 ) -> wasmtime::Result<UpdateDeadline> {
+    store.data_mut().ticks_run += 1;
     if clock.now() >= store.data().deadline_epoch {
         return Ok(UpdateDeadline::Interrupt);
     }

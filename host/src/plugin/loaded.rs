@@ -268,7 +268,10 @@ impl LoadedPlugin {
                 }
             }
             Err(CallError::Failed(f))
-                if matches!(f.kind, FailureKind::BreakerOpen | FailureKind::Overloaded) => {}
+                if matches!(
+                    f.kind,
+                    FailureKind::BreakerOpen | FailureKind::Overloaded | FailureKind::Starved
+                ) => {}
             _ => breaker.on_returned(),
         }
     }
@@ -431,19 +434,54 @@ async fn run_on(warm: &mut Warm, input: &types::Event, runtime: &Runtime) -> Ran
     let call = runtime
         .gate
         .run(handler.call_handle(&mut warm.store, input));
-    match tokio::time::timeout(runtime.wall_deadline, call).await {
-        Ok(Ok(returned)) => Ran::Returned(returned),
-        Ok(Err(trap)) => Ran::Trapped(classify(warm.store.data_mut(), &trap)),
+    let ran = match tokio::time::timeout(runtime.wall_deadline, call).await {
+        Ok(Ok(returned)) => return Ran::Returned(returned),
+        Ok(Err(trap)) => classify(warm.store.data_mut(), &trap),
         // The store, not the guest, took the time: not the plugin's fault,
         // and not a reason to trip its breaker.
-        Err(_) if warm.store.data().awaiting_store => Ran::Trapped(Failure::new(
+        Err(_) if warm.store.data().awaiting_store => Failure::new(
             FailureKind::Store,
             "the state store did not answer an import within the call's deadline",
-        )),
-        Err(_) => Ran::Trapped(Failure::new(
+        ),
+        Err(_) => Failure::new(
             FailureKind::Timeout,
             "the call ran past its deadline while yielded or awaiting the host",
-        )),
+        ),
+    };
+    Ran::Trapped(blame(ran, warm.store.data().ticks_run, runtime.deadline_ticks))
+}
+
+/// A timeout the guest cannot be blamed for becomes [`FailureKind::Starved`]:
+/// a guest that ran in at most one epoch tick of its deadline spent it
+/// waiting (for a guest thread, the CPU, the host), not looping; a looping
+/// guest runs in every tick it is given. Any other failure is unchanged.
+fn blame(failure: Failure, ticks_run: u64, deadline_ticks: u64) -> Failure {
+    if failure.kind == FailureKind::Timeout && ticks_run <= 1 && deadline_ticks > 2 {
+        return Failure::new(
+            FailureKind::Starved,
+            format!(
+                "the call's deadline passed while it waited; the guest ran in {ticks_run} of {deadline_ticks} ticks"
+            ),
+        );
+    }
+    failure
+}
+
+#[cfg(test)]
+mod blame_tests {
+    use super::*;
+
+    #[test]
+    fn a_timeout_is_the_guests_only_when_it_ran_in_two_ticks_or_more() {
+        let timeout = || Failure::new(FailureKind::Timeout, "deadline");
+        assert_eq!(blame(timeout(), 0, 6).kind, FailureKind::Starved);
+        assert_eq!(blame(timeout(), 1, 6).kind, FailureKind::Starved);
+        assert_eq!(blame(timeout(), 2, 6).kind, FailureKind::Timeout);
+        assert_eq!(blame(timeout(), 6, 6).kind, FailureKind::Timeout);
+        // A deadline of one or two ticks leaves no room to tell.
+        assert_eq!(blame(timeout(), 0, 2).kind, FailureKind::Timeout);
+        let trap = Failure::new(FailureKind::Trap, "panic");
+        assert_eq!(blame(trap, 0, 6).kind, FailureKind::Trap);
     }
 }
 

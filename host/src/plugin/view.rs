@@ -47,6 +47,10 @@ pub(crate) struct PluginView {
     /// store (Redis slow, paused or gone), not to the guest: the call
     /// fails as `store` and does not count toward the breaker.
     pub(crate) awaiting_store: bool,
+    /// Epoch ticks during which the current call's guest was running (its
+    /// epoch callbacks, [`super::gate::on_epoch`]): the guest's own time,
+    /// in ticks, as opposed to the call's wall-clock time.
+    pub(crate) ticks_run: u64,
     /// The first ungranted import the current call used: it trapped the
     /// call, which fails as `FailureKind::Ungranted`.
     pub(crate) ungranted: Option<Failure>,
@@ -82,6 +86,7 @@ impl PluginView {
             limits: MemoryCap::new(max_memory),
             store_error: None,
             awaiting_store: false,
+            ticks_run: 0,
             ungranted: None,
             deadline_epoch: 0,
             output,
@@ -94,6 +99,7 @@ impl PluginView {
     pub(crate) fn begin_call(&mut self) {
         self.store_error = None;
         self.awaiting_store = false;
+        self.ticks_run = 0;
         self.ungranted = None;
         self.limits.exhausted = false;
         self.output.clear();
