@@ -56,6 +56,8 @@ pub struct Config {
     pub actions: HashMap<String, ActionRule>,
     /// 1:1 calls.
     pub calls: CallsConfig,
+    /// Notification history and resume after a dropped link (issue 17).
+    pub recovery: RecoveryConfig,
 }
 
 impl Default for Config {
@@ -76,6 +78,7 @@ impl Default for Config {
             dev: DevConfig::default(),
             actions: ActionRule::defaults(),
             calls: CallsConfig::default(),
+            recovery: RecoveryConfig::default(),
         }
     }
 }
@@ -153,6 +156,34 @@ impl Default for CallsConfig {
     fn default() -> Self {
         Self {
             ring_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[recovery]`: the bounded history every room and user stream keeps so
+/// that a client that reconnects gets what it missed (README, "Recovery
+/// after a dropped link").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecoveryConfig {
+    /// Notifications kept per stream (a room's, a user's), 1..=10000
+    /// (default 200).
+    pub history_size: usize,
+    /// How long a notification is kept (default 120 s). A stream's epoch
+    /// and seq are kept 24 hours (or this, if longer) after its last one.
+    #[serde(with = "humantime_serde")]
+    pub history_ttl: Duration,
+    /// Most members listed in a `room_state` frame (default 100; the
+    /// frame's `member_count` is always the whole count).
+    pub snapshot_members: usize,
+}
+
+impl Default for RecoveryConfig {
+    fn default() -> Self {
+        Self {
+            history_size: 200,
+            history_ttl: Duration::from_secs(120),
+            snapshot_members: 100,
         }
     }
 }
@@ -689,6 +720,16 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "plugins.max_timers_per_plugin and plugins.max_timers_per_room must be 1..=1000000"
                     .into(),
+            ));
+        }
+        if !(1..=10_000).contains(&self.recovery.history_size) {
+            return Err(ConfigError::Invalid(
+                "recovery.history_size must be 1..=10000".into(),
+            ));
+        }
+        if self.recovery.history_ttl.is_zero() {
+            return Err(ConfigError::Invalid(
+                "recovery.history_ttl must be more than 0s".into(),
             ));
         }
         if self.plugins.stale_retries > 100 {

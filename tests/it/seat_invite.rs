@@ -281,7 +281,10 @@ async fn declining_tells_the_inviter_and_frees_the_seat() {
         .await;
     assert_eq!(ack["action"], "ack", "{ack}");
     let mut declined = admin.expect("seat_invite_declined").await;
-    assert!(declined.as_object_mut().unwrap().remove("msg_id").is_some());
+    let declined_object = declined.as_object_mut().unwrap();
+    for stamp in ["msg_id", "epoch", "seq"] {
+        assert!(declined_object.remove(stamp).is_some(), "{stamp}");
+    }
     assert_eq!(
         declined,
         json!({"action": "seat_invite_declined", "channel_name": "room_i3", "user_id": 721, "receiver_id": 722, "seat_id": 4})
@@ -314,7 +317,10 @@ async fn an_unanswered_invitation_expires_by_itself_and_tells_both_sides() {
     invitee.expect("seat_invite").await;
     // Nobody answers: the plugin's timer expires it, with no outside help.
     let mut expired = owner.expect("seat_invite_expired").await;
-    assert!(expired.as_object_mut().unwrap().remove("msg_id").is_some());
+    let expired_object = expired.as_object_mut().unwrap();
+    for stamp in ["msg_id", "epoch", "seq"] {
+        assert!(expired_object.remove(stamp).is_some(), "{stamp}");
+    }
     assert_eq!(
         expired,
         json!({"action": "seat_invite_expired", "channel_name": "room_i4", "user_id": 731,
