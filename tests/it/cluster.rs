@@ -1640,9 +1640,12 @@ async fn expect_replay(client: &mut Client, epoch: &str, seq: u64, n: u64) -> u6
 async fn a_client_recovers_on_the_other_node_and_after_its_node_was_killed_and_restarted() {
     drop(redis_at(&redis_url()).await);
     let prefix = prefix("recover");
-    // A lease long enough that no survivor removes the killed node's user
-    // before it is back: this test is about the history, not the lease.
-    let long_lease = |c: &mut chorus::Config| c.store.lease_ttl = Duration::from_secs(60);
+    // A grace and a lease long enough that nobody removes the user before
+    // it is back: this test is about the history, not the lease.
+    let long_lease = |c: &mut chorus::Config| {
+        c.store.lease_ttl = Duration::from_secs(60);
+        c.heartbeat.grace = Duration::from_secs(60);
+    };
     let mut nodes = vec![
         node_on(&redis_url(), &prefix, long_lease).await,
         node_on(&redis_url(), &prefix, long_lease).await,
