@@ -264,6 +264,10 @@ async fn declining_tells_the_inviter_and_frees_the_seat() {
     let server = TestServer::start().await;
     let mut clients = room_with(&server, "room_i3", 721, &[721, 722]).await;
     set_attrs_ok(&server, "room_i3", json!({"owner": "799", "admins": "721"})).await;
+    // Members hear of the new roles (issue 17).
+    for client in clients.iter_mut() {
+        client.expect("room_attributes").await;
+    }
     let [admin, invitee] = &mut clients[..] else {
         unreachable!()
     };
