@@ -776,7 +776,7 @@ impl Config {
     /// Every duration key with its value. A test checks that no duration
     /// of the configuration is missing here (a longer one overflows
     /// `Instant + duration` where the server adds it to the clock).
-    fn durations(&self) -> [(&'static str, Duration); 14] {
+    fn durations(&self) -> [(&'static str, Duration); 15] {
         [
             ("heartbeat.ping_interval", self.heartbeat.ping_interval),
             ("heartbeat.ping_timeout", self.heartbeat.ping_timeout),
@@ -795,6 +795,7 @@ impl Config {
             ("plugins.breaker_cooldown", self.plugins.breaker_cooldown),
             ("calls.ring_timeout", self.calls.ring_timeout),
             ("rooms.attributes.idle_ttl", self.rooms.attributes.idle_ttl),
+            ("recovery.history_ttl", self.recovery.history_ttl),
         ]
     }
 
