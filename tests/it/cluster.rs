@@ -1628,7 +1628,11 @@ async fn resume_on(node: &TestServer, user: u64, channel: &str, epoch: &str, seq
 async fn expect_replay(client: &mut Client, epoch: &str, seq: u64, n: u64) -> u64 {
     for i in 1..=n {
         let frame = client.expect("send_gift").await;
-        assert_eq!((frame["epoch"].as_str(), frame["seq"].as_u64()), (Some(epoch), Some(seq + i)), "{frame}");
+        assert_eq!(
+            (frame["epoch"].as_str(), frame["seq"].as_u64()),
+            (Some(epoch), Some(seq + i)),
+            "{frame}"
+        );
     }
     let resumed = client.expect("resumed").await;
     assert_eq!(resumed["recovered"], true, "{resumed}");

@@ -158,7 +158,10 @@ async fn a_gap_past_the_history_is_recovered_false_with_a_room_state_equal_to_th
     assert_eq!(state["call"], Value::Null);
     assert_eq!(state["epoch"], epoch.as_str());
     assert_eq!(state["seq"], seq + 500);
-    assert_eq!((resumed["epoch"].clone(), resumed["seq"].clone()), (state["epoch"].clone(), state["seq"].clone()));
+    assert_eq!(
+        (resumed["epoch"].clone(), resumed["seq"].clone()),
+        (state["epoch"].clone(), state["seq"].clone())
+    );
     // No stale gift follows the snapshot; the next one is seq + 1.
     a.expect_silence(Duration::from_millis(500)).await;
     send_gift(&server, "room_big", "bc", 1712, 1711, 2).await;
@@ -183,9 +186,20 @@ async fn forged_future_and_malformed_resumes_get_1001_or_recovered_false_and_no_
     // Malformed: refused before the upgrade with 400 and 1001.
     let creds = server.credentials(1721);
     for bad in [
-        vec![("resume_channel", "room_f1"), ("resume_epoch", a_epoch.as_str()), ("resume_seq", "x1")],
-        vec![("resume_channel", "room_f1"), ("resume_epoch", "no-dash"), ("resume_seq", "1")],
-        vec![("resume_channel", "room_f1"), ("resume_epoch", a_epoch.as_str())],
+        vec![
+            ("resume_channel", "room_f1"),
+            ("resume_epoch", a_epoch.as_str()),
+            ("resume_seq", "x1"),
+        ],
+        vec![
+            ("resume_channel", "room_f1"),
+            ("resume_epoch", "no-dash"),
+            ("resume_seq", "1"),
+        ],
+        vec![
+            ("resume_channel", "room_f1"),
+            ("resume_epoch", a_epoch.as_str()),
+        ],
         vec![("resume_user_seq", "3")],
     ] {
         let err = tokio_tungstenite::connect_async(server.ws_url_with(&creds, &bad))
@@ -194,8 +208,13 @@ async fn forged_future_and_malformed_resumes_get_1001_or_recovered_false_and_no_
         assert_http_refused_with(err, 400, 1001);
     }
     // A resume added to a signed query without signing it: 401, 1003.
-    let tampered = format!("{}&resume_user_epoch=ab&resume_user_seq=0", server.ws_url(&creds));
-    let err = tokio_tungstenite::connect_async(tampered).await.expect_err("refused");
+    let tampered = format!(
+        "{}&resume_user_epoch=ab&resume_user_seq=0",
+        server.ws_url(&creds)
+    );
+    let err = tokio_tungstenite::connect_async(tampered)
+        .await
+        .expect_err("refused");
     assert_http_refused(err, 1003);
 
     // Another room's stream (b's epoch, from seq 0): a is in room_f1, so
@@ -203,12 +222,19 @@ async fn forged_future_and_malformed_resumes_get_1001_or_recovered_false_and_no_
     let mut again = reconnect(
         &server,
         1721,
-        &[("resume_channel", "room_f2"), ("resume_epoch", &b_epoch), ("resume_seq", "0")],
+        &[
+            ("resume_channel", "room_f2"),
+            ("resume_epoch", &b_epoch),
+            ("resume_seq", "0"),
+        ],
     )
     .await;
     let frames = drain(&mut again).await;
     assert_eq!(
-        frames.iter().map(|f| f["action"].as_str().unwrap()).collect::<Vec<_>>(),
+        frames
+            .iter()
+            .map(|f| f["action"].as_str().unwrap())
+            .collect::<Vec<_>>(),
         ["room_state", "resumed"],
         "{frames:?}"
     );
@@ -218,15 +244,29 @@ async fn forged_future_and_malformed_resumes_get_1001_or_recovered_false_and_no_
 
     // Its own room with a seq from the future, or another epoch.
     let future = (a_seq + 1000).to_string();
-    let user_future = [("resume_user_epoch", b_epoch.as_str()), ("resume_user_seq", "0")];
+    let user_future = [
+        ("resume_user_epoch", b_epoch.as_str()),
+        ("resume_user_seq", "0"),
+    ];
     for resume in [
-        vec![("resume_channel", "room_f1"), ("resume_epoch", a_epoch.as_str()), ("resume_seq", future.as_str())],
-        vec![("resume_channel", "room_f1"), ("resume_epoch", "zz9"), ("resume_seq", "1")],
+        vec![
+            ("resume_channel", "room_f1"),
+            ("resume_epoch", a_epoch.as_str()),
+            ("resume_seq", future.as_str()),
+        ],
+        vec![
+            ("resume_channel", "room_f1"),
+            ("resume_epoch", "zz9"),
+            ("resume_seq", "1"),
+        ],
         user_future.to_vec(),
     ] {
         let mut again = reconnect(&server, 1721, &resume).await;
         let frames = drain(&mut again).await;
-        let actions: Vec<&str> = frames.iter().map(|f| f["action"].as_str().unwrap()).collect();
+        let actions: Vec<&str> = frames
+            .iter()
+            .map(|f| f["action"].as_str().unwrap())
+            .collect();
         assert_eq!(actions, ["room_state", "resumed"], "{resume:?}: {frames:?}");
         assert_eq!(frames[0]["channel_name"], "room_f1");
         assert_eq!(frames[1]["recovered"], false);
@@ -236,7 +276,8 @@ async fn forged_future_and_malformed_resumes_get_1001_or_recovered_false_and_no_
 }
 
 #[tokio::test]
-async fn a_client_entering_while_the_room_changes_builds_the_servers_view_from_room_state_and_the_stream() {
+async fn a_client_entering_while_the_room_changes_builds_the_servers_view_from_room_state_and_the_stream()
+ {
     let server = server().await;
     let channel = "room_flow";
     for user in 1731..=1736 {
@@ -272,7 +313,9 @@ async fn a_client_entering_while_the_room_changes_builds_the_servers_view_from_r
             _ => {}
         }
     }
-    let (_, room) = server.api("GET", &format!("/api/v1/rooms/{channel}"), None).await;
+    let (_, room) = server
+        .api("GET", &format!("/api/v1/rooms/{channel}"), None)
+        .await;
     assert_eq!(json!(members), room["members"]);
     server.stop().await;
 }
@@ -304,16 +347,31 @@ async fn attribute_changes_reach_members_with_the_rooms_seq_and_are_in_room_stat
     a.room_states = true;
     enter_ok(&server, 1741, "room_at", 41).await;
     let entered = drain(&mut a).await;
-    let state = entered.iter().find(|f| f["action"] == "room_state").expect("room_state on entering");
+    let state = entered
+        .iter()
+        .find(|f| f["action"] == "room_state")
+        .expect("room_state on entering");
     assert_eq!(state["attributes"], json!({}));
     assert_eq!(state["own_seat_id"], Value::Null);
-    let (epoch, seq) = stamp(entered.iter().rfind(|f| f["action"] == "enter_room").unwrap());
+    let (epoch, seq) = stamp(
+        entered
+            .iter()
+            .rfind(|f| f["action"] == "enter_room")
+            .unwrap(),
+    );
     let (status, body) = server
-        .api("POST", "/api/v1/rooms/room_at/attributes", Some(json!({"set": {"owner": "1741", "title": "Friday"}})))
+        .api(
+            "POST",
+            "/api/v1/rooms/room_at/attributes",
+            Some(json!({"set": {"owner": "1741", "title": "Friday"}})),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     let pushed = a.expect("room_attributes").await;
-    assert_eq!(pushed["attributes"], json!({"owner": "1741", "title": "Friday"}));
+    assert_eq!(
+        pushed["attributes"],
+        json!({"owner": "1741", "title": "Friday"})
+    );
     assert_eq!(pushed["version"], body["version"]);
     assert_eq!(pushed["channel_name"], "room_at");
     assert_eq!(stamp(&pushed), (epoch.clone(), seq + 1));
@@ -322,8 +380,14 @@ async fn attribute_changes_reach_members_with_the_rooms_seq_and_are_in_room_stat
     b.room_states = true;
     enter_ok(&server, 1742, "room_at", 41).await;
     let frames = drain(&mut b).await;
-    let state = frames.iter().find(|f| f["action"] == "room_state").expect("room_state");
-    assert_eq!(state["attributes"], json!({"owner": "1741", "title": "Friday"}));
+    let state = frames
+        .iter()
+        .find(|f| f["action"] == "room_state")
+        .expect("room_state");
+    assert_eq!(
+        state["attributes"],
+        json!({"owner": "1741", "title": "Friday"})
+    );
     assert_eq!(state["attributes_version"], body["version"]);
     assert_eq!(state["epoch"], epoch.as_str());
     assert!(state["seq"].as_u64().unwrap() >= seq + 2, "{state}");
@@ -373,7 +437,9 @@ async fn history_memory_per_room_at_the_default_size() {
     // Redis: MEMORY USAGE of one room's history list at 200.
     let url = redis_url();
     let prefix = format!("chorus-test:histmem:{}:", nonce());
-    let redis_store = chorus::store::redis::RedisStore::connect(&url, &prefix, 9).await.unwrap();
+    let redis_store = chorus::store::redis::RedisStore::connect(&url, &prefix, 9)
+        .await
+        .unwrap();
     let entries: Vec<LogEntry> = (0..200)
         .map(|n| LogEntry {
             stream: Stream::Room("room_mem".into()),
@@ -392,8 +458,16 @@ async fn history_memory_per_room_at_the_default_size() {
         .await
         .unwrap();
     println!("redis: MEMORY USAGE of one room's history at 200: {used} bytes");
-    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut conn).await.unwrap();
-    let _: () = redis::cmd("DEL").arg(keys).query_async(&mut conn).await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg(keys)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
 }
 
 /// Run with: `cargo test -p chorus-tests --test it -- --ignored --nocapture recovery::time_to_recover`
@@ -417,7 +491,11 @@ async fn time_to_recover_200_missed_notifications() {
         let mut a = reconnect(
             &server,
             user,
-            &[("resume_channel", &channel), ("resume_epoch", &epoch), ("resume_seq", &seq_s)],
+            &[
+                ("resume_channel", &channel),
+                ("resume_epoch", &epoch),
+                ("resume_seq", &seq_s),
+            ],
         )
         .await;
         for _ in 0..200 {
@@ -427,6 +505,9 @@ async fn time_to_recover_200_missed_notifications() {
         runs.push(started.elapsed());
     }
     runs.sort();
-    println!("time from the upgrade request to `resumed` after 200 replayed gifts: {runs:?} (median {:?})", runs[2]);
+    println!(
+        "time from the upgrade request to `resumed` after 200 replayed gifts: {runs:?} (median {:?})",
+        runs[2]
+    );
     server.stop().await;
 }

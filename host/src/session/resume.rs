@@ -60,9 +60,7 @@ impl Resume {
             }
             (None, None) => None,
             _ => {
-                return Err(
-                    "resume_channel, resume_epoch and resume_seq go together".into(),
-                );
+                return Err("resume_channel, resume_epoch and resume_seq go together".into());
             }
         };
         let user = position(params, "resume_user_epoch", "resume_user_seq")?;
@@ -143,16 +141,14 @@ pub struct Outcome {
 
 /// Reads what `user_id` missed and builds the frames of its resume.
 /// `member_limit` is `recovery.snapshot_members`.
-pub async fn run(
-    store: &dyn Store,
-    user_id: u64,
-    resume: &Resume,
-    member_limit: usize,
-) -> Outcome {
+pub async fn run(store: &dyn Store, user_id: u64, resume: &Resume, member_limit: usize) -> Outcome {
     let mut out = Outcome::default();
     let mut recovered = true;
     let user_from = resume.user.clone().unwrap_or_default();
-    let user_at = match store.history_since(&Stream::User(user_id), &user_from).await {
+    let user_at = match store
+        .history_since(&Stream::User(user_id), &user_from)
+        .await
+    {
         Ok(Replay::Recovered { frames, at }) => {
             out.frames.extend(frames);
             // Only a replayed stream's queued frames can be duplicates.
@@ -183,7 +179,10 @@ pub async fn run(
     let mut snapshot = false;
     match (&channel, &resume.room) {
         (Some(now_in), Some((was_in, from))) if now_in == was_in => {
-            match store.history_since(&Stream::Room(now_in.clone()), from).await {
+            match store
+                .history_since(&Stream::Room(now_in.clone()), from)
+                .await
+            {
                 Ok(Replay::Recovered { frames, at }) => {
                     out.frames.extend(frames);
                     room_at = Some(at);
@@ -213,7 +212,12 @@ pub async fn run(
     }
     metrics::counter!("chorus_resumes_total", "recovered" => if recovered { "true" } else { "false" })
         .increment(1);
-    out.frames.push(resumed_frame(recovered, channel.as_deref(), room_at.as_ref(), user_at.as_ref()));
+    out.frames.push(resumed_frame(
+        recovered,
+        channel.as_deref(),
+        room_at.as_ref(),
+        user_at.as_ref(),
+    ));
     out
 }
 
@@ -265,10 +269,26 @@ mod tests {
         assert_eq!(full.user.unwrap().epoch, "cd");
         for bad in [
             vec![("resume_epoch", "ab"), ("resume_seq", "1")],
-            vec![("resume_channel", "r"), ("resume_epoch", "a-b"), ("resume_seq", "1")],
-            vec![("resume_channel", "r"), ("resume_epoch", "ab"), ("resume_seq", "-1")],
-            vec![("resume_channel", "r"), ("resume_epoch", "ab"), ("resume_seq", "+1")],
-            vec![("resume_channel", "r"), ("resume_epoch", "ab"), ("resume_seq", "9007199254740992")],
+            vec![
+                ("resume_channel", "r"),
+                ("resume_epoch", "a-b"),
+                ("resume_seq", "1"),
+            ],
+            vec![
+                ("resume_channel", "r"),
+                ("resume_epoch", "ab"),
+                ("resume_seq", "-1"),
+            ],
+            vec![
+                ("resume_channel", "r"),
+                ("resume_epoch", "ab"),
+                ("resume_seq", "+1"),
+            ],
+            vec![
+                ("resume_channel", "r"),
+                ("resume_epoch", "ab"),
+                ("resume_seq", "9007199254740992"),
+            ],
             vec![("resume_user_epoch", "ab")],
             vec![("resume_channel", "r")],
         ] {

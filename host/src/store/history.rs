@@ -369,13 +369,22 @@ mod tests {
             lost => panic!("{lost:?}"),
         }
         // Seq 1 fell out of the 3 kept: starting before it is lost.
-        assert!(matches!(h.since(&limits, &stream, &at(0), 10), Replay::Lost { .. }));
-        assert!(matches!(h.since(&limits, &stream, &at(9), 10), Replay::Lost { .. }));
+        assert!(matches!(
+            h.since(&limits, &stream, &at(0), 10),
+            Replay::Lost { .. }
+        ));
+        assert!(matches!(
+            h.since(&limits, &stream, &at(9), 10),
+            Replay::Lost { .. }
+        ));
         let other = Position {
             epoch: "zz".into(),
             seq: 2,
         };
-        assert!(matches!(h.since(&limits, &stream, &other, 10), Replay::Lost { .. }));
+        assert!(matches!(
+            h.since(&limits, &stream, &other, 10),
+            Replay::Lost { .. }
+        ));
         // Up to date: recovered with nothing, even once the notifications
         // expired; a gap over expired ones is lost.
         assert!(matches!(
@@ -386,9 +395,15 @@ mod tests {
             h.since(&limits, &stream, &at(4), 5000),
             Replay::Recovered { frames, .. } if frames.is_empty()
         ));
-        assert!(matches!(h.since(&limits, &stream, &at(3), 5000), Replay::Lost { .. }));
+        assert!(matches!(
+            h.since(&limits, &stream, &at(3), 5000),
+            Replay::Lost { .. }
+        ));
         // Silent past the position's TTL, the stream starts a new epoch.
         let later = POSITION_TTL_MS + 10;
-        assert!(matches!(h.since(&limits, &stream, &at(4), later), Replay::Lost { .. }));
+        assert!(matches!(
+            h.since(&limits, &stream, &at(4), later),
+            Replay::Lost { .. }
+        ));
     }
 }

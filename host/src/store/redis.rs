@@ -662,7 +662,13 @@ impl Store for RedisStore {
         let key = Stream::Room(channel_name.to_string()).key();
         let position_ttl = self.history_limits.position_ttl_ms().to_string();
         let limit = member_limit.to_string();
-        let args = ["snapshot", key.as_str(), &position_ttl, channel_name, &limit];
+        let args = [
+            "snapshot",
+            key.as_str(),
+            &position_ttl,
+            channel_name,
+            &limit,
+        ];
         let answer: Vec<String> = self.script(&scripts().history, &args).await?;
         parse_snapshot(&answer).map_err(|what| StoreError::Script(format!("snapshot: {what}")))
     }
