@@ -226,6 +226,8 @@ export class ChorusClient extends Emitter<ClientEvents> {
   /** Where this client stands in its streams; sent as the resume of the
    * next reconnection, so the server replays what was missed. */
   positions: Positions = { room: null, user: null };
+  /** Room frames at or below this were in the last snapshot or replay. */
+  private roomFloor: StreamPosition | null = null;
 
   private readonly options: ChorusOptions;
   private readonly signer: Signer;
@@ -536,8 +538,12 @@ export class ChorusClient extends Emitter<ClientEvents> {
 
   /**
    * Moves the stream positions on with a stamped frame; false when the
-   * frame is one this client already has (at or below its room's `seq`,
-   * as after a `room_state`), which is then not handed to the app.
+   * frame is one this client already has: a room frame at or below the
+   * `seq` of the last `room_state` or `resumed` (already in the snapshot or
+   * the replay), or a user frame at or below the user stream's `seq`.
+   * Above that floor every frame is handed over, and the position keeps
+   * the highest `seq` seen (with several nodes, frames of one room sent
+   * by different nodes may arrive out of `seq` order).
    */
   private advance(frame: ServerFrame): boolean {
     const epoch = frame.epoch;
@@ -554,7 +560,8 @@ export class ChorusClient extends Emitter<ClientEvents> {
       return true;
     }
     const channelName = String(frame.channel_name ?? room?.channelName ?? this.room?.channelName ?? "");
-    if (room?.epoch === epoch && seq <= room.seq) return false;
+    if (this.roomFloor && this.roomFloor.epoch === epoch && seq <= this.roomFloor.seq) return false;
+    if (room?.epoch === epoch && seq <= room.seq) return true;
     this.positions.room = { channelName, epoch, seq };
     return true;
   }
@@ -564,12 +571,14 @@ export class ChorusClient extends Emitter<ClientEvents> {
       case "room_state": {
         const state = frame as unknown as RoomState;
         this.positions.room = { channelName: state.channel_name, epoch: state.epoch, seq: state.seq };
+        this.roomFloor = { epoch: state.epoch, seq: state.seq };
         this.emit("roomState", state);
         return;
       }
       case "resumed": {
         if (typeof frame.epoch === "string" && typeof frame.seq === "number" && frame.channel_name) {
           this.positions.room = { channelName: String(frame.channel_name), epoch: frame.epoch, seq: frame.seq };
+          this.roomFloor = { epoch: frame.epoch, seq: frame.seq };
         } else if (!frame.channel_name) {
           this.positions.room = null;
         }
