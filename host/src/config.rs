@@ -56,6 +56,8 @@ pub struct Config {
     pub actions: HashMap<String, ActionRule>,
     /// 1:1 calls.
     pub calls: CallsConfig,
+    /// Notification history and resume after a dropped link (issue 17).
+    pub recovery: RecoveryConfig,
 }
 
 impl Default for Config {
@@ -76,6 +78,7 @@ impl Default for Config {
             dev: DevConfig::default(),
             actions: ActionRule::defaults(),
             calls: CallsConfig::default(),
+            recovery: RecoveryConfig::default(),
         }
     }
 }
@@ -153,6 +156,34 @@ impl Default for CallsConfig {
     fn default() -> Self {
         Self {
             ring_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// `[recovery]`: the bounded history every room and user stream keeps so
+/// that a client that reconnects gets what it missed (README, "Recovery
+/// after a dropped link").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RecoveryConfig {
+    /// Notifications kept per stream (a room's, a user's), 1..=10000
+    /// (default 200).
+    pub history_size: usize,
+    /// How long a notification is kept (default 120 s). A stream's epoch
+    /// and seq are kept 24 hours (or this, if longer) after its last one.
+    #[serde(with = "humantime_serde")]
+    pub history_ttl: Duration,
+    /// Most members listed in a `room_state` frame (default 100; the
+    /// frame's `member_count` is always the whole count).
+    pub snapshot_members: usize,
+}
+
+impl Default for RecoveryConfig {
+    fn default() -> Self {
+        Self {
+            history_size: 200,
+            history_ttl: Duration::from_secs(120),
+            snapshot_members: 100,
         }
     }
 }
@@ -691,6 +722,16 @@ impl Config {
                     .into(),
             ));
         }
+        if !(1..=10_000).contains(&self.recovery.history_size) {
+            return Err(ConfigError::Invalid(
+                "recovery.history_size must be 1..=10000".into(),
+            ));
+        }
+        if self.recovery.history_ttl.is_zero() {
+            return Err(ConfigError::Invalid(
+                "recovery.history_ttl must be more than 0s".into(),
+            ));
+        }
         if self.plugins.stale_retries > 100 {
             return Err(ConfigError::Invalid(
                 "plugins.stale_retries must be 0..=100".into(),
@@ -735,7 +776,7 @@ impl Config {
     /// Every duration key with its value. A test checks that no duration
     /// of the configuration is missing here (a longer one overflows
     /// `Instant + duration` where the server adds it to the clock).
-    fn durations(&self) -> [(&'static str, Duration); 14] {
+    fn durations(&self) -> [(&'static str, Duration); 15] {
         [
             ("heartbeat.ping_interval", self.heartbeat.ping_interval),
             ("heartbeat.ping_timeout", self.heartbeat.ping_timeout),
@@ -754,6 +795,7 @@ impl Config {
             ("plugins.breaker_cooldown", self.plugins.breaker_cooldown),
             ("calls.ring_timeout", self.calls.ring_timeout),
             ("rooms.attributes.idle_ttl", self.rooms.attributes.idle_ttl),
+            ("recovery.history_ttl", self.recovery.history_ttl),
         ]
     }
 

@@ -20,10 +20,10 @@ use tracing::Instrument;
 
 use crate::bounds::Bounds;
 use crate::config::ActionRule;
-use crate::delivery::Delivery;
+use crate::delivery::{Delivery, Outgoing};
 use crate::ids::IdGen;
-use crate::plugin::{CallError, Event, LoadedPlugin, PluginHost, Reply, Source};
-use crate::store::{ApplyError, DueTimer, StateChange, Store, StoreError};
+use crate::plugin::{CallError, Event, LoadedPlugin, PluginHost, Reply, Source, Target};
+use crate::store::{ApplyError, DueTimer, LogEntry, Position, StateChange, Store, StoreError};
 use chorus_protocol::codes::ErrorCode;
 
 /// What a successful action returns.
@@ -220,6 +220,8 @@ pub struct Dispatcher {
     /// Woken when a batch scheduled a timer, so the timer task
     /// (`app::timers`) looks again at the earliest due time.
     timers_changed: Arc<tokio::sync::Notify>,
+    /// Most members listed in a `room_state` (`recovery.snapshot_members`).
+    snapshot_members: usize,
 }
 
 /// The system event a due timer is delivered as (contract 1.1).
@@ -247,7 +249,22 @@ impl Dispatcher {
             bounds,
             stale_retries,
             timers_changed: Arc::new(tokio::sync::Notify::new()),
+            snapshot_members: crate::config::RecoveryConfig::default().snapshot_members,
         }
+    }
+
+    /// The same dispatcher listing at most `limit` members in a
+    /// `room_state` (`recovery.snapshot_members`).
+    pub fn with_snapshot_members(mut self, limit: usize) -> Self {
+        self.snapshot_members = limit;
+        self
+    }
+
+    /// The room locks of this node: a resume reads its snapshot under the
+    /// room's lock, so no notification of the room is between stamped and
+    /// queued meanwhile.
+    pub fn room_locks(&self) -> &RoomLocks {
+        &self.room_locks
     }
 
     /// The string bounds in force, for requests that reach no plugin (a
@@ -419,10 +436,34 @@ impl Dispatcher {
     /// notifications in order (each under a new `msg_id`); the ids, in
     /// order. A refused batch delivers nothing. A delivery that fails after
     /// the batch applied is logged: the state changed and is not undone.
+    ///
+    /// Room and point-to-point notifications are logged in their stream's
+    /// history in the same atomic step as the batch (issue 17), which
+    /// stamps each with its `epoch` and `seq`; a user who joined a room
+    /// gets a `room_state` frame after them.
     async fn commit(&self, reply: Reply) -> Result<Vec<String>, ApplyError> {
         let changes = reply.changes.len();
-        self.store
-            .apply(&reply.changes)
+        let outgoing: Vec<Outgoing> = reply
+            .notifications
+            .into_iter()
+            .map(|n| Outgoing::prepare(n, &self.ids.msg_id()))
+            .collect();
+        let mut logged = Vec::new();
+        let log: Vec<LogEntry> = outgoing
+            .iter()
+            .enumerate()
+            .filter_map(|(i, out)| {
+                let stream = out.stream()?;
+                logged.push(i);
+                Some(LogEntry {
+                    stream,
+                    frame: out.frame.clone(),
+                })
+            })
+            .collect();
+        let stamps = self
+            .store
+            .apply_logged(&reply.changes, &log)
             .instrument(tracing::info_span!("chorus.store.apply", changes))
             .await?;
         let scheduled = reply
@@ -435,15 +476,127 @@ impl Dispatcher {
                 .increment(scheduled as u64);
             self.timers_changed.notify_one();
         }
-        let mut msg_ids = Vec::with_capacity(reply.notifications.len());
-        for notification in reply.notifications {
-            let msg_id = self.ids.msg_id();
-            if let Err(e) = self.delivery.deliver(notification, &msg_id).await {
+        let mut outgoing = outgoing;
+        for (i, stamped) in logged.into_iter().zip(stamps) {
+            outgoing[i].frame = stamped.frame;
+        }
+        let mut msg_ids = Vec::with_capacity(outgoing.len());
+        for out in outgoing {
+            let msg_id = out.msg_id.clone();
+            if let Err(e) = self.delivery.deliver_outgoing(out).await {
                 tracing::error!(error = %e, msg_id, "delivery failed after the state changed");
             }
             msg_ids.push(msg_id);
         }
+        let mut attrs_changed: Vec<&str> = Vec::new();
+        for change in &reply.changes {
+            if let StateChange::SetRoomAttr { channel_name, .. }
+            | StateChange::ClearRoomAttrs { channel_name, .. } = change
+                && !attrs_changed.contains(&channel_name.as_str())
+            {
+                attrs_changed.push(channel_name);
+            }
+        }
+        for channel in attrs_changed {
+            self.announce_room_attrs(channel).await;
+        }
+        self.send_room_states(&reply.changes).await;
         Ok(msg_ids)
+    }
+
+    /// Tells a room's members its attributes changed (issue 17): one
+    /// `room_attributes` frame, `{"action":"room_attributes",
+    /// "channel_name","version","attributes":{…},"msg_id","epoch","seq"}`,
+    /// logged in the room's history and broadcast whatever the delivery
+    /// mode. It carries the whole set as read after the write, so a client
+    /// keeps the one with the highest `version`. The caller holds the
+    /// room's lock. A store failure is logged: the write stays.
+    pub async fn announce_room_attrs(&self, channel: &str) {
+        let attrs = match self.store.room_attrs(channel).await {
+            Ok(attrs) => attrs,
+            Err(e) => {
+                tracing::warn!(error = %e, channel, "room_attributes not sent");
+                return;
+            }
+        };
+        let entries: Map<String, Value> = attrs
+            .entries
+            .into_iter()
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect();
+        let mut body = Map::new();
+        body.insert("action".into(), Value::from(ROOM_ATTRIBUTES));
+        body.insert("channel_name".into(), Value::from(channel));
+        body.insert("version".into(), Value::from(attrs.version));
+        body.insert("attributes".into(), Value::Object(entries));
+        let notification = crate::plugin::Notification {
+            target: Target::Room(channel.to_string()),
+            body,
+            subject: None,
+            delivery: Some(crate::config::DeliveryMode::Broadcast),
+        };
+        let mut out = Outgoing::prepare(notification, &self.ids.msg_id());
+        let entry = LogEntry {
+            stream: crate::store::Stream::Room(channel.to_string()),
+            frame: out.frame.clone(),
+        };
+        match self.store.apply_logged(&[], &[entry]).await {
+            Ok(mut stamps) => {
+                if let Some(stamped) = stamps.pop() {
+                    out.frame = stamped.frame;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, channel, "room_attributes not logged");
+                return;
+            }
+        }
+        if let Err(e) = self.delivery.deliver_outgoing(out).await {
+            tracing::warn!(error = %e, channel, "room_attributes not delivered");
+        }
+    }
+
+    /// Sends `room_state` to each user a batch made join a room (issue
+    /// 17), after the batch's notifications: the snapshot is read after
+    /// they were logged, so its `seq` is at or past theirs and the client
+    /// applies only room notifications with a greater `seq`.
+    async fn send_room_states(&self, changes: &[StateChange]) {
+        for change in changes {
+            let StateChange::JoinRoom {
+                user_id,
+                channel_name,
+                ..
+            } = change
+            else {
+                continue;
+            };
+            let frame = match room_state_frame(
+                self.store.as_ref(),
+                channel_name,
+                *user_id,
+                self.snapshot_members,
+            )
+            .await
+            {
+                Ok(Some((frame, _))) => frame,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(error = %e, user_id, "room_state not sent");
+                    continue;
+                }
+            };
+            let out = Outgoing {
+                target: Target::User(*user_id),
+                action: ROOM_STATE.to_string(),
+                subject: None,
+                delivery: None,
+                msg_id: self.ids.msg_id(),
+                frame,
+            };
+            if let Err(e) = self.delivery.deliver_outgoing(out).await {
+                tracing::warn!(error = %e, user_id, "room_state not delivered");
+            }
+        }
     }
 
     /// The room whose lock an event takes: the payload's channel, else the
@@ -600,6 +753,72 @@ impl Dispatcher {
             }
         }
     }
+}
+
+/// The action of the frame that tells members a room's attributes changed
+/// (issue 17).
+pub const ROOM_ATTRIBUTES: &str = "room_attributes";
+
+/// The action of the room snapshot frame (issue 17).
+pub const ROOM_STATE: &str = "room_state";
+
+/// The `room_state` frame of `channel_name` as `user_id` sees it (README,
+/// "Recovery after a dropped link"): `channel_name`, `room_id`, `epoch`
+/// and `seq` (the room stream's position at the snapshot), `members` (in
+/// join order, at most `member_limit`), `member_count`, `seats` (as `GET
+/// /api/v1/rooms/{channel}`), `own_seat_id` (integer or null), `call`
+/// (`{"peer_id","channel_name"}` or null), `attributes` (object) and
+/// `attributes_version`; with the room stream's position it was read at.
+/// `None` when nobody is in the room.
+pub async fn room_state_frame(
+    store: &dyn Store,
+    channel_name: &str,
+    user_id: u64,
+    member_limit: usize,
+) -> Result<Option<(String, Position)>, StoreError> {
+    let Some(snapshot) = store.room_snapshot(channel_name, member_limit).await? else {
+        return Ok(None);
+    };
+    let call = store.call_of(user_id).await?;
+    let seats: Vec<Value> = snapshot
+        .view
+        .seats
+        .iter()
+        .map(|s| {
+            serde_json::json!({
+                "id": s.id, "user_id": s.user_id, "status": s.status,
+                "microphone": s.microphone, "rank": s.id,
+            })
+        })
+        .collect();
+    let own_seat = snapshot
+        .view
+        .seats
+        .iter()
+        .find(|s| s.user_id == Some(user_id))
+        .map(|s| s.id);
+    let attributes: Map<String, Value> = snapshot
+        .attrs
+        .entries
+        .into_iter()
+        .map(|(k, v)| (k, Value::String(v)))
+        .collect();
+    let at = snapshot.at.clone();
+    let frame = serde_json::json!({
+        "action": ROOM_STATE,
+        "channel_name": channel_name,
+        "room_id": snapshot.view.room_id,
+        "epoch": snapshot.at.epoch,
+        "seq": snapshot.at.seq,
+        "members": snapshot.view.members,
+        "member_count": snapshot.member_count,
+        "seats": seats,
+        "own_seat_id": own_seat,
+        "call": call.map(|c| serde_json::json!({"peer_id": c.peer_id, "channel_name": c.channel_name})),
+        "attributes": attributes,
+        "attributes_version": snapshot.attrs.version,
+    });
+    Ok(Some((frame.to_string(), at)))
 }
 
 /// How many times a timer whose call never ran (see

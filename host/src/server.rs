@@ -177,15 +177,19 @@ async fn open_store(
 ) -> Result<Opened, StartError> {
     let settings = &config.store;
     let attr_limits = crate::store::AttrLimits::from_config(&config.rooms.attributes);
+    let history_limits = crate::store::HistoryLimits::from_config(&config.recovery);
     match settings.url.as_str() {
         "memory://" | "memory" => {
-            let store = MemoryStore::new(config.rooms.seats).with_attr_limits(attr_limits);
+            let store = MemoryStore::new(config.rooms.seats)
+                .with_attr_limits(attr_limits)
+                .with_history_limits(history_limits);
             Ok((Arc::new(store), None))
         }
         url if url.starts_with("redis://") => {
             let store = RedisStore::connect(url, &settings.prefix, config.rooms.seats)
                 .await?
-                .with_attr_limits(attr_limits);
+                .with_attr_limits(attr_limits)
+                .with_history_limits(history_limits);
             let link = store.link();
             let store: Arc<dyn Store> = Arc::new(store);
             let me = NodeInfo {

@@ -36,13 +36,24 @@ impl ClientCredentials {
     /// reconnect within the same second needs
     /// [`signed_query_with_nonce`](Self::signed_query_with_nonce).
     pub fn signed_query(&self, timestamp: u64) -> String {
-        self.query_with(timestamp, None)
+        self.query_with(timestamp, None, &[])
     }
 
     /// Like [`signed_query`](Self::signed_query), with a signed `nonce`
     /// parameter that makes the query unique.
     pub fn signed_query_with_nonce(&self, timestamp: u64, nonce: &str) -> String {
-        self.query_with(timestamp, Some(nonce))
+        self.query_with(timestamp, Some(nonce), &[])
+    }
+
+    /// Like [`signed_query_with_nonce`](Self::signed_query_with_nonce),
+    /// with more signed parameters (a reconnecting client's `resume_*`).
+    pub fn signed_query_with_params(
+        &self,
+        timestamp: u64,
+        nonce: &str,
+        extra: &[(&str, &str)],
+    ) -> String {
+        self.query_with(timestamp, Some(nonce), extra)
     }
 
     /// Sets `frame["sign"]` to the signature of the frame's canonical
@@ -73,7 +84,7 @@ impl ClientCredentials {
     }
 
     /// Builds and signs the query, with an optional nonce.
-    fn query_with(&self, timestamp: u64, nonce: Option<&str>) -> String {
+    fn query_with(&self, timestamp: u64, nonce: Option<&str>, extra: &[(&str, &str)]) -> String {
         let user_id = self.user_id.to_string();
         let timestamp = timestamp.to_string();
         let mut params = vec![
@@ -84,6 +95,7 @@ impl ClientCredentials {
         if let Some(nonce) = nonce {
             params.push(("nonce", nonce));
         }
+        params.extend_from_slice(extra);
         let sign = signing::sign(&self.sign_key, &canonical_query(&params));
         params.push((SIGN_FIELD, sign.as_str()));
         let encoded: Vec<String> = params

@@ -1636,3 +1636,93 @@ async fn a_timer_put_back_fires_again_on_both_stores() {
     requeue_rules(&MemoryStore::new(3)).await;
     forget(&redis_url(), &prefix).await;
 }
+
+/// Reconnects `user` to `node` resuming its room at `(epoch, seq)`.
+async fn resume_on(node: &TestServer, user: u64, channel: &str, epoch: &str, seq: u64) -> Client {
+    let creds = node.credentials(user);
+    let seq = seq.to_string();
+    let resume = [
+        ("resume_channel", channel),
+        ("resume_epoch", epoch),
+        ("resume_seq", seq.as_str()),
+    ];
+    let mut client = Client::connect(&node.ws_url_with(&creds, &resume), creds)
+        .await
+        .expect("reconnects");
+    client.room_states = true;
+    client
+}
+
+/// Reads `n` gifts then `resumed`; asserts they follow `seq` one by one
+/// and that the resume recovered; the last seq.
+async fn expect_replay(client: &mut Client, epoch: &str, seq: u64, n: u64) -> u64 {
+    for i in 1..=n {
+        let frame = client.expect("send_gift").await;
+        assert_eq!(
+            (frame["epoch"].as_str(), frame["seq"].as_u64()),
+            (Some(epoch), Some(seq + i)),
+            "{frame}"
+        );
+    }
+    let resumed = client.expect("resumed").await;
+    assert_eq!(resumed["recovered"], true, "{resumed}");
+    assert_eq!(resumed["seq"], seq + n, "{resumed}");
+    seq + n
+}
+
+#[tokio::test]
+async fn a_client_recovers_on_the_other_node_and_after_its_node_was_killed_and_restarted() {
+    drop(redis_at(&redis_url()).await);
+    let prefix = prefix("recover");
+    // A grace and a lease long enough that nobody removes the user before
+    // it is back: this test is about the history, not the lease.
+    let long_lease = |c: &mut chorus::Config| {
+        c.store.lease_ttl = Duration::from_secs(60);
+        c.heartbeat.grace = Duration::from_secs(60);
+    };
+    let mut nodes = vec![
+        node_on(&redis_url(), &prefix, long_lease).await,
+        node_on(&redis_url(), &prefix, long_lease).await,
+    ];
+    for node in &nodes {
+        assert_eq!(ready(node).await, 200);
+    }
+    let mut a = nodes[0].connect(1751).await;
+    enter_ok(&nodes[0], 1751, "room_rv", 75).await;
+    enter_ok(&nodes[1], 1752, "room_rv", 75).await;
+    let mut last = Value::Null;
+    while let Ok(frame) = a.recv_within(Duration::from_millis(300)).await {
+        last = frame;
+    }
+    let epoch = last["epoch"].as_str().expect("a stamped frame").to_string();
+    let seq = last["seq"].as_u64().unwrap();
+    // The link drops; gifts go through the other node; the client comes
+    // back on that other node.
+    drop(a);
+    for _ in 0..5 {
+        let (status, body) = nodes[1]
+            .action(json!({"action": "send_gift", "channel_name": "room_rv", "notify_type": "bc", "gift": gift(1752, 1751)}))
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let mut a = resume_on(&nodes[1], 1751, "room_rv", &epoch, seq).await;
+    let seq = expect_replay(&mut a, &epoch, seq, 5).await;
+    // Now its node dies as under SIGKILL, and comes back (a new process on
+    // the same Redis) while gifts go on through the survivor.
+    let dead = nodes.remove(1);
+    dead.node.kill_for_tests().await;
+    drop(a);
+    for _ in 0..3 {
+        let (status, body) = nodes[0]
+            .action(json!({"action": "send_gift", "channel_name": "room_rv", "notify_type": "bc", "gift": gift(1752, 1751)}))
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let restarted = node_on(&redis_url(), &prefix, long_lease).await;
+    let mut a = resume_on(&restarted, 1751, "room_rv", &epoch, seq).await;
+    expect_replay(&mut a, &epoch, seq, 3).await;
+    let (_, room) = restarted.api("GET", "/api/v1/rooms/room_rv", None).await;
+    assert_eq!(room["members"], json!([1751, 1752]), "{room}");
+    nodes.push(restarted);
+    stop_all(&prefix, nodes).await;
+}

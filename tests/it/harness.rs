@@ -111,6 +111,15 @@ impl TestServer {
         )
     }
 
+    /// `ws://host:port/?<signed query>` with more signed parameters.
+    pub fn ws_url_with(&self, creds: &ClientCredentials, extra: &[(&str, &str)]) -> String {
+        format!(
+            "ws://{}/?{}",
+            self.node.addr,
+            creds.signed_query_with_params(now(), &nonce(), extra)
+        )
+    }
+
     /// Connects user `user_id` and reads its `connected` frame.
     pub async fn connect(&self, user_id: u64) -> Client {
         let creds = self.credentials(user_id);
@@ -218,6 +227,10 @@ pub struct Client {
     pub online_token: String,
     /// The whole `connected` frame.
     pub connected: Value,
+    /// Whether [`Client::recv`] hands over `room_state` frames (issue 17);
+    /// off by default, so tests written before the snapshot existed read
+    /// the frames they always read. Recovery tests turn it on.
+    pub room_states: bool,
 }
 
 impl Client {
@@ -262,6 +275,7 @@ impl Client {
             ws,
             online_token: String::new(),
             connected: Value::Null,
+            room_states: false,
         };
         let connected = client.recv().await?;
         if connected["action"] != "connected" {
@@ -319,7 +333,13 @@ impl Client {
                 .await
                 .map_err(|_| anyhow!("no frame within {wait:?}"))?;
             match msg {
-                Some(Ok(Message::Text(t))) => return Ok(serde_json::from_str(&t)?),
+                Some(Ok(Message::Text(t))) => {
+                    let frame: Value = serde_json::from_str(&t)?;
+                    if frame["action"] == "room_state" && !self.room_states {
+                        continue;
+                    }
+                    return Ok(frame);
+                }
                 Some(Ok(Message::Close(c))) => bail!("closed: {c:?}"),
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => bail!("socket error: {e}"),

@@ -19,6 +19,7 @@ mod operations;
 mod plugin_isolation;
 mod plugins;
 mod profiles;
+mod recovery;
 mod relay;
 mod rooms;
 mod seat_invite;

@@ -58,14 +58,17 @@ pub async fn up(
     server.action(Value::Object(body)).await
 }
 
-/// Removes `msg_id` after checking it is a non-empty string.
-fn without_msg_id(mut frame: Value) -> Value {
-    let id = frame
-        .as_object_mut()
-        .unwrap()
-        .remove("msg_id")
-        .expect("msg_id present");
+/// Removes `msg_id` after checking it is a non-empty string, and the
+/// stream's `epoch` (a non-empty string) and `seq` (an integer from 1) of
+/// issue 17.
+pub fn without_msg_id(mut frame: Value) -> Value {
+    let object = frame.as_object_mut().unwrap();
+    let id = object.remove("msg_id").expect("msg_id present");
     assert!(id.as_str().is_some_and(|s| !s.is_empty()));
+    let epoch = object.remove("epoch").expect("epoch present");
+    assert!(epoch.as_str().is_some_and(|s| !s.is_empty()));
+    let seq = object.remove("seq").expect("seq present");
+    assert!(seq.as_u64().is_some_and(|n| n >= 1));
     frame
 }
 
@@ -300,7 +303,7 @@ async fn down_frees_the_seat_and_needs_one() {
     server.stop().await;
 }
 
-fn gift(sender: u64, receiver: u64, num: i64) -> Value {
+pub fn gift(sender: u64, receiver: u64, num: i64) -> Value {
     json!({"id": 5, "sender_id": sender, "receiver_id": receiver, "sender_nickname": "s", "receiver_nickname": "r",
            "name": "rose", "dynamic_image_url": "d", "image_url": "i", "image_big_url": "b", "image_small_url": "m",
            "num": num, "sender_room_seat_id": 77, "receiver_room_seat_id": 77})

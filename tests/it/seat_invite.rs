@@ -264,6 +264,10 @@ async fn declining_tells_the_inviter_and_frees_the_seat() {
     let server = TestServer::start().await;
     let mut clients = room_with(&server, "room_i3", 721, &[721, 722]).await;
     set_attrs_ok(&server, "room_i3", json!({"owner": "799", "admins": "721"})).await;
+    // Members hear of the new roles (issue 17).
+    for client in clients.iter_mut() {
+        client.expect("room_attributes").await;
+    }
     let [admin, invitee] = &mut clients[..] else {
         unreachable!()
     };
@@ -281,7 +285,10 @@ async fn declining_tells_the_inviter_and_frees_the_seat() {
         .await;
     assert_eq!(ack["action"], "ack", "{ack}");
     let mut declined = admin.expect("seat_invite_declined").await;
-    assert!(declined.as_object_mut().unwrap().remove("msg_id").is_some());
+    let declined_object = declined.as_object_mut().unwrap();
+    for stamp in ["msg_id", "epoch", "seq"] {
+        assert!(declined_object.remove(stamp).is_some(), "{stamp}");
+    }
     assert_eq!(
         declined,
         json!({"action": "seat_invite_declined", "channel_name": "room_i3", "user_id": 721, "receiver_id": 722, "seat_id": 4})
@@ -314,7 +321,10 @@ async fn an_unanswered_invitation_expires_by_itself_and_tells_both_sides() {
     invitee.expect("seat_invite").await;
     // Nobody answers: the plugin's timer expires it, with no outside help.
     let mut expired = owner.expect("seat_invite_expired").await;
-    assert!(expired.as_object_mut().unwrap().remove("msg_id").is_some());
+    let expired_object = expired.as_object_mut().unwrap();
+    for stamp in ["msg_id", "epoch", "seq"] {
+        assert!(expired_object.remove(stamp).is_some(), "{stamp}");
+    }
     assert_eq!(
         expired,
         json!({"action": "seat_invite_expired", "channel_name": "room_i4", "user_id": 731,

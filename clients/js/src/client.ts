@@ -142,6 +142,37 @@ export interface Ack<R = Record<string, unknown>> {
   result: R;
 }
 
+/** A place in a notification stream (README, "Recovery after a dropped
+ * link"): the stream's `epoch` and the `seq` of the last notification
+ * this client got. */
+export interface StreamPosition {
+  epoch: string;
+  seq: number;
+}
+
+/** Where this client stands in its room's stream and its own. */
+export interface Positions {
+  /** The room's stream, once a stamped room frame or `room_state` came. */
+  room: (StreamPosition & { channelName: string }) | null;
+  /** The user's own (point-to-point) stream. */
+  user: StreamPosition | null;
+}
+
+/** The server's `room_state`: the room after notification `seq`. */
+export interface RoomState {
+  channel_name: string;
+  room_id: number;
+  epoch: string;
+  seq: number;
+  members: number[];
+  member_count: number;
+  seats: Array<{ id: number; user_id: number | null; status: number; microphone: number; rank: number }>;
+  own_seat_id: number | null;
+  call: { peer_id: number; channel_name: string } | null;
+  attributes: Record<string, string>;
+  attributes_version: number;
+}
+
 /** A frame from the server, as parsed. */
 export type ServerFrame = { action: string } & Record<string, unknown>;
 
@@ -163,6 +194,15 @@ export interface ClientEvents extends Notifications {
   error: ChorusError;
   /** Every frame from the server, after the SDK handled it. */
   frame: ServerFrame;
+  /** The room's state (on entering a room, or after a resume that could
+   * not be recovered); room notifications that follow have a greater
+   * `seq`. */
+  roomState: RoomState;
+  /** The answer to a resume after a reconnection: `recovered` true when
+   * every missed notification was delivered again, in order, before it. */
+  resumed: { recovered: boolean; positions: Positions };
+  /** The room's attributes changed (`room_attributes`). */
+  roomAttributes: { channel_name: string; version: number; attributes: Record<string, string> };
 }
 
 /** A sent action awaiting its answer. */
@@ -183,6 +223,11 @@ export class ChorusClient extends Emitter<ClientEvents> {
   /** The user's room as last learnt (`connected`, `/iapi/user/info`, or
    * this user's own `enter_room` / `exit_room`). */
   room: RoomInfo | null = null;
+  /** Where this client stands in its streams; sent as the resume of the
+   * next reconnection, so the server replays what was missed. */
+  positions: Positions = { room: null, user: null };
+  /** Room frames at or below this were in the last snapshot or replay. */
+  private roomFloor: StreamPosition | null = null;
 
   private readonly options: ChorusOptions;
   private readonly signer: Signer;
@@ -333,7 +378,11 @@ export class ChorusClient extends Emitter<ClientEvents> {
     if (this.state !== "connecting" && this.state !== "reconnecting") return;
     let socket: WebSocketLike;
     try {
-      const query = await this.signer.query(this.clock.unixSeconds(), this.signer.nonce());
+      const query = await this.signer.query(
+        this.clock.unixSeconds(),
+        this.signer.nonce(),
+        this.everConnected ? this.resumeParams() : {},
+      );
       const Socket = this.options.WebSocket ?? (globalThis as any).WebSocket;
       if (!Socket) throw new Error("no WebSocket: pass `WebSocket` in the options");
       socket = new Socket(`${endpoint.replace(/\/+$/, "")}/?${query}`);
@@ -471,8 +520,77 @@ export class ChorusClient extends Emitter<ClientEvents> {
     this.emit("frame", frame as ServerFrame);
   }
 
+  /** The signed `resume_*` parameters of a reconnection. */
+  private resumeParams(): Record<string, string> {
+    const params: Record<string, string> = {};
+    const { room, user } = this.positions;
+    if (room) {
+      params.resume_channel = room.channelName;
+      params.resume_epoch = room.epoch;
+      params.resume_seq = String(room.seq);
+    }
+    if (user) {
+      params.resume_user_epoch = user.epoch;
+      params.resume_user_seq = String(user.seq);
+    }
+    return room || user ? params : {};
+  }
+
+  /**
+   * Moves the stream positions on with a stamped frame; false when the
+   * frame is one this client already has: a room frame at or below the
+   * `seq` of the last `room_state` or `resumed` (already in the snapshot or
+   * the replay), or a user frame at or below the user stream's `seq`.
+   * Above that floor every frame is handed over, and the position keeps
+   * the highest `seq` seen (with several nodes, frames of one room sent
+   * by different nodes may arrive out of `seq` order).
+   */
+  private advance(frame: ServerFrame): boolean {
+    const epoch = frame.epoch;
+    const seq = frame.seq;
+    if (typeof epoch !== "string" || typeof seq !== "number") return true;
+    const { room, user } = this.positions;
+    const toUser =
+      user?.epoch === epoch ||
+      (room?.epoch !== epoch &&
+        (frame.action === "hang_up" || (frame.action === "send_gift" && frame.notify_type === "ptp")));
+    if (toUser) {
+      if (user?.epoch === epoch && seq <= user.seq) return false;
+      this.positions.user = { epoch, seq };
+      return true;
+    }
+    const channelName = String(frame.channel_name ?? room?.channelName ?? this.room?.channelName ?? "");
+    if (this.roomFloor && this.roomFloor.epoch === epoch && seq <= this.roomFloor.seq) return false;
+    if (room?.epoch === epoch && seq <= room.seq) return true;
+    this.positions.room = { channelName, epoch, seq };
+    return true;
+  }
+
   private dispatch(frame: ServerFrame): void {
     switch (frame.action) {
+      case "room_state": {
+        const state = frame as unknown as RoomState;
+        this.positions.room = { channelName: state.channel_name, epoch: state.epoch, seq: state.seq };
+        this.roomFloor = { epoch: state.epoch, seq: state.seq };
+        this.emit("roomState", state);
+        return;
+      }
+      case "resumed": {
+        if (typeof frame.epoch === "string" && typeof frame.seq === "number" && frame.channel_name) {
+          this.positions.room = { channelName: String(frame.channel_name), epoch: frame.epoch, seq: frame.seq };
+          this.roomFloor = { epoch: frame.epoch, seq: frame.seq };
+        } else if (!frame.channel_name) {
+          this.positions.room = null;
+        }
+        if (typeof frame.user_epoch === "string" && typeof frame.user_seq === "number") {
+          this.positions.user = { epoch: frame.user_epoch, seq: frame.user_seq };
+        }
+        this.emit("resumed", { recovered: frame.recovered === true, positions: this.positions });
+        return;
+      }
+      case "room_attributes":
+        if (this.advance(frame)) this.emit("roomAttributes", frame as any);
+        return;
       case "connected":
         return this.onConnected(frame);
       case "pong":
@@ -487,6 +605,7 @@ export class ChorusClient extends Emitter<ClientEvents> {
         this.emit("kicked", { reason: this.kickedReason });
         return;
       default:
+        if (!this.advance(frame)) return;
         if ((NOTIFICATION_ACTIONS as readonly string[]).includes(frame.action)) {
           this.onNotification(frame as unknown as Notification);
         }
@@ -578,6 +697,7 @@ export class ChorusClient extends Emitter<ClientEvents> {
     const me = Number(this.options.userId);
     if (n.action === "exit_room" && n.user_id === me && this.room?.channelName === n.channel_name) {
       this.room = null;
+      this.positions.room = null;
     }
   }
 

@@ -72,8 +72,9 @@ export class Signer {
    * The signed public parameters (`user_id`, `sid`, `timestamp`, `sign`,
    * and `nonce` if given) as a query string.
    */
-  async query(timestamp: number, nonce?: string): Promise<string> {
+  async query(timestamp: number, nonce?: string, extra: Record<string, string> = {}): Promise<string> {
     const params: Record<string, string> = {
+      ...extra,
       user_id: String(this.credentials.userId),
       sid: this.credentials.sid,
       timestamp: String(timestamp),

@@ -142,7 +142,8 @@ impl App {
             config.actions.clone(),
             config.limits.bounds(),
             config.plugins.stale_retries,
-        );
+        )
+        .with_snapshot_members(config.recovery.snapshot_members);
         let admission = Admission::new(
             config.limits.max_connections,
             config.limits.max_connections_per_ip,

@@ -14,14 +14,14 @@ pub mod relay;
 use std::sync::Arc;
 
 use axum::extract::ws::Utf8Bytes;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::cluster::Cluster;
 use crate::cluster::bus::Mode;
 use crate::config::{DeliveryConfig, DeliveryMode};
 use crate::connections::{Connections, fan_out};
 use crate::plugin::{Notification, Target};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, Stream};
 use relay::Relay;
 
 /// Routes notifications to sessions of this node.
@@ -56,36 +56,33 @@ impl Delivery {
         }
     }
 
-    /// Delivers one notification under `msg_id`: to a user, to everyone,
-    /// or to a room in the mode the plugin chose, else its action's mode
-    /// (`delivery.mode`, `[delivery.actions]`). Fails only when the store cannot say who is
+    /// Delivers one notification (prepared by [`Outgoing::prepare`], its
+    /// frame stamped with its stream's `epoch` and `seq` when it was
+    /// logged): to a user, to everyone, or to a room in the mode the
+    /// plugin chose, else its action's mode (`delivery.mode`,
+    /// `[delivery.actions]`). Fails only when the store cannot say who is
     /// in the room or where a user is; frames already queued stay queued.
-    #[tracing::instrument(name = "chorus.delivery.deliver", skip_all, fields(msg_id = msg_id, action = tracing::field::Empty))]
-    pub async fn deliver(
-        &self,
-        notification: Notification,
-        msg_id: &str,
-    ) -> Result<(), StoreError> {
-        let Notification {
+    ///
+    /// The frame is shared
+    /// by every recipient: a relay adds `"relay":true` once, never a copy
+    /// per recipient.
+    #[tracing::instrument(name = "chorus.delivery.deliver", skip_all, fields(msg_id = out.msg_id.as_str(), action = out.action.as_str()))]
+    pub async fn deliver_outgoing(&self, out: Outgoing) -> Result<(), StoreError> {
+        let Outgoing {
             target,
-            mut body,
+            action,
             subject,
             delivery,
-        } = notification;
-        let action = body
-            .get("action")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        tracing::Span::current().record("action", action.as_str());
-        body.insert("msg_id".into(), Value::String(msg_id.to_string()));
+            msg_id,
+            frame,
+        } = out;
         match target {
             Target::User(user_id) => {
-                self.to_users(&action, Mode::User, &[user_id], encode(&body))
+                self.to_users(&action, Mode::User, &[user_id], Utf8Bytes::from(frame))
                     .await?;
             }
             Target::Everyone => {
-                let frame = encode(&body);
+                let frame = Utf8Bytes::from(frame);
                 fan_out(&action, "everyone", &self.connections.all(), frame.clone());
                 if let Some(cluster) = &self.cluster {
                     cluster.forward_everyone(&action, &frame);
@@ -94,14 +91,18 @@ impl Delivery {
             Target::Room(channel) => match self.modes.mode_for(&action, delivery) {
                 DeliveryMode::Broadcast => {
                     let members = self.store.room_members(&channel).await?;
-                    self.to_users(&action, Mode::Broadcast, &members, encode(&body))
+                    self.to_users(&action, Mode::Broadcast, &members, Utf8Bytes::from(frame))
                         .await?;
                 }
                 DeliveryMode::Relay => {
-                    body.insert("relay".into(), Value::Bool(true));
-                    let frame = encode(&body);
+                    let mut frame = frame;
+                    if frame.ends_with('}') {
+                        frame.pop();
+                        frame.push_str(if frame.ends_with('{') { "" } else { "," });
+                        frame.push_str("\"relay\":true}");
+                    }
                     self.relay
-                        .start(msg_id, &channel, &action, subject, frame)
+                        .start(&msg_id, &channel, &action, subject, Utf8Bytes::from(frame))
                         .await?;
                 }
             },
@@ -129,8 +130,56 @@ impl Delivery {
     }
 }
 
-/// Serializes a frame once for all its recipients.
-pub fn encode(body: &Map<String, Value>) -> Utf8Bytes {
-    // A Map of Values always serializes.
-    Utf8Bytes::from(serde_json::to_string(body).unwrap_or_default())
+/// A notification ready to leave: its target, its `msg_id` and its frame,
+/// serialized once.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// Who gets it.
+    pub target: Target,
+    /// The frame's `action`.
+    pub action: String,
+    /// The user it is about (never a relay's delegate).
+    pub subject: Option<u64>,
+    /// The mode the plugin chose for a room target, if any.
+    pub delivery: Option<DeliveryMode>,
+    /// Its id, already in the frame.
+    pub msg_id: String,
+    /// The JSON text every recipient gets.
+    pub frame: String,
+}
+
+impl Outgoing {
+    /// The notification with `msg_id` added, serialized once.
+    pub fn prepare(notification: Notification, msg_id: &str) -> Self {
+        let Notification {
+            target,
+            mut body,
+            subject,
+            delivery,
+        } = notification;
+        let action = body
+            .get("action")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        body.insert("msg_id".into(), Value::String(msg_id.to_string()));
+        Self {
+            target,
+            action,
+            subject,
+            delivery,
+            msg_id: msg_id.to_string(),
+            frame: serde_json::to_string(&body).unwrap_or_default(),
+        }
+    }
+
+    /// The history stream it belongs to (issue 17): a room's, a user's,
+    /// none for a notification to everyone.
+    pub fn stream(&self) -> Option<Stream> {
+        match &self.target {
+            Target::Room(channel) => Some(Stream::Room(channel.clone())),
+            Target::User(user) => Some(Stream::User(*user)),
+            Target::Everyone => None,
+        }
+    }
 }

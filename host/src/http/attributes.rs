@@ -53,7 +53,13 @@ pub async fn post(
     check_channel(&channel)?;
     let limits = AttrLimits::from_config(&app.config.rooms.attributes);
     let changes = Request::parse(&body)?.changes(&channel, &limits)?;
-    app.store.apply(&changes).await.map_err(refused)?;
+    {
+        // Under the room's lock, as a plugin's write is: its
+        // `room_attributes` takes the room's next `seq` in order.
+        let _room = app.dispatch.room_locks().lock(&channel).await;
+        app.store.apply(&changes).await.map_err(refused)?;
+        app.dispatch.announce_room_attrs(&channel).await;
+    }
     // The state after the write (and after any write that followed it):
     // its version is the one to name in the next `if_version`.
     let attrs = app.store.room_attrs(&channel).await?;

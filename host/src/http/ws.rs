@@ -16,7 +16,9 @@ use crate::admission::Refusal;
 use crate::app::{App, SingleUse};
 use chorus_protocol::codes::ErrorCode;
 
-/// `GET /` with the signed public parameters.
+/// `GET /` with the signed public parameters, and optionally the
+/// `resume_*` ones of a reconnecting client (issue 17; a malformed one is
+/// 400 with 1001 before the upgrade).
 ///
 /// The connection caps are checked first (a full node spends no signature
 /// check): over `limits.max_connections` or `limits.max_connections_per_ip`
@@ -37,6 +39,10 @@ pub async fn upgrade(
     let verified = match signed_query::verify(&app, &params).await {
         Ok(v) => v,
         Err(e) => return e.into_response(),
+    };
+    let resume = match crate::session::resume::Resume::from_query(&params) {
+        Ok(r) => r,
+        Err(reason) => return HttpError::new(ErrorCode::MalformedFrame, reason).into_response(),
     };
     if app.shutdown.is_cancelled() {
         return HttpError::shutting_down().into_response();
@@ -83,7 +89,7 @@ pub async fn upgrade(
         tracker.track_future(async move {
             // The place is held until the session ends.
             let _ticket = ticket;
-            crate::session::run(app2, socket, verified.who).await
+            crate::session::run(app2, socket, verified.who, resume).await
         })
     })
 }

@@ -16,6 +16,7 @@
 //! Layer: the top, beside `http`; uses `app` and everything below it.
 
 pub(crate) mod inbound;
+pub mod resume;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +32,7 @@ use crate::connections::SessionHandle;
 use chorus_protocol::{CloseCode, Disconnect, ServerFrame};
 pub use inbound::MAX_REPLAY_ENTRIES;
 use inbound::{Inbound, Verdict};
+use resume::{Floors, Resume};
 
 /// Why a session ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,8 +72,10 @@ pub struct Principal {
     pub expires_at: u64,
 }
 
-/// Runs a session to its end, then cleans up after it.
-pub async fn run(app: Arc<App>, socket: WebSocket, who: Principal) {
+/// Runs a session to its end, then cleans up after it. With `resume`
+/// (the upgrade query's `resume_*`), what the client missed is sent right
+/// after `connected`, before anything else ([`resume`]).
+pub async fn run(app: Arc<App>, socket: WebSocket, who: Principal, resume: Option<Resume>) {
     let registration = Registration::open(&app, &who).await;
     let handle = Arc::clone(registration.handle());
     let (sink, stream) = socket.split();
@@ -82,6 +86,8 @@ pub async fn run(app: Arc<App>, socket: WebSocket, who: Principal) {
         inbound: Inbound::new(who.clone()),
         close_plan: None,
         sid_expires_at: who.expires_at,
+        resume,
+        floors: Floors::default(),
     };
     let span = tracing::info_span!(
         "chorus.session",
@@ -257,6 +263,10 @@ struct Session {
     close_plan: Option<ClosePlan>,
     /// When the sid expires (unix seconds): the loop closes with 4001.
     sid_expires_at: u64,
+    /// The resume the client asked for, until it is answered.
+    resume: Option<Resume>,
+    /// Duplicates of a resume's replay to drop from the outbox.
+    floors: Floors,
 }
 
 /// A close frame to send after the session loop ended.
@@ -283,6 +293,12 @@ impl Session {
         match tokio::time::timeout(write_timeout, self.send_connected()).await {
             Ok(Ok(())) => {}
             _ => return End::ClientGone,
+        }
+        if let Some(resume) = self.resume.take() {
+            match tokio::time::timeout(write_timeout, self.send_resume(resume)).await {
+                Ok(Ok(())) => {}
+                _ => return End::ClientGone,
+            }
         }
         let timeout = self.app.config.heartbeat.ping_timeout;
         let shutdown = self.app.shutdown.clone();
@@ -320,7 +336,7 @@ impl Session {
                     Verdict::Close(how) => return self.close(how, writing, true),
                     Verdict::Gone => return End::ClientGone,
                 },
-                written = std::future::poll_fn(|cx| poll_write(&mut self.sink, &handle, cx)), if writing => {
+                written = std::future::poll_fn(|cx| poll_write(&mut self.sink, &handle, &mut self.floors, cx)), if writing => {
                     match written {
                         Ok(Written::All) => writing = false,
                         Ok(Written::Some) => stalled.as_mut().reset(Instant::now() + write_timeout),
@@ -356,6 +372,24 @@ impl Session {
             channel_name: membership.map(|m| m.channel_name).unwrap_or_default(),
         };
         self.sink.send(Message::Text(frame.encode().into())).await
+    }
+
+    /// Answers the client's resume: the missed frames, `room_state` if
+    /// needed, `resumed`; all written before any queued frame.
+    async fn send_resume(&mut self, resume: Resume) -> Result<(), axum::Error> {
+        let app = &self.app;
+        let outcome = resume::run(
+            app.store.as_ref(),
+            self.handle.user_id,
+            &resume,
+            app.config.recovery.snapshot_members,
+        )
+        .await;
+        self.floors = outcome.floors;
+        for frame in outcome.frames {
+            self.sink.feed(Message::Text(frame.into())).await?;
+        }
+        self.sink.flush().await
     }
 
     /// Handles what the client sent; a reply joins the outbox (behind the
@@ -465,6 +499,7 @@ async fn send_close(
 fn poll_write(
     sink: &mut SplitSink<WebSocket, Message>,
     handle: &SessionHandle,
+    floors: &mut Floors,
     cx: &mut std::task::Context<'_>,
 ) -> std::task::Poll<Result<Written, axum::Error>> {
     use std::task::Poll;
@@ -479,6 +514,9 @@ fn poll_write(
         let Some(frame) = handle.try_next_frame() else {
             break;
         };
+        if !floors.admit(frame.as_str()) {
+            continue;
+        }
         sink.start_send_unpin(Message::Text(frame))?;
         fed += 1;
     }

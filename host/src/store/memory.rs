@@ -10,10 +10,12 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
+use super::history::MemoryHistory;
 use super::{
-    ApplyError, AttrLimits, Call, DueTimer, KvRecord, MAX_KV_INT, MAX_KV_LIST, Membership,
-    RoomAttrs, RoomView, Seat, StateChange, Store, StoreError, TimerBounds, check_attr_changes,
-    check_kv_ttl, check_timer_delay, seat_status, unix_ms,
+    ApplyError, AttrLimits, Call, DueTimer, HistoryLimits, KvRecord, LogEntry, MAX_KV_INT,
+    MAX_KV_LIST, Membership, Position, Replay, RoomAttrs, RoomSnapshot, RoomView, Seat, Stamped,
+    StateChange, Store, StoreError, Stream, TimerBounds, check_attr_changes, check_kv_ttl,
+    check_timer_delay, seat_status, unix_ms,
 };
 
 /// One KV entry: value, version, and expiry (unix ms).
@@ -101,6 +103,10 @@ struct State {
     /// copy: a [`TimerPlanner`] checks a batch's timer changes against it,
     /// and [`Timers::commit`] writes them once the whole batch passed.
     timers: Timers,
+    /// Every stream's recent notifications (issue 17), under the same
+    /// lock as the state, so a batch and its notifications are logged in
+    /// one step and a snapshot reads both at one instant.
+    history: MemoryHistory,
 }
 
 /// One pending timer.
@@ -323,6 +329,8 @@ pub struct MemoryStore {
     seats_per_room: u32,
     /// Bounds and idle expiry of room attributes (`[rooms.attributes]`).
     attr_limits: AttrLimits,
+    /// Bounds of each stream's history (`[recovery]`).
+    history_limits: HistoryLimits,
     /// All state under one lock; see the module docs for why that is enough.
     state: Mutex<State>,
     /// Profiles, under their own lock: they are written by the server API
@@ -345,6 +353,7 @@ impl MemoryStore {
         Self {
             seats_per_room,
             attr_limits: AttrLimits::default(),
+            history_limits: HistoryLimits::default(),
             state: Mutex::new(State::default()),
             profiles: Mutex::new(Profiles::default()),
         }
@@ -353,6 +362,12 @@ impl MemoryStore {
     /// The same store with these room attribute bounds.
     pub fn with_attr_limits(mut self, limits: AttrLimits) -> Self {
         self.attr_limits = limits;
+        self
+    }
+
+    /// The same store with these history bounds (`[recovery]`).
+    pub fn with_history_limits(mut self, limits: HistoryLimits) -> Self {
+        self.history_limits = limits;
         self
     }
 
@@ -856,6 +871,9 @@ impl Touched {
             // Scratch state is never swept; the real state is, after.
             sweep_at_ms: u64::MAX,
             timers: Timers::default(),
+            // The history is appended to once the batch passed, on the
+            // real state: the scratch copy never holds any.
+            history: MemoryHistory::default(),
         }
     }
 
@@ -1003,7 +1021,11 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    async fn apply(&self, changes: &[StateChange]) -> Result<(), ApplyError> {
+    async fn apply_logged(
+        &self,
+        changes: &[StateChange],
+        log: &[LogEntry],
+    ) -> Result<Vec<Stamped>, ApplyError> {
         let mut state = self.lock();
         // All or nothing: run the batch on a scratch copy of just the
         // entries it can touch, and write them back only if every change
@@ -1025,8 +1047,60 @@ impl Store for MemoryStore {
         state.timers.commit(plan);
         if now >= state.sweep_at_ms {
             state.sweep(now);
+            state.history.sweep(&self.history_limits, now);
         }
-        Ok(())
+        let limits = &self.history_limits;
+        Ok(log
+            .iter()
+            .map(|entry| state.history.append(limits, entry, now))
+            .collect())
+    }
+
+    async fn history_since(&self, stream: &Stream, from: &Position) -> Result<Replay, StoreError> {
+        let now = unix_ms();
+        Ok(self
+            .lock()
+            .history
+            .since(&self.history_limits, stream, from, now))
+    }
+
+    async fn room_snapshot(
+        &self,
+        channel_name: &str,
+        member_limit: usize,
+    ) -> Result<Option<RoomSnapshot>, StoreError> {
+        let now = unix_ms();
+        let mut state = self.lock();
+        let Some(room) = state.rooms.get(channel_name) else {
+            return Ok(None);
+        };
+        let view = RoomView {
+            room_id: room.room_id,
+            members: room.members.iter().take(member_limit).copied().collect(),
+            seats: room.seats.clone(),
+        };
+        let member_count = room.members.len();
+        let attrs = state
+            .attrs
+            .get(channel_name)
+            .filter(|a| a.live(now))
+            .map(|a| RoomAttrs {
+                version: a.version,
+                entries: a
+                    .entries
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            })
+            .unwrap_or_default();
+        let stream = Stream::Room(channel_name.to_string());
+        let at = state.history.position(&self.history_limits, &stream, now);
+        Ok(Some(RoomSnapshot {
+            view,
+            member_count,
+            attrs,
+            at,
+        }))
     }
 
     async fn room_attrs(&self, channel_name: &str) -> Result<RoomAttrs, StoreError> {

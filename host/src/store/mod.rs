@@ -7,12 +7,15 @@
 //! ([`memory::MemoryStore`]); several nodes share it through Redis
 //! ([`redis::RedisStore`]) behind the same trait.
 
+pub mod history;
 pub mod memory;
 pub mod redis;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
+
+pub use history::{HistoryLimits, LogEntry, Position, Replay, Stamped, Stream};
 
 /// A user's place in a room.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +81,22 @@ pub struct RoomView {
     pub members: Vec<u64>,
     /// All seats in id order.
     pub seats: Vec<Seat>,
+}
+
+/// A room as one `room_state` frame shows it (issue 17), read in one
+/// atomic step with the room stream's position, so the notifications
+/// after `at.seq` are exactly those that follow the snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomSnapshot {
+    /// Id, members (in join order, at most the limit asked for) and every
+    /// seat.
+    pub view: RoomView,
+    /// How many members the room has (all of them).
+    pub member_count: usize,
+    /// The room's attributes.
+    pub attrs: RoomAttrs,
+    /// The room stream's position at the snapshot.
+    pub at: Position,
 }
 
 /// One state change; a batch of them is applied atomically.
@@ -552,7 +571,31 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<String>, StoreError>;
     /// Applies a batch atomically: every condition is checked first, and
     /// either every change is applied or none is.
-    async fn apply(&self, changes: &[StateChange]) -> Result<(), ApplyError>;
+    async fn apply(&self, changes: &[StateChange]) -> Result<(), ApplyError> {
+        self.apply_logged(changes, &[]).await.map(drop)
+    }
+    /// [`Store::apply`], and in the same atomic step logs each of `log`
+    /// in its stream's history (`recovery.history_size`,
+    /// `recovery.history_ttl`) under the stream's next `seq`; the stamped
+    /// frames, in `log`'s order. A refused batch logs nothing. `log` may be
+    /// non-empty with no change (a gift changes no state).
+    async fn apply_logged(
+        &self,
+        changes: &[StateChange],
+        log: &[LogEntry],
+    ) -> Result<Vec<Stamped>, ApplyError>;
+    /// What `stream` holds after `from` ([`Replay::Recovered`], in order),
+    /// or [`Replay::Lost`] when its history cannot fill the gap (another
+    /// epoch, a `seq` ahead of the stream, older than the history).
+    async fn history_since(&self, stream: &Stream, from: &Position) -> Result<Replay, StoreError>;
+    /// The room with its attributes and its stream's position, in one
+    /// atomic step; at most `member_limit` members are listed. `None` when
+    /// nobody is in the room.
+    async fn room_snapshot(
+        &self,
+        channel_name: &str,
+        member_limit: usize,
+    ) -> Result<Option<RoomSnapshot>, StoreError>;
     /// A room's attributes (version 0 and none when it has none).
     async fn room_attrs(&self, channel_name: &str) -> Result<RoomAttrs, StoreError>;
     /// The user's profile as the app backend gave it (a JSON object's

@@ -31,9 +31,11 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, Script};
 use serde_json::{Value, json};
 
+use super::history::replay_from;
 use super::{
-    ApplyError, AttrLimits, Call, DueTimer, KvRecord, MAX_KV_LIST, Membership, RoomAttrs, RoomView,
-    Seat, StateChange, Store, StoreError, check_attr_changes,
+    ApplyError, AttrLimits, Call, DueTimer, HistoryLimits, KvRecord, LogEntry, MAX_KV_LIST,
+    Membership, Position, Replay, RoomAttrs, RoomSnapshot, RoomView, Seat, Stamped, StateChange,
+    Store, StoreError, Stream, check_attr_changes,
 };
 
 /// How long one Redis command may take before it fails. Generous next to
@@ -150,6 +152,7 @@ struct Scripts {
     presence: Script,
     membership: Script,
     timers: Script,
+    history: Script,
 }
 
 fn scripts() -> &'static Scripts {
@@ -159,6 +162,7 @@ fn scripts() -> &'static Scripts {
         presence: Script::new(include_str!("lua/presence.lua")),
         membership: Script::new(include_str!("lua/membership.lua")),
         timers: Script::new(include_str!("lua/timers.lua")),
+        history: Script::new(include_str!("lua/history.lua")),
     })
 }
 
@@ -172,6 +176,8 @@ pub struct RedisStore {
     seats_per_room: u32,
     /// Bounds and idle expiry of room attributes (`[rooms.attributes]`).
     attr_limits: AttrLimits,
+    /// Bounds of each stream's history (`[recovery]`).
+    history_limits: HistoryLimits,
 }
 
 impl RedisStore {
@@ -181,7 +187,14 @@ impl RedisStore {
             link: RedisLink::connect(url, prefix).await?,
             seats_per_room,
             attr_limits: AttrLimits::default(),
+            history_limits: HistoryLimits::default(),
         })
+    }
+
+    /// The same store with these history bounds (`[recovery]`).
+    pub fn with_history_limits(mut self, limits: HistoryLimits) -> Self {
+        self.history_limits = limits;
+        self
     }
 
     /// The same store with these room attribute bounds.
@@ -385,12 +398,25 @@ impl ClaimedTimer {
     }
 }
 
-/// The apply script's answer as a result.
-fn apply_outcome(answer: Vec<String>) -> Result<(), ApplyError> {
+/// The apply script's answer as a result: on success, the stamped frames
+/// (`ok` then one triple epoch, seq, frame per logged notification).
+fn apply_outcome(answer: Vec<String>) -> Result<Vec<Stamped>, ApplyError> {
     let kind = answer.first().map(String::as_str).unwrap_or_default();
     let reason = answer.get(1).cloned().unwrap_or_default();
     match kind {
-        "ok" => Ok(()),
+        "ok" => answer[1..]
+            .chunks(3)
+            .map(|t| match t {
+                [epoch, seq, frame] => Ok(Stamped {
+                    at: Position {
+                        epoch: epoch.clone(),
+                        seq: seq.parse().map_err(|_| script_error("a seq"))?,
+                    },
+                    frame: frame.clone(),
+                }),
+                _ => Err(script_error("a stamp triple")),
+            })
+            .collect(),
         "conflict" => Err(ApplyError::Conflict(reason)),
         "not_allowed" => Err(ApplyError::NotAllowed(reason)),
         "invalid" => Err(ApplyError::Invalid(reason)),
@@ -399,6 +425,54 @@ fn apply_outcome(answer: Vec<String>) -> Result<(), ApplyError> {
             "apply answered {other:?}"
         )))),
     }
+}
+
+fn script_error(what: &str) -> ApplyError {
+    ApplyError::Store(StoreError::Script(format!("apply answered without {what}")))
+}
+
+/// The snapshot mode of `lua/history.lua` as a [`RoomSnapshot`].
+fn parse_snapshot(answer: &[String]) -> Result<Option<RoomSnapshot>, &'static str> {
+    if answer.first().map(String::as_str) == Some("none") {
+        return Ok(None);
+    }
+    let mut it = answer.iter();
+    let mut next = || it.next().ok_or("too short");
+    let epoch = next()?.clone();
+    let seq = next()?.parse().map_err(|_| "seq")?;
+    let fields: usize = next()?.parse().map_err(|_| "room fields")?;
+    let mut hash = HashMap::new();
+    for _ in 0..fields {
+        let field = next()?.clone();
+        hash.insert(field, next()?.clone());
+    }
+    let member_count = next()?.parse().map_err(|_| "member count")?;
+    let listed: usize = next()?.parse().map_err(|_| "members")?;
+    let mut members = Vec::with_capacity(listed);
+    for _ in 0..listed {
+        members.push(next()?.parse().map_err(|_| "member id")?);
+    }
+    let mut attrs = RoomAttrs::default();
+    while let Ok(field) = next() {
+        let value = next()?;
+        if field.is_empty() {
+            attrs.version = value.parse().unwrap_or(0);
+        } else {
+            attrs.entries.push((field.clone(), value.clone()));
+        }
+    }
+    attrs.entries.sort_unstable();
+    let (room_id, seats) = parse_room(&hash).ok_or("room hash")?;
+    Ok(Some(RoomSnapshot {
+        view: RoomView {
+            room_id,
+            members,
+            seats,
+        },
+        member_count,
+        attrs,
+        at: Position { epoch, seq },
+    }))
 }
 
 #[async_trait]
@@ -518,18 +592,85 @@ impl Store for RedisStore {
         Ok(keys)
     }
 
-    async fn apply(&self, changes: &[StateChange]) -> Result<(), ApplyError> {
-        if changes.is_empty() {
-            return Ok(());
+    async fn apply_logged(
+        &self,
+        changes: &[StateChange],
+        log: &[LogEntry],
+    ) -> Result<Vec<Stamped>, ApplyError> {
+        if changes.is_empty() && log.is_empty() {
+            return Ok(Vec::new());
         }
         check_attr_changes(&self.attr_limits, changes)?;
         let batch = Value::Array(changes.iter().map(encode_change).collect()).to_string();
         let seats = self.seats_per_room.to_string();
         let max_attrs = self.attr_limits.max_keys.to_string();
         let attr_ttl = self.attr_limits.idle_ttl_ms.max(1).to_string();
-        let args = [seats.as_str(), &batch, &max_attrs, &attr_ttl];
+        let entries: Vec<Value> = log
+            .iter()
+            .map(|e| json!({"s": e.stream.key(), "f": e.frame}))
+            .collect();
+        let log_json = Value::Array(entries).to_string();
+        let size = self.history_limits.size.to_string();
+        let ttl = self.history_limits.ttl_ms.max(1).to_string();
+        let position_ttl = self.history_limits.position_ttl_ms().to_string();
+        let args = [
+            seats.as_str(),
+            &batch,
+            &max_attrs,
+            &attr_ttl,
+            &log_json,
+            &size,
+            &ttl,
+            &position_ttl,
+        ];
         let answer: Vec<String> = self.script(&scripts().apply, &args).await?;
         apply_outcome(answer)
+    }
+
+    async fn history_since(&self, stream: &Stream, from: &Position) -> Result<Replay, StoreError> {
+        let key = stream.key();
+        let ttl_ms = self.history_limits.ttl_ms.max(1);
+        let position_ttl = self.history_limits.position_ttl_ms().to_string();
+        let answer: Vec<String> = self
+            .script(&scripts().history, &["since", &key, &position_ttl])
+            .await?;
+        let [epoch, seq, entries @ ..] = answer.as_slice() else {
+            return Err(StoreError::Script("history answered too little".into()));
+        };
+        let at = Position {
+            epoch: epoch.clone(),
+            seq: seq
+                .parse()
+                .map_err(|_| StoreError::Script("history seq".into()))?,
+        };
+        let now = super::unix_ms();
+        let parsed = entries.iter().filter_map(|e| {
+            let mut parts = e.splitn(3, ' ');
+            let seq: u64 = parts.next()?.parse().ok()?;
+            let logged: u64 = parts.next()?.parse().ok()?;
+            let frame = parts.next()?;
+            (now.saturating_sub(logged) < ttl_ms).then_some((seq, frame))
+        });
+        Ok(replay_from(&at, from, parsed))
+    }
+
+    async fn room_snapshot(
+        &self,
+        channel_name: &str,
+        member_limit: usize,
+    ) -> Result<Option<RoomSnapshot>, StoreError> {
+        let key = Stream::Room(channel_name.to_string()).key();
+        let position_ttl = self.history_limits.position_ttl_ms().to_string();
+        let limit = member_limit.to_string();
+        let args = [
+            "snapshot",
+            key.as_str(),
+            &position_ttl,
+            channel_name,
+            &limit,
+        ];
+        let answer: Vec<String> = self.script(&scripts().history, &args).await?;
+        parse_snapshot(&answer).map_err(|what| StoreError::Script(format!("snapshot: {what}")))
     }
 
     async fn room_attrs(&self, channel_name: &str) -> Result<RoomAttrs, StoreError> {

@@ -85,6 +85,44 @@ test("dropped network within heartbeat.grace: connected resumes the room; no rem
   }
 });
 
+test("dropped network within heartbeat.grace: what was missed is replayed in order, then resumed", async () => {
+  const { server, proxy, baseUrl } = await behindProxy({
+    CHORUS_HEARTBEAT__GRACE: "30s",
+    CHORUS_DELIVERY__MODE: "broadcast",
+  });
+  const client = await connectUser({ ...server, baseUrl }, 241, { reconnect: { initialMs: 1500, maxMs: 2000 } });
+  const gift = (num) => ({
+    id: 5, sender_id: 242, receiver_id: 241, sender_nickname: "s", receiver_nickname: "r", name: "rose",
+    dynamic_image_url: "d", image_url: "i", image_big_url: "b", image_small_url: "m", num,
+    sender_room_seat_id: 0, receiver_room_seat_id: 0,
+  });
+  try {
+    const state = next(client, "roomState");
+    await enterRoom(server, 241, "resume_room");
+    await enterRoom(server, 242, "resume_room");
+    assert.equal((await state).channel_name, "resume_room");
+    await until(async () => client.positions.room?.seq >= 2, "the room's seq");
+    const before = client.positions.room.seq;
+    const gifts = collect(client, "send_gift");
+    const closed = next(client, "disconnected");
+    const resumed = next(client, "resumed", 20_000);
+    proxy.cut();
+    await closed;
+    for (let num = 1; num <= 3; num++) {
+      await server.api.action("send_gift", { channel_name: "resume_room", notify_type: "bc", gift: gift(num) });
+    }
+    const answer = await resumed;
+    assert.equal(answer.recovered, true);
+    assert.deepEqual(gifts.map((g) => g.gift.num), [1, 2, 3]);
+    assert.deepEqual(gifts.map((g) => g.seq), [before + 1, before + 2, before + 3]);
+    assert.equal(client.positions.room.seq, before + 3);
+  } finally {
+    client.close();
+    await proxy.close();
+    await server.stop();
+  }
+});
+
 test("a frozen server: no pong, the client drops the link (4000) and comes back after", async () => {
   const server = await startServer({
     env: { CHORUS_HEARTBEAT__PING_INTERVAL: "1s", CHORUS_HEARTBEAT__PING_TIMEOUT: "30s" },

@@ -26,12 +26,25 @@
 -- "<plugin>\0<key>" by due time (unix ms); P timerdata hash member ->
 -- JSON {p, k, payload, ch, due}; P timerkeys:<plugin> set of the plugin's
 -- pending keys; P roomtimers:<channel> set of the members naming it.
+-- Notification history (issue 17; read by history.lua): ARGV[6] a JSON
+-- array of {s = stream, f = frame} to log once the batch passed, ARGV[7]
+-- recovery.history_size, ARGV[8] recovery.history_ttl in ms. P
+-- histpos:<stream> hash {epoch, seq}; P hist:<stream> list of "<seq> <unix
+-- ms> <stamped frame>" capped at history_size, expiring history_ttl after
+-- the last append; P histpos expires ARGV[9] ms (24 h, or the TTL if
+-- longer) after it; a stream without P histpos starts a new epoch
+-- (P histepoch makes it unique). Success returns {"ok", epoch, seq,
+-- stamped frame, ...}, one triple per logged frame, in order.
 
 local P = ARGV[1]
 local SEATS = tonumber(ARGV[2])
 local changes = cjson.decode(ARGV[3])
 local MAX_ATTRS = tonumber(ARGV[4])
 local ATTR_TTL = tonumber(ARGV[5])
+local LOG = cjson.decode(ARGV[6] or '[]')
+local HIST_SIZE = tonumber(ARGV[7] or '200')
+local HIST_TTL = tonumber(ARGV[8] or '120000')
+local POS_TTL = tonumber(ARGV[9] or '86400000')
 
 local member, member_dirty = {}, {}
 local rooms, touched = {}, {}
@@ -603,4 +616,35 @@ if not ok then
 end
 write()
 write_timers()
-return { 'ok' }
+
+-- Logs each notification under its stream's next seq and stamps its
+-- frame as history::stamp does: `,"epoch":"E","seq":N` before the last `}`.
+local function log_one(stream, frame)
+  local pk = P .. 'histpos:' .. stream
+  local hk = P .. 'hist:' .. stream
+  local epoch = redis.call('HGET', pk, 'epoch')
+  if not epoch then
+    epoch = string.format('%x', NOW) .. string.format('%x', redis.call('INCR', P .. 'histepoch'))
+    redis.call('HSET', pk, 'epoch', epoch, 'seq', 0)
+    redis.call('DEL', hk)
+  end
+  local seq = redis.call('HINCRBY', pk, 'seq', 1)
+  local body = string.sub(frame, 1, -2)
+  local sep = ','
+  if body == '{' then sep = '' end
+  local stamped = body .. sep .. '"epoch":"' .. epoch .. '","seq":' .. string.format('%d', seq) .. '}'
+  redis.call('RPUSH', hk, string.format('%d', seq) .. ' ' .. string.format('%d', NOW) .. ' ' .. stamped)
+  redis.call('LTRIM', hk, -HIST_SIZE, -1)
+  redis.call('PEXPIRE', hk, HIST_TTL)
+  redis.call('PEXPIRE', pk, POS_TTL)
+  return epoch, seq, stamped
+end
+
+local out = { 'ok' }
+for _, entry in ipairs(LOG) do
+  local epoch, seq, stamped = log_one(entry.s, entry.f)
+  out[#out + 1] = epoch
+  out[#out + 1] = string.format('%d', seq)
+  out[#out + 1] = stamped
+end
+return out
