@@ -349,3 +349,165 @@ fn any_environment_loads_or_fails_with_a_typed_error() {
         panic!("{failure}");
     }
 }
+
+/// Cargo, as the test runner was started with.
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+/// Runs cargo `args` in `dir` (as an author would, so the crate's
+/// `.cargo/config.toml` applies) and asserts it succeeds.
+fn cargo_in(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new(cargo())
+        .current_dir(dir)
+        .args(args)
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_BUILD_TARGET")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "cargo {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Issue 14 items 1 and 5: `plugin new` writes a standalone crate outside
+/// the checkout that builds for wasm32-wasip2 as written, whose unit tests
+/// pass on the SDK's fake host, that `plugin check` accepts with its
+/// shipped grants, and that `plugin dev --once` puts live in a running
+/// `serve --dev`, reporting the version the server serves.
+#[test]
+fn plugin_new_writes_a_crate_that_builds_tests_checks_and_goes_live() {
+    let dir = std::env::temp_dir().join(format!("chorus-cli-new-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = Command::new(CHORUS)
+        .args(["plugin", "new", "cli_made", "--path"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let crate_dir = dir.join("cli_made");
+    let readme = std::fs::read_to_string(crate_dir.join("README.md")).unwrap();
+    assert_eq!(readme.lines().count(), 5, "{readme}");
+    // A second crate of the same name, or a bundled plugin's name: refused.
+    for name in ["cli_made", "chat"] {
+        let again = Command::new(CHORUS)
+            .args(["plugin", "new", name, "--path"])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(!again.status.success(), "{name}");
+    }
+
+    cargo_in(&crate_dir, &["test", "--quiet"]);
+
+    let plugins = dir.join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let admin = free_port();
+    let port = free_port();
+    let mut server = Command::new(CHORUS)
+        .args(["serve", "--dev"])
+        .env("CHORUS_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("CHORUS_ADMIN__LISTEN", format!("127.0.0.1:{admin}"))
+        .env("CHORUS_PLUGINS__DIR", &plugins)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ready = (0..400).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        std::net::TcpStream::connect(("127.0.0.1", admin)).is_ok()
+    });
+    let dev = Command::new(CHORUS)
+        .args(["plugin", "dev"])
+        .arg(&crate_dir)
+        .arg("--server")
+        .arg(&plugins)
+        .args(["--admin", &format!("http://127.0.0.1:{admin}"), "--once"])
+        .env("CHORUS_ADMIN__TOKEN", chorus::config::DEV_ADMIN_TOKEN)
+        .output()
+        .unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(ready, "the server listens");
+    assert!(
+        dev.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dev.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&dev.stdout), "live: cli_made 0.1.0\n");
+
+    // What went live is what `plugin check` accepts, with its grants.
+    let check = Command::new(CHORUS)
+        .args(["plugin", "check"])
+        .arg(plugins.join("cli_made.wasm"))
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&check.stdout).unwrap();
+    assert_eq!(report["name"], "cli_made");
+    assert_eq!(report["version"], "0.1.0");
+    assert_eq!(
+        report["actions"],
+        serde_json::json!([{"name": "cli_made", "sources": ["client", "server"]}])
+    );
+    assert_eq!(report["grants"]["explicit"], true);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 14 item 6: `plugin check --server <admin url>` refuses a plugin
+/// claiming an action another plugin of the running server serves (the
+/// server would refuse it at load), and accepts a new version of a plugin
+/// it serves.
+#[test]
+fn plugin_check_against_a_running_server_reports_a_clash() {
+    let dir = std::env::temp_dir().join(format!("chorus-cli-clash-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let artifacts = std::path::Path::new(chorus::plugin::ARTIFACTS_DIR);
+    std::fs::copy(artifacts.join("echo.wasm"), dir.join("echo.wasm")).unwrap();
+    let admin = free_port();
+    let port = free_port();
+    let mut server = Command::new(CHORUS)
+        .args(["serve", "--dev"])
+        .env("CHORUS_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("CHORUS_ADMIN__LISTEN", format!("127.0.0.1:{admin}"))
+        .env("CHORUS_PLUGINS__DIR", &dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{admin}");
+    let check = |file: &str| {
+        Command::new(CHORUS)
+            .args(["plugin", "check"])
+            .arg(artifacts.join(file))
+            .args(["--server", &url])
+            .env("CHORUS_ADMIN__TOKEN", chorus::config::DEV_ADMIN_TOKEN)
+            .output()
+            .unwrap()
+    };
+    // Ready once the admin listener answers with echo loaded.
+    let ready = (0..400).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        check("echo.wasm").status.success()
+    });
+    let clash = check("echo_clash.wasm");
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(ready, "the server serves echo");
+    assert!(!clash.status.success());
+    let stderr = String::from_utf8_lossy(&clash.stderr);
+    assert!(
+        stderr.contains(r#"action "echo" is already served by plugin "echo""#),
+        "{stderr}"
+    );
+}
