@@ -472,7 +472,7 @@ fn plugin_check_against_a_running_server_reports_a_clash() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let artifacts = std::path::Path::new(chorus::plugin::ARTIFACTS_DIR);
-    std::fs::copy(artifacts.join("echo.wasm"), dir.join("echo.wasm")).unwrap();
+    std::fs::copy(artifacts.join("echo_v1.wasm"), dir.join("echo.wasm")).unwrap();
     let admin = free_port();
     let port = free_port();
     let mut server = Command::new(CHORUS)
@@ -485,10 +485,10 @@ fn plugin_check_against_a_running_server_reports_a_clash() {
         .spawn()
         .unwrap();
     let url = format!("http://127.0.0.1:{admin}");
-    let check = |file: &str| {
+    let check = |file: std::path::PathBuf| {
         Command::new(CHORUS)
             .args(["plugin", "check"])
-            .arg(artifacts.join(file))
+            .arg(file)
             .args(["--server", &url])
             .env("CHORUS_ADMIN__TOKEN", chorus::config::DEV_ADMIN_TOKEN)
             .output()
@@ -497,9 +497,9 @@ fn plugin_check_against_a_running_server_reports_a_clash() {
     // Ready once the admin listener answers with echo loaded.
     let ready = (0..400).any(|_| {
         std::thread::sleep(Duration::from_millis(50));
-        check("echo.wasm").status.success()
+        check(dir.join("echo.wasm")).status.success()
     });
-    let clash = check("echo_clash.wasm");
+    let clash = check(artifacts.join("echo_clash.wasm"));
     let _ = server.kill();
     let _ = server.wait();
     let _ = std::fs::remove_dir_all(&dir);
