@@ -18,7 +18,7 @@ import { fileURLToPath } from "node:url";
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const support = path.join(repo, "clients/js/test/support");
-const { binary, next, startServer, withTimeout } = await import(path.join(support, "server.mjs"));
+const { binary, startServer, withTimeout } = await import(path.join(support, "server.mjs"));
 const { connectUser } = await import(path.join(support, "users.mjs"));
 
 const chorus = binary();
@@ -53,6 +53,23 @@ function setGreeting(dir, text) {
   const edited = source.replace(/pub const GREETING: &str = "[^"]*";/, `pub const GREETING: &str = ${JSON.stringify(text)};`);
   if (edited === source) throw new Error("the example has no GREETING to edit");
   writeFileSync(file, edited);
+}
+
+/** The next frame of `action` the client receives (the SDK emits
+ * notifications of actions it does not know as `frame` events only). */
+function nextFrame(client, action) {
+  return withTimeout(
+    new Promise((resolve) => {
+      const seen = (frame) => {
+        if (frame.action !== action) return;
+        client.off("frame", seen);
+        resolve(frame);
+      };
+      client.on("frame", seen);
+    }),
+    10_000,
+    `the ${action} notification`,
+  );
 }
 
 const nice = (args) => ["-n", "10", ...args];
@@ -106,7 +123,7 @@ try {
   if (live !== `live: ${name} 0.1.0`) throw new Error(`plugin dev said ${live}\n${devOut}`);
   client = await connectUser(server, 4242);
   const first = await step("notified", async () => {
-    const heard = next(client, name);
+    const heard = nextFrame(client, name);
     await client.send(name, {});
     return heard;
   });
@@ -117,7 +134,7 @@ try {
     setGreeting(dir, "Hi again, same connection");
     const line = await nextLive();
     if (line !== `live: ${name} 0.1.0`) throw new Error(`plugin dev said ${line}\n${devOut}`);
-    const heard = next(client, name);
+    const heard = nextFrame(client, name);
     await client.send(name, {});
     return heard;
   });
