@@ -442,7 +442,10 @@ fn plugin_new_writes_a_crate_that_builds_tests_checks_and_goes_live() {
         "{}",
         String::from_utf8_lossy(&dev.stderr)
     );
-    assert_eq!(String::from_utf8_lossy(&dev.stdout), "live: cli_made 0.1.0\n");
+    assert_eq!(
+        String::from_utf8_lossy(&dev.stdout),
+        "live: cli_made 0.1.0\n"
+    );
 
     // What went live is what `plugin check` accepts, with its grants.
     let check = Command::new(CHORUS)
@@ -450,7 +453,11 @@ fn plugin_new_writes_a_crate_that_builds_tests_checks_and_goes_live() {
         .arg(plugins.join("cli_made.wasm"))
         .output()
         .unwrap();
-    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
     let report: serde_json::Value = serde_json::from_slice(&check.stdout).unwrap();
     assert_eq!(report["name"], "cli_made");
     assert_eq!(report["version"], "0.1.0");

@@ -69,7 +69,10 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     })?;
     watcher.watch(&crate_dir.join("src"), RecursiveMode::Recursive)?;
     watcher.watch(&crate_dir, RecursiveMode::NonRecursive)?;
-    eprintln!("plugin dev: watching {} (Ctrl-C to stop)", crate_dir.display());
+    eprintln!(
+        "plugin dev: watching {} (Ctrl-C to stop)",
+        crate_dir.display()
+    );
     loop {
         let first: notify::Result<notify::Event> = rx.recv()?;
         let mut relevant = first.is_ok_and(|e| is_source(&e));
@@ -92,8 +95,7 @@ fn is_source(event: &notify::Event) -> bool {
         EventKind::Create(_) | EventKind::Modify(_) | EventKind::Remove(_)
     ) && event.paths.iter().any(|p| {
         let ext = p.extension().and_then(|e| e.to_str());
-        !p.components().any(|c| c.as_os_str() == "target")
-            && matches!(ext, Some("rs" | "toml"))
+        !p.components().any(|c| c.as_os_str() == "target") && matches!(ext, Some("rs" | "toml"))
     })
 }
 
@@ -115,7 +117,11 @@ fn round(crate_dir: &Path, options: &Options) -> anyhow::Result<()> {
     // The config first: a new version must not start with the old grants.
     let toml = crate_dir.join(format!("{name}.toml"));
     if toml.exists() {
-        install(&fs::read(&toml)?, &options.plugins_dir, &format!("{name}.toml"))?;
+        install(
+            &fs::read(&toml)?,
+            &options.plugins_dir,
+            &format!("{name}.toml"),
+        )?;
     }
     install(&bytes, &options.plugins_dir, &format!("{name}.wasm"))?;
     eprintln!(

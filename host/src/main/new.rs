@@ -131,15 +131,7 @@ pub fn create(name: &str, path: &Path, sdk: Option<&Path>) -> anyhow::Result<Cre
     let grants_file = format!("{name}.toml");
     let files = [
         ("Cargo.toml", cargo_toml(name, &sdk)),
-        (
-            ".cargo/config.toml",
-            format!(
-                "# Shares the Chorus checkout's plugin build folder, so the SDK's\n\
-                 # dependencies built for the bundled plugins are reused.\n\
-                 [build]\ntarget-dir = {:?}\n",
-                target_dir.display().to_string()
-            ),
-        ),
+        (".cargo/config.toml", cargo_config(&target_dir)),
         (grants_file.as_str(), grants_toml(name)),
         ("src/lib.rs", lib_rs(name)),
         ("README.md", readme(name)),
@@ -157,6 +149,36 @@ pub fn create(name: &str, path: &Path, sdk: Option<&Path>) -> anyhow::Result<Cre
         dir,
         target_installed: wasm_target_installed(),
     })
+}
+
+/// The host's target triple (`rustc -vV`), if rustc answers.
+fn host_triple() -> Option<String> {
+    let out = Command::new("rustc").arg("-vV").output().ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|line| line.strip_prefix("host: "))
+        .map(str::to_string)
+}
+
+/// `.cargo/config.toml`: the checkout's plugin build folder, and the host
+/// triple as the default target, so `cargo test` shares the dependencies
+/// the checkout's own plugin unit tests built (`scripts/test` runs them
+/// with `--target <host>`) and `cargo build --target wasm32-wasip2` those
+/// of the bundled plugins.
+fn cargo_config(target_dir: &Path) -> String {
+    let mut text = format!(
+        "# Shares the Chorus checkout's plugin build folder, so the SDK's\n\
+         # dependencies already built there are reused.\n\
+         [build]\ntarget-dir = {:?}\n",
+        target_dir.display().to_string()
+    );
+    if let Some(host) = host_triple() {
+        text.push_str(&format!(
+            "# `cargo test` runs natively; `chorus plugin dev` builds with\n\
+             # --target {WASM_TARGET}.\ntarget = {host:?}\n"
+        ));
+    }
+    text
 }
 
 fn cargo_toml(name: &str, sdk: &Path) -> String {

@@ -249,7 +249,10 @@ mod tests {
     use serde_json::Value;
 
     fn room() -> FakeHost {
-        FakeHost::new().member(1, "r1", 88).member(2, "r1", 88).member(3, "r1", 88)
+        FakeHost::new()
+            .member(1, "r1", 88)
+            .member(2, "r1", 88)
+            .member(3, "r1", 88)
     }
 
     fn start(host: &mut FakeHost, caller: u64, callee: u64) -> Value {
@@ -268,14 +271,26 @@ mod tests {
         assert_eq!(started["ring_id"], host.now_ms());
         assert_eq!(host.call(1).map(|c| c.peer_id), Some(2));
         // Ringing: a third caller gets the one refusal.
-        let busy = host.client::<Component>(3, "call_start", json!({"receiver_id": 2, "channel_name": "r1"}));
+        let busy = host.client::<Component>(
+            3,
+            "call_start",
+            json!({"receiver_id": 2, "channel_name": "r1"}),
+        );
         assert_eq!(busy.code(), 2004);
-        let answered = host.client::<Component>(2, "call_answer", json!({"receiver_id": 1, "channel_name": "r1"}));
+        let answered = host.client::<Component>(
+            2,
+            "call_answer",
+            json!({"receiver_id": 1, "channel_name": "r1"}),
+        );
         assert_eq!(answered.output()["answered"], true);
         // Answered: the ring timeout ends nothing.
         let late = host.system::<Component>("call_ring_timeout", Some(1), started);
         assert_eq!(late.output()["ended"], false);
-        let hung = host.client::<Component>(2, "hang_up", json!({"receiver_id": 1, "channel_name": "r1"}));
+        let hung = host.client::<Component>(
+            2,
+            "hang_up",
+            json!({"receiver_id": 1, "channel_name": "r1"}),
+        );
         let sent = hung.notifications();
         assert_eq!(sent[0].target, Target::User(1));
         assert_eq!(
@@ -299,11 +314,22 @@ mod tests {
     #[test]
     fn disconnecting_hangs_up_on_the_peer_and_rules_answer_their_codes() {
         let mut host = room().in_call(1, 2, "r1");
-        let self_call = host.client::<Component>(3, "call_start", json!({"receiver_id": 3, "channel_name": "r1"}));
+        let self_call = host.client::<Component>(
+            3,
+            "call_start",
+            json!({"receiver_id": 3, "channel_name": "r1"}),
+        );
         assert_eq!(self_call.code(), 2001);
-        let in_call = host.server::<Component>("call_start", json!({"user_id": 1, "receiver_id": 3, "channel_name": "r1"}));
+        let in_call = host.server::<Component>(
+            "call_start",
+            json!({"user_id": 1, "receiver_id": 3, "channel_name": "r1"}),
+        );
         assert_eq!(in_call.code(), 2003);
-        let wrong_peer = host.client::<Component>(1, "hang_up", json!({"receiver_id": 3, "channel_name": "r1"}));
+        let wrong_peer = host.client::<Component>(
+            1,
+            "hang_up",
+            json!({"receiver_id": 3, "channel_name": "r1"}),
+        );
         assert_eq!(wrong_peer.code(), 2004);
         let gone = host.system::<Component>("disconnected", Some(1), json!({}));
         assert_eq!(gone.notifications()[0].target, Target::User(2));

@@ -77,13 +77,20 @@ mod tests {
     use chorus_plugin_sdk::testing::FakeHost;
 
     fn room() -> FakeHost {
-        FakeHost::new().member(1, "r1", 88).member(2, "r1", 88).online(3)
+        FakeHost::new()
+            .member(1, "r1", 88)
+            .member(2, "r1", 88)
+            .online(3)
     }
 
     #[test]
     fn a_member_posts_to_the_room_in_the_seed_shape() {
         let mut host = room().profile(1, json!({"nickname": "Ann", "sex": 2}));
-        let done = host.client::<Component>(1, "send_topic_msg", json!({"channel_name": "r1", "content": "hi"}));
+        let done = host.client::<Component>(
+            1,
+            "send_topic_msg",
+            json!({"channel_name": "r1", "content": "hi"}),
+        );
         let sent = done.notifications();
         assert_eq!(sent.len(), 1);
         assert_eq!(sent[0].target, Target::Room("r1".into()));
@@ -98,7 +105,11 @@ mod tests {
     #[test]
     fn a_non_member_is_not_allowed_and_the_backend_must_send_the_profile() {
         let mut host = room();
-        let outsider = host.client::<Component>(3, "send_topic_msg", json!({"channel_name": "r1", "content": "hi"}));
+        let outsider = host.client::<Component>(
+            3,
+            "send_topic_msg",
+            json!({"channel_name": "r1", "content": "hi"}),
+        );
         assert_eq!(outsider.code(), 2004);
         let no_profile = host.server::<Component>(
             "send_topic_msg",
@@ -110,9 +121,17 @@ mod tests {
     #[test]
     fn max_chars_comes_from_the_config() {
         let mut host = room().config(json!({"max_chars": 3}));
-        let long = host.client::<Component>(1, "send_topic_msg", json!({"channel_name": "r1", "content": "four"}));
+        let long = host.client::<Component>(
+            1,
+            "send_topic_msg",
+            json!({"channel_name": "r1", "content": "four"}),
+        );
         assert_eq!(long.code(), 2001);
-        let empty = host.client::<Component>(1, "send_topic_msg", json!({"channel_name": "r1", "content": ""}));
+        let empty = host.client::<Component>(
+            1,
+            "send_topic_msg",
+            json!({"channel_name": "r1", "content": ""}),
+        );
         assert_eq!(empty.code(), 2001);
     }
 

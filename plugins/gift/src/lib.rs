@@ -63,11 +63,7 @@ const CATALOG_FIELDS: [&str; 5] = [
 
 /// The plugin's actions.
 fn router() -> Router {
-    Router::new("gift", env!("CARGO_PKG_VERSION")).action(
-        "send_gift",
-        &[Client, Server],
-        send_gift,
-    )
+    Router::new("gift", env!("CARGO_PKG_VERSION")).action("send_gift", &[Client, Server], send_gift)
 }
 
 chorus_plugin_sdk::plugin!(Component, router());

@@ -23,8 +23,8 @@ use chorus_plugin_sdk::Source::{Client, Server};
 use chorus_plugin_sdk::event::acting_user;
 use chorus_plugin_sdk::reply::{notify_room_via, reply};
 use chorus_plugin_sdk::{
-    Config, Delivery, Effect, Error, Event, KvPut, Payload, Reply, Router, Seat, clock, kv,
-    random, room_state,
+    Config, Delivery, Effect, Error, Event, KvPut, Payload, Reply, Router, Seat, clock, kv, random,
+    room_state,
 };
 use serde_json::json;
 
@@ -164,7 +164,11 @@ mod tests {
         assert_eq!(second.bodies()[0]["draw_no"], 2);
         // The next day starts again at 1.
         host.advance::<Component>(24 * 3600 * 1000);
-        assert_eq!(host.client::<Component>(1, "lucky_draw", json!({})).bodies()[0]["draw_no"], 1);
+        assert_eq!(
+            host.client::<Component>(1, "lucky_draw", json!({}))
+                .bodies()[0]["draw_no"],
+            1
+        );
     }
 
     #[test]
@@ -172,19 +176,32 @@ mod tests {
         let winners = |seed| {
             let mut host = room().seed(seed);
             (0..8)
-                .map(|_| host.client::<Component>(1, "lucky_draw", json!({})).bodies()[0]["winner_id"].clone())
+                .map(|_| {
+                    host.client::<Component>(1, "lucky_draw", json!({}))
+                        .bodies()[0]["winner_id"]
+                        .clone()
+                })
                 .collect::<Vec<_>>()
         };
         assert_eq!(winners(7), winners(7));
         let all = winners(7);
-        assert!(all.contains(&json!(2)) && all.contains(&json!(3)), "{all:?}");
+        assert!(
+            all.contains(&json!(2)) && all.contains(&json!(3)),
+            "{all:?}"
+        );
     }
 
     #[test]
     fn nobody_seated_is_rejected_and_outsiders_are_not_allowed() {
         let mut host = FakeHost::new().member(1, "r1", 88).member(9, "r2", 89);
-        assert_eq!(host.client::<Component>(1, "lucky_draw", json!({})).code(), 2001);
-        assert_eq!(host.client::<Component>(5, "lucky_draw", json!({})).code(), 2004);
+        assert_eq!(
+            host.client::<Component>(1, "lucky_draw", json!({})).code(),
+            2001
+        );
+        assert_eq!(
+            host.client::<Component>(5, "lucky_draw", json!({})).code(),
+            2004
+        );
         let wrong_room = host.client::<Component>(1, "lucky_draw", json!({"channel_name": "r2"}));
         assert_eq!(wrong_room.code(), 2004);
     }

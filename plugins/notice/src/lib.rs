@@ -81,7 +81,10 @@ mod tests {
     #[test]
     fn the_backend_posts_to_a_room_or_to_everyone() {
         let mut host = FakeHost::new();
-        let room = host.server::<Component>("room_notice", json!({"channel_name": "r1", "content": "hi"}));
+        let room = host.server::<Component>(
+            "room_notice",
+            json!({"channel_name": "r1", "content": "hi"}),
+        );
         let sent = room.notifications();
         assert_eq!(sent[0].target, Target::Room("r1".into()));
         assert_eq!(sent[0].subject, None);
@@ -102,8 +105,19 @@ mod tests {
             .member(2, "r1", 88)
             .attribute("r1", "owner", "1");
         let payload = json!({"channel_name": "r1", "content": "hi"});
-        assert!(host.client::<Component>(1, "room_notice", payload.clone()).result.is_ok());
-        assert_eq!(host.client::<Component>(2, "room_notice", payload).code(), 2004);
-        assert_eq!(host.client::<Component>(1, "room_notice", json!({"content": "hi"})).code(), 1002);
+        assert!(
+            host.client::<Component>(1, "room_notice", payload.clone())
+                .result
+                .is_ok()
+        );
+        assert_eq!(
+            host.client::<Component>(2, "room_notice", payload).code(),
+            2004
+        );
+        assert_eq!(
+            host.client::<Component>(1, "room_notice", json!({"content": "hi"}))
+                .code(),
+            1002
+        );
     }
 }

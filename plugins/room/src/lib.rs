@@ -206,13 +206,17 @@ mod tests {
         );
         assert_eq!(bodies[1]["action"], "enter_room");
         assert_eq!(done.output()["previous_channel_name"], "r1");
-        assert_eq!(host.membership(1).map(|m| m.channel_name), Some("r2".into()));
+        assert_eq!(
+            host.membership(1).map(|m| m.channel_name),
+            Some("r2".into())
+        );
     }
 
     #[test]
     fn exit_needs_membership_and_disconnected_leaves_quietly_when_in_no_room() {
         let mut host = FakeHost::new().member(1, "r1", 88);
-        let outsider = host.server::<Component>("exit_room", json!({"user_id": 2, "channel_name": "r1"}));
+        let outsider =
+            host.server::<Component>("exit_room", json!({"user_id": 2, "channel_name": "r1"}));
         assert_eq!(outsider.code(), 2004);
         let gone = host.system::<Component>("disconnected", Some(1), json!({}));
         assert_eq!(gone.bodies()[0]["room_seat"], Value::Null);

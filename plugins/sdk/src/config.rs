@@ -135,13 +135,16 @@ impl Config {
     /// string of a whole number and a unit (`"250ms"`, `"30s"`, `"5m"`,
     /// `"2h"`, `"1d"`), or an integer of seconds.
     pub fn duration(&self, key: &str, default: Duration) -> Duration {
-        self.typed(key, "a duration such as \"30s\"", default, |value| {
-            match value {
+        self.typed(
+            key,
+            "a duration such as \"30s\"",
+            default,
+            |value| match value {
                 Value::Number(n) => n.as_u64().map(Duration::from_secs),
                 Value::String(s) => parse_duration(s),
                 _ => None,
-            }
-        })
+            },
+        )
     }
 
     /// The list of strings at `key`, or `default` when absent or not a
@@ -160,9 +163,12 @@ impl Config {
     /// The list of unsigned integers at `key`, or `default` when absent or
     /// not such a list.
     pub fn u64s(&self, key: &str, default: &[u64]) -> Vec<u64> {
-        self.typed(key, "a list of unsigned integers", default.to_vec(), |value| {
-            value.as_array()?.iter().map(Value::as_u64).collect()
-        })
+        self.typed(
+            key,
+            "a list of unsigned integers",
+            default.to_vec(),
+            |value| value.as_array()?.iter().map(Value::as_u64).collect(),
+        )
     }
 
     /// The value at `key` read by `read`; `default` when absent, and with
@@ -216,8 +222,14 @@ mod tests {
         assert_eq!(c.f64("ratio", 1.0), 0.25);
         assert_eq!(c.f64("whole", 1.0), 2.0);
         assert!(c.bool("on", false));
-        assert_eq!(c.duration("timeout", Duration::ZERO), Duration::from_secs(90));
-        assert_eq!(c.duration("short", Duration::ZERO), Duration::from_millis(250));
+        assert_eq!(
+            c.duration("timeout", Duration::ZERO),
+            Duration::from_secs(90)
+        );
+        assert_eq!(
+            c.duration("short", Duration::ZERO),
+            Duration::from_millis(250)
+        );
         assert_eq!(c.duration("secs", Duration::ZERO), Duration::from_secs(5));
         assert_eq!(c.strings("names", &[]), vec!["a", "b"]);
         assert_eq!(c.u64s("ids", &[]), vec![3, 4]);

@@ -97,13 +97,13 @@ pub use bindings::chorus::plugin::types::{
     KvEntry, KvIncr, KvPut, LeaveRoom, Membership, Notification, Reply, RoutedNotification, Seat,
     SetRoomAttr, SetSeat, SetTimer, Source, StartCall, TakeSeat, Target,
 };
-pub use imports::{clock, kv, profiles, random, room_state};
 pub use bindings::exports::chorus::plugin::handler::Guest;
+pub use imports::{clock, kv, profiles, random, room_state};
 
 pub use config::Config;
-pub use router::Router;
 pub use payload::Payload;
 pub use profile::Profile;
+pub use router::Router;
 
 /// The JSON library the helpers speak, re-exported so plugins use the same
 /// version (and its `json!` macro).

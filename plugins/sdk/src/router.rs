@@ -54,7 +54,11 @@ impl Router {
     /// Runs the handler of the event's action; an action not declared is
     /// refused as invalid (the host routes only declared ones).
     pub fn handle(&self, event: Event) -> Result<Reply, Error> {
-        match self.routes.iter().find(|(spec, _)| spec.name == event.action) {
+        match self
+            .routes
+            .iter()
+            .find(|(spec, _)| spec.name == event.action)
+        {
             Some((_, handler)) => handler(&event),
             None => Err(unknown_action(&event)),
         }
@@ -76,7 +80,9 @@ macro_rules! plugin {
                 $router.describe()
             }
 
-            fn handle(event: $crate::Event) -> ::core::result::Result<$crate::Reply, $crate::Error> {
+            fn handle(
+                event: $crate::Event,
+            ) -> ::core::result::Result<$crate::Reply, $crate::Error> {
                 $router.handle(event)
             }
         }

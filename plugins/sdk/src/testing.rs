@@ -34,10 +34,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::Value;
 
 use crate::imports::log::Level;
-use crate::{
-    Call, Delivery, Effect, Error, Event, Guest, Membership, Reply, Seat, Source,
-    Target,
-};
+use crate::{Call, Delivery, Effect, Error, Event, Guest, Membership, Reply, Seat, Source, Target};
 
 /// Unix ms the fake clock starts at (2023-11-14T22:13:20Z).
 pub const START_MS: u64 = 1_700_000_000_000;
@@ -256,7 +253,12 @@ impl FakeHost {
     }
 
     /// Runs a `system` event about `user_id` (e.g. `disconnected`).
-    pub fn system<P: Guest>(&mut self, action: &str, user_id: Option<u64>, payload: Value) -> Handled {
+    pub fn system<P: Guest>(
+        &mut self,
+        action: &str,
+        user_id: Option<u64>,
+        payload: Value,
+    ) -> Handled {
         self.handle::<P>(Event {
             action: action.into(),
             source: Source::System,
@@ -381,20 +383,27 @@ impl FakeHost {
     }
 
     fn room_entry(&mut self, channel_name: &str, room_id: u64, seats: u32) -> &mut Room {
-        self.rooms.entry(channel_name.into()).or_insert_with(|| Room {
-            room_id,
-            members: Vec::new(),
-            seats: free_seats(seats),
-        })
+        self.rooms
+            .entry(channel_name.into())
+            .or_insert_with(|| Room {
+                room_id,
+                members: Vec::new(),
+                seats: free_seats(seats),
+            })
     }
 
     fn join(&mut self, user_id: u64, channel_name: &str, room_id: u64) {
-        if self.membership(user_id).is_some_and(|m| m.channel_name == channel_name) {
+        if self
+            .membership(user_id)
+            .is_some_and(|m| m.channel_name == channel_name)
+        {
             return;
         }
         self.leave(user_id);
         let seats = self.seats;
-        self.room_entry(channel_name, room_id, seats).members.push(user_id);
+        self.room_entry(channel_name, room_id, seats)
+            .members
+            .push(user_id);
     }
 
     fn leave(&mut self, user_id: u64) {
@@ -423,7 +432,9 @@ impl FakeHost {
         self.require_member(user_id, channel_name)?;
         let room = self.rooms.get_mut(channel_name).expect("a member's room");
         let Some(seat) = room.seats.get(seat_id.wrapping_sub(1) as usize) else {
-            return Err(Error::Conflict(format!("room {channel_name} has no seat {seat_id}")));
+            return Err(Error::Conflict(format!(
+                "room {channel_name} has no seat {seat_id}"
+            )));
         };
         if seat.user_id == Some(user_id) {
             return Ok(());
@@ -517,9 +528,15 @@ impl FakeHost {
             Effect::TakeSeat(t) => self.take_seat(&t.channel_name, t.seat_id, t.user_id)?,
             Effect::FreeSeat(f) => {
                 self.require_member(f.user_id, &f.channel_name)?;
-                let room = self.rooms.get_mut(&f.channel_name).expect("a member's room");
+                let room = self
+                    .rooms
+                    .get_mut(&f.channel_name)
+                    .expect("a member's room");
                 if !free_seat_of(room, f.user_id) {
-                    return Err(Error::NotAllowed(format!("user {} holds no seat", f.user_id)));
+                    return Err(Error::NotAllowed(format!(
+                        "user {} holds no seat",
+                        f.user_id
+                    )));
                 }
             }
             Effect::SetSeat(s) => {
@@ -802,8 +819,7 @@ pub(crate) mod imports {
         pub fn keys(prefix: &str, limit: u32) -> Vec<String> {
             with_host(|h| {
                 let now = h.now_ms;
-                h.kv
-                    .iter()
+                h.kv.iter()
                     .filter(|(k, v)| {
                         k.starts_with(prefix) && v.expires_at.is_none_or(|at| at > now)
                     })

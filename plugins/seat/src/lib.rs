@@ -45,8 +45,12 @@ fn router() -> Router {
     Router::new("seat", env!("CARGO_PKG_VERSION"))
         .action("up", &[Server], up)
         .action("down", &[Server], down)
-        .action("lock_seat", &[Server, Client], |event| set_seat(event, LOCKED))
-        .action("unlock_seat", &[Server, Client], |event| set_seat(event, FREE))
+        .action("lock_seat", &[Server, Client], |event| {
+            set_seat(event, LOCKED)
+        })
+        .action("unlock_seat", &[Server, Client], |event| {
+            set_seat(event, FREE)
+        })
 }
 
 chorus_plugin_sdk::plugin!(Component, router());
@@ -197,9 +201,11 @@ mod tests {
         let first = host.server::<Component>("up", up_payload(1, Some(3)));
         assert_eq!(
             first.bodies(),
-            vec![json!({"action": "up", "channel_name": "r1", "room_seat": {"user_id": 1, "id": 3,
+            vec![
+                json!({"action": "up", "channel_name": "r1", "room_seat": {"user_id": 1, "id": 3,
                 "sex": 2, "avatar_url": "a", "avatar_small_url": "s", "nickname": "n",
-                "status": 1, "microphone": 1, "rank": 3, "room_id": 88}})]
+                "status": 1, "microphone": 1, "rank": 3, "room_id": 88}})
+            ]
         );
         assert_eq!(host.seat_of(1), Some(3));
         let moved = host.server::<Component>("up", up_payload(1, None));
@@ -221,19 +227,46 @@ mod tests {
             .seated(2, "r1", 1)
             .locked("r1", 2)
             .attribute("r1", "owner", "2");
-        assert_eq!(host.server::<Component>("up", up_payload(1, Some(1))).code(), 2003);
-        assert_eq!(host.server::<Component>("up", up_payload(1, Some(2))).code(), 2003);
-        assert_eq!(host.server::<Component>("up", up_payload(1, Some(10))).code(), 2001);
-        assert_eq!(host.server::<Component>("up", up_payload(5, None)).code(), 2004);
-        let not_seated = host.server::<Component>("down", json!({"user_id": 1, "channel_name": "r1"}));
+        assert_eq!(
+            host.server::<Component>("up", up_payload(1, Some(1)))
+                .code(),
+            2003
+        );
+        assert_eq!(
+            host.server::<Component>("up", up_payload(1, Some(2)))
+                .code(),
+            2003
+        );
+        assert_eq!(
+            host.server::<Component>("up", up_payload(1, Some(10)))
+                .code(),
+            2001
+        );
+        assert_eq!(
+            host.server::<Component>("up", up_payload(5, None)).code(),
+            2004
+        );
+        let not_seated =
+            host.server::<Component>("down", json!({"user_id": 1, "channel_name": "r1"}));
         assert_eq!(not_seated.code(), 2004);
         // Only the owner or an admin locks from a client.
         let lock = json!({"channel_name": "r1", "seat_id": 4});
-        assert_eq!(host.client::<Component>(1, "lock_seat", lock.clone()).code(), 2004);
-        assert!(host.client::<Component>(2, "lock_seat", lock).result.is_ok());
+        assert_eq!(
+            host.client::<Component>(1, "lock_seat", lock.clone())
+                .code(),
+            2004
+        );
+        assert!(
+            host.client::<Component>(2, "lock_seat", lock)
+                .result
+                .is_ok()
+        );
         assert_eq!(host.seats("r1")[3].status, LOCKED);
         let occupied = json!({"channel_name": "r1", "seat_id": 1});
-        assert_eq!(host.client::<Component>(2, "lock_seat", occupied).code(), 2003);
+        assert_eq!(
+            host.client::<Component>(2, "lock_seat", occupied).code(),
+            2003
+        );
     }
 
     fn seats(states: &[(u8, Option<u64>)]) -> Vec<Seat> {

@@ -53,8 +53,8 @@ use chorus_plugin_sdk::notifications as seats;
 use chorus_plugin_sdk::reply::{cancel_timer, notify_room, notify_user, reply, set_timer};
 use chorus_plugin_sdk::roles::Roles;
 use chorus_plugin_sdk::{
-    Config, Effect, Error, Event, KvPut, Payload, Profile, Reply, Router, Seat, SetSeat,
-    TakeSeat, kv, profile, room_state,
+    Config, Effect, Error, Event, KvPut, Payload, Profile, Reply, Router, Seat, SetSeat, TakeSeat,
+    kv, profile, room_state,
 };
 use serde_json::{Value, json};
 
@@ -562,13 +562,21 @@ mod harness {
         assert!(bodies.iter().all(|b| b["action"] == "seat_invite_expired"));
         assert!(bodies.iter().all(|b| b["reason"] == "timeout"));
         assert_eq!(host.seats("r1")[0].status, FREE);
-        assert_eq!(host.client::<Component>(2, "accept_seat_invite", json!({})).code(), 2004);
+        assert_eq!(
+            host.client::<Component>(2, "accept_seat_invite", json!({}))
+                .code(),
+            2004
+        );
     }
 
     #[test]
     fn only_a_manager_invites_a_member_once() {
         let mut host = room();
-        let by_member = host.client::<Component>(3, "invite_to_seat", json!({"channel_name": "r1", "receiver_id": 2}));
+        let by_member = host.client::<Component>(
+            3,
+            "invite_to_seat",
+            json!({"channel_name": "r1", "receiver_id": 2}),
+        );
         assert_eq!(by_member.code(), 2004);
         invite(&mut host, None);
         assert_eq!(invite(&mut host, None).code(), 2003);
