@@ -1,5 +1,5 @@
 //! The `chorus` binary: `serve`, `token` and the plugin tooling
-//! (`plugin new`, `plugin check`, `plugin dev`).
+//! (`plugin new`, `plugin check`, `plugin run`, `plugin dev`).
 //!
 //! Run with: `cargo run -p chorus -- serve --dev`
 
@@ -16,6 +16,8 @@ use chorus::telemetry::{LogFormat, init_logs};
 mod dev;
 #[path = "main/new.rs"]
 mod new;
+#[path = "main/run.rs"]
+mod run;
 
 /// Chorus signaling server.
 #[derive(Parser)]
@@ -86,6 +88,22 @@ enum PluginCommand {
         /// The admin bearer token (`admin.token`).
         #[arg(long, env = "CHORUS_ADMIN__TOKEN")]
         admin_token: Option<String>,
+    },
+    /// Runs one event through the real plugin runtime (the server's
+    /// limits and the grants of the `<name>.toml` beside the file) against
+    /// a room state, without a server; prints the result, the state
+    /// changes and notifications the server would apply and deliver, and
+    /// the call's time. Exits non-zero when the call fails.
+    Run {
+        /// The `.wasm` file.
+        file: PathBuf,
+        /// The event: `{"action", "source", "user_id", "payload"}`.
+        #[arg(long)]
+        event: PathBuf,
+        /// The room state: `{"seats", "rooms", "calls", "kv",
+        /// "attributes", "profiles"}` (see docs/plugins.md).
+        #[arg(long)]
+        state: Option<PathBuf>,
     },
     /// Writes a new plugin crate, `<path>/<name>`: one example action, its
     /// `<name>.toml` (grants), a unit test on the SDK's fake host and a
@@ -189,6 +207,9 @@ fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
+        Command::Plugin {
+            command: PluginCommand::Run { file, event, state },
+        } => run::run(&file, &event, state.as_deref()),
         Command::Plugin {
             command: PluginCommand::New { name, path, sdk },
         } => {

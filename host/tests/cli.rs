@@ -518,3 +518,57 @@ fn plugin_check_against_a_running_server_reports_a_clash() {
         "{stderr}"
     );
 }
+
+/// Issue 14 item 4: `plugin run` runs one event through the real runtime
+/// against a given room state, prints what the server would apply and
+/// deliver, and exits non-zero with the error code when the call fails.
+#[test]
+fn plugin_run_runs_one_event_against_a_given_state() {
+    let dir = std::env::temp_dir().join(format!("chorus-cli-run-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let state = dir.join("state.json");
+    std::fs::write(
+        &state,
+        r#"{"rooms": {"r1": {"room_id": 88, "members": [1, 2], "seated": {"2": 4}}},
+            "profiles": {"1": {"nickname": "Ann"}}}"#,
+    )
+    .unwrap();
+    let run = |user: u64| {
+        let event = dir.join(format!("event-{user}.json"));
+        std::fs::write(
+            &event,
+            serde_json::json!({"action": "send_topic_msg", "source": "client", "user_id": user,
+                "payload": {"channel_name": "r1", "content": "hi"}})
+            .to_string(),
+        )
+        .unwrap();
+        Command::new(CHORUS)
+            .args(["plugin", "run"])
+            .arg(format!("{}/chat.wasm", chorus::plugin::ARTIFACTS_DIR))
+            .arg("--event")
+            .arg(&event)
+            .arg("--state")
+            .arg(&state)
+            .output()
+            .unwrap()
+    };
+    let member = run(1);
+    let outsider = run(3);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        member.status.success(),
+        "{}",
+        String::from_utf8_lossy(&member.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&member.stdout).unwrap();
+    assert_eq!(report["plugin"], "chat");
+    assert_eq!(report["result"], serde_json::json!({"channel_name": "r1"}));
+    assert_eq!(report["notifications"][0]["target"], r#"Room("r1")"#);
+    assert_eq!(report["notifications"][0]["body"]["nickname"], "Ann");
+    assert_eq!(report["notifications"][0]["body"]["content"], "hi");
+    assert!(report["time_us"].as_u64().is_some(), "{report}");
+    assert!(!outsider.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&outsider.stdout).unwrap();
+    assert_eq!(report["error_code"], 2004, "{report}");
+}
