@@ -350,36 +350,13 @@ fn any_environment_loads_or_fails_with_a_typed_error() {
     }
 }
 
-/// Cargo, as the test runner was started with.
-fn cargo() -> String {
-    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
-}
-
-/// Runs cargo `args` in `dir` (as an author would, so the crate's
-/// `.cargo/config.toml` applies) and asserts it succeeds.
-fn cargo_in(dir: &std::path::Path, args: &[&str]) {
-    let out = Command::new(cargo())
-        .current_dir(dir)
-        .args(args)
-        .env_remove("CARGO_TARGET_DIR")
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_BUILD_TARGET")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "cargo {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Issue 14 items 1 and 5: `plugin new` writes a standalone crate outside
-/// the checkout that builds for wasm32-wasip2 as written, whose unit tests
-/// pass on the SDK's fake host, that `plugin check` accepts with its
-/// shipped grants, and that `plugin dev --once` puts live in a running
-/// `serve --dev`, reporting the version the server serves.
+/// the checkout that builds for wasm32-wasip2 as written, that `plugin
+/// check` accepts with its shipped grants, and that `plugin dev --once`
+/// puts live in a running `serve --dev`, reporting the version the server
+/// serves.
 #[test]
-fn plugin_new_writes_a_crate_that_builds_tests_checks_and_goes_live() {
+fn plugin_new_writes_a_crate_that_builds_checks_and_goes_live() {
     let dir = std::env::temp_dir().join(format!("chorus-cli-new-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -406,7 +383,9 @@ fn plugin_new_writes_a_crate_that_builds_tests_checks_and_goes_live() {
         assert!(!again.status.success(), "{name}");
     }
 
-    cargo_in(&crate_dir, &["test", "--quiet"]);
+    // Its unit tests (`cargo test` in the crate) run in scripts/plugin-path,
+    // after this binary: a cold host-target build of the SDK's
+    // dependencies here would starve the other tests of this binary.
 
     let plugins = dir.join("plugins");
     std::fs::create_dir_all(&plugins).unwrap();
