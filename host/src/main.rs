@@ -1,4 +1,5 @@
-//! The `chorus` binary: `serve`, `token` and `plugin check`.
+//! The `chorus` binary: `serve`, `token` and the plugin tooling
+//! (`plugin new`, `plugin check`, `plugin run`, `plugin dev`).
 //!
 //! Run with: `cargo run -p chorus -- serve --dev`
 
@@ -10,6 +11,13 @@ use clap::{Parser, Subcommand};
 
 use chorus::config::Config;
 use chorus::telemetry::{LogFormat, init_logs};
+
+#[path = "main/dev.rs"]
+mod dev;
+#[path = "main/new.rs"]
+mod new;
+#[path = "main/run.rs"]
+mod run;
 
 /// Chorus signaling server.
 #[derive(Parser)]
@@ -25,6 +33,15 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Runs the server.
+    ///
+    /// Plugins: the server runs the plugins of the folder `plugins.dir`
+    /// (`[plugins] dir = "…"` in the configuration file, or the
+    /// environment variable CHORUS_PLUGINS__DIR): each `<name>.wasm` with
+    /// its `<name>.toml` (grants and settings). A file added, replaced
+    /// (write, then rename) or removed there takes effect within 2 s
+    /// without a restart; `chorus plugin dev` does that on every save.
+    /// Without `plugins.dir` the bundled plugins built into the binary
+    /// serve. See docs/plugins.md.
     Serve {
         /// TOML configuration file.
         #[arg(long)]
@@ -63,6 +80,68 @@ enum PluginCommand {
     Check {
         /// The `.wasm` file.
         file: PathBuf,
+        /// A running server's admin URL (e.g. http://127.0.0.1:9090): also
+        /// refuses the plugin when another plugin there already serves one
+        /// of its client or server actions (the server would refuse it).
+        #[arg(long)]
+        server: Option<String>,
+        /// The admin bearer token (`admin.token`).
+        #[arg(long, env = "CHORUS_ADMIN__TOKEN")]
+        admin_token: Option<String>,
+    },
+    /// Runs one event through the real plugin runtime (the server's
+    /// limits and the grants of the `<name>.toml` beside the file) against
+    /// a room state, without a server; prints the result, the state
+    /// changes and notifications the server would apply and deliver, and
+    /// the call's time. Exits non-zero when the call fails.
+    Run {
+        /// The `.wasm` file.
+        file: PathBuf,
+        /// The event: `{"action", "source", "user_id", "payload"}`.
+        #[arg(long)]
+        event: PathBuf,
+        /// The room state: `{"seats", "rooms", "calls", "kv",
+        /// "attributes", "profiles"}` (see docs/plugins.md).
+        #[arg(long)]
+        state: Option<PathBuf>,
+    },
+    /// Writes a new plugin crate, `<path>/<name>`: one example action, its
+    /// `<name>.toml` (grants), a unit test on the SDK's fake host and a
+    /// README. It depends on this checkout's SDK and builds into this
+    /// checkout's `plugins/target`, so it builds for wasm32-wasip2 at once.
+    New {
+        /// The plugin's name (the `.wasm` file's stem and the example
+        /// action): a-z, 0-9 and _, starting with a letter.
+        name: String,
+        /// The folder to create it in.
+        #[arg(long, default_value = ".")]
+        path: PathBuf,
+        /// The plugin SDK to depend on (default: this checkout's
+        /// `plugins/sdk`).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+    /// Builds a plugin crate for wasm32-wasip2 and puts it into a running
+    /// server's plugins folder (write, then rename), again on every save;
+    /// the server's hot reload makes it live without a restart.
+    Dev {
+        /// The plugin crate's folder.
+        #[arg(default_value = ".")]
+        crate_dir: PathBuf,
+        /// The server's plugins folder (`plugins.dir`).
+        #[arg(long)]
+        server: PathBuf,
+        /// The server's admin URL (e.g. http://127.0.0.1:9090): prints the
+        /// version that went live, or the server's load error.
+        #[arg(long)]
+        admin: Option<String>,
+        /// The admin bearer token (`admin.token`; `chorus-dev-admin` under
+        /// `serve --dev`).
+        #[arg(long, env = "CHORUS_ADMIN__TOKEN")]
+        admin_token: Option<String>,
+        /// Build and install once, then exit.
+        #[arg(long)]
+        once: bool,
     },
 }
 
@@ -100,7 +179,12 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Plugin {
-            command: PluginCommand::Check { file },
+            command:
+                PluginCommand::Check {
+                    file,
+                    server,
+                    admin_token,
+                },
         } => {
             let description = chorus::plugin::check_file(&file)
                 .with_context(|| format!("{} would be refused", file.display()))?;
@@ -108,10 +192,83 @@ fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("{} would be refused", file.display()))?;
             let mut report = serde_json::to_value(&description)?;
             report["grants"] = serde_json::to_value(&grants)?;
+            if let Some(server) = server {
+                let listing = dev::get_json(&server, "/admin/plugins", admin_token.as_deref())
+                    .with_context(|| format!("asking {server} what it serves"))?;
+                let clashes = clashes(&report, &listing);
+                if !clashes.is_empty() {
+                    anyhow::bail!(
+                        "{} would be refused by {server}: {}",
+                        file.display(),
+                        clashes.join("; ")
+                    );
+                }
+            }
             println!("{}", serde_json::to_string_pretty(&report)?);
             Ok(())
         }
+        Command::Plugin {
+            command: PluginCommand::Run { file, event, state },
+        } => run::run(&file, &event, state.as_deref()),
+        Command::Plugin {
+            command: PluginCommand::New { name, path, sdk },
+        } => {
+            let created = new::create(&name, &path, sdk.as_deref())?;
+            let dir = created.dir.display();
+            println!("created {dir}");
+            println!("  cd {dir} && cargo test");
+            println!("  chorus plugin dev {dir} --server <the server's plugins.dir>");
+            if !created.target_installed {
+                println!("{}", new::missing_target_hint());
+            }
+            Ok(())
+        }
+        Command::Plugin {
+            command:
+                PluginCommand::Dev {
+                    crate_dir,
+                    server,
+                    admin,
+                    admin_token,
+                    once,
+                },
+        } => dev::run(&dev::Options {
+            crate_dir,
+            plugins_dir: server,
+            admin,
+            admin_token,
+            once,
+        }),
     }
+}
+
+/// The actions `report` (a `plugin check` description) claims from the
+/// client or server source that another plugin of `listing` (`GET
+/// /admin/plugins`) already serves: the server refuses such a load. A
+/// plugin of the same name is a new version, not a clash; system events
+/// are shared by design.
+fn clashes(report: &serde_json::Value, listing: &serde_json::Value) -> Vec<String> {
+    let name = &report["name"];
+    let empty = Vec::new();
+    let plugins = listing["plugins"].as_array().unwrap_or(&empty);
+    let actions = report["actions"].as_array().unwrap_or(&empty);
+    let mut found = Vec::new();
+    for action in actions {
+        let sources = action["sources"].as_array().unwrap_or(&empty);
+        if !sources.iter().any(|s| s == "client" || s == "server") {
+            continue;
+        }
+        for plugin in plugins.iter().filter(|p| &p["name"] != name) {
+            let serves = plugin["actions"].as_array().unwrap_or(&empty);
+            if serves.contains(&action["name"]) {
+                found.push(format!(
+                    "action {} is already served by plugin {}",
+                    action["name"], plugin["name"]
+                ));
+            }
+        }
+    }
+    found
 }
 
 /// How many tasks a worker runs between looks at the runtime's global

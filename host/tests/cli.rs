@@ -349,3 +349,205 @@ fn any_environment_loads_or_fails_with_a_typed_error() {
         panic!("{failure}");
     }
 }
+
+/// Issue 14 items 1 and 5: `plugin new` writes a standalone crate outside
+/// the checkout that builds for wasm32-wasip2 as written, that `plugin
+/// check` accepts with its shipped grants, and that `plugin dev --once`
+/// puts live in a running `serve --dev`, reporting the version the server
+/// serves.
+#[test]
+fn plugin_new_writes_a_crate_that_builds_checks_and_goes_live() {
+    let dir = std::env::temp_dir().join(format!("chorus-cli-new-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = Command::new(CHORUS)
+        .args(["plugin", "new", "cli_made", "--path"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let crate_dir = dir.join("cli_made");
+    let readme = std::fs::read_to_string(crate_dir.join("README.md")).unwrap();
+    assert_eq!(readme.lines().count(), 5, "{readme}");
+    // A second crate of the same name, or a bundled plugin's name: refused.
+    for name in ["cli_made", "chat"] {
+        let again = Command::new(CHORUS)
+            .args(["plugin", "new", name, "--path"])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(!again.status.success(), "{name}");
+    }
+
+    // Its unit tests (`cargo test` in the crate) run in scripts/plugin-path,
+    // after this binary: a cold host-target build of the SDK's
+    // dependencies here would starve the other tests of this binary.
+
+    let plugins = dir.join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let admin = free_port();
+    let port = free_port();
+    let mut server = Command::new(CHORUS)
+        .args(["serve", "--dev"])
+        .env("CHORUS_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("CHORUS_ADMIN__LISTEN", format!("127.0.0.1:{admin}"))
+        .env("CHORUS_PLUGINS__DIR", &plugins)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ready = (0..400).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        std::net::TcpStream::connect(("127.0.0.1", admin)).is_ok()
+    });
+    let dev = Command::new(CHORUS)
+        .args(["plugin", "dev"])
+        .arg(&crate_dir)
+        .arg("--server")
+        .arg(&plugins)
+        .args(["--admin", &format!("http://127.0.0.1:{admin}"), "--once"])
+        .env("CHORUS_ADMIN__TOKEN", chorus::config::DEV_ADMIN_TOKEN)
+        .output()
+        .unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(ready, "the server listens");
+    assert!(
+        dev.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dev.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&dev.stdout),
+        "live: cli_made 0.1.0\n"
+    );
+
+    // What went live is what `plugin check` accepts, with its grants.
+    let check = Command::new(CHORUS)
+        .args(["plugin", "check"])
+        .arg(plugins.join("cli_made.wasm"))
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&check.stdout).unwrap();
+    assert_eq!(report["name"], "cli_made");
+    assert_eq!(report["version"], "0.1.0");
+    assert_eq!(
+        report["actions"],
+        serde_json::json!([{"name": "cli_made", "sources": ["client", "server"]}])
+    );
+    assert_eq!(report["grants"]["explicit"], true);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 14 item 6: `plugin check --server <admin url>` refuses a plugin
+/// claiming an action another plugin of the running server serves (the
+/// server would refuse it at load), and accepts a new version of a plugin
+/// it serves.
+#[test]
+fn plugin_check_against_a_running_server_reports_a_clash() {
+    let dir = std::env::temp_dir().join(format!("chorus-cli-clash-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let artifacts = std::path::Path::new(chorus::plugin::ARTIFACTS_DIR);
+    std::fs::copy(artifacts.join("echo_v1.wasm"), dir.join("echo.wasm")).unwrap();
+    let admin = free_port();
+    let port = free_port();
+    let mut server = Command::new(CHORUS)
+        .args(["serve", "--dev"])
+        .env("CHORUS_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("CHORUS_ADMIN__LISTEN", format!("127.0.0.1:{admin}"))
+        .env("CHORUS_PLUGINS__DIR", &dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{admin}");
+    let check = |file: std::path::PathBuf| {
+        Command::new(CHORUS)
+            .args(["plugin", "check"])
+            .arg(file)
+            .args(["--server", &url])
+            .env("CHORUS_ADMIN__TOKEN", chorus::config::DEV_ADMIN_TOKEN)
+            .output()
+            .unwrap()
+    };
+    // Ready once the admin listener answers with echo loaded.
+    let ready = (0..400).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        check(dir.join("echo.wasm")).status.success()
+    });
+    let clash = check(artifacts.join("echo_clash.wasm"));
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(ready, "the server serves echo");
+    assert!(!clash.status.success());
+    let stderr = String::from_utf8_lossy(&clash.stderr);
+    assert!(
+        stderr.contains(r#"action "echo" is already served by plugin "echo""#),
+        "{stderr}"
+    );
+}
+
+/// Issue 14 item 4: `plugin run` runs one event through the real runtime
+/// against a given room state, prints what the server would apply and
+/// deliver, and exits non-zero with the error code when the call fails.
+#[test]
+fn plugin_run_runs_one_event_against_a_given_state() {
+    let dir = std::env::temp_dir().join(format!("chorus-cli-run-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let state = dir.join("state.json");
+    std::fs::write(
+        &state,
+        r#"{"rooms": {"r1": {"room_id": 88, "members": [1, 2], "seated": {"2": 4}}},
+            "profiles": {"1": {"nickname": "Ann"}}}"#,
+    )
+    .unwrap();
+    let run = |user: u64| {
+        let event = dir.join(format!("event-{user}.json"));
+        std::fs::write(
+            &event,
+            serde_json::json!({"action": "send_topic_msg", "source": "client", "user_id": user,
+                "payload": {"channel_name": "r1", "content": "hi"}})
+            .to_string(),
+        )
+        .unwrap();
+        Command::new(CHORUS)
+            .args(["plugin", "run"])
+            .arg(format!("{}/chat.wasm", chorus::plugin::ARTIFACTS_DIR))
+            .arg("--event")
+            .arg(&event)
+            .arg("--state")
+            .arg(&state)
+            .output()
+            .unwrap()
+    };
+    let member = run(1);
+    let outsider = run(3);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        member.status.success(),
+        "{}",
+        String::from_utf8_lossy(&member.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&member.stdout).unwrap();
+    assert_eq!(report["plugin"], "chat");
+    assert_eq!(report["result"], serde_json::json!({"channel_name": "r1"}));
+    assert_eq!(report["notifications"][0]["target"], r#"Room("r1")"#);
+    assert_eq!(report["notifications"][0]["body"]["nickname"], "Ann");
+    assert_eq!(report["notifications"][0]["body"]["content"], "hi");
+    assert!(report["time_us"].as_u64().is_some(), "{report}");
+    assert!(!outsider.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&outsider.stdout).unwrap();
+    assert_eq!(report["error_code"], 2004, "{report}");
+}

@@ -37,49 +37,31 @@
 //!
 //! The subject of `hang_up` is the user hanging up.
 
-use chorus_plugin_sdk::event::{acting_user, action, description, event_user, unknown_action};
+use chorus_plugin_sdk::Source::{Client, Server, System};
+use chorus_plugin_sdk::event::{acting_user, event_user};
+use chorus_plugin_sdk::notifications::{hang_up as hang_up_notification, hang_up_because};
 use chorus_plugin_sdk::reply::{notify_user, reply};
+use chorus_plugin_sdk::rules::in_room;
 use chorus_plugin_sdk::{
-    Description, Effect, Error, Event, Guest, KvPut, Payload, Reply, Source, StartCall, clock, kv,
-    room_state,
+    Effect, Error, Event, KvPut, Payload, Reply, Router, Source, StartCall, clock, kv, room_state,
 };
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// How long a `ringing:` record may outlive a lost timer (a node stopped
 /// before the ring timeout fired): an hour, far beyond any ring timeout.
 const RINGING_TTL_MS: u64 = 3_600_000;
 
-/// The plugin's `handler` export.
-struct Component;
-
-impl Guest for Component {
-    fn describe() -> Description {
-        description(
-            "call",
-            env!("CARGO_PKG_VERSION"),
-            vec![
-                action("call_start", &[Source::Client, Source::Server]),
-                action("call_answer", &[Source::Client, Source::Server]),
-                action("hang_up", &[Source::Client, Source::Server]),
-                action("call_ring_timeout", &[Source::System]),
-                action("disconnected", &[Source::System]),
-            ],
-        )
-    }
-
-    fn handle(event: Event) -> Result<Reply, Error> {
-        match event.action.as_str() {
-            "call_start" => call_start(&event),
-            "call_answer" => call_answer(&event),
-            "hang_up" => hang_up(&event),
-            "call_ring_timeout" => ring_timeout(&event),
-            "disconnected" => disconnected(&event),
-            _ => Err(unknown_action(&event)),
-        }
-    }
+/// The plugin's actions.
+fn router() -> Router {
+    Router::new("call", env!("CARGO_PKG_VERSION"))
+        .action("call_start", &[Client, Server], call_start)
+        .action("call_answer", &[Client, Server], call_answer)
+        .action("hang_up", &[Client, Server], hang_up)
+        .action("call_ring_timeout", &[System], ring_timeout)
+        .action("disconnected", &[System], disconnected)
 }
 
-chorus_plugin_sdk::export!(Component);
+chorus_plugin_sdk::plugin!(Component, router());
 
 /// The two users and the channel of a `call_start`, `call_answer` or
 /// `hang_up`.
@@ -210,10 +192,8 @@ fn ring_timeout(event: &Event) -> Result<Reply, Error> {
     let (true, Some(call)) = (still_ringing, call) else {
         return Ok(reply(json!({"ended": false}), Vec::new()));
     };
-    let to_callee = json!({"action": "hang_up", "user_id": caller, "receiver_id": callee,
-        "channel_name": call.channel_name, "reason": "no_answer"});
-    let to_caller = json!({"action": "hang_up", "user_id": callee, "receiver_id": caller,
-        "channel_name": call.channel_name, "reason": "no_answer"});
+    let to_callee = hang_up_because(caller, callee, &call.channel_name, "no_answer");
+    let to_caller = hang_up_because(callee, caller, &call.channel_name, "no_answer");
     let effects = vec![
         Effect::EndCall(caller),
         Effect::KvDelete(ringing_key(callee)),
@@ -246,21 +226,6 @@ fn end_call(user_id: u64, receiver_id: u64, channel_name: &str) -> Reply {
     reply(result, effects)
 }
 
-/// The seed's `hang_up` notification.
-fn hang_up_notification(user_id: u64, receiver_id: u64, channel_name: &str) -> Value {
-    json!({
-        "action": "hang_up",
-        "user_id": user_id,
-        "receiver_id": receiver_id,
-        "channel_name": channel_name,
-    })
-}
-
-/// Whether `user_id` is a member of `channel_name`.
-fn in_room(user_id: u64, channel_name: &str) -> bool {
-    room_state::membership_of(user_id).is_some_and(|m| m.channel_name == channel_name)
-}
-
 /// The KV key of a call ringing for `callee`.
 fn ringing_key(callee: u64) -> String {
     format!("ringing:{callee}")
@@ -274,4 +239,100 @@ fn ringing_value(caller: u64, ring_id: u64) -> String {
 /// The caller of a ringing record.
 fn ringing_caller(value: &str) -> Option<u64> {
     value.split_once(':')?.0.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chorus_plugin_sdk::Target;
+    use chorus_plugin_sdk::testing::FakeHost;
+    use serde_json::Value;
+
+    fn room() -> FakeHost {
+        FakeHost::new()
+            .member(1, "r1", 88)
+            .member(2, "r1", 88)
+            .member(3, "r1", 88)
+    }
+
+    fn start(host: &mut FakeHost, caller: u64, callee: u64) -> Value {
+        let done = host.client::<Component>(
+            caller,
+            "call_start",
+            json!({"receiver_id": callee, "channel_name": "r1"}),
+        );
+        done.output()
+    }
+
+    #[test]
+    fn a_client_call_rings_then_is_answered_then_hung_up() {
+        let mut host = room();
+        let started = start(&mut host, 1, 2);
+        assert_eq!(started["ring_id"], host.now_ms());
+        assert_eq!(host.call(1).map(|c| c.peer_id), Some(2));
+        // Ringing: a third caller gets the one refusal.
+        let busy = host.client::<Component>(
+            3,
+            "call_start",
+            json!({"receiver_id": 2, "channel_name": "r1"}),
+        );
+        assert_eq!(busy.code(), 2004);
+        let answered = host.client::<Component>(
+            2,
+            "call_answer",
+            json!({"receiver_id": 1, "channel_name": "r1"}),
+        );
+        assert_eq!(answered.output()["answered"], true);
+        // Answered: the ring timeout ends nothing.
+        let late = host.system::<Component>("call_ring_timeout", Some(1), started);
+        assert_eq!(late.output()["ended"], false);
+        let hung = host.client::<Component>(
+            2,
+            "hang_up",
+            json!({"receiver_id": 1, "channel_name": "r1"}),
+        );
+        let sent = hung.notifications();
+        assert_eq!(sent[0].target, Target::User(1));
+        assert_eq!(
+            sent[0].body,
+            json!({"action": "hang_up", "user_id": 2, "receiver_id": 1, "channel_name": "r1"})
+        );
+        assert_eq!(host.call(1), None);
+    }
+
+    #[test]
+    fn an_unanswered_call_ends_with_no_answer_to_both() {
+        let mut host = room();
+        let started = start(&mut host, 1, 2);
+        let done = host.system::<Component>("call_ring_timeout", Some(1), started);
+        let bodies = done.bodies();
+        assert_eq!(bodies.len(), 2);
+        assert!(bodies.iter().all(|b| b["reason"] == "no_answer"));
+        assert_eq!(host.call(2), None);
+    }
+
+    #[test]
+    fn disconnecting_hangs_up_on_the_peer_and_rules_answer_their_codes() {
+        let mut host = room().in_call(1, 2, "r1");
+        let self_call = host.client::<Component>(
+            3,
+            "call_start",
+            json!({"receiver_id": 3, "channel_name": "r1"}),
+        );
+        assert_eq!(self_call.code(), 2001);
+        let in_call = host.server::<Component>(
+            "call_start",
+            json!({"user_id": 1, "receiver_id": 3, "channel_name": "r1"}),
+        );
+        assert_eq!(in_call.code(), 2003);
+        let wrong_peer = host.client::<Component>(
+            1,
+            "hang_up",
+            json!({"receiver_id": 3, "channel_name": "r1"}),
+        );
+        assert_eq!(wrong_peer.code(), 2004);
+        let gone = host.system::<Component>("disconnected", Some(1), json!({}));
+        assert_eq!(gone.notifications()[0].target, Target::User(2));
+        assert_eq!(host.call(2), None);
+    }
 }

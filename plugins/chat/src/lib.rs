@@ -14,38 +14,28 @@
 //!
 //! The room gets the seed's `send_topic_msg`; its subject is the sender.
 
-use chorus_plugin_sdk::event::{acting_user, action, description, unknown_action};
+use chorus_plugin_sdk::Source::{Client, Server};
+use chorus_plugin_sdk::event::acting_user;
+use chorus_plugin_sdk::notifications;
 use chorus_plugin_sdk::profile;
 use chorus_plugin_sdk::reply::{notify_room, reply};
-use chorus_plugin_sdk::{
-    Config, Description, Error, Event, Guest, Payload, Profile, Reply, Source, room_state,
-};
-use serde_json::{Value, json};
+use chorus_plugin_sdk::rules::member_of;
+use chorus_plugin_sdk::{Config, Error, Event, Payload, Profile, Reply, Router, Source};
+use serde_json::json;
 
 /// The default of config key `max_chars`.
 const DEFAULT_MAX_CHARS: u64 = 200;
 
-/// The plugin's `handler` export.
-struct Component;
-
-impl Guest for Component {
-    fn describe() -> Description {
-        description(
-            "chat",
-            env!("CARGO_PKG_VERSION"),
-            vec![action("send_topic_msg", &[Source::Client, Source::Server])],
-        )
-    }
-
-    fn handle(event: Event) -> Result<Reply, Error> {
-        match event.action.as_str() {
-            "send_topic_msg" => send_topic_msg(&event),
-            _ => Err(unknown_action(&event)),
-        }
-    }
+/// The plugin's actions.
+fn router() -> Router {
+    Router::new("chat", env!("CARGO_PKG_VERSION")).action(
+        "send_topic_msg",
+        &[Client, Server],
+        send_topic_msg,
+    )
 }
 
-chorus_plugin_sdk::export!(Component);
+chorus_plugin_sdk::plugin!(Component, router());
 
 /// `send_topic_msg`: check the message and its sender, then notify the room.
 fn send_topic_msg(event: &Event) -> Result<Reply, Error> {
@@ -59,14 +49,8 @@ fn send_topic_msg(event: &Event) -> Result<Reply, Error> {
         Source::Server | Source::System => Profile::required(&payload)?,
     };
     check_length(&content, Config::load().u64("max_chars", DEFAULT_MAX_CHARS))?;
-    let in_room = room_state::membership_of(user_id)
-        .is_some_and(|membership| membership.channel_name == channel_name);
-    if !in_room {
-        return Err(Error::NotAllowed(format!(
-            "user {user_id} is not in `{channel_name}`"
-        )));
-    }
-    let body = notification(user_id, &profile, &content, &channel_name);
+    member_of(user_id, &channel_name)?;
+    let body = notifications::send_topic_msg(user_id, &profile, &content, &channel_name);
     let effects = vec![notify_room(&channel_name, &body, Some(user_id))];
     Ok(reply(json!({"channel_name": channel_name}), effects))
 }
@@ -85,20 +69,71 @@ fn check_length(content: &str, max_chars: u64) -> Result<(), Error> {
     Ok(())
 }
 
-/// The seed's `send_topic_msg` notification.
-fn notification(user_id: u64, profile: &Profile, content: &str, channel_name: &str) -> Value {
-    let mut body = json!({"action": "send_topic_msg", "user_id": user_id});
-    if let Value::Object(object) = &mut body {
-        profile.write_to(object);
-        object.insert("content".into(), content.into());
-        object.insert("channel_name".into(), channel_name.into());
-    }
-    body
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use chorus_plugin_sdk::Target;
+    use chorus_plugin_sdk::testing::FakeHost;
+
+    fn room() -> FakeHost {
+        FakeHost::new()
+            .member(1, "r1", 88)
+            .member(2, "r1", 88)
+            .online(3)
+    }
+
+    #[test]
+    fn a_member_posts_to_the_room_in_the_seed_shape() {
+        let mut host = room().profile(1, json!({"nickname": "Ann", "sex": 2}));
+        let done = host.client::<Component>(
+            1,
+            "send_topic_msg",
+            json!({"channel_name": "r1", "content": "hi"}),
+        );
+        let sent = done.notifications();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].target, Target::Room("r1".into()));
+        assert_eq!(sent[0].subject, Some(1));
+        assert_eq!(
+            sent[0].body,
+            json!({"action": "send_topic_msg", "user_id": 1, "nickname": "Ann", "sex": 2,
+                "avatar_url": "", "avatar_small_url": "", "content": "hi", "channel_name": "r1"})
+        );
+    }
+
+    #[test]
+    fn a_non_member_is_not_allowed_and_the_backend_must_send_the_profile() {
+        let mut host = room();
+        let outsider = host.client::<Component>(
+            3,
+            "send_topic_msg",
+            json!({"channel_name": "r1", "content": "hi"}),
+        );
+        assert_eq!(outsider.code(), 2004);
+        let no_profile = host.server::<Component>(
+            "send_topic_msg",
+            json!({"user_id": 1, "channel_name": "r1", "content": "hi"}),
+        );
+        assert_eq!(no_profile.code(), 1002);
+    }
+
+    #[test]
+    fn max_chars_comes_from_the_config() {
+        let mut host = room().config(json!({"max_chars": 3}));
+        let long = host.client::<Component>(
+            1,
+            "send_topic_msg",
+            json!({"channel_name": "r1", "content": "four"}),
+        );
+        assert_eq!(long.code(), 2001);
+        let empty = host.client::<Component>(
+            1,
+            "send_topic_msg",
+            json!({"channel_name": "r1", "content": ""}),
+        );
+        assert_eq!(empty.code(), 2001);
+    }
 
     #[test]
     fn counts_unicode_characters() {

@@ -30,11 +30,13 @@
 //! `receiver_id`, `num`, and `sender_id` from the app backend) are
 //! required; its strings default to `""`.
 
-use chorus_plugin_sdk::event::{action, description, event_user, unknown_action};
-use chorus_plugin_sdk::profile;
+use chorus_plugin_sdk::Source::{Client, Server};
+use chorus_plugin_sdk::event::event_user;
 use chorus_plugin_sdk::reply::{notify, reply};
+use chorus_plugin_sdk::rules::member_of;
 use chorus_plugin_sdk::{
-    Config, Description, Error, Event, Guest, Payload, Reply, Seat, Source, Target, room_state,
+    Config, Error, Event, Payload, Reply, Router, Seat, Source, Target, notifications, profile,
+    room_state,
 };
 use serde_json::{Map, Value, json};
 
@@ -59,27 +61,12 @@ const CATALOG_FIELDS: [&str; 5] = [
     "image_small_url",
 ];
 
-/// The plugin's `handler` export.
-struct Component;
-
-impl Guest for Component {
-    fn describe() -> Description {
-        description(
-            "gift",
-            env!("CARGO_PKG_VERSION"),
-            vec![action("send_gift", &[Source::Client, Source::Server])],
-        )
-    }
-
-    fn handle(event: Event) -> Result<Reply, Error> {
-        match event.action.as_str() {
-            "send_gift" => send_gift(&event),
-            _ => Err(unknown_action(&event)),
-        }
-    }
+/// The plugin's actions.
+fn router() -> Router {
+    Router::new("gift", env!("CARGO_PKG_VERSION")).action("send_gift", &[Client, Server], send_gift)
 }
 
-chorus_plugin_sdk::export!(Component);
+chorus_plugin_sdk::plugin!(Component, router());
 
 /// A validated gift, before its seats are known.
 struct Gift {
@@ -152,11 +139,8 @@ fn send_gift(event: &Event) -> Result<Reply, Error> {
     let gift = Gift::read(event, &payload.object("gift")?)?;
     let target = target_of(&notify_type, &channel_name, gift.receiver_id)?;
     check_gift(&gift, &channel_name)?;
-    if matches!(target, Target::User(_)) && !in_room(gift.receiver_id, &channel_name) {
-        let receiver = gift.receiver_id;
-        return Err(Error::NotAllowed(format!(
-            "user {receiver} is not in `{channel_name}`"
-        )));
+    if matches!(target, Target::User(_)) {
+        member_of(gift.receiver_id, &channel_name)?;
     }
     let gift_json = gift.to_json(&room_state::room_seats(&channel_name));
     let result = json!({
@@ -165,12 +149,7 @@ fn send_gift(event: &Event) -> Result<Reply, Error> {
         "sender_room_seat_id": gift_json["sender_room_seat_id"],
         "receiver_room_seat_id": gift_json["receiver_room_seat_id"],
     });
-    let body = json!({
-        "action": "send_gift",
-        "notify_type": notify_type,
-        "channel_name": channel_name,
-        "gift": gift_json,
-    });
+    let body = notifications::send_gift(&notify_type, &channel_name, gift_json);
     Ok(reply(
         result,
         vec![notify(target, &body, Some(gift.sender_id))],
@@ -216,18 +195,8 @@ fn check_gift(gift: &Gift, channel_name: &str) -> Result<(), Error> {
             "`gift.num` must be at least 1, not {num}"
         )));
     }
-    if !in_room(gift.sender_id, channel_name) {
-        let sender = gift.sender_id;
-        return Err(Error::NotAllowed(format!(
-            "user {sender} is not in `{channel_name}`"
-        )));
-    }
+    member_of(gift.sender_id, channel_name)?;
     Ok(())
-}
-
-/// Whether `user_id` is a member of `channel_name`.
-fn in_room(user_id: u64, channel_name: &str) -> bool {
-    room_state::membership_of(user_id).is_some_and(|m| m.channel_name == channel_name)
 }
 
 /// The id of the seat `user_id` holds among `seats`, or 0.
@@ -236,4 +205,79 @@ fn seat_of(seats: &[Seat], user_id: u64) -> u32 {
         .iter()
         .find(|seat| seat.user_id == Some(user_id))
         .map_or(0, |seat| seat.id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chorus_plugin_sdk::testing::FakeHost;
+
+    fn room() -> FakeHost {
+        FakeHost::new()
+            .member(1, "r1", 88)
+            .member(2, "r1", 88)
+            .seated(2, "r1", 5)
+            .config(json!({"catalog": {"7": {"name": "rose", "image_url": "r.png"}}}))
+    }
+
+    fn gift(receiver: u64, num: i64) -> Value {
+        json!({"id": 7, "receiver_id": receiver, "num": num, "name": "free diamond"})
+    }
+
+    #[test]
+    fn a_client_gift_takes_seats_from_the_room_and_names_from_the_catalog() {
+        let mut host = room();
+        let done = host.client::<Component>(
+            1,
+            "send_gift",
+            json!({"channel_name": "r1", "notify_type": "bc", "gift": gift(2, 3)}),
+        );
+        let sent = done.notifications();
+        assert_eq!(sent[0].target, Target::Room("r1".into()));
+        assert_eq!(sent[0].subject, Some(1));
+        let g = &sent[0].body["gift"];
+        assert_eq!(g["sender_id"], 1);
+        assert_eq!(g["sender_room_seat_id"], 0);
+        assert_eq!(g["receiver_room_seat_id"], 5);
+        assert_eq!(g["name"], "rose");
+        assert_eq!(g["image_url"], "r.png");
+        assert_eq!(g["dynamic_image_url"], "");
+        assert_eq!(done.output()["receiver_room_seat_id"], 5);
+    }
+
+    #[test]
+    fn the_rules_answer_their_codes() {
+        let mut host = room();
+        let send = |host: &mut FakeHost, notify_type: &str, gift: Value| {
+            host.client::<Component>(
+                1,
+                "send_gift",
+                json!({"channel_name": "r1", "notify_type": notify_type, "gift": gift}),
+            )
+            .code()
+        };
+        assert_eq!(send(&mut host, "bc", gift(2, 0)), 2001);
+        assert_eq!(send(&mut host, "multicast", gift(2, 1)), 2001);
+        assert_eq!(send(&mut host, "ptp", gift(9, 1)), 2004);
+        let unknown = json!({"id": 8, "receiver_id": 2, "num": 1});
+        assert_eq!(send(&mut host, "bc", unknown), 2001);
+        assert_eq!(send(&mut host, "bc", json!({"id": 7, "num": 1})), 1002);
+        let outsider = host.client::<Component>(
+            9,
+            "send_gift",
+            json!({"channel_name": "r1", "notify_type": "bc", "gift": gift(2, 1)}),
+        );
+        assert_eq!(outsider.code(), 2004);
+    }
+
+    #[test]
+    fn ptp_goes_to_the_receiver_only() {
+        let mut host = room();
+        let done = host.server::<Component>(
+            "send_gift",
+            json!({"channel_name": "r1", "notify_type": "ptp",
+                "gift": {"id": 1, "sender_id": 1, "receiver_id": 2, "num": 1}}),
+        );
+        assert_eq!(done.notifications()[0].target, Target::User(2));
+    }
 }

@@ -19,11 +19,12 @@
 //!   "draw_no"}` by broadcast, and the caller gets the same fields as
 //!   `result`.
 
-use chorus_plugin_sdk::event::{acting_user, action, description, unknown_action};
+use chorus_plugin_sdk::Source::{Client, Server};
+use chorus_plugin_sdk::event::acting_user;
 use chorus_plugin_sdk::reply::{notify_room_via, reply};
 use chorus_plugin_sdk::{
-    Config, Delivery, Description, Effect, Error, Event, Guest, KvPut, Payload, Reply, Seat,
-    Source, clock, kv, room_state,
+    Config, Delivery, Effect, Error, Event, KvPut, Payload, Reply, Router, Seat, clock, kv, random,
+    room_state,
 };
 use serde_json::json;
 
@@ -35,27 +36,16 @@ const COUNTER_TTL_MS: u64 = 2 * 24 * 3600 * 1000;
 /// Milliseconds in a day.
 const DAY_MS: i64 = 24 * 3600 * 1000;
 
-/// The plugin's `handler` export.
-struct Component;
-
-impl Guest for Component {
-    fn describe() -> Description {
-        description(
-            "lucky_draw",
-            env!("CARGO_PKG_VERSION"),
-            vec![action("lucky_draw", &[Source::Client, Source::Server])],
-        )
-    }
-
-    fn handle(event: Event) -> Result<Reply, Error> {
-        match event.action.as_str() {
-            "lucky_draw" => draw(&event),
-            _ => Err(unknown_action(&event)),
-        }
-    }
+/// The plugin's actions.
+fn router() -> Router {
+    Router::new("lucky_draw", env!("CARGO_PKG_VERSION")).action(
+        "lucky_draw",
+        &[Client, Server],
+        draw,
+    )
 }
 
-chorus_plugin_sdk::export!(Component);
+chorus_plugin_sdk::plugin!(Component, router());
 
 /// `lucky_draw`: see the module docs.
 fn draw(event: &Event) -> Result<Reply, Error> {
@@ -110,22 +100,14 @@ fn seated_users(seats: &[Seat]) -> Vec<u64> {
         .collect()
 }
 
-/// One of `users`, uniformly, from WASI `random`; `None` for none.
+/// One of `users`, uniformly, from the host's secure randomness
+/// ([`random::below`]: no modulo bias); `None` for none.
 fn pick(users: &[u64]) -> Result<Option<u64>, Error> {
     if users.is_empty() {
         return Ok(None);
     }
-    let n = users.len() as u64;
-    // Rejection sampling: drop the top `2^64 mod n` values so every index
-    // is equally likely.
-    let zone = u64::MAX - (u64::MAX % n + 1) % n;
-    loop {
-        let r = getrandom::u64()
-            .map_err(|e| Error::Rejected(format!("no randomness available: {e}")))?;
-        if r <= zone {
-            return Ok(users.get((r % n) as usize).copied());
-        }
-    }
+    let index = random::below(users.len() as u64) as usize;
+    Ok(users.get(index).copied())
 }
 
 /// The date (`YYYY-MM-DD`) at unix ms `now_ms` in the zone `offset_minutes`
@@ -154,6 +136,75 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chorus_plugin_sdk::testing::FakeHost;
+    use chorus_plugin_sdk::{Delivery, Target};
+    use serde_json::Value;
+
+    fn room() -> FakeHost {
+        FakeHost::new()
+            .member(1, "r1", 88)
+            .member(2, "r1", 88)
+            .member(3, "r1", 88)
+            .seated(2, "r1", 1)
+            .seated(3, "r1", 4)
+    }
+
+    #[test]
+    fn a_seated_user_wins_and_draws_are_numbered_per_room_and_day() {
+        let mut host = room().seed(42);
+        let first = host.client::<Component>(1, "lucky_draw", json!({}));
+        let sent = first.notifications();
+        assert_eq!(sent[0].target, Target::Room("r1".into()));
+        assert_eq!(sent[0].delivery, Delivery::Broadcast);
+        let winner = sent[0].body["winner_id"].as_u64().unwrap_or_default();
+        assert!([2, 3].contains(&winner), "{winner}");
+        assert_eq!(sent[0].body["draw_no"], 1);
+        assert_eq!(first.output()["winner_id"], Value::from(winner));
+        let second = host.client::<Component>(1, "lucky_draw", json!({}));
+        assert_eq!(second.bodies()[0]["draw_no"], 2);
+        // The next day starts again at 1.
+        host.advance::<Component>(24 * 3600 * 1000);
+        assert_eq!(
+            host.client::<Component>(1, "lucky_draw", json!({}))
+                .bodies()[0]["draw_no"],
+            1
+        );
+    }
+
+    #[test]
+    fn the_same_seed_draws_the_same_winners() {
+        let winners = |seed| {
+            let mut host = room().seed(seed);
+            (0..8)
+                .map(|_| {
+                    host.client::<Component>(1, "lucky_draw", json!({}))
+                        .bodies()[0]["winner_id"]
+                        .clone()
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(winners(7), winners(7));
+        let all = winners(7);
+        assert!(
+            all.contains(&json!(2)) && all.contains(&json!(3)),
+            "{all:?}"
+        );
+    }
+
+    #[test]
+    fn nobody_seated_is_rejected_and_outsiders_are_not_allowed() {
+        let mut host = FakeHost::new().member(1, "r1", 88).member(9, "r2", 89);
+        assert_eq!(
+            host.client::<Component>(1, "lucky_draw", json!({})).code(),
+            2001
+        );
+        assert_eq!(
+            host.client::<Component>(5, "lucky_draw", json!({})).code(),
+            2004
+        );
+        let wrong_room = host.client::<Component>(1, "lucky_draw", json!({"channel_name": "r2"}));
+        assert_eq!(wrong_room.code(), 2004);
+    }
 
     #[test]
     fn dates_follow_the_configured_zone() {

@@ -13,34 +13,25 @@
 //! The notification is the seed's `room_notice` (`channel_name` is `""`
 //! when sent to everyone) and has no subject: it is always broadcast.
 
-use chorus_plugin_sdk::event::{action, description, event_user, unknown_action};
+use chorus_plugin_sdk::Source::{Client, Server};
+use chorus_plugin_sdk::event::event_user;
+use chorus_plugin_sdk::notifications;
 use chorus_plugin_sdk::payload::check_channel_name;
 use chorus_plugin_sdk::reply::{notify, reply};
 use chorus_plugin_sdk::roles::Roles;
-use chorus_plugin_sdk::{Description, Error, Event, Guest, Payload, Reply, Source, Target};
+use chorus_plugin_sdk::{Error, Event, Payload, Reply, Router, Source, Target};
 use serde_json::json;
 
-/// The plugin's `handler` export.
-struct Component;
-
-impl Guest for Component {
-    fn describe() -> Description {
-        description(
-            "notice",
-            env!("CARGO_PKG_VERSION"),
-            vec![action("room_notice", &[Source::Server, Source::Client])],
-        )
-    }
-
-    fn handle(event: Event) -> Result<Reply, Error> {
-        match event.action.as_str() {
-            "room_notice" => room_notice(&event),
-            _ => Err(unknown_action(&event)),
-        }
-    }
+/// The plugin's actions.
+fn router() -> Router {
+    Router::new("notice", env!("CARGO_PKG_VERSION")).action(
+        "room_notice",
+        &[Server, Client],
+        room_notice,
+    )
 }
 
-chorus_plugin_sdk::export!(Component);
+chorus_plugin_sdk::plugin!(Component, router());
 
 /// `room_notice`: notify the room, or everyone.
 fn room_notice(event: &Event) -> Result<Reply, Error> {
@@ -62,13 +53,7 @@ fn room_notice(event: &Event) -> Result<Reply, Error> {
         "channel_name": channel_name,
         "target": if channel_name.is_empty() { "everyone" } else { "room" },
     });
-    let body = json!({
-        "action": "room_notice",
-        "channel_name": channel_name,
-        "expire_time": expire_time,
-        "content": content,
-        "client_url": client_url,
-    });
+    let body = notifications::room_notice(&channel_name, expire_time, &content, &client_url);
     Ok(reply(result, vec![notify(target, &body, None)]))
 }
 
@@ -86,4 +71,53 @@ fn check_manager(event: &Event, channel_name: &str) -> Result<(), Error> {
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chorus_plugin_sdk::testing::FakeHost;
+
+    #[test]
+    fn the_backend_posts_to_a_room_or_to_everyone() {
+        let mut host = FakeHost::new();
+        let room = host.server::<Component>(
+            "room_notice",
+            json!({"channel_name": "r1", "content": "hi"}),
+        );
+        let sent = room.notifications();
+        assert_eq!(sent[0].target, Target::Room("r1".into()));
+        assert_eq!(sent[0].subject, None);
+        assert_eq!(
+            sent[0].body,
+            json!({"action": "room_notice", "channel_name": "r1", "expire_time": 0,
+                "content": "hi", "client_url": ""})
+        );
+        let all = host.server::<Component>("room_notice", json!({"content": "hi"}));
+        assert_eq!(all.notifications()[0].target, Target::Everyone);
+        assert_eq!(all.output()["target"], "everyone");
+    }
+
+    #[test]
+    fn a_client_posts_only_to_a_room_it_manages() {
+        let mut host = FakeHost::new()
+            .member(1, "r1", 88)
+            .member(2, "r1", 88)
+            .attribute("r1", "owner", "1");
+        let payload = json!({"channel_name": "r1", "content": "hi"});
+        assert!(
+            host.client::<Component>(1, "room_notice", payload.clone())
+                .result
+                .is_ok()
+        );
+        assert_eq!(
+            host.client::<Component>(2, "room_notice", payload).code(),
+            2004
+        );
+        assert_eq!(
+            host.client::<Component>(1, "room_notice", json!({"content": "hi"}))
+                .code(),
+            1002
+        );
+    }
 }

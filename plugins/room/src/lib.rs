@@ -20,42 +20,27 @@
 mod car;
 mod segment;
 
-use chorus_plugin_sdk::event::{acting_user, action, description, event_user, unknown_action};
+use chorus_plugin_sdk::Source::{Server, System};
+use chorus_plugin_sdk::event::{acting_user, event_user};
+use chorus_plugin_sdk::notifications::{self, exit_room as exit_notification};
 use chorus_plugin_sdk::profile;
 use chorus_plugin_sdk::reply::{notify_room, reply};
+use chorus_plugin_sdk::rules::member_of;
 use chorus_plugin_sdk::{
-    Config, Description, Effect, Error, Event, Guest, JoinRoom, LeaveRoom, Membership, Payload,
-    Profile, Reply, Source, clock, room_state,
+    Config, Effect, Error, Event, JoinRoom, LeaveRoom, Membership, Payload, Profile, Reply, Router,
+    clock, room_state,
 };
 use serde_json::{Value, json};
 
-/// The plugin's `handler` export.
-struct Component;
-
-impl Guest for Component {
-    fn describe() -> Description {
-        description(
-            "room",
-            env!("CARGO_PKG_VERSION"),
-            vec![
-                action("enter_room", &[Source::Server]),
-                action("exit_room", &[Source::Server]),
-                action("disconnected", &[Source::System]),
-            ],
-        )
-    }
-
-    fn handle(event: Event) -> Result<Reply, Error> {
-        match event.action.as_str() {
-            "enter_room" => enter_room(&event),
-            "exit_room" => exit_room(&event),
-            "disconnected" => disconnected(&event),
-            _ => Err(unknown_action(&event)),
-        }
-    }
+/// The plugin's actions.
+fn router() -> Router {
+    Router::new("room", env!("CARGO_PKG_VERSION"))
+        .action("enter_room", &[Server], enter_room)
+        .action("exit_room", &[Server], exit_room)
+        .action("disconnected", &[System], disconnected)
 }
 
-chorus_plugin_sdk::export!(Component);
+chorus_plugin_sdk::plugin!(Component, router());
 
 /// A validated `enter_room` request.
 struct EnterRoom {
@@ -99,15 +84,14 @@ impl EnterRoom {
 
     /// The `enter_room` notification, in the seed's field order.
     fn notification(&self) -> Value {
-        let mut body = json!({"action": "enter_room", "user_id": self.user_id});
-        if let Value::Object(object) = &mut body {
-            self.profile.write_to(object);
-            object.insert("channel_name".into(), self.channel_name.clone().into());
-            object.insert("i_segment".into(), self.i_segment.clone().into());
-            object.insert("i_segment_text".into(), self.i_segment_text.clone().into());
-            object.insert("user_car_gift".into(), self.car.clone());
-        }
-        body
+        notifications::enter_room(
+            self.user_id,
+            &self.profile,
+            &self.channel_name,
+            &self.i_segment,
+            &self.i_segment_text,
+            self.car.clone(),
+        )
     }
 }
 
@@ -148,9 +132,7 @@ fn exit_room(event: &Event) -> Result<Reply, Error> {
     let payload = Payload::parse(&event.payload)?;
     let user_id = acting_user(event, &payload)?;
     let channel_name = payload.channel_name()?;
-    let membership = room_state::membership_of(user_id)
-        .filter(|membership| membership.channel_name == channel_name)
-        .ok_or_else(|| Error::NotAllowed(format!("user {user_id} is not in `{channel_name}`")))?;
+    let membership = member_of(user_id, &channel_name)?;
     Ok(leave(user_id, &membership))
 }
 
@@ -183,17 +165,63 @@ fn leave(user_id: u64, membership: &Membership) -> Reply {
     reply(result, effects)
 }
 
-/// The `exit_room` notification about `user_id` leaving the room of
-/// `membership`: `room_seat` is their seat as freed, or `null`.
-fn exit_notification(user_id: u64, membership: &Membership) -> Value {
-    let room_seat = match membership.seat_id {
-        Some(id) => json!({"id": id, "status": 0, "microphone": 0}),
-        None => Value::Null,
-    };
-    json!({
-        "action": "exit_room",
-        "user_id": user_id,
-        "channel_name": membership.channel_name,
-        "room_seat": room_seat,
-    })
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chorus_plugin_sdk::Target;
+    use chorus_plugin_sdk::testing::FakeHost;
+
+    fn enter(host: &mut FakeHost, user: u64, channel: &str) -> chorus_plugin_sdk::testing::Handled {
+        host.server::<Component>(
+            "enter_room",
+            json!({"user_id": user, "channel_name": channel, "room_id": 88, "nickname": "n",
+                "sex": 1, "avatar_url": "", "avatar_small_url": "", "i_segment": "VIP"}),
+        )
+    }
+
+    #[test]
+    fn entering_announces_the_user_in_the_seed_shape() {
+        let mut host = FakeHost::new();
+        let done = enter(&mut host, 1, "r1");
+        assert_eq!(host.members("r1"), vec![1]);
+        let sent = done.notifications();
+        assert_eq!(sent[0].target, Target::Room("r1".into()));
+        assert_eq!(
+            sent[0].body,
+            json!({"action": "enter_room", "user_id": 1, "nickname": "n", "sex": 1,
+                "avatar_url": "", "avatar_small_url": "", "channel_name": "r1",
+                "i_segment": "VIP", "i_segment_text": "VIP", "user_car_gift": null})
+        );
+    }
+
+    #[test]
+    fn moving_rooms_frees_the_seat_and_says_exit_room_there() {
+        let mut host = FakeHost::new().member(1, "r1", 88).seated(1, "r1", 3);
+        let done = enter(&mut host, 1, "r2");
+        let bodies = done.bodies();
+        assert_eq!(
+            bodies[0],
+            json!({"action": "exit_room", "user_id": 1, "channel_name": "r1",
+                "room_seat": {"id": 3, "status": 0, "microphone": 0}})
+        );
+        assert_eq!(bodies[1]["action"], "enter_room");
+        assert_eq!(done.output()["previous_channel_name"], "r1");
+        assert_eq!(
+            host.membership(1).map(|m| m.channel_name),
+            Some("r2".into())
+        );
+    }
+
+    #[test]
+    fn exit_needs_membership_and_disconnected_leaves_quietly_when_in_no_room() {
+        let mut host = FakeHost::new().member(1, "r1", 88);
+        let outsider =
+            host.server::<Component>("exit_room", json!({"user_id": 2, "channel_name": "r1"}));
+        assert_eq!(outsider.code(), 2004);
+        let gone = host.system::<Component>("disconnected", Some(1), json!({}));
+        assert_eq!(gone.bodies()[0]["room_seat"], Value::Null);
+        assert!(host.members("r1").is_empty());
+        let again = host.system::<Component>("disconnected", Some(1), json!({}));
+        assert!(again.effects().is_empty());
+    }
 }

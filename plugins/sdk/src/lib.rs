@@ -37,18 +37,38 @@
 //! - [`Profile`]: the user fields the seed repeats in notifications, from
 //!   the app backend's stored profile where it gave one;
 //! - [`roles`]: a room's owner and admins, from its attributes;
-//! - [`seats`]: the seed's `up` and `down` notifications;
+//! - [`router`]: each action declared once (name, sources, handler), and
+//!   [`plugin!`] to export the plugin from it;
+//! - [`rules`]: the subject is a member of the room;
+//! - [`notifications`]: builders for every seed notification (`up`,
+//!   `down`, `enter_room`, …);
+//! - [`seats`]: the seat a user holds;
 //! - [`Config`]: the plugin's `<name>.toml` as typed values with defaults;
-//! - [`log`]: one-line wrappers over the host's log.
+//! - [`log`]: one-line wrappers over the host's log;
+//! - [`random`]: the contract's secure randomness (seeded in tests);
+//! - [`testing`] (native targets only): a fake host, so a plugin's own
+//!   `cargo test` runs its handlers without a server.
+//!
+//! The host's imports (`room_state`, `kv`, `profiles`, `clock`, `config`,
+//! `log`, `random`) are reached through this crate's modules of the same
+//! names: built for `wasm32`, they are the WIT imports; built for the
+//! machine running `cargo test`, they read the [`testing::FakeHost`] the
+//! test handed the event to.
 
 pub mod config;
 pub mod event;
+mod imports;
 pub mod log;
+pub mod notifications;
 pub mod payload;
 pub mod profile;
 pub mod reply;
 pub mod roles;
+pub mod router;
+pub mod rules;
 pub mod seats;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing;
 
 /// The bindings generated from the WIT world `plugin`.
 ///
@@ -60,6 +80,8 @@ pub mod bindings {
         world: "plugin",
         path: "../../wit",
         pub_export_macro: true,
+        // Comparable in tests (`assert_eq!` on targets, calls, seats).
+        additional_derives: [PartialEq],
         default_bindings_module: "chorus_plugin_sdk::bindings",
     });
 }
@@ -75,12 +97,13 @@ pub use bindings::chorus::plugin::types::{
     KvEntry, KvIncr, KvPut, LeaveRoom, Membership, Notification, Reply, RoutedNotification, Seat,
     SetRoomAttr, SetSeat, SetTimer, Source, StartCall, TakeSeat, Target,
 };
-pub use bindings::chorus::plugin::{clock, kv, profiles, room_state};
 pub use bindings::exports::chorus::plugin::handler::Guest;
+pub use imports::{clock, kv, profiles, random, room_state};
 
 pub use config::Config;
 pub use payload::Payload;
 pub use profile::Profile;
+pub use router::Router;
 
 /// The JSON library the helpers speak, re-exported so plugins use the same
 /// version (and its `json!` macro).

@@ -3,7 +3,7 @@
 //! The host tags every line with the plugin's name and version, so a message
 //! only needs to say what happened.
 
-use crate::bindings::chorus::plugin::log::{Level, log};
+use crate::imports::log::{Level, log};
 
 /// Logs at `trace` level.
 pub fn trace(message: &str) {

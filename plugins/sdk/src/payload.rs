@@ -5,9 +5,57 @@
 //! malformed request never traps the plugin. A JSON `null` counts as absent
 //! for the optional getters and as missing for the required ones.
 
+use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::Error;
+
+/// The event's payload as a `serde`-derived struct `T`, every error naming
+/// the field's path: a missing (or `null`) required field is
+/// [`Error::Missing`] (1002, "`gift.num` is required"), a field of the
+/// wrong type or value [`Error::Invalid`] (1001, "`gift.num`: invalid
+/// type: string \"x\", expected i64"). Use `Option<_>` and
+/// `#[serde(default)]` for optional fields.
+///
+/// ```ignore
+/// #[derive(serde::Deserialize)]
+/// struct SendTopicMsg { channel_name: String, content: String }
+/// let request: SendTopicMsg = chorus_plugin_sdk::payload::parse(&event.payload)?;
+/// ```
+pub fn parse<T: DeserializeOwned>(json: &str) -> Result<T, Error> {
+    let mut deserializer = serde_json::Deserializer::from_str(json);
+    match serde_path_to_error::deserialize(&mut deserializer) {
+        Ok(value) => Ok(value),
+        Err(error) => Err(field_error(
+            &error.path().to_string(),
+            &error.inner().to_string(),
+        )),
+    }
+}
+
+/// Maps a serde error at `path` (`.` for the top) to the contract's error.
+fn field_error(path: &str, message: &str) -> Error {
+    // serde_json appends " at line L column C"; the path says where.
+    let message = message.split(" at line ").next().unwrap_or(message);
+    let parent = if path == "." {
+        String::new()
+    } else {
+        format!("{path}.")
+    };
+    if let Some(field) = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.strip_suffix('`'))
+    {
+        return Error::Missing(format!("`{parent}{field}` is required"));
+    }
+    if message.starts_with("invalid type: null") {
+        return Error::Missing(format!("`{path}` is required"));
+    }
+    if path == "." {
+        return Error::Invalid(format!("the payload: {message}"));
+    }
+    Error::Invalid(format!("`{path}`: {message}"))
+}
 
 /// The longest `channel_name`, in bytes (PROTOCOL section 0).
 pub const MAX_CHANNEL_NAME_BYTES: usize = 128;
@@ -239,6 +287,46 @@ pub fn check_channel_name(field: &str, channel_name: &str) -> Result<(), Error> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(serde::Deserialize, Debug)]
+    #[allow(dead_code)]
+    struct Gift {
+        num: i64,
+        #[serde(default)]
+        name: String,
+    }
+
+    #[derive(serde::Deserialize, Debug)]
+    #[allow(dead_code)]
+    struct SendGift {
+        channel_name: String,
+        gift: Gift,
+        note: Option<String>,
+    }
+
+    #[test]
+    fn structs_name_the_field_in_1001_and_1002() {
+        let ok: SendGift =
+            parse(r#"{"channel_name":"r","gift":{"num":2},"extra":1}"#).expect("valid");
+        assert_eq!(ok.gift.num, 2);
+        let code = |json: &str| {
+            let error = parse::<SendGift>(json).expect_err("invalid");
+            (crate::reply::code(&error), format!("{error:?}"))
+        };
+        let (c, m) = code(r#"{"gift":{"num":2}}"#);
+        assert_eq!(c, 1002, "{m}");
+        assert!(m.contains("`channel_name` is required"), "{m}");
+        let (c, m) = code(r#"{"channel_name":"r","gift":{}}"#);
+        assert_eq!(c, 1002, "{m}");
+        assert!(m.contains("`gift.num` is required"), "{m}");
+        let (c, m) = code(r#"{"channel_name":"r","gift":{"num":"x"}}"#);
+        assert_eq!(c, 1001, "{m}");
+        assert!(m.contains("`gift.num`:"), "{m}");
+        let (c, m) = code(r#"{"channel_name":null,"gift":{"num":1}}"#);
+        assert_eq!(c, 1002, "{m}");
+        assert!(m.contains("`channel_name` is required"), "{m}");
+        assert_eq!(code("[1]").0, 1001);
+    }
 
     fn message(error: Error) -> String {
         match error {

@@ -73,3 +73,16 @@ pub fn set_timer(key: &str, delay_ms: i64, payload: &Value, channel_name: Option
 pub fn cancel_timer(key: &str) -> Effect {
     Effect::CancelTimer(key.to_string())
 }
+
+/// The error code the host answers for a plugin's error (PROTOCOL section
+/// 7): `invalid` 1001, `missing` 1002, `rejected` 2001, `conflict` 2003,
+/// `not-allowed` 2004.
+pub fn code(error: &crate::Error) -> u16 {
+    match error {
+        crate::Error::Invalid(_) => 1001,
+        crate::Error::Missing(_) => 1002,
+        crate::Error::Rejected(_) => 2001,
+        crate::Error::Conflict(_) => 2003,
+        crate::Error::NotAllowed(_) => 2004,
+    }
+}

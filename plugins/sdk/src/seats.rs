@@ -1,42 +1,14 @@
-//! The `up` and `down` notifications, in the seed's shapes, for every
-//! plugin that moves users on seats (`seat`, `seat_invite`).
+//! The `up` and `down` notifications (kept under this name; see
+//! [`crate::notifications`] for every seed notification), and the seat a
+//! user holds.
 
-use crate::{Membership, Profile};
-use serde_json::{Value, json};
+pub use crate::notifications::{down, up};
 
-/// `up`: the user now on `seat_id`, microphone open.
-pub fn up(user_id: u64, membership: &Membership, seat_id: u32, profile: &Profile) -> Value {
-    json!({
-        "action": "up",
-        "channel_name": membership.channel_name,
-        "room_seat": {
-            "user_id": user_id,
-            "id": seat_id,
-            "sex": profile.sex,
-            "avatar_url": profile.avatar_url,
-            "avatar_small_url": profile.avatar_small_url,
-            "nickname": profile.nickname,
-            "status": 1,
-            "microphone": 1,
-            "rank": seat_id,
-            "room_id": membership.room_id,
-        },
-    })
-}
+use crate::room_state;
 
-/// `down`: `seat_id` freed by the user, with the top-level `user_id` the
-/// protocol adds to the seed's shape.
-pub fn down(user_id: u64, membership: &Membership, seat_id: u32) -> Value {
-    json!({
-        "action": "down",
-        "user_id": user_id,
-        "channel_name": membership.channel_name,
-        "room_seat": {
-            "id": seat_id,
-            "status": 0,
-            "microphone": 0,
-            "rank": seat_id,
-            "room_id": membership.room_id,
-        },
-    })
+/// The seat `user_id` holds in `channel_name`, if any.
+pub fn seat_of(user_id: u64, channel_name: &str) -> Option<u32> {
+    room_state::membership_of(user_id)
+        .filter(|m| m.channel_name == channel_name)
+        .and_then(|m| m.seat_id)
 }

@@ -20,14 +20,16 @@
 //! Notifications go to the room; their subject is the user who moved.
 //! Seat ids run 1..N and a seat's `rank` is its id.
 
-use chorus_plugin_sdk::event::{acting_user, action, description, event_user, unknown_action};
+use chorus_plugin_sdk::Source::{Client, Server};
+use chorus_plugin_sdk::event::{acting_user, event_user};
+use chorus_plugin_sdk::notifications as notification;
 use chorus_plugin_sdk::profile;
 use chorus_plugin_sdk::reply::{notify_room, reply};
 use chorus_plugin_sdk::roles::Roles;
-use chorus_plugin_sdk::seats as notification;
+use chorus_plugin_sdk::rules::member_of;
 use chorus_plugin_sdk::{
-    Description, Effect, Error, Event, FreeSeat, Guest, Membership, Payload, Profile, Reply, Seat,
-    SetSeat, Source, TakeSeat, room_state,
+    Effect, Error, Event, FreeSeat, Payload, Profile, Reply, Router, Seat, SetSeat, Source,
+    TakeSeat, room_state,
 };
 use serde_json::json;
 
@@ -38,39 +40,24 @@ const OCCUPIED: u8 = 1;
 /// Seat status: locked.
 const LOCKED: u8 = 2;
 
-/// The plugin's `handler` export.
-struct Component;
-
-impl Guest for Component {
-    fn describe() -> Description {
-        description(
-            "seat",
-            env!("CARGO_PKG_VERSION"),
-            vec![
-                action("up", &[Source::Server]),
-                action("down", &[Source::Server]),
-                action("lock_seat", &[Source::Server, Source::Client]),
-                action("unlock_seat", &[Source::Server, Source::Client]),
-            ],
-        )
-    }
-
-    fn handle(event: Event) -> Result<Reply, Error> {
-        let payload = Payload::parse(&event.payload)?;
-        match event.action.as_str() {
-            "up" => up(&event, &payload),
-            "down" => down(&event, &payload),
-            "lock_seat" => set_seat(&event, &payload, LOCKED),
-            "unlock_seat" => set_seat(&event, &payload, FREE),
-            _ => Err(unknown_action(&event)),
-        }
-    }
+/// The plugin's actions.
+fn router() -> Router {
+    Router::new("seat", env!("CARGO_PKG_VERSION"))
+        .action("up", &[Server], up)
+        .action("down", &[Server], down)
+        .action("lock_seat", &[Server, Client], |event| {
+            set_seat(event, LOCKED)
+        })
+        .action("unlock_seat", &[Server, Client], |event| {
+            set_seat(event, FREE)
+        })
 }
 
-chorus_plugin_sdk::export!(Component);
+chorus_plugin_sdk::plugin!(Component, router());
 
 /// `up`: take a seat, moving from the one held in the room if any.
-fn up(event: &Event, payload: &Payload) -> Result<Reply, Error> {
+fn up(event: &Event) -> Result<Reply, Error> {
+    let payload = &Payload::parse(&event.payload)?;
     let user_id = acting_user(event, payload)?;
     let channel_name = payload.channel_name()?;
     let requested = payload.opt_u64("seat_id")?;
@@ -99,7 +86,8 @@ fn up(event: &Event, payload: &Payload) -> Result<Reply, Error> {
 }
 
 /// `down`: free the seat the user holds in the room.
-fn down(event: &Event, payload: &Payload) -> Result<Reply, Error> {
+fn down(event: &Event) -> Result<Reply, Error> {
+    let payload = &Payload::parse(&event.payload)?;
     let user_id = acting_user(event, payload)?;
     let channel_name = payload.channel_name()?;
     let membership = member_of(user_id, &channel_name)?;
@@ -122,7 +110,8 @@ fn down(event: &Event, payload: &Payload) -> Result<Reply, Error> {
 
 /// `lock_seat` / `unlock_seat`: set an unoccupied seat's status; a client
 /// must manage the room.
-fn set_seat(event: &Event, payload: &Payload, status: u8) -> Result<Reply, Error> {
+fn set_seat(event: &Event, status: u8) -> Result<Reply, Error> {
+    let payload = Payload::parse(&event.payload)?;
     let channel_name = payload.channel_name()?;
     if matches!(event.source, Source::Client) {
         let user_id = event_user(event)?;
@@ -146,13 +135,6 @@ fn set_seat(event: &Event, payload: &Payload, status: u8) -> Result<Reply, Error
     });
     let result = json!({"channel_name": channel_name, "seat_id": seat.id, "status": status});
     Ok(reply(result, vec![effect]))
-}
-
-/// The user's membership, which must be in `channel_name`.
-fn member_of(user_id: u64, channel_name: &str) -> Result<Membership, Error> {
-    room_state::membership_of(user_id)
-        .filter(|membership| membership.channel_name == channel_name)
-        .ok_or_else(|| Error::NotAllowed(format!("user {user_id} is not in `{channel_name}`")))
 }
 
 /// The seat to take: the requested one if it is free, else the lowest free
@@ -205,6 +187,87 @@ fn is_free(seat: &Seat) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chorus_plugin_sdk::testing::FakeHost;
+    use serde_json::Value;
+
+    fn up_payload(user: u64, seat: Option<u32>) -> Value {
+        json!({"user_id": user, "channel_name": "r1", "seat_id": seat, "nickname": "n",
+            "sex": 2, "avatar_url": "a", "avatar_small_url": "s"})
+    }
+
+    #[test]
+    fn up_then_move_sends_down_then_up_in_the_seed_shape() {
+        let mut host = FakeHost::new().member(1, "r1", 88);
+        let first = host.server::<Component>("up", up_payload(1, Some(3)));
+        assert_eq!(
+            first.bodies(),
+            vec![
+                json!({"action": "up", "channel_name": "r1", "room_seat": {"user_id": 1, "id": 3,
+                "sex": 2, "avatar_url": "a", "avatar_small_url": "s", "nickname": "n",
+                "status": 1, "microphone": 1, "rank": 3, "room_id": 88}})
+            ]
+        );
+        assert_eq!(host.seat_of(1), Some(3));
+        let moved = host.server::<Component>("up", up_payload(1, None));
+        let bodies = moved.bodies();
+        assert_eq!(bodies[0]["action"], "down");
+        assert_eq!(bodies[0]["user_id"], 1);
+        assert_eq!(bodies[1]["room_seat"]["id"], 1);
+        assert_eq!(host.seat_of(1), Some(1));
+        let down = host.server::<Component>("down", json!({"user_id": 1, "channel_name": "r1"}));
+        assert_eq!(down.output()["seat_id"], 1);
+        assert_eq!(host.seat_of(1), None);
+    }
+
+    #[test]
+    fn seat_rules_answer_their_codes() {
+        let mut host = FakeHost::new()
+            .member(1, "r1", 88)
+            .member(2, "r1", 88)
+            .seated(2, "r1", 1)
+            .locked("r1", 2)
+            .attribute("r1", "owner", "2");
+        assert_eq!(
+            host.server::<Component>("up", up_payload(1, Some(1)))
+                .code(),
+            2003
+        );
+        assert_eq!(
+            host.server::<Component>("up", up_payload(1, Some(2)))
+                .code(),
+            2003
+        );
+        assert_eq!(
+            host.server::<Component>("up", up_payload(1, Some(10)))
+                .code(),
+            2001
+        );
+        assert_eq!(
+            host.server::<Component>("up", up_payload(5, None)).code(),
+            2004
+        );
+        let not_seated =
+            host.server::<Component>("down", json!({"user_id": 1, "channel_name": "r1"}));
+        assert_eq!(not_seated.code(), 2004);
+        // Only the owner or an admin locks from a client.
+        let lock = json!({"channel_name": "r1", "seat_id": 4});
+        assert_eq!(
+            host.client::<Component>(1, "lock_seat", lock.clone())
+                .code(),
+            2004
+        );
+        assert!(
+            host.client::<Component>(2, "lock_seat", lock)
+                .result
+                .is_ok()
+        );
+        assert_eq!(host.seats("r1")[3].status, LOCKED);
+        let occupied = json!({"channel_name": "r1", "seat_id": 1});
+        assert_eq!(
+            host.client::<Component>(2, "lock_seat", occupied).code(),
+            2003
+        );
+    }
 
     fn seats(states: &[(u8, Option<u64>)]) -> Vec<Seat> {
         (1..)

@@ -47,14 +47,14 @@
 //! Releasing a seat unlocks it only if it is still locked and empty (an
 //! owner may have unlocked or given it away meanwhile).
 
-use chorus_plugin_sdk::event::{
-    TIMER, acting_user, action, description, event_user, timer_event, unknown_action,
-};
+use chorus_plugin_sdk::Source::{Client, Server, System};
+use chorus_plugin_sdk::event::{TIMER, acting_user, event_user, timer_event};
+use chorus_plugin_sdk::notifications as seats;
 use chorus_plugin_sdk::reply::{cancel_timer, notify_room, notify_user, reply, set_timer};
 use chorus_plugin_sdk::roles::Roles;
 use chorus_plugin_sdk::{
-    Config, Description, Effect, Error, Event, Guest, KvPut, Payload, Profile, Reply, Seat,
-    SetSeat, Source, TakeSeat, kv, profile, room_state, seats,
+    Config, Effect, Error, Event, KvPut, Payload, Profile, Reply, Router, Seat, SetSeat, TakeSeat,
+    kv, profile, room_state,
 };
 use serde_json::{Value, json};
 
@@ -68,38 +68,17 @@ const DEFAULT_TIMEOUT_S: i64 = 30;
 /// outlive the invitation, in milliseconds.
 const KEEP_MS: u64 = 60_000;
 
-/// The plugin's `handler` export.
-struct Component;
-
-impl Guest for Component {
-    fn describe() -> Description {
-        let both = &[Source::Client, Source::Server];
-        description(
-            "seat_invite",
-            env!("CARGO_PKG_VERSION"),
-            vec![
-                action("invite_to_seat", both),
-                action("accept_seat_invite", both),
-                action("decline_seat_invite", both),
-                action(TIMER, &[Source::System]),
-                action("disconnected", &[Source::System]),
-            ],
-        )
-    }
-
-    fn handle(event: Event) -> Result<Reply, Error> {
-        match event.action.as_str() {
-            "invite_to_seat" => invite(&event),
-            "accept_seat_invite" => accept(&event),
-            "decline_seat_invite" => decline(&event),
-            TIMER => expire(&event),
-            "disconnected" => disconnected(&event),
-            _ => Err(unknown_action(&event)),
-        }
-    }
+/// The plugin's actions.
+fn router() -> Router {
+    Router::new("seat_invite", env!("CARGO_PKG_VERSION"))
+        .action("invite_to_seat", &[Client, Server], invite)
+        .action("accept_seat_invite", &[Client, Server], accept)
+        .action("decline_seat_invite", &[Client, Server], decline)
+        .action(TIMER, &[System], expire)
+        .action("disconnected", &[System], disconnected)
 }
 
-chorus_plugin_sdk::export!(Component);
+chorus_plugin_sdk::plugin!(Component, router());
 
 /// A pending invitation, as read from `invite:<receiver>`.
 #[derive(Debug, Clone)]
@@ -529,5 +508,80 @@ mod tests {
             choose_seat(&unlocked, Some(1), &first_held),
             Err(Error::Conflict(_))
         ));
+    }
+}
+
+/// The plugin's rules run on the SDK's fake host.
+#[cfg(test)]
+mod harness {
+    use super::*;
+    use chorus_plugin_sdk::Target;
+    use chorus_plugin_sdk::testing::FakeHost;
+
+    fn room() -> FakeHost {
+        FakeHost::new()
+            .member(1, "r1", 88)
+            .member(2, "r1", 88)
+            .member(3, "r1", 88)
+            .attribute("r1", "owner", "1")
+            .config(json!({"invite_timeout": 10}))
+    }
+
+    fn invite(host: &mut FakeHost, seat: Option<u32>) -> chorus_plugin_sdk::testing::Handled {
+        host.client::<Component>(
+            1,
+            "invite_to_seat",
+            json!({"channel_name": "r1", "receiver_id": 2, "seat_id": seat}),
+        )
+    }
+
+    #[test]
+    fn an_accepted_invitation_seats_the_invitee_with_up() {
+        let mut host = room();
+        let sent = invite(&mut host, Some(4));
+        assert_eq!(sent.notifications()[0].target, Target::User(2));
+        assert_eq!(sent.bodies()[0]["action"], "seat_invite");
+        assert_eq!(host.seats("r1")[3].status, LOCKED);
+        assert!(host.timers().contains_key("invite:2"));
+        let accepted = host.client::<Component>(2, "accept_seat_invite", json!({}));
+        let up = &accepted.bodies()[0];
+        assert_eq!(up["action"], "up");
+        assert_eq!(up["room_seat"]["id"], 4);
+        assert_eq!(host.seat_of(2), Some(4));
+        assert!(host.timers().is_empty());
+    }
+
+    #[test]
+    fn an_unanswered_invitation_expires_when_its_timer_fires() {
+        let mut host = room();
+        invite(&mut host, None);
+        assert!(host.advance::<Component>(9_000).is_empty());
+        let fired = host.advance::<Component>(1_000);
+        assert_eq!(fired.len(), 1);
+        let bodies = fired[0].bodies();
+        assert!(bodies.iter().all(|b| b["action"] == "seat_invite_expired"));
+        assert!(bodies.iter().all(|b| b["reason"] == "timeout"));
+        assert_eq!(host.seats("r1")[0].status, FREE);
+        assert_eq!(
+            host.client::<Component>(2, "accept_seat_invite", json!({}))
+                .code(),
+            2004
+        );
+    }
+
+    #[test]
+    fn only_a_manager_invites_a_member_once() {
+        let mut host = room();
+        let by_member = host.client::<Component>(
+            3,
+            "invite_to_seat",
+            json!({"channel_name": "r1", "receiver_id": 2}),
+        );
+        assert_eq!(by_member.code(), 2004);
+        invite(&mut host, None);
+        assert_eq!(invite(&mut host, None).code(), 2003);
+        let declined = host.client::<Component>(2, "decline_seat_invite", json!({}));
+        assert_eq!(declined.notifications()[0].target, Target::User(1));
+        assert_eq!(declined.bodies()[0]["action"], "seat_invite_declined");
     }
 }
