@@ -19,6 +19,7 @@ mod plugin_isolation;
 mod plugins;
 mod profiles;
 mod relay;
+mod rollout;
 mod rooms;
 mod seat_invite;
 mod security;
