@@ -582,11 +582,11 @@ impl Registry {
             // The canary's version now serves every room.
             entry.canary = None;
         }
-        if let Some(old) = entry.active.replace(Arc::clone(plugin)) {
-            if !std::ptr::eq(&*old, &**plugin) {
-                old.retire();
-                entry.previous = Some(old);
-            }
+        if let Some(old) = entry.active.replace(Arc::clone(plugin))
+            && !std::ptr::eq(&*old, &**plugin)
+        {
+            old.retire();
+            entry.previous = Some(old);
         }
         if entry
             .watch
@@ -829,20 +829,20 @@ impl Registry {
         let entry = entries.get_mut(name)?;
         match watch.kind {
             WatchKind::Canary => {
-                if !entry
+                if entry
                     .canary
                     .as_ref()
-                    .is_some_and(|c| c.plugin.sha256() == watch.sha256)
+                    .is_none_or(|c| c.plugin.sha256() != watch.sha256)
                 {
                     return None;
                 }
                 entry.drop_canary();
             }
             WatchKind::Live => {
-                if !entry
+                if entry
                     .active
                     .as_ref()
-                    .is_some_and(|a| a.sha256() == watch.sha256)
+                    .is_none_or(|a| a.sha256() != watch.sha256)
                 {
                     return None;
                 }

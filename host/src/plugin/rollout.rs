@@ -300,8 +300,7 @@ impl Watch {
             return Some(Breach {
                 reason: "p99",
                 detail: format!(
-                    "{slow} of {calls} calls in the last {window} took over max_p99 {}: p99 above it",
-                    format!("{max:?}")
+                    "{slow} of {calls} calls in the last {window} took over max_p99 {max:?}: p99 above it"
                 ),
             });
         }
