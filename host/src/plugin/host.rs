@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
@@ -15,8 +15,10 @@ use tokio_util::task::TaskTracker;
 
 use super::grants::Grants;
 use super::loaded::{Compiled, LoadedPlugin};
-use super::registry::{Fingerprint, LoadOutcome, PluginDetail, PluginStatus, Registry, Role};
-use super::rollout::{RolloutError, ShadowStatus};
+use super::registry::{
+    Fingerprint, LoadOutcome, PluginDetail, PluginStatus, Registry, Role, Rollout,
+};
+use super::rollout::{RolloutError, Shadow, ShadowStatus};
 use super::runtime::Runtime;
 use super::stats::count_reload;
 use super::{CallError, Event, PluginError, Reply, Settings, Source, watch};
@@ -143,34 +145,14 @@ impl PluginHost {
         else {
             return plugin.call(&event).await;
         };
-        let mut chosen = plugin;
-        if let Some(canary) = &rollout.canary
-            && canary.plugin.accepts(&event.action, event.source)
-            && self
-                .room_of(&event)
-                .await
-                .is_some_and(|room| canary.takes(&room))
-        {
-            chosen = &canary.plugin;
-            // The call's span (`chorus.plugin.call`) names the version
-            // that runs.
-            tracing::Span::current().record("plugin_version", chosen.version());
-        }
+        let chosen = self.version_for(&rollout, plugin, &event).await;
         let shadow = rollout.shadow.as_ref().filter(|s| {
             std::ptr::eq(chosen, plugin) && s.plugin.accepts(&event.action, event.source)
         });
-        let started = Instant::now();
         let (outcome, elapsed) = match shadow.and_then(|s| s.permit().map(|p| (s, p))) {
-            Some((shadow, _permit)) => {
-                let live = async {
-                    let outcome = chosen.call(&event).await;
-                    (outcome, started.elapsed())
-                };
-                let ((outcome, elapsed), copy) = tokio::join!(live, shadow.plugin.call(&event));
-                shadow.observe(&event, chosen.version(), &outcome, &copy);
-                (outcome, elapsed)
-            }
+            Some((shadow, _permit)) => Self::call_shadowed(chosen, shadow, &event).await,
             None => {
+                let started = Instant::now();
                 let outcome = chosen.call(&event).await;
                 (outcome, started.elapsed())
             }
@@ -184,6 +166,51 @@ impl PluginHost {
             }
         }
         outcome
+    }
+
+    /// The version `event` runs on: the canary when it handles the event
+    /// and serves the event's room, else the live `plugin`.
+    async fn version_for<'a>(
+        &self,
+        rollout: &'a Rollout,
+        plugin: &'a Arc<LoadedPlugin>,
+        event: &Event,
+    ) -> &'a Arc<LoadedPlugin> {
+        let Some(canary) = rollout
+            .canary
+            .as_ref()
+            .filter(|c| c.plugin.accepts(&event.action, event.source))
+        else {
+            return plugin;
+        };
+        if !self
+            .room_of(event)
+            .await
+            .is_some_and(|room| canary.takes(&room))
+        {
+            return plugin;
+        }
+        // The call's span (`chorus.plugin.call`) names the version that runs.
+        tracing::Span::current().record("plugin_version", canary.plugin.version());
+        &canary.plugin
+    }
+
+    /// Runs `event` on the live version and on the shadow at once (so both
+    /// read the same state, under the caller's room lock), compares the
+    /// replies, and returns the live one with its duration.
+    async fn call_shadowed(
+        live: &LoadedPlugin,
+        shadow: &Shadow,
+        event: &Event,
+    ) -> (Result<Reply, CallError>, Duration) {
+        let started = Instant::now();
+        let timed = async {
+            let outcome = live.call(event).await;
+            (outcome, started.elapsed())
+        };
+        let ((outcome, elapsed), copy) = tokio::join!(timed, shadow.plugin.call(event));
+        shadow.observe(event, live.version(), &outcome, &copy);
+        (outcome, elapsed)
     }
 
     /// The room an event belongs to, as the dispatcher locks it: the

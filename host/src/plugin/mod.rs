@@ -127,8 +127,22 @@
 //! runs under `spawn_blocking`. The route table is swapped wholesale
 //! through `ArcSwap`; a call holds its `Arc<LoadedPlugin>`, so a call in
 //! flight finishes on the version it started on. A file that fails to load
-//! leaves the previous version serving, with `last_error` set; the previous
-//! good version stays compiled for [`PluginHost::rollback`]. Every log line
+//! leaves the previous version serving, with `last_error` set; the last
+//! `plugins.keep_versions` good versions stay compiled for
+//! [`PluginHost::rollback`] and [`PluginHost::activate`].
+//!
+//! # Rollout (issue 18)
+//!
+//! Beside the live version, a plugin may have a staged canary (serving the
+//! rooms whose hash of `channel_name` falls in its share) and a staged
+//! shadow (run on a copy of each event of the live version, its reply
+//! compared and dropped), and may be paused (out of the route table:
+//! 1007). The dispatcher knows none of it: it routes to the live version
+//! and hands it to [`PluginHost::call`], which picks the canary for a
+//! canary room, runs the shadow alongside, and feeds the objectives watch
+//! that rolls a canary or a newly live version back by itself (see
+//! `rollout`). Without a canary, shadow or watch a call costs one more
+//! lock-free map lookup. Every log line
 //! and metric of a call or a load names the plugin and its version. The
 //! metric handles of a version are taken when it loads, so the `metrics`
 //! recorder must be installed before [`PluginHost::load_all`].
