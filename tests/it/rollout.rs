@@ -379,6 +379,15 @@ async fn a_canary_failing_one_call_in_ten_is_rolled_back_while_traffic_flows() {
         eventually(|| async { detail(&server, "echo").await["canary"]["version"] == "3.0.0" })
             .await
     );
+    let echo = detail(&server, "echo").await;
+    assert_eq!(
+        (
+            echo["canary"]["watch"]["kind"].clone(),
+            echo["canary"]["watch"]["judging"].clone()
+        ),
+        (json!("canary"), json!(true)),
+        "{echo}"
+    );
     let (inside, outside) = split_rooms();
     let server = Arc::new(server);
     let stop = Arc::new(AtomicBool::new(false));

@@ -157,7 +157,12 @@ impl PluginHost {
                 (outcome, started.elapsed())
             }
         };
-        if let Some(watch) = &rollout.watch
+        let watch = if std::ptr::eq(chosen, plugin) {
+            rollout.watch.as_ref()
+        } else {
+            rollout.canary.as_ref().and_then(|c| c.watch.as_ref())
+        };
+        if let Some(watch) = watch
             && watch.sha256 == chosen.sha256()
         {
             let failed = matches!(outcome, Err(CallError::Failed(_)));

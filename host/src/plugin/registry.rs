@@ -160,7 +160,8 @@ pub struct PluginDetail {
     pub canary: Option<CanaryStatus>,
     /// The staged shadow, its counts and samples.
     pub shadow: Option<ShadowStatus>,
-    /// The objectives watch over the canary or a new live version.
+    /// The objectives watch over a version that went live (a canary's is
+    /// in `canary.watch`).
     pub watch: Option<WatchStatus>,
     /// The last automatic rollback, and why.
     pub last_rollback: Option<AutoRollback>,
@@ -242,7 +243,8 @@ struct Entry {
     paused: bool,
     canary: Option<Arc<Canary>>,
     shadow: Option<Arc<Shadow>>,
-    /// The objectives watch over the canary or a new live version.
+    /// The objectives watch over a version that went live (a canary's
+    /// watch is the canary's).
     watch: Option<Arc<Watch>>,
     last_rollback: Option<AutoRollback>,
 }
@@ -278,13 +280,6 @@ impl Entry {
     /// serves (a kept version stays compiled, idle).
     fn drop_canary(&mut self) -> Option<Arc<Canary>> {
         let canary = self.canary.take()?;
-        if self
-            .watch
-            .as_ref()
-            .is_some_and(|w| w.kind == WatchKind::Canary)
-        {
-            self.watch = None;
-        }
         if !self.serves(&canary.plugin) {
             canary.plugin.retire();
         }
@@ -588,13 +583,7 @@ impl Registry {
             old.retire();
             entry.previous = Some(old);
         }
-        if entry
-            .watch
-            .as_ref()
-            .is_some_and(|w| w.kind == WatchKind::Live)
-        {
-            entry.watch = None;
-        }
+        entry.watch = None;
         entry.remember(plugin, keep);
         entry.last_error = None;
     }
@@ -676,12 +665,13 @@ impl Registry {
         }
         entry.drop_canary();
         plugin.reinstate();
-        entry.watch = objectives.map(|o| Arc::new(Watch::new(WatchKind::Canary, &plugin, o)));
+        let watch = objectives.map(|o| Arc::new(Watch::new(WatchKind::Canary, &plugin, o)));
         entry.canary = Some(Arc::new(Canary {
             plugin,
             percent,
             from_file,
             since_ms: crate::store::unix_ms(),
+            watch,
         }));
         if from_file {
             entry.seen_canary = files;
@@ -715,6 +705,7 @@ impl Registry {
             percent,
             from_file: canary.from_file,
             since_ms: canary.since_ms,
+            watch: canary.watch.clone(),
         }));
         self.rebuild(&entries);
         Ok(())
@@ -855,7 +846,6 @@ impl Registry {
             }
         }
         let entry = entries.get_mut(name)?;
-        entry.watch = None;
         let record = AutoRollback {
             kind: watch.kind,
             version: watch.version.clone(),

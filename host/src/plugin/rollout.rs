@@ -121,6 +121,8 @@ pub(crate) struct Canary {
     pub(crate) from_file: bool,
     /// Unix ms when it was staged.
     pub(crate) since_ms: u64,
+    /// Its objectives watch, when `[plugins.<name>]` sets objectives.
+    pub(crate) watch: Option<Arc<Watch>>,
 }
 
 impl Canary {
@@ -140,6 +142,7 @@ impl Canary {
             calls: stats.calls(),
             errors: stats.errors(),
             p99_us: stats.percentile_us(0.99),
+            watch: self.watch.as_ref().map(|w| w.status()),
         }
     }
 }
@@ -163,6 +166,8 @@ pub struct CanaryStatus {
     pub errors: u64,
     /// 99th percentile call latency, µs (approximate).
     pub p99_us: u64,
+    /// Its objectives watch (none without `[plugins.<name>]` objectives).
+    pub watch: Option<WatchStatus>,
 }
 
 /// What a watch is judging.
