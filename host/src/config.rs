@@ -1,7 +1,7 @@
 //! Configuration: every key has a default; a TOML file and `CHORUS_*`
 //! environment variables override it (PROTOCOL section 11).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -386,8 +386,13 @@ impl LimitsConfig {
 }
 
 /// `[plugins]`.
+///
+/// Not `deny_unknown_fields`: every key that is not one of these fields is
+/// a plugin's own table (`[plugins.<name>]`, [`PluginObjectives`]), whose
+/// fields are checked; a misspelt scalar key fails as a table that is not
+/// one.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct PluginsConfig {
     /// Folder of `<name>.wasm` and `<name>.toml`; unset: the bundled plugins.
     pub dir: Option<PathBuf>,
@@ -427,6 +432,178 @@ pub struct PluginsConfig {
     /// `kv-put` whose version changed since the call read it) before it
     /// fails with 2003 (0..=100).
     pub stale_retries: u32,
+    /// Good compiled versions of each plugin kept for
+    /// `POST /admin/plugins/{name}/activate` (1..=100, the serving one
+    /// included; issue 18).
+    pub keep_versions: usize,
+    /// The share of rooms (0..=100, percent) a `<name>.canary.wasm` serves
+    /// when it is staged; the admin API changes it per plugin.
+    pub canary_percent: f64,
+    /// When set, only `.wasm` files whose hex sha256 is listed load (the
+    /// bundled plugins, part of the binary, always do); a refused file is
+    /// reported like a broken one (`last_error`, `outcome: failed`).
+    pub allowed_sha256: Option<Vec<String>>,
+    /// Per-plugin rollout objectives, `[plugins.<name>]`: the automatic
+    /// rollback of a canary or a newly live version (issue 18).
+    #[serde(flatten, deserialize_with = "plugin_tables")]
+    pub objectives: BTreeMap<String, PluginObjectives>,
+}
+
+/// The `[plugins.<name>]` tables among the keys of `[plugins]` that are
+/// none of its fields: a key whose value is not a table is reported as an
+/// unknown key of `[plugins]` (a misspelt `call_timeout`, say), a table's
+/// own errors as they are.
+fn plugin_tables<'de, D>(deserializer: D) -> Result<BTreeMap<String, PluginObjectives>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    use serde::de::{self, MapAccess, Visitor};
+
+    /// A table, or anything else.
+    enum Slot {
+        Table(PluginObjectives),
+        NotTable,
+    }
+
+    impl<'de> Deserialize<'de> for Slot {
+        fn deserialize<D2: serde::Deserializer<'de>>(d: D2) -> Result<Self, D2::Error> {
+            struct SlotVisitor;
+            impl<'de> Visitor<'de> for SlotVisitor {
+                type Value = Slot;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a [plugins.<name>] table")
+                }
+                fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<Slot, M::Error> {
+                    PluginObjectives::deserialize(de::value::MapAccessDeserializer::new(map))
+                        .map(Slot::Table)
+                }
+                fn visit_bool<E: de::Error>(self, _: bool) -> Result<Slot, E> {
+                    Ok(Slot::NotTable)
+                }
+                fn visit_i64<E: de::Error>(self, _: i64) -> Result<Slot, E> {
+                    Ok(Slot::NotTable)
+                }
+                fn visit_u64<E: de::Error>(self, _: u64) -> Result<Slot, E> {
+                    Ok(Slot::NotTable)
+                }
+                fn visit_f64<E: de::Error>(self, _: f64) -> Result<Slot, E> {
+                    Ok(Slot::NotTable)
+                }
+                fn visit_str<E: de::Error>(self, _: &str) -> Result<Slot, E> {
+                    Ok(Slot::NotTable)
+                }
+                fn visit_unit<E: de::Error>(self) -> Result<Slot, E> {
+                    Ok(Slot::NotTable)
+                }
+                fn visit_seq<S: de::SeqAccess<'de>>(self, mut seq: S) -> Result<Slot, S::Error> {
+                    while seq.next_element::<de::IgnoredAny>()?.is_some() {}
+                    Ok(Slot::NotTable)
+                }
+            }
+            d.deserialize_any(SlotVisitor)
+        }
+    }
+
+    struct Tables;
+    impl<'de> Visitor<'de> for Tables {
+        type Value = BTreeMap<String, PluginObjectives>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("[plugins.<name>] tables")
+        }
+        fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+            let mut tables = BTreeMap::new();
+            while let Some(key) = map.next_key::<String>()? {
+                match map.next_value::<Slot>()? {
+                    Slot::Table(objectives) => {
+                        tables.insert(key, objectives);
+                    }
+                    Slot::NotTable => return Err(de::Error::unknown_field(&key, &[])),
+                }
+            }
+            Ok(tables)
+        }
+    }
+    deserializer.deserialize_map(Tables)
+}
+
+/// `[plugins.<name>]`: the objectives a canary or a newly live version of
+/// plugin `<name>` must keep, or be rolled back by itself (issue 18).
+///
+/// Judged over the last `window` once it holds at least `min_calls` calls:
+/// a failed call is one answered 2002 (a trap, a timeout, an exhausted
+/// memory, an open breaker…); its p99 is broken when more than 1 % of the
+/// window's calls took longer than `max_p99`. A canary is judged as long
+/// as it is staged, a new live version for `probation` after it went live.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginObjectives {
+    /// The highest share of failed calls (0..=1); unset: not judged.
+    pub max_error_rate: Option<f64>,
+    /// The highest 99th percentile of a call's duration; unset: not judged.
+    #[serde(with = "humantime_serde")]
+    pub max_p99: Option<Duration>,
+    /// The sliding window the objectives are judged over (default 30 s).
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Calls the window must hold before it is judged (default 20).
+    pub min_calls: u64,
+    /// How long a version that went live is judged (default 5 min).
+    #[serde(with = "humantime_serde")]
+    pub probation: Duration,
+}
+
+impl Default for PluginObjectives {
+    fn default() -> Self {
+        Self {
+            max_error_rate: None,
+            max_p99: None,
+            window: Duration::from_secs(30),
+            min_calls: 20,
+            probation: Duration::from_secs(300),
+        }
+    }
+}
+
+impl PluginsConfig {
+    /// Checks the rollout keys (issue 18): `keep_versions`,
+    /// `canary_percent`, `allowed_sha256` and every `[plugins.<name>]`.
+    fn validate_rollout(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if !(1..=100).contains(&self.keep_versions) {
+            return invalid("plugins.keep_versions must be 1..=100".into());
+        }
+        if !(0.0..=100.0).contains(&self.canary_percent) {
+            return invalid("plugins.canary_percent must be 0..=100".into());
+        }
+        for sha in self.allowed_sha256.iter().flatten() {
+            if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return invalid(format!(
+                    "plugins.allowed_sha256: {sha:?} is not a hex sha256 (64 digits)"
+                ));
+            }
+        }
+        for (name, o) in &self.objectives {
+            let longest = o.window.max(o.probation).max(o.max_p99.unwrap_or_default());
+            if longest > MAX_DURATION {
+                return invalid(format!(
+                    "plugins.{name}: durations must be at most 365 days"
+                ));
+            }
+            if o.max_error_rate.is_some_and(|r| !(0.0..=1.0).contains(&r)) {
+                return invalid(format!("plugins.{name}.max_error_rate must be 0..=1"));
+            }
+            if o.max_p99.is_some_and(|d| d.is_zero())
+                || o.window.is_zero()
+                || o.min_calls == 0
+                || o.probation.is_zero()
+            {
+                return invalid(format!(
+                    "plugins.{name}: max_p99, window, min_calls and probation must be positive"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for PluginsConfig {
@@ -444,6 +621,10 @@ impl Default for PluginsConfig {
             max_timers_per_plugin: 10_000,
             max_timers_per_room: 100,
             stale_retries: 16,
+            keep_versions: 5,
+            canary_percent: 10.0,
+            allowed_sha256: None,
+            objectives: BTreeMap::new(),
         }
     }
 }
@@ -737,6 +918,7 @@ impl Config {
                 "plugins.stale_retries must be 0..=100".into(),
             ));
         }
+        self.plugins.validate_rollout()?;
         self.limits.check_bounds()?;
         if self.limits.outbound_queue == 0
             || self.relay.max_attempts == 0
@@ -1137,6 +1319,48 @@ mod tests {
         let text = b"[plugins]\nstale_retries = 0\nmax_timers_per_room = 1\n";
         let config = load_text(text, true).expect("in range");
         assert_eq!(config.plugins.stale_retries, 0);
+    }
+
+    #[test]
+    fn rollout_keys_and_per_plugin_objectives_load_and_are_checked() {
+        let text = b"[plugins]\nkeep_versions = 3\ncanary_percent = 20\n\
+            allowed_sha256 = [\"ABab000000000000000000000000000000000000000000000000000000000000\"]\n\
+            [plugins.gift]\nmax_error_rate = 0.01\nmax_p99 = \"20ms\"\nwindow = \"1m\"\n";
+        let config = load_text(text, true).expect("valid");
+        assert_eq!(config.plugins.keep_versions, 3);
+        assert_eq!(config.plugins.canary_percent, 20.0);
+        let gift = &config.plugins.objectives["gift"];
+        assert_eq!(gift.max_error_rate, Some(0.01));
+        assert_eq!(gift.max_p99, Some(Duration::from_millis(20)));
+        assert_eq!(gift.window, Duration::from_secs(60));
+        assert_eq!(gift.min_calls, 20, "the default");
+        assert_eq!(config.plugins.objectives.len(), 1);
+        for (text, message) in [
+            (
+                "[plugins]\nkeep_versions = 0\n",
+                "plugins.keep_versions must be 1..=100",
+            ),
+            (
+                "[plugins]\ncanary_percent = 101\n",
+                "plugins.canary_percent must be 0..=100",
+            ),
+            (
+                "[plugins]\nallowed_sha256 = [\"abc\"]\n",
+                "is not a hex sha256",
+            ),
+            (
+                "[plugins.gift]\nmax_error_rate = 2\n",
+                "plugins.gift.max_error_rate must be 0..=1",
+            ),
+            ("[plugins.gift]\nmin_calls = 0\n", "must be positive"),
+            ("[plugins.gift]\nwindow = \"400days\"\n", "at most 365 days"),
+            ("[plugins.gift]\nmax_rate = 1\n", "unknown key \"max_rate\""),
+            // A misspelt key of [plugins] is no plugin's table.
+            ("[plugins]\ncall_timout = \"5s\"\n", "call_timout"),
+        ] {
+            let error = load_text(text.as_bytes(), true).expect_err(text);
+            assert!(error.to_string().contains(message), "{text}: {error}");
+        }
     }
 
     #[test]

@@ -21,6 +21,7 @@ mod plugins;
 mod profiles;
 mod recovery;
 mod relay;
+mod rollout;
 mod rooms;
 mod seat_invite;
 mod security;

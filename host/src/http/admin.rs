@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Request, State};
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -12,6 +14,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use crate::app::App;
+use crate::plugin::{PluginDetail, RolloutError};
 
 /// The admin router.
 pub fn router(app: Arc<App>) -> Router {
@@ -19,6 +22,15 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/admin/plugins", get(plugins))
         .route("/admin/plugins/reload", post(reload))
         .route("/admin/plugins/{name}/rollback", post(rollback))
+        .route("/admin/plugins/{name}", get(plugin_detail))
+        .route("/admin/plugins/{name}/activate", post(activate))
+        .route("/admin/plugins/{name}/pause", post(pause))
+        .route("/admin/plugins/{name}/resume", post(resume))
+        .route("/admin/plugins/{name}/canary", post(canary))
+        .route("/admin/plugins/{name}/promote", post(promote))
+        .route("/admin/plugins/{name}/abort", post(abort))
+        .route("/admin/plugins/{name}/shadow", post(shadow))
+        .route("/admin/plugins/{name}/shadow/stop", post(stop_shadow))
         .route("/admin/rooms/{channel_name}", get(room))
         .route("/admin/users/{user_id}", get(user))
         .route("/admin/connections", get(connections))
@@ -144,6 +156,108 @@ async fn rollback(State(app): State<Arc<App>>, Path(name): Path<String>) -> Resp
         Ok(status) => Json(json!({"plugin": status})).into_response(),
         Err(e) => (StatusCode::CONFLICT, Json(json!({"error": e.to_string()}))).into_response(),
     }
+}
+
+/// `GET /admin/plugins/{name}`: the plugin's status, its kept versions,
+/// canary, shadow (counts, summary, samples), objectives watch and last
+/// automatic rollback (issue 18); 404 for an unknown plugin.
+async fn plugin_detail(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
+    match app.plugins.detail(&name) {
+        Some(detail) => Json(json!({"plugin": detail})).into_response(),
+        None => rollout_error(RolloutError::NotFound(name)),
+    }
+}
+
+/// The query of the rollout routes.
+type Params = Query<HashMap<String, String>>;
+
+/// `POST /admin/plugins/{name}/activate?version=<version or sha256>`.
+async fn activate(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    Query(q): Params,
+) -> Response {
+    let Some(version) = q.get("version") else {
+        return bad_request("version is required (a kept version or its sha256)");
+    };
+    rollout_reply(app.plugins.activate(&name, version).await)
+}
+
+/// `POST /admin/plugins/{name}/pause`: its actions answer 1007.
+async fn pause(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
+    rollout_reply(app.plugins.set_paused(&name, true).await)
+}
+
+/// `POST /admin/plugins/{name}/resume`.
+async fn resume(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
+    rollout_reply(app.plugins.set_paused(&name, false).await)
+}
+
+/// `POST /admin/plugins/{name}/canary?percent=<0..=100>[&version=<kept>]`.
+async fn canary(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    Query(q): Params,
+) -> Response {
+    let Some(percent) = q.get("percent").and_then(|p| p.parse::<f64>().ok()) else {
+        return bad_request("percent (0..=100) is required");
+    };
+    if !(0.0..=100.0).contains(&percent) {
+        return bad_request("percent must be 0..=100");
+    }
+    let version = q.get("version").map(String::as_str);
+    rollout_reply(app.plugins.canary(&name, version, percent).await)
+}
+
+/// `POST /admin/plugins/{name}/promote`: the canary goes live everywhere.
+async fn promote(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
+    rollout_reply(app.plugins.promote(&name).await)
+}
+
+/// `POST /admin/plugins/{name}/abort`: the canary is dropped.
+async fn abort(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
+    rollout_reply(app.plugins.abort(&name).await)
+}
+
+/// `POST /admin/plugins/{name}/shadow?version=<kept>`.
+async fn shadow(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    Query(q): Params,
+) -> Response {
+    let Some(version) = q.get("version") else {
+        return bad_request("version is required (a kept version or its sha256)");
+    };
+    rollout_reply(app.plugins.shadow(&name, version).await)
+}
+
+/// `POST /admin/plugins/{name}/shadow/stop`: the shadow's final counts.
+async fn stop_shadow(State(app): State<Arc<App>>, Path(name): Path<String>) -> Response {
+    match app.plugins.stop_shadow(&name).await {
+        Ok(status) => Json(json!({"shadow": status})).into_response(),
+        Err(e) => rollout_error(e),
+    }
+}
+
+fn rollout_reply(outcome: Result<PluginDetail, RolloutError>) -> Response {
+    match outcome {
+        Ok(detail) => Json(json!({"plugin": detail})).into_response(),
+        Err(e) => rollout_error(e),
+    }
+}
+
+/// 404 for an unknown plugin or version, 409 for nothing staged or a
+/// refused change.
+fn rollout_error(error: RolloutError) -> Response {
+    let status = match error {
+        RolloutError::NotFound(_) | RolloutError::NoVersion { .. } => StatusCode::NOT_FOUND,
+        RolloutError::NotStaged { .. } | RolloutError::Refused(_) => StatusCode::CONFLICT,
+    };
+    (status, Json(json!({"error": error.to_string()}))).into_response()
+}
+
+fn bad_request(message: &str) -> Response {
+    (StatusCode::BAD_REQUEST, Json(json!({"error": message}))).into_response()
 }
 
 async fn room(State(app): State<Arc<App>>, Path(channel): Path<String>) -> Response {

@@ -242,6 +242,10 @@ pub enum PluginError {
     /// No plugin of that name is loaded.
     #[error("no plugin named {0:?}")]
     NotFound(String),
+    /// The file's sha256 is not in `plugins.allowed_sha256`: it is
+    /// refused like a broken file (issue 18).
+    #[error("sha256 {0} is not in plugins.allowed_sha256")]
+    NotAllowed(String),
     /// The plugin has no previous good version to roll back to.
     #[error("plugin {0:?} has no previous version to roll back to")]
     NoPrevious(String),

@@ -1,10 +1,13 @@
 //! [`PluginHost`]: the plugin runtime's front door. It loads every plugin
 //! (from `plugins.dir` or the bundled set), routes and runs calls, reloads
-//! and rolls back.
+//! and rolls back, and carries out a rollout (issue 18): kept versions,
+//! pause, canary, shadow and automatic rollback.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
@@ -12,7 +15,10 @@ use tokio_util::task::TaskTracker;
 
 use super::grants::Grants;
 use super::loaded::{Compiled, LoadedPlugin};
-use super::registry::{Fingerprint, LoadOutcome, PluginStatus, Registry};
+use super::registry::{
+    Fingerprint, LoadOutcome, PluginDetail, PluginStatus, Registry, Role, Rollout,
+};
+use super::rollout::{RolloutError, Shadow, ShadowStatus};
 use super::runtime::Runtime;
 use super::stats::count_reload;
 use super::{CallError, Event, PluginError, Reply, Settings, Source, watch};
@@ -38,11 +44,17 @@ pub struct PluginHost {
     reload_gate: tokio::sync::Mutex<()>,
     /// Set once the initial load has finished.
     ready: AtomicBool,
+    /// `plugins.canary_percent`: the share of rooms a canary file serves.
+    canary_percent: f64,
+    /// `plugins.allowed_sha256`.
+    allowed_sha256: Option<HashSet<String>>,
 }
 
 /// The files of one plugin in the folder.
 struct PluginFiles {
     name: String,
+    /// `<name>.wasm`, `<name>.canary.wasm` or `<name>.shadow.wasm`.
+    role: Role,
     wasm: PathBuf,
     toml: PathBuf,
 }
@@ -62,10 +74,12 @@ impl PluginHost {
         let runtime = Runtime::new(&settings, store, true)?;
         Ok(Arc::new(Self {
             runtime,
+            registry: Registry::new(settings.keep_versions, settings.objectives.clone()),
             dir: settings.dir,
-            registry: Registry::new(),
             reload_gate: tokio::sync::Mutex::new(()),
             ready: AtomicBool::new(false),
+            canary_percent: settings.canary_percent,
+            allowed_sha256: settings.allowed_sha256,
         }))
     }
 
@@ -116,13 +130,268 @@ impl PluginHost {
     /// Runs `event` on `plugin` (from [`route`](Self::route)). The reply is
     /// for the caller to apply; nothing has been applied when this returns.
     /// Dropping the future abandons the call (its instance is discarded).
+    ///
+    /// Under a rollout (issue 18): an event of a room the plugin's canary
+    /// serves runs on the canary instead ([`Reply::version`] names it); an
+    /// event on the live version also runs, at the same time and on the
+    /// same state, on the shadow, whose reply is compared and dropped; the
+    /// version judged against its objectives is counted, and rolled back
+    /// when it breaks one.
     pub async fn call(&self, plugin: &Arc<LoadedPlugin>, event: Event) -> Result<Reply, CallError> {
-        plugin.call(&event).await
+        let Some(rollout) = self
+            .registry
+            .rollout(plugin.name())
+            .filter(|r| r.live_sha256 == plugin.sha256())
+        else {
+            return plugin.call(&event).await;
+        };
+        let chosen = self.version_for(&rollout, plugin, &event).await;
+        let shadow = rollout.shadow.as_ref().filter(|s| {
+            std::ptr::eq(chosen, plugin) && s.plugin.accepts(&event.action, event.source)
+        });
+        let (outcome, elapsed) = match shadow.and_then(|s| s.permit().map(|p| (s, p))) {
+            Some((shadow, _permit)) => Self::call_shadowed(chosen, shadow, &event).await,
+            None => {
+                let started = Instant::now();
+                let outcome = chosen.call(&event).await;
+                (outcome, started.elapsed())
+            }
+        };
+        let watch = if std::ptr::eq(chosen, plugin) {
+            rollout.watch.as_ref()
+        } else {
+            rollout.canary.as_ref().and_then(|c| c.watch.as_ref())
+        };
+        if let Some(watch) = watch
+            && watch.sha256 == chosen.sha256()
+        {
+            let failed = matches!(outcome, Err(CallError::Failed(_)));
+            if let Some(breach) = watch.record(elapsed, failed) {
+                self.roll_back_breach(chosen.name(), watch, &breach);
+            }
+        }
+        outcome
+    }
+
+    /// The version `event` runs on: the canary when it handles the event
+    /// and serves the event's room, else the live `plugin`.
+    async fn version_for<'a>(
+        &self,
+        rollout: &'a Rollout,
+        plugin: &'a Arc<LoadedPlugin>,
+        event: &Event,
+    ) -> &'a Arc<LoadedPlugin> {
+        let Some(canary) = rollout
+            .canary
+            .as_ref()
+            .filter(|c| c.plugin.accepts(&event.action, event.source))
+        else {
+            return plugin;
+        };
+        if !self
+            .room_of(event)
+            .await
+            .is_some_and(|room| canary.takes(&room))
+        {
+            return plugin;
+        }
+        // The call's span (`chorus.plugin.call`) names the version that runs.
+        tracing::Span::current().record("plugin_version", canary.plugin.version());
+        &canary.plugin
+    }
+
+    /// Runs `event` on the live version and on the shadow at once (so both
+    /// read the same state, under the caller's room lock), compares the
+    /// replies, and returns the live one with its duration.
+    async fn call_shadowed(
+        live: &LoadedPlugin,
+        shadow: &Shadow,
+        event: &Event,
+    ) -> (Result<Reply, CallError>, Duration) {
+        let started = Instant::now();
+        let timed = async {
+            let outcome = live.call(event).await;
+            (outcome, started.elapsed())
+        };
+        let ((outcome, elapsed), copy) = tokio::join!(timed, shadow.plugin.call(event));
+        shadow.observe(event, live.version(), &outcome, &copy);
+        (outcome, elapsed)
+    }
+
+    /// The room an event belongs to, as the dispatcher locks it: the
+    /// payload's `channel_name`, else its subject's room.
+    async fn room_of(&self, event: &Event) -> Option<String> {
+        match event.payload.get("channel_name").and_then(|c| c.as_str()) {
+            Some(c) if !c.is_empty() => Some(c.to_string()),
+            _ => {
+                let user = event.user_id?;
+                let membership = self.runtime.store.membership_of(user).await.ok()??;
+                Some(membership.channel_name)
+            }
+        }
+    }
+
+    /// Carries out an automatic rollback: logged, counted, and shown in
+    /// `/admin/plugins/{name}` (`last_rollback`).
+    fn roll_back_breach(
+        &self,
+        name: &str,
+        watch: &super::rollout::Watch,
+        breach: &super::rollout::Breach,
+    ) {
+        let Some(done) = self.registry.auto_rollback(name, watch, breach) else {
+            return;
+        };
+        let record = &done.record;
+        metrics::counter!(
+            "chorus_plugin_auto_rollbacks_total",
+            "plugin" => name.to_string(),
+            "kind" => if record.kind == super::rollout::WatchKind::Canary { "canary" } else { "live" },
+            "reason" => record.reason
+        )
+        .increment(1);
+        count_reload(name, "auto_rolled_back");
+        tracing::warn!(
+            plugin = name,
+            plugin_version = %record.version,
+            sha256 = %record.sha256,
+            serving_version = record.serving_version.as_deref().unwrap_or("none"),
+            reason = record.reason,
+            detail = %record.detail,
+            "automatic rollback: the {} broke its objectives",
+            if record.kind == super::rollout::WatchKind::Canary { "canary" } else { "new live version" },
+        );
     }
 
     /// Every plugin's status, by name.
     pub fn statuses(&self) -> Vec<PluginStatus> {
         self.registry.statuses()
+    }
+
+    /// One plugin with its kept versions and rollout
+    /// (`GET /admin/plugins/{name}`); `None` when unknown.
+    pub fn detail(&self, name: &str) -> Option<PluginDetail> {
+        self.registry.detail(name)
+    }
+
+    /// Puts the kept version `version` (a version string or a hex sha256)
+    /// of `name` in service for every room. Calls in flight finish on the
+    /// version they started on; the next calls run on this one.
+    pub async fn activate(&self, name: &str, version: &str) -> Result<PluginDetail, RolloutError> {
+        let _gate = self.reload_gate.lock().await;
+        let plugin = self.registry.activate_kept(name, version)?;
+        count_reload(name, "activated");
+        tracing::info!(
+            plugin = name,
+            plugin_version = plugin.version(),
+            sha256 = plugin.sha256(),
+            "kept plugin version activated"
+        );
+        plugin.prewarm().await;
+        self.detail_of(name)
+    }
+
+    /// Pauses (`true`) or resumes `name`: while paused, its actions answer
+    /// 1007 as if no plugin served them, and its system events are not
+    /// raised; timers it set still fire. The file and versions stay.
+    pub async fn set_paused(&self, name: &str, paused: bool) -> Result<PluginDetail, RolloutError> {
+        let _gate = self.reload_gate.lock().await;
+        self.registry.set_paused(name, paused)?;
+        count_reload(name, if paused { "paused" } else { "resumed" });
+        tracing::info!(
+            plugin = name,
+            paused,
+            "plugin {}",
+            if paused { "paused" } else { "resumed" }
+        );
+        self.detail_of(name)
+    }
+
+    /// Stages a canary or changes its share: with `version`, that kept
+    /// version becomes the canary at `percent`; without, the staged
+    /// canary's share becomes `percent` (0..=100).
+    pub async fn canary(
+        &self,
+        name: &str,
+        version: Option<&str>,
+        percent: f64,
+    ) -> Result<PluginDetail, RolloutError> {
+        if !(0.0..=100.0).contains(&percent) {
+            return Err(RolloutError::Refused("percent must be 0..=100".into()));
+        }
+        let _gate = self.reload_gate.lock().await;
+        match version {
+            Some(version) => {
+                let plugin = self.registry.canary_kept(name, version, percent)?;
+                plugin.prewarm().await;
+                tracing::info!(
+                    plugin = name,
+                    plugin_version = plugin.version(),
+                    percent,
+                    "canary staged"
+                );
+            }
+            None => {
+                self.registry.set_canary_percent(name, percent)?;
+                tracing::info!(plugin = name, percent, "canary share changed");
+            }
+        }
+        count_reload(name, "canary");
+        self.detail_of(name)
+    }
+
+    /// Makes the canary of `name` live for every room.
+    pub async fn promote(&self, name: &str) -> Result<PluginDetail, RolloutError> {
+        let _gate = self.reload_gate.lock().await;
+        let plugin = self.registry.promote(name)?;
+        count_reload(name, "promoted");
+        tracing::info!(
+            plugin = name,
+            plugin_version = plugin.version(),
+            "canary promoted: live for every room"
+        );
+        self.detail_of(name)
+    }
+
+    /// Drops the canary of `name`: every room is on the live version.
+    pub async fn abort(&self, name: &str) -> Result<PluginDetail, RolloutError> {
+        let _gate = self.reload_gate.lock().await;
+        let plugin = self.registry.abort(name)?;
+        count_reload(name, "aborted");
+        tracing::info!(
+            plugin = name,
+            plugin_version = plugin.version(),
+            "canary aborted"
+        );
+        self.detail_of(name)
+    }
+
+    /// Stages the kept version `version` of `name` as its shadow.
+    pub async fn shadow(&self, name: &str, version: &str) -> Result<PluginDetail, RolloutError> {
+        let _gate = self.reload_gate.lock().await;
+        let plugin = self.registry.shadow_kept(name, version)?;
+        plugin.prewarm().await;
+        count_reload(name, "shadow");
+        tracing::info!(
+            plugin = name,
+            plugin_version = plugin.version(),
+            "shadow staged"
+        );
+        self.detail_of(name)
+    }
+
+    /// Stops the shadow of `name`; its final counts.
+    pub async fn stop_shadow(&self, name: &str) -> Result<ShadowStatus, RolloutError> {
+        let _gate = self.reload_gate.lock().await;
+        let status = self.registry.stop_shadow(name)?;
+        tracing::info!(plugin = name, summary = %status.summary, "shadow stopped");
+        Ok(status)
+    }
+
+    fn detail_of(&self, name: &str) -> Result<PluginDetail, RolloutError> {
+        self.registry
+            .detail(name)
+            .ok_or_else(|| RolloutError::NotFound(name.into()))
     }
 
     /// Rescans the folder now (also retrying files whose last load failed).
@@ -184,11 +453,26 @@ impl PluginHost {
             }
         };
         let mut outcomes = Vec::new();
+        let present =
+            |name: &str, role: Role| files.iter().any(|f| f.name == name && f.role == role);
         for name in self.registry.names() {
-            if !files.iter().any(|f| f.name == name) {
+            if !present(&name, Role::Live) {
                 outcomes.push(self.unload(&name));
             }
         }
+        for role in [Role::Canary, Role::Shadow] {
+            for name in self.registry.staged_from_files(role) {
+                if !present(&name, role) && self.registry.unstage_file(&name, role) {
+                    tracing::info!(plugin = %name, role = role.as_str(), "staged file gone: dropped");
+                    outcomes.push(LoadOutcome::Unstaged {
+                        name,
+                        role: role.as_str(),
+                    });
+                }
+            }
+        }
+        // Live files first (sorted so): a canary or shadow stands beside
+        // the live version of its plugin.
         for file in &files {
             outcomes.push(self.load_files(file, retry_failed).await);
         }
@@ -206,7 +490,7 @@ impl PluginHost {
                 bytes,
                 config: Some(config.to_string()),
             };
-            outcomes.push(self.load(candidate, None).await);
+            outcomes.push(self.load(candidate, Role::Live, None).await);
         }
         outcomes
     }
@@ -227,32 +511,53 @@ impl PluginHost {
     async fn load_files(&self, file: &PluginFiles, retry_failed: bool) -> LoadOutcome {
         let candidate = match read_files(file).await {
             Ok(candidate) => candidate,
-            Err(error) => return self.fail(&file.name, None, None, error),
+            Err(error) => return self.fail(&file.name, file.role, None, None, error),
         };
         let files = Fingerprint {
             wasm: candidate.sha256.clone(),
             config: candidate.config.clone(),
         };
-        if self.registry.unchanged(&file.name, &files, retry_failed) {
+        if self
+            .registry
+            .unchanged(&file.name, file.role, &files, retry_failed)
+        {
             return LoadOutcome::Unchanged {
                 name: file.name.clone(),
             };
         }
-        self.load(candidate, Some(files)).await
+        self.load(candidate, file.role, Some(files)).await
     }
 
     /// Loads a candidate: a new config of the serving version, or a new
-    /// version compiled, linked, described and checked.
-    async fn load(&self, candidate: Candidate, files: Option<Fingerprint>) -> LoadOutcome {
+    /// version compiled, linked, described and checked; for a staged role,
+    /// a canary or shadow beside the live version. `files` is `None` for a
+    /// bundled plugin (which `plugins.allowed_sha256` does not restrict:
+    /// it is part of the binary).
+    async fn load(
+        &self,
+        candidate: Candidate,
+        role: Role,
+        files: Option<Fingerprint>,
+    ) -> LoadOutcome {
         let name = candidate.name.clone();
+        if files.is_some()
+            && let Some(allowed) = &self.allowed_sha256
+            && !allowed.contains(&candidate.sha256)
+        {
+            let error = PluginError::NotAllowed(candidate.sha256.clone());
+            return self.fail(&name, role, None, files, error);
+        }
         // A config whose `[grants]` do not parse is refused like invalid
         // TOML: the serving version (and its grants) stays.
         let config = match config_json(candidate.config.as_deref())
             .and_then(|c| Grants::from_config(&c).map(|_| c))
         {
             Ok(config) => config,
-            Err(error) => return self.fail(&name, None, files, error),
+            Err(error) => return self.fail(&name, role, None, files, error),
         };
+        if role != Role::Live {
+            return self.load_staged(candidate, role, config, files).await;
+        }
         if let Some(active) = self
             .registry
             .active(&name)
@@ -262,7 +567,74 @@ impl PluginHost {
         }
         match self.prepare(&candidate, Arc::clone(&config)).await {
             Ok(compiled) => self.go_live(compiled, config, files).await,
-            Err((error, version)) => self.fail(&name, version.as_deref(), files, error),
+            Err((error, version)) => self.fail(&name, role, version.as_deref(), files, error),
+        }
+    }
+
+    /// Stages `<name>.canary.wasm` (at `plugins.canary_percent`) or
+    /// `<name>.shadow.wasm` beside the live version of `<name>`, with the
+    /// live version's `<name>.toml`.
+    async fn load_staged(
+        &self,
+        candidate: Candidate,
+        role: Role,
+        config: Arc<str>,
+        files: Option<Fingerprint>,
+    ) -> LoadOutcome {
+        let name = candidate.name.clone();
+        if self.registry.active(&name).is_none() {
+            let error = PluginError::Config(format!(
+                "no live version of {name:?} to stage a {} beside",
+                role.as_str()
+            ));
+            return self.fail(&name, role, None, files, error);
+        }
+        let compiled = match self.prepare(&candidate, Arc::clone(&config)).await {
+            Ok(compiled) => compiled,
+            Err((error, version)) => {
+                return self.fail(&name, role, version.as_deref(), files, error);
+            }
+        };
+        let grants = Grants::from_config(&config).unwrap_or_else(|_| Grants::legacy());
+        let plugin = LoadedPlugin::new(Arc::clone(&self.runtime), compiled, config, grants);
+        plugin.prewarm().await;
+        let staged = match role {
+            Role::Canary => self.registry.stage_canary(
+                Arc::clone(&plugin),
+                self.canary_percent,
+                true,
+                files.clone(),
+            ),
+            _ => self
+                .registry
+                .stage_shadow(Arc::clone(&plugin), true, files.clone()),
+        };
+        if let Err(error) = staged {
+            let error = PluginError::Config(error.to_string());
+            return self.fail(&name, role, Some(plugin.version()), files, error);
+        }
+        self.registry.confirm(&name, role, files);
+        count_reload(
+            &name,
+            if role == Role::Canary {
+                "canary"
+            } else {
+                "shadow"
+            },
+        );
+        tracing::info!(
+            plugin = %name,
+            plugin_version = plugin.version(),
+            sha256 = plugin.sha256(),
+            role = role.as_str(),
+            percent = (role == Role::Canary).then_some(self.canary_percent),
+            "plugin version staged"
+        );
+        LoadOutcome::Staged {
+            name,
+            role: role.as_str(),
+            version: plugin.version().into(),
+            sha256: plugin.sha256().into(),
         }
     }
 
@@ -341,7 +713,7 @@ impl PluginHost {
     ) -> LoadOutcome {
         if **active.config() == *config {
             // Same bytes, same config (e.g. the `.toml` was only reformatted).
-            self.registry.confirm(active.name(), files);
+            self.registry.confirm(active.name(), Role::Live, files);
             return LoadOutcome::Unchanged {
                 name: active.name().into(),
             };
@@ -371,6 +743,7 @@ impl PluginHost {
     fn fail(
         &self,
         name: &str,
+        role: Role,
         version: Option<&str>,
         files: Option<Fingerprint>,
         error: PluginError,
@@ -380,10 +753,11 @@ impl PluginHost {
             plugin = name,
             plugin_version = version.unwrap_or("unknown"),
             serving_version = serving.as_deref().unwrap_or("none"),
+            role = role.as_str(),
             "plugin load failed: {error}"
         );
         count_reload(name, "failed");
-        self.registry.fail(name, files, error.to_string());
+        self.registry.fail(name, role, files, error.to_string());
         LoadOutcome::Failed {
             name: name.into(),
             error: error.to_string(),
@@ -392,7 +766,8 @@ impl PluginHost {
 }
 
 /// The plugins in `dir`: every `<name>.wasm` file or link to one (hidden
-/// files skipped), by name.
+/// files skipped), and the staged `<name>.canary.wasm` and
+/// `<name>.shadow.wasm`.
 async fn scan(dir: &Path) -> std::io::Result<Vec<PluginFiles>> {
     let mut entries = tokio::fs::read_dir(dir).await?;
     let mut files = Vec::new();
@@ -409,13 +784,20 @@ async fn scan(dir: &Path) -> std::io::Result<Vec<PluginFiles>> {
         if !is_wasm || name.starts_with('.') || !is_file(&path).await {
             continue;
         }
+        let (name, role) = match (name.strip_suffix(".canary"), name.strip_suffix(".shadow")) {
+            (Some(base), _) => (base.to_string(), Role::Canary),
+            (_, Some(base)) => (base.to_string(), Role::Shadow),
+            _ => (name, Role::Live),
+        };
         files.push(PluginFiles {
             toml: dir.join(format!("{name}.toml")),
             wasm: path,
             name,
+            role,
         });
     }
-    files.sort_by(|a, b| a.name.cmp(&b.name));
+    // Live files first, then canaries, then shadows; by name within each.
+    files.sort_by(|a, b| (a.role, &a.name).cmp(&(b.role, &b.name)));
     Ok(files)
 }
 

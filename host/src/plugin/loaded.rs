@@ -287,7 +287,11 @@ impl LoadedPlugin {
             return Err(self.failed(event, Failure::new(FailureKind::Overloaded, detail)));
         };
         let mut warm = self.take().await.map_err(|f| self.failed(event, f))?;
-        match run_on(&mut warm, &input, &self.runtime).await {
+        let ran = run_on(&mut warm, &input, &self.runtime).await;
+        let peak = u64::try_from(warm.store.data().limits.peak).unwrap_or(u64::MAX);
+        self.compiled.stats.note_memory(peak);
+        self.compiled.metrics.record_memory(peak);
+        match ran {
             Ran::Returned(Ok(reply)) => {
                 self.give_back(warm, true);
                 let policy = Policy {

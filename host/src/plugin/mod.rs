@@ -42,8 +42,11 @@
 //! - `effects`: converting WIT replies and errors into [`Reply`] and
 //!   [`CallError`].
 //! - `stats`: per-version counters and latency histogram, and the metrics.
-//! - `registry`: which version of each plugin serves, the previous good
-//!   version kept for rollback, and the route table.
+//! - `registry`: which version of each plugin serves, the last
+//!   `plugins.keep_versions` good versions kept compiled, a staged canary
+//!   or shadow, pauses, and the route table.
+//! - `rollout`: canary selection by room, the objectives watch behind
+//!   automatic rollback, and the shadow comparison (issue 18).
 //! - `host`: [`PluginHost`], loading from a folder or the bundled plugins,
 //!   reloads and rollback.
 //! - `watch`: the folder watcher behind hot reload.
@@ -124,8 +127,22 @@
 //! runs under `spawn_blocking`. The route table is swapped wholesale
 //! through `ArcSwap`; a call holds its `Arc<LoadedPlugin>`, so a call in
 //! flight finishes on the version it started on. A file that fails to load
-//! leaves the previous version serving, with `last_error` set; the previous
-//! good version stays compiled for [`PluginHost::rollback`]. Every log line
+//! leaves the previous version serving, with `last_error` set; the last
+//! `plugins.keep_versions` good versions stay compiled for
+//! [`PluginHost::rollback`] and [`PluginHost::activate`].
+//!
+//! # Rollout (issue 18)
+//!
+//! Beside the live version, a plugin may have a staged canary (serving the
+//! rooms whose hash of `channel_name` falls in its share) and a staged
+//! shadow (run on a copy of each event of the live version, its reply
+//! compared and dropped), and may be paused (out of the route table:
+//! 1007). The dispatcher knows none of it: it routes to the live version
+//! and hands it to [`PluginHost::call`], which picks the canary for a
+//! canary room, runs the shadow alongside, and feeds the objectives watch
+//! that rolls a canary or a newly live version back by itself (see
+//! `rollout`). Without a canary, shadow or watch a call costs one more
+//! lock-free map lookup. Every log line
 //! and metric of a call or a load names the plugin and its version. The
 //! metric handles of a version are taken when it loads, so the `metrics`
 //! recorder must be installed before [`PluginHost::load_all`].
@@ -148,6 +165,7 @@ mod loaded;
 mod log;
 mod profiles;
 mod registry;
+mod rollout;
 mod room_state;
 mod runtime;
 mod stats;
@@ -173,7 +191,11 @@ pub use error::{CallError, Failure, FailureKind, PluginError};
 pub use grants::{EffectGroup, Grants, Import};
 pub use host::PluginHost;
 pub use loaded::{LoadedPlugin, MAX_IDLE_INSTANCES, RETIRE_AFTER_CALLS};
-pub use registry::{LoadOutcome, PluginState, PluginStatus};
+pub use registry::{LoadOutcome, PluginDetail, PluginState, PluginStatus};
+pub use rollout::{
+    AutoRollback, CanaryStatus, Objectives, RolloutError, ShadowSample, ShadowStatus,
+    VersionStatus, WatchKind, WatchStatus, canary_bucket,
+};
 
 /// Where an event comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -225,6 +247,17 @@ pub struct Settings {
     /// Pending timers a plugin and a room may have
     /// (`plugins.max_timers_per_plugin`, `plugins.max_timers_per_room`).
     pub timer_bounds: crate::store::TimerBounds,
+    /// Good compiled versions kept per plugin, the serving one included
+    /// (`plugins.keep_versions`, default 5).
+    pub keep_versions: usize,
+    /// The share of rooms, in percent, a `<name>.canary.wasm` serves when
+    /// staged (`plugins.canary_percent`, default 10).
+    pub canary_percent: f64,
+    /// `plugins.allowed_sha256`: when set, only files with one of these
+    /// hex sha256 (lowercase) load.
+    pub allowed_sha256: Option<std::collections::HashSet<String>>,
+    /// `[plugins.<name>]`: the objectives behind automatic rollback.
+    pub objectives: std::collections::HashMap<String, Objectives>,
 }
 
 /// The runtime's view of `[plugins]`; the defaults live once, in
@@ -248,6 +281,17 @@ impl From<&crate::config::PluginsConfig> for Settings {
                 per_plugin: config.max_timers_per_plugin,
                 per_room: config.max_timers_per_room,
             },
+            keep_versions: config.keep_versions.max(1),
+            canary_percent: config.canary_percent,
+            allowed_sha256: config
+                .allowed_sha256
+                .as_ref()
+                .map(|list| list.iter().map(|s| s.to_ascii_lowercase()).collect()),
+            objectives: config
+                .objectives
+                .iter()
+                .map(|(name, o)| (name.clone(), Objectives::from(o)))
+                .collect(),
         }
     }
 }

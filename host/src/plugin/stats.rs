@@ -17,6 +17,8 @@ const BUCKETS: usize = 28 * SUB_BUCKETS as usize;
 pub(crate) struct CallStats {
     calls: AtomicU64,
     errors: AtomicU64,
+    /// The largest linear memory any instance of the version reached.
+    peak_memory: AtomicU64,
     buckets: [AtomicU64; BUCKETS],
 }
 
@@ -25,6 +27,7 @@ impl CallStats {
         Self {
             calls: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            peak_memory: AtomicU64::new(0),
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
@@ -37,6 +40,16 @@ impl CallStats {
         }
         let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
         self.buckets[bucket_of(micros)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Notes the linear memory an instance had after a call, in bytes.
+    pub(crate) fn note_memory(&self, bytes: u64) {
+        self.peak_memory.fetch_max(bytes, Ordering::Relaxed);
+    }
+
+    /// The largest linear memory an instance of the version reached, bytes.
+    pub(crate) fn peak_memory(&self) -> u64 {
+        self.peak_memory.load(Ordering::Relaxed)
     }
 
     /// Calls so far.
@@ -109,6 +122,9 @@ pub(crate) struct CallMetrics {
     invalid: Counter,
     failed: Counter,
     duration: Histogram,
+    /// `chorus_plugin_memory_bytes{plugin,version}`: the instance's peak
+    /// linear memory after each call that ran.
+    memory: Histogram,
     failures: [Counter; FailureKind::ALL.len()],
 }
 
@@ -140,8 +156,14 @@ impl CallMetrics {
             invalid: calls("invalid"),
             failed: calls("failed"),
             duration: metrics::histogram!("chorus_plugin_call_duration_seconds", &labels),
+            memory: metrics::histogram!("chorus_plugin_memory_bytes", &labels),
             failures,
         }
+    }
+
+    /// Records the peak linear memory of the instance a call ran on.
+    pub(crate) fn record_memory(&self, bytes: u64) {
+        self.memory.record(bytes as f64);
     }
 
     /// Counts one call with its outcome and duration.

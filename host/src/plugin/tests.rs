@@ -1065,3 +1065,100 @@ fn artifact_cache_hit_cost() {
         hits[0]
     );
 }
+
+/// Percentiles (p50, p99) of `samples`, in µs.
+fn percentiles_us(samples: &mut [Duration]) -> (u128, u128) {
+    samples.sort_unstable();
+    let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
+    (at(0.50).as_micros(), at(0.99).as_micros())
+}
+
+/// Measures what a shadow adds to a call (issue 18): the p50 and p99 of
+/// `echo` through [`PluginHost::call`] without a shadow, then with a kept
+/// version shadowing it (both calls at once, the reply compared). Take
+/// numbers from a release build only:
+/// `cargo test --release -p chorus --lib plugin::tests::shadow_overhead -- --ignored --nocapture`
+#[ignore = "a measurement, not a test"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_overhead() {
+    let dir = TempDir::new("shadow-bench");
+    dir.install("echo_v2.wasm", "echo.wasm");
+    let host = loaded_host(&dir, memory_store()).await;
+    dir.install("echo_v1.wasm", "echo.wasm");
+    host.reload().await;
+    let rounds = 20_000;
+    let payload = json!({"n": 1, "channel_name": "bench-room"});
+    let measure = async |label: &str| {
+        let plugin = host.route("echo", Source::Client).expect("routed");
+        let event = event("echo", payload.clone());
+        for _ in 0..2_000 {
+            host.call(&plugin, event.clone()).await.expect("warm-up");
+        }
+        let mut samples = Vec::with_capacity(rounds);
+        for _ in 0..rounds {
+            let started = Instant::now();
+            host.call(&plugin, event.clone()).await.expect("call");
+            samples.push(started.elapsed());
+        }
+        let (p50, p99) = percentiles_us(&mut samples);
+        eprintln!("{label}: p50 {p50} µs, p99 {p99} µs over {rounds} calls");
+    };
+    measure("echo 1.0.0 alone").await;
+    host.shadow("echo", "2.0.0").await.expect("shadow staged");
+    measure("echo 1.0.0 with 2.0.0 shadowing").await;
+    let shadow = host.stop_shadow("echo").await.expect("stopped");
+    eprintln!("{}", shadow.summary);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_versions_canary_shadow_and_pause_through_the_host() {
+    let dir = TempDir::new("rollout");
+    dir.install("echo_v1.wasm", "echo.wasm");
+    let host = loaded_host(&dir, memory_store()).await;
+    dir.install("echo_v2.wasm", "echo.wasm");
+    host.reload().await;
+    let detail = host.detail("echo").expect("detail");
+    let kept: Vec<(&str, bool)> = detail
+        .versions
+        .iter()
+        .map(|v| (v.version.as_str(), v.active))
+        .collect();
+    assert_eq!(kept, [("1.0.0", false), ("2.0.0", true)]);
+    assert!(matches!(
+        host.activate("echo", "9.9.9").await,
+        Err(RolloutError::NoVersion { .. })
+    ));
+
+    // The canary (1.0.0, kept) at 100 %: every room's event runs on it;
+    // an event without a room stays on the live version.
+    host.canary("echo", Some("1.0.0"), 100.0)
+        .await
+        .expect("canary");
+    let in_room = call(&host, "echo", json!({"channel_name": "r1"})).await;
+    assert_eq!(in_room.expect("ok").version, "1.0.0");
+    let no_room = call(&host, "echo", json!({})).await;
+    assert_eq!(no_room.expect("ok").version, "2.0.0");
+    host.canary("echo", None, 0.0).await.expect("share");
+    let in_room = call(&host, "echo", json!({"channel_name": "r1"})).await;
+    assert_eq!(in_room.expect("ok").version, "2.0.0");
+    host.abort("echo").await.expect("abort");
+    assert!(matches!(
+        host.promote("echo").await,
+        Err(RolloutError::NotStaged { what: "canary", .. })
+    ));
+
+    // A shadow: the same reply, counted as agreeing; only the live reply
+    // comes back.
+    host.shadow("echo", "1.0.0").await.expect("shadow");
+    let reply = call(&host, "echo", json!({"channel_name": "r1"})).await;
+    assert_eq!(reply.expect("ok").version, "2.0.0");
+    let shadow = host.detail("echo").and_then(|d| d.shadow).expect("shadow");
+    assert_eq!((shadow.events, shadow.agree, shadow.differ), (1, 1, 0));
+
+    // Paused: not routed; resumed: routed again.
+    host.set_paused("echo", true).await.expect("pause");
+    assert!(host.route("echo", Source::Client).is_none());
+    assert!(host.detail("echo").expect("detail").status.paused);
+    host.set_paused("echo", false).await.expect("resume");
+    assert_eq!(served_version(&host, "echo").as_deref(), Some("2.0.0"));
+}

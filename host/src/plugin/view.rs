@@ -145,6 +145,9 @@ pub(crate) struct MemoryCap {
     limits: StoreLimits,
     /// Set when a memory growth was refused during the current call.
     pub(crate) exhausted: bool,
+    /// The largest size, in bytes, any linear memory of the instance was
+    /// allowed to grow to (its peak: linear memory never shrinks).
+    pub(crate) peak: usize,
 }
 
 impl MemoryCap {
@@ -156,6 +159,7 @@ impl MemoryCap {
         Self {
             limits,
             exhausted: false,
+            peak: 0,
         }
     }
 
@@ -175,6 +179,9 @@ impl ResourceLimiter for MemoryCap {
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         let result = self.limits.memory_growing(current, desired, maximum);
+        if matches!(result, Ok(true)) {
+            self.peak = self.peak.max(desired);
+        }
         self.note(result)
     }
 
