@@ -394,8 +394,14 @@ impl LimitsConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct PluginsConfig {
-    /// Folder of `<name>.wasm` and `<name>.toml`; unset: the bundled plugins.
+    /// Folder of `<name>.wasm` and `<name>.toml`, watched; unset: the
+    /// bundled plugins only.
     pub dir: Option<PathBuf>,
+    /// With `dir` set, also serve each bundled plugin no file of the
+    /// folder replaces (a `<name>.wasm` of a bundled plugin's name does;
+    /// removing it brings the bundled one back). False: only the folder's
+    /// plugins serve. Without `dir` the bundled plugins always serve.
+    pub bundled: bool,
     /// Deadline of one plugin call.
     #[serde(with = "humantime_serde")]
     pub call_timeout: Duration,
@@ -610,6 +616,7 @@ impl Default for PluginsConfig {
     fn default() -> Self {
         Self {
             dir: None,
+            bundled: true,
             call_timeout: Duration::from_millis(50),
             max_memory: ByteSize::mib(32),
             cache_dir: None,

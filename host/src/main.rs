@@ -40,8 +40,11 @@ enum Command {
     /// its `<name>.toml` (grants and settings). A file added, replaced
     /// (write, then rename) or removed there takes effect within 2 s
     /// without a restart; `chorus plugin dev` does that on every save.
-    /// Without `plugins.dir` the bundled plugins built into the binary
-    /// serve. See docs/plugins.md.
+    /// The bundled plugins built into the binary serve beside the
+    /// folder's (a file of a bundled plugin's name replaces it; removing
+    /// the file brings it back); `plugins.bundled = false`
+    /// (CHORUS_PLUGINS__BUNDLED=false) serves the folder's only. See
+    /// docs/plugins.md.
     Serve {
         /// TOML configuration file.
         #[arg(long)]

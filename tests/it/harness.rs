@@ -49,6 +49,10 @@ pub fn test_config() -> Config {
     config.admin.token = Some(ADMIN_TOKEN.into());
     config.delivery.mode = chorus::config::DeliveryMode::Broadcast;
     config.plugins.cache_dir = Some(std::env::temp_dir().join("chorus-test-plugin-cache"));
+    // A test that names a plugins folder means exactly its plugins; the
+    // bundled ones beside a folder are tested on their own
+    // (`operations::the_bundled_plugins_serve_beside_a_plugins_folder`).
+    config.plugins.bundled = false;
     // A data folder per node, so revocations of one test reach no other.
     config.server.data_dir = Some(std::env::temp_dir().join("chorus-test-data").join(nonce()));
     config

@@ -182,3 +182,59 @@ async fn admin_rooms_users_and_connections_show_live_state() {
     assert_eq!(server.admin("GET", "/admin/rooms/nobody_here").await.0, 404);
     server.stop().await;
 }
+
+/// `plugins.bundled` (default true): a folder adds to the bundled plugins;
+/// a file of a bundled plugin's name replaces it, and removing the file
+/// brings the bundled one back, all without a restart.
+#[tokio::test]
+async fn the_bundled_plugins_serve_beside_a_plugins_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(artifacts().join("echo_v1.wasm"), dir.path().join("echo.wasm")).unwrap();
+    let path = dir.path().to_path_buf();
+    let server = TestServer::with(move |c| {
+        c.plugins.dir = Some(path);
+        c.plugins.bundled = true;
+    })
+    .await;
+    // The folder's plugin and the bundled ones serve together.
+    let (status, body) = server.action(json!({"action": "echo"})).await;
+    assert_eq!(status, 200, "{body}");
+    enter_ok(&server, 631, "room_b", 1).await;
+    let sha_of = |body: &Value, name: &str| {
+        body["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .map(|p| p["sha256"].as_str().unwrap().to_string())
+    };
+    let (_, listed) = server.admin("GET", "/admin/plugins").await;
+    let bundled_gift = sha_of(&listed, "gift").expect("the bundled gift serves");
+    assert!(sha_of(&listed, "room").is_some(), "{listed}");
+
+    // A file named like a bundled plugin replaces it...
+    let v2 = std::fs::read(artifacts().join("gift_v2.wasm")).unwrap();
+    let tmp = dir.path().join(".gift.wasm.tmp");
+    std::fs::write(&tmp, &v2).unwrap();
+    std::fs::rename(&tmp, dir.path().join("gift.wasm")).unwrap();
+    let (status, _) = server.admin("POST", "/admin/plugins/reload").await;
+    assert_eq!(status, 200);
+    let (_, listed) = server.admin("GET", "/admin/plugins").await;
+    assert_eq!(sha_of(&listed, "gift"), Some(sha256_hex(&v2)), "{listed}");
+    // ...and removing the file brings the bundled one back.
+    std::fs::remove_file(dir.path().join("gift.wasm")).unwrap();
+    let (status, _) = server.admin("POST", "/admin/plugins/reload").await;
+    assert_eq!(status, 200);
+    let (_, listed) = server.admin("GET", "/admin/plugins").await;
+    assert_eq!(sha_of(&listed, "gift"), Some(bundled_gift), "{listed}");
+    server.stop().await;
+
+    // `plugins.bundled = false`: the folder's plugins only.
+    let path = dir.path().to_path_buf();
+    let server = TestServer::with(move |c| c.plugins.dir = Some(path)).await;
+    let (status, body) = server.action(json!({"action": "echo"})).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = crate::rooms::enter(&server, 632, "room_b", 1, json!({})).await;
+    assert_eq!((status, body["error_code"].clone()), (404, json!(1007)), "{body}");
+    server.stop().await;
+}

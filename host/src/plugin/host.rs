@@ -35,6 +35,9 @@ pub struct PluginHost {
     runtime: Arc<Runtime>,
     /// The watched folder; `None` serves the bundled plugins.
     dir: Option<PathBuf>,
+    /// With a folder: also serve the bundled plugins it does not replace
+    /// (`plugins.bundled`).
+    bundled: bool,
     /// Versions by name, and the route table.
     registry: Registry,
     /// Serializes loads (initial load, watcher, admin reload, rollback), so
@@ -76,6 +79,7 @@ impl PluginHost {
             runtime,
             registry: Registry::new(settings.keep_versions, settings.objectives.clone()),
             dir: settings.dir,
+            bundled: settings.bundled,
             reload_gate: tokio::sync::Mutex::new(()),
             ready: AtomicBool::new(false),
             canary_percent: settings.canary_percent,
@@ -455,9 +459,35 @@ impl PluginHost {
         let mut outcomes = Vec::new();
         let present =
             |name: &str, role: Role| files.iter().any(|f| f.name == name && f.role == role);
-        for name in self.registry.names() {
-            if !present(&name, Role::Live) {
-                outcomes.push(self.unload(&name));
+        let serving = self.registry.names();
+        for name in &serving {
+            if present(name, Role::Live) {
+                continue;
+            }
+            match self.bundled_candidate(name) {
+                // Its file is gone: the bundled version serves again
+                // (unless it already does).
+                Some(candidate) => {
+                    let current = self.registry.status(name).map(|s| s.sha256);
+                    if current.as_deref() != Some(candidate.sha256.as_str()) {
+                        outcomes.push(self.load(candidate, Role::Live, None).await);
+                    }
+                }
+                None => outcomes.push(self.unload(name)),
+            }
+        }
+        // Bundled plugins the folder does not replace, before the folder's
+        // files: a file claiming one of their actions under another name
+        // is refused as a clash (name it like the bundled plugin to
+        // replace it, or set `plugins.bundled = false`).
+        if self.bundled {
+            for (name, _, _) in bundled::BUNDLED {
+                if !present(name, Role::Live)
+                    && !serving.iter().any(|s| s == name)
+                    && let Some(candidate) = self.bundled_candidate(name)
+                {
+                    outcomes.push(self.load(candidate, Role::Live, None).await);
+                }
             }
         }
         for role in [Role::Canary, Role::Shadow] {
@@ -477,6 +507,22 @@ impl PluginHost {
             outcomes.push(self.load_files(file, retry_failed).await);
         }
         outcomes
+    }
+
+    /// The bundled plugin `name`, when `plugins.bundled` lets it serve
+    /// beside a folder.
+    fn bundled_candidate(&self, name: &str) -> Option<Candidate> {
+        if !self.bundled {
+            return None;
+        }
+        let (name, bytes, config) = bundled::BUNDLED.iter().find(|(n, _, _)| *n == name)?;
+        let bytes: Arc<[u8]> = Arc::from(*bytes);
+        Some(Candidate {
+            name: name.to_string(),
+            sha256: sha256_hex(&bytes),
+            bytes,
+            config: Some(config.to_string()),
+        })
     }
 
     async fn load_bundled(&self) -> Vec<LoadOutcome> {

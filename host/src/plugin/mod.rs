@@ -226,6 +226,9 @@ pub struct Settings {
     /// Folder of `<name>.wasm` and `<name>.toml`, watched for changes;
     /// `None` serves the bundled plugins embedded in the binary.
     pub dir: Option<PathBuf>,
+    /// `plugins.bundled`: with `dir`, also serve each bundled plugin no
+    /// file of the folder replaces.
+    pub bundled: bool,
     /// Deadline of one call (default 50 ms).
     pub call_timeout: Duration,
     /// Memory cap of one instance, in bytes (default 32 MiB).
@@ -267,6 +270,7 @@ impl From<&crate::config::PluginsConfig> for Settings {
     fn from(config: &crate::config::PluginsConfig) -> Self {
         Self {
             dir: config.dir.clone(),
+            bundled: config.bundled,
             call_timeout: config.call_timeout,
             max_memory: config.max_memory.as_u64(),
             cache_dir: config.cache_dir.clone(),
