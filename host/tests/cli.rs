@@ -547,6 +547,10 @@ fn plugin_run_runs_one_event_against_a_given_state() {
     assert_eq!(report["notifications"][0]["body"]["nickname"], "Ann");
     assert_eq!(report["notifications"][0]["body"]["content"], "hi");
     assert!(report["time_us"].as_u64().is_some(), "{report}");
+    assert!(
+        report["peak_memory_bytes"].as_u64().is_some_and(|b| b > 0),
+        "{report}"
+    );
     assert!(!outsider.status.success());
     let report: serde_json::Value = serde_json::from_slice(&outsider.stdout).unwrap();
     assert_eq!(report["error_code"], 2004, "{report}");

@@ -19,7 +19,8 @@
 //!
 //! Prints one JSON object: the plugin and version, `result`, the state
 //! `changes` and `notifications` the host would apply and deliver, and
-//! `time_us` (the call, instantiation from the warm pool included). Exits
+//! `time_us` (the call, instantiation from the warm pool included) and
+//! `peak_memory_bytes` (the instance's largest linear memory). Exits
 //! non-zero, with the error code and reason, when the call fails.
 
 use std::path::Path;
@@ -152,10 +153,20 @@ async fn call(dir: &Path, name: &str, event: EventFile, state: State) -> anyhow:
     let started = Instant::now();
     let reply = host.call(&plugin, event).await;
     let time_us = started.elapsed().as_micros() as u64;
+    // The largest linear memory the instance reached (noted after each
+    // call, failed ones included), bytes.
+    let peak_memory_bytes = host.detail(name).and_then(|detail| {
+        detail
+            .versions
+            .iter()
+            .find(|v| v.sha256 == plugin.sha256())
+            .map(|v| v.peak_memory_bytes)
+    });
     let mut report = json!({
         "plugin": plugin.name(),
         "version": plugin.version(),
         "time_us": time_us,
+        "peak_memory_bytes": peak_memory_bytes,
     });
     match reply {
         Ok(reply) => {
