@@ -178,7 +178,7 @@ fn main() -> anyhow::Result<()> {
         } => {
             let config = Config::load(config.as_deref(), dev)?;
             let token = chorus::token::mint(config.app_secret(), user_id, ttl)?;
-            println!("{}", serde_json::to_string(&token)?);
+            print_out(&serde_json::to_string(&token)?)?;
             Ok(())
         }
         Command::Plugin {
@@ -207,7 +207,7 @@ fn main() -> anyhow::Result<()> {
                     );
                 }
             }
-            println!("{}", serde_json::to_string_pretty(&report)?);
+            print_out(&serde_json::to_string_pretty(&report)?)?;
             Ok(())
         }
         Command::Plugin {
@@ -311,4 +311,15 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
             _ = interrupt.recv() => {}
         }
     })
+}
+
+/// Writes `text` and a newline to stdout. A reader that went away (a
+/// closed pipe: `chorus plugin run … | head -1`) is not an error: the
+/// output was for it alone.
+fn print_out(text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    match writeln!(std::io::stdout().lock(), "{text}") {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
 }

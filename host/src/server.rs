@@ -100,6 +100,17 @@ impl Node {
         for outcome in plugins.load_all().await {
             tracing::info!(?outcome, "plugin load");
         }
+        // A `[plugins.<name>]` naming no plugin is most likely a typo
+        // (`[plugins.gfit]`), which would leave the real one unwatched.
+        let loaded: Vec<String> = plugins.statuses().into_iter().map(|s| s.name).collect();
+        for name in app.config.plugins.objectives.keys() {
+            if !loaded.contains(name) {
+                tracing::warn!(
+                    plugin = name,
+                    "[plugins.{name}] names no loaded plugin: its objectives watch nothing (a typo?)"
+                );
+            }
+        }
         plugins.watch(app.shutdown.clone(), &app.tracker);
         if let Some(cluster) = &cluster_handle
             && let Err(e) = cluster.start(&app.shutdown, &app.tracker).await

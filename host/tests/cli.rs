@@ -543,7 +543,10 @@ fn plugin_run_runs_one_event_against_a_given_state() {
     let report: serde_json::Value = serde_json::from_slice(&member.stdout).unwrap();
     assert_eq!(report["plugin"], "chat");
     assert_eq!(report["result"], serde_json::json!({"channel_name": "r1"}));
-    assert_eq!(report["notifications"][0]["target"], r#"Room("r1")"#);
+    assert_eq!(
+        report["notifications"][0]["target"],
+        serde_json::json!({"room": "r1"})
+    );
     assert_eq!(report["notifications"][0]["body"]["nickname"], "Ann");
     assert_eq!(report["notifications"][0]["body"]["content"], "hi");
     assert!(report["time_us"].as_u64().is_some(), "{report}");

@@ -199,12 +199,22 @@ async fn canary(
     Path(name): Path<String>,
     Query(q): Params,
 ) -> Response {
+    // An unknown plugin is 404 whatever the query says.
+    if !app.plugins.statuses().iter().any(|s| s.name == name) {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "no such plugin"})),
+        )
+            .into_response();
+    }
     let Some(percent) = q.get("percent").and_then(|p| p.parse::<f64>().ok()) else {
         return bad_request("percent (0..=100) is required");
     };
     if !(0.0..=100.0).contains(&percent) {
         return bad_request("percent must be 0..=100");
     }
+    // `-0` is 0.
+    let percent = percent + 0.0;
     let version = q.get("version").map(String::as_str);
     rollout_reply(app.plugins.canary(&name, version, percent).await)
 }

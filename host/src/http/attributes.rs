@@ -44,7 +44,10 @@ pub async fn get(
 /// malformed body or an attribute out of its bounds (naming it), 400 1002
 /// when nothing is asked, 409 2003 when `if_version` no longer holds or a
 /// new key would pass `rooms.attributes.max_keys`, 503 2002 when the store
-/// is down. Nothing is changed on any error.
+/// is down, 504 2005 when the write's answer never came (it may have been
+/// applied). Nothing is changed on any other error. A write applied whose
+/// state cannot be read back answers 200 with `version` and `attributes`
+/// null.
 pub async fn post(
     State(app): State<Arc<App>>,
     Path(channel): Path<String>,
@@ -61,9 +64,20 @@ pub async fn post(
         app.dispatch.announce_room_attrs(&channel).await;
     }
     // The state after the write (and after any write that followed it):
-    // its version is the one to name in the next `if_version`.
-    let attrs = app.store.room_attrs(&channel).await?;
-    Ok(Json(answer(&channel, &attrs)))
+    // its version is the one to name in the next `if_version`. The write
+    // is applied whatever this read does: a failed read is still a
+    // success, without the state (never 2002, "nothing was applied").
+    match app.store.room_attrs(&channel).await {
+        Ok(attrs) => Ok(Json(answer(&channel, &attrs))),
+        Err(e) => {
+            tracing::warn!(error = %e, channel, "room attributes written but not read back");
+            Ok(Json(json!({
+                "error_code": 0,
+                "error_reason": "applied; the attributes could not be read back (state store unavailable): GET them before the next if_version",
+                "channel_name": channel, "version": null, "attributes": null,
+            })))
+        }
+    }
 }
 
 /// The answer of both routes.

@@ -56,6 +56,69 @@ fn check_name(name: &str) -> anyhow::Result<()> {
             "`{name}` is not a plugin name: use a-z, 0-9 and _, starting with a letter, at most 64 bytes"
         );
     }
+    // Names of the standard crates and Rust keywords: a lib of that name
+    // does not build (or shadows `std`/`core`/`test` in the tests).
+    const RESERVED: &[&str] = &[
+        "std",
+        "core",
+        "alloc",
+        "test",
+        "proc_macro",
+        "self",
+        "super",
+        "crate",
+        "as",
+        "break",
+        "const",
+        "continue",
+        "else",
+        "enum",
+        "extern",
+        "false",
+        "fn",
+        "for",
+        "if",
+        "impl",
+        "in",
+        "let",
+        "loop",
+        "match",
+        "mod",
+        "move",
+        "mut",
+        "pub",
+        "ref",
+        "return",
+        "static",
+        "struct",
+        "trait",
+        "true",
+        "type",
+        "unsafe",
+        "use",
+        "where",
+        "while",
+        "async",
+        "await",
+        "dyn",
+        "abstract",
+        "become",
+        "box",
+        "do",
+        "final",
+        "macro",
+        "override",
+        "priv",
+        "typeof",
+        "unsized",
+        "virtual",
+        "yield",
+        "try",
+        "gen",
+    ];
+    if RESERVED.contains(&name) {
+        bail!("`{name}` is a Rust keyword or standard crate name: pick another plugin name");
+    }
     Ok(())
 }
 

@@ -116,7 +116,7 @@ pub fn run(file: &Path, event: &Path, state: Option<&Path>) -> anyhow::Result<()
         .block_on(call(&dir, &name, event, state));
     let _ = std::fs::remove_dir_all(&dir);
     let report = outcome?;
-    println!("{}", serde_json::to_string_pretty(&report)?);
+    super::print_out(&serde_json::to_string_pretty(&report)?)?;
     if report.get("error_code").is_some() {
         bail!("the call failed");
     }
@@ -171,20 +171,16 @@ async fn call(dir: &Path, name: &str, event: EventFile, state: State) -> anyhow:
     match reply {
         Ok(reply) => {
             report["result"] = reply.result;
-            report["changes"] = reply
-                .changes
-                .iter()
-                .map(|c| Value::String(format!("{c:?}")))
-                .collect();
+            report["changes"] = serde_json::to_value(&reply.changes)?;
             report["notifications"] = reply
                 .notifications
                 .iter()
                 .map(|n| {
                     json!({
-                        "target": format!("{:?}", n.target),
+                        "target": n.target,
                         "body": n.body,
                         "subject": n.subject,
-                        "delivery": n.delivery.map(|d| format!("{d:?}")),
+                        "delivery": n.delivery,
                     })
                 })
                 .collect();

@@ -322,8 +322,10 @@ pub struct Event {
     pub payload: serde_json::Map<String, serde_json::Value>,
 }
 
-/// Who a notification goes to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Who a notification goes to. Serialized as `{"user": 7}`,
+/// `{"room": "room_1"}` or `"everyone"`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Target {
     /// One user, point to point.
     User(u64),

@@ -28,7 +28,7 @@ use tokio::time::Instant;
 
 use super::error::CallError;
 use super::loaded::LoadedPlugin;
-use super::{Event, Reply, Target};
+use super::{Event, Reply};
 use crate::store::unix_ms;
 
 /// Rooms are split in this many buckets; a percentage of 20 is the
@@ -527,11 +527,19 @@ impl Shadow {
         } else {
             agree as f64 * 100.0 / events as f64
         };
-        let summary = format!(
-            "{} agrees with {} on {agree} of {events} events ({percent:.1} %); {differ} differ",
-            self.plugin.version(),
-            live_version.unwrap_or("the live version"),
-        );
+        let summary = if events == 0 {
+            format!(
+                "{} has seen no event yet beside {}",
+                self.plugin.version(),
+                live_version.unwrap_or("the live version"),
+            )
+        } else {
+            format!(
+                "{} agrees with {} on {agree} of {events} events ({percent:.1} %); {differ} differ",
+                self.plugin.version(),
+                live_version.unwrap_or("the live version"),
+            )
+        };
         let samples = self.samples.lock().unwrap_or_else(PoisonError::into_inner);
         ShadowStatus {
             version: self.plugin.version().to_string(),
@@ -555,22 +563,17 @@ impl Shadow {
 fn comparable(outcome: &Result<Reply, CallError>) -> Value {
     match outcome {
         Ok(reply) => {
-            let changes: Vec<String> = reply.changes.iter().map(|c| format!("{c:?}")).collect();
+            let changes = serde_json::to_value(&reply.changes).unwrap_or(Value::Null);
             let notifications: Vec<Value> = reply
                 .notifications
                 .iter()
                 .map(|n| {
-                    let target = match &n.target {
-                        Target::User(user) => json!({"user": user}),
-                        Target::Room(room) => json!({"room": room}),
-                        Target::Everyone => json!("everyone"),
-                    };
                     let mut body = n.body.clone();
                     body.remove("msg_id");
                     json!({
-                        "target": target,
+                        "target": n.target,
                         "subject": n.subject,
-                        "delivery": n.delivery.map(|d| format!("{d:?}").to_lowercase()),
+                        "delivery": n.delivery,
                         "body": body,
                     })
                 })

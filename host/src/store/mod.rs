@@ -103,8 +103,12 @@ pub struct RoomSnapshot {
 ///
 /// Field meanings are the same in every variant: `user_id` the user
 /// concerned, `channel_name` the room, `seat_id` a seat id (1..N).
+///
+/// Serialized (for `chorus plugin run` and the admin API's shadow samples)
+/// as `{"change": "<variant in snake_case>", <its fields>}`.
 #[allow(missing_docs)] // the fields are documented once, above
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
 pub enum StateChange {
     /// Join a room, leaving (and freeing the seat in) any other room first.
     JoinRoom {
@@ -202,6 +206,8 @@ pub enum StateChange {
         /// Handed back when it fires (JSON text).
         payload: String,
         channel_name: Option<String>,
+        /// The node's bounds, not the plugin's: left out when serialized.
+        #[serde(skip)]
         bounds: TimerBounds,
     },
     /// Cancel a plugin's pending timer (contract 1.1 `cancel-timer`); no
