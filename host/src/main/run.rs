@@ -128,6 +128,8 @@ async fn call(dir: &Path, name: &str, event: EventFile, state: State) -> anyhow:
     seed(&*store, name, &state).await?;
     let settings = Settings {
         dir: Some(dir.to_path_buf()),
+        // The plugin alone, whatever the bundled ones serve.
+        bundled: false,
         ..Settings::default()
     };
     let host = PluginHost::new(settings, store)?;

@@ -65,6 +65,8 @@ impl Drop for TempDir {
 fn settings(dir: &TempDir) -> Settings {
     Settings {
         dir: Some(dir.0.clone()),
+        // The folder's plugins only: each test means exactly its files.
+        bundled: false,
         cache_dir: Some(std::env::temp_dir().join("chorus-plugin-unit-cache")),
         ..Settings::default()
     }
