@@ -189,7 +189,11 @@ async fn admin_rooms_users_and_connections_show_live_state() {
 #[tokio::test]
 async fn the_bundled_plugins_serve_beside_a_plugins_folder() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(artifacts().join("echo_v1.wasm"), dir.path().join("echo.wasm")).unwrap();
+    std::fs::copy(
+        artifacts().join("echo_v1.wasm"),
+        dir.path().join("echo.wasm"),
+    )
+    .unwrap();
     let path = dir.path().to_path_buf();
     let server = TestServer::with(move |c| {
         c.plugins.dir = Some(path);
@@ -235,6 +239,10 @@ async fn the_bundled_plugins_serve_beside_a_plugins_folder() {
     let (status, body) = server.action(json!({"action": "echo"})).await;
     assert_eq!(status, 200, "{body}");
     let (status, body) = crate::rooms::enter(&server, 632, "room_b", 1, json!({})).await;
-    assert_eq!((status, body["error_code"].clone()), (404, json!(1007)), "{body}");
+    assert_eq!(
+        (status, body["error_code"].clone()),
+        (404, json!(1007)),
+        "{body}"
+    );
     server.stop().await;
 }

@@ -57,9 +57,7 @@ pub fn metric(text: &str, name: &str) -> f64 {
 /// `echo_timer` through the server API.
 pub async fn set_timer(server: &TestServer, fields: Value) -> (u16, Value) {
     let mut body = json!({"action": "echo_timer"});
-    body.as_object_mut()
-        .unwrap()
-        .extend(as_object(fields));
+    body.as_object_mut().unwrap().extend(as_object(fields));
     server.action(body).await
 }
 

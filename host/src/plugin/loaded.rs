@@ -452,7 +452,11 @@ async fn run_on(warm: &mut Warm, input: &types::Event, runtime: &Runtime) -> Ran
             "the call ran past its deadline while yielded or awaiting the host",
         ),
     };
-    Ran::Trapped(blame(ran, warm.store.data().ticks_run, runtime.deadline_ticks))
+    Ran::Trapped(blame(
+        ran,
+        warm.store.data().ticks_run,
+        runtime.deadline_ticks,
+    ))
 }
 
 /// A timeout the guest cannot be blamed for becomes [`FailureKind::Starved`]:

@@ -290,9 +290,19 @@ pub async fn run(ctx: &Ctx, args: &SoakArgs) -> Result<Outcome> {
         0.0
     };
     let metrics = vec![
-        Metric::new("soak.acked", "acknowledged actions", "", tally.acked.get() as f64),
-        Metric::new("soak.failed", "failed actions", "", tally.failed.get() as f64)
-            .goal(Goal::AtMost(0.0)),
+        Metric::new(
+            "soak.acked",
+            "acknowledged actions",
+            "",
+            tally.acked.get() as f64,
+        ),
+        Metric::new(
+            "soak.failed",
+            "failed actions",
+            "",
+            tally.failed.get() as f64,
+        )
+        .goal(Goal::AtMost(0.0)),
         Metric::new("soak.rss_growth", "RSS growth after warm-up", "%", growth)
             .goal(Goal::AtMost(10.0)),
     ];
@@ -454,9 +464,7 @@ async fn member(
             .map(|(status, answer)| (status, answer["error_code"].as_u64().unwrap_or(u64::MAX)));
         tally.count("enter_room", answer);
         let mut ping = tokio::time::interval(Duration::from_secs(10));
-        let chat_gap = Duration::from_secs_f64(
-            chat_seconds * rand::rng().random_range(0.5..1.5),
-        );
+        let chat_gap = Duration::from_secs_f64(chat_seconds * rand::rng().random_range(0.5..1.5));
         let mut chat = tokio::time::interval_at((Instant::now() + chat_gap).into(), chat_gap);
         let mut check = tokio::time::interval(Duration::from_millis(200));
         loop {
