@@ -676,3 +676,47 @@ async fn a_resume_never_replays_the_room_from_before_the_user_entered() {
     assert_eq!(resumed["recovered"], true, "{resumed}");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_resume_does_not_replay_what_relay_mode_sent_only_to_a_delegate() {
+    let server = TestServer::with(|c| {
+        c.heartbeat.grace = Duration::from_secs(60);
+        c.delivery.mode = chorus::config::DeliveryMode::Relay;
+        c.relay.report_timeout = Duration::from_secs(30);
+    })
+    .await;
+    let mut a = server.connect(1771).await;
+    a.room_states = true;
+    let mut b = server.connect(1773).await;
+    enter_ok(&server, 1771, "room_m2", 79).await;
+    enter_ok(&server, 1772, "room_m2", 79).await;
+    enter_ok(&server, 1773, "room_m2", 79).await;
+    send_gift(&server, "room_m2", "bc", 1772, 1771, 1).await;
+    let (epoch, seq) = room_part(&drain(&mut a).await);
+    drop(a);
+    // Relayed to the one delegate left (the sender is its subject): b.
+    send_gift(&server, "room_m2", "bc", 1772, 1771, 2).await;
+    let relayed = b.expect_skipping("send_gift").await;
+    assert_eq!(relayed["relay"], true, "{relayed}");
+    assert_eq!(relayed["stream"], "room", "{relayed}");
+    let mut a = reconnect(
+        &server,
+        1771,
+        &[
+            ("resume_channel", "room_m2"),
+            ("resume_epoch", &epoch),
+            ("resume_seq", &seq),
+        ],
+    )
+    .await;
+    let frames = drain(&mut a).await;
+    assert!(
+        frames.iter().all(|f| f["action"] != "send_gift"),
+        "a relayed frame was replayed: {frames:?}"
+    );
+    let resumed = frames.last().expect("resumed");
+    assert_eq!(resumed["action"], "resumed");
+    assert_eq!(resumed["recovered"], true, "{resumed}");
+    assert_eq!(resumed["seq"], relayed["seq"]);
+    server.stop().await;
+}

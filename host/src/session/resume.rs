@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::delivery::is_relayed;
 use crate::store::history::{stamp_of, valid_epoch};
 use crate::store::{Position, Replay, Store, Stream};
 
@@ -187,7 +188,10 @@ pub async fn run(store: &dyn Store, user_id: u64, resume: &Resume, member_limit:
                     snapshot = true
                 }
                 Ok(Replay::Recovered { frames, at }) => {
-                    out.frames.extend(frames);
+                    // A relayed notification went live to its delegate
+                    // only: a member never got it, so it is not replayed.
+                    out.frames
+                        .extend(frames.into_iter().filter(|f| !is_relayed(f)));
                     room_at = Some(at);
                 }
                 Ok(Replay::Lost { .. }) | Err(_) => snapshot = true,
