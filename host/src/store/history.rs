@@ -7,7 +7,7 @@
 //! atomic step as the batch that produced it ([`super::Store::apply_logged`]),
 //! and its frame is stamped there: the stamped text is what every
 //! recipient's queue shares and what a replay sends again. The stamp is
-//! spliced onto the end of the frame's JSON object (`…,"epoch":"E","seq":N}`),
+//! spliced onto the end of the frame's JSON object (`…,"stream":"room","epoch":"E","seq":N}`),
 //! so stamping copies a frame once and never re-serializes it.
 //!
 //! [`MemoryHistory`] is the history of one node (held inside the memory
