@@ -446,7 +446,15 @@ impl Dispatcher {
         let outgoing: Vec<Outgoing> = reply
             .notifications
             .into_iter()
-            .map(|n| Outgoing::prepare(n, &self.ids.msg_id()))
+            .map(|n| {
+                let mut out = Outgoing::prepare(n, &self.ids.msg_id());
+                // Marked before it is logged: a resume does not replay
+                // what only a delegate got live.
+                if self.delivery.relays(&out) {
+                    crate::delivery::mark_relayed(&mut out.frame);
+                }
+                out
+            })
             .collect();
         let mut logged = Vec::new();
         let log: Vec<LogEntry> = outgoing

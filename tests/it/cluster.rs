@@ -1663,6 +1663,10 @@ async fn expect_replay(client: &mut Client, epoch: &str, seq: u64, n: u64) -> u6
             (Some(epoch), Some(seq + i)),
             "{frame}"
         );
+        assert_eq!(
+            frame["stream"], "room",
+            "stamped by the Redis script: {frame}"
+        );
     }
     let resumed = client.expect("resumed").await;
     assert_eq!(resumed["recovered"], true, "{resumed}");

@@ -511,3 +511,212 @@ async fn time_to_recover_200_missed_notifications() {
     );
     server.stop().await;
 }
+
+/// The room part of a resume for what `frames` last stamped in the room.
+fn room_part(frames: &[Value]) -> (String, String) {
+    let last = frames
+        .iter()
+        .rfind(|f| f["stream"] == "room" || f["action"] == "room_state")
+        .expect("a room frame");
+    let (epoch, seq) = stamp(last);
+    (epoch, seq.to_string())
+}
+
+#[tokio::test]
+async fn a_resume_without_the_user_part_replays_the_user_stream_from_its_start() {
+    let server = server().await;
+    let mut a = server.connect(1751).await;
+    a.room_states = true;
+    enter_ok(&server, 1751, "room_h2", 75).await;
+    enter_ok(&server, 1752, "room_h2", 75).await;
+    let seen = drain(&mut a).await;
+    assert!(
+        seen.iter().all(|f| f["stream"] != "user"),
+        "no point-to-point frame yet: {seen:?}"
+    );
+    let (epoch, seq) = room_part(&seen);
+    drop(a);
+    send_gift(&server, "room_h2", "ptp", 1752, 1751, 7).await;
+    // Never got a point-to-point frame: the user part is left out.
+    let mut a = reconnect(
+        &server,
+        1751,
+        &[
+            ("resume_channel", "room_h2"),
+            ("resume_epoch", &epoch),
+            ("resume_seq", &seq),
+        ],
+    )
+    .await;
+    let missed = a.expect("send_gift").await;
+    assert_eq!(missed["gift"]["num"], 7);
+    assert_eq!(missed["stream"], "user");
+    assert_eq!(missed["seq"], 1);
+    let resumed = a.expect("resumed").await;
+    assert_eq!(resumed["recovered"], true, "{resumed}");
+    assert_eq!(resumed["user_seq"], 1);
+    assert_eq!(resumed["user_epoch"], missed["epoch"]);
+    a.expect_silence(Duration::from_millis(300)).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_resume_without_the_user_part_is_not_recovered_once_seq_1_left_the_history() {
+    let server = TestServer::with(|c| {
+        c.heartbeat.grace = Duration::from_secs(60);
+        c.recovery.history_size = 1;
+    })
+    .await;
+    let mut a = server.connect(1753).await;
+    a.room_states = true;
+    enter_ok(&server, 1753, "room_h2b", 76).await;
+    enter_ok(&server, 1754, "room_h2b", 76).await;
+    let (epoch, seq) = room_part(&drain(&mut a).await);
+    drop(a);
+    send_gift(&server, "room_h2b", "ptp", 1754, 1753, 1).await;
+    send_gift(&server, "room_h2b", "ptp", 1754, 1753, 2).await;
+    let mut a = reconnect(
+        &server,
+        1753,
+        &[
+            ("resume_channel", "room_h2b"),
+            ("resume_epoch", &epoch),
+            ("resume_seq", &seq),
+        ],
+    )
+    .await;
+    let frames = drain(&mut a).await;
+    let resumed = frames.last().expect("resumed");
+    assert_eq!(resumed["action"], "resumed");
+    assert_eq!(
+        resumed["recovered"], false,
+        "a gap is never recovered: {frames:?}"
+    );
+    assert_eq!(resumed["user_seq"], 2);
+    assert!(
+        frames.iter().all(|f| f["action"] != "send_gift"),
+        "no partial replay: {frames:?}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn every_stamped_frame_names_its_stream() {
+    let server = server().await;
+    let mut a = server.connect(1755).await;
+    enter_ok(&server, 1755, "room_h3", 77).await;
+    enter_ok(&server, 1756, "room_h3", 77).await;
+    send_gift(&server, "room_h3", "bc", 1756, 1755, 1).await;
+    send_gift(&server, "room_h3", "ptp", 1756, 1755, 2).await;
+    let frames = drain(&mut a).await;
+    let stamped: Vec<&Value> = frames.iter().filter(|f| f.get("seq").is_some()).collect();
+    assert!(stamped.len() >= 3, "{frames:?}");
+    for f in stamped {
+        if f["action"] == "room_state" {
+            continue;
+        }
+        let want = if f["notify_type"] == "ptp" {
+            "user"
+        } else {
+            "room"
+        };
+        assert_eq!(f["stream"], want, "{f}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_resume_never_replays_the_room_from_before_the_user_entered() {
+    let server = server().await;
+    enter_ok(&server, 1761, "room_m1", 78).await;
+    enter_ok(&server, 1762, "room_m1", 78).await;
+    send_gift(&server, "room_m1", "bc", 1762, 1761, 41).await;
+    let mut d = server.connect(1763).await;
+    d.room_states = true;
+    enter_ok(&server, 1763, "room_m1", 78).await;
+    let (epoch, seq) = room_part(&drain(&mut d).await);
+    drop(d);
+    // Resuming from before its own entry: not its to replay.
+    let mut d = reconnect(
+        &server,
+        1763,
+        &[
+            ("resume_channel", "room_m1"),
+            ("resume_epoch", &epoch),
+            ("resume_seq", "0"),
+        ],
+    )
+    .await;
+    let frames = drain(&mut d).await;
+    assert!(
+        frames.iter().all(|f| f["action"] != "send_gift"),
+        "a gift from before the entry was replayed: {frames:?}"
+    );
+    let state = frames
+        .iter()
+        .find(|f| f["action"] == "room_state")
+        .expect("a room_state instead");
+    assert_eq!(state["channel_name"], "room_m1");
+    let resumed = frames.last().expect("resumed");
+    assert_eq!(resumed["action"], "resumed");
+    assert_eq!(resumed["recovered"], false, "{resumed}");
+    drop(d);
+    // From its own position it recovers, with nothing missed.
+    let mut d = reconnect(
+        &server,
+        1763,
+        &[
+            ("resume_channel", "room_m1"),
+            ("resume_epoch", &epoch),
+            ("resume_seq", &seq),
+        ],
+    )
+    .await;
+    let resumed = d.expect("resumed").await;
+    assert_eq!(resumed["recovered"], true, "{resumed}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_resume_does_not_replay_what_relay_mode_sent_only_to_a_delegate() {
+    let server = TestServer::with(|c| {
+        c.heartbeat.grace = Duration::from_secs(60);
+        c.delivery.mode = chorus::config::DeliveryMode::Relay;
+        c.relay.report_timeout = Duration::from_secs(30);
+    })
+    .await;
+    let mut a = server.connect(1771).await;
+    a.room_states = true;
+    let mut b = server.connect(1773).await;
+    enter_ok(&server, 1771, "room_m2", 79).await;
+    enter_ok(&server, 1772, "room_m2", 79).await;
+    enter_ok(&server, 1773, "room_m2", 79).await;
+    send_gift(&server, "room_m2", "bc", 1772, 1771, 1).await;
+    let (epoch, seq) = room_part(&drain(&mut a).await);
+    drop(a);
+    // Relayed to the one delegate left (the sender is its subject): b.
+    send_gift(&server, "room_m2", "bc", 1772, 1771, 2).await;
+    let relayed = b.expect_skipping("send_gift").await;
+    assert_eq!(relayed["relay"], true, "{relayed}");
+    assert_eq!(relayed["stream"], "room", "{relayed}");
+    let mut a = reconnect(
+        &server,
+        1771,
+        &[
+            ("resume_channel", "room_m2"),
+            ("resume_epoch", &epoch),
+            ("resume_seq", &seq),
+        ],
+    )
+    .await;
+    let frames = drain(&mut a).await;
+    assert!(
+        frames.iter().all(|f| f["action"] != "send_gift"),
+        "a relayed frame was replayed: {frames:?}"
+    );
+    let resumed = frames.last().expect("resumed");
+    assert_eq!(resumed["action"], "resumed");
+    assert_eq!(resumed["recovered"], true, "{resumed}");
+    assert_eq!(resumed["seq"], relayed["seq"]);
+    server.stop().await;
+}

@@ -69,6 +69,8 @@ pub fn without_msg_id(mut frame: Value) -> Value {
     assert!(epoch.as_str().is_some_and(|s| !s.is_empty()));
     let seq = object.remove("seq").expect("seq present");
     assert!(seq.as_u64().is_some_and(|n| n >= 1));
+    let stream = object.remove("stream").expect("stream present");
+    assert!(stream == "room" || stream == "user", "{stream}");
     frame
 }
 

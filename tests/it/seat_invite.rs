@@ -285,8 +285,9 @@ async fn declining_tells_the_inviter_and_frees_the_seat() {
         .await;
     assert_eq!(ack["action"], "ack", "{ack}");
     let mut declined = admin.expect("seat_invite_declined").await;
+    assert_eq!(declined["stream"], "user", "to one user: {declined}");
     let declined_object = declined.as_object_mut().unwrap();
-    for stamp in ["msg_id", "epoch", "seq"] {
+    for stamp in ["msg_id", "stream", "epoch", "seq"] {
         assert!(declined_object.remove(stamp).is_some(), "{stamp}");
     }
     assert_eq!(
@@ -321,8 +322,9 @@ async fn an_unanswered_invitation_expires_by_itself_and_tells_both_sides() {
     invitee.expect("seat_invite").await;
     // Nobody answers: the plugin's timer expires it, with no outside help.
     let mut expired = owner.expect("seat_invite_expired").await;
+    assert_eq!(expired["stream"], "user", "to one user: {expired}");
     let expired_object = expired.as_object_mut().unwrap();
-    for stamp in ["msg_id", "epoch", "seq"] {
+    for stamp in ["msg_id", "stream", "epoch", "seq"] {
         assert!(expired_object.remove(stamp).is_some(), "{stamp}");
     }
     assert_eq!(

@@ -543,17 +543,22 @@ export class ChorusClient extends Emitter<ClientEvents> {
    * the replay), or a user frame at or below the user stream's `seq`.
    * Above that floor every frame is handed over, and the position keeps
    * the highest `seq` seen (with several nodes, frames of one room sent
-   * by different nodes may arrive out of `seq` order).
+   * by different nodes may arrive out of `seq` order). A frame's `stream`
+   * (`"room"` or `"user"`) says which position it moves.
    */
   private advance(frame: ServerFrame): boolean {
     const epoch = frame.epoch;
     const seq = frame.seq;
     if (typeof epoch !== "string" || typeof seq !== "number") return true;
     const { room, user } = this.positions;
+    // The server names the stream of every stamped frame (`stream`); the
+    // guess below is only for a server that predates the field.
     const toUser =
-      user?.epoch === epoch ||
-      (room?.epoch !== epoch &&
-        (frame.action === "hang_up" || (frame.action === "send_gift" && frame.notify_type === "ptp")));
+      frame.stream === "user" ||
+      (frame.stream === undefined &&
+        (user?.epoch === epoch ||
+          (room?.epoch !== epoch &&
+            (frame.action === "hang_up" || (frame.action === "send_gift" && frame.notify_type === "ptp")))));
     if (toUser) {
       if (user?.epoch === epoch && seq <= user.seq) return false;
       this.positions.user = { epoch, seq };

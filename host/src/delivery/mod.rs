@@ -96,10 +96,8 @@ impl Delivery {
                 }
                 DeliveryMode::Relay => {
                     let mut frame = frame;
-                    if frame.ends_with('}') {
-                        frame.pop();
-                        frame.push_str(if frame.ends_with('{') { "" } else { "," });
-                        frame.push_str("\"relay\":true}");
+                    if !is_relayed(&frame) {
+                        mark_relayed(&mut frame);
                     }
                     self.relay
                         .start(&msg_id, &channel, &action, subject, Utf8Bytes::from(frame))
@@ -108,6 +106,12 @@ impl Delivery {
             },
         }
         Ok(())
+    }
+
+    /// Whether `out` goes to a room in `relay` mode (to one delegate).
+    pub fn relays(&self, out: &Outgoing) -> bool {
+        matches!(out.target, Target::Room(_))
+            && self.modes.mode_for(&out.action, out.delivery) == DeliveryMode::Relay
     }
 
     /// Queues `frame` for these users: here directly, elsewhere through
@@ -128,6 +132,23 @@ impl Delivery {
         }
         Ok(())
     }
+}
+
+/// Adds `"relay":true` to a frame (a JSON object's text) before its
+/// closing brace. A relay-mode room notification gets it before it is
+/// logged (issue 17), so its stamp follows it and a resume can tell it.
+pub fn mark_relayed(frame: &mut String) {
+    if frame.ends_with('}') {
+        frame.pop();
+        frame.push_str(if frame.ends_with('{') { "" } else { "," });
+        frame.push_str("\"relay\":true}");
+    }
+}
+
+/// Whether a frame carries `"relay":true` (a string value cannot: its
+/// quotes are escaped).
+pub fn is_relayed(frame: &str) -> bool {
+    frame.contains("\"relay\":true")
 }
 
 /// A notification ready to leave: its target, its `msg_id` and its frame,

@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::delivery::is_relayed;
 use crate::store::history::{stamp_of, valid_epoch};
 use crate::store::{Position, Replay, Store, Stream};
 
@@ -144,11 +145,7 @@ pub struct Outcome {
 pub async fn run(store: &dyn Store, user_id: u64, resume: &Resume, member_limit: usize) -> Outcome {
     let mut out = Outcome::default();
     let mut recovered = true;
-    let user_from = resume.user.clone().unwrap_or_default();
-    let user_at = match store
-        .history_since(&Stream::User(user_id), &user_from)
-        .await
-    {
+    let user_at = match user_replay(store, user_id, resume.user.as_ref()).await {
         Ok(Replay::Recovered { frames, at }) => {
             out.frames.extend(frames);
             // Only a replayed stream's queued frames can be duplicates.
@@ -156,8 +153,7 @@ pub async fn run(store: &dyn Store, user_id: u64, resume: &Resume, member_limit:
             Some(at)
         }
         Ok(Replay::Lost { at }) => {
-            // A client that names no user stream asks for none of it.
-            recovered &= resume.user.is_none();
+            recovered = false;
             Some(at)
         }
         Err(e) => {
@@ -183,8 +179,19 @@ pub async fn run(store: &dyn Store, user_id: u64, resume: &Resume, member_limit:
                 .history_since(&Stream::Room(now_in.clone()), from)
                 .await
             {
+                // The user entered the room after `from` (its own
+                // `enter_room` is in the gap): what came before its
+                // membership is not its to replay, so it gets a snapshot.
+                Ok(Replay::Recovered { frames, .. })
+                    if frames.iter().any(|f| entered(f, user_id)) =>
+                {
+                    snapshot = true
+                }
                 Ok(Replay::Recovered { frames, at }) => {
-                    out.frames.extend(frames);
+                    // A relayed notification went live to its delegate
+                    // only: a member never got it, so it is not replayed.
+                    out.frames
+                        .extend(frames.into_iter().filter(|f| !is_relayed(f)));
                     room_at = Some(at);
                 }
                 Ok(Replay::Lost { .. }) | Err(_) => snapshot = true,
@@ -219,6 +226,39 @@ pub async fn run(store: &dyn Store, user_id: u64, resume: &Resume, member_limit:
         user_at.as_ref(),
     ));
     out
+}
+
+/// Whether a room frame is `user_id`'s own `enter_room` notification.
+fn entered(frame: &str, user_id: u64) -> bool {
+    if !frame.contains("\"enter_room\"") {
+        return false;
+    }
+    serde_json::from_str::<serde_json::Value>(frame)
+        .is_ok_and(|v| v["action"] == "enter_room" && v["user_id"].as_u64() == Some(user_id))
+}
+
+/// The user stream's replay after `from`; without `from` (a client that
+/// never got a point-to-point frame) from the start of the stream's
+/// current epoch, so a frame sent while it was away is replayed, or the
+/// resume is not recovered when the history no longer holds seq 1.
+async fn user_replay(
+    store: &dyn Store,
+    user_id: u64,
+    from: Option<&Position>,
+) -> Result<Replay, crate::store::StoreError> {
+    let stream = Stream::User(user_id);
+    if let Some(from) = from {
+        return store.history_since(&stream, from).await;
+    }
+    // An empty epoch never matches: this reads the stream's position.
+    let at = match store.history_since(&stream, &Position::default()).await? {
+        Replay::Lost { at } | Replay::Recovered { at, .. } => at,
+    };
+    let start = Position {
+        epoch: at.epoch,
+        seq: 0,
+    };
+    store.history_since(&stream, &start).await
 }
 
 /// `{"action":"resumed","recovered":…,"channel_name":…,"epoch":…,"seq":…,

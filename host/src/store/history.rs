@@ -7,7 +7,7 @@
 //! atomic step as the batch that produced it ([`super::Store::apply_logged`]),
 //! and its frame is stamped there: the stamped text is what every
 //! recipient's queue shares and what a replay sends again. The stamp is
-//! spliced onto the end of the frame's JSON object (`…,"epoch":"E","seq":N}`),
+//! spliced onto the end of the frame's JSON object (`…,"stream":"room","epoch":"E","seq":N}`),
 //! so stamping copies a frame once and never re-serializes it.
 //!
 //! [`MemoryHistory`] is the history of one node (held inside the memory
@@ -123,9 +123,10 @@ impl HistoryLimits {
     }
 }
 
-/// `frame` (a JSON object's text) with `,"epoch":"E","seq":N` before its
-/// closing brace; the Redis script builds the same text.
-pub fn stamp(frame: &str, epoch: &str, seq: u64) -> String {
+/// `frame` (a JSON object's text) with `,"stream":"room"` (or `"user"`),
+/// `"epoch":"E","seq":N` before its closing brace; the Redis script builds
+/// the same text.
+pub fn stamp(frame: &str, stream: &Stream, epoch: &str, seq: u64) -> String {
     let body = frame.trim_end();
     let body = body.strip_suffix('}').unwrap_or(body);
     let sep = if body.trim_end().ends_with('{') {
@@ -133,7 +134,11 @@ pub fn stamp(frame: &str, epoch: &str, seq: u64) -> String {
     } else {
         ","
     };
-    format!("{body}{sep}\"epoch\":\"{epoch}\",\"seq\":{seq}}}")
+    let kind = match stream {
+        Stream::Room(_) => "room",
+        Stream::User(_) => "user",
+    };
+    format!("{body}{sep}\"stream\":\"{kind}\",\"epoch\":\"{epoch}\",\"seq\":{seq}}}")
 }
 
 /// The stamp at the end of a frame built by [`stamp`] (possibly followed
@@ -209,7 +214,7 @@ impl MemoryHistory {
         };
         log.seq += 1;
         log.touched_ms = now;
-        let frame = stamp(&entry.frame, &log.epoch, log.seq);
+        let frame = stamp(&entry.frame, &entry.stream, &log.epoch, log.seq);
         log.entries.push_back((log.seq, now, frame.clone()));
         while log.entries.len() > limits.size {
             log.entries.pop_front();
@@ -335,13 +340,23 @@ mod tests {
 
     #[test]
     fn stamps_and_reads_back() {
-        let s = stamp(r#"{"action":"x","msg_id":"m"}"#, "ab1", 42);
-        assert_eq!(s, r#"{"action":"x","msg_id":"m","epoch":"ab1","seq":42}"#);
+        let s = stamp(
+            r#"{"action":"x","msg_id":"m"}"#,
+            &Stream::Room("r".into()),
+            "ab1",
+            42,
+        );
+        assert_eq!(
+            s,
+            r#"{"action":"x","msg_id":"m","stream":"room","epoch":"ab1","seq":42}"#
+        );
         assert_eq!(stamp_of(&s), Some(("ab1", 42)));
         let relayed = format!("{},\"relay\":true}}", &s[..s.len() - 1]);
         assert_eq!(stamp_of(&relayed), Some(("ab1", 42)));
         assert_eq!(stamp_of(r#"{"action":"pong"}"#), None);
-        assert_eq!(stamp("{}", "e", 1), r#"{"epoch":"e","seq":1}"#);
+        let user = stamp("{}", &Stream::User(7), "e", 1);
+        assert_eq!(user, r#"{"stream":"user","epoch":"e","seq":1}"#);
+        assert_eq!(stamp_of(&user), Some(("e", 1)));
     }
 
     #[test]

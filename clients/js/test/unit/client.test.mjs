@@ -234,3 +234,34 @@ test("timestamps follow the server's clock, not a wrong local one", async () => 
   assert.ok(skew < 3, `timestamp within 3 s of the server (was ${skew} s off)`);
   client.close();
 });
+
+test("a user-stream frame that is neither hang_up nor a ptp gift moves the user position, not the room's", async () => {
+  const { client } = setup();
+  const connecting = client.connect();
+  await until(() => FakeSocket.all.length === 1, "a socket");
+  lastSocket().accept();
+  await connecting;
+  lastSocket().push({
+    action: "room_state", channel_name: "r", room_id: 1, epoch: "roomep", seq: 5, members: [7], member_count: 1,
+    seats: [], own_seat_id: null, call: null, attributes: {}, attributes_version: 0,
+  });
+  // A plugin's notify_user (and a bundled seat_invite): to this user only,
+  // in the user's stream, whose epoch the client has not seen yet.
+  lastSocket().push({ action: "seat_invite", channel_name: "r", seat_id: 2, msg_id: "m1", stream: "user", epoch: "userep", seq: 1 });
+  lastSocket().push({ action: "custom_ping", msg_id: "m2", stream: "user", epoch: "userep", seq: 2 });
+  assert.deepEqual(client.positions.room, { channelName: "r", epoch: "roomep", seq: 5 });
+  assert.deepEqual(client.positions.user, { epoch: "userep", seq: 2 });
+  // A room frame still moves the room position.
+  lastSocket().push({ action: "send_topic_msg", channel_name: "r", content: "hi", msg_id: "m3", stream: "room", epoch: "roomep", seq: 6 });
+  assert.deepEqual(client.positions.room, { channelName: "r", epoch: "roomep", seq: 6 });
+  assert.deepEqual(client.positions.user, { epoch: "userep", seq: 2 });
+  // And a reconnection names both streams where they stand.
+  lastSocket().drop(1006);
+  await until(() => FakeSocket.all.length === 2, "a second socket");
+  const q = new URL(lastSocket().url).searchParams;
+  assert.equal(q.get("resume_seq"), "6");
+  assert.equal(q.get("resume_epoch"), "roomep");
+  assert.equal(q.get("resume_user_epoch"), "userep");
+  assert.equal(q.get("resume_user_seq"), "2");
+  client.close();
+});

@@ -618,7 +618,8 @@ write()
 write_timers()
 
 -- Logs each notification under its stream's next seq and stamps its
--- frame as history::stamp does: `,"epoch":"E","seq":N` before the last `}`.
+-- frame as history::stamp does: `,"stream":"room"|"user","epoch":"E","seq":N`
+-- before the last `}`.
 local function log_one(stream, frame)
   local pk = P .. 'histpos:' .. stream
   local hk = P .. 'hist:' .. stream
@@ -632,7 +633,9 @@ local function log_one(stream, frame)
   local body = string.sub(frame, 1, -2)
   local sep = ','
   if body == '{' then sep = '' end
-  local stamped = body .. sep .. '"epoch":"' .. epoch .. '","seq":' .. string.format('%d', seq) .. '}'
+  local kind = 'user'
+  if string.sub(stream, 1, 2) == 'r:' then kind = 'room' end
+  local stamped = body .. sep .. '"stream":"' .. kind .. '","epoch":"' .. epoch .. '","seq":' .. string.format('%d', seq) .. '}'
   redis.call('RPUSH', hk, string.format('%d', seq) .. ' ' .. string.format('%d', NOW) .. ' ' .. stamped)
   redis.call('LTRIM', hk, -HIST_SIZE, -1)
   redis.call('PEXPIRE', hk, HIST_TTL)
