@@ -109,6 +109,25 @@ struct State {
     history: MemoryHistory,
 }
 
+impl State {
+    /// The attributes of `channel_name` as they read at `now` (empty,
+    /// version 0, once idle past their TTL or never set).
+    fn live_attrs(&self, channel_name: &str, now: u64) -> RoomAttrs {
+        self.attrs
+            .get(channel_name)
+            .filter(|a| a.live(now))
+            .map(|a| RoomAttrs {
+                version: a.version,
+                entries: a
+                    .entries
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            })
+            .unwrap_or_default()
+    }
+}
+
 /// One pending timer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct PendingTimer {
@@ -1080,19 +1099,7 @@ impl Store for MemoryStore {
             seats: room.seats.clone(),
         };
         let member_count = room.members.len();
-        let attrs = state
-            .attrs
-            .get(channel_name)
-            .filter(|a| a.live(now))
-            .map(|a| RoomAttrs {
-                version: a.version,
-                entries: a
-                    .entries
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-            })
-            .unwrap_or_default();
+        let attrs = state.live_attrs(channel_name, now);
         let stream = Stream::Room(channel_name.to_string());
         let at = state.history.position(&self.history_limits, &stream, now);
         Ok(Some(RoomSnapshot {
@@ -1106,19 +1113,7 @@ impl Store for MemoryStore {
     async fn room_attrs(&self, channel_name: &str) -> Result<RoomAttrs, StoreError> {
         let now = unix_ms();
         let state = self.lock();
-        Ok(state
-            .attrs
-            .get(channel_name)
-            .filter(|a| a.live(now))
-            .map(|a| RoomAttrs {
-                version: a.version,
-                entries: a
-                    .entries
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-            })
-            .unwrap_or_default())
+        Ok(state.live_attrs(channel_name, now))
     }
 
     async fn profile(&self, user_id: u64) -> Result<Option<String>, StoreError> {
