@@ -95,7 +95,9 @@ try {
   const plugins = path.join(work, "plugins");
   mkdirSync(plugins);
   server = await step("serve", () => startServer({ env: { CHORUS_PLUGINS__DIR: plugins } }));
-  dev = spawn(chorus, ["plugin", "dev", dir, "--server", plugins, "--admin", server.adminUrl], {
+  // Uploaded through the admin URL: the server writes it into its
+  // plugins.dir and answers with the version that went live.
+  dev = spawn(chorus, ["plugin", "dev", dir, "--server", server.adminUrl], {
     env: { ...process.env, CHORUS_ADMIN__TOKEN: "chorus-dev-admin" },
     stdio: ["ignore", "pipe", "pipe"],
   });

@@ -125,21 +125,25 @@ enum PluginCommand {
         sdk: Option<PathBuf>,
     },
     /// Builds a plugin crate for wasm32-wasip2 and puts it into a running
-    /// server's plugins folder (write, then rename), again on every save;
-    /// the server's hot reload makes it live without a restart.
+    /// server (uploaded through its admin URL, or written into its plugins
+    /// folder, write then rename), again on every save; the server swaps
+    /// it in without a restart.
     Dev {
         /// The plugin crate's folder.
         #[arg(default_value = ".")]
         crate_dir: PathBuf,
-        /// The server's plugins folder (`plugins.dir`).
+        /// Where the build goes: the server's admin URL (e.g.
+        /// http://127.0.0.1:9090; uploaded, and the server writes it into
+        /// its plugins.dir) or, on the same machine, its plugins folder
+        /// (plugins.dir).
         #[arg(long)]
-        server: PathBuf,
-        /// The server's admin URL (e.g. http://127.0.0.1:9090): prints the
-        /// version that went live, or the server's load error.
+        server: String,
+        /// With a plugins folder as --server: the server's admin URL, to
+        /// print the version that went live or the server's load error.
         #[arg(long)]
         admin: Option<String>,
-        /// The admin bearer token (`admin.token`; `chorus-dev-admin` under
-        /// `serve --dev`).
+        /// The admin bearer token (`admin.token`); default: the token of
+        /// `serve --dev` (`chorus-dev-admin`).
         #[arg(long, env = "CHORUS_ADMIN__TOKEN")]
         admin_token: Option<String>,
         /// Build and install once, then exit.
@@ -220,7 +224,10 @@ fn main() -> anyhow::Result<()> {
             let dir = created.dir.display();
             println!("created {dir}");
             println!("  cd {dir} && cargo test");
-            println!("  chorus plugin dev {dir} --server <the server's plugins.dir>");
+            println!(
+                "  chorus plugin dev {dir} --server http://127.0.0.1:9090 \
+                 (the server's admin URL; or its plugins.dir)"
+            );
             if !created.target_installed {
                 println!("{}", new::missing_target_hint());
             }
@@ -237,9 +244,11 @@ fn main() -> anyhow::Result<()> {
                 },
         } => dev::run(&dev::Options {
             crate_dir,
-            plugins_dir: server,
+            server: dev::Server::parse(&server),
             admin,
-            admin_token,
+            // The `--dev` token is public: a production server refuses it
+            // and `plugin dev` says which option to pass.
+            admin_token: admin_token.or_else(|| Some(chorus::config::DEV_ADMIN_TOKEN.into())),
             once,
         }),
     }

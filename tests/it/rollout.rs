@@ -128,6 +128,10 @@ async fn kept_versions_are_listed_and_activating_one_under_load_fails_no_call() 
                     }
                 }
                 calls += 1;
+                // A session remembers at most MAX_REPLAY_ENTRIES frames
+                // within the skew window and refuses more with 1008 (a
+                // flood guard): paced, a fast run stays well below it.
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
             calls
         }));
@@ -704,5 +708,123 @@ async fn shadow_overhead_through_the_front_door() {
     }
     let shadow = detail(&server, "echo").await["shadow"]["summary"].clone();
     eprintln!("{shadow}");
+    server.stop().await;
+}
+
+/// `PUT /admin/plugins/{name}/{file}` with `body` and the admin token.
+async fn upload(server: &TestServer, path: &str, body: Vec<u8>) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .put(server.admin_url(path))
+        .bearer_auth(ADMIN_TOKEN)
+        .body(body)
+        .send()
+        .await
+        .expect("admin API answers");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Issue 14 item 5: a plugin uploaded through the admin API goes live at
+/// once, is written into `plugins.dir` (a restart finds it), a broken
+/// upload is refused with the load error while the serving version keeps
+/// answering, a canary can be uploaded too, and a server without a
+/// plugins folder, a bad name or a bad config is refused with nothing
+/// written.
+#[tokio::test]
+async fn a_plugin_uploaded_through_the_admin_api_goes_live_and_a_broken_one_changes_nothing() {
+    let (server, dir) = echo_node(|_| {}).await;
+    assert_eq!(echo_in(&server, "up-1", 1).await, (200, json!("1.0.0")));
+
+    let v2 = artifact("echo_v2");
+    let (status, body) = upload(&server, "/admin/plugins/echo/wasm", v2.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["outcome"]["outcome"], "loaded", "{body}");
+    assert_eq!(body["outcome"]["version"], "2.0.0", "{body}");
+    assert_eq!(body["plugin"]["version"], "2.0.0", "{body}");
+    // Live at once: the answer came after the load, not before it.
+    assert_eq!(echo_in(&server, "up-1", 2).await, (200, json!("2.0.0")));
+    assert_eq!(std::fs::read(dir.path().join("echo.wasm")).unwrap(), v2);
+    let hidden: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(hidden.is_empty(), "temporary files left: {hidden:?}");
+
+    // The same bytes again: nothing to do.
+    let (status, body) = upload(&server, "/admin/plugins/echo/wasm", v2).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["outcome"]["outcome"], "unchanged", "{body}");
+
+    // Not a component: 422 with the load error; 2.0.0 keeps serving and
+    // the folder keeps its file (a restart must not load the refused one).
+    let (status, body) = upload(&server, "/admin/plugins/echo/wasm", b"not wasm".to_vec()).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["outcome"]["outcome"], "failed", "{body}");
+    assert!(
+        body["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{body}"
+    );
+    assert_eq!(body["plugin"]["version"], "2.0.0", "{body}");
+    assert_eq!(echo_in(&server, "up-1", 3).await, (200, json!("2.0.0")));
+    assert_eq!(
+        std::fs::read(dir.path().join("echo.wasm")).unwrap(),
+        artifact("echo_v2")
+    );
+
+    // A canary beside it.
+    let v1 = artifact("echo_v1");
+    let (status, body) = upload(&server, "/admin/plugins/echo/wasm?role=canary", v1).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["outcome"]["outcome"], "staged", "{body}");
+    assert_eq!(body["outcome"]["role"], "canary", "{body}");
+    assert!(dir.path().join("echo.canary.wasm").is_file());
+
+    // A config: a bad one is refused before it is written.
+    let (status, body) = upload(&server, "/admin/plugins/echo/toml", b"[grants\n".to_vec()).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(!dir.path().join("echo.toml").exists());
+    let (status, body) = upload(
+        &server,
+        "/admin/plugins/echo/toml",
+        b"greeting = \"hi\"\n".to_vec(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["plugin"]["version"], "2.0.0", "{body}");
+    assert!(dir.path().join("echo.toml").is_file());
+
+    // Bad names, roles and bodies.
+    for (path, body, want) in [
+        ("/admin/plugins/Echo/wasm", b"x".to_vec(), 400),
+        ("/admin/plugins/..%2Fecho/wasm", b"x".to_vec(), 400),
+        ("/admin/plugins/echo/wasm?role=other", b"x".to_vec(), 400),
+        ("/admin/plugins/echo/wasm", Vec::new(), 400),
+    ] {
+        let (status, answer) = upload(&server, path, body).await;
+        assert_eq!(status, want, "{path}: {answer}");
+        assert!(answer["error"].is_string(), "{path}: {answer}");
+    }
+    server.stop().await;
+
+    // A restart finds what was uploaded.
+    let path = dir.path().to_path_buf();
+    let server = TestServer::with(move |c| {
+        c.plugins.dir = Some(path);
+        c.plugins.call_timeout = GENEROUS_CALL_TIMEOUT;
+    })
+    .await;
+    let plugin = detail(&server, "echo").await;
+    assert_eq!(plugin["version"], "2.0.0", "{plugin}");
+    server.stop().await;
+
+    // No plugins folder: 409, and it says why.
+    let server = TestServer::start().await;
+    let (status, body) = upload(&server, "/admin/plugins/echo/wasm", artifact("echo_v1")).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("plugins.dir"),
+        "{body}"
+    );
     server.stop().await;
 }

@@ -5,16 +5,17 @@ use std::sync::Arc;
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, Query, Request, State};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use crate::app::App;
-use crate::plugin::{PluginDetail, RolloutError};
+use crate::plugin::{InstallError, LoadOutcome, PluginDetail, Role, RolloutError};
 
 /// The admin router.
 pub fn router(app: Arc<App>) -> Router {
@@ -23,6 +24,11 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/admin/plugins/reload", post(reload))
         .route("/admin/plugins/{name}/rollback", post(rollback))
         .route("/admin/plugins/{name}", get(plugin_detail))
+        .route(
+            "/admin/plugins/{name}/wasm",
+            put(upload_wasm).layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)),
+        )
+        .route("/admin/plugins/{name}/toml", put(upload_toml))
         .route("/admin/plugins/{name}/activate", post(activate))
         .route("/admin/plugins/{name}/pause", post(pause))
         .route("/admin/plugins/{name}/resume", post(resume))
@@ -156,6 +162,83 @@ async fn rollback(State(app): State<Arc<App>>, Path(name): Path<String>) -> Resp
         Ok(status) => Json(json!({"plugin": status})).into_response(),
         Err(e) => (StatusCode::CONFLICT, Json(json!({"error": e.to_string()}))).into_response(),
     }
+}
+
+/// The largest `.wasm` `PUT /admin/plugins/{name}/wasm` takes: 64 MiB
+/// (the bundled plugins are 100 to 400 KiB); more is 413.
+pub const MAX_UPLOAD_BYTES: usize = 64 << 20;
+
+/// `PUT /admin/plugins/{name}/wasm[?role=live|canary|shadow]`, body the
+/// component's bytes: written into `plugins.dir` as `<name>.wasm` (or
+/// `<name>.canary.wasm`, `<name>.shadow.wasm`) and loaded at once (issue
+/// 14 item 5, `chorus plugin dev --server <admin url>`). 200
+/// `{"outcome": {…}, "plugin": {…}}` when it serves, is staged or served
+/// already; 422 `{"error", "outcome"}` when it does not load (the serving
+/// version stays); 400 for a bad name, role or an empty body; 409 when
+/// the server has no `plugins.dir`; 413 over [`MAX_UPLOAD_BYTES`].
+async fn upload_wasm(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    Query(q): Params,
+    body: Bytes,
+) -> Response {
+    let role = match q.get("role").map(String::as_str) {
+        None | Some("live") => Role::Live,
+        Some("canary") => Role::Canary,
+        Some("shadow") => Role::Shadow,
+        Some(_) => return bad_request("role must be live, canary or shadow"),
+    };
+    if body.is_empty() {
+        return bad_request("the body must be the plugin's .wasm bytes");
+    }
+    match app.plugins.install(&name, role, &body).await {
+        Ok(outcome) => upload_reply(&app, &name, outcome),
+        Err(error) => install_error(error),
+    }
+}
+
+/// `PUT /admin/plugins/{name}/toml`, body the plugin's `<name>.toml`
+/// (config and `[grants]`): checked (422 when it is not valid TOML or its
+/// grants do not parse; nothing written), written into `plugins.dir`, and
+/// the live `<name>.wasm`, if the folder has one, reloaded with it. 200
+/// `{"outcome": {…} | null, "plugin": {…} | null}`; 400/409 as for the
+/// `.wasm`.
+async fn upload_toml(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return bad_request("the body must be the plugin's .toml text (UTF-8)");
+    };
+    match app.plugins.install_config(&name, text).await {
+        Ok(Some(outcome)) => upload_reply(&app, &name, outcome),
+        Ok(None) => Json(json!({"outcome": null, "plugin": null})).into_response(),
+        Err(error) => install_error(error),
+    }
+}
+
+/// 200 with the outcome and the plugin's status, or 422 when it failed.
+fn upload_reply(app: &App, name: &str, outcome: LoadOutcome) -> Response {
+    let plugin = app.plugins.statuses().into_iter().find(|s| s.name == name);
+    match &outcome {
+        LoadOutcome::Failed { error, .. } => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(json!({"error": error, "outcome": outcome, "plugin": plugin})),
+        )
+            .into_response(),
+        _ => Json(json!({"outcome": outcome, "plugin": plugin})).into_response(),
+    }
+}
+
+fn install_error(error: InstallError) -> Response {
+    let status = match error {
+        InstallError::Name(_) => StatusCode::BAD_REQUEST,
+        InstallError::NoFolder => StatusCode::CONFLICT,
+        InstallError::Config(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        InstallError::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    (status, Json(json!({"error": error.to_string()}))).into_response()
 }
 
 /// `GET /admin/plugins/{name}`: the plugin's status, its kept versions,

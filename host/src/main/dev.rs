@@ -4,9 +4,14 @@
 //! item 5). The server's hot reload (PROTOCOL section 10) takes it from
 //! there: no restart, no dropped connection.
 //!
-//! With `--admin <url>` it asks the server's admin listener
-//! (`GET /admin/plugins`) which version of the plugin went live, or why the
-//! new file failed to load, and prints that.
+//! `--server` is the plugins folder (`plugins.dir`) of a server on this
+//! machine, or the server's admin URL (`http://127.0.0.1:9090`): then the
+//! build is uploaded (`PUT /admin/plugins/{name}/toml`, then
+//! `PUT /admin/plugins/{name}/wasm`), which the server writes into its own
+//! plugins folder and loads at once, answering with the version that went
+//! live or the load error. With a folder, `--admin <url>` asks the admin
+//! listener (`GET /admin/plugins`) which version went live, or why the new
+//! file failed to load, and prints that.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -26,14 +31,33 @@ use super::new::{WASM_TARGET, missing_target_hint, wasm_target_installed};
 pub struct Options {
     /// The plugin crate's folder.
     pub crate_dir: PathBuf,
-    /// The server's plugins folder (`plugins.dir`).
-    pub plugins_dir: PathBuf,
+    /// Where the build goes: a plugins folder, or an admin URL.
+    pub server: Server,
     /// The server's admin base URL (`http://127.0.0.1:9090`), to confirm.
     pub admin: Option<String>,
     /// Its bearer token (`admin.token`).
     pub admin_token: Option<String>,
     /// Build and install once, then exit (non-zero when it failed).
     pub once: bool,
+}
+
+/// Where `plugin dev` puts a build.
+pub enum Server {
+    /// A server's plugins folder (`plugins.dir`) on this machine.
+    Folder(PathBuf),
+    /// A server's admin base URL (`http://host:port`): uploaded.
+    Admin(String),
+}
+
+impl Server {
+    /// `http://…` is an admin URL; anything else a folder.
+    pub fn parse(arg: &str) -> Self {
+        if arg.starts_with("http://") || arg.starts_with("https://") {
+            Server::Admin(arg.trim_end_matches('/').to_string())
+        } else {
+            Server::Folder(PathBuf::from(arg))
+        }
+    }
 }
 
 /// How long to wait for the server to report the new file.
@@ -50,11 +74,16 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         .crate_dir
         .canonicalize()
         .with_context(|| format!("no crate at {}", options.crate_dir.display()))?;
-    if !options.plugins_dir.is_dir() {
-        bail!(
-            "{} is not a folder: pass the server's plugins folder (plugins.dir)",
-            options.plugins_dir.display()
-        );
+    match &options.server {
+        Server::Folder(dir) if !dir.is_dir() => bail!(
+            "{} is not a folder: pass the server's plugins folder (plugins.dir) or its admin URL \
+             (http://…)",
+            dir.display()
+        ),
+        Server::Admin(url) if url.starts_with("https://") => {
+            bail!("plugin dev speaks plain HTTP to the admin listener: use http://")
+        }
+        _ => {}
     }
     let outcome = round(&crate_dir, options);
     if options.once {
@@ -110,20 +139,31 @@ fn round(crate_dir: &Path, options: &Options) -> anyhow::Result<()> {
         .to_string();
     let bytes = fs::read(&wasm)?;
     let sha256 = hex::encode(Sha256::digest(&bytes));
+    let toml = crate_dir.join(format!("{name}.toml"));
+    let plugins_dir = match &options.server {
+        Server::Admin(admin) => {
+            let token = options.admin_token.as_deref();
+            let version = upload(admin, token, &name, &toml, &bytes)?;
+            eprintln!(
+                "plugin dev: built and uploaded {name}.wasm ({} bytes, sha256 {}) in {:.1} s",
+                bytes.len(),
+                &sha256[..12],
+                started.elapsed().as_secs_f64()
+            );
+            println!("live: {name} {version}");
+            return Ok(());
+        }
+        Server::Folder(dir) => dir,
+    };
     let before = options
         .admin
         .as_deref()
         .and_then(|admin| last_error(admin, options.admin_token.as_deref(), &name));
     // The config first: a new version must not start with the old grants.
-    let toml = crate_dir.join(format!("{name}.toml"));
     if toml.exists() {
-        install(
-            &fs::read(&toml)?,
-            &options.plugins_dir,
-            &format!("{name}.toml"),
-        )?;
+        install(&fs::read(&toml)?, plugins_dir, &format!("{name}.toml"))?;
     }
-    install(&bytes, &options.plugins_dir, &format!("{name}.wasm"))?;
+    install(&bytes, plugins_dir, &format!("{name}.wasm"))?;
     eprintln!(
         "plugin dev: built and installed {name}.wasm ({} bytes, sha256 {}) in {:.1} s",
         bytes.len(),
@@ -189,6 +229,53 @@ fn install(bytes: &[u8], dir: &Path, file: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Uploads the config (when the crate has `<name>.toml`), then the
+/// `.wasm`; the version the server says went live, or its refusal.
+fn upload(
+    admin: &str,
+    token: Option<&str>,
+    name: &str,
+    toml: &Path,
+    wasm: &[u8],
+) -> anyhow::Result<String> {
+    if toml.exists() {
+        let path = format!("/admin/plugins/{name}/toml");
+        let (status, body) = request(admin, "PUT", &path, token, &fs::read(toml)?)?;
+        if status != 200 {
+            bail!("the server refused {name}.toml: {}", refusal(status, &body));
+        }
+    }
+    let path = format!("/admin/plugins/{name}/wasm");
+    let (status, body) = request(admin, "PUT", &path, token, wasm)?;
+    if status != 200 {
+        bail!(
+            "the server refused the new {name}.wasm: {}",
+            refusal(status, &body)
+        );
+    }
+    let version = body["outcome"]["version"]
+        .as_str()
+        .or_else(|| body["plugin"]["version"].as_str())
+        .unwrap_or_default();
+    Ok(version.to_string())
+}
+
+/// What an admin error answer says: its `error`, else the status; a
+/// refused token says how to pass one.
+fn refusal(status: u16, body: &serde_json::Value) -> String {
+    let said = match body["error"].as_str() {
+        Some(error) => error.to_string(),
+        None => format!("HTTP {status}"),
+    };
+    if matches!(status, 401 | 403) {
+        format!(
+            "{said} (HTTP {status}): pass the server's admin.token with --admin-token or CHORUS_ADMIN__TOKEN"
+        )
+    } else {
+        said
+    }
+}
+
 /// The `last_error` the server reports for `name` now (`None` when it
 /// reports none, or cannot be asked).
 fn last_error(admin: &str, token: Option<&str>, name: &str) -> Option<String> {
@@ -210,7 +297,11 @@ fn confirm(
 ) -> anyhow::Result<String> {
     let deadline = Instant::now() + CONFIRM_TIMEOUT;
     loop {
-        if let Ok(listing) = get_json(admin, "/admin/plugins", token) {
+        let answer = request(admin, "GET", "/admin/plugins", token, &[]);
+        if let Ok((status @ (401 | 403), body)) = &answer {
+            bail!("the admin API refused: {}", refusal(*status, body));
+        }
+        if let Ok((200, listing)) = answer {
             let plugins = listing["plugins"].as_array().cloned().unwrap_or_default();
             if let Some(p) = plugins.iter().find(|p| p["name"] == name) {
                 let error = p["last_error"].as_str();
@@ -235,28 +326,50 @@ fn confirm(
 }
 
 /// A plain HTTP/1.1 GET of `path` on `base` (`http://host:port`) returning
-/// the body as JSON.
+/// the body as JSON; an answer other than 200 is an error.
 pub fn get_json(base: &str, path: &str, token: Option<&str>) -> anyhow::Result<serde_json::Value> {
+    let (status, body) = request(base, "GET", path, token, &[])?;
+    if status != 200 {
+        bail!("GET {path}: HTTP {status}: {body}");
+    }
+    Ok(body)
+}
+
+/// One plain HTTP/1.1 request (`Connection: close`) of `method` on `path`
+/// at `base` (`http://host:port`) with `body`: the status and the body as
+/// JSON (`null` when it is not JSON).
+fn request(
+    base: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &[u8],
+) -> anyhow::Result<(u16, serde_json::Value)> {
     let authority = base
         .strip_prefix("http://")
         .context("the admin URL must start with http://")?
         .trim_end_matches('/');
-    let mut stream = TcpStream::connect(authority)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut stream = TcpStream::connect(authority)
+        .with_context(|| format!("connecting to the admin listener at {base}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: {authority}\r\n{auth}Connection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {authority}\r\n{auth}Content-Length: {}\r\n\
+         Connection: close\r\n\r\n",
+        body.len()
     )?;
+    stream.write_all(body)?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response)?;
     let text = String::from_utf8_lossy(&response);
     let (head, body) = text.split_once("\r\n\r\n").context("no HTTP response")?;
-    let status = head.split_whitespace().nth(1).unwrap_or_default();
-    if status != "200" {
-        bail!("GET {path}: HTTP {status}: {body}");
-    }
-    Ok(serde_json::from_str(body)?)
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("no HTTP status")?;
+    Ok((status, serde_json::from_str(body).unwrap_or_default()))
 }

@@ -398,6 +398,101 @@ impl PluginHost {
             .ok_or_else(|| RolloutError::NotFound(name.into()))
     }
 
+    /// Loads `bytes` as plugin `name`'s `.wasm` in `role` at once, under
+    /// the reload gate, and when it loads writes it into the plugins
+    /// folder as `<name>.wasm` (`<name>.canary.wasm`, `<name>.shadow.wasm`;
+    /// a hidden temporary file, then a rename) so that the watcher finds
+    /// it unchanged and a restart finds it. The outcome is this upload's:
+    /// [`LoadOutcome::Loaded`] (live), [`LoadOutcome::Staged`] (canary,
+    /// shadow), [`LoadOutcome::Unchanged`] (these bytes and the folder's
+    /// config serve already) or [`LoadOutcome::Failed`]: then nothing is
+    /// written, the serving version stays, and `last_error` says why, so a
+    /// refused upload can never become what a restart loads. The folder's
+    /// `<name>.toml` is the config. Needs `plugins.dir`
+    /// ([`InstallError::NoFolder`]); `plugins.allowed_sha256` applies as
+    /// to any file. Used by `PUT /admin/plugins/{name}/wasm` and so by
+    /// `chorus plugin dev --server <admin url>` (issue 14 item 5).
+    pub async fn install(
+        &self,
+        name: &str,
+        role: Role,
+        bytes: &[u8],
+    ) -> Result<LoadOutcome, InstallError> {
+        let dir = self.upload_dir(name)?;
+        let _gate = self.reload_gate.lock().await;
+        let toml = dir.join(format!("{name}.toml"));
+        let config = match tokio::fs::read_to_string(&toml).await {
+            Ok(text) => Some(text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                return Err(InstallError::Io {
+                    path: toml,
+                    message: e.to_string(),
+                });
+            }
+        };
+        let bytes: Arc<[u8]> = Arc::from(bytes);
+        let files = Fingerprint {
+            wasm: sha256_hex(&bytes),
+            config: config.clone(),
+        };
+        let outcome = if self.registry.unchanged(name, role, &files, true) {
+            LoadOutcome::Unchanged { name: name.into() }
+        } else {
+            let candidate = Candidate {
+                name: name.to_string(),
+                sha256: files.wasm.clone(),
+                bytes: Arc::clone(&bytes),
+                config,
+            };
+            self.load(candidate, role, Some(files)).await
+        };
+        if !matches!(outcome, LoadOutcome::Failed { .. }) {
+            write_then_rename(&dir, &role.file_name(name), &bytes).await?;
+        }
+        Ok(outcome)
+    }
+
+    /// Writes `text` as plugin `name`'s `<name>.toml` (config and
+    /// `[grants]`) into the plugins folder, then reloads its live `.wasm`
+    /// if the folder has one, so the serving version takes the new config
+    /// ([`LoadOutcome::Reconfigured`]); `None` when no `.wasm` is there
+    /// yet (the next upload reads the file). A text that is not valid TOML
+    /// or whose `[grants]` do not parse is refused before anything is
+    /// written ([`InstallError::Config`]). Used by
+    /// `PUT /admin/plugins/{name}/toml`.
+    pub async fn install_config(
+        &self,
+        name: &str,
+        text: &str,
+    ) -> Result<Option<LoadOutcome>, InstallError> {
+        let dir = self.upload_dir(name)?;
+        config_json(Some(text))
+            .and_then(|c| Grants::from_config(&c).map(drop))
+            .map_err(|e| InstallError::Config(e.to_string()))?;
+        let _gate = self.reload_gate.lock().await;
+        let toml = write_then_rename(&dir, &format!("{name}.toml"), text.as_bytes()).await?;
+        let wasm = dir.join(Role::Live.file_name(name));
+        if !is_file(&wasm).await {
+            return Ok(None);
+        }
+        let file = PluginFiles {
+            name: name.to_string(),
+            role: Role::Live,
+            wasm,
+            toml,
+        };
+        Ok(Some(self.load_files(&file, true).await))
+    }
+
+    /// The plugins folder an upload of `name` goes to.
+    fn upload_dir(&self, name: &str) -> Result<PathBuf, InstallError> {
+        if !is_plugin_name(name) {
+            return Err(InstallError::Name(name.into()));
+        }
+        self.dir.clone().ok_or(InstallError::NoFolder)
+    }
+
     /// Rescans the folder now (also retrying files whose last load failed).
     /// Nothing to do for the bundled plugins.
     pub async fn reload(&self) -> Vec<LoadOutcome> {
@@ -845,6 +940,74 @@ async fn scan(dir: &Path) -> std::io::Result<Vec<PluginFiles>> {
     // Live files first, then canaries, then shadows; by name within each.
     files.sort_by(|a, b| (a.role, &a.name).cmp(&(b.role, &b.name)));
     Ok(files)
+}
+
+/// Why an upload (`PluginHost::install`, `install_config`) wrote nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    /// The server has no `plugins.dir`.
+    #[error(
+        "the server has no plugins folder (plugins.dir): an uploaded plugin is written there \
+         so that a restart finds it; start the server with plugins.dir set"
+    )]
+    NoFolder,
+    /// Not `[a-z][a-z0-9_]*` of at most 64 bytes.
+    #[error(
+        "`{0}` is not a plugin name: use a-z, 0-9 and _, starting with a letter, at most 64 bytes"
+    )]
+    Name(String),
+    /// The `.toml` is not valid TOML or its `[grants]` do not parse.
+    #[error("the plugin config is refused: {0}")]
+    Config(String),
+    /// The file could not be written.
+    #[error("writing {path}: {message}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The operating system's error.
+        message: String,
+    },
+}
+
+/// A plugin name, as a file stem: `[a-z][a-z0-9_]*`, at most 64 bytes
+/// (the bound of an action name, which a plugin's example action shares).
+pub(crate) fn is_plugin_name(name: &str) -> bool {
+    name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_')
+}
+
+/// Writes `bytes` to a hidden temporary file in `dir` (skipped by the
+/// scan), flushes it to disk, then renames it to `file`: a reader sees the
+/// whole old file or the whole new one. The path of `file`.
+async fn write_then_rename(dir: &Path, file: &str, bytes: &[u8]) -> Result<PathBuf, InstallError> {
+    use std::io::Write;
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let tmp = dir.join(format!(
+        ".{file}.upload.{}.{}.tmp",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let target = dir.join(file);
+    let (bytes, tmp2, target2) = (bytes.to_vec(), tmp.clone(), target.clone());
+    let written = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let mut out = std::fs::File::create(&tmp2)?;
+        out.write_all(&bytes)?;
+        out.sync_all()?;
+        std::fs::rename(&tmp2, &target2)
+    })
+    .await
+    .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+    written.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        InstallError::Io {
+            path: target.clone(),
+            message: e.to_string(),
+        }
+    })?;
+    Ok(target)
 }
 
 /// Whether `path` is a file, following symlinks (a mounted ConfigMap's

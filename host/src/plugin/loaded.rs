@@ -475,24 +475,6 @@ fn blame(failure: Failure, ticks_run: u64, deadline_ticks: u64) -> Failure {
     failure
 }
 
-#[cfg(test)]
-mod blame_tests {
-    use super::*;
-
-    #[test]
-    fn a_timeout_is_the_guests_only_when_it_ran_in_two_ticks_or_more() {
-        let timeout = || Failure::new(FailureKind::Timeout, "deadline");
-        assert_eq!(blame(timeout(), 0, 6).kind, FailureKind::Starved);
-        assert_eq!(blame(timeout(), 1, 6).kind, FailureKind::Starved);
-        assert_eq!(blame(timeout(), 2, 6).kind, FailureKind::Timeout);
-        assert_eq!(blame(timeout(), 6, 6).kind, FailureKind::Timeout);
-        // A deadline of one or two ticks leaves no room to tell.
-        assert_eq!(blame(timeout(), 0, 2).kind, FailureKind::Timeout);
-        let trap = Failure::new(FailureKind::Trap, "panic");
-        assert_eq!(blame(trap, 0, 6).kind, FailureKind::Trap);
-    }
-}
-
 /// Names a trap: a store error an import met, an exhausted memory, the
 /// epoch deadline, or any other trap.
 fn classify(view: &mut PluginView, trap: &wasmtime::Error) -> Failure {
@@ -569,5 +551,23 @@ impl LoadedPlugin {
         }
         eprintln!("  wit_event: {:?}", started.elapsed() / rounds);
         self.give_back(warm, false);
+    }
+}
+
+#[cfg(test)]
+mod blame_tests {
+    use super::*;
+
+    #[test]
+    fn a_timeout_is_the_guests_only_when_it_ran_in_two_ticks_or_more() {
+        let timeout = || Failure::new(FailureKind::Timeout, "deadline");
+        assert_eq!(blame(timeout(), 0, 6).kind, FailureKind::Starved);
+        assert_eq!(blame(timeout(), 1, 6).kind, FailureKind::Starved);
+        assert_eq!(blame(timeout(), 2, 6).kind, FailureKind::Timeout);
+        assert_eq!(blame(timeout(), 6, 6).kind, FailureKind::Timeout);
+        // A deadline of one or two ticks leaves no room to tell.
+        assert_eq!(blame(timeout(), 0, 2).kind, FailureKind::Timeout);
+        let trap = Failure::new(FailureKind::Trap, "panic");
+        assert_eq!(blame(trap, 0, 6).kind, FailureKind::Trap);
     }
 }

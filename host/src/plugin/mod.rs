@@ -189,9 +189,10 @@ pub use breaker::{BreakerSettings, BreakerState, BreakerStatus};
 pub use check::{ActionSpec, Description, check_file, check_grants};
 pub use error::{CallError, Failure, FailureKind, PluginError};
 pub use grants::{EffectGroup, Grants, Import};
+pub use host::InstallError;
 pub use host::PluginHost;
 pub use loaded::{LoadedPlugin, MAX_IDLE_INSTANCES, RETIRE_AFTER_CALLS};
-pub use registry::{LoadOutcome, PluginDetail, PluginState, PluginStatus};
+pub use registry::{LoadOutcome, PluginDetail, PluginState, PluginStatus, Role};
 pub use rollout::{
     AutoRollback, CanaryStatus, Objectives, RolloutError, ShadowSample, ShadowStatus,
     VersionStatus, WatchKind, WatchStatus, canary_bucket,

@@ -201,9 +201,11 @@ pub(crate) struct Fingerprint {
     pub(crate) config: Option<String>,
 }
 
-/// Which file of a plugin: the live one, or one staged beside it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Role {
+/// Which file of a plugin: the live one, or one staged beside it
+/// (`role=live|canary|shadow` of `PUT /admin/plugins/{name}/wasm`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
     /// `<name>.wasm`.
     Live,
     /// `<name>.canary.wasm`.
@@ -213,7 +215,18 @@ pub(crate) enum Role {
 }
 
 impl Role {
-    pub(crate) fn as_str(self) -> &'static str {
+    /// The file of plugin `name` in this role: `<name>.wasm`,
+    /// `<name>.canary.wasm` or `<name>.shadow.wasm`.
+    pub fn file_name(self, name: &str) -> String {
+        match self {
+            Role::Live => format!("{name}.wasm"),
+            Role::Canary => format!("{name}.canary.wasm"),
+            Role::Shadow => format!("{name}.shadow.wasm"),
+        }
+    }
+
+    /// `live`, `canary` or `shadow`.
+    pub fn as_str(self) -> &'static str {
         match self {
             Role::Live => "live",
             Role::Canary => "canary",
