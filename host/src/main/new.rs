@@ -257,6 +257,7 @@ crate-type = ["cdylib"]
 
 [dependencies]
 chorus-plugin-sdk = {{ path = {sdk:?} }}
+serde = {{ version = "1", features = ["derive"] }}
 serde_json = {{ version = "1", features = ["preserve_order"] }}
 
 # A crate of its own, wherever it sits.
@@ -296,9 +297,10 @@ fn lib_rs(name: &str) -> String {
 //! app backend, answered with a notification to the user who sent it.
 
 use chorus_plugin_sdk::Source::{{Client, Server}};
-use chorus_plugin_sdk::event::acting_user;
+use chorus_plugin_sdk::event::acting;
 use chorus_plugin_sdk::reply::{{notify_user, reply}};
-use chorus_plugin_sdk::{{Error, Event, Payload, Reply, Router}};
+use chorus_plugin_sdk::{{Error, Event, Reply, Router, payload}};
+use serde::Deserialize;
 use serde_json::json;
 
 /// The text of the notification.
@@ -311,11 +313,19 @@ fn router() -> Router {{
 
 chorus_plugin_sdk::plugin!(Component, router());
 
+/// `{name}`'s payload, declared once: a missing required field is 1002, a
+/// field of the wrong type 1001, each naming the field. Add yours here.
+#[derive(Deserialize)]
+struct Request {{
+    /// The sender, from the app backend (a client's event is its own).
+    user_id: Option<u64>,
+}}
+
 /// `{name}`: the sender (from the app backend: the payload's `user_id`)
 /// gets `{{"action":"{name}","user_id":…,"text":GREETING}}`.
 fn greet(event: &Event) -> Result<Reply, Error> {{
-    let payload = Payload::parse(&event.payload)?;
-    let user_id = acting_user(event, &payload)?;
+    let request: Request = payload::parse(&event.payload)?;
+    let user_id = acting(event, request.user_id)?;
     let body = json!({{"action": "{name}", "user_id": user_id, "text": GREETING}});
     Ok(reply(
         json!({{"user_id": user_id}}),
@@ -347,6 +357,8 @@ mod tests {{
     fn the_app_backend_must_name_the_user() {{
         let mut host = FakeHost::new();
         assert_eq!(host.server::<Component>("{name}", json!({{}})).code(), 1002);
+        let wrong = json!({{"user_id": "seven"}});
+        assert_eq!(host.server::<Component>("{name}", wrong).code(), 1001);
     }}
 }}
 "#
@@ -358,7 +370,7 @@ fn readme(name: &str) -> String {
         "# {name}: a Chorus plugin\n\
          Test: `cargo test` (handlers run on a fake host, no server needed).\n\
          Build: `cargo build --release --target wasm32-wasip2` (or `chorus plugin check` the `.wasm`).\n\
-         Live: `chorus plugin dev . --server <plugins dir>` rebuilds on save and swaps it into a running server.\n\
+         Live: `chorus plugin dev . --server http://127.0.0.1:9090` (admin URL) rebuilds on save and swaps it into a running server.\n\
          Rules: src/lib.rs; grants: {name}.toml; guide: docs/plugins.md in the Chorus checkout.\n"
     )
 }

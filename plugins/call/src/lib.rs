@@ -38,13 +38,15 @@
 //! The subject of `hang_up` is the user hanging up.
 
 use chorus_plugin_sdk::Source::{Client, Server, System};
-use chorus_plugin_sdk::event::{acting_user, event_user};
+use chorus_plugin_sdk::event::{acting, event_user};
 use chorus_plugin_sdk::notifications::{hang_up as hang_up_notification, hang_up_because};
 use chorus_plugin_sdk::reply::{notify_user, reply};
 use chorus_plugin_sdk::rules::in_room;
 use chorus_plugin_sdk::{
-    Effect, Error, Event, KvPut, Payload, Reply, Router, Source, StartCall, clock, kv, room_state,
+    ChannelName, Effect, Error, Event, KvPut, Reply, Router, Source, StartCall, clock, kv, payload,
+    room_state,
 };
+use serde::Deserialize;
 use serde_json::json;
 
 /// How long a `ringing:` record may outlive a lost timer (a node stopped
@@ -63,8 +65,16 @@ fn router() -> Router {
 
 chorus_plugin_sdk::plugin!(Component, router());
 
-/// The two users and the channel of a `call_start`, `call_answer` or
-/// `hang_up`.
+/// The payload of a `call_start`, `call_answer` or `hang_up` (PROTOCOL
+/// section 7): `user_id` from the app backend only.
+#[derive(Deserialize)]
+struct CallPayload {
+    user_id: Option<u64>,
+    receiver_id: u64,
+    channel_name: ChannelName,
+}
+
+/// The two users and the channel of a call request.
 struct CallRequest {
     user_id: u64,
     receiver_id: u64,
@@ -74,17 +84,25 @@ struct CallRequest {
 impl CallRequest {
     /// Reads the request; a call with oneself is rejected.
     fn read(event: &Event) -> Result<Self, Error> {
-        let payload = Payload::parse(&event.payload)?;
+        let payload: CallPayload = payload::parse(&event.payload)?;
         let request = Self {
-            user_id: acting_user(event, &payload)?,
-            receiver_id: payload.u64("receiver_id")?,
-            channel_name: payload.channel_name()?,
+            user_id: acting(event, payload.user_id)?,
+            receiver_id: payload.receiver_id,
+            channel_name: payload.channel_name.into(),
         };
         if request.user_id == request.receiver_id {
             return Err(Error::Rejected("`receiver_id` is the user themself".into()));
         }
         Ok(request)
     }
+}
+
+/// The payload of the host's `call_ring_timeout` event (the caller is the
+/// event's user).
+#[derive(Deserialize)]
+struct RingTimeout {
+    receiver_id: u64,
+    ring_id: u64,
 }
 
 /// `call_start`: record the call if both users may have it.
@@ -183,9 +201,10 @@ fn hang_up(event: &Event) -> Result<Reply, Error> {
 /// `call_ring_timeout`: end the call the event names if it still rings.
 fn ring_timeout(event: &Event) -> Result<Reply, Error> {
     let caller = event_user(event)?;
-    let payload = Payload::parse(&event.payload)?;
-    let callee = payload.u64("receiver_id")?;
-    let ring_id = payload.u64("ring_id")?;
+    let RingTimeout {
+        receiver_id: callee,
+        ring_id,
+    } = payload::parse(&event.payload)?;
     let still_ringing =
         kv::get(&ringing_key(callee)).is_some_and(|value| value == ringing_value(caller, ring_id));
     let call = room_state::call_of(caller).filter(|call| call.peer_id == callee);

@@ -15,12 +15,15 @@
 //! The room gets the seed's `send_topic_msg`; its subject is the sender.
 
 use chorus_plugin_sdk::Source::{Client, Server};
-use chorus_plugin_sdk::event::acting_user;
+use chorus_plugin_sdk::event::acting;
 use chorus_plugin_sdk::notifications;
 use chorus_plugin_sdk::profile;
 use chorus_plugin_sdk::reply::{notify_room, reply};
 use chorus_plugin_sdk::rules::member_of;
-use chorus_plugin_sdk::{Config, Error, Event, Payload, Profile, Reply, Router, Source};
+use chorus_plugin_sdk::{
+    ChannelName, Config, Error, Event, Payload, Profile, Reply, Router, Source,
+};
+use serde::Deserialize;
 use serde_json::json;
 
 /// The default of config key `max_chars`.
@@ -37,13 +40,25 @@ fn router() -> Router {
 
 chorus_plugin_sdk::plugin!(Component, router());
 
+/// `send_topic_msg`'s own fields (PROTOCOL section 6); the sender's
+/// profile fields are read by [`Profile`].
+#[derive(Deserialize)]
+struct SendTopicMsg {
+    user_id: Option<u64>,
+    channel_name: ChannelName,
+    content: String,
+}
+
 /// `send_topic_msg`: check the message and its sender, then notify the room.
 fn send_topic_msg(event: &Event) -> Result<Reply, Error> {
     let payload = Payload::parse(&event.payload)?;
-    let user_id = acting_user(event, &payload)?;
+    let SendTopicMsg {
+        user_id,
+        channel_name,
+        content,
+    } = payload.to()?;
+    let user_id = acting(event, user_id)?;
     let payload = profile::with_stored(event, &payload, user_id);
-    let channel_name = payload.channel_name()?;
-    let content = payload.string("content")?;
     let profile = match event.source {
         Source::Client => Profile::optional(&payload)?,
         Source::Server | Source::System => Profile::required(&payload)?,

@@ -35,31 +35,11 @@ use chorus_plugin_sdk::event::event_user;
 use chorus_plugin_sdk::reply::{notify, reply};
 use chorus_plugin_sdk::rules::member_of;
 use chorus_plugin_sdk::{
-    Config, Error, Event, Payload, Reply, Router, Seat, Source, Target, notifications, profile,
-    room_state,
+    ChannelName, Config, Error, Event, Reply, Router, Seat, Source, Target, notifications, payload,
+    profile, room_state,
 };
-use serde_json::{Map, Value, json};
-
-/// The gift's string fields, in the seed's order.
-const GIFT_STRINGS: [&str; 7] = [
-    "sender_nickname",
-    "receiver_nickname",
-    "name",
-    "dynamic_image_url",
-    "image_url",
-    "image_big_url",
-    "image_small_url",
-];
-
-/// The fields of [`GIFT_STRINGS`] a client may not choose: from the
-/// catalog (`[catalog.<id>]` in `gift.toml`) for a client's gift.
-const CATALOG_FIELDS: [&str; 5] = [
-    "name",
-    "dynamic_image_url",
-    "image_url",
-    "image_big_url",
-    "image_small_url",
-];
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 
 /// The plugin's actions.
 fn router() -> Router {
@@ -68,88 +48,120 @@ fn router() -> Router {
 
 chorus_plugin_sdk::plugin!(Component, router());
 
-/// A validated gift, before its seats are known.
-struct Gift {
+/// `send_gift`'s payload (PROTOCOL section 6).
+#[derive(Deserialize)]
+struct SendGift {
+    channel_name: ChannelName,
+    notify_type: String,
+    gift: GiftRequest,
+}
+
+/// The request's `gift`: its ints are required (`sender_id` from the app
+/// backend only: a client's gift is its own), its strings default to `""`
+/// (`null` too); the seat ids it may carry are ignored (the room's count).
+#[derive(Deserialize)]
+struct GiftRequest {
     id: u64,
-    sender_id: u64,
+    sender_id: Option<u64>,
     receiver_id: u64,
     num: i64,
-    /// The string fields of [`GIFT_STRINGS`], in that order.
-    strings: Vec<String>,
+    sender_nickname: Option<String>,
+    receiver_nickname: Option<String>,
+    name: Option<String>,
+    dynamic_image_url: Option<String>,
+    image_url: Option<String>,
+    image_big_url: Option<String>,
+    image_small_url: Option<String>,
+}
+
+/// The gift's catalog fields: from `[catalog.<id>]` in `gift.toml` for a
+/// client's gift (a client may not choose them), from the request for the
+/// app backend's (it took the payment and knows the gift).
+#[derive(Serialize)]
+struct Catalog {
+    name: String,
+    dynamic_image_url: String,
+    image_url: String,
+    image_big_url: String,
+    image_small_url: String,
+}
+
+/// The gift as notified: exactly the seed's fields, in its order.
+#[derive(Serialize)]
+struct Gift {
+    id: u64,
+    sender_room_seat_id: u32,
+    receiver_room_seat_id: u32,
+    sender_id: u64,
+    receiver_id: u64,
+    sender_nickname: String,
+    receiver_nickname: String,
+    #[serde(flatten)]
+    catalog: Catalog,
+    num: i64,
 }
 
 impl Gift {
-    /// Reads the `gift` object; `sender_id` is the client's own user for a
-    /// client event.
-    fn read(event: &Event, gift: &Payload) -> Result<Self, Error> {
+    /// The request's gift from `event`'s source, seats still unknown: a
+    /// client's own user is the sender and its catalog fields come from
+    /// the configuration; nicknames from the stored profiles.
+    fn read(event: &Event, gift: GiftRequest) -> Result<Self, Error> {
         let sender_id = match event.source {
             Source::Client => event_user(event)?,
-            Source::Server | Source::System => gift.u64("sender_id")?,
+            Source::Server | Source::System => gift
+                .sender_id
+                .ok_or_else(|| Error::Missing("`gift.sender_id` is required".into()))?,
         };
-        let id = gift.u64("id")?;
-        let receiver_id = gift.u64("receiver_id")?;
-        let mut strings = GIFT_STRINGS
-            .iter()
-            .map(|field| Ok(gift.opt_string(field)?.unwrap_or_default()))
-            .collect::<Result<Vec<_>, Error>>()?;
-        if event.source == Source::Client {
-            fill_from_catalog(id, &mut strings)?;
-        }
-        // The first two strings are the sender's and receiver's nicknames.
-        for (index, user_id) in [(0, sender_id), (1, receiver_id)] {
-            let sent = std::mem::take(&mut strings[index]);
-            strings[index] = profile::nickname(event, user_id, sent);
-        }
+        let catalog = match event.source {
+            Source::Client => from_catalog(gift.id)?,
+            Source::Server | Source::System => Catalog {
+                name: gift.name.unwrap_or_default(),
+                dynamic_image_url: gift.dynamic_image_url.unwrap_or_default(),
+                image_url: gift.image_url.unwrap_or_default(),
+                image_big_url: gift.image_big_url.unwrap_or_default(),
+                image_small_url: gift.image_small_url.unwrap_or_default(),
+            },
+        };
+        let nickname = |user_id, sent: Option<String>| {
+            profile::nickname(event, user_id, sent.unwrap_or_default())
+        };
         Ok(Self {
-            id,
+            id: gift.id,
+            sender_room_seat_id: 0,
+            receiver_room_seat_id: 0,
             sender_id,
-            receiver_id,
-            num: gift.i64("num")?,
-            strings,
+            receiver_id: gift.receiver_id,
+            sender_nickname: nickname(sender_id, gift.sender_nickname),
+            receiver_nickname: nickname(gift.receiver_id, gift.receiver_nickname),
+            catalog,
+            num: gift.num,
         })
-    }
-
-    /// The gift as notified, with the seat ids found in the room.
-    fn to_json(&self, seats: &[Seat]) -> Value {
-        let mut gift = Map::new();
-        gift.insert("id".into(), self.id.into());
-        gift.insert(
-            "sender_room_seat_id".into(),
-            seat_of(seats, self.sender_id).into(),
-        );
-        gift.insert(
-            "receiver_room_seat_id".into(),
-            seat_of(seats, self.receiver_id).into(),
-        );
-        gift.insert("sender_id".into(), self.sender_id.into());
-        gift.insert("receiver_id".into(), self.receiver_id.into());
-        for (field, value) in GIFT_STRINGS.iter().zip(&self.strings) {
-            gift.insert((*field).into(), value.clone().into());
-        }
-        gift.insert("num".into(), self.num.into());
-        Value::Object(gift)
     }
 }
 
 /// `send_gift`: check the rules, then notify the room or the receiver.
 fn send_gift(event: &Event) -> Result<Reply, Error> {
-    let payload = Payload::parse(&event.payload)?;
-    let channel_name = payload.channel_name()?;
-    let notify_type = payload.string("notify_type")?;
-    let gift = Gift::read(event, &payload.object("gift")?)?;
-    let target = target_of(&notify_type, &channel_name, gift.receiver_id)?;
-    check_gift(&gift, &channel_name)?;
+    let request: SendGift = payload::parse(&event.payload)?;
+    let channel_name = request.channel_name.as_str();
+    let notify_type = request.notify_type;
+    let mut gift = Gift::read(event, request.gift)?;
+    let target = target_of(&notify_type, channel_name, gift.receiver_id)?;
+    check_gift(&gift, channel_name)?;
     if matches!(target, Target::User(_)) {
-        member_of(gift.receiver_id, &channel_name)?;
+        member_of(gift.receiver_id, channel_name)?;
     }
-    let gift_json = gift.to_json(&room_state::room_seats(&channel_name));
+    let seats = room_state::room_seats(channel_name);
+    gift.sender_room_seat_id = seat_of(&seats, gift.sender_id);
+    gift.receiver_room_seat_id = seat_of(&seats, gift.receiver_id);
     let result = json!({
         "channel_name": channel_name,
         "notify_type": notify_type,
-        "sender_room_seat_id": gift_json["sender_room_seat_id"],
-        "receiver_room_seat_id": gift_json["receiver_room_seat_id"],
+        "sender_room_seat_id": gift.sender_room_seat_id,
+        "receiver_room_seat_id": gift.receiver_room_seat_id,
     });
-    let body = notifications::send_gift(&notify_type, &channel_name, gift_json);
+    // Plain fields with string keys: serializing cannot fail.
+    let gift_json = serde_json::to_value(&gift).expect("a gift serializes");
+    let body = notifications::send_gift(&notify_type, channel_name, gift_json);
     Ok(reply(
         result,
         vec![notify(target, &body, Some(gift.sender_id))],
@@ -167,24 +179,23 @@ fn target_of(notify_type: &str, channel_name: &str, receiver_id: u64) -> Result<
     }
 }
 
-/// Replaces the catalog fields of a client's gift with the catalog's
-/// entry for `id`; an id the catalog does not hold is rejected.
-fn fill_from_catalog(id: u64, strings: &mut [String]) -> Result<(), Error> {
+/// A client's gift's catalog fields: the configuration's `[catalog.<id>]`
+/// (a field it leaves out is `""`); an id it does not hold is rejected.
+fn from_catalog(id: u64) -> Result<Catalog, Error> {
     let entry = Config::load()
         .object("catalog")
-        .and_then(|catalog| catalog.get(&id.to_string()))
-        .and_then(Value::as_object)
+        .and_then(|catalog| catalog.get(&id.to_string()).cloned())
+        .filter(Value::is_object)
         .ok_or_else(|| Error::Rejected(format!("unknown gift id {id}")))?;
-    for (field, value) in GIFT_STRINGS.iter().zip(strings.iter_mut()) {
-        if CATALOG_FIELDS.contains(field) {
-            *value = entry
-                .get(*field)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string();
-        }
-    }
-    Ok(())
+    // Not a string: the operator's catalog is wrong, not the request.
+    let text = |field: &str| entry[field].as_str().unwrap_or_default().to_string();
+    Ok(Catalog {
+        name: text("name"),
+        dynamic_image_url: text("dynamic_image_url"),
+        image_url: text("image_url"),
+        image_big_url: text("image_big_url"),
+        image_small_url: text("image_small_url"),
+    })
 }
 
 /// The gift's rules: at least one, from a member of the room.

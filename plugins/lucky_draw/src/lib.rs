@@ -20,12 +20,13 @@
 //!   `result`.
 
 use chorus_plugin_sdk::Source::{Client, Server};
-use chorus_plugin_sdk::event::acting_user;
+use chorus_plugin_sdk::event::acting;
 use chorus_plugin_sdk::reply::{notify_room_via, reply};
 use chorus_plugin_sdk::{
-    Config, Delivery, Effect, Error, Event, KvPut, Payload, Reply, Router, Seat, clock, kv, random,
+    Config, Delivery, Effect, Error, Event, KvPut, Reply, Router, Seat, clock, kv, payload, random,
     room_state,
 };
+use serde::Deserialize;
 use serde_json::json;
 
 /// Seat status: occupied.
@@ -47,14 +48,22 @@ fn router() -> Router {
 
 chorus_plugin_sdk::plugin!(Component, router());
 
+/// `lucky_draw`'s payload: `user_id` from the app backend only; a
+/// `channel_name`, when given, must be the user's room.
+#[derive(Deserialize)]
+struct LuckyDraw {
+    user_id: Option<u64>,
+    channel_name: Option<String>,
+}
+
 /// `lucky_draw`: see the module docs.
 fn draw(event: &Event) -> Result<Reply, Error> {
-    let payload = Payload::parse(&event.payload)?;
-    let user = acting_user(event, &payload)?;
+    let request: LuckyDraw = payload::parse(&event.payload)?;
+    let user = acting(event, request.user_id)?;
     let membership = room_state::membership_of(user)
         .ok_or_else(|| Error::NotAllowed(format!("user {user} is not in a room")))?;
     let channel = membership.channel_name;
-    if let Some(named) = payload.opt_string("channel_name")?
+    if let Some(named) = request.channel_name
         && named != channel
     {
         return Err(Error::NotAllowed(format!(

@@ -16,10 +16,11 @@
 use chorus_plugin_sdk::Source::{Client, Server};
 use chorus_plugin_sdk::event::event_user;
 use chorus_plugin_sdk::notifications;
-use chorus_plugin_sdk::payload::check_channel_name;
+use chorus_plugin_sdk::payload::{self, check_channel_name};
 use chorus_plugin_sdk::reply::{notify, reply};
 use chorus_plugin_sdk::roles::Roles;
-use chorus_plugin_sdk::{Error, Event, Payload, Reply, Router, Source, Target};
+use chorus_plugin_sdk::{Error, Event, Reply, Router, Source, Target};
+use serde::Deserialize;
 use serde_json::json;
 
 /// The plugin's actions.
@@ -33,13 +34,23 @@ fn router() -> Router {
 
 chorus_plugin_sdk::plugin!(Component, router());
 
+/// `room_notice`'s payload (PROTOCOL section 6): no `channel_name` (or
+/// `""`) is everyone; `expire_time` and `client_url` default to 0 and `""`.
+#[derive(Deserialize)]
+struct RoomNotice {
+    channel_name: Option<String>,
+    expire_time: Option<u64>,
+    content: String,
+    client_url: Option<String>,
+}
+
 /// `room_notice`: notify the room, or everyone.
 fn room_notice(event: &Event) -> Result<Reply, Error> {
-    let payload = Payload::parse(&event.payload)?;
-    let channel_name = payload.opt_string("channel_name")?.unwrap_or_default();
-    let expire_time = payload.opt_u64("expire_time")?.unwrap_or(0);
-    let content = payload.string("content")?;
-    let client_url = payload.opt_string("client_url")?.unwrap_or_default();
+    let request: RoomNotice = payload::parse(&event.payload)?;
+    let channel_name = request.channel_name.unwrap_or_default();
+    let expire_time = request.expire_time.unwrap_or(0);
+    let content = request.content;
+    let client_url = request.client_url.unwrap_or_default();
     if matches!(event.source, Source::Client) {
         check_manager(event, &channel_name)?;
     }

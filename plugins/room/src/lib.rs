@@ -21,15 +21,16 @@ mod car;
 mod segment;
 
 use chorus_plugin_sdk::Source::{Server, System};
-use chorus_plugin_sdk::event::{acting_user, event_user};
+use chorus_plugin_sdk::event::{acting, acting_user, event_user};
 use chorus_plugin_sdk::notifications::{self, exit_room as exit_notification};
 use chorus_plugin_sdk::profile;
 use chorus_plugin_sdk::reply::{notify_room, reply};
 use chorus_plugin_sdk::rules::member_of;
 use chorus_plugin_sdk::{
-    Config, Effect, Error, Event, JoinRoom, LeaveRoom, Membership, Payload, Profile, Reply, Router,
-    clock, room_state,
+    ChannelName, Config, Effect, Error, Event, JoinRoom, LeaveRoom, Membership, Payload, Profile,
+    Reply, Router, clock, payload, room_state,
 };
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 /// The plugin's actions.
@@ -41,6 +42,25 @@ fn router() -> Router {
 }
 
 chorus_plugin_sdk::plugin!(Component, router());
+
+/// `enter_room`'s own fields (PROTOCOL section 6), read after the stored
+/// profile filled the request (`i_segment` may come from it); the profile
+/// fields are read by [`Profile`], and `cars`, shown as they were sent, by
+/// [`car`].
+#[derive(Deserialize)]
+struct EnterRoomPayload {
+    channel_name: ChannelName,
+    room_id: u64,
+    i_segment: String,
+    i_segment_text: Option<String>,
+}
+
+/// `exit_room`'s payload.
+#[derive(Deserialize)]
+struct ExitRoom {
+    user_id: Option<u64>,
+    channel_name: ChannelName,
+}
 
 /// A validated `enter_room` request.
 struct EnterRoom {
@@ -59,10 +79,11 @@ impl EnterRoom {
     fn read(event: &Event, payload: &Payload) -> Result<Self, Error> {
         let user_id = acting_user(event, payload)?;
         let payload = &profile::with_stored(event, payload, user_id);
+        let request: EnterRoomPayload = payload.to()?;
         let profile = Profile::required(payload)?;
-        let i_segment = payload.string("i_segment")?;
-        let i_segment_text = payload
-            .opt_string("i_segment_text")?
+        let i_segment = request.i_segment;
+        let i_segment_text = request
+            .i_segment_text
             .filter(|text| !text.is_empty())
             .unwrap_or_else(|| segment::default_text(&i_segment).to_string());
         let cars = payload.opt_objects("cars")?.unwrap_or_default();
@@ -73,8 +94,8 @@ impl EnterRoom {
         };
         Ok(Self {
             user_id,
-            channel_name: payload.channel_name()?,
-            room_id: payload.u64("room_id")?,
+            channel_name: request.channel_name.into(),
+            room_id: request.room_id,
             profile,
             i_segment,
             i_segment_text,
@@ -129,9 +150,9 @@ fn enter_room(event: &Event) -> Result<Reply, Error> {
 
 /// `exit_room`: a member of `channel_name` leaves it.
 fn exit_room(event: &Event) -> Result<Reply, Error> {
-    let payload = Payload::parse(&event.payload)?;
-    let user_id = acting_user(event, &payload)?;
-    let channel_name = payload.channel_name()?;
+    let request: ExitRoom = payload::parse(&event.payload)?;
+    let user_id = acting(event, request.user_id)?;
+    let channel_name = String::from(request.channel_name);
     let membership = member_of(user_id, &channel_name)?;
     Ok(leave(user_id, &membership))
 }

@@ -16,6 +16,16 @@ pub fn acting_user(event: &Event, payload: &Payload) -> Result<u64, Error> {
     }
 }
 
+/// [`acting_user`] for a payload read into a struct: `user_id` is the
+/// struct's `Option<u64>` field, required (1002) from the app backend and
+/// ignored from a client or the system.
+pub fn acting(event: &Event, user_id: Option<u64>) -> Result<u64, Error> {
+    match event.source {
+        Source::Server => user_id.ok_or_else(|| Error::Missing("`user_id` is required".into())),
+        Source::Client | Source::System => event_user(event),
+    }
+}
+
 /// `event.user-id`, which the host always sets for client and system
 /// events; its absence is reported as a malformed event.
 pub fn event_user(event: &Event) -> Result<u64, Error> {

@@ -101,7 +101,7 @@ pub use bindings::exports::chorus::plugin::handler::Guest;
 pub use imports::{clock, kv, profiles, random, room_state};
 
 pub use config::Config;
-pub use payload::Payload;
+pub use payload::{ChannelName, Payload};
 pub use profile::Profile;
 pub use router::Router;
 

@@ -11,15 +11,19 @@ use serde_json::{Map, Value};
 use crate::Error;
 
 /// The event's payload as a `serde`-derived struct `T`, every error naming
-/// the field's path: a missing (or `null`) required field is
-/// [`Error::Missing`] (1002, "`gift.num` is required"), a field of the
-/// wrong type or value [`Error::Invalid`] (1001, "`gift.num`: invalid
-/// type: string \"x\", expected i64"). Use `Option<_>` and
-/// `#[serde(default)]` for optional fields.
+/// the field's path in the same words as [`Payload`]'s getters: a missing
+/// (or `null`) required field is [`Error::Missing`] (1002, "`gift.num` is
+/// required"); a field of the wrong type [`Error::Invalid`] (1001,
+/// "`gift.num` must be an integer", "… must be a non-negative integer",
+/// "… must be a string", "… must be an object", "… must be an array");
+/// an integer beyond its type "`gift.num` is out of range: it must be
+/// -9223372036854775808 to 9223372036854775807". Use `Option<_>` and
+/// `#[serde(default)]` for optional fields, [`ChannelName`] for a room's
+/// name, and unsigned types for ids. Unknown fields are ignored.
 ///
 /// ```ignore
 /// #[derive(serde::Deserialize)]
-/// struct SendTopicMsg { channel_name: String, content: String }
+/// struct SendTopicMsg { channel_name: ChannelName, content: String }
 /// let request: SendTopicMsg = chorus_plugin_sdk::payload::parse(&event.payload)?;
 /// ```
 pub fn parse<T: DeserializeOwned>(json: &str) -> Result<T, Error> {
@@ -27,25 +31,45 @@ pub fn parse<T: DeserializeOwned>(json: &str) -> Result<T, Error> {
     match serde_path_to_error::deserialize(&mut deserializer) {
         Ok(value) => Ok(value),
         Err(error) => Err(field_error(
+            "",
             &error.path().to_string(),
             &error.inner().to_string(),
         )),
     }
 }
 
-/// Maps a serde error at `path` (`.` for the top) to the contract's error.
-fn field_error(path: &str, message: &str) -> Error {
+/// Deserializes `value` as `T`; errors name fields under `prefix`
+/// (`gift.`, or empty at the top).
+fn parse_value<T: DeserializeOwned>(value: Value, prefix: &str) -> Result<T, Error> {
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        field_error(
+            prefix,
+            &error.path().to_string(),
+            &error.inner().to_string(),
+        )
+    })
+}
+
+/// Maps a serde error at `path` (`.` for the top), under `prefix`, to the
+/// contract's error in the getters' words.
+fn field_error(prefix: &str, path: &str, message: &str) -> Error {
     // serde_json appends " at line L column C"; the path says where.
     let message = message.split(" at line ").next().unwrap_or(message);
-    let parent = if path == "." {
-        String::new()
-    } else {
-        format!("{path}.")
+    let path = match (prefix.strip_suffix('.'), path) {
+        (None, p) => p.to_string(),
+        (Some(parent), ".") => parent.to_string(),
+        (Some(parent), p) if p.starts_with('[') => format!("{parent}{p}"),
+        (Some(parent), p) => format!("{parent}.{p}"),
     };
     if let Some(field) = message
         .strip_prefix("missing field `")
         .and_then(|rest| rest.strip_suffix('`'))
     {
+        let parent = if path == "." {
+            String::new()
+        } else {
+            format!("{path}.")
+        };
         return Error::Missing(format!("`{parent}{field}` is required"));
     }
     if message.starts_with("invalid type: null") {
@@ -54,7 +78,114 @@ fn field_error(path: &str, message: &str) -> Error {
     if path == "." {
         return Error::Invalid(format!("the payload: {message}"));
     }
-    Error::Invalid(format!("`{path}`: {message}"))
+    // A field type's own check (ChannelName) says what is wrong with it.
+    if message.starts_with("must ") || message.starts_with("is ") {
+        return Error::Invalid(format!("`{path}` {message}"));
+    }
+    match expectation(message) {
+        Some(said) => Error::Invalid(format!("`{path}` {said}")),
+        None => Error::Invalid(format!("`{path}`: {message}")),
+    }
+}
+
+/// The getters' words for a serde type error: "must be an integer", "is
+/// out of range: it must be 0 to 4294967295", …; `None` for anything else.
+fn expectation(message: &str) -> Option<String> {
+    let expected = message.rsplit_once(", expected ")?.1;
+    let found = message.split_once(", expected ")?.0;
+    // The number serde found, when it found one: `integer `N`` or
+    // `floating point `F``.
+    let number = found
+        .split_once('`')
+        .and_then(|(_, rest)| rest.strip_suffix('`'))
+        .and_then(|n| n.parse::<f64>().ok());
+    // An integer the type cannot hold: serde found an integer of another
+    // type, or a float that is a whole number at or beyond the type's
+    // bounds (serde_json reads an integer literal beyond 64 bits as one).
+    // A negative number for an unsigned type is not "beyond": its cause is
+    // its sign, as the getters say.
+    let range = |min: i128, max: i128| {
+        let negative = number.is_some_and(|n| n < 0.0);
+        if min == 0 && negative {
+            return false;
+        }
+        if found.starts_with("invalid value: integer") {
+            return true;
+        }
+        let (low, high) = (min as f64, max as f64 + 1.0);
+        found.starts_with("invalid type: floating point")
+            && number.is_some_and(|n| n.fract() == 0.0 && (n >= high || (min != 0 && n <= low)))
+    };
+    let (min, max, words) = match expected {
+        "u8" => (0, u8::MAX as i128, "a non-negative integer"),
+        "u16" => (0, u16::MAX as i128, "a non-negative integer"),
+        "u32" => (0, u32::MAX as i128, "a non-negative integer"),
+        "u64" | "usize" => (0, u64::MAX as i128, "a non-negative integer"),
+        "i8" => (i8::MIN as i128, i8::MAX as i128, "an integer"),
+        "i16" => (i16::MIN as i128, i16::MAX as i128, "an integer"),
+        "i32" => (i32::MIN as i128, i32::MAX as i128, "an integer"),
+        "i64" | "isize" => (i64::MIN as i128, i64::MAX as i128, "an integer"),
+        "a string" => return Some("must be a string".into()),
+        "a boolean" => return Some("must be a boolean".into()),
+        "a sequence" => return Some("must be an array".into()),
+        "f32" | "f64" => return Some("must be a number".into()),
+        other if other == "a map" || other.starts_with("struct ") => {
+            return Some("must be an object".into());
+        }
+        _ => return None,
+    };
+    if range(min, max) {
+        return Some(format!("is out of range: it must be {min} to {max}"));
+    }
+    Some(format!("must be {words}"))
+}
+
+/// A room's `channel_name` in a payload struct: a non-empty string of at
+/// most [`MAX_CHANNEL_NAME_BYTES`] bytes (PROTOCOL section 0); anything
+/// else is 1001 naming the field, as [`Payload::channel_name`] says it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(transparent)]
+pub struct ChannelName(pub String);
+
+impl ChannelName {
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for ChannelName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for ChannelName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<ChannelName> for String {
+    fn from(name: ChannelName) -> String {
+        name.0
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ChannelName {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        if name.is_empty() {
+            return Err(serde::de::Error::custom("must not be empty"));
+        }
+        if name.len() > MAX_CHANNEL_NAME_BYTES {
+            return Err(serde::de::Error::custom(format!(
+                "is longer than {MAX_CHANNEL_NAME_BYTES} bytes"
+            )));
+        }
+        Ok(ChannelName(name))
+    }
 }
 
 /// The longest `channel_name`, in bytes (PROTOCOL section 0).
@@ -100,6 +231,25 @@ impl Payload {
     /// The object as a JSON value.
     pub fn to_value(&self) -> Value {
         Value::Object(self.fields.clone())
+    }
+
+    /// The whole object as a `serde`-derived struct `T`, with
+    /// [`parse`]'s errors (fields named under this object's prefix).
+    pub fn to<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        parse_value(self.to_value(), &self.prefix)
+    }
+
+    /// Field `field` as `T` (an `Option<_>` for an optional one), with
+    /// [`parse`]'s errors, naming nested fields `<field>.<name>`.
+    pub fn field<T: DeserializeOwned>(&self, field: &str) -> Result<T, Error> {
+        let value = self.fields.get(field).cloned().unwrap_or(Value::Null);
+        let name = self.name(field);
+        parse_value::<T>(value, &format!("{name}.")).map_err(|error| match error {
+            // A missing field reads "`gift.` is required" from the null it
+            // was replaced by: name the field itself.
+            Error::Missing(_) if self.get(field).is_none() => self.missing(field),
+            other => other,
+        })
     }
 
     /// The field's name as error messages show it.
@@ -321,11 +471,110 @@ mod tests {
         assert!(m.contains("`gift.num` is required"), "{m}");
         let (c, m) = code(r#"{"channel_name":"r","gift":{"num":"x"}}"#);
         assert_eq!(c, 1001, "{m}");
-        assert!(m.contains("`gift.num`:"), "{m}");
+        assert!(m.contains("`gift.num` must be an integer"), "{m}");
         let (c, m) = code(r#"{"channel_name":null,"gift":{"num":1}}"#);
         assert_eq!(c, 1002, "{m}");
         assert!(m.contains("`channel_name` is required"), "{m}");
         assert_eq!(code("[1]").0, 1001);
+    }
+
+    /// Every field type's error through a struct reads exactly as the
+    /// getter's for the same value: one vocabulary, whichever way a plugin
+    /// reads its payload.
+    #[test]
+    fn structs_and_getters_say_the_same_words() {
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct Inner {
+            n: Option<i64>,
+            u: Option<u64>,
+            s: Option<String>,
+        }
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct Outer {
+            channel_name: Option<ChannelName>,
+            n: Option<i64>,
+            u: Option<u64>,
+            s: Option<String>,
+            seat: Option<u32>,
+            inner: Option<Inner>,
+        }
+        let values = [
+            "\"x\"",
+            "1.5",
+            "-3",
+            "true",
+            "[1]",
+            "{}",
+            "9223372036854775808",
+            "-9223372036854775809",
+            "18446744073709551615",
+            "18446744073709551616",
+            "1e300",
+        ];
+        for value in values {
+            let json = |field: &str| format!(r#"{{"{field}":{value}}}"#);
+            let payload = |field: &str| Payload::parse(&json(field)).unwrap();
+            let via_struct = |field: &str| parse::<Outer>(&json(field)).err().map(message);
+            let via_getter = |field: &str, get: &dyn Fn(&Payload) -> Option<Error>| {
+                get(&payload(field)).map(message)
+            };
+            assert_eq!(
+                via_struct("n"),
+                via_getter("n", &|p| p.opt_i64("n").err()),
+                "n = {value}"
+            );
+            assert_eq!(
+                via_struct("u"),
+                via_getter("u", &|p| p.opt_u64("u").err()),
+                "u = {value}"
+            );
+            assert_eq!(
+                via_struct("s"),
+                via_getter("s", &|p| p.opt_string("s").err()),
+                "s = {value}"
+            );
+            let nested = format!(r#"{{"inner":{{"n":{value}}}}}"#);
+            let via_struct = parse::<Outer>(&nested).err().map(message);
+            let getter = Payload::parse(&nested).unwrap().object("inner").unwrap();
+            assert_eq!(
+                via_struct,
+                getter.opt_i64("n").err().map(message),
+                "inner.n = {value}"
+            );
+            // Through Payload::field the same words, under the same name.
+            let via_field = Payload::parse(&nested)
+                .unwrap()
+                .field::<Option<Inner>>("inner")
+                .err()
+                .map(message);
+            assert_eq!(
+                via_field,
+                getter.opt_i64("n").err().map(message),
+                "field inner.n = {value}"
+            );
+        }
+        let big = parse::<Outer>(r#"{"seat":4294967296}"#).unwrap_err();
+        assert_eq!(
+            message(big),
+            "`seat` is out of range: it must be 0 to 4294967295"
+        );
+        let neg = parse::<Outer>(r#"{"seat":-1}"#).unwrap_err();
+        assert_eq!(message(neg), "`seat` must be a non-negative integer");
+        let not_object = parse::<Outer>(r#"{"inner":3}"#).unwrap_err();
+        assert_eq!(message(not_object), "`inner` must be an object");
+        for name in [r#""""#.to_string(), format!(r#""{}""#, "r".repeat(129))] {
+            let json = format!(r#"{{"channel_name":{name}}}"#);
+            let via_struct = message(parse::<Outer>(&json).unwrap_err());
+            let via_getter = message(Payload::parse(&json).unwrap().channel_name().unwrap_err());
+            assert_eq!(via_struct, via_getter);
+        }
+        let missing = Payload::parse("{}")
+            .unwrap()
+            .field::<Inner>("inner")
+            .unwrap_err();
+        assert_eq!(message(missing), "`inner` is required");
     }
 
     fn message(error: Error) -> String {

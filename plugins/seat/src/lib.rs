@@ -21,16 +21,17 @@
 //! Seat ids run 1..N and a seat's `rank` is its id.
 
 use chorus_plugin_sdk::Source::{Client, Server};
-use chorus_plugin_sdk::event::{acting_user, event_user};
+use chorus_plugin_sdk::event::{acting, event_user};
 use chorus_plugin_sdk::notifications as notification;
 use chorus_plugin_sdk::profile;
 use chorus_plugin_sdk::reply::{notify_room, reply};
 use chorus_plugin_sdk::roles::Roles;
 use chorus_plugin_sdk::rules::member_of;
 use chorus_plugin_sdk::{
-    Effect, Error, Event, FreeSeat, Payload, Profile, Reply, Router, Seat, SetSeat, Source,
-    TakeSeat, room_state,
+    ChannelName, Effect, Error, Event, FreeSeat, Payload, Profile, Reply, Router, Seat, SetSeat,
+    Source, TakeSeat, payload, room_state,
 };
+use serde::Deserialize;
 use serde_json::json;
 
 /// Seat status: free.
@@ -55,12 +56,36 @@ fn router() -> Router {
 
 chorus_plugin_sdk::plugin!(Component, router());
 
+/// The payload of `up` (PROTOCOL section 6; without `seat_id` the lowest
+/// free seat); its profile fields are read by [`Profile`].
+#[derive(Deserialize)]
+struct Up {
+    user_id: Option<u64>,
+    channel_name: ChannelName,
+    seat_id: Option<u64>,
+}
+
+/// The payload of `down`.
+#[derive(Deserialize)]
+struct Down {
+    user_id: Option<u64>,
+    channel_name: ChannelName,
+}
+
+/// The payload of `lock_seat` and `unlock_seat`.
+#[derive(Deserialize)]
+struct SetSeatRequest {
+    channel_name: ChannelName,
+    seat_id: u64,
+}
+
 /// `up`: take a seat, moving from the one held in the room if any.
 fn up(event: &Event) -> Result<Reply, Error> {
     let payload = &Payload::parse(&event.payload)?;
-    let user_id = acting_user(event, payload)?;
-    let channel_name = payload.channel_name()?;
-    let requested = payload.opt_u64("seat_id")?;
+    let request: Up = payload.to()?;
+    let user_id = acting(event, request.user_id)?;
+    let channel_name = String::from(request.channel_name);
+    let requested = request.seat_id;
     let profile = Profile::required(&profile::with_stored(event, payload, user_id))?;
     let membership = member_of(user_id, &channel_name)?;
     let seats = room_state::room_seats(&channel_name);
@@ -87,9 +112,9 @@ fn up(event: &Event) -> Result<Reply, Error> {
 
 /// `down`: free the seat the user holds in the room.
 fn down(event: &Event) -> Result<Reply, Error> {
-    let payload = &Payload::parse(&event.payload)?;
-    let user_id = acting_user(event, payload)?;
-    let channel_name = payload.channel_name()?;
+    let request: Down = payload::parse(&event.payload)?;
+    let user_id = acting(event, request.user_id)?;
+    let channel_name = String::from(request.channel_name);
     let membership = member_of(user_id, &channel_name)?;
     let seat_id = membership.seat_id.ok_or_else(|| {
         Error::NotAllowed(format!("user {user_id} holds no seat in `{channel_name}`"))
@@ -111,8 +136,11 @@ fn down(event: &Event) -> Result<Reply, Error> {
 /// `lock_seat` / `unlock_seat`: set an unoccupied seat's status; a client
 /// must manage the room.
 fn set_seat(event: &Event, status: u8) -> Result<Reply, Error> {
-    let payload = Payload::parse(&event.payload)?;
-    let channel_name = payload.channel_name()?;
+    let SetSeatRequest {
+        channel_name,
+        seat_id: requested,
+    } = payload::parse(&event.payload)?;
+    let channel_name = String::from(channel_name);
     if matches!(event.source, Source::Client) {
         let user_id = event_user(event)?;
         if !Roles::of(&channel_name).manages(user_id) {
@@ -121,7 +149,6 @@ fn set_seat(event: &Event, status: u8) -> Result<Reply, Error> {
             )));
         }
     }
-    let requested = payload.u64("seat_id")?;
     let seats = room_state::room_seats(&channel_name);
     let seat = existing_seat(&seats, requested)?;
     if seat.user_id.is_some() || seat.status == OCCUPIED {

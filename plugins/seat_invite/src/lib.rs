@@ -48,14 +48,15 @@
 //! owner may have unlocked or given it away meanwhile).
 
 use chorus_plugin_sdk::Source::{Client, Server, System};
-use chorus_plugin_sdk::event::{TIMER, acting_user, event_user, timer_event};
+use chorus_plugin_sdk::event::{TIMER, acting, event_user, timer_event};
 use chorus_plugin_sdk::notifications as seats;
 use chorus_plugin_sdk::reply::{cancel_timer, notify_room, notify_user, reply, set_timer};
 use chorus_plugin_sdk::roles::Roles;
 use chorus_plugin_sdk::{
-    Config, Effect, Error, Event, KvPut, Payload, Profile, Reply, Router, Seat, SetSeat, TakeSeat,
-    kv, profile, room_state,
+    ChannelName, Config, Effect, Error, Event, KvPut, Payload, Profile, Reply, Router, Seat,
+    SetSeat, TakeSeat, kv, payload, profile, room_state,
 };
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 /// Seat status: free.
@@ -231,13 +232,31 @@ fn timeout_ms() -> u64 {
     u64::try_from(seconds).unwrap_or(30) * 1000
 }
 
+/// `invite_to_seat`'s payload: `user_id` (the inviter) from the app
+/// backend only; without `seat_id` the lowest free seat.
+#[derive(Deserialize)]
+struct Invite {
+    user_id: Option<u64>,
+    channel_name: ChannelName,
+    receiver_id: u64,
+    seat_id: Option<u64>,
+}
+
+/// The payload of `accept_seat_invite` and `decline_seat_invite`: a
+/// `channel_name`, when given, must be the invitation's room.
+#[derive(Deserialize)]
+struct Answer {
+    user_id: Option<u64>,
+    channel_name: Option<String>,
+}
+
 /// `invite_to_seat`: see the module docs.
 fn invite(event: &Event) -> Result<Reply, Error> {
-    let payload = Payload::parse(&event.payload)?;
-    let inviter = acting_user(event, &payload)?;
-    let channel_name = payload.channel_name()?;
-    let receiver = payload.u64("receiver_id")?;
-    let requested = payload.opt_u64("seat_id")?;
+    let request: Invite = payload::parse(&event.payload)?;
+    let inviter = acting(event, request.user_id)?;
+    let channel_name = String::from(request.channel_name);
+    let receiver = request.receiver_id;
+    let requested = request.seat_id;
     if receiver == inviter {
         return Err(Error::Rejected("a user cannot invite themselves".into()));
     }
@@ -343,11 +362,12 @@ fn choose_seat(
 /// The acting user's pending invitation, which must be in `channel_name`
 /// when the payload names one.
 fn own_pending(event: &Event, payload: &Payload) -> Result<Pending, Error> {
-    let user = acting_user(event, payload)?;
+    let request: Answer = payload.to()?;
+    let user = acting(event, request.user_id)?;
     let pending = Pending::of(user)
         .0
         .ok_or_else(|| Error::NotAllowed(format!("user {user} has no pending seat invite")))?;
-    if let Some(named) = payload.opt_string("channel_name")?
+    if let Some(named) = request.channel_name
         && named != pending.channel_name
     {
         return Err(Error::NotAllowed(format!(
