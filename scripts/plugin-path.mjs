@@ -74,6 +74,33 @@ function nextFrame(client, action) {
 
 const nice = (args) => ["-n", "10", ...args];
 
+// The guide's five-minute block (docs/plugins.md, its first `sh` block) is
+// the path this script runs, step for step, with its own folder, names and
+// ports: if one changes, the other must. Fails before anything is timed.
+const GUIDE_PATH = [
+  "cargo build -p chorus",
+  "chorus plugin new greeter --path ~/code",
+  "cd ~/code/greeter && cargo test",
+  "mkdir -p /tmp/plugins",
+  "CHORUS_PLUGINS__DIR=/tmp/plugins chorus serve --dev &",
+  "chorus plugin dev . --server http://127.0.0.1:9090",
+];
+{
+  const guide = readFileSync(path.join(repo, "docs/plugins.md"), "utf8");
+  const block = guide.match(/```sh\n([\s\S]*?)```/);
+  if (!block) throw new Error("docs/plugins.md has no sh block: the five-minute path is gone");
+  const commands = block[1]
+    .split("\n")
+    .map((line) => line.replace(/\s+#.*$/, "").trim())
+    .filter(Boolean);
+  if (JSON.stringify(commands) !== JSON.stringify(GUIDE_PATH)) {
+    throw new Error(
+      `docs/plugins.md's five-minute path is not the one scripts/plugin-path.mjs runs:\n` +
+        `guide:  ${JSON.stringify(commands)}\nscript: ${JSON.stringify(GUIDE_PATH)}`,
+    );
+  }
+}
+
 let server;
 let dev;
 let client;
@@ -97,8 +124,11 @@ try {
   server = await step("serve", () => startServer({ env: { CHORUS_PLUGINS__DIR: plugins } }));
   // Uploaded through the admin URL: the server writes it into its
   // plugins.dir and answers with the version that went live.
-  dev = spawn(chorus, ["plugin", "dev", dir, "--server", server.adminUrl], {
-    env: { ...process.env, CHORUS_ADMIN__TOKEN: "chorus-dev-admin" },
+  // As the guide says it, from the crate's folder; the token is the
+  // `serve --dev` default, so none is passed.
+  dev = spawn(chorus, ["plugin", "dev", ".", "--server", server.adminUrl], {
+    cwd: dir,
+    env: Object.fromEntries(Object.entries(process.env).filter(([k]) => k !== "CHORUS_ADMIN__TOKEN")),
     stdio: ["ignore", "pipe", "pipe"],
   });
   let devOut = "";
