@@ -55,17 +55,17 @@ function setGreeting(dir, text) {
   writeFileSync(file, edited);
 }
 
-/** The next frame of `action` the client receives (the SDK emits
- * notifications of actions it does not know as `frame` events only). */
+/** The next notification of `action` the client receives (a plugin's own
+ * notification comes as the SDK's `notification` event). */
 function nextFrame(client, action) {
   return withTimeout(
     new Promise((resolve) => {
       const seen = (frame) => {
         if (frame.action !== action) return;
-        client.off("frame", seen);
+        client.off("notification", seen);
         resolve(frame);
       };
-      client.on("frame", seen);
+      client.on("notification", seen);
     }),
     10_000,
     `the ${action} notification`,

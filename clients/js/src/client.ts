@@ -192,8 +192,16 @@ export interface ClientEvents extends Notifications {
   /** An error the app did not ask for: refused credentials (the client
    * stops), or an error frame that answers no pending action. */
   error: ChorusError;
-  /** Every frame from the server, after the SDK handled it. */
+  /** Every frame from the server, after the SDK handled it: duplicates a
+   * resume dropped included. Prefer `notification` for what users see. */
   frame: ServerFrame;
+  /** Every notification, the seed's (also emitted under their own names:
+   * `send_gift`, `up`, …) and a plugin's own (`lucky_draw`,
+   * `seat_invite`, or a new team's action), once: a frame the last
+   * `room_state` or `resumed` already accounted for (at or below its
+   * `seq`) is not emitted again. Control frames (`connected`, `pong`, `ack`, `error`, `kicked`,
+   * `room_state`, `resumed`, `room_attributes`) are not notifications. */
+  notification: ServerFrame;
   /** The room's state (on entering a room, or after a resume that could
    * not be recovered); room notifications that follow have a greater
    * `seq`. */
@@ -614,6 +622,7 @@ export class ChorusClient extends Emitter<ClientEvents> {
         if ((NOTIFICATION_ACTIONS as readonly string[]).includes(frame.action)) {
           this.onNotification(frame as unknown as Notification);
         }
+        this.emit("notification", frame);
     }
   }
 

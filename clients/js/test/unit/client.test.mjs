@@ -265,3 +265,36 @@ test("a user-stream frame that is neither hang_up nor a ptp gift moves the user 
   assert.equal(q.get("resume_user_seq"), "2");
   client.close();
 });
+
+test("notification: a plugin's own and the seed's, each once; a frame a resume already delivered is not one", async () => {
+  const { client } = setup();
+  const connecting = client.connect();
+  await until(() => FakeSocket.all.length === 1, "a socket");
+  lastSocket().accept();
+  await connecting;
+  const notifications = [];
+  const gifts = [];
+  const frames = [];
+  client.on("notification", (n) => notifications.push(`${n.action}:${n.seq ?? "-"}`));
+  client.on("send_gift", (g) => gifts.push(g.seq));
+  client.on("frame", (f) => frames.push(f.action));
+  lastSocket().push({
+    action: "room_state", channel_name: "r", room_id: 1, epoch: "e", seq: 5, members: [7], member_count: 1,
+    seats: [], own_seat_id: null, call: null, attributes: {}, attributes_version: 0,
+  });
+  // Already in the snapshot (seq 5): dropped, whatever its action.
+  lastSocket().push({ action: "lucky_draw", channel_name: "r", winner_id: 7, msg_id: "m0", stream: "room", epoch: "e", seq: 5 });
+  lastSocket().push({ action: "lucky_draw", channel_name: "r", winner_id: 7, msg_id: "m1", stream: "room", epoch: "e", seq: 6 });
+  lastSocket().push({ action: "send_gift", channel_name: "r", notify_type: "bc", gift: {}, msg_id: "m2", stream: "room", epoch: "e", seq: 7 });
+  // An unstamped one (a broadcast to everyone).
+  lastSocket().push({ action: "room_notice", channel_name: "", content: "hi", msg_id: "m3" });
+  lastSocket().push({ action: "pong", server_time: Math.floor(Date.now() / 1000) });
+  try {
+    assert.deepEqual(notifications, ["lucky_draw:6", "send_gift:7", "room_notice:-"]);
+    assert.deepEqual(gifts, [7]);
+    // `frame` is every frame, the dropped one included.
+    assert.equal(frames.filter((a) => a === "lucky_draw").length, 2);
+  } finally {
+    client.close();
+  }
+});
