@@ -33,7 +33,7 @@ use serde_json::{Value, json};
 
 use super::history::replay_from;
 use super::{
-    ApplyError, AttrLimits, Call, DueTimer, HistoryLimits, KvRecord, LogEntry, MAX_KV_LIST,
+    Applied, ApplyError, AttrLimits, Fact, FactKind, Call, DueTimer, HistoryLimits, KvRecord, LogEntry, MAX_KV_LIST,
     Membership, Position, Replay, RoomAttrs, RoomSnapshot, RoomView, Seat, Stamped, StateChange,
     Store, StoreError, Stream, check_attr_changes,
 };
@@ -400,23 +400,34 @@ impl ClaimedTimer {
 
 /// The apply script's answer as a result: on success, the stamped frames
 /// (`ok` then one triple epoch, seq, frame per logged notification).
-fn apply_outcome(answer: Vec<String>) -> Result<Vec<Stamped>, ApplyError> {
+fn apply_outcome(answer: Vec<String>) -> Result<Applied, ApplyError> {
     let kind = answer.first().map(String::as_str).unwrap_or_default();
     let reason = answer.get(1).cloned().unwrap_or_default();
     match kind {
-        "ok" => answer[1..]
-            .chunks(3)
-            .map(|t| match t {
-                [epoch, seq, frame] => Ok(Stamped {
-                    at: Position {
-                        epoch: epoch.clone(),
-                        seq: seq.parse().map_err(|_| script_error("a seq"))?,
-                    },
-                    frame: frame.clone(),
-                }),
-                _ => Err(script_error("a stamp triple")),
-            })
-            .collect(),
+        "ok" => {
+            let count: usize = reason.parse().map_err(|_| script_error("a fact count"))?;
+            let end = 2 + count * 7;
+            let facts_part = answer.get(2..end).ok_or_else(|| script_error("its facts"))?;
+            let facts = facts_part
+                .chunks(7)
+                .map(parse_fact)
+                .collect::<Option<Vec<Fact>>>()
+                .ok_or_else(|| script_error("a well-formed fact"))?;
+            let stamps = answer[end..]
+                .chunks(3)
+                .map(|t| match t {
+                    [epoch, seq, frame] => Ok(Stamped {
+                        at: Position {
+                            epoch: epoch.clone(),
+                            seq: seq.parse().map_err(|_| script_error("a seq"))?,
+                        },
+                        frame: frame.clone(),
+                    }),
+                    _ => Err(script_error("a stamp triple")),
+                })
+                .collect::<Result<Vec<Stamped>, ApplyError>>()?;
+            Ok(Applied { stamps, facts })
+        }
         "conflict" => Err(ApplyError::Conflict(reason)),
         "not_allowed" => Err(ApplyError::NotAllowed(reason)),
         "invalid" => Err(ApplyError::Invalid(reason)),
@@ -425,6 +436,41 @@ fn apply_outcome(answer: Vec<String>) -> Result<Vec<Stamped>, ApplyError> {
             "apply answered {other:?}"
         )))),
     }
+}
+
+/// One fact of `lua/apply.lua`: kind, channel, user, seat, peer, room id
+/// (`''` for none) and room seq.
+fn parse_fact(t: &[String]) -> Option<Fact> {
+    let [kind, channel, user, seat, peer, room_id, seq] = t else {
+        return None;
+    };
+    let kind = match kind.as_str() {
+        "entered" => FactKind::Entered,
+        "exited" => FactKind::Exited,
+        "seat_taken" => FactKind::SeatTaken,
+        "seat_freed" => FactKind::SeatFreed,
+        "call_started" => FactKind::CallStarted,
+        "call_ended" => FactKind::CallEnded,
+        "occupied" => FactKind::Occupied,
+        "vacated" => FactKind::Vacated,
+        _ => return None,
+    };
+    fn opt<T: std::str::FromStr>(s: &str) -> Option<Option<T>> {
+        if s.is_empty() {
+            Some(None)
+        } else {
+            s.parse().ok().map(Some)
+        }
+    }
+    Some(Fact {
+        kind,
+        channel_name: channel.clone(),
+        user_id: opt(user)?,
+        seat_id: opt(seat)?,
+        peer_id: opt(peer)?,
+        room_id: opt(room_id)?,
+        room_seq: seq.parse().ok()?,
+    })
 }
 
 fn script_error(what: &str) -> ApplyError {
@@ -592,13 +638,13 @@ impl Store for RedisStore {
         Ok(keys)
     }
 
-    async fn apply_logged(
+    async fn apply_reported(
         &self,
         changes: &[StateChange],
         log: &[LogEntry],
-    ) -> Result<Vec<Stamped>, ApplyError> {
+    ) -> Result<Applied, ApplyError> {
         if changes.is_empty() && log.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Applied::default());
         }
         check_attr_changes(&self.attr_limits, changes)?;
         let batch = Value::Array(changes.iter().map(encode_change).collect()).to_string();

@@ -34,7 +34,10 @@
 -- the last append; P histpos expires ARGV[9] ms (24 h, or the TTL if
 -- longer) after it; a stream without P histpos starts a new epoch
 -- (P histepoch makes it unique). Success returns {"ok", epoch, seq,
--- stamped frame, ...}, one triple per logged frame, in order.
+-- stamped frame, ...}, one triple per logged frame, in order, after the
+-- facts: {"ok", n, n times (kind, channel, user, seat, peer, room_id,
+-- room_seq) with '' for none, then the triples}. P roomseq:<channel>
+-- counts a room's facts and never expires (a room's numbers only grow).
 
 local P = ARGV[1]
 local SEATS = tonumber(ARGV[2])
@@ -50,6 +53,12 @@ local member, member_dirty = {}, {}
 local rooms, touched = {}, {}
 local calls, calls_dirty = {}, {}
 local kv, kv_order = {}, {}
+-- What the batch changed (issue 16), in order: {kind, ch, user, seat,
+-- peer, room_id}; numbered per room (P roomseq:<channel>) once it passed.
+local facts = {}
+local function fact(kind, ch, user, seat, peer, room_id)
+  facts[#facts + 1] = { kind, ch, user or '', seat or '', peer or '', room_id or '' }
+end
 local function refuse(kind, reason)
   error({ kind = kind, reason = reason })
 end
@@ -256,7 +265,7 @@ local function free_user_seat(r, u)
   for id = 1, r.nseats do
     if seat_of(r, id).user == u then
       put_seat(r, id, { status = 0, mic = 0, user = false })
-      return true
+      return id
     end
   end
   return false
@@ -270,12 +279,15 @@ local function leave(u)
   if not r.exists then return end
   r.ops[u] = 'rem'
   r.count = r.count - 1
-  free_user_seat(r, u)
+  local freed = free_user_seat(r, u)
+  if freed then fact('seat_freed', ch, u, freed) end
+  fact('exited', ch, u)
   if r.count <= 0 then
     -- The last member left: the room is gone (and starts afresh if
     -- someone joins it later in this batch).
     empty(r)
     r.reset = true
+    fact('vacated', ch)
   end
 end
 
@@ -285,11 +297,13 @@ local function join(u, ch, room_id)
   local r = room(ch)
   if not r.exists then
     r.exists, r.room_id, r.nseats, r.meta = true, room_id, SEATS, true
+    fact('occupied', ch, nil, nil, nil, room_id)
   end
   r.ops[u] = 'add'
   r.adds[#r.adds + 1] = u
   r.count = r.count + 1
   set_member(u, ch)
+  fact('entered', ch, u, nil, nil, r.room_id)
 end
 
 local function require_member(u, ch)
@@ -319,16 +333,20 @@ local function take_seat(ch, id, u)
     refuse('conflict', 'user ' .. u .. ' already holds seat ' .. id)
   end
   if s.status ~= 0 then refuse('conflict', 'seat ' .. id .. ' is not free') end
-  free_user_seat(r, u)
+  local freed = free_user_seat(r, u)
+  if freed then fact('seat_freed', ch, u, freed) end
   put_seat(r, id, { status = 1, mic = 1, user = u })
+  fact('seat_taken', ch, u, id)
 end
 
 local function free_seat(ch, u)
   require_member(u, ch)
   local r = room_mut(ch)
-  if not free_user_seat(r, u) then
+  local freed = free_user_seat(r, u)
+  if not freed then
     refuse('not_allowed', 'user ' .. u .. ' holds no seat')
   end
+  fact('seat_freed', ch, u, freed)
 end
 
 local function set_seat(ch, id, status, mic)
@@ -366,6 +384,7 @@ local function start_call(u, receiver, ch)
   end
   set_call(u, { peer = receiver, channel = ch })
   set_call(receiver, { peer = u, channel = ch })
+  fact('call_started', ch, u, nil, receiver)
 end
 
 local function end_call(u)
@@ -373,6 +392,7 @@ local function end_call(u)
   if c then
     set_call(u, false)
     set_call(c.peer, false)
+    fact('call_ended', c.channel, u, nil, c.peer)
   end
 end
 
@@ -643,7 +663,11 @@ local function log_one(stream, frame)
   return epoch, seq, stamped
 end
 
-local out = { 'ok' }
+local out = { 'ok', string.format('%d', #facts) }
+for _, f in ipairs(facts) do
+  for i = 1, 6 do out[#out + 1] = tostring(f[i]) end
+  out[#out + 1] = string.format('%d', redis.call('INCR', P .. 'roomseq:' .. f[2]))
+end
 for _, entry in ipairs(LOG) do
   local epoch, seq, stamped = log_one(entry.s, entry.f)
   out[#out + 1] = epoch
