@@ -158,7 +158,11 @@ impl Sender {
             if batch.is_empty() {
                 continue;
             }
-            let sent = self.deliver(&batch).await;
+            // A request in flight does not hold shutdown up.
+            let sent = tokio::select! {
+                sent = self.deliver(&batch) => sent,
+                _ = self.shutdown.cancelled() => return,
+            };
             match sent {
                 Ok(count) => {
                     if let Err(e) = self.outbox.ack(self.name(), &batch).await {

@@ -1,0 +1,350 @@
+//! Webhooks (issue 16; README, "Webhooks"): real nodes recording events,
+//! delivering them over real HTTP to the example receiver
+//! (`examples/webhook-receiver`, in process), which checks every
+//! signature and nonce and deduplicates by `event_id`. The Redis test
+//! needs Redis (`CHORUS_TEST_REDIS_URL`, default `redis://127.0.0.1:6379`).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chorus::config::WebhookEndpoint;
+use example_webhook_receiver::Receiver;
+use serde_json::{Value, json};
+
+use crate::harness::*;
+use crate::rooms::{enter_ok, up};
+
+/// The secret of every test endpoint.
+const HOOK_SECRET: &str = "webhook-test-secret-0123456789";
+
+/// A receiver serving on a free port.
+struct Hook {
+    receiver: Arc<Receiver>,
+    addr: SocketAddr,
+}
+
+async fn hook() -> Hook {
+    let receiver = Receiver::new(HOOK_SECRET, false);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = receiver.router();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    Hook { receiver, addr }
+}
+
+/// An endpoint at `hook` with short batching and back-off, for tests.
+fn endpoint(hook: &Hook) -> WebhookEndpoint {
+    WebhookEndpoint {
+        name: "backend".into(),
+        url: format!("http://{}/hooks?app=test", hook.addr),
+        secret: HOOK_SECRET.into(),
+        batch_wait: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(500),
+        ..WebhookEndpoint::default()
+    }
+}
+
+/// Waits (up to `wait`) until `done` holds for the events received.
+async fn received_when(hook: &Hook, wait: Duration, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + wait;
+    loop {
+        let events = hook.receiver.events();
+        if done(&events) {
+            return events;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "events not all received within {wait:?}; got {}: {:#?}",
+            events.len(),
+            events.iter().rev().take(5).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn name(e: &Value) -> &str {
+    e["event"].as_str().unwrap_or_default()
+}
+
+/// One cycle of user `user` in `room`: enter, take a seat, leave; four
+/// events (`room.entered`, `seat.taken`, `seat.freed`, `room.exited`).
+async fn cycle(server: &TestServer, user: u64, room: &str) {
+    enter_ok(server, user, room, 77).await;
+    let (status, body) = up(server, user, room, None).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server
+        .action(json!({"action": "exit_room", "user_id": user, "channel_name": room}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Per room, in arrival order, each event's `room_seq` is one more than
+/// the one before (none missing, none out of order); the events of each
+/// room, counted.
+fn check_rooms_in_order(events: &[Value]) -> HashMap<String, usize> {
+    let mut last: HashMap<String, u64> = HashMap::new();
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for e in events {
+        let Some(room) = e["channel_name"].as_str() else { continue };
+        let seq = e["room_seq"].as_u64().expect("room events carry room_seq");
+        if let Some(before) = last.get(room) {
+            assert_eq!(seq, before + 1, "room {room}: {e} after seq {before}");
+        }
+        last.insert(room.to_string(), seq);
+        *counts.entry(room.to_string()).or_default() += 1;
+    }
+    counts
+}
+
+/// A client killed in a room with a seat: once its grace passed, the
+/// receiver has `seat.freed`, `room.exited` (reason `disconnect`) and
+/// `session.disconnected` (reason `connection_closed`), once each, in that
+/// order, after the events of its entering; the room is reported vacated
+/// after `events.vacated_delay`.
+#[tokio::test]
+async fn a_killed_client_is_reported_out_of_its_seat_room_and_session() {
+    let hook = hook().await;
+    let server = TestServer::with(|c| {
+        c.webhooks = vec![endpoint(&hook)];
+        c.heartbeat.grace = Duration::from_millis(300);
+        c.events.vacated_delay = Duration::from_millis(200);
+    })
+    .await;
+    let client = server.connect(4101).await;
+    enter_ok(&server, 4101, "wh_kill", 41).await;
+    let (status, body) = up(&server, 4101, "wh_kill", Some(2)).await;
+    assert_eq!(status, 200, "{body}");
+    drop(client);
+    let events = received_when(&hook, Duration::from_secs(20), |events| {
+        events.iter().any(|e| name(e) == "room.vacated")
+            && events.iter().any(|e| name(e) == "session.disconnected")
+    })
+    .await;
+    let names: Vec<&str> = events.iter().map(name).collect();
+    assert_eq!(
+        names,
+        [
+            "session.connected",
+            "room.occupied",
+            "room.entered",
+            "seat.taken",
+            "seat.freed",
+            "room.exited",
+            "session.disconnected",
+            "room.vacated",
+        ],
+        "{events:#?}"
+    );
+    let by_name = |n: &str| events.iter().find(|e| name(e) == n).unwrap().clone();
+    let freed = by_name("seat.freed");
+    assert_eq!(freed["user_id"], 4101);
+    assert_eq!(freed["seat_id"], 2);
+    assert_eq!(freed["channel_name"], "wh_kill");
+    assert_eq!(freed["reason"], "disconnect");
+    let exited = by_name("room.exited");
+    assert_eq!(exited["reason"], "disconnect");
+    assert_eq!(exited["user_id"], 4101);
+    assert_eq!(by_name("session.disconnected")["reason"], "connection_closed");
+    assert_eq!(by_name("room.entered")["room_id"], 41);
+    for e in &events {
+        assert_eq!(e["event_id"].as_str().unwrap().len(), 32, "{e}");
+        assert_eq!(e["node"], server.node.app.node_id.as_str());
+        assert!(e["ts_ms"].as_u64().unwrap() > 1_700_000_000_000, "{e}");
+    }
+    let counts = check_rooms_in_order(&events);
+    assert_eq!(counts["wh_kill"], 6);
+    let (status, body) = server.admin("GET", "/admin/webhooks").await;
+    assert_eq!(status, 200);
+    let endpoint = &body["endpoints"][0];
+    assert_eq!(endpoint["name"], "backend");
+    assert_eq!(endpoint["sent"], 8, "{body}");
+    // The recorder is one per process, shared by the tests running
+    // beside this one: the series exist; their counts are the admin's.
+    let metrics = server.metrics_text().await;
+    for series in ["sent_total", "lag_seconds", "queue_depth"] {
+        let line = format!("chorus_webhook_{series}{{endpoint=\"backend\"}}");
+        assert!(metrics.contains(&line), "{line} missing");
+    }
+    server.stop().await;
+}
+
+/// The receiver answers 503 for ten seconds while 300 actions run, then
+/// comes back: every event arrives, each room's in order with no gap.
+#[tokio::test]
+async fn events_recorded_while_the_receiver_is_down_all_arrive_in_order() {
+    let hook = hook().await;
+    let server = TestServer::with(|c| c.webhooks = vec![endpoint(&hook)]).await;
+    let rooms = ["wh_down_a", "wh_down_b", "wh_down_c"];
+    // A member who stays, so no room empties (no occupied/vacated churn).
+    for (i, room) in rooms.iter().enumerate() {
+        enter_ok(&server, 4200 + i as u64, room, 42).await;
+    }
+    hook.receiver.set_down(true);
+    let down_since = Instant::now();
+    for i in 0..100u64 {
+        cycle(&server, 4210 + i % 20, rooms[(i % 3) as usize]).await;
+    }
+    if let Some(left) = Duration::from_secs(10).checked_sub(down_since.elapsed()) {
+        tokio::time::sleep(left).await;
+    }
+    let (_, body) = server.admin("GET", "/admin/webhooks").await;
+    assert_eq!(body["endpoints"][0]["state"], "retrying", "{body}");
+    assert!(body["endpoints"][0]["last_error"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("503"));
+    hook.receiver.set_down(false);
+    // Per room: occupied + the stayer's entered + 4 per cycle.
+    let expected = 3 * 2 + 100 * 4;
+    let events = received_when(&hook, Duration::from_secs(60), |e| e.len() >= expected).await;
+    assert_eq!(events.len(), expected);
+    let counts = check_rooms_in_order(&events);
+    assert_eq!(counts["wh_down_a"], 2 + 34 * 4);
+    assert_eq!(counts["wh_down_b"], 2 + 33 * 4);
+    assert_eq!(counts["wh_down_c"], 2 + 33 * 4);
+    server.stop().await;
+}
+
+/// A node stopped with undelivered events (the receiver down) and
+/// started again on the same data folder delivers them all.
+#[tokio::test]
+async fn a_restarted_node_delivers_what_it_had_not() {
+    let hook = hook().await;
+    hook.receiver.set_down(true);
+    let data = std::env::temp_dir().join("chorus-test-data").join(nonce());
+    let configure = |c: &mut chorus::Config| {
+        c.webhooks = vec![endpoint(&hook)];
+        c.server.data_dir = Some(data.clone());
+    };
+    let first = TestServer::with(configure).await;
+    enter_ok(&first, 4300, "wh_restart", 43).await;
+    for i in 0..10 {
+        cycle(&first, 4301 + i, "wh_restart").await;
+    }
+    first.stop().await;
+    hook.receiver.set_down(false);
+    let second = TestServer::with(configure).await;
+    let expected = 2 + 10 * 4;
+    let events = received_when(&hook, Duration::from_secs(30), |e| e.len() >= expected).await;
+    assert_eq!(events.len(), expected);
+    assert_eq!(check_rooms_in_order(&events)["wh_restart"], expected);
+    second.stop().await;
+}
+
+/// Two nodes on Redis: the first delivers for the endpoint; it dies (as
+/// by SIGKILL) with events it recorded and never delivered (the receiver
+/// down); the survivor takes the endpoint over and delivers them all.
+#[tokio::test]
+async fn a_survivor_delivers_what_a_dead_node_had_not() {
+    let hook = hook().await;
+    hook.receiver.set_down(true);
+    let url = redis_url();
+    let prefix = format!("chorus-test:webhooks:{}:", nonce());
+    let hook_endpoint = endpoint(&hook);
+    let first = crate::cluster::node_on(&url, &prefix, |c| c.webhooks = vec![hook_endpoint.clone()]).await;
+    // The first node holds the endpoint's lease before the second starts.
+    assert!(
+        eventually(|| async {
+            let (_, body) = first.admin("GET", "/admin/webhooks").await;
+            body["endpoints"][0]["state"] != "standby"
+        })
+        .await
+    );
+    let hook_endpoint2 = endpoint(&hook);
+    let second = crate::cluster::node_on(&url, &prefix, |c| c.webhooks = vec![hook_endpoint2]).await;
+    enter_ok(&first, 4400, "wh_failover", 44).await;
+    for i in 0..10 {
+        cycle(&first, 4401 + i, "wh_failover").await;
+    }
+    let (_, body) = second.admin("GET", "/admin/webhooks").await;
+    assert_eq!(body["endpoints"][0]["state"], "standby", "{body}");
+    first.node.kill_for_tests().await;
+    hook.receiver.set_down(false);
+    let expected = 2 + 10 * 4;
+    let events = received_when(&hook, Duration::from_secs(30), |e| e.len() >= expected).await;
+    assert_eq!(events.len(), expected);
+    assert_eq!(check_rooms_in_order(&events)["wh_failover"], expected);
+    assert!(events.iter().all(|e| e["room_seq"].as_u64().unwrap() >= 1));
+    second.stop().await;
+}
+
+/// The example receiver refuses a bad signature (401) and a replayed
+/// request (409), and keeps an event once however often it comes.
+#[tokio::test]
+async fn the_example_receiver_refuses_bad_signatures_and_replays() {
+    let hook = hook().await;
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/hooks?app=test", hook.addr);
+    let body = r#"[{"event_id":"00000000000000000000000000000001","event":"room.entered"}]"#;
+    let send = |secret: &'static str, nonce: String, signed: &'static str, sent: &'static str| {
+        let ts = now().to_string();
+        let headers = chorus_protocol::server_api::signed_headers(
+            secret.as_bytes(),
+            &ts,
+            &nonce,
+            "POST",
+            "/hooks?app=test",
+            signed.as_bytes(),
+        );
+        let mut request = http.post(&url).body(sent);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    let first = nonce();
+    assert_eq!(send(HOOK_SECRET, first.clone(), body, body).await, 200);
+    assert_eq!(send(HOOK_SECRET, first, body, body).await, 409, "a replayed nonce");
+    assert_eq!(send("another-secret-0123456789", nonce(), body, body).await, 401);
+    let tampered = r#"[{"event_id":"00000000000000000000000000000002","event":"room.entered"}]"#;
+    assert_eq!(send(HOOK_SECRET, nonce(), body, tampered).await, 401);
+    assert_eq!(send(HOOK_SECRET, nonce(), body, body).await, 200, "a retry");
+    assert_eq!(hook.receiver.events().len(), 1, "deduplicated by event_id");
+    let unsigned = http.post(&url).body(body).send().await.unwrap();
+    assert_eq!(unsigned.status().as_u16(), 401);
+}
+
+/// An endpoint that answers only after 30 s (past its timeout): actions
+/// keep completing promptly (the p99 comparison is in BENCHMARKS.md).
+#[tokio::test]
+async fn a_slow_endpoint_does_not_slow_actions() {
+    let hook = hook().await;
+    hook.receiver.set_delay(Duration::from_secs(30));
+    let server = TestServer::with(|c| c.webhooks = vec![endpoint(&hook)]).await;
+    enter_ok(&server, 4500, "wh_slow", 45).await;
+    let started = Instant::now();
+    for i in 0..30 {
+        let one = Instant::now();
+        cycle(&server, 4501 + i, "wh_slow").await;
+        assert!(one.elapsed() < Duration::from_secs(3), "cycle {i} took {:?}", one.elapsed());
+    }
+    assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
+    let (_, body) = server.admin("GET", "/admin/webhooks").await;
+    assert!(body["endpoints"][0]["queue_depth"].as_u64().is_some(), "{body}");
+    server.stop().await;
+}
+
+/// Replay: after everything was delivered, `POST
+/// /admin/webhooks/{name}/replay?since=` sends it again (the receiver
+/// sees the same event ids, so it keeps no duplicates); an unknown
+/// endpoint is 404 and a missing `since` 400.
+#[tokio::test]
+async fn replay_sends_again_from_a_point_in_time() {
+    let hook = hook().await;
+    let server = TestServer::with(|c| c.webhooks = vec![endpoint(&hook)]).await;
+    enter_ok(&server, 4600, "wh_replay", 46).await;
+    received_when(&hook, Duration::from_secs(10), |e| e.len() >= 2).await;
+    let accepted = hook.receiver.accepted();
+    let (status, body) = server.admin("POST", "/admin/webhooks/backend/replay?since=0").await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body, json!({"name": "backend", "since": 0}));
+    assert!(eventually(|| async { hook.receiver.accepted() > accepted }).await);
+    assert_eq!(hook.receiver.events().len(), 2);
+    let (status, _) = server.admin("POST", "/admin/webhooks/nobody/replay?since=0").await;
+    assert_eq!(status, 404);
+    let (status, _) = server.admin("POST", "/admin/webhooks/backend/replay").await;
+    assert_eq!(status, 400);
+    server.stop().await;
+}
