@@ -348,3 +348,190 @@ async fn replay_sends_again_from_a_point_in_time() {
     assert_eq!(status, 400);
     server.stop().await;
 }
+
+/// The p50 and p99 of `samples`, in ms.
+fn percentiles(mut samples: Vec<Duration>) -> (f64, f64) {
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
+    (
+        at(0.50).as_secs_f64() * 1000.0,
+        at(0.99).as_secs_f64() * 1000.0,
+    )
+}
+
+/// Action latency through the server API, one at a time: `rounds` of
+/// `up` then `down` (one event each), and `rounds` `send_gift` (none).
+async fn action_latency(server: &TestServer, rounds: usize) -> ((f64, f64), (f64, f64)) {
+    enter_ok(server, 4900, "wh_bench", 49).await;
+    enter_ok(server, 4901, "wh_bench", 49).await;
+    let mut seats = Vec::new();
+    let mut gifts = Vec::new();
+    for _ in 0..rounds {
+        let t = Instant::now();
+        let (status, body) = up(server, 4900, "wh_bench", None).await;
+        assert_eq!(status, 200, "{body}");
+        seats.push(t.elapsed());
+        let t = Instant::now();
+        let (status, body) = server
+            .action(json!({"action": "down", "user_id": 4900, "channel_name": "wh_bench"}))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        seats.push(t.elapsed());
+        let t = Instant::now();
+        let (status, body) = server
+            .action(json!({"action": "send_gift", "channel_name": "wh_bench", "notify_type": "bc",
+                           "gift": crate::rooms::gift(4900, 4901, 1)}))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        gifts.push(t.elapsed());
+    }
+    (percentiles(seats), percentiles(gifts))
+}
+
+/// BENCHMARKS.md, "Webhooks": delivery throughput of one node to one
+/// endpoint, and the latency webhooks add to actions. Run with
+/// `cargo test -p chorus-tests --test it webhooks::bench -- --ignored --nocapture`
+/// (add `--release` for release figures).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn bench() {
+    for batch_max in [20, 100] {
+        let hook = hook().await;
+        hook.receiver.set_down(true);
+        let server = TestServer::with(|c| {
+            let mut e = endpoint(&hook);
+            e.batch_max = batch_max;
+            e.batch_wait = Duration::from_millis(250);
+            c.webhooks = vec![e];
+        })
+        .await;
+        let hooks = server.node.app.webhooks.clone().unwrap();
+        let total = 20_000;
+        for chunk in 0..total / 100 {
+            let events: Vec<_> = (0..100)
+                .map(|i| {
+                    let mut e = hooks.event("room.entered");
+                    e.user_id = Some(chunk * 100 + i);
+                    e
+                })
+                .collect();
+            hooks.record(&events).await.unwrap();
+        }
+        let t = Instant::now();
+        hook.receiver.set_down(false);
+        received_when(&hook, Duration::from_secs(600), |e| e.len() >= total as usize).await;
+        let secs = t.elapsed().as_secs_f64();
+        println!(
+            "throughput batch_max={batch_max}: {total} events in {secs:.2} s = {:.0} events/s",
+            total as f64 / secs
+        );
+        server.stop().await;
+    }
+    let rounds = 500;
+    let off = TestServer::start().await;
+    let (seat_off, gift_off) = action_latency(&off, rounds).await;
+    off.stop().await;
+    let hook = hook().await;
+    let on = TestServer::with(|c| c.webhooks = vec![endpoint(&hook)]).await;
+    let (seat_on, gift_on) = action_latency(&on, rounds).await;
+    on.stop().await;
+    let memory = TestServer::with(|c| {
+        c.webhooks = vec![endpoint(&hook)];
+        c.events.outbox = chorus::config::OutboxKind::Memory;
+    })
+    .await;
+    let (seat_mem, gift_mem) = action_latency(&memory, rounds).await;
+    memory.stop().await;
+    let slow_hook = self::hook().await;
+    slow_hook.receiver.set_delay(Duration::from_secs(30));
+    let slow = TestServer::with(|c| c.webhooks = vec![endpoint(&slow_hook)]).await;
+    let (seat_slow, gift_slow) = action_latency(&slow, rounds).await;
+    slow.stop().await;
+    println!("p50/p99 ms, {rounds} x up+down (1 event each) and {rounds} x send_gift (none):");
+    for (label, seat, gift) in [
+        ("webhooks off", seat_off, gift_off),
+        ("disk outbox, receiver up", seat_on, gift_on),
+        ("memory outbox, receiver up", seat_mem, gift_mem),
+        ("disk outbox, endpoint answering in 30 s", seat_slow, gift_slow),
+    ] {
+        println!(
+            "{label}: up/down {:.2}/{:.2}  send_gift {:.2}/{:.2}",
+            seat.0, seat.1, gift.0, gift.1
+        );
+    }
+}
+
+/// Both stores report the same facts for the same batches (the events
+/// follow the state whichever store holds it), numbered per room without
+/// gaps; a refused batch reports nothing.
+#[tokio::test]
+async fn both_stores_report_the_same_facts() {
+    use chorus::store::memory::MemoryStore;
+    use chorus::store::redis::RedisStore;
+    use chorus::store::{ApplyError, StateChange, Store};
+    let join = |user: u64, channel: &str| StateChange::JoinRoom {
+        user_id: user,
+        channel_name: channel.into(),
+        room_id: 5,
+    };
+    let seat = |user: u64, seat_id: u32| StateChange::TakeSeat {
+        channel_name: "f1".into(),
+        seat_id,
+        user_id: user,
+    };
+    let batches = vec![
+        vec![join(1, "f1")],
+        vec![join(2, "f1"), seat(1, 3)],
+        vec![seat(1, 4)],
+        vec![StateChange::StartCall { user_id: 1, receiver_id: 2, channel_name: "f1".into() }],
+        vec![join(1, "f2")],
+        vec![StateChange::EndCall { user_id: 2 }],
+        vec![StateChange::LeaveRoom { user_id: 2, channel_name: "f1".into() }],
+    ];
+    let prefix = format!("chorus-test:facts:{}:", nonce());
+    let redis = RedisStore::connect(&redis_url(), &prefix, 9).await.expect("redis");
+    let memory = MemoryStore::new(9);
+    let mut reported = Vec::new();
+    for store in [&memory as &dyn Store, &redis as &dyn Store] {
+        let mut facts = Vec::new();
+        for batch in &batches {
+            facts.extend(store.apply_reported(batch, &[]).await.unwrap().facts);
+        }
+        let refused = store
+            .apply_reported(&[StateChange::FreeSeat { channel_name: "f2".into(), user_id: 1 }], &[])
+            .await;
+        assert!(matches!(refused, Err(ApplyError::NotAllowed(_))), "{refused:?}");
+        let mut last: HashMap<String, u64> = HashMap::new();
+        for f in &facts {
+            if let Some(before) = last.get(&f.channel_name) {
+                assert_eq!(f.room_seq, before + 1, "{f:?}");
+            }
+            last.insert(f.channel_name.clone(), f.room_seq);
+        }
+        let shape: Vec<String> = facts
+            .iter()
+            .map(|f| format!("{:?} {} {:?} {:?} {:?} {:?}", f.kind, f.channel_name, f.user_id, f.seat_id, f.peer_id, f.room_id))
+            .collect();
+        reported.push(shape);
+    }
+    assert_eq!(reported[0], reported[1]);
+    assert_eq!(
+        reported[0],
+        [
+            "Occupied f1 None None None Some(5)",
+            "Entered f1 Some(1) None None Some(5)",
+            "Entered f1 Some(2) None None Some(5)",
+            "SeatTaken f1 Some(1) Some(3) None None",
+            "SeatFreed f1 Some(1) Some(3) None None",
+            "SeatTaken f1 Some(1) Some(4) None None",
+            "CallStarted f1 Some(1) None Some(2) None",
+            "SeatFreed f1 Some(1) Some(4) None None",
+            "Exited f1 Some(1) None None None",
+            "Occupied f2 None None None Some(5)",
+            "Entered f2 Some(1) None None Some(5)",
+            "CallEnded f1 Some(2) None Some(1) None",
+            "Exited f1 Some(2) None None None",
+            "Vacated f1 None None None None",
+        ]
+    );
+}

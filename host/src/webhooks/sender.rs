@@ -159,9 +159,8 @@ impl Sender {
                 continue;
             }
             // A request in flight does not hold shutdown up.
-            let sent = tokio::select! {
-                sent = self.deliver(&batch) => sent,
-                _ = self.shutdown.cancelled() => return,
+            let Some(sent) = self.leading(self.deliver(&batch)).await else {
+                return;
             };
             match sent {
                 Ok(count) => {
@@ -175,7 +174,7 @@ impl Sender {
                 Err(error) => {
                     attempt += 1;
                     self.failed(&error);
-                    self.pause(self.backoff(attempt)).await;
+                    self.leading(self.back_off(self.backoff(attempt))).await;
                 }
             }
         }
@@ -305,6 +304,36 @@ impl Sender {
             Err(e) => self.failed_step(&e.to_string()),
         }
         self.pause(IDLE_POLL).await;
+    }
+
+    /// Waits `wait` after a failure; only a replay or shutdown cuts it
+    /// short (new events do not: they would make a failing endpoint be
+    /// retried at the rate of actions).
+    async fn back_off(&self, wait: Duration) {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = self.endpoint.wake.notified() => {}
+            _ = self.shutdown.cancelled() => {}
+        }
+    }
+
+    /// Runs `work` (a request, a back-off) while renewing the endpoint's
+    /// lease every `standby_poll`, so a slow request or a long back-off
+    /// does not let another node take the endpoint over meanwhile; `None`
+    /// at shutdown.
+    async fn leading<F: std::future::Future>(&self, work: F) -> Option<F::Output> {
+        tokio::pin!(work);
+        loop {
+            tokio::select! {
+                out = &mut work => return Some(out),
+                _ = tokio::time::sleep(self.standby_poll) => {
+                    if let Ok(false) = self.outbox.lead(self.name()).await {
+                        tracing::warn!(endpoint = self.name(), "webhook lease lost while delivering");
+                    }
+                }
+                _ = self.shutdown.cancelled() => return None,
+            }
+        }
     }
 
     /// Waits `wait`, or less if an append, a replay or shutdown comes.
