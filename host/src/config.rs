@@ -1380,6 +1380,35 @@ mod tests {
         Config::load(Some(file.path()), dev)
     }
 
+    /// `[[webhooks]]` and `[events]` load with their defaults, filters
+    /// match names and prefixes, and a bad endpoint is refused by name.
+    #[test]
+    fn webhook_endpoints_load_and_are_checked() {
+        let text = "[[webhooks]]\nname = \"backend\"\nurl = \"https://a.example/h?x=1\"\nsecret = \"0123456789abcdef\"\nevents = [\"seat.*\", \"room.exited\"]\n\n[events]\noutbox = \"memory\"\nvacated_delay = \"1s\"\n";
+        let config = load_text(text.as_bytes(), true).expect("loads");
+        let endpoint = &config.webhooks[0];
+        assert_eq!(endpoint.batch_max, 20);
+        assert_eq!(endpoint.batch_wait, Duration::from_millis(250));
+        assert_eq!(endpoint.max_age, Duration::from_secs(24 * 3600));
+        assert!(endpoint.wants("seat.freed") && endpoint.wants("room.exited"));
+        assert!(!endpoint.wants("room.entered"));
+        assert_eq!(config.events.outbox, OutboxKind::Memory);
+        assert_eq!(config.events.vacated_delay, Duration::from_secs(1));
+        for (bad, says) in [
+            ("name = \"a b\"\nurl = \"http://a/\"\nsecret = \"0123456789abcdef\"", "webhooks.name"),
+            ("name = \"a\"\nurl = \"ftp://a/\"\nsecret = \"0123456789abcdef\"", "url must start"),
+            ("name = \"a\"\nurl = \"http://a/\"\nsecret = \"short\"", "secret must be"),
+            ("name = \"a\"\nurl = \"http://a/\"\nsecret = \"0123456789abcdef\"\nbatch_max = 0", "batch_max"),
+        ] {
+            let text = format!("[[webhooks]]\n{bad}\n");
+            let error = load_text(text.as_bytes(), true).expect_err(&text).to_string();
+            assert!(error.contains(says), "{error}");
+        }
+        let twice = "[[webhooks]]\nname = \"a\"\nurl = \"http://a/\"\nsecret = \"0123456789abcdef\"\n".repeat(2);
+        let error = load_text(twice.as_bytes(), true).expect_err("duplicate").to_string();
+        assert!(error.contains("two endpoints"), "{error}");
+    }
+
     /// What `prepare` promises of a configuration that loaded.
     fn assert_invariants(config: &Config, dev: bool) -> Result<(), TestCaseError> {
         prop_assert!(

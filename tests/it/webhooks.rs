@@ -535,3 +535,38 @@ async fn both_stores_report_the_same_facts() {
         ]
     );
 }
+
+/// A kick through the server API: `room.exited` and `seat.freed` say
+/// `kick`, `session.disconnected` says `kicked`, with no grace.
+#[tokio::test]
+async fn a_kicked_user_is_reported_with_reason_kick() {
+    let hook = hook().await;
+    let server = TestServer::with(|c| {
+        c.webhooks = vec![endpoint(&hook)];
+        c.heartbeat.grace = Duration::from_secs(60);
+    })
+    .await;
+    let mut client = server.connect(4701).await;
+    enter_ok(&server, 4701, "wh_kick", 47).await;
+    let (status, body) = up(&server, 4701, "wh_kick", Some(1)).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server.api("POST", "/api/v1/users/4701/kick", Some(json!({"reason": "bye"}))).await;
+    assert_eq!((status, body["kicked"].clone()), (200, json!(true)), "{body}");
+    assert_eq!(client.expect_close().await, 4010);
+    let events = received_when(&hook, Duration::from_secs(20), |e| {
+        e.iter().any(|e| name(e) == "session.disconnected")
+    })
+    .await;
+    let tail: Vec<(&str, &str)> = events
+        .iter()
+        .skip_while(|e| name(e) != "seat.freed")
+        .filter(|e| name(e) != "room.vacated")
+        .map(|e| (name(e), e["reason"].as_str().unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        tail,
+        [("seat.freed", "kick"), ("room.exited", "kick"), ("session.disconnected", "kicked")],
+        "{events:#?}"
+    );
+    server.stop().await;
+}
