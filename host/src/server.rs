@@ -218,10 +218,19 @@ async fn open_store(
             Ok((Arc::new(store), None, None))
         }
         url if url.starts_with("redis://") => {
-            let store = RedisStore::connect(url, &settings.prefix, config.rooms.seats)
+            let mut store = RedisStore::connect(url, &settings.prefix, config.rooms.seats)
                 .await?
                 .with_attr_limits(attr_limits)
                 .with_history_limits(history_limits);
+            // With webhooks, a batch's events go to the stream in the
+            // batch's own script (issue 16).
+            if let Some(retention) = config.webhooks.iter().map(|w| w.max_age).max() {
+                store = store.with_event_stream(
+                    &config.node_id(),
+                    retention,
+                    config.events.vacated_delay,
+                );
+            }
             let link = store.link();
             let webhook_link = link.clone();
             let store: Arc<dyn Store> = Arc::new(store);

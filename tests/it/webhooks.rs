@@ -570,3 +570,45 @@ async fn a_kicked_user_is_reported_with_reason_kick() {
     );
     server.stop().await;
 }
+
+/// Two nodes on Redis: a room emptied through one node and entered again
+/// through the other within `events.vacated_delay` is neither vacated nor
+/// occupied again; emptied for good, it is vacated once. The events,
+/// written by the batch's own script, carry the same fields as one
+/// node's.
+#[tokio::test]
+async fn a_quick_return_through_another_node_does_not_flap() {
+    let hook = hook().await;
+    let url = redis_url();
+    let prefix = format!("chorus-test:webhooks:{}:", nonce());
+    let configure = |c: &mut chorus::Config| {
+        c.webhooks = vec![endpoint(&hook)];
+        c.events.vacated_delay = Duration::from_millis(1500);
+    };
+    let a = crate::cluster::node_on(&url, &prefix, configure).await;
+    let b = crate::cluster::node_on(&url, &prefix, configure).await;
+    enter_ok(&a, 4800, "wh_flap", 48).await;
+    let exit = json!({"action": "exit_room", "user_id": 4800, "channel_name": "wh_flap"});
+    assert_eq!(a.action(exit.clone()).await.0, 200);
+    enter_ok(&b, 4800, "wh_flap", 48).await;
+    assert_eq!(b.action(exit).await.0, 200);
+    let events = received_when(&hook, Duration::from_secs(20), |e| {
+        e.iter().any(|e| name(e) == "room.vacated")
+    })
+    .await;
+    let mut sorted = events.clone();
+    sorted.sort_by_key(|e| e["room_seq"].as_u64());
+    let names: Vec<&str> = sorted.iter().map(name).collect();
+    assert_eq!(
+        names,
+        ["room.occupied", "room.entered", "room.exited", "room.entered", "room.exited", "room.vacated"],
+        "{events:#?}"
+    );
+    let entered = &sorted[1];
+    assert_eq!(entered["user_id"], 4800);
+    assert_eq!(entered["room_id"], 48);
+    assert_eq!(entered["event_id"].as_str().unwrap().len(), 32);
+    assert_eq!(sorted[2]["reason"], "action");
+    a.stop().await;
+    b.stop().await;
+}

@@ -1134,7 +1134,11 @@ impl Store for MemoryStore {
             .iter()
             .map(|entry| state.history.append(limits, entry, now))
             .collect();
-        Ok(Applied { stamps, facts })
+        Ok(Applied {
+            stamps,
+            facts,
+            recorded: false,
+        })
     }
 
     async fn history_since(&self, stream: &Stream, from: &Position) -> Result<Replay, StoreError> {

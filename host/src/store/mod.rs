@@ -188,6 +188,48 @@ impl Fact {
     }
 }
 
+/// What made a room, seat or call change: the `reason` of `room.exited`,
+/// `seat.freed` and `call.ended`. Set for a stretch of work with
+/// [`with_cause`]; anything else is an action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// An action (client, server API, timer, plugin): `"action"`.
+    Action,
+    /// The disconnect flow of a user who left without a kick:
+    /// `"disconnect"`.
+    Disconnect,
+    /// The disconnect flow of a kicked user: `"kick"`.
+    Kick,
+}
+
+impl Cause {
+    /// The `reason` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::Action => "action",
+            Cause::Disconnect => "disconnect",
+            Cause::Kick => "kick",
+        }
+    }
+}
+
+tokio::task_local! {
+    /// The cause of the changes the current task applies.
+    static CAUSE: Cause;
+}
+
+/// Runs `work` with `cause` as the reason of every change it applies
+/// (through any store call on this task).
+pub async fn with_cause<F: std::future::Future>(cause: Cause, work: F) -> F::Output {
+    CAUSE.scope(cause, work).await
+}
+
+/// The cause in force on this task ([`Cause::Action`] outside
+/// [`with_cause`]).
+pub fn current_cause() -> Cause {
+    CAUSE.try_with(|c| *c).unwrap_or(Cause::Action)
+}
+
 /// What an applied batch produced: the stamped frames of its logged
 /// notifications and the facts of what it changed.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -196,6 +238,11 @@ pub struct Applied {
     pub stamps: Vec<Stamped>,
     /// The room, seat and call changes, in the order they happened.
     pub facts: Vec<Fact>,
+    /// The store itself recorded the webhook events of every fact but
+    /// [`FactKind::Occupied`] and [`FactKind::Vacated`] in the same atomic
+    /// step as the batch (`RedisStore` with an event stream): the caller
+    /// records only those two (they wait for `events.vacated_delay`).
+    pub recorded: bool,
 }
 
 /// One state change; a batch of them is applied atomically.

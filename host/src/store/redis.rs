@@ -178,6 +178,24 @@ pub struct RedisStore {
     attr_limits: AttrLimits,
     /// Bounds of each stream's history (`[recovery]`).
     history_limits: HistoryLimits,
+    /// Where a batch's webhook events go, in the batch's own script
+    /// (issue 16); `None` without `[[webhooks]]`.
+    events: Option<EventStream>,
+}
+
+/// The Redis stream of webhook events (under `store.prefix`), which
+/// `webhooks::outbox::RedisOutbox` reads.
+pub const EVENT_STREAM: &str = "webhooks:events";
+
+/// How a batch's script appends its events.
+#[derive(Debug, Clone)]
+struct EventStream {
+    /// `server.node_id`, the events' `node`.
+    node: String,
+    /// Entries older than this (ms) are trimmed on append.
+    retention_ms: u64,
+    /// `events.vacated_delay` in ms (0: `room.vacated` at once).
+    vacated_delay_ms: u64,
 }
 
 impl RedisStore {
@@ -188,7 +206,28 @@ impl RedisStore {
             seats_per_room,
             attr_limits: AttrLimits::default(),
             history_limits: HistoryLimits::default(),
+            events: None,
         })
+    }
+
+    /// The same store appending the webhook events of each batch's facts
+    /// to [`EVENT_STREAM`] in the batch's own script, as from `node`,
+    /// trimming entries older than `retention`. An emptied room is left
+    /// pending under `P vacancy:<channel>` for `vacated_delay` (the node
+    /// reports it, `webhooks::outbox::RedisOutbox::report_vacancy`); an
+    /// entry meanwhile deletes it and sends no `room.occupied`.
+    pub fn with_event_stream(
+        mut self,
+        node: &str,
+        retention: std::time::Duration,
+        vacated_delay: std::time::Duration,
+    ) -> Self {
+        self.events = Some(EventStream {
+            node: node.to_string(),
+            retention_ms: u64::try_from(retention.as_millis()).unwrap_or(u64::MAX),
+            vacated_delay_ms: u64::try_from(vacated_delay.as_millis()).unwrap_or(u64::MAX),
+        });
+        self
     }
 
     /// The same store with these history bounds (`[recovery]`).
@@ -426,7 +465,11 @@ fn apply_outcome(answer: Vec<String>) -> Result<Applied, ApplyError> {
                     _ => Err(script_error("a stamp triple")),
                 })
                 .collect::<Result<Vec<Stamped>, ApplyError>>()?;
-            Ok(Applied { stamps, facts })
+            Ok(Applied {
+                stamps,
+                facts,
+                recorded: false,
+            })
         }
         "conflict" => Err(ApplyError::Conflict(reason)),
         "not_allowed" => Err(ApplyError::NotAllowed(reason)),
@@ -659,6 +702,16 @@ impl Store for RedisStore {
         let size = self.history_limits.size.to_string();
         let ttl = self.history_limits.ttl_ms.max(1).to_string();
         let position_ttl = self.history_limits.position_ttl_ms().to_string();
+        let (stream, node, min_id, vacancy) = match &self.events {
+            Some(events) => (
+                self.link.key(EVENT_STREAM),
+                events.node.clone(),
+                format!("{}-0", super::unix_ms().saturating_sub(events.retention_ms)),
+                events.vacated_delay_ms.to_string(),
+            ),
+            None => (String::new(), String::new(), String::new(), "0".to_string()),
+        };
+        let cause = super::current_cause().as_str();
         let args = [
             seats.as_str(),
             &batch,
@@ -668,9 +721,16 @@ impl Store for RedisStore {
             &size,
             &ttl,
             &position_ttl,
+            &stream,
+            &node,
+            cause,
+            &min_id,
+            &vacancy,
         ];
         let answer: Vec<String> = self.script(&scripts().apply, &args).await?;
-        apply_outcome(answer)
+        let mut applied = apply_outcome(answer)?;
+        applied.recorded = self.events.is_some();
+        Ok(applied)
     }
 
     async fn history_since(&self, stream: &Stream, from: &Position) -> Result<Replay, StoreError> {

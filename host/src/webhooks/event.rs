@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use crate::store::{Cause, current_cause, with_cause};
 use crate::store::{Fact, FactKind};
 
 /// One event as the receiver gets it: an element of the JSON array a
@@ -127,48 +128,6 @@ pub const SEAT_FREED: &str = "seat.freed";
 pub const CALL_STARTED: &str = "call.started";
 /// `call.ended`.
 pub const CALL_ENDED: &str = "call.ended";
-
-/// What made a room, seat or call change: the `reason` of `room.exited`,
-/// `seat.freed` and `call.ended`. Set for a stretch of work with
-/// [`with_cause`]; anything else is an action.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cause {
-    /// An action (client, server API, timer, plugin): `"action"`.
-    Action,
-    /// The disconnect flow of a user who left without a kick:
-    /// `"disconnect"`.
-    Disconnect,
-    /// The disconnect flow of a kicked user: `"kick"`.
-    Kick,
-}
-
-impl Cause {
-    /// The `reason` value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Cause::Action => "action",
-            Cause::Disconnect => "disconnect",
-            Cause::Kick => "kick",
-        }
-    }
-}
-
-tokio::task_local! {
-    /// The cause of the changes the current task applies.
-    static CAUSE: Cause;
-}
-
-/// Runs `work` with `cause` as the reason of every change it applies
-/// (through any store call on this task).
-pub async fn with_cause<F: std::future::Future>(cause: Cause, work: F) -> F::Output {
-    CAUSE.scope(cause, work).await
-}
-
-/// The cause in force on this task ([`Cause::Action`] outside
-/// [`with_cause`]).
-pub fn current_cause() -> Cause {
-    CAUSE.try_with(|c| *c).unwrap_or(Cause::Action)
-}
 
 /// Why a user's session ended, as `session.disconnected` says it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -222,9 +222,33 @@ impl Webhooks {
         self.record(&events).await
     }
 
+    /// Whether an emptied room is reported after a delay
+    /// (`events.vacated_delay` is not zero).
+    pub fn delays_vacancy(&self) -> bool {
+        !self.vacated_delay.is_zero()
+    }
+
     /// Reports `fact`'s room vacated after the delay unless it was
-    /// occupied again.
+    /// occupied again: in this node's memory on one node; with Redis the
+    /// batch's script left the vacancy pending in Redis, where an entry on
+    /// any node cancels it.
     fn schedule_vacancy(self: &Arc<Self>, fact: &Fact, store: Arc<dyn Store>) {
+        if self.outbox.shares_vacancies() {
+            let hooks = Arc::clone(self);
+            let fact = fact.clone();
+            let work = async move {
+                tokio::time::sleep(hooks.vacated_delay).await;
+                let event = Event::of_fact(&fact, Cause::Action, &hooks.node);
+                let reported = hooks
+                    .outbox
+                    .report_vacancy(&fact.channel_name, fact.room_seq, &event)
+                    .await;
+                if let Err(e) = reported {
+                    tracing::warn!(channel = fact.channel_name, error = %e, "room.vacated not recorded");
+                }
+            };
+            return self.spawn(work);
+        }
         let id = self.vacancy_ids.fetch_add(1, Ordering::Relaxed);
         let channel = fact.channel_name.clone();
         self.vacancies
@@ -252,6 +276,12 @@ impl Webhooks {
                 tracing::warn!(channel, error = %e, "room.vacated not recorded");
             }
         };
+        self.spawn(work);
+    }
+
+    /// Runs `work` on the node's tracker until shutdown (on the runtime
+    /// before the node started).
+    fn spawn(&self, work: impl std::future::Future<Output = ()> + Send + 'static) {
         match self.tasks.get() {
             Some((shutdown, tracker)) => {
                 let shutdown = shutdown.clone();

@@ -87,6 +87,24 @@ pub trait Outbox: Send + Sync + 'static {
     }
     /// Forgets events recorded before `before_ms` (unix ms).
     async fn prune(&self, before_ms: u64) -> Result<(), OutboxError>;
+    /// Whether pending vacancies live in the outbox's store (Redis: `P
+    /// vacancy:<channel>`, set by the batch's script) rather than in the
+    /// node's memory.
+    fn shares_vacancies(&self) -> bool {
+        false
+    }
+    /// Records `event` (the room's `room.vacated`, numbered `room_seq`)
+    /// if the room's vacancy is still the one of that number; whether it
+    /// was. Only called when [`Outbox::shares_vacancies`].
+    async fn report_vacancy(
+        &self,
+        _channel: &str,
+        _room_seq: u64,
+        event: &Event,
+    ) -> Result<bool, OutboxError> {
+        self.append(std::slice::from_ref(event)).await?;
+        Ok(true)
+    }
 }
 
 /// Events by sequence: 8 bytes of `ts_ms` (big-endian), then the JSON.
@@ -535,6 +553,16 @@ pub struct RedisOutbox {
     appended: Arc<Notify>,
 }
 
+/// Reports a vacancy still pending with this number: `KEYS[1]` the
+/// vacancy key, `KEYS[2]` the stream, `ARGV[1]` the room_seq, `ARGV[2]`
+/// the event; 1 when appended.
+const VACANCY_LUA: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('XADD', KEYS[2], '*', 'e', ARGV[2])
+return 1
+";
+
 /// Takes or renews a lease: 1 renewed, 2 taken, 0 held by another.
 const LEASE_LUA: &str = r"
 local v = redis.call('GET', KEYS[1])
@@ -554,7 +582,7 @@ impl RedisOutbox {
         retention: std::time::Duration,
         appended: Arc<Notify>,
     ) -> Result<Self, OutboxError> {
-        let stream = link.key("webhooks:events");
+        let stream = link.key(crate::store::redis::EVENT_STREAM);
         for name in endpoints {
             let created: Result<(), _> = link
                 .query(
@@ -844,6 +872,35 @@ impl Outbox for RedisOutbox {
     async fn prune(&self, _before_ms: u64) -> Result<(), OutboxError> {
         // Trimmed on every append (`XADD … MINID ~`).
         Ok(())
+    }
+
+    fn shares_vacancies(&self) -> bool {
+        true
+    }
+
+    async fn report_vacancy(
+        &self,
+        channel: &str,
+        room_seq: u64,
+        event: &Event,
+    ) -> Result<bool, OutboxError> {
+        let json = serde_json::to_string(event).map_err(|e| OutboxError(format!("event: {e}")))?;
+        let appended: i64 = self
+            .link
+            .query(
+                redis::cmd("EVAL")
+                    .arg(VACANCY_LUA)
+                    .arg(2)
+                    .arg(self.link.key(&format!("vacancy:{channel}")))
+                    .arg(&self.stream)
+                    .arg(room_seq)
+                    .arg(json),
+            )
+            .await?;
+        if appended == 1 {
+            self.appended.notify_waiters();
+        }
+        Ok(appended == 1)
     }
 }
 

@@ -68,7 +68,21 @@ impl Store for RecordingStore {
         log: &[LogEntry],
     ) -> Result<Applied, ApplyError> {
         let applied = self.inner.apply_reported(changes, log).await?;
-        if let Err(e) = self.hooks.record_facts(&applied.facts, &self.inner).await {
+        // Recorded by the store in the batch's own step, but for an
+        // emptied room, whose report waits for the vacancy delay here.
+        let rest: Vec<crate::store::Fact>;
+        let facts = if applied.recorded {
+            rest = applied
+                .facts
+                .iter()
+                .filter(|f| f.kind == crate::store::FactKind::Vacated && self.hooks.delays_vacancy())
+                .cloned()
+                .collect();
+            &rest
+        } else {
+            &applied.facts
+        };
+        if let Err(e) = self.hooks.record_facts(facts, &self.inner).await {
             tracing::error!(error = %e, "a batch applied but its webhook events were not recorded");
             metrics::counter!("chorus_webhook_record_failed_total").increment(1);
             return Err(ApplyError::Store(StoreError::Outbox(e.to_string())));

@@ -48,6 +48,28 @@ local LOG = cjson.decode(ARGV[6] or '[]')
 local HIST_SIZE = tonumber(ARGV[7] or '200')
 local HIST_TTL = tonumber(ARGV[8] or '120000')
 local POS_TTL = tonumber(ARGV[9] or '86400000')
+-- Webhook events (issue 16): ARGV[10] the stream (P webhooks:events; ''
+-- for none), ARGV[11] the node, ARGV[12] the cause (action, disconnect,
+-- kick: the reason of exits, freed seats and ended calls), ARGV[13] the
+-- trim threshold (MINID). Every fact but occupied/vacated (which wait for
+-- events.vacated_delay in the node) is appended as one entry {e = event
+-- JSON}, in the batch's own step.
+local EV_STREAM = ARGV[10] or ''
+local EV_NODE = ARGV[11] or ''
+local EV_CAUSE = ARGV[12] or 'action'
+local EV_MINID = ARGV[13] or '0-0'
+local EV_NAMES = {
+  entered = 'room.entered', exited = 'room.exited', seat_taken = 'seat.taken',
+  seat_freed = 'seat.freed', call_started = 'call.started', call_ended = 'call.ended',
+}
+local EV_REASON = { exited = true, seat_freed = true, call_ended = true }
+-- ARGV[14] events.vacated_delay in ms: an emptied room's report waits
+-- that long under P vacancy:<channel> (its room_seq), which the node
+-- turns into room.vacated (webhooks outbox) unless an entry deletes it
+-- first, which also drops that entry's room.occupied: a quick return does
+-- not flap, whichever nodes the leave and the entry ran on.
+local EV_VACANCY = tonumber(ARGV[14] or '0')
+local OCC_NAMES = { occupied = 'room.occupied', vacated = 'room.vacated' }
 
 local member, member_dirty = {}, {}
 local rooms, touched = {}, {}
@@ -663,10 +685,46 @@ local function log_one(stream, frame)
   return epoch, seq, stamped
 end
 
+-- The event of fact f numbered seq, as the node's serde writes it: fields
+-- in the same order, absent ones left out, ids as JSON numbers.
+local function event_json(f, seq)
+  local kind = f[1]
+  local n = redis.call('INCR', P .. 'eventseq')
+  local id = string.sub(redis.sha1hex(P .. EV_NODE .. ':' .. NOW .. ':' .. n), 1, 32)
+  local parts = { '{"event_id":"', id, '","event":"', EV_NAMES[kind] or OCC_NAMES[kind], '","node":',
+    cjson.encode(EV_NODE), ',"ts_ms":', string.format('%d', NOW) }
+  local function add(s) parts[#parts + 1] = s end
+  if f[3] ~= '' then add(',"user_id":' .. tostring(f[3])) end
+  add(',"channel_name":' .. cjson.encode(f[2]) .. ',"room_seq":' .. seq)
+  if f[6] ~= '' then add(',"room_id":' .. tostring(f[6])) end
+  if f[4] ~= '' then add(',"seat_id":' .. tostring(f[4])) end
+  if f[5] ~= '' then
+    if kind == 'call_started' then add(',"receiver_id":') else add(',"peer_id":') end
+    add(tostring(f[5]))
+  end
+  if EV_REASON[kind] then add(',"reason":"' .. EV_CAUSE .. '"') end
+  add('}')
+  return table.concat(parts)
+end
+
 local out = { 'ok', string.format('%d', #facts) }
 for _, f in ipairs(facts) do
   for i = 1, 6 do out[#out + 1] = tostring(f[i]) end
-  out[#out + 1] = string.format('%d', redis.call('INCR', P .. 'roomseq:' .. f[2]))
+  local seq = string.format('%d', redis.call('INCR', P .. 'roomseq:' .. f[2]))
+  out[#out + 1] = seq
+  if EV_STREAM ~= '' then
+    local kind, vacancy = f[1], P .. 'vacancy:' .. f[2]
+    local emit = EV_NAMES[kind] ~= nil
+    if kind == 'occupied' then
+      emit = redis.call('DEL', vacancy) == 0
+    elseif kind == 'vacated' then
+      emit = EV_VACANCY <= 0
+      if not emit then redis.call('SET', vacancy, seq, 'PX', EV_VACANCY * 2 + 60000) end
+    end
+    if emit then
+      redis.call('XADD', EV_STREAM, 'MINID', '~', EV_MINID, '*', 'e', event_json(f, seq))
+    end
+  end
 end
 for _, entry in ipairs(LOG) do
   local epoch, seq, stamped = log_one(entry.s, entry.f)
