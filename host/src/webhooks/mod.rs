@@ -116,8 +116,9 @@ impl Webhooks {
             }
             (None, OutboxKind::Disk) => {
                 let dir = config.data_dir();
-                std::fs::create_dir_all(&dir)
-                    .map_err(|e| OutboxError(format!("data folder {}: {e}", dir.display())))?;
+                // Owner-only, like the rest of the data folder: the outbox
+                // holds who was where.
+                crate::revocations::create_data_dir(&dir).map_err(|e| OutboxError(e.to_string()))?;
                 Arc::new(outbox::LocalOutbox::open(&dir, &names, Arc::clone(&appended)).await?)
             }
         };
