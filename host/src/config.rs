@@ -1395,17 +1395,35 @@ mod tests {
         assert_eq!(config.events.outbox, OutboxKind::Memory);
         assert_eq!(config.events.vacated_delay, Duration::from_secs(1));
         for (bad, says) in [
-            ("name = \"a b\"\nurl = \"http://a/\"\nsecret = \"0123456789abcdef\"", "webhooks.name"),
-            ("name = \"a\"\nurl = \"ftp://a/\"\nsecret = \"0123456789abcdef\"", "url must start"),
-            ("name = \"a\"\nurl = \"http://a/\"\nsecret = \"short\"", "secret must be"),
-            ("name = \"a\"\nurl = \"http://a/\"\nsecret = \"0123456789abcdef\"\nbatch_max = 0", "batch_max"),
+            (
+                "name = \"a b\"\nurl = \"http://a/\"\nsecret = \"0123456789abcdef\"",
+                "webhooks.name",
+            ),
+            (
+                "name = \"a\"\nurl = \"ftp://a/\"\nsecret = \"0123456789abcdef\"",
+                "url must start",
+            ),
+            (
+                "name = \"a\"\nurl = \"http://a/\"\nsecret = \"short\"",
+                "secret must be",
+            ),
+            (
+                "name = \"a\"\nurl = \"http://a/\"\nsecret = \"0123456789abcdef\"\nbatch_max = 0",
+                "batch_max",
+            ),
         ] {
             let text = format!("[[webhooks]]\n{bad}\n");
-            let error = load_text(text.as_bytes(), true).expect_err(&text).to_string();
+            let error = load_text(text.as_bytes(), true)
+                .expect_err(&text)
+                .to_string();
             assert!(error.contains(says), "{error}");
         }
-        let twice = "[[webhooks]]\nname = \"a\"\nurl = \"http://a/\"\nsecret = \"0123456789abcdef\"\n".repeat(2);
-        let error = load_text(twice.as_bytes(), true).expect_err("duplicate").to_string();
+        let twice =
+            "[[webhooks]]\nname = \"a\"\nurl = \"http://a/\"\nsecret = \"0123456789abcdef\"\n"
+                .repeat(2);
+        let error = load_text(twice.as_bytes(), true)
+            .expect_err("duplicate")
+            .to_string();
         assert!(error.contains("two endpoints"), "{error}");
     }
 

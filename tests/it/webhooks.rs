@@ -87,7 +87,9 @@ fn check_rooms_in_order(events: &[Value]) -> HashMap<String, usize> {
     let mut last: HashMap<String, u64> = HashMap::new();
     let mut counts: HashMap<String, usize> = HashMap::new();
     for e in events {
-        let Some(room) = e["channel_name"].as_str() else { continue };
+        let Some(room) = e["channel_name"].as_str() else {
+            continue;
+        };
         let seq = e["room_seq"].as_u64().expect("room events carry room_seq");
         if let Some(before) = last.get(room) {
             assert_eq!(seq, before + 1, "room {room}: {e} after seq {before}");
@@ -146,7 +148,10 @@ async fn a_killed_client_is_reported_out_of_its_seat_room_and_session() {
     let exited = by_name("room.exited");
     assert_eq!(exited["reason"], "disconnect");
     assert_eq!(exited["user_id"], 4101);
-    assert_eq!(by_name("session.disconnected")["reason"], "connection_closed");
+    assert_eq!(
+        by_name("session.disconnected")["reason"],
+        "connection_closed"
+    );
     assert_eq!(by_name("room.entered")["room_id"], 41);
     for e in &events {
         assert_eq!(e["event_id"].as_str().unwrap().len(), 32, "{e}");
@@ -200,10 +205,12 @@ async fn events_recorded_while_the_receiver_is_down_all_arrive_in_order() {
     }
     let (_, body) = server.admin("GET", "/admin/webhooks").await;
     assert_eq!(body["endpoints"][0]["state"], "retrying", "{body}");
-    assert!(body["endpoints"][0]["last_error"]["error"]
-        .as_str()
-        .unwrap()
-        .contains("503"));
+    assert!(
+        body["endpoints"][0]["last_error"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("503")
+    );
     hook.receiver.set_down(false);
     // Per room: occupied + the stayer's entered + 4 per cycle.
     let expected = 3 * 2 + 100 * 4;
@@ -252,7 +259,8 @@ async fn a_survivor_delivers_what_a_dead_node_had_not() {
     let url = redis_url();
     let prefix = format!("chorus-test:webhooks:{}:", nonce());
     let hook_endpoint = endpoint(&hook);
-    let first = crate::cluster::node_on(&url, &prefix, |c| c.webhooks = vec![hook_endpoint.clone()]).await;
+    let first =
+        crate::cluster::node_on(&url, &prefix, |c| c.webhooks = vec![hook_endpoint.clone()]).await;
     // The first node holds the endpoint's lease before the second starts.
     assert!(
         eventually(|| async {
@@ -262,7 +270,8 @@ async fn a_survivor_delivers_what_a_dead_node_had_not() {
         .await
     );
     let hook_endpoint2 = endpoint(&hook);
-    let second = crate::cluster::node_on(&url, &prefix, |c| c.webhooks = vec![hook_endpoint2]).await;
+    let second =
+        crate::cluster::node_on(&url, &prefix, |c| c.webhooks = vec![hook_endpoint2]).await;
     enter_ok(&first, 4400, "wh_failover", 44).await;
     for i in 0..10 {
         cycle(&first, 4401 + i, "wh_failover").await;
@@ -311,8 +320,15 @@ async fn the_example_receiver_refuses_bad_signatures_and_replays() {
     };
     let first = nonce();
     assert_eq!(send(HOOK_SECRET, first.clone(), body, body).await, 200);
-    assert_eq!(send(HOOK_SECRET, first, body, body).await, 409, "a replayed nonce");
-    assert_eq!(send("another-secret-0123456789", nonce(), body, body).await, 401);
+    assert_eq!(
+        send(HOOK_SECRET, first, body, body).await,
+        409,
+        "a replayed nonce"
+    );
+    assert_eq!(
+        send("another-secret-0123456789", nonce(), body, body).await,
+        401
+    );
     let tampered = r#"[{"event_id":"00000000000000000000000000000002","event":"room.entered"}]"#;
     assert_eq!(send(HOOK_SECRET, nonce(), body, tampered).await, 401);
     assert_eq!(send(HOOK_SECRET, nonce(), body, body).await, 200, "a retry");
@@ -333,11 +349,22 @@ async fn a_slow_endpoint_does_not_slow_actions() {
     for i in 0..30 {
         let one = Instant::now();
         cycle(&server, 4501 + i, "wh_slow").await;
-        assert!(one.elapsed() < Duration::from_secs(3), "cycle {i} took {:?}", one.elapsed());
+        assert!(
+            one.elapsed() < Duration::from_secs(3),
+            "cycle {i} took {:?}",
+            one.elapsed()
+        );
     }
-    assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
     let (_, body) = server.admin("GET", "/admin/webhooks").await;
-    assert!(body["endpoints"][0]["queue_depth"].as_u64().is_some(), "{body}");
+    assert!(
+        body["endpoints"][0]["queue_depth"].as_u64().is_some(),
+        "{body}"
+    );
     server.stop().await;
 }
 
@@ -352,12 +379,16 @@ async fn replay_sends_again_from_a_point_in_time() {
     enter_ok(&server, 4600, "wh_replay", 46).await;
     received_when(&hook, Duration::from_secs(10), |e| e.len() >= 2).await;
     let accepted = hook.receiver.accepted();
-    let (status, body) = server.admin("POST", "/admin/webhooks/backend/replay?since=0").await;
+    let (status, body) = server
+        .admin("POST", "/admin/webhooks/backend/replay?since=0")
+        .await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body, json!({"name": "backend", "since": 0}));
     assert!(eventually(|| async { hook.receiver.accepted() > accepted }).await);
     assert_eq!(hook.receiver.events().len(), 2);
-    let (status, _) = server.admin("POST", "/admin/webhooks/nobody/replay?since=0").await;
+    let (status, _) = server
+        .admin("POST", "/admin/webhooks/nobody/replay?since=0")
+        .await;
     assert_eq!(status, 404);
     let (status, _) = server.admin("POST", "/admin/webhooks/backend/replay").await;
     assert_eq!(status, 400);
@@ -394,8 +425,10 @@ async fn action_latency(server: &TestServer, rounds: usize) -> ((f64, f64), (f64
         seats.push(t.elapsed());
         let t = Instant::now();
         let (status, body) = server
-            .action(json!({"action": "send_gift", "channel_name": "wh_bench", "notify_type": "bc",
-                           "gift": crate::rooms::gift(4900, 4901, 1)}))
+            .action(
+                json!({"action": "send_gift", "channel_name": "wh_bench", "notify_type": "bc",
+                           "gift": crate::rooms::gift(4900, 4901, 1)}),
+            )
             .await;
         assert_eq!(status, 200, "{body}");
         gifts.push(t.elapsed());
@@ -434,7 +467,10 @@ async fn bench() {
         }
         let t = Instant::now();
         hook.receiver.set_down(false);
-        received_when(&hook, Duration::from_secs(600), |e| e.len() >= total as usize).await;
+        received_when(&hook, Duration::from_secs(600), |e| {
+            e.len() >= total as usize
+        })
+        .await;
         let secs = t.elapsed().as_secs_f64();
         println!(
             "throughput batch_max={batch_max}: {total} events in {secs:.2} s = {:.0} events/s",
@@ -467,7 +503,11 @@ async fn bench() {
         ("webhooks off", seat_off, gift_off),
         ("disk outbox, receiver up", seat_on, gift_on),
         ("memory outbox, receiver up", seat_mem, gift_mem),
-        ("disk outbox, endpoint answering in 30 s", seat_slow, gift_slow),
+        (
+            "disk outbox, endpoint answering in 30 s",
+            seat_slow,
+            gift_slow,
+        ),
     ] {
         println!(
             "{label}: up/down {:.2}/{:.2}  send_gift {:.2}/{:.2}",
@@ -498,13 +538,22 @@ async fn both_stores_report_the_same_facts() {
         vec![join(1, "f1")],
         vec![join(2, "f1"), seat(1, 3)],
         vec![seat(1, 4)],
-        vec![StateChange::StartCall { user_id: 1, receiver_id: 2, channel_name: "f1".into() }],
+        vec![StateChange::StartCall {
+            user_id: 1,
+            receiver_id: 2,
+            channel_name: "f1".into(),
+        }],
         vec![join(1, "f2")],
         vec![StateChange::EndCall { user_id: 2 }],
-        vec![StateChange::LeaveRoom { user_id: 2, channel_name: "f1".into() }],
+        vec![StateChange::LeaveRoom {
+            user_id: 2,
+            channel_name: "f1".into(),
+        }],
     ];
     let prefix = format!("chorus-test:facts:{}:", nonce());
-    let redis = RedisStore::connect(&redis_url(), &prefix, 9).await.expect("redis");
+    let redis = RedisStore::connect(&redis_url(), &prefix, 9)
+        .await
+        .expect("redis");
     let memory = MemoryStore::new(9);
     let mut reported = Vec::new();
     for store in [&memory as &dyn Store, &redis as &dyn Store] {
@@ -513,9 +562,18 @@ async fn both_stores_report_the_same_facts() {
             facts.extend(store.apply_reported(batch, &[]).await.unwrap().facts);
         }
         let refused = store
-            .apply_reported(&[StateChange::FreeSeat { channel_name: "f2".into(), user_id: 1 }], &[])
+            .apply_reported(
+                &[StateChange::FreeSeat {
+                    channel_name: "f2".into(),
+                    user_id: 1,
+                }],
+                &[],
+            )
             .await;
-        assert!(matches!(refused, Err(ApplyError::NotAllowed(_))), "{refused:?}");
+        assert!(
+            matches!(refused, Err(ApplyError::NotAllowed(_))),
+            "{refused:?}"
+        );
         let mut last: HashMap<String, u64> = HashMap::new();
         for f in &facts {
             if let Some(before) = last.get(&f.channel_name) {
@@ -525,7 +583,12 @@ async fn both_stores_report_the_same_facts() {
         }
         let shape: Vec<String> = facts
             .iter()
-            .map(|f| format!("{:?} {} {:?} {:?} {:?} {:?}", f.kind, f.channel_name, f.user_id, f.seat_id, f.peer_id, f.room_id))
+            .map(|f| {
+                format!(
+                    "{:?} {} {:?} {:?} {:?} {:?}",
+                    f.kind, f.channel_name, f.user_id, f.seat_id, f.peer_id, f.room_id
+                )
+            })
             .collect();
         reported.push(shape);
     }
@@ -565,8 +628,18 @@ async fn a_kicked_user_is_reported_with_reason_kick() {
     enter_ok(&server, 4701, "wh_kick", 47).await;
     let (status, body) = up(&server, 4701, "wh_kick", Some(1)).await;
     assert_eq!(status, 200, "{body}");
-    let (status, body) = server.api("POST", "/api/v1/users/4701/kick", Some(json!({"reason": "bye"}))).await;
-    assert_eq!((status, body["kicked"].clone()), (200, json!(true)), "{body}");
+    let (status, body) = server
+        .api(
+            "POST",
+            "/api/v1/users/4701/kick",
+            Some(json!({"reason": "bye"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["kicked"].clone()),
+        (200, json!(true)),
+        "{body}"
+    );
     assert_eq!(client.expect_close().await, 4010);
     let events = received_when(&hook, Duration::from_secs(20), |e| {
         e.iter().any(|e| name(e) == "session.disconnected")
@@ -580,7 +653,11 @@ async fn a_kicked_user_is_reported_with_reason_kick() {
         .collect();
     assert_eq!(
         tail,
-        [("seat.freed", "kick"), ("room.exited", "kick"), ("session.disconnected", "kicked")],
+        [
+            ("seat.freed", "kick"),
+            ("room.exited", "kick"),
+            ("session.disconnected", "kicked")
+        ],
         "{events:#?}"
     );
     server.stop().await;
@@ -616,7 +693,14 @@ async fn a_quick_return_through_another_node_does_not_flap() {
     let names: Vec<&str> = sorted.iter().map(name).collect();
     assert_eq!(
         names,
-        ["room.occupied", "room.entered", "room.exited", "room.entered", "room.exited", "room.vacated"],
+        [
+            "room.occupied",
+            "room.entered",
+            "room.exited",
+            "room.entered",
+            "room.exited",
+            "room.vacated"
+        ],
         "{events:#?}"
     );
     let entered = &sorted[1];

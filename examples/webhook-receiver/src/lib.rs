@@ -77,12 +77,16 @@ impl Receiver {
 
     /// Waits `delay` before answering each request.
     pub fn set_delay(&self, delay: Duration) {
-        self.delay_ms.store(delay.as_millis() as u64, Ordering::SeqCst);
+        self.delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 
     /// Every distinct event received so far, in arrival order.
     pub fn events(&self) -> Vec<Value> {
-        self.events.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Requests answered 200 so far.
@@ -92,13 +96,16 @@ impl Receiver {
 
     /// The router: `POST` on any path.
     pub fn router(self: &Arc<Self>) -> Router {
-        Router::new()
-            .fallback(receive)
-            .with_state(Arc::clone(self))
+        Router::new().fallback(receive).with_state(Arc::clone(self))
     }
 
     /// Checks a request; the refusal's status and reason.
-    fn check(&self, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Result<(), (StatusCode, &'static str)> {
+    fn check(
+        &self,
+        uri: &Uri,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Result<(), (StatusCode, &'static str)> {
         let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
         let (Some(ts), Some(nonce), Some(signature)) = (
             header(TIMESTAMP_HEADER),
@@ -108,7 +115,9 @@ impl Receiver {
             return Err((StatusCode::UNAUTHORIZED, "missing signature headers"));
         };
         let now = unix_now();
-        let fresh = ts.parse::<u64>().is_ok_and(|t| t.abs_diff(now) <= MAX_SKEW_S);
+        let fresh = ts
+            .parse::<u64>()
+            .is_ok_and(|t| t.abs_diff(now) <= MAX_SKEW_S);
         if !fresh {
             return Err((StatusCode::UNAUTHORIZED, "stale or malformed timestamp"));
         }
@@ -131,7 +140,10 @@ impl Receiver {
         let mut kept = self.events.lock().unwrap_or_else(|p| p.into_inner());
         let mut new = 0;
         for event in events {
-            let id = event.get("event_id").and_then(Value::as_str).unwrap_or_default();
+            let id = event
+                .get("event_id")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             if !ids.insert(id.to_string()) {
                 continue;
             }
@@ -162,7 +174,11 @@ async fn receive(
         return (status, axum::Json(json!({"error": reason}))).into_response();
     }
     let Ok(Value::Array(events)) = serde_json::from_slice::<Value>(&body) else {
-        return (StatusCode::BAD_REQUEST, axum::Json(json!({"error": "not a JSON array"}))).into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": "not a JSON array"})),
+        )
+            .into_response();
     };
     let received = events.len();
     let new = receiver.keep(events);

@@ -239,9 +239,7 @@ async fn after(app: &Arc<App>, user_id: u64, end: End) {
         // Replacement is not a disconnect (PROTOCOL section 4).
         End::Closed(how) if how.code == CloseCode::Replaced => {}
         // A kick is a disconnect with no grace (PROTOCOL section 8).
-        End::Closed(how) if how.code == CloseCode::Kicked => {
-            app.disconnect(user_id, reason).await
-        }
+        End::Closed(how) if how.code == CloseCode::Kicked => app.disconnect(user_id, reason).await,
         _ if app.config.heartbeat.grace.is_zero() => app.disconnect(user_id, reason).await,
         _ => app.disconnect_after_grace(user_id, reason),
     }

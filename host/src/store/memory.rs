@@ -12,10 +12,10 @@ use async_trait::async_trait;
 
 use super::history::MemoryHistory;
 use super::{
-    Applied, ApplyError, AttrLimits, Call, Fact, FactKind, DueTimer, HistoryLimits, KvRecord, LogEntry, MAX_KV_INT,
-    MAX_KV_LIST, Membership, Position, Replay, RoomAttrs, RoomSnapshot, RoomView, Seat,
-    StateChange, Store, StoreError, Stream, TimerBounds, check_attr_changes, check_kv_ttl,
-    check_timer_delay, seat_status, unix_ms,
+    Applied, ApplyError, AttrLimits, Call, DueTimer, Fact, FactKind, HistoryLimits, KvRecord,
+    LogEntry, MAX_KV_INT, MAX_KV_LIST, Membership, Position, Replay, RoomAttrs, RoomSnapshot,
+    RoomView, Seat, StateChange, Store, StoreError, Stream, TimerBounds, check_attr_changes,
+    check_kv_ttl, check_timer_delay, seat_status, unix_ms,
 };
 
 /// One KV entry: value, version, and expiry (unix ms).
@@ -452,8 +452,11 @@ impl State {
             self.rooms.remove(&channel);
         }
         if let Some(seat) = freed {
-            self.facts
-                .push(Fact::new(FactKind::SeatFreed, &channel).user(user_id).seat(seat));
+            self.facts.push(
+                Fact::new(FactKind::SeatFreed, &channel)
+                    .user(user_id)
+                    .seat(seat),
+            );
         }
         self.facts
             .push(Fact::new(FactKind::Exited, &channel).user(user_id));
@@ -756,8 +759,11 @@ impl State {
             microphone: 1,
         };
         if let Some(old) = freed {
-            self.facts
-                .push(Fact::new(FactKind::SeatFreed, channel).user(user_id).seat(old));
+            self.facts.push(
+                Fact::new(FactKind::SeatFreed, channel)
+                    .user(user_id)
+                    .seat(old),
+            );
         }
         self.facts.push(
             Fact::new(FactKind::SeatTaken, channel)

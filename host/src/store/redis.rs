@@ -33,9 +33,9 @@ use serde_json::{Value, json};
 
 use super::history::replay_from;
 use super::{
-    Applied, ApplyError, AttrLimits, Fact, FactKind, Call, DueTimer, HistoryLimits, KvRecord, LogEntry, MAX_KV_LIST,
-    Membership, Position, Replay, RoomAttrs, RoomSnapshot, RoomView, Seat, Stamped, StateChange,
-    Store, StoreError, Stream, check_attr_changes,
+    Applied, ApplyError, AttrLimits, Call, DueTimer, Fact, FactKind, HistoryLimits, KvRecord,
+    LogEntry, MAX_KV_LIST, Membership, Position, Replay, RoomAttrs, RoomSnapshot, RoomView, Seat,
+    Stamped, StateChange, Store, StoreError, Stream, check_attr_changes,
 };
 
 /// How long one Redis command may take before it fails. Generous next to
@@ -446,7 +446,9 @@ fn apply_outcome(answer: Vec<String>) -> Result<Applied, ApplyError> {
         "ok" => {
             let count: usize = reason.parse().map_err(|_| script_error("a fact count"))?;
             let end = 2 + count * 7;
-            let facts_part = answer.get(2..end).ok_or_else(|| script_error("its facts"))?;
+            let facts_part = answer
+                .get(2..end)
+                .ok_or_else(|| script_error("its facts"))?;
             let facts = facts_part
                 .chunks(7)
                 .map(parse_fact)

@@ -118,7 +118,8 @@ impl Webhooks {
                 let dir = config.data_dir();
                 // Owner-only, like the rest of the data folder: the outbox
                 // holds who was where.
-                crate::revocations::create_data_dir(&dir).map_err(|e| OutboxError(e.to_string()))?;
+                crate::revocations::create_data_dir(&dir)
+                    .map_err(|e| OutboxError(e.to_string()))?;
                 Arc::new(outbox::LocalOutbox::open(&dir, &names, Arc::clone(&appended)).await?)
             }
         };
@@ -172,8 +173,7 @@ impl Webhooks {
                     _ = tokio::time::sleep(Duration::from_secs(60)) => {}
                     _ = shutdown.cancelled() => return,
                 }
-                let before =
-                    crate::store::unix_ms().saturating_sub(retention.as_millis() as u64);
+                let before = crate::store::unix_ms().saturating_sub(retention.as_millis() as u64);
                 if let Err(e) = outbox.prune(before).await {
                     tracing::warn!(error = %e, "webhook outbox not pruned");
                 }
@@ -193,7 +193,8 @@ impl Webhooks {
         }
         let started = std::time::Instant::now();
         let outcome = self.outbox.append(events).await;
-        metrics::histogram!("chorus_webhook_record_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("chorus_webhook_record_seconds")
+            .record(started.elapsed().as_secs_f64());
         outcome
     }
 

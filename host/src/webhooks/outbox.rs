@@ -246,7 +246,10 @@ impl LocalOutbox {
             .map_err(OutboxError::from)
     }
 
-    async fn write(&self, op: impl FnOnce(oneshot::Sender<Result<(), OutboxError>>) -> WriteOp) -> Result<(), OutboxError> {
+    async fn write(
+        &self,
+        op: impl FnOnce(oneshot::Sender<Result<(), OutboxError>>) -> WriteOp,
+    ) -> Result<(), OutboxError> {
         let Some((_, tx)) = &self.disk else {
             return Ok(());
         };
@@ -296,7 +299,13 @@ fn init_disk(
             cursors
                 .insert(name.as_str(), acked)
                 .map_err(redb::Error::from)?;
-            places.insert(name.clone(), Place { acked, handed: acked });
+            places.insert(
+                name.clone(),
+                Place {
+                    acked,
+                    handed: acked,
+                },
+            );
         }
     }
     txn.commit().map_err(redb::Error::from)?;
@@ -456,9 +465,18 @@ impl Outbox for LocalOutbox {
             self.memory_after(place.handed, max)
         };
         if let Some((seq, _)) = rows.last() {
-            self.set_place(endpoint, Place { handed: *seq, ..place });
+            self.set_place(
+                endpoint,
+                Place {
+                    handed: *seq,
+                    ..place
+                },
+            );
         }
-        Ok(rows.into_iter().filter_map(|(s, j)| entry_of(s, j)).collect())
+        Ok(rows
+            .into_iter()
+            .filter_map(|(s, j)| entry_of(s, j))
+            .collect())
     }
 
     async fn ack(&self, endpoint: &str, entries: &[Entry]) -> Result<(), OutboxError> {
@@ -468,7 +486,13 @@ impl Outbox for LocalOutbox {
         let name = endpoint.to_string();
         self.write(|done| WriteOp::Cursor(name, seq, done)).await?;
         let place = self.place(endpoint);
-        self.set_place(endpoint, Place { acked: seq, handed: place.handed.max(seq) });
+        self.set_place(
+            endpoint,
+            Place {
+                acked: seq,
+                handed: place.handed.max(seq),
+            },
+        );
         Ok(())
     }
 
@@ -488,13 +512,23 @@ impl Outbox for LocalOutbox {
             .await?
         } else {
             let memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
-            memory.iter().find(|(_, ts, _)| *ts >= since_ms).map(|(s, _, _)| *s)
+            memory
+                .iter()
+                .find(|(_, ts, _)| *ts >= since_ms)
+                .map(|(s, _, _)| *s)
         };
         let last = self.last.load(std::sync::atomic::Ordering::SeqCst);
         let cursor = first.map_or(last, |s| s - 1);
         let name = endpoint.to_string();
-        self.write(|done| WriteOp::Cursor(name, cursor, done)).await?;
-        self.set_place(endpoint, Place { acked: cursor, handed: cursor });
+        self.write(|done| WriteOp::Cursor(name, cursor, done))
+            .await?;
+        self.set_place(
+            endpoint,
+            Place {
+                acked: cursor,
+                handed: cursor,
+            },
+        );
         Ok(())
     }
 
@@ -728,7 +762,10 @@ fn stream_entries(answer: &redis::Value) -> Vec<(String, String)> {
 /// A field of `XINFO GROUPS` for one group, as a number.
 fn group_field(group: &redis::Value, field: &str) -> Option<u64> {
     let pairs: Vec<(&redis::Value, &redis::Value)> = match group {
-        redis::Value::Array(items) => items.chunks(2).filter_map(|c| Some((c.first()?, c.get(1)?))).collect(),
+        redis::Value::Array(items) => items
+            .chunks(2)
+            .filter_map(|c| Some((c.first()?, c.get(1)?)))
+            .collect(),
         redis::Value::Map(pairs) => pairs.iter().map(|(k, v)| (k, v)).collect(),
         _ => return None,
     };
@@ -744,7 +781,8 @@ impl Outbox for RedisOutbox {
         let cutoff = crate::store::unix_ms().saturating_sub(self.retention_ms);
         let mut pipe = redis::pipe();
         for event in events {
-            let json = serde_json::to_string(event).map_err(|e| OutboxError(format!("event: {e}")))?;
+            let json =
+                serde_json::to_string(event).map_err(|e| OutboxError(format!("event: {e}")))?;
             pipe.cmd("XADD")
                 .arg(&self.stream)
                 .arg("MINID")
@@ -767,11 +805,21 @@ impl Outbox for RedisOutbox {
                 let rows = self.read_group(endpoint, max, after).await?;
                 match rows.last() {
                     Some((id, _)) => {
-                        self.set_reading(endpoint, Reading { pending_after: Some(id.clone()) });
+                        self.set_reading(
+                            endpoint,
+                            Reading {
+                                pending_after: Some(id.clone()),
+                            },
+                        );
                         rows
                     }
                     None => {
-                        self.set_reading(endpoint, Reading { pending_after: None });
+                        self.set_reading(
+                            endpoint,
+                            Reading {
+                                pending_after: None,
+                            },
+                        );
                         self.read_group(endpoint, max, ">").await?
                     }
                 }
@@ -781,7 +829,11 @@ impl Outbox for RedisOutbox {
         Ok(rows
             .into_iter()
             .filter_map(|(id, json)| match serde_json::from_str(&json) {
-                Ok(event) => Some(Entry { key: Key::Stream(id), event, json }),
+                Ok(event) => Some(Entry {
+                    key: Key::Stream(id),
+                    event,
+                    json,
+                }),
                 Err(e) => {
                     tracing::error!(id, error = %e, "a stream entry does not parse; skipped");
                     None
@@ -810,11 +862,26 @@ impl Outbox for RedisOutbox {
     async fn rewind(&self, endpoint: &str, since_ms: u64) -> Result<(), OutboxError> {
         // The group's last-delivered id just before `since_ms`: new reads
         // (`>`) start at the first entry recorded at or after it.
-        let id = if since_ms == 0 { "0-0".to_string() } else { format!("{}-0", since_ms - 1) };
+        let id = if since_ms == 0 {
+            "0-0".to_string()
+        } else {
+            format!("{}-0", since_ms - 1)
+        };
         self.link
-            .query::<()>(redis::cmd("XGROUP").arg("SETID").arg(&self.stream).arg(endpoint).arg(id))
+            .query::<()>(
+                redis::cmd("XGROUP")
+                    .arg("SETID")
+                    .arg(&self.stream)
+                    .arg(endpoint)
+                    .arg(id),
+            )
             .await?;
-        self.set_reading(endpoint, Reading { pending_after: None });
+        self.set_reading(
+            endpoint,
+            Reading {
+                pending_after: None,
+            },
+        );
         Ok(())
     }
 
@@ -864,7 +931,12 @@ impl Outbox for RedisOutbox {
             // A new term: what any earlier holder read and did not
             // acknowledge is this node's now, read first, in order.
             self.claim_all(endpoint).await?;
-            self.set_reading(endpoint, Reading { pending_after: Some("0".into()) });
+            self.set_reading(
+                endpoint,
+                Reading {
+                    pending_after: Some("0".into()),
+                },
+            );
         }
         Ok(held != 0)
     }
@@ -920,17 +992,27 @@ mod tests {
     async fn the_disk_outbox_keeps_events_and_cursors_across_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let names = vec!["a".to_string()];
-        let outbox = LocalOutbox::open(dir.path(), &names, Arc::default()).await.unwrap();
+        let outbox = LocalOutbox::open(dir.path(), &names, Arc::default())
+            .await
+            .unwrap();
         outbox.append(&[event(1), event(2)]).await.unwrap();
         outbox.append(&[event(3)]).await.unwrap();
         let got = outbox.next("a", 2).await.unwrap();
-        assert_eq!(got.iter().map(|e| e.event.user_id).collect::<Vec<_>>(), [Some(1), Some(2)]);
+        assert_eq!(
+            got.iter().map(|e| e.event.user_id).collect::<Vec<_>>(),
+            [Some(1), Some(2)]
+        );
         outbox.ack("a", &got[..1]).await.unwrap();
         assert_eq!(outbox.depth("a").await.unwrap(), 2);
         drop(outbox);
-        let outbox = LocalOutbox::open(dir.path(), &names, Arc::default()).await.unwrap();
+        let outbox = LocalOutbox::open(dir.path(), &names, Arc::default())
+            .await
+            .unwrap();
         let got = outbox.next("a", 10).await.unwrap();
-        assert_eq!(got.iter().map(|e| e.event.user_id).collect::<Vec<_>>(), [Some(2), Some(3)]);
+        assert_eq!(
+            got.iter().map(|e| e.event.user_id).collect::<Vec<_>>(),
+            [Some(2), Some(3)]
+        );
         assert!(outbox.next("a", 10).await.unwrap().is_empty());
         outbox.rewind("a", 0).await.unwrap();
         assert_eq!(outbox.next("a", 10).await.unwrap().len(), 3);

@@ -75,7 +75,9 @@ impl Store for RecordingStore {
             rest = applied
                 .facts
                 .iter()
-                .filter(|f| f.kind == crate::store::FactKind::Vacated && self.hooks.delays_vacancy())
+                .filter(|f| {
+                    f.kind == crate::store::FactKind::Vacated && self.hooks.delays_vacancy()
+                })
                 .cloned()
                 .collect();
             &rest

@@ -116,7 +116,12 @@ impl Sender {
         let mut batch: Vec<Entry> = Vec::new();
         let mut attempt: u32 = 0;
         while !self.shutdown.is_cancelled() {
-            let rewind = self.endpoint.rewind.lock().unwrap_or_else(|p| p.into_inner()).take();
+            let rewind = self
+                .endpoint
+                .rewind
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
             if let Some(since) = rewind {
                 match self.outbox.rewind(self.name(), since).await {
                     Ok(()) => {
@@ -204,21 +209,28 @@ impl Sender {
     /// Drops (acknowledges unsent, counts) the events older than
     /// `max_age` at the front of the batch.
     async fn drop_expired(&self, batch: &mut Vec<Entry>) {
-        let cutoff = crate::store::unix_ms()
-            .saturating_sub(self.endpoint.config.max_age.as_millis() as u64);
+        let cutoff =
+            crate::store::unix_ms().saturating_sub(self.endpoint.config.max_age.as_millis() as u64);
         let expired = batch.iter().take_while(|e| e.event.ts_ms < cutoff).count();
         if expired == 0 {
             return;
         }
         let old: Vec<Entry> = batch.drain(..expired).collect();
-        let dropped = old.iter().filter(|e| self.endpoint.config.wants(&e.event.event)).count();
+        let dropped = old
+            .iter()
+            .filter(|e| self.endpoint.config.wants(&e.event.event))
+            .count();
         if let Err(e) = self.outbox.ack(self.name(), &old).await {
             tracing::warn!(endpoint = self.name(), error = %e, "expired events not acknowledged");
         }
         metrics::counter!("chorus_webhook_dropped_total", "endpoint" => self.name().to_string())
             .increment(dropped as u64);
         self.endpoint.status().dropped += dropped as u64;
-        tracing::warn!(endpoint = self.name(), dropped, "events older than max_age dropped undelivered");
+        tracing::warn!(
+            endpoint = self.name(),
+            dropped,
+            "events older than max_age dropped undelivered"
+        );
     }
 
     /// POSTs the events the endpoint wants (none: nothing to send); how
@@ -230,11 +242,16 @@ impl Sender {
             .map(|e| e.json.as_str())
             .collect();
         let lag = crate::store::unix_ms().saturating_sub(batch[0].event.ts_ms) as f64 / 1000.0;
-        metrics::gauge!("chorus_webhook_lag_seconds", "endpoint" => self.name().to_string()).set(lag);
+        metrics::gauge!("chorus_webhook_lag_seconds", "endpoint" => self.name().to_string())
+            .set(lag);
         {
             let mut status = self.endpoint.status();
             status.lag_seconds = lag;
-            status.state = if status.state == "retrying" { "retrying" } else { "delivering" };
+            status.state = if status.state == "retrying" {
+                "retrying"
+            } else {
+                "delivering"
+            };
         }
         if wanted.is_empty() {
             return Ok(0);
@@ -255,7 +272,8 @@ impl Sender {
 
     fn succeeded(&self, count: usize) {
         let name = self.name().to_string();
-        metrics::counter!("chorus_webhook_sent_total", "endpoint" => name.clone()).increment(count as u64);
+        metrics::counter!("chorus_webhook_sent_total", "endpoint" => name.clone())
+            .increment(count as u64);
         metrics::gauge!("chorus_webhook_lag_seconds", "endpoint" => name).set(0.0);
         let mut status = self.endpoint.status();
         status.sent += count as u64;
@@ -268,7 +286,11 @@ impl Sender {
         let name = self.name().to_string();
         metrics::counter!("chorus_webhook_failed_total", "endpoint" => name.clone()).increment(1);
         metrics::counter!("chorus_webhook_retried_total", "endpoint" => name).increment(1);
-        tracing::warn!(endpoint = self.name(), error, "webhook request failed; retrying");
+        tracing::warn!(
+            endpoint = self.name(),
+            error,
+            "webhook request failed; retrying"
+        );
         let mut status = self.endpoint.status();
         status.failed += 1;
         status.retried += 1;
