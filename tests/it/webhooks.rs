@@ -436,6 +436,40 @@ async fn action_latency(server: &TestServer, rounds: usize) -> ((f64, f64), (f64
     (percentiles(seats), percentiles(gifts))
 }
 
+/// `tasks` users at once, each in a room of its own, each doing `rounds`
+/// of `up` then `down`: the p50 and p99 of every action (ms) and the
+/// actions per second of all of them together.
+async fn concurrent_latency(server: &TestServer, tasks: u64, rounds: usize) -> (f64, f64, f64) {
+    let server = Arc::new(server);
+    let started = Instant::now();
+    let runs = (0..tasks).map(|k| {
+        let server = Arc::clone(&server);
+        async move {
+            let (user, room) = (4950 + k, format!("wh_bench_{k}"));
+            enter_ok(&server, user, &room, 50).await;
+            let mut samples = Vec::new();
+            for _ in 0..rounds {
+                let t = Instant::now();
+                assert_eq!(up(&server, user, &room, None).await.0, 200);
+                samples.push(t.elapsed());
+                let t = Instant::now();
+                let down = json!({"action": "down", "user_id": user, "channel_name": room});
+                assert_eq!(server.action(down).await.0, 200);
+                samples.push(t.elapsed());
+            }
+            samples
+        }
+    });
+    let samples: Vec<Duration> = futures_util::future::join_all(runs)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    let rate = samples.len() as f64 / started.elapsed().as_secs_f64();
+    let (p50, p99) = percentiles(samples);
+    (p50, p99, rate)
+}
+
 /// BENCHMARKS.md, "Webhooks": delivery throughput of one node to one
 /// endpoint, and the latency webhooks add to actions. Run with
 /// `cargo test -p chorus-tests --test it webhooks::bench -- --ignored --nocapture`
@@ -498,6 +532,21 @@ async fn bench() {
     let slow = TestServer::with(|c| c.webhooks = vec![endpoint(&slow_hook)]).await;
     let (seat_slow, gift_slow) = action_latency(&slow, rounds).await;
     slow.stop().await;
+    let tasks = 8;
+    let off = TestServer::start().await;
+    let concurrent_off = concurrent_latency(&off, tasks, 100).await;
+    off.stop().await;
+    let on = TestServer::with(|c| c.webhooks = vec![endpoint(&hook)]).await;
+    let concurrent_on = concurrent_latency(&on, tasks, 100).await;
+    on.stop().await;
+    for (label, (p50, p99, rate)) in [
+        ("webhooks off", concurrent_off),
+        ("disk outbox", concurrent_on),
+    ] {
+        println!(
+            "{tasks} at once, up/down: {label}: p50 {p50:.2} ms, p99 {p99:.2} ms, {rate:.0} actions/s"
+        );
+    }
     println!("p50/p99 ms, {rounds} x up+down (1 event each) and {rounds} x send_gift (none):");
     for (label, seat, gift) in [
         ("webhooks off", seat_off, gift_off),
