@@ -760,3 +760,33 @@ async fn a_quick_return_through_another_node_does_not_flap() {
     a.stop().await;
     b.stop().await;
 }
+
+/// Events older than the endpoint's `max_age` are dropped undelivered and
+/// counted; later ones still arrive.
+#[tokio::test]
+async fn events_past_max_age_are_dropped_and_counted() {
+    let hook = hook().await;
+    hook.receiver.set_down(true);
+    let server = TestServer::with(|c| {
+        let mut e = endpoint(&hook);
+        e.max_age = Duration::from_millis(800);
+        c.webhooks = vec![e];
+    })
+    .await;
+    enter_ok(&server, 4990, "wh_age", 49).await;
+    // Past max_age while the receiver refuses them.
+    assert!(
+        eventually(|| async {
+            let (_, body) = server.admin("GET", "/admin/webhooks").await;
+            body["endpoints"][0]["dropped"] == 2
+        })
+        .await
+    );
+    hook.receiver.set_down(false);
+    enter_ok(&server, 4991, "wh_age", 49).await;
+    let events = received_when(&hook, Duration::from_secs(10), |e| !e.is_empty()).await;
+    let names: Vec<&str> = events.iter().map(name).collect();
+    assert_eq!(names, ["room.entered"], "{events:#?}");
+    assert_eq!(events[0]["user_id"], 4991);
+    server.stop().await;
+}
