@@ -790,3 +790,36 @@ async fn events_past_max_age_are_dropped_and_counted() {
     assert_eq!(events[0]["user_id"], 4991);
     server.stop().await;
 }
+
+/// A call started and hung up through the server API: `call.started`
+/// (with `receiver_id`) and `call.ended` (with `peer_id`, reason
+/// `action`), numbered in the call's room.
+#[tokio::test]
+async fn a_call_is_reported_started_and_ended() {
+    let hook = hook().await;
+    let server = TestServer::with(|c| c.webhooks = vec![endpoint(&hook)]).await;
+    let _a = server.connect(4981).await;
+    let _b = server.connect(4982).await;
+    enter_ok(&server, 4981, "wh_call", 48).await;
+    enter_ok(&server, 4982, "wh_call", 48).await;
+    let call = json!({"action": "call_start", "user_id": 4981, "receiver_id": 4982, "channel_name": "wh_call"});
+    assert_eq!(server.action(call).await.0, 200);
+    let hang = json!({"action": "hang_up", "user_id": 4981, "receiver_id": 4982, "channel_name": "wh_call"});
+    assert_eq!(server.action(hang).await.0, 200);
+    let events = received_when(&hook, Duration::from_secs(10), |e| {
+        e.iter().any(|e| name(e) == "call.ended")
+    })
+    .await;
+    let started = events.iter().find(|e| name(e) == "call.started").unwrap();
+    assert_eq!(started["user_id"], 4981);
+    assert_eq!(started["receiver_id"], 4982);
+    assert_eq!(started["channel_name"], "wh_call");
+    let ended = events.iter().find(|e| name(e) == "call.ended").unwrap();
+    assert_eq!(ended["peer_id"], 4982);
+    assert_eq!(ended["reason"], "action");
+    assert_eq!(
+        ended["room_seq"].as_u64().unwrap(),
+        started["room_seq"].as_u64().unwrap() + 1
+    );
+    server.stop().await;
+}
