@@ -58,6 +58,11 @@ pub struct Config {
     pub calls: CallsConfig,
     /// Notification history and resume after a dropped link (issue 17).
     pub recovery: RecoveryConfig,
+    /// The endpoints of the app backend that get events (`[[webhooks]]`,
+    /// issue 16); none: no event is recorded at all.
+    pub webhooks: Vec<WebhookEndpoint>,
+    /// How events are kept and when a room counts as vacated (`[events]`).
+    pub events: EventsConfig,
 }
 
 impl Default for Config {
@@ -79,6 +84,147 @@ impl Default for Config {
             actions: ActionRule::defaults(),
             calls: CallsConfig::default(),
             recovery: RecoveryConfig::default(),
+            webhooks: Vec::new(),
+            events: EventsConfig::default(),
+        }
+    }
+}
+
+/// One `[[webhooks]]` endpoint (README, "Webhooks").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookEndpoint {
+    /// Its name in metrics (`endpoint` label) and admin routes: 1 to 64
+    /// characters of `[A-Za-z0-9_-]`, unique.
+    pub name: String,
+    /// `http://` or `https://` URL the batches are POSTed to.
+    pub url: String,
+    /// Event names it gets (`"room.exited"`, or a prefix ending in `.*`:
+    /// `"seat.*"`, `"plugin.*"`); empty: every event.
+    pub events: Vec<String>,
+    /// Signs each request (at least 16 bytes), as `server.app_secret`
+    /// signs the server API.
+    pub secret: String,
+    /// Most events in one request (1..=1000, default 20).
+    pub batch_max: usize,
+    /// How long a batch waits for more events before it leaves (default
+    /// 250 ms).
+    #[serde(with = "humantime_serde")]
+    pub batch_wait: Duration,
+    /// Events older than this are dropped undelivered and counted
+    /// (default 24 h); also how long delivered events stay replayable.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// How long one request may take (default 10 s); a timeout is retried.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// The longest wait between two attempts (default 30 s); waits start
+    /// at 250 ms and double, with jitter.
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
+}
+
+impl Default for WebhookEndpoint {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            url: String::new(),
+            events: Vec::new(),
+            secret: String::new(),
+            batch_max: 20,
+            batch_wait: Duration::from_millis(250),
+            max_age: Duration::from_secs(24 * 3600),
+            timeout: Duration::from_secs(10),
+            backoff_max: Duration::from_secs(30),
+        }
+    }
+}
+
+impl WebhookEndpoint {
+    /// Whether this endpoint gets events named `event`.
+    pub fn wants(&self, event: &str) -> bool {
+        self.events.is_empty()
+            || self.events.iter().any(|f| match f.strip_suffix('*') {
+                Some(prefix) => event.starts_with(prefix),
+                None => f == event,
+            })
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let name_ok = (1..=64).contains(&self.name.len())
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !name_ok {
+            return Err(ConfigError::Invalid(
+                "webhooks.name must be 1 to 64 characters of [A-Za-z0-9_-]".into(),
+            ));
+        }
+        let name = &self.name;
+        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
+            return Err(ConfigError::Invalid(format!(
+                "webhooks {name}: url must start with http:// or https://"
+            )));
+        }
+        if self.secret.len() < 16 {
+            return Err(ConfigError::Invalid(format!(
+                "webhooks {name}: secret must be at least 16 bytes"
+            )));
+        }
+        if !(1..=1000).contains(&self.batch_max) {
+            return Err(ConfigError::Invalid(format!(
+                "webhooks {name}: batch_max must be 1..=1000"
+            )));
+        }
+        let durations = [
+            ("batch_wait", self.batch_wait),
+            ("max_age", self.max_age),
+            ("timeout", self.timeout),
+            ("backoff_max", self.backoff_max),
+        ];
+        for (key, d) in durations {
+            if d > MAX_DURATION || (key != "batch_wait" && d.is_zero()) {
+                return Err(ConfigError::Invalid(format!(
+                    "webhooks {name}: {key} must be more than 0s and at most 365 days"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where events wait for their endpoints (`events.outbox`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutboxKind {
+    /// An embedded database (redb) under `server.data_dir`: events
+    /// survive a crash and a restart. The default.
+    Disk,
+    /// In memory: lost with the process. Only when the operator says so.
+    Memory,
+}
+
+/// `[events]`: how events are kept (issue 16). With `store.url =
+/// "redis://…"` events always live in a Redis stream and `outbox` is not
+/// used.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventsConfig {
+    /// `"disk"` (default) or `"memory"`, on a single node.
+    pub outbox: OutboxKind,
+    /// How long a room stays empty before `room.vacated` is sent (default
+    /// 3 s); someone entering meanwhile cancels it and its
+    /// `room.occupied`, so a quick reconnect does not flap.
+    #[serde(with = "humantime_serde")]
+    pub vacated_delay: Duration,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            outbox: OutboxKind::Disk,
+            vacated_delay: Duration::from_secs(3),
         }
     }
 }
@@ -946,6 +1092,16 @@ impl Config {
                 "limits.max_frame_bytes and limits.read_buffer_bytes must be positive".into(),
             ));
         }
+        let mut names = std::collections::HashSet::new();
+        for endpoint in &self.webhooks {
+            endpoint.check()?;
+            if !names.insert(endpoint.name.as_str()) {
+                return Err(ConfigError::Invalid(format!(
+                    "webhooks {}: two endpoints have this name",
+                    endpoint.name
+                )));
+            }
+        }
         self.check_durations()
     }
 
@@ -965,7 +1121,7 @@ impl Config {
     /// Every duration key with its value. A test checks that no duration
     /// of the configuration is missing here (a longer one overflows
     /// `Instant + duration` where the server adds it to the clock).
-    fn durations(&self) -> [(&'static str, Duration); 15] {
+    fn durations(&self) -> [(&'static str, Duration); 16] {
         [
             ("heartbeat.ping_interval", self.heartbeat.ping_interval),
             ("heartbeat.ping_timeout", self.heartbeat.ping_timeout),
@@ -985,6 +1141,7 @@ impl Config {
             ("calls.ring_timeout", self.calls.ring_timeout),
             ("rooms.attributes.idle_ttl", self.rooms.attributes.idle_ttl),
             ("recovery.history_ttl", self.recovery.history_ttl),
+            ("events.vacated_delay", self.events.vacated_delay),
         ]
     }
 
@@ -1221,6 +1378,53 @@ mod tests {
         let mut file = tempfile::NamedTempFile::new().expect("a temporary file");
         file.write_all(text).expect("write the temporary file");
         Config::load(Some(file.path()), dev)
+    }
+
+    /// `[[webhooks]]` and `[events]` load with their defaults, filters
+    /// match names and prefixes, and a bad endpoint is refused by name.
+    #[test]
+    fn webhook_endpoints_load_and_are_checked() {
+        let text = "[[webhooks]]\nname = \"backend\"\nurl = \"https://a.example/h?x=1\"\nsecret = \"0123456789abcdef\"\nevents = [\"seat.*\", \"room.exited\"]\n\n[events]\noutbox = \"memory\"\nvacated_delay = \"1s\"\n";
+        let config = load_text(text.as_bytes(), true).expect("loads");
+        let endpoint = &config.webhooks[0];
+        assert_eq!(endpoint.batch_max, 20);
+        assert_eq!(endpoint.batch_wait, Duration::from_millis(250));
+        assert_eq!(endpoint.max_age, Duration::from_secs(24 * 3600));
+        assert!(endpoint.wants("seat.freed") && endpoint.wants("room.exited"));
+        assert!(!endpoint.wants("room.entered"));
+        assert_eq!(config.events.outbox, OutboxKind::Memory);
+        assert_eq!(config.events.vacated_delay, Duration::from_secs(1));
+        for (bad, says) in [
+            (
+                "name = \"a b\"\nurl = \"http://a/\"\nsecret = \"0123456789abcdef\"",
+                "webhooks.name",
+            ),
+            (
+                "name = \"a\"\nurl = \"ftp://a/\"\nsecret = \"0123456789abcdef\"",
+                "url must start",
+            ),
+            (
+                "name = \"a\"\nurl = \"http://a/\"\nsecret = \"short\"",
+                "secret must be",
+            ),
+            (
+                "name = \"a\"\nurl = \"http://a/\"\nsecret = \"0123456789abcdef\"\nbatch_max = 0",
+                "batch_max",
+            ),
+        ] {
+            let text = format!("[[webhooks]]\n{bad}\n");
+            let error = load_text(text.as_bytes(), true)
+                .expect_err(&text)
+                .to_string();
+            assert!(error.contains(says), "{error}");
+        }
+        let twice =
+            "[[webhooks]]\nname = \"a\"\nurl = \"http://a/\"\nsecret = \"0123456789abcdef\"\n"
+                .repeat(2);
+        let error = load_text(twice.as_bytes(), true)
+            .expect_err("duplicate")
+            .to_string();
+        assert!(error.contains("two endpoints"), "{error}");
     }
 
     /// What `prepare` promises of a configuration that loaded.

@@ -222,6 +222,9 @@ pub struct Dispatcher {
     timers_changed: Arc<tokio::sync::Notify>,
     /// Most members listed in a `room_state` (`recovery.snapshot_members`).
     snapshot_members: usize,
+    /// Events to the app backend, for the events plugins emit
+    /// ([`crate::webhooks::Webhooks::record_plugin_event`]).
+    webhooks: Option<Arc<crate::webhooks::Webhooks>>,
 }
 
 /// The system event a due timer is delivered as (contract 1.1).
@@ -250,7 +253,21 @@ impl Dispatcher {
             stale_retries,
             timers_changed: Arc::new(tokio::sync::Notify::new()),
             snapshot_members: crate::config::RecoveryConfig::default().snapshot_members,
+            webhooks: None,
         }
+    }
+
+    /// The same dispatcher recording plugin-emitted events into `webhooks`.
+    pub fn with_webhooks(mut self, webhooks: Option<Arc<crate::webhooks::Webhooks>>) -> Self {
+        self.webhooks = webhooks;
+        self
+    }
+
+    /// The webhooks, when on: a plugin's `emit` effect (contract 1.2) is
+    /// recorded with [`crate::webhooks::Webhooks::record_plugin_event`]
+    /// before the action is answered.
+    pub fn webhooks(&self) -> Option<&Arc<crate::webhooks::Webhooks>> {
+        self.webhooks.as_ref()
     }
 
     /// The same dispatcher listing at most `limit` members in a

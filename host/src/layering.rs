@@ -22,6 +22,7 @@ pub(crate) const LAYERS: &[(&str, u8)] = &[
     ("store", 1),
     ("plugin", 2),
     ("connections", 2),
+    ("webhooks", 2),
     ("cluster", 3),
     ("delivery", 4),
     ("dispatch", 5),

@@ -23,6 +23,7 @@ pub mod session;
 pub mod store;
 pub mod telemetry;
 pub mod token;
+pub mod webhooks;
 
 #[cfg(test)]
 mod layering;

@@ -16,7 +16,7 @@ use crate::ids::IdGen;
 use crate::plugin::{PluginError, PluginHost, Settings};
 use crate::revocations::Revoked;
 use crate::store::memory::MemoryStore;
-use crate::store::redis::RedisStore;
+use crate::store::redis::{RedisLink, RedisStore};
 use crate::store::{Store, StoreError};
 
 /// A node failed to start.
@@ -45,6 +45,9 @@ pub enum StartError {
     /// The data folder or the revoked sids in it could not be used.
     #[error("data folder: {0}")]
     Data(#[from] crate::revocations::RevocationError),
+    /// The webhook outbox could not be opened.
+    #[error("webhooks: {0}")]
+    Webhooks(#[from] crate::webhooks::OutboxError),
 }
 
 /// A running node.
@@ -83,7 +86,19 @@ impl Node {
             .get_or_insert_with(|| addr.to_string());
         let connections = Arc::new(Connections::default());
         let ids = Arc::new(IdGen::default());
-        let (store, cluster) = open_store(&config, &connections, &ids).await?;
+        let (store, cluster, link) = open_store(&config, &connections, &ids).await?;
+        // With webhooks on, every part of the node applies batches through
+        // the recording store, so each change's events are recorded before
+        // its answer (the cluster keeps the plain store: it only reads and
+        // hands disconnects to the app).
+        let webhooks = crate::webhooks::Webhooks::open(&config, link).await?;
+        let store: Arc<dyn Store> = match &webhooks {
+            Some(hooks) => Arc::new(crate::webhooks::RecordingStore::new(
+                store,
+                Arc::clone(hooks),
+            )),
+            None => store,
+        };
         let plugins = PluginHost::new(plugin_settings(&config), Arc::clone(&store))?;
         let cluster_handle = cluster.as_ref().map(|(c, _)| Arc::clone(c));
         let revoked = load_revoked(&config, cluster_handle.is_some())?;
@@ -96,6 +111,7 @@ impl Node {
             cluster,
             metrics: crate::telemetry::metrics_handle(),
             revoked,
+            webhooks,
         });
         for outcome in plugins.load_all().await {
             tracing::info!(?outcome, "plugin load");
@@ -177,8 +193,13 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
         .map_err(|source| StartError::Bind { addr, source })
 }
 
-/// The store and, for Redis, the cluster over it with its inbox.
-type Opened = (Arc<dyn Store>, Option<(Arc<Cluster>, ClusterInbox)>);
+/// The store and, for Redis, the cluster over it with its inbox and the
+/// Redis link (the webhooks' stream).
+type Opened = (
+    Arc<dyn Store>,
+    Option<(Arc<Cluster>, ClusterInbox)>,
+    Option<RedisLink>,
+);
 
 /// The store `store.url` names, and for Redis the cluster over it.
 async fn open_store(
@@ -194,14 +215,24 @@ async fn open_store(
             let store = MemoryStore::new(config.rooms.seats)
                 .with_attr_limits(attr_limits)
                 .with_history_limits(history_limits);
-            Ok((Arc::new(store), None))
+            Ok((Arc::new(store), None, None))
         }
         url if url.starts_with("redis://") => {
-            let store = RedisStore::connect(url, &settings.prefix, config.rooms.seats)
+            let mut store = RedisStore::connect(url, &settings.prefix, config.rooms.seats)
                 .await?
                 .with_attr_limits(attr_limits)
                 .with_history_limits(history_limits);
+            // With webhooks, a batch's events go to the stream in the
+            // batch's own script (issue 16).
+            if let Some(retention) = config.webhooks.iter().map(|w| w.max_age).max() {
+                store = store.with_event_stream(
+                    &config.node_id(),
+                    retention,
+                    config.events.vacated_delay,
+                );
+            }
             let link = store.link();
+            let webhook_link = link.clone();
             let store: Arc<dyn Store> = Arc::new(store);
             let me = NodeInfo {
                 node_id: config.node_id(),
@@ -216,7 +247,7 @@ async fn open_store(
                 settings.lease_ttl,
                 settings.lease_interval,
             )?;
-            Ok((store, Some(cluster)))
+            Ok((store, Some(cluster), Some(webhook_link)))
         }
         other => Err(StartError::UnsupportedStore(other.to_string())),
     }

@@ -558,3 +558,114 @@ fn plugin_run_runs_one_event_against_a_given_state() {
     let report: serde_json::Value = serde_json::from_slice(&outsider.stdout).unwrap();
     assert_eq!(report["error_code"], 2004, "{report}");
 }
+
+/// Issue 16: a node SIGKILLed with events its endpoint never had (the
+/// receiver answering 503) and started again on the same data folder
+/// delivers every one of them: recorded on disk before each action was
+/// answered. The receiver is the example receiver, which checks every
+/// signature.
+#[test]
+fn a_sigkilled_node_delivers_its_undelivered_events_after_a_restart() {
+    use example_webhook_receiver::Receiver;
+    const SECRET: &str = "webhook-cli-secret-0123456789";
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let receiver = Receiver::new(SECRET, false);
+    let hook_port = free_port();
+    let router = receiver.router();
+    runtime.spawn(async move {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", hook_port))
+            .await
+            .unwrap();
+        axum::serve(listener, router).await.unwrap();
+    });
+    receiver.set_down(true);
+    let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("chorus.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\ndata_dir = {:?}\n\n[[webhooks]]\nname = \"backend\"\nurl = \"http://127.0.0.1:{hook_port}/hooks\"\nsecret = \"{SECRET}\"\nbackoff_max = \"300ms\"\n",
+            data.path().join("data")
+        ),
+    )
+    .unwrap();
+    let start = || {
+        let (port, admin) = (free_port(), free_port());
+        let child = Command::new(CHORUS)
+            .args(["serve", "--dev", "--config"])
+            .arg(&config)
+            .env("CHORUS_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+            .env("CHORUS_ADMIN__LISTEN", format!("127.0.0.1:{admin}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let ready = (0..400).any(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            std::net::TcpStream::connect(("127.0.0.1", admin)).is_ok()
+        });
+        assert!(ready, "the server listens");
+        (child, port)
+    };
+    let (mut first, port) = start();
+    let http = reqwest::Client::new();
+    let action = |body: serde_json::Value| {
+        let body = body.to_string();
+        let ts = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            .to_string();
+        let nonce = format!("{:032x}", rand::random::<u128>());
+        let headers = chorus_protocol::server_api::signed_headers(
+            chorus::config::DEV_APP_SECRET.as_bytes(),
+            &ts,
+            &nonce,
+            "POST",
+            "/api/v1/actions",
+            body.as_bytes(),
+        );
+        let mut request = http
+            .post(format!("http://127.0.0.1:{port}/api/v1/actions"))
+            .body(body);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    let profile = |user: u64| {
+        serde_json::json!({"user_id": user, "channel_name": "cli_kill", "room_id": 9,
+            "nickname": "n", "sex": 1, "avatar_url": "https://a.example/a.png",
+            "avatar_small_url": "https://a.example/s.png", "i_segment": "newcomer"})
+    };
+    runtime.block_on(async {
+        for user in 1..=5u64 {
+            let mut enter = profile(user);
+            enter["action"] = "enter_room".into();
+            assert_eq!(action(enter).await, 200);
+            let mut up = profile(user);
+            up["action"] = "up".into();
+            assert_eq!(action(up).await, 200);
+        }
+    });
+    // SIGKILL: no shutdown, no flush.
+    first.kill().unwrap();
+    first.wait().unwrap();
+    receiver.set_down(false);
+    let (second, _) = start();
+    // occupied, then entered and seat.taken for each of 5 users.
+    let expected = 1 + 5 * 2;
+    let arrived = (0..600).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        receiver.events().len() >= expected
+    });
+    let events = receiver.events();
+    terminate(second);
+    assert!(arrived, "{} of {expected} events arrived", events.len());
+    assert_eq!(events.len(), expected);
+    let seqs: Vec<u64> = events
+        .iter()
+        .map(|e| e["room_seq"].as_u64().unwrap())
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+}

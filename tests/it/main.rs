@@ -28,3 +28,4 @@ mod security;
 mod sessions;
 mod timers;
 mod trust;
+mod webhooks;

@@ -54,7 +54,10 @@ fn apply(app: &Arc<App>, event: ClusterEvent) {
         ClusterEvent::Disconnect { user, done } => {
             let app2 = Arc::clone(app);
             spawn(app, async move {
-                app2.disconnect(user).await;
+                // Its node died: as far as the user's session goes, the
+                // connection closed.
+                app2.disconnect(user, crate::webhooks::DisconnectReason::ConnectionClosed)
+                    .await;
                 let _ = done.send(());
             });
         }

@@ -33,6 +33,7 @@ use crate::plugin::PluginHost;
 use crate::replay::ReplayWindow;
 use crate::revocations::Revoked;
 use crate::store::{Store, StoreError};
+use crate::webhooks::Webhooks;
 
 /// Everything a node shares between its tasks.
 pub struct App {
@@ -77,6 +78,9 @@ pub struct App {
     /// Ring timeouts of the calls this node's clients started
     /// (`calls::run` raises them).
     pub ringing: calls::Ringing,
+    /// Events to the app backend (`[[webhooks]]`); `None` when no
+    /// endpoint is configured.
+    pub webhooks: Option<Arc<Webhooks>>,
 }
 
 /// The parts a node is wired from (see [`App::new`]).
@@ -97,6 +101,9 @@ pub struct Parts {
     pub metrics: PrometheusHandle,
     /// Revoked sids loaded at start (from disk on a single node).
     pub revoked: Revoked,
+    /// The webhooks, when `[[webhooks]]` names any endpoint (the store
+    /// is then already their [`crate::webhooks::RecordingStore`]).
+    pub webhooks: Option<Arc<Webhooks>>,
 }
 
 impl App {
@@ -112,6 +119,7 @@ impl App {
             cluster,
             metrics,
             revoked,
+            webhooks,
         } = parts;
         let shutdown = CancellationToken::new();
         let tracker = TaskTracker::new();
@@ -143,7 +151,8 @@ impl App {
             config.limits.bounds(),
             config.plugins.stale_retries,
         )
-        .with_snapshot_members(config.recovery.snapshot_members);
+        .with_snapshot_members(config.recovery.snapshot_members)
+        .with_webhooks(webhooks.clone());
         let admission = Admission::new(
             config.limits.max_connections,
             config.limits.max_connections_per_ip,
@@ -168,7 +177,11 @@ impl App {
             tracker,
             started: Instant::now(),
             ringing: calls::Ringing::default(),
+            webhooks,
         });
+        if let Some(hooks) = &app.webhooks {
+            hooks.start(&app.shutdown, &app.tracker);
+        }
         if let Some(inbox) = inbox {
             app.tracker.spawn(inbox::run(Arc::clone(&app), inbox));
         }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::app::App;
 use crate::revocations::RevocationError;
 use crate::store::{StateChange, StoreError};
+use crate::webhooks::{Cause, DisconnectReason, with_cause};
 use chorus_protocol::CloseCode;
 
 /// A revocation could not be recorded where it lasts.
@@ -27,15 +28,29 @@ impl App {
     /// A user's disconnection (PROTOCOL section 5), after any grace: relays
     /// they were delegate of move on, plugins subscribed to `disconnected`
     /// take them out of their room and call, and whatever a failed plugin
-    /// left behind is cleared so no seat stays held by a ghost.
-    pub async fn disconnect(&self, user_id: u64) {
+    /// left behind is cleared so no seat stays held by a ghost. With
+    /// webhooks, the changes are reported with reason `disconnect` (`kick`
+    /// for a kicked user), then `session.disconnected` with `reason`.
+    pub async fn disconnect(&self, user_id: u64, reason: DisconnectReason) {
         metrics::counter!("chorus_disconnects_total").increment(1);
         self.delivery.relay.on_disconnect(user_id).await;
         if let Some(cluster) = &self.cluster {
             cluster.announce_gone(user_id);
         }
-        self.dispatch.raise("disconnected", user_id).await;
-        self.clear_leftovers(user_id).await;
+        let cause = match reason {
+            DisconnectReason::Kicked => Cause::Kick,
+            _ => Cause::Disconnect,
+        };
+        with_cause(cause, async {
+            self.dispatch.raise("disconnected", user_id).await;
+            self.clear_leftovers(user_id).await;
+        })
+        .await;
+        if let Some(hooks) = &self.webhooks
+            && let Err(e) = hooks.session_disconnected(user_id, reason).await
+        {
+            tracing::error!(user_id, error = %e, "session.disconnected not recorded");
+        }
     }
 
     async fn clear_leftovers(&self, user_id: u64) {
@@ -64,7 +79,7 @@ impl App {
     /// Disconnects the user after `heartbeat.grace` unless they came back
     /// (PROTOCOL section 5). Runs on the tracker; shutdown abandons it (the
     /// lease or the next start cleans up).
-    pub fn disconnect_after_grace(self: &Arc<Self>, user_id: u64) {
+    pub fn disconnect_after_grace(self: &Arc<Self>, user_id: u64, reason: DisconnectReason) {
         let app = Arc::clone(self);
         let grace = self.config.heartbeat.grace;
         self.tracker.spawn(async move {
@@ -73,7 +88,7 @@ impl App {
                 _ = app.shutdown.cancelled() => return,
             }
             if !app.is_online(user_id).await {
-                app.disconnect(user_id).await;
+                app.disconnect(user_id, reason).await;
             }
         });
     }

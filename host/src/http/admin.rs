@@ -41,6 +41,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/admin/users/{user_id}", get(user))
         .route("/admin/connections", get(connections))
         .route("/admin/cluster", get(cluster))
+        .route("/admin/webhooks", get(webhooks))
+        .route("/admin/webhooks/{name}/replay", post(replay_webhook))
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&app),
             require_token,
@@ -124,6 +126,47 @@ async fn cluster(State(app): State<Arc<App>>) -> Json<Value> {
         "peers": peers,
         "faults": cluster.faults().to_json(),
     }))
+}
+
+/// `GET /admin/webhooks`: `{"endpoints": [...]}`, each endpoint's
+/// status (see `webhooks::EndpointState::to_json`); empty without
+/// `[[webhooks]]`.
+async fn webhooks(State(app): State<Arc<App>>) -> Json<Value> {
+    let endpoints = app
+        .webhooks
+        .as_ref()
+        .map(|h| h.statuses())
+        .unwrap_or_default();
+    Json(json!({"endpoints": endpoints}))
+}
+
+/// `POST /admin/webhooks/{name}/replay?since=<unix ms>`: the endpoint gets
+/// again every kept event recorded at or after `since`. 202 `{"name",
+/// "since"}`; 400 without a `since` in unix ms; 404 for no such endpoint.
+async fn replay_webhook(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(since) = query.get("since").and_then(|s| s.parse::<u64>().ok()) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "since must be unix milliseconds"})),
+        )
+            .into_response();
+    };
+    match &app.webhooks {
+        Some(hooks) if hooks.replay(&name, since) => (
+            StatusCode::ACCEPTED,
+            Json(json!({"name": name, "since": since})),
+        )
+            .into_response(),
+        _ => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": format!("no webhook endpoint {name}")})),
+        )
+            .into_response(),
+    }
 }
 
 async fn render_metrics(State(app): State<Arc<App>>) -> Response {

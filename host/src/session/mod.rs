@@ -29,6 +29,7 @@ use tracing::Instrument;
 
 use crate::app::App;
 use crate::connections::SessionHandle;
+use crate::webhooks::DisconnectReason;
 use chorus_protocol::{CloseCode, Disconnect, ServerFrame};
 pub use inbound::MAX_REPLAY_ENTRIES;
 use inbound::{Inbound, Verdict};
@@ -150,6 +151,12 @@ impl Registration {
             Ok(None) => {}
             Err(e) => tracing::warn!(user_id = who.user_id, error = %e, "presence not recorded"),
         }
+        // Recorded before `connected` is sent (issue 16).
+        if let Some(hooks) = &app.webhooks
+            && let Err(e) = hooks.session_connected(who.user_id).await
+        {
+            tracing::error!(user_id = who.user_id, error = %e, "session.connected not recorded");
+        }
         registration
     }
 
@@ -220,14 +227,21 @@ async fn after(app: &Arc<App>, user_id: u64, end: End) {
     if !handover && let Err(e) = app.store.set_offline(user_id, &app.node_id).await {
         tracing::warn!(user_id, error = %e, "presence not cleared");
     }
+    let reason = match &end {
+        End::Closed(how) if how.code == CloseCode::HeartbeatTimeout => {
+            DisconnectReason::HeartbeatTimeout
+        }
+        End::Closed(how) if how.code == CloseCode::Kicked => DisconnectReason::Kicked,
+        _ => DisconnectReason::ConnectionClosed,
+    };
     match end {
         End::Shutdown => {}
         // Replacement is not a disconnect (PROTOCOL section 4).
         End::Closed(how) if how.code == CloseCode::Replaced => {}
         // A kick is a disconnect with no grace (PROTOCOL section 8).
-        End::Closed(how) if how.code == CloseCode::Kicked => app.disconnect(user_id).await,
-        _ if app.config.heartbeat.grace.is_zero() => app.disconnect(user_id).await,
-        _ => app.disconnect_after_grace(user_id),
+        End::Closed(how) if how.code == CloseCode::Kicked => app.disconnect(user_id, reason).await,
+        _ if app.config.heartbeat.grace.is_zero() => app.disconnect(user_id, reason).await,
+        _ => app.disconnect_after_grace(user_id, reason),
     }
 }
 

@@ -12,10 +12,10 @@ use async_trait::async_trait;
 
 use super::history::MemoryHistory;
 use super::{
-    ApplyError, AttrLimits, Call, DueTimer, HistoryLimits, KvRecord, LogEntry, MAX_KV_INT,
-    MAX_KV_LIST, Membership, Position, Replay, RoomAttrs, RoomSnapshot, RoomView, Seat, Stamped,
-    StateChange, Store, StoreError, Stream, TimerBounds, check_attr_changes, check_kv_ttl,
-    check_timer_delay, seat_status, unix_ms,
+    Applied, ApplyError, AttrLimits, Call, DueTimer, Fact, FactKind, HistoryLimits, KvRecord,
+    LogEntry, MAX_KV_INT, MAX_KV_LIST, Membership, Position, Replay, RoomAttrs, RoomSnapshot,
+    RoomView, Seat, StateChange, Store, StoreError, Stream, TimerBounds, check_attr_changes,
+    check_kv_ttl, check_timer_delay, seat_status, unix_ms,
 };
 
 /// One KV entry: value, version, and expiry (unix ms).
@@ -107,6 +107,12 @@ struct State {
     /// lock as the state, so a batch and its notifications are logged in
     /// one step and a snapshot reads both at one instant.
     history: MemoryHistory,
+    /// What the running batch changed, in order, not yet numbered
+    /// (scratch only; issue 16).
+    facts: Vec<Fact>,
+    /// channel -> the room's last fact number. Kept when the room
+    /// empties, so its numbers keep increasing.
+    room_seqs: HashMap<String, u64>,
 }
 
 impl State {
@@ -355,6 +361,9 @@ pub struct MemoryStore {
     /// Profiles, under their own lock: they are written by the server API
     /// and read by plugins, never in a batch.
     profiles: Mutex<Profiles>,
+    /// Where every room's fact numbers start: the store's creation time in
+    /// ms times 1000, so numbers keep increasing across restarts.
+    seq_base: u64,
 }
 
 /// The stored profiles, swept of expired ones as they grow.
@@ -375,6 +384,7 @@ impl MemoryStore {
             history_limits: HistoryLimits::default(),
             state: Mutex::new(State::default()),
             profiles: Mutex::new(Profiles::default()),
+            seq_base: unix_ms().saturating_mul(1000),
         }
     }
 
@@ -436,9 +446,22 @@ impl State {
             return;
         };
         room.members.retain(|m| *m != user_id);
-        free_user_seat(room, user_id);
-        if room.members.is_empty() {
+        let freed = free_user_seat(room, user_id);
+        let vacated = room.members.is_empty();
+        if vacated {
             self.rooms.remove(&channel);
+        }
+        if let Some(seat) = freed {
+            self.facts.push(
+                Fact::new(FactKind::SeatFreed, &channel)
+                    .user(user_id)
+                    .seat(seat),
+            );
+        }
+        self.facts
+            .push(Fact::new(FactKind::Exited, &channel).user(user_id));
+        if vacated {
+            self.facts.push(Fact::new(FactKind::Vacated, &channel));
         }
     }
 
@@ -539,11 +562,16 @@ impl State {
             } => {
                 self.require_member(*user_id, channel_name)?;
                 let room = self.room_mut(channel_name)?;
-                if !free_user_seat(room, *user_id) {
+                let Some(seat) = free_user_seat(room, *user_id) else {
                     return Err(ApplyError::NotAllowed(format!(
                         "user {user_id} holds no seat"
                     )));
-                }
+                };
+                self.facts.push(
+                    Fact::new(FactKind::SeatFreed, channel_name)
+                        .user(*user_id)
+                        .seat(seat),
+                );
             }
             StateChange::SetSeat {
                 channel_name,
@@ -672,6 +700,10 @@ impl State {
             return;
         }
         self.leave(user_id);
+        if !self.rooms.contains_key(channel) {
+            self.facts
+                .push(Fact::new(FactKind::Occupied, channel).room(room_id));
+        }
         let room = self
             .rooms
             .entry(channel.to_string())
@@ -681,7 +713,13 @@ impl State {
                 seats: (1..=seats).map(Seat::free).collect(),
             });
         room.members.push(user_id);
+        let room_id = room.room_id;
         self.member_of.insert(user_id, channel.to_string());
+        self.facts.push(
+            Fact::new(FactKind::Entered, channel)
+                .user(user_id)
+                .room(room_id),
+        );
     }
 
     fn require_member(&self, user_id: u64, channel: &str) -> Result<(), ApplyError> {
@@ -713,13 +751,25 @@ impl State {
         if seat.status != seat_status::FREE {
             return Err(ApplyError::Conflict(format!("seat {seat_id} is not free")));
         }
-        free_user_seat(room, user_id);
+        let freed = free_user_seat(room, user_id);
         room.seats[index] = Seat {
             id: seat_id,
             user_id: Some(user_id),
             status: seat_status::OCCUPIED,
             microphone: 1,
         };
+        if let Some(old) = freed {
+            self.facts.push(
+                Fact::new(FactKind::SeatFreed, channel)
+                    .user(user_id)
+                    .seat(old),
+            );
+        }
+        self.facts.push(
+            Fact::new(FactKind::SeatTaken, channel)
+                .user(user_id)
+                .seat(seat_id),
+        );
         Ok(())
     }
 
@@ -777,12 +827,22 @@ impl State {
                 channel_name,
             },
         );
+        self.facts.push(
+            Fact::new(FactKind::CallStarted, channel)
+                .user(user_id)
+                .peer(receiver_id),
+        );
         Ok(())
     }
 
     fn end_call(&mut self, user_id: u64) {
         if let Some(call) = self.calls.remove(&user_id) {
             self.calls.remove(&call.peer_id);
+            self.facts.push(
+                Fact::new(FactKind::CallEnded, &call.channel_name)
+                    .user(user_id)
+                    .peer(call.peer_id),
+            );
         }
     }
 }
@@ -893,6 +953,8 @@ impl Touched {
             // The history is appended to once the batch passed, on the
             // real state: the scratch copy never holds any.
             history: MemoryHistory::default(),
+            facts: Vec::new(),
+            room_seqs: HashMap::new(),
         }
     }
 
@@ -951,15 +1013,11 @@ fn seat_index(room: &Room, seat_id: u32) -> Result<usize, ApplyError> {
     }
 }
 
-/// Frees the user's seat in the room; whether they had one.
-fn free_user_seat(room: &mut Room, user_id: u64) -> bool {
-    match room.seats.iter_mut().find(|s| s.user_id == Some(user_id)) {
-        Some(seat) => {
-            *seat = Seat::free(seat.id);
-            true
-        }
-        None => false,
-    }
+/// Frees the user's seat in the room; the seat they had, if any.
+fn free_user_seat(room: &mut Room, user_id: u64) -> Option<u32> {
+    let seat = room.seats.iter_mut().find(|s| s.user_id == Some(user_id))?;
+    *seat = Seat::free(seat.id);
+    Some(seat.id)
 }
 
 /// The integer a counter holds: an optional `-` and decimal digits, as the
@@ -1040,11 +1098,11 @@ impl Store for MemoryStore {
             .collect())
     }
 
-    async fn apply_logged(
+    async fn apply_reported(
         &self,
         changes: &[StateChange],
         log: &[LogEntry],
-    ) -> Result<Vec<Stamped>, ApplyError> {
+    ) -> Result<Applied, ApplyError> {
         let mut state = self.lock();
         // All or nothing: run the batch on a scratch copy of just the
         // entries it can touch, and write them back only if every change
@@ -1061,6 +1119,7 @@ impl Store for MemoryStore {
             timers.step(change, now)?;
         }
         scratch.settle_attrs(self.attr_limits.idle_ttl_ms, now);
+        let mut facts = std::mem::take(&mut scratch.facts);
         let plan = timers.plan;
         touched.write_back(&mut state, scratch);
         state.timers.commit(plan);
@@ -1068,11 +1127,24 @@ impl Store for MemoryStore {
             state.sweep(now);
             state.history.sweep(&self.history_limits, now);
         }
+        for fact in &mut facts {
+            let seq = state
+                .room_seqs
+                .entry(fact.channel_name.clone())
+                .or_insert(self.seq_base);
+            *seq += 1;
+            fact.room_seq = *seq;
+        }
         let limits = &self.history_limits;
-        Ok(log
+        let stamps = log
             .iter()
             .map(|entry| state.history.append(limits, entry, now))
-            .collect())
+            .collect();
+        Ok(Applied {
+            stamps,
+            facts,
+            recorded: false,
+        })
     }
 
     async fn history_since(&self, stream: &Stream, from: &Position) -> Result<Replay, StoreError> {

@@ -99,6 +99,152 @@ pub struct RoomSnapshot {
     pub at: Position,
 }
 
+/// What a fact says changed (issue 16): one per room, seat or call
+/// change a batch actually made, so the webhook events follow the state
+/// rather than the effects a plugin asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FactKind {
+    /// `user_id` entered `channel_name` (`room_id`).
+    Entered,
+    /// `user_id` left `channel_name` (a leave, or the implicit leave of a
+    /// join to another room).
+    Exited,
+    /// `user_id` took `seat_id`.
+    SeatTaken,
+    /// `seat_id`, held by `user_id`, became free (a seat change, a leave).
+    SeatFreed,
+    /// `user_id` called `peer_id` in `channel_name`.
+    CallStarted,
+    /// The call of `user_id` with `peer_id` ended.
+    CallEnded,
+    /// `channel_name` had nobody and now has its first member.
+    Occupied,
+    /// The last member left `channel_name`.
+    Vacated,
+}
+
+/// One change a batch made, reported by [`Store::apply_reported`] in the
+/// order it happened, numbered per room in the same atomic step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fact {
+    /// What changed.
+    pub kind: FactKind,
+    /// The room concerned (a call's room for call facts).
+    pub channel_name: String,
+    /// The user concerned (`None` for [`FactKind::Occupied`] and
+    /// [`FactKind::Vacated`]).
+    pub user_id: Option<u64>,
+    /// The seat (seat facts).
+    pub seat_id: Option<u32>,
+    /// The other user of a call (call facts).
+    pub peer_id: Option<u64>,
+    /// The app backend's id of the room ([`FactKind::Entered`],
+    /// [`FactKind::Occupied`]).
+    pub room_id: Option<u64>,
+    /// The room's sequence number of this fact: increasing within a room,
+    /// so a receiver can order a room's events. `MemoryStore` starts each
+    /// room at its start time in ms times 1000 (so a restarted node keeps
+    /// increasing); `RedisStore` counts from 1 per room, kept in Redis.
+    pub room_seq: u64,
+}
+
+impl Fact {
+    /// A fact with no seq yet (the store numbers it once the batch passed).
+    pub fn new(kind: FactKind, channel_name: &str) -> Self {
+        Self {
+            kind,
+            channel_name: channel_name.to_string(),
+            user_id: None,
+            seat_id: None,
+            peer_id: None,
+            room_id: None,
+            room_seq: 0,
+        }
+    }
+
+    /// The same fact about `user_id`.
+    pub fn user(mut self, user_id: u64) -> Self {
+        self.user_id = Some(user_id);
+        self
+    }
+
+    /// The same fact about `seat_id`.
+    pub fn seat(mut self, seat_id: u32) -> Self {
+        self.seat_id = Some(seat_id);
+        self
+    }
+
+    /// The same fact with the call's other user.
+    pub fn peer(mut self, peer_id: u64) -> Self {
+        self.peer_id = Some(peer_id);
+        self
+    }
+
+    /// The same fact with the room's id.
+    pub fn room(mut self, room_id: u64) -> Self {
+        self.room_id = Some(room_id);
+        self
+    }
+}
+
+/// What made a room, seat or call change: the `reason` of `room.exited`,
+/// `seat.freed` and `call.ended`. Set for a stretch of work with
+/// [`with_cause`]; anything else is an action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// An action (client, server API, timer, plugin): `"action"`.
+    Action,
+    /// The disconnect flow of a user who left without a kick:
+    /// `"disconnect"`.
+    Disconnect,
+    /// The disconnect flow of a kicked user: `"kick"`.
+    Kick,
+}
+
+impl Cause {
+    /// The `reason` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Cause::Action => "action",
+            Cause::Disconnect => "disconnect",
+            Cause::Kick => "kick",
+        }
+    }
+}
+
+tokio::task_local! {
+    /// The cause of the changes the current task applies.
+    static CAUSE: Cause;
+}
+
+/// Runs `work` with `cause` as the reason of every change it applies
+/// (through any store call on this task).
+pub async fn with_cause<F: std::future::Future>(cause: Cause, work: F) -> F::Output {
+    CAUSE.scope(cause, work).await
+}
+
+/// The cause in force on this task ([`Cause::Action`] outside
+/// [`with_cause`]).
+pub fn current_cause() -> Cause {
+    CAUSE.try_with(|c| *c).unwrap_or(Cause::Action)
+}
+
+/// What an applied batch produced: the stamped frames of its logged
+/// notifications and the facts of what it changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// The logged notifications, stamped, in order.
+    pub stamps: Vec<Stamped>,
+    /// The room, seat and call changes, in the order they happened.
+    pub facts: Vec<Fact>,
+    /// The store itself recorded the webhook events of every fact but
+    /// [`FactKind::Occupied`] and [`FactKind::Vacated`] in the same atomic
+    /// step as the batch (`RedisStore` with an event stream): the caller
+    /// records only those two (they wait for `events.vacated_delay`).
+    pub recorded: bool,
+}
+
 /// One state change; a batch of them is applied atomically.
 ///
 /// Field meanings are the same in every variant: `user_id` the user
@@ -489,6 +635,11 @@ pub enum StoreError {
     /// The node's Redis link was cut on purpose (tests that kill a node).
     #[error("this node's Redis link was severed")]
     Severed,
+    /// The batch applied but its webhook events could not be recorded
+    /// (the outbox's disk or stream failed): answered 2005, since the
+    /// change itself stands.
+    #[error("webhook outbox: {0}")]
+    Outbox(String),
 }
 
 impl StoreError {
@@ -513,7 +664,7 @@ impl StoreError {
             StoreError::Redis(e) => {
                 e.kind() == ::redis::ErrorKind::Io && !e.is_connection_refusal()
             }
-            StoreError::Script(_) => true,
+            StoreError::Script(_) | StoreError::Outbox(_) => true,
             StoreError::BadUrl(_)
             | StoreError::Connect { .. }
             | StoreError::Timeout(_)
@@ -589,7 +740,17 @@ pub trait Store: Send + Sync + 'static {
         &self,
         changes: &[StateChange],
         log: &[LogEntry],
-    ) -> Result<Vec<Stamped>, ApplyError>;
+    ) -> Result<Vec<Stamped>, ApplyError> {
+        self.apply_reported(changes, log).await.map(|a| a.stamps)
+    }
+    /// [`Store::apply_logged`], also reporting every room, seat and call
+    /// change the batch made ([`Fact`]), numbered per room in the same
+    /// atomic step, so events follow the state itself (issue 16).
+    async fn apply_reported(
+        &self,
+        changes: &[StateChange],
+        log: &[LogEntry],
+    ) -> Result<Applied, ApplyError>;
     /// What `stream` holds after `from` ([`Replay::Recovered`], in order),
     /// or [`Replay::Lost`] when its history cannot fill the gap (another
     /// epoch, a `seq` ahead of the stream, older than the history).

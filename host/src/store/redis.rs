@@ -33,9 +33,9 @@ use serde_json::{Value, json};
 
 use super::history::replay_from;
 use super::{
-    ApplyError, AttrLimits, Call, DueTimer, HistoryLimits, KvRecord, LogEntry, MAX_KV_LIST,
-    Membership, Position, Replay, RoomAttrs, RoomSnapshot, RoomView, Seat, Stamped, StateChange,
-    Store, StoreError, Stream, check_attr_changes,
+    Applied, ApplyError, AttrLimits, Call, DueTimer, Fact, FactKind, HistoryLimits, KvRecord,
+    LogEntry, MAX_KV_LIST, Membership, Position, Replay, RoomAttrs, RoomSnapshot, RoomView, Seat,
+    Stamped, StateChange, Store, StoreError, Stream, check_attr_changes,
 };
 
 /// How long one Redis command may take before it fails. Generous next to
@@ -178,6 +178,24 @@ pub struct RedisStore {
     attr_limits: AttrLimits,
     /// Bounds of each stream's history (`[recovery]`).
     history_limits: HistoryLimits,
+    /// Where a batch's webhook events go, in the batch's own script
+    /// (issue 16); `None` without `[[webhooks]]`.
+    events: Option<EventStream>,
+}
+
+/// The Redis stream of webhook events (under `store.prefix`), which
+/// `webhooks::outbox::RedisOutbox` reads.
+pub const EVENT_STREAM: &str = "webhooks:events";
+
+/// How a batch's script appends its events.
+#[derive(Debug, Clone)]
+struct EventStream {
+    /// `server.node_id`, the events' `node`.
+    node: String,
+    /// Entries older than this (ms) are trimmed on append.
+    retention_ms: u64,
+    /// `events.vacated_delay` in ms (0: `room.vacated` at once).
+    vacated_delay_ms: u64,
 }
 
 impl RedisStore {
@@ -188,7 +206,28 @@ impl RedisStore {
             seats_per_room,
             attr_limits: AttrLimits::default(),
             history_limits: HistoryLimits::default(),
+            events: None,
         })
+    }
+
+    /// The same store appending the webhook events of each batch's facts
+    /// to [`EVENT_STREAM`] in the batch's own script, as from `node`,
+    /// trimming entries older than `retention`. An emptied room is left
+    /// pending under `P vacancy:<channel>` for `vacated_delay` (the node
+    /// reports it, `webhooks::outbox::RedisOutbox::report_vacancy`); an
+    /// entry meanwhile deletes it and sends no `room.occupied`.
+    pub fn with_event_stream(
+        mut self,
+        node: &str,
+        retention: std::time::Duration,
+        vacated_delay: std::time::Duration,
+    ) -> Self {
+        self.events = Some(EventStream {
+            node: node.to_string(),
+            retention_ms: u64::try_from(retention.as_millis()).unwrap_or(u64::MAX),
+            vacated_delay_ms: u64::try_from(vacated_delay.as_millis()).unwrap_or(u64::MAX),
+        });
+        self
     }
 
     /// The same store with these history bounds (`[recovery]`).
@@ -400,23 +439,40 @@ impl ClaimedTimer {
 
 /// The apply script's answer as a result: on success, the stamped frames
 /// (`ok` then one triple epoch, seq, frame per logged notification).
-fn apply_outcome(answer: Vec<String>) -> Result<Vec<Stamped>, ApplyError> {
+fn apply_outcome(answer: Vec<String>) -> Result<Applied, ApplyError> {
     let kind = answer.first().map(String::as_str).unwrap_or_default();
     let reason = answer.get(1).cloned().unwrap_or_default();
     match kind {
-        "ok" => answer[1..]
-            .chunks(3)
-            .map(|t| match t {
-                [epoch, seq, frame] => Ok(Stamped {
-                    at: Position {
-                        epoch: epoch.clone(),
-                        seq: seq.parse().map_err(|_| script_error("a seq"))?,
-                    },
-                    frame: frame.clone(),
-                }),
-                _ => Err(script_error("a stamp triple")),
+        "ok" => {
+            let count: usize = reason.parse().map_err(|_| script_error("a fact count"))?;
+            let end = 2 + count * 7;
+            let facts_part = answer
+                .get(2..end)
+                .ok_or_else(|| script_error("its facts"))?;
+            let facts = facts_part
+                .chunks(7)
+                .map(parse_fact)
+                .collect::<Option<Vec<Fact>>>()
+                .ok_or_else(|| script_error("a well-formed fact"))?;
+            let stamps = answer[end..]
+                .chunks(3)
+                .map(|t| match t {
+                    [epoch, seq, frame] => Ok(Stamped {
+                        at: Position {
+                            epoch: epoch.clone(),
+                            seq: seq.parse().map_err(|_| script_error("a seq"))?,
+                        },
+                        frame: frame.clone(),
+                    }),
+                    _ => Err(script_error("a stamp triple")),
+                })
+                .collect::<Result<Vec<Stamped>, ApplyError>>()?;
+            Ok(Applied {
+                stamps,
+                facts,
+                recorded: false,
             })
-            .collect(),
+        }
         "conflict" => Err(ApplyError::Conflict(reason)),
         "not_allowed" => Err(ApplyError::NotAllowed(reason)),
         "invalid" => Err(ApplyError::Invalid(reason)),
@@ -425,6 +481,41 @@ fn apply_outcome(answer: Vec<String>) -> Result<Vec<Stamped>, ApplyError> {
             "apply answered {other:?}"
         )))),
     }
+}
+
+/// One fact of `lua/apply.lua`: kind, channel, user, seat, peer, room id
+/// (`''` for none) and room seq.
+fn parse_fact(t: &[String]) -> Option<Fact> {
+    let [kind, channel, user, seat, peer, room_id, seq] = t else {
+        return None;
+    };
+    let kind = match kind.as_str() {
+        "entered" => FactKind::Entered,
+        "exited" => FactKind::Exited,
+        "seat_taken" => FactKind::SeatTaken,
+        "seat_freed" => FactKind::SeatFreed,
+        "call_started" => FactKind::CallStarted,
+        "call_ended" => FactKind::CallEnded,
+        "occupied" => FactKind::Occupied,
+        "vacated" => FactKind::Vacated,
+        _ => return None,
+    };
+    fn opt<T: std::str::FromStr>(s: &str) -> Option<Option<T>> {
+        if s.is_empty() {
+            Some(None)
+        } else {
+            s.parse().ok().map(Some)
+        }
+    }
+    Some(Fact {
+        kind,
+        channel_name: channel.clone(),
+        user_id: opt(user)?,
+        seat_id: opt(seat)?,
+        peer_id: opt(peer)?,
+        room_id: opt(room_id)?,
+        room_seq: seq.parse().ok()?,
+    })
 }
 
 fn script_error(what: &str) -> ApplyError {
@@ -592,13 +683,13 @@ impl Store for RedisStore {
         Ok(keys)
     }
 
-    async fn apply_logged(
+    async fn apply_reported(
         &self,
         changes: &[StateChange],
         log: &[LogEntry],
-    ) -> Result<Vec<Stamped>, ApplyError> {
+    ) -> Result<Applied, ApplyError> {
         if changes.is_empty() && log.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Applied::default());
         }
         check_attr_changes(&self.attr_limits, changes)?;
         let batch = Value::Array(changes.iter().map(encode_change).collect()).to_string();
@@ -613,6 +704,16 @@ impl Store for RedisStore {
         let size = self.history_limits.size.to_string();
         let ttl = self.history_limits.ttl_ms.max(1).to_string();
         let position_ttl = self.history_limits.position_ttl_ms().to_string();
+        let (stream, node, min_id, vacancy) = match &self.events {
+            Some(events) => (
+                self.link.key(EVENT_STREAM),
+                events.node.clone(),
+                format!("{}-0", super::unix_ms().saturating_sub(events.retention_ms)),
+                events.vacated_delay_ms.to_string(),
+            ),
+            None => (String::new(), String::new(), String::new(), "0".to_string()),
+        };
+        let cause = super::current_cause().as_str();
         let args = [
             seats.as_str(),
             &batch,
@@ -622,9 +723,16 @@ impl Store for RedisStore {
             &size,
             &ttl,
             &position_ttl,
+            &stream,
+            &node,
+            cause,
+            &min_id,
+            &vacancy,
         ];
         let answer: Vec<String> = self.script(&scripts().apply, &args).await?;
-        apply_outcome(answer)
+        let mut applied = apply_outcome(answer)?;
+        applied.recorded = self.events.is_some();
+        Ok(applied)
     }
 
     async fn history_since(&self, stream: &Stream, from: &Position) -> Result<Replay, StoreError> {

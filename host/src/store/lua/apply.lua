@@ -34,7 +34,10 @@
 -- the last append; P histpos expires ARGV[9] ms (24 h, or the TTL if
 -- longer) after it; a stream without P histpos starts a new epoch
 -- (P histepoch makes it unique). Success returns {"ok", epoch, seq,
--- stamped frame, ...}, one triple per logged frame, in order.
+-- stamped frame, ...}, one triple per logged frame, in order, after the
+-- facts: {"ok", n, n times (kind, channel, user, seat, peer, room_id,
+-- room_seq) with '' for none, then the triples}. P roomseq:<channel>
+-- counts a room's facts and never expires (a room's numbers only grow).
 
 local P = ARGV[1]
 local SEATS = tonumber(ARGV[2])
@@ -45,11 +48,39 @@ local LOG = cjson.decode(ARGV[6] or '[]')
 local HIST_SIZE = tonumber(ARGV[7] or '200')
 local HIST_TTL = tonumber(ARGV[8] or '120000')
 local POS_TTL = tonumber(ARGV[9] or '86400000')
+-- Webhook events (issue 16): ARGV[10] the stream (P webhooks:events; ''
+-- for none), ARGV[11] the node, ARGV[12] the cause (action, disconnect,
+-- kick: the reason of exits, freed seats and ended calls), ARGV[13] the
+-- trim threshold (MINID). Every fact but occupied/vacated (which wait for
+-- events.vacated_delay in the node) is appended as one entry {e = event
+-- JSON}, in the batch's own step.
+local EV_STREAM = ARGV[10] or ''
+local EV_NODE = ARGV[11] or ''
+local EV_CAUSE = ARGV[12] or 'action'
+local EV_MINID = ARGV[13] or '0-0'
+local EV_NAMES = {
+  entered = 'room.entered', exited = 'room.exited', seat_taken = 'seat.taken',
+  seat_freed = 'seat.freed', call_started = 'call.started', call_ended = 'call.ended',
+}
+local EV_REASON = { exited = true, seat_freed = true, call_ended = true }
+-- ARGV[14] events.vacated_delay in ms: an emptied room's report waits
+-- that long under P vacancy:<channel> (its room_seq), which the node
+-- turns into room.vacated (webhooks outbox) unless an entry deletes it
+-- first, which also drops that entry's room.occupied: a quick return does
+-- not flap, whichever nodes the leave and the entry ran on.
+local EV_VACANCY = tonumber(ARGV[14] or '0')
+local OCC_NAMES = { occupied = 'room.occupied', vacated = 'room.vacated' }
 
 local member, member_dirty = {}, {}
 local rooms, touched = {}, {}
 local calls, calls_dirty = {}, {}
 local kv, kv_order = {}, {}
+-- What the batch changed (issue 16), in order: {kind, ch, user, seat,
+-- peer, room_id}; numbered per room (P roomseq:<channel>) once it passed.
+local facts = {}
+local function fact(kind, ch, user, seat, peer, room_id)
+  facts[#facts + 1] = { kind, ch, user or '', seat or '', peer or '', room_id or '' }
+end
 local function refuse(kind, reason)
   error({ kind = kind, reason = reason })
 end
@@ -256,7 +287,7 @@ local function free_user_seat(r, u)
   for id = 1, r.nseats do
     if seat_of(r, id).user == u then
       put_seat(r, id, { status = 0, mic = 0, user = false })
-      return true
+      return id
     end
   end
   return false
@@ -270,12 +301,15 @@ local function leave(u)
   if not r.exists then return end
   r.ops[u] = 'rem'
   r.count = r.count - 1
-  free_user_seat(r, u)
+  local freed = free_user_seat(r, u)
+  if freed then fact('seat_freed', ch, u, freed) end
+  fact('exited', ch, u)
   if r.count <= 0 then
     -- The last member left: the room is gone (and starts afresh if
     -- someone joins it later in this batch).
     empty(r)
     r.reset = true
+    fact('vacated', ch)
   end
 end
 
@@ -285,11 +319,13 @@ local function join(u, ch, room_id)
   local r = room(ch)
   if not r.exists then
     r.exists, r.room_id, r.nseats, r.meta = true, room_id, SEATS, true
+    fact('occupied', ch, nil, nil, nil, room_id)
   end
   r.ops[u] = 'add'
   r.adds[#r.adds + 1] = u
   r.count = r.count + 1
   set_member(u, ch)
+  fact('entered', ch, u, nil, nil, r.room_id)
 end
 
 local function require_member(u, ch)
@@ -319,16 +355,20 @@ local function take_seat(ch, id, u)
     refuse('conflict', 'user ' .. u .. ' already holds seat ' .. id)
   end
   if s.status ~= 0 then refuse('conflict', 'seat ' .. id .. ' is not free') end
-  free_user_seat(r, u)
+  local freed = free_user_seat(r, u)
+  if freed then fact('seat_freed', ch, u, freed) end
   put_seat(r, id, { status = 1, mic = 1, user = u })
+  fact('seat_taken', ch, u, id)
 end
 
 local function free_seat(ch, u)
   require_member(u, ch)
   local r = room_mut(ch)
-  if not free_user_seat(r, u) then
+  local freed = free_user_seat(r, u)
+  if not freed then
     refuse('not_allowed', 'user ' .. u .. ' holds no seat')
   end
+  fact('seat_freed', ch, u, freed)
 end
 
 local function set_seat(ch, id, status, mic)
@@ -366,6 +406,7 @@ local function start_call(u, receiver, ch)
   end
   set_call(u, { peer = receiver, channel = ch })
   set_call(receiver, { peer = u, channel = ch })
+  fact('call_started', ch, u, nil, receiver)
 end
 
 local function end_call(u)
@@ -373,6 +414,7 @@ local function end_call(u)
   if c then
     set_call(u, false)
     set_call(c.peer, false)
+    fact('call_ended', c.channel, u, nil, c.peer)
   end
 end
 
@@ -643,7 +685,47 @@ local function log_one(stream, frame)
   return epoch, seq, stamped
 end
 
-local out = { 'ok' }
+-- The event of fact f numbered seq, as the node's serde writes it: fields
+-- in the same order, absent ones left out, ids as JSON numbers.
+local function event_json(f, seq)
+  local kind = f[1]
+  local n = redis.call('INCR', P .. 'eventseq')
+  local id = string.sub(redis.sha1hex(P .. EV_NODE .. ':' .. NOW .. ':' .. n), 1, 32)
+  local parts = { '{"event_id":"', id, '","event":"', EV_NAMES[kind] or OCC_NAMES[kind], '","node":',
+    cjson.encode(EV_NODE), ',"ts_ms":', string.format('%d', NOW) }
+  local function add(s) parts[#parts + 1] = s end
+  if f[3] ~= '' then add(',"user_id":' .. tostring(f[3])) end
+  add(',"channel_name":' .. cjson.encode(f[2]) .. ',"room_seq":' .. seq)
+  if f[6] ~= '' then add(',"room_id":' .. tostring(f[6])) end
+  if f[4] ~= '' then add(',"seat_id":' .. tostring(f[4])) end
+  if f[5] ~= '' then
+    if kind == 'call_started' then add(',"receiver_id":') else add(',"peer_id":') end
+    add(tostring(f[5]))
+  end
+  if EV_REASON[kind] then add(',"reason":"' .. EV_CAUSE .. '"') end
+  add('}')
+  return table.concat(parts)
+end
+
+local out = { 'ok', string.format('%d', #facts) }
+for _, f in ipairs(facts) do
+  for i = 1, 6 do out[#out + 1] = tostring(f[i]) end
+  local seq = string.format('%d', redis.call('INCR', P .. 'roomseq:' .. f[2]))
+  out[#out + 1] = seq
+  if EV_STREAM ~= '' then
+    local kind, vacancy = f[1], P .. 'vacancy:' .. f[2]
+    local emit = EV_NAMES[kind] ~= nil
+    if kind == 'occupied' then
+      emit = redis.call('DEL', vacancy) == 0
+    elseif kind == 'vacated' then
+      emit = EV_VACANCY <= 0
+      if not emit then redis.call('SET', vacancy, seq, 'PX', EV_VACANCY * 2 + 60000) end
+    end
+    if emit then
+      redis.call('XADD', EV_STREAM, 'MINID', '~', EV_MINID, '*', 'e', event_json(f, seq))
+    end
+  end
+end
 for _, entry in ipairs(LOG) do
   local epoch, seq, stamped = log_one(entry.s, entry.f)
   out[#out + 1] = epoch

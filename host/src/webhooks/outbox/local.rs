@@ -1,0 +1,513 @@
+//! [`LocalOutbox`]: one node's outbox, redb on disk or memory.
+
+// redb's own error is large (160 bytes); these results only carry it from
+// the database to the `OutboxError` it becomes, as redb's examples do.
+#![allow(clippy::result_large_err)]
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use redb::{ReadableTable, TableDefinition};
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use super::{Entry, Key, Outbox, OutboxError};
+use crate::webhooks::event::Event;
+
+/// Events by sequence: 8 bytes of `ts_ms` (big-endian), then the JSON.
+const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+/// Endpoint -> the last sequence number it acknowledged.
+const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
+
+/// The file of the disk outbox under `server.data_dir`.
+pub const OUTBOX_FILE: &str = "webhooks.redb";
+
+/// The most operations one group commit takes; the rest wait for the next.
+const GROUP_MAX: usize = 1024;
+
+/// A write for the writer thread.
+enum WriteOp {
+    /// Append these `(ts_ms, json)`; answer when committed.
+    Append(Vec<(u64, String)>, oneshot::Sender<Result<(), OutboxError>>),
+    /// Set an endpoint's cursor.
+    Cursor(String, u64, oneshot::Sender<Result<(), OutboxError>>),
+    /// Delete events recorded before this time (unix ms).
+    Prune(u64),
+}
+
+/// An endpoint's place in a local outbox.
+#[derive(Debug, Clone, Copy, Default)]
+struct Place {
+    /// The last sequence number it acknowledged (durable on disk).
+    acked: u64,
+    /// The last one it was handed (in memory only).
+    handed: u64,
+}
+
+/// The single-node outbox: redb on disk, or memory.
+pub struct LocalOutbox {
+    /// Disk: the database (reads) and the writer thread's queue.
+    disk: Option<(Arc<redb::Database>, mpsc::Sender<WriteOp>)>,
+    /// Memory: every kept entry `(seq, ts_ms, json)`, oldest first.
+    memory: Mutex<std::collections::VecDeque<(u64, u64, String)>>,
+    /// The last sequence number handed out (memory) or committed (disk).
+    last: Arc<std::sync::atomic::AtomicU64>,
+    /// Each endpoint's place.
+    places: Mutex<HashMap<String, Place>>,
+    /// Woken after every append.
+    appended: Arc<Notify>,
+}
+
+impl LocalOutbox {
+    /// A memory outbox for `endpoints`, each starting at the first event.
+    pub fn memory(endpoints: &[String], appended: Arc<Notify>) -> Self {
+        Self {
+            disk: None,
+            memory: Mutex::default(),
+            last: Arc::default(),
+            places: Mutex::new(
+                endpoints
+                    .iter()
+                    .map(|e| (e.clone(), Place::default()))
+                    .collect(),
+            ),
+            appended,
+        }
+    }
+
+    /// Opens (creating it if needed) the disk outbox in `dir`. An endpoint
+    /// seen for the first time starts after the events already kept.
+    /// Retries for up to 5 s while a previous process of the same node
+    /// still holds the file.
+    pub async fn open(
+        dir: &Path,
+        endpoints: &[String],
+        appended: Arc<Notify>,
+    ) -> Result<Self, OutboxError> {
+        let path = dir.join(OUTBOX_FILE);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let db = loop {
+            let path = path.clone();
+            let opened = tokio::task::spawn_blocking(move || redb::Database::create(path))
+                .await
+                .map_err(|e| OutboxError(format!("outbox open: {e}")))?;
+            match opened {
+                Ok(db) => break db,
+                Err(redb::DatabaseError::DatabaseAlreadyOpen)
+                    if std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(redb::Error::from(e).into()),
+            }
+        };
+        let db = Arc::new(db);
+        let names = endpoints.to_vec();
+        let db2 = Arc::clone(&db);
+        let (last, places) = tokio::task::spawn_blocking(move || init_disk(&db2, &names))
+            .await
+            .map_err(|e| OutboxError(format!("outbox open: {e}")))??;
+        let last = Arc::new(std::sync::atomic::AtomicU64::new(last));
+        let (tx, rx) = mpsc::channel(4096);
+        let writer = Writer {
+            db: Arc::clone(&db),
+            next: last.load(std::sync::atomic::Ordering::SeqCst) + 1,
+            last: Arc::clone(&last),
+            appended: Arc::clone(&appended),
+        };
+        std::thread::Builder::new()
+            .name("chorus-outbox".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| OutboxError(format!("outbox writer: {e}")))?;
+        Ok(Self {
+            disk: Some((db, tx)),
+            memory: Mutex::default(),
+            last,
+            places: Mutex::new(places),
+            appended,
+        })
+    }
+
+    fn place(&self, endpoint: &str) -> Place {
+        let places = self.places.lock().unwrap_or_else(|p| p.into_inner());
+        places.get(endpoint).copied().unwrap_or_default()
+    }
+
+    fn set_place(&self, endpoint: &str, place: Place) {
+        let mut places = self.places.lock().unwrap_or_else(|p| p.into_inner());
+        places.insert(endpoint.to_string(), place);
+    }
+
+    /// Runs `work` on the database off the runtime's threads.
+    async fn read<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&redb::Database) -> Result<T, redb::Error> + Send + 'static,
+    ) -> Result<T, OutboxError> {
+        let Some((db, _)) = &self.disk else {
+            return Err(OutboxError("not a disk outbox".into()));
+        };
+        let db = Arc::clone(db);
+        tokio::task::spawn_blocking(move || work(&db))
+            .await
+            .map_err(|e| OutboxError(format!("outbox read: {e}")))?
+            .map_err(OutboxError::from)
+    }
+
+    async fn write(
+        &self,
+        op: impl FnOnce(oneshot::Sender<Result<(), OutboxError>>) -> WriteOp,
+    ) -> Result<(), OutboxError> {
+        let Some((_, tx)) = &self.disk else {
+            return Ok(());
+        };
+        let (done, answer) = oneshot::channel();
+        tx.send(op(done))
+            .await
+            .map_err(|_| OutboxError("outbox writer stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| OutboxError("outbox writer stopped".into()))?
+    }
+
+    /// The memory outbox's entries after `after`, at most `max`.
+    fn memory_after(&self, after: u64, max: usize) -> Vec<(u64, String)> {
+        let memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+        let start = memory.partition_point(|(seq, _, _)| *seq <= after);
+        memory
+            .range(start..)
+            .take(max)
+            .map(|(seq, _, json)| (*seq, json.clone()))
+            .collect()
+    }
+}
+
+/// Reads the last sequence number and every endpoint's cursor, writing
+/// one for an endpoint seen for the first time.
+fn init_disk(
+    db: &redb::Database,
+    endpoints: &[String],
+) -> Result<(u64, HashMap<String, Place>), OutboxError> {
+    let txn = db.begin_write().map_err(redb::Error::from)?;
+    let mut places = HashMap::new();
+    let last;
+    {
+        let events = txn.open_table(EVENTS).map_err(redb::Error::from)?;
+        last = events
+            .last()
+            .map_err(redb::Error::from)?
+            .map(|(k, _)| k.value())
+            .unwrap_or(0);
+        let mut cursors = txn.open_table(CURSORS).map_err(redb::Error::from)?;
+        for name in endpoints {
+            let acked = match cursors.get(name.as_str()).map_err(redb::Error::from)? {
+                Some(v) => v.value(),
+                None => last,
+            };
+            cursors
+                .insert(name.as_str(), acked)
+                .map_err(redb::Error::from)?;
+            places.insert(
+                name.clone(),
+                Place {
+                    acked,
+                    handed: acked,
+                },
+            );
+        }
+    }
+    txn.commit().map_err(redb::Error::from)?;
+    Ok((last, places))
+}
+
+/// The disk outbox's one writer.
+struct Writer {
+    db: Arc<redb::Database>,
+    /// The next sequence number.
+    next: u64,
+    /// Published after each commit, for depth.
+    last: Arc<std::sync::atomic::AtomicU64>,
+    appended: Arc<Notify>,
+}
+
+impl Writer {
+    /// Takes whatever is queued (up to [`GROUP_MAX`]) into one
+    /// transaction, commits it (fsync), answers every caller; until every
+    /// sender is gone.
+    fn run(mut self, mut rx: mpsc::Receiver<WriteOp>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut ops = vec![first];
+            while ops.len() < GROUP_MAX {
+                match rx.try_recv() {
+                    Ok(op) => ops.push(op),
+                    Err(_) => break,
+                }
+            }
+            let next = self.next;
+            let outcome = self.commit(&ops).map_err(OutboxError::from);
+            if outcome.is_err() {
+                // Nothing was written: the numbers are handed out again.
+                self.next = next;
+            }
+            let mut appended = false;
+            for op in ops {
+                match op {
+                    WriteOp::Append(_, done) | WriteOp::Cursor(_, _, done) => {
+                        appended = true;
+                        let _ = done.send(outcome.clone());
+                    }
+                    WriteOp::Prune(_) => {}
+                }
+            }
+            if appended && outcome.is_ok() {
+                self.last
+                    .store(self.next - 1, std::sync::atomic::Ordering::SeqCst);
+                self.appended.notify_waiters();
+            }
+        }
+    }
+
+    fn commit(&mut self, ops: &[WriteOp]) -> Result<(), redb::Error> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut events = txn.open_table(EVENTS)?;
+            let mut cursors = txn.open_table(CURSORS)?;
+            for op in ops {
+                match op {
+                    WriteOp::Append(batch, _) => {
+                        for (ts, json) in batch {
+                            let mut value = Vec::with_capacity(8 + json.len());
+                            value.extend_from_slice(&ts.to_be_bytes());
+                            value.extend_from_slice(json.as_bytes());
+                            events.insert(self.next, value.as_slice())?;
+                            self.next += 1;
+                        }
+                    }
+                    WriteOp::Cursor(name, seq, _) => {
+                        cursors.insert(name.as_str(), *seq)?;
+                    }
+                    WriteOp::Prune(before) => {
+                        let old: Vec<u64> = events
+                            .iter()?
+                            .map_while(|row| {
+                                let (k, v) = row.ok()?;
+                                (ts_of(v.value()) < *before).then(|| k.value())
+                            })
+                            .collect();
+                        for key in old {
+                            events.remove(key)?;
+                        }
+                    }
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+}
+
+/// The recording time of a stored value.
+fn ts_of(value: &[u8]) -> u64 {
+    value
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+        .unwrap_or(0)
+}
+
+/// The entry of a stored `(seq, json)`; `None` for a value that does not
+/// parse (skipped, logged).
+fn entry_of(seq: u64, json: String) -> Option<Entry> {
+    match serde_json::from_str(&json) {
+        Ok(event) => Some(Entry {
+            key: Key::Seq(seq),
+            event,
+            json,
+        }),
+        Err(e) => {
+            tracing::error!(seq, error = %e, "an outbox entry does not parse; skipped");
+            None
+        }
+    }
+}
+
+#[async_trait]
+impl Outbox for LocalOutbox {
+    async fn append(&self, events: &[Event]) -> Result<(), OutboxError> {
+        let batch: Vec<(u64, String)> = events
+            .iter()
+            .map(|e| Ok((e.ts_ms, serde_json::to_string(e)?)))
+            .collect::<Result<_, serde_json::Error>>()
+            .map_err(|e| OutboxError(format!("event: {e}")))?;
+        if self.disk.is_some() {
+            return self.write(|done| WriteOp::Append(batch, done)).await;
+        }
+        {
+            let mut memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+            for (ts, json) in batch {
+                let seq = self.last.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                memory.push_back((seq, ts, json));
+            }
+        }
+        self.appended.notify_waiters();
+        Ok(())
+    }
+
+    async fn next(&self, endpoint: &str, max: usize) -> Result<Vec<Entry>, OutboxError> {
+        let place = self.place(endpoint);
+        let rows = if self.disk.is_some() {
+            let after = place.handed;
+            self.read(move |db| {
+                let txn = db.begin_read()?;
+                let table = txn.open_table(EVENTS)?;
+                let mut rows = Vec::new();
+                for row in table.range(after + 1..)?.take(max) {
+                    let (k, v) = row?;
+                    let json = String::from_utf8_lossy(&v.value()[8..]).into_owned();
+                    rows.push((k.value(), json));
+                }
+                Ok(rows)
+            })
+            .await?
+        } else {
+            self.memory_after(place.handed, max)
+        };
+        if let Some((seq, _)) = rows.last() {
+            self.set_place(
+                endpoint,
+                Place {
+                    handed: *seq,
+                    ..place
+                },
+            );
+        }
+        Ok(rows
+            .into_iter()
+            .filter_map(|(s, j)| entry_of(s, j))
+            .collect())
+    }
+
+    async fn ack(&self, endpoint: &str, entries: &[Entry]) -> Result<(), OutboxError> {
+        let Some(Key::Seq(seq)) = entries.last().map(|e| e.key.clone()) else {
+            return Ok(());
+        };
+        let name = endpoint.to_string();
+        self.write(|done| WriteOp::Cursor(name, seq, done)).await?;
+        let place = self.place(endpoint);
+        self.set_place(
+            endpoint,
+            Place {
+                acked: seq,
+                handed: place.handed.max(seq),
+            },
+        );
+        Ok(())
+    }
+
+    async fn rewind(&self, endpoint: &str, since_ms: u64) -> Result<(), OutboxError> {
+        let first = if self.disk.is_some() {
+            self.read(move |db| {
+                let txn = db.begin_read()?;
+                let table = txn.open_table(EVENTS)?;
+                for row in table.iter()? {
+                    let (k, v) = row?;
+                    if ts_of(v.value()) >= since_ms {
+                        return Ok(Some(k.value()));
+                    }
+                }
+                Ok(None)
+            })
+            .await?
+        } else {
+            let memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+            memory
+                .iter()
+                .find(|(_, ts, _)| *ts >= since_ms)
+                .map(|(s, _, _)| *s)
+        };
+        let last = self.last.load(std::sync::atomic::Ordering::SeqCst);
+        let cursor = first.map_or(last, |s| s - 1);
+        let name = endpoint.to_string();
+        self.write(|done| WriteOp::Cursor(name, cursor, done))
+            .await?;
+        self.set_place(
+            endpoint,
+            Place {
+                acked: cursor,
+                handed: cursor,
+            },
+        );
+        Ok(())
+    }
+
+    async fn depth(&self, endpoint: &str) -> Result<u64, OutboxError> {
+        let last = self.last.load(std::sync::atomic::Ordering::SeqCst);
+        Ok(last.saturating_sub(self.place(endpoint).acked))
+    }
+
+    async fn prune(&self, before_ms: u64) -> Result<(), OutboxError> {
+        if let Some((_, tx)) = &self.disk {
+            tx.send(WriteOp::Prune(before_ms))
+                .await
+                .map_err(|_| OutboxError("outbox writer stopped".into()))?;
+            return Ok(());
+        }
+        let lowest = {
+            let places = self.places.lock().unwrap_or_else(|p| p.into_inner());
+            places.values().map(|p| p.handed).min().unwrap_or(0)
+        };
+        let mut memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+        // In memory an entry goes once it is old enough and every endpoint
+        // was handed it, so memory stays bounded by the slowest endpoint.
+        while memory
+            .front()
+            .is_some_and(|(seq, ts, _)| *ts < before_ms && *seq <= lowest)
+        {
+            memory.pop_front();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(n: u64) -> Event {
+        let mut e = Event::new("room.entered", "n1");
+        e.user_id = Some(n);
+        e
+    }
+
+    /// Appends survive reopening; a cursor written by an ack is where a
+    /// reopened outbox resumes; a rewind hands out again.
+    #[tokio::test]
+    async fn the_disk_outbox_keeps_events_and_cursors_across_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = vec!["a".to_string()];
+        let outbox = LocalOutbox::open(dir.path(), &names, Arc::default())
+            .await
+            .unwrap();
+        outbox.append(&[event(1), event(2)]).await.unwrap();
+        outbox.append(&[event(3)]).await.unwrap();
+        let got = outbox.next("a", 2).await.unwrap();
+        assert_eq!(
+            got.iter().map(|e| e.event.user_id).collect::<Vec<_>>(),
+            [Some(1), Some(2)]
+        );
+        outbox.ack("a", &got[..1]).await.unwrap();
+        assert_eq!(outbox.depth("a").await.unwrap(), 2);
+        drop(outbox);
+        let outbox = LocalOutbox::open(dir.path(), &names, Arc::default())
+            .await
+            .unwrap();
+        let got = outbox.next("a", 10).await.unwrap();
+        assert_eq!(
+            got.iter().map(|e| e.event.user_id).collect::<Vec<_>>(),
+            [Some(2), Some(3)]
+        );
+        assert!(outbox.next("a", 10).await.unwrap().is_empty());
+        outbox.rewind("a", 0).await.unwrap();
+        assert_eq!(outbox.next("a", 10).await.unwrap().len(), 3);
+    }
+}
