@@ -1,5 +1,7 @@
 //! Running an action: route it to its plugin, apply the reply's state
-//! changes as one batch, then deliver its notifications.
+//! changes as one batch, then deliver its notifications and hand on the
+//! application events it emitted (contract 1.2 `emit`,
+//! [`Dispatcher::hand_on_events`]).
 //!
 //! Events of one room are serialized by a per-room lock held across the
 //! plugin call, the batch and the hand-off to delivery, so notifications
@@ -22,7 +24,9 @@ use crate::bounds::Bounds;
 use crate::config::ActionRule;
 use crate::delivery::{Delivery, Outgoing};
 use crate::ids::IdGen;
-use crate::plugin::{CallError, Event, LoadedPlugin, PluginHost, Reply, Source, Target};
+use crate::plugin::{
+    AppEvent, CallError, Event, LoadedPlugin, PluginHost, Reply, Source, Target,
+};
 use crate::store::{ApplyError, DueTimer, LogEntry, Position, StateChange, Store, StoreError};
 use chorus_protocol::codes::ErrorCode;
 
@@ -434,8 +438,10 @@ impl Dispatcher {
 
     /// Applies a reply's state changes as one batch, then delivers its
     /// notifications in order (each under a new `msg_id`); the ids, in
-    /// order. A refused batch delivers nothing. A delivery that fails after
-    /// the batch applied is logged: the state changed and is not undone.
+    /// order. A refused batch delivers nothing and emits nothing. A
+    /// delivery that fails after the batch applied is logged: the state
+    /// changed and is not undone. The reply's application events are
+    /// handed on last ([`Dispatcher::hand_on_events`]).
     ///
     /// Room and point-to-point notifications are logged in their stream's
     /// history in the same atomic step as the batch (issue 17), which
@@ -509,7 +515,28 @@ impl Dispatcher {
             self.announce_room_attrs(channel).await;
         }
         self.send_room_states(&reply.changes).await;
+        self.hand_on_events(&reply.plugin, reply.events);
         Ok(msg_ids)
+    }
+
+    /// THE place where a plugin's application events (contract 1.2
+    /// `emit`) leave the dispatcher, once per committed reply, after its
+    /// batch applied and its notifications went out; a refused or stale
+    /// batch never gets here, so a re-run call emits once.
+    ///
+    /// For now they are counted (`chorus_plugin_events_emitted_total
+    /// {plugin}`) and logged at debug. MERGE POINT (issue 16, branch
+    /// `webhooks`): hand each event to the app backend's webhook delivery
+    /// here, without awaiting it (the room lock is still held).
+    fn hand_on_events(&self, plugin: &str, events: Vec<AppEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        metrics::counter!("chorus_plugin_events_emitted_total", "plugin" => plugin.to_string())
+            .increment(events.len() as u64);
+        for event in events {
+            tracing::debug!(plugin, event = %event.name, body = %serde_json::Value::Object(event.body), "plugin emitted an application event");
+        }
     }
 
     /// Tells a room's members its attributes changed (issue 17): one

@@ -15,8 +15,10 @@
 //!
 //! A `<name>.toml` without a `[grants]` table (or no file at all) grants
 //! the contract 1.0 set: every effect group 1.0 had (`seats`, `calls`,
-//! `notify-everyone`, `kv`) and every import, so a 1.0 plugin keeps
-//! working unchanged; `timers` and `room-attributes` (new in 1.1) must be
+//! `notify-everyone`, `kv`) and every import (`metrics`, new in 1.2, among
+//! them: it only counts, bounded), so a 1.0 plugin keeps working
+//! unchanged; `timers` and `room-attributes` (new in 1.1) and `events`
+//! (new in 1.2: data leaves the server for the app backend) must be
 //! granted explicitly. A `[grants]` table grants exactly what it lists
 //! (a missing `effects` or `imports` key grants none of that kind).
 
@@ -44,6 +46,8 @@ pub enum EffectGroup {
     RoomAttributes,
     /// `kv-set`, `kv-delete`, `kv-put`, `kv-incr`.
     Kv,
+    /// `emit` (1.2): application events for the app backend's webhooks.
+    Events,
 }
 
 /// An import interface granted as a whole.
@@ -62,17 +66,20 @@ pub enum Import {
     Clock,
     /// `log`.
     Log,
+    /// `metrics` (1.2): the plugin's own Prometheus counters and histograms.
+    Metrics,
 }
 
 impl EffectGroup {
     /// Every group, in the order `plugin check` lists them.
-    pub const ALL: [EffectGroup; 6] = [
+    pub const ALL: [EffectGroup; 7] = [
         EffectGroup::Seats,
         EffectGroup::Calls,
         EffectGroup::Timers,
         EffectGroup::NotifyEveryone,
         EffectGroup::RoomAttributes,
         EffectGroup::Kv,
+        EffectGroup::Events,
     ];
 
     /// Its name in `[grants] effects`.
@@ -84,19 +91,21 @@ impl EffectGroup {
             EffectGroup::NotifyEveryone => "notify-everyone",
             EffectGroup::RoomAttributes => "room-attributes",
             EffectGroup::Kv => "kv",
+            EffectGroup::Events => "events",
         }
     }
 }
 
 impl Import {
     /// Every import, in the order `plugin check` lists them.
-    pub const ALL: [Import; 6] = [
+    pub const ALL: [Import; 7] = [
         Import::RoomState,
         Import::Profiles,
         Import::Kv,
         Import::Config,
         Import::Clock,
         Import::Log,
+        Import::Metrics,
     ];
 
     /// Its name in `[grants] imports` (the WIT interface's name).
@@ -108,6 +117,7 @@ impl Import {
             Import::Config => "config",
             Import::Clock => "clock",
             Import::Log => "log",
+            Import::Metrics => "metrics",
         }
     }
 }

@@ -414,8 +414,10 @@ pub struct ShadowSample {
     pub payload: Map<String, Value>,
     /// The live version.
     pub live_version: String,
-    /// What the live version returned: `{"changes":[…],"notifications":[…]}`
-    /// or `{"error_code":…}`.
+    /// What the live version returned:
+    /// `{"changes":[…],"notifications":[…],"events":[…]}` (`events`: the
+    /// application events it emitted, `{"name","body"}`) or
+    /// `{"error_code":…}`.
     pub live: Value,
     /// What the shadow returned, in the same shape.
     pub shadow: Value,
@@ -557,8 +559,8 @@ impl Shadow {
 }
 
 /// What a call returned, in the shape compared and sampled: its state
-/// changes and notifications (without `msg_id`, which the host mints per
-/// delivery), or its error code. The `result` is not compared: only what
+/// changes, notifications (without `msg_id`, which the host mints per
+/// delivery) and emitted application events, or its error code. The `result` is not compared: only what
 /// would change state or reach clients.
 fn comparable(outcome: &Result<Reply, CallError>) -> Value {
     match outcome {
@@ -578,7 +580,12 @@ fn comparable(outcome: &Result<Reply, CallError>) -> Value {
                     })
                 })
                 .collect();
-            json!({"changes": changes, "notifications": notifications})
+            let events: Vec<Value> = reply
+                .events
+                .iter()
+                .map(|e| json!({"name": e.name, "body": e.body}))
+                .collect();
+            json!({"changes": changes, "notifications": notifications, "events": events})
         }
         Err(error) => json!({"error_code": error.code()}),
     }
@@ -601,6 +608,15 @@ pub struct VersionStatus {
     pub p99_us: u64,
     /// The largest linear memory an instance of it reached, bytes.
     pub peak_memory_bytes: u64,
+    /// Median fuel a call consumed (wasmtime fuel, about one unit per
+    /// WebAssembly instruction; approximate, within about 19 %); null when
+    /// `plugins.meter_fuel` is off or no call ran.
+    pub fuel_p50: Option<u64>,
+    /// 99th percentile fuel per call, as `fuel_p50`.
+    pub fuel_p99: Option<u64>,
+    /// The contract (`chorus:plugin` world) it was built against:
+    /// `1.0.0`, `1.1.0` or `1.2.0`.
+    pub contract: &'static str,
     /// Whether it is the live version.
     pub active: bool,
 }
@@ -616,6 +632,9 @@ impl VersionStatus {
             errors: stats.errors(),
             p99_us: stats.percentile_us(0.99),
             peak_memory_bytes: stats.peak_memory(),
+            fuel_p50: stats.fuel_percentile(0.50),
+            fuel_p99: stats.fuel_percentile(0.99),
+            contract: plugin.compiled().pre.contract(),
             active,
         }
     }

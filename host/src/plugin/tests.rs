@@ -922,6 +922,7 @@ async fn native_echo(store: &MemoryStore, config: &Map<String, Value>, event: &E
             value: calls.to_string(),
         }],
         notifications: Vec::new(),
+        events: Vec::new(),
         plugin: "echo".into(),
         version: "native".into(),
     }
@@ -1037,7 +1038,7 @@ async fn isolation_candidates() {
 #[test]
 fn artifact_cache_hit_cost() {
     use sha2::Digest as _;
-    let engine = super::engine::build(32 << 20).expect("engine");
+    let engine = super::engine::build(32 << 20, false).expect("engine");
     let cache_dir = TempDir::new("hit-cost");
     let cache = super::cache::ArtifactCache::open(&engine, &cache_dir.0).expect("cache");
     let bytes = std::fs::read(artifact("room.wasm")).expect("room.wasm is built");
