@@ -555,8 +555,9 @@ mod tests {
     }
 
     /// Contract 1.2 `emit`: a name or body outside the bounds fails the
-    /// whole reply as malformed; it needs the `events` grant, which the
-    /// 1.0 default does not give; a good one is carried in order.
+    /// whole reply as malformed; it needs the `events` grant (in the
+    /// default, not in a `[grants]` table that omits it); a good one is
+    /// carried in order.
     #[test]
     fn emitted_events_are_checked_granted_and_carried() {
         let emit = |name: &str, body: &str| {
@@ -603,7 +604,13 @@ mod tests {
         assert_eq!(out.events[0].name, "gift.sent");
         assert_eq!(out.events[0].body["num"], 2);
         assert_eq!(out.notifications.len(), 1);
-        let failure = convert_reply("p", "1", reply("{}", vec![emit("a", "{}")]), policy())
+        assert!(convert_reply("p", "1", reply("{}", vec![emit("a", "{}")]), policy()).is_ok());
+        let without = Grants::from_config(r#"{"grants":{"effects":["kv"]}}"#).unwrap();
+        let without = Policy {
+            grants: &without,
+            ..policy()
+        };
+        let failure = convert_reply("p", "1", reply("{}", vec![emit("a", "{}")]), without)
             .expect_err("ungranted");
         assert_eq!(failure.kind, FailureKind::Ungranted);
         assert!(failure.public.unwrap().contains("events"));

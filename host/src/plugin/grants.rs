@@ -15,11 +15,14 @@
 //!
 //! A `<name>.toml` without a `[grants]` table (or no file at all) grants
 //! the contract 1.0 set: every effect group 1.0 had (`seats`, `calls`,
-//! `notify-everyone`, `kv`) and every import (`metrics`, new in 1.2, among
-//! them: it only counts, bounded), so a 1.0 plugin keeps working
-//! unchanged; `timers` and `room-attributes` (new in 1.1) and `events`
-//! (new in 1.2: data leaves the server for the app backend) must be
-//! granted explicitly. A `[grants]` table grants exactly what it lists
+//! `notify-everyone`, `kv`) and every import, so a 1.0 plugin keeps working
+//! unchanged; `timers` and `room-attributes` (new in 1.1) must be granted
+//! explicitly. What 1.2 added is in the default too: the `metrics` import
+//! (it only counts, bounded) and the `events` group (an emitted event goes
+//! only to the operator's own app backend, and changes no state), so a
+//! 1.2 plugin installed without its `<name>.toml`, such as a bundled
+//! `gift.wasm` copied alone into `plugins.dir`, does not fail every call
+//! that emits. A 1.0 or 1.1 plugin cannot name either. A `[grants]` table grants exactly what it lists
 //! (a missing `effects` or `imports` key grants none of that kind).
 
 use std::collections::BTreeSet;
@@ -147,7 +150,8 @@ pub struct Grants {
 }
 
 impl Grants {
-    /// The default without a `[grants]` table: what contract 1.0 offered.
+    /// The default without a `[grants]` table: what contract 1.0 offered,
+    /// and the `events` group and `metrics` import of 1.2.
     pub fn legacy() -> Self {
         Self {
             effects: [
@@ -155,6 +159,7 @@ impl Grants {
                 EffectGroup::Calls,
                 EffectGroup::NotifyEveryone,
                 EffectGroup::Kv,
+                EffectGroup::Events,
             ]
             .into(),
             imports: Import::ALL.into(),
