@@ -659,6 +659,33 @@ mod tests {
         assert!((1_800..=2_200).contains(&under_20), "{under_20}");
     }
 
+    /// Contract 1.2: two replies that differ only in the application
+    /// events they emit are not the same to the shadow comparison.
+    #[test]
+    fn emitted_events_are_compared() {
+        let reply = |events: Vec<crate::plugin::AppEvent>| -> Result<Reply, CallError> {
+            Ok(Reply {
+                result: json!({}),
+                changes: Vec::new(),
+                notifications: Vec::new(),
+                events,
+                plugin: "gift".into(),
+                version: "1".into(),
+            })
+        };
+        let sent = |num: u64| crate::plugin::AppEvent {
+            name: "gift.sent".into(),
+            body: json!({"num": num}).as_object().cloned().unwrap_or_default(),
+        };
+        assert_eq!(comparable(&reply(vec![sent(1)])), comparable(&reply(vec![sent(1)])));
+        assert_ne!(comparable(&reply(vec![sent(1)])), comparable(&reply(vec![sent(2)])));
+        assert_ne!(comparable(&reply(vec![sent(1)])), comparable(&reply(vec![])));
+        assert_eq!(
+            comparable(&reply(vec![sent(3)]))["events"],
+            json!([{"name": "gift.sent", "body": {"num": 3}}])
+        );
+    }
+
     fn objectives() -> Objectives {
         Objectives {
             max_error_rate: Some(0.05),
