@@ -24,9 +24,7 @@ use crate::bounds::Bounds;
 use crate::config::ActionRule;
 use crate::delivery::{Delivery, Outgoing};
 use crate::ids::IdGen;
-use crate::plugin::{
-    AppEvent, CallError, Event, LoadedPlugin, PluginHost, Reply, Source, Target,
-};
+use crate::plugin::{AppEvent, CallError, Event, LoadedPlugin, PluginHost, Reply, Source, Target};
 use crate::store::{ApplyError, DueTimer, LogEntry, Position, StateChange, Store, StoreError};
 use chorus_protocol::codes::ErrorCode;
 

@@ -12,7 +12,10 @@ use crate::harness::*;
 
 /// The dashboard, parsed.
 fn dashboard() -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/grafana/chorus-plugins.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/grafana/chorus-plugins.json"
+    );
     let text = std::fs::read_to_string(path).expect("the dashboard is in docs/grafana");
     serde_json::from_str(&text).expect("the dashboard is JSON")
 }
@@ -70,20 +73,30 @@ fn exported(text: &str) -> BTreeSet<String> {
 async fn every_metric_the_dashboard_charts_is_exported() {
     let dashboard = dashboard();
     assert_eq!(dashboard["uid"], "chorus-plugins");
-    let variables = dashboard["templating"]["list"].as_array().expect("variables");
+    let variables = dashboard["templating"]["list"]
+        .as_array()
+        .expect("variables");
     assert!(
-        variables
-            .iter()
-            .any(|v| v["name"] == "datasource" && v["type"] == "datasource" && v["query"] == "prometheus"),
+        variables.iter().any(|v| v["name"] == "datasource"
+            && v["type"] == "datasource"
+            && v["query"] == "prometheus"),
         "a Prometheus datasource variable"
     );
     let panels = dashboard["panels"].as_array().expect("panels");
     let charts: Vec<&Value> = panels.iter().filter(|p| p["type"] != "row").collect();
     assert!(charts.len() >= 15, "{} panels", charts.len());
     for panel in &charts {
-        assert_eq!(panel["datasource"]["uid"], "${datasource}", "{}", panel["title"]);
+        assert_eq!(
+            panel["datasource"]["uid"], "${datasource}",
+            "{}",
+            panel["title"]
+        );
         for target in panel["targets"].as_array().expect("targets") {
-            assert_eq!(target["datasource"]["uid"], "${datasource}", "{}", panel["title"]);
+            assert_eq!(
+                target["datasource"]["uid"], "${datasource}",
+                "{}",
+                panel["title"]
+            );
         }
     }
     let mut exprs = Vec::new();
@@ -93,7 +106,11 @@ async fn every_metric_the_dashboard_charts_is_exported() {
 
     let dir = bundled_with(&[]);
     std::fs::copy(artifacts().join("echo_v1.wasm"), dir.join("echo.wasm")).unwrap();
-    std::fs::copy(artifacts().join("echo_v2.wasm"), dir.join("echo.shadow.wasm")).unwrap();
+    std::fs::copy(
+        artifacts().join("echo_v2.wasm"),
+        dir.join("echo.shadow.wasm"),
+    )
+    .unwrap();
     let path = dir.clone();
     let server = TestServer::with(move |c| c.plugins.dir = Some(path)).await;
     let mut sender = server.connect(1931).await;

@@ -279,13 +279,18 @@ async fn a_plugin_built_against_contract_1_0_loads_and_runs() {
 #[tokio::test]
 async fn a_plugin_built_against_contract_1_1_loads_and_runs_beside_1_0() {
     let (server, _dir) = node_with(&["room", "legacy", "legacy11"], false).await;
-    for (name, contract) in [("legacy11", "1.1.0"), ("legacy", "1.0.0"), ("room", "1.2.0")] {
-        let (status, detail) = server
-            .admin("GET", &format!("/admin/plugins/{name}"))
-            .await;
+    for (name, contract) in [
+        ("legacy11", "1.1.0"),
+        ("legacy", "1.0.0"),
+        ("room", "1.2.0"),
+    ] {
+        let (status, detail) = server.admin("GET", &format!("/admin/plugins/{name}")).await;
         assert_eq!(status, 200, "{detail}");
         assert_eq!(detail["plugin"]["status"], "active", "{detail}");
-        assert_eq!(detail["plugin"]["versions"][0]["contract"], contract, "{detail}");
+        assert_eq!(
+            detail["plugin"]["versions"][0]["contract"], contract,
+            "{detail}"
+        );
     }
     let mut caller = server.connect(961).await;
     let mut member = server.connect(962).await;
@@ -297,7 +302,11 @@ async fn a_plugin_built_against_contract_1_1_loads_and_runs_beside_1_0() {
     caller.send("legacy11_echo", json!({})).await;
     // Its own room notification may come before the ack.
     let ack = caller.expect_skipping("ack").await;
-    assert_eq!(ack["result"], json!({"calls": 1, "contract": "1.1.0"}), "{ack}");
+    assert_eq!(
+        ack["result"],
+        json!({"calls": 1, "contract": "1.1.0"}),
+        "{ack}"
+    );
     let heard = member.expect_skipping("legacy11_echo").await;
     assert_eq!(
         (
@@ -310,10 +319,18 @@ async fn a_plugin_built_against_contract_1_1_loads_and_runs_beside_1_0() {
         "{heard}"
     );
     let (status, second) = server.action(json!({"action": "legacy11_echo"})).await;
-    assert_eq!((status, second["result"]["calls"].clone()), (200, json!(2)), "{second}");
+    assert_eq!(
+        (status, second["result"]["calls"].clone()),
+        (200, json!(2)),
+        "{second}"
+    );
     // The 1.0 fixture still runs beside it.
     let (status, legacy) = server.action(json!({"action": "legacy_echo"})).await;
-    assert_eq!((status, legacy["result"]["calls"].clone()), (200, json!(1)), "{legacy}");
+    assert_eq!(
+        (status, legacy["result"]["calls"].clone()),
+        (200, json!(1)),
+        "{legacy}"
+    );
     server.stop().await;
 }
 
@@ -325,7 +342,11 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         let (labelset, value) = rest.strip_prefix('{')?.rsplit_once("} ")?;
         labels
             .iter()
-            .all(|(k, v)| labelset.split(',').any(|pair| pair == format!("{k}=\"{v}\"")))
+            .all(|(k, v)| {
+                labelset
+                    .split(',')
+                    .any(|pair| pair == format!("{k}=\"{v}\""))
+            })
             .then(|| value.trim().parse().ok())?
     })
 }
@@ -357,7 +378,8 @@ async fn contract_1_2_metrics_are_bounded_and_emitted_events_are_checked() {
             server.action(Value::Object(body)).await
         }
     };
-    let counter = |tier: &str, delta: u64| json!({"name": "hits", "labels": {"tier": tier}, "delta": delta});
+    let counter =
+        |tier: &str, delta: u64| json!({"name": "hits", "labels": {"tier": tier}, "delta": delta});
     let metrics = json!([counter("a", 2), counter("b", 1), counter("a", 3),
         {"name": "size", "labels": {}, "value": "2.5"},
         counter("c", 1), {"name": "Bad-Name", "labels": {}, "delta": 1}]);
@@ -370,20 +392,38 @@ async fn contract_1_2_metrics_are_bounded_and_emitted_events_are_checked() {
         labels.extend([("metric", "hits"), ("tier", tier)]);
         sample(&text, "chorus_plugin_custom_total", &labels)
     };
-    assert_eq!((hits("a"), hits("b"), hits("c")), (Some(5.0), Some(1.0), None), "{text}");
+    assert_eq!(
+        (hits("a"), hits("b"), hits("c")),
+        (Some(5.0), Some(1.0), None),
+        "{text}"
+    );
     let mut size = echo.to_vec();
     size.push(("metric", "size"));
-    assert_eq!(sample(&text, "chorus_plugin_custom_value_count", &size), Some(1.0));
+    assert_eq!(
+        sample(&text, "chorus_plugin_custom_value_count", &size),
+        Some(1.0)
+    );
     let refused = |reason| {
-        sample(&text, "chorus_plugin_metric_series_refused_total", &[("plugin", "echo"), ("reason", reason)])
+        sample(
+            &text,
+            "chorus_plugin_metric_series_refused_total",
+            &[("plugin", "echo"), ("reason", reason)],
+        )
     };
-    assert_eq!((refused("series_limit"), refused("invalid")), (Some(1.0), Some(1.0)));
+    assert_eq!(
+        (refused("series_limit"), refused("invalid")),
+        (Some(1.0), Some(1.0))
+    );
     // Without `[grants]` the default grants `events`.
     let event = json!({"events": [{"name": "gift.sent", "body": "{\"n\":1}"}]});
     let (status, body) = emit(event.clone()).await;
     assert_eq!(status, 200, "{body}");
     let text = server.metrics_text().await;
-    let emitted = sample(&text, "chorus_plugin_events_emitted_total", &[("plugin", "echo")]);
+    let emitted = sample(
+        &text,
+        "chorus_plugin_events_emitted_total",
+        &[("plugin", "echo")],
+    );
     assert!(emitted.is_some_and(|n| n >= 1.0), "{text}");
     for bad in [
         json!({"name": "Gift.sent", "body": "{}"}),
@@ -391,17 +431,33 @@ async fn contract_1_2_metrics_are_bounded_and_emitted_events_are_checked() {
         json!({"name": "gift.sent", "pad": 4090}),
     ] {
         let (status, body) = emit(json!({"events": [bad]})).await;
-        assert_eq!((status, body["error_code"].clone()), (503, json!(2002)), "{bad}: {body}");
+        assert_eq!(
+            (status, body["error_code"].clone()),
+            (503, json!(2002)),
+            "{bad}: {body}"
+        );
     }
     // A `[grants]` table grants what it lists: neither `events` nor
     // `metrics` here.
-    install(dir.path(), "echo.toml", b"[grants]\neffects = [\"kv\"]\nimports = [\"kv\", \"config\"]\n");
+    install(
+        dir.path(),
+        "echo.toml",
+        b"[grants]\neffects = [\"kv\"]\nimports = [\"kv\", \"config\"]\n",
+    );
     let refused = eventually(|| async { emit(event.clone()).await.0 == 503 }).await;
     assert!(refused, "the [grants] table applies after the reload");
     let (status, body) = emit(event.clone()).await;
-    assert_eq!((status, body["error_code"].clone()), (503, json!(2002)), "{body}");
+    assert_eq!(
+        (status, body["error_code"].clone()),
+        (503, json!(2002)),
+        "{body}"
+    );
     let (status, body) = emit(json!({"metrics": [counter("a", 1)]})).await;
-    assert_eq!((status, body["error_code"].clone()), (503, json!(2002)), "{body}");
+    assert_eq!(
+        (status, body["error_code"].clone()),
+        (503, json!(2002)),
+        "{body}"
+    );
     let (_, detail) = server.admin("GET", "/admin/plugins/echo").await;
     let live = detail["plugin"]["versions"]
         .as_array()

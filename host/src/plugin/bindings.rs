@@ -40,12 +40,8 @@ impl types::Host for PluginView {}
 /// Adds the imports of every linked world to `linker`.
 pub(crate) fn add_to_linker(linker: &mut Linker<PluginView>) -> Result<()> {
     current::Plugin::add_to_linker::<PluginView, HasSelf<PluginView>>(linker, |view| view)?;
-    v1_1::bindings::Plugin::add_to_linker::<PluginView, HasSelf<PluginView>>(linker, |view| {
-        view
-    })?;
-    v1_0::bindings::Plugin::add_to_linker::<PluginView, HasSelf<PluginView>>(linker, |view| {
-        view
-    })?;
+    v1_1::bindings::Plugin::add_to_linker::<PluginView, HasSelf<PluginView>>(linker, |view| view)?;
+    v1_0::bindings::Plugin::add_to_linker::<PluginView, HasSelf<PluginView>>(linker, |view| view)?;
     Ok(())
 }
 

@@ -93,11 +93,15 @@ impl MetricBuffer {
     }
 }
 
+/// One series of a plugin: kind, metric name and sorted labels (the
+/// version aside: the bound is on what the plugin chooses).
+type SeriesKey = (Kind, String, Vec<(String, String)>);
+
 /// The series every plugin created, by plugin name, all versions
 /// together, and the bound on their number.
 pub(crate) struct SeriesTable {
     max_series: usize,
-    known: Mutex<HashMap<String, HashSet<(Kind, String, Vec<(String, String)>)>>>,
+    known: Mutex<HashMap<String, HashSet<SeriesKey>>>,
 }
 
 impl SeriesTable {
@@ -263,12 +267,23 @@ mod tests {
         assert!(!ok("m", &[("plugin", "x")]));
         assert!(!ok("m", &[("Tier", "x")]));
         assert!(!ok("m", &[("a", "1"), ("a", "2")]));
-        assert!(!ok("m", &[("a", "1"), ("b", "1"), ("c", "1"), ("d", "1"), ("e", "1")]));
+        assert!(!ok(
+            "m",
+            &[("a", "1"), ("b", "1"), ("c", "1"), ("d", "1"), ("e", "1")]
+        ));
         assert!(!ok("m", &[("a", &"v".repeat(129))]));
         assert!(check("m".into(), vec![], Amount::Observe(f64::NAN)).is_none());
         // Label order does not make another series.
-        let one = check("m".into(), labels(&[("b", "1"), ("a", "2")]), Amount::Add(1));
-        let two = check("m".into(), labels(&[("a", "2"), ("b", "1")]), Amount::Add(1));
+        let one = check(
+            "m".into(),
+            labels(&[("b", "1"), ("a", "2")]),
+            Amount::Add(1),
+        );
+        let two = check(
+            "m".into(),
+            labels(&[("a", "2"), ("b", "1")]),
+            Amount::Add(1),
+        );
         assert_eq!(one, two);
     }
 

@@ -582,8 +582,8 @@ mod tests {
             ("gift.sent", "not json"),
             ("gift.sent", &*big),
         ] {
-            let failure = convert_reply("p", "1", reply("{}", vec![emit(name, body)]), with)
-                .expect_err(name);
+            let failure =
+                convert_reply("p", "1", reply("{}", vec![emit(name, body)]), with).expect_err(name);
             assert_eq!(failure.kind, FailureKind::MalformedEffect, "{name} {body}");
         }
         let out = convert_reply(

@@ -677,9 +677,18 @@ mod tests {
             name: "gift.sent".into(),
             body: json!({"num": num}).as_object().cloned().unwrap_or_default(),
         };
-        assert_eq!(comparable(&reply(vec![sent(1)])), comparable(&reply(vec![sent(1)])));
-        assert_ne!(comparable(&reply(vec![sent(1)])), comparable(&reply(vec![sent(2)])));
-        assert_ne!(comparable(&reply(vec![sent(1)])), comparable(&reply(vec![])));
+        assert_eq!(
+            comparable(&reply(vec![sent(1)])),
+            comparable(&reply(vec![sent(1)]))
+        );
+        assert_ne!(
+            comparable(&reply(vec![sent(1)])),
+            comparable(&reply(vec![sent(2)]))
+        );
+        assert_ne!(
+            comparable(&reply(vec![sent(1)])),
+            comparable(&reply(vec![]))
+        );
         assert_eq!(
             comparable(&reply(vec![sent(3)]))["events"],
             json!([{"name": "gift.sent", "body": {"num": 3}}])

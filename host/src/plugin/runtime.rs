@@ -149,7 +149,10 @@ impl Runtime {
         if !self.meter_fuel {
             return None;
         }
-        store.get_fuel().ok().map(|left| FUEL_PER_RUN - left.min(FUEL_PER_RUN))
+        store
+            .get_fuel()
+            .ok()
+            .map(|left| FUEL_PER_RUN - left.min(FUEL_PER_RUN))
     }
 
     /// Compiles `bytes` (or loads the cached artifact) on a blocking

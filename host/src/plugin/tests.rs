@@ -995,12 +995,26 @@ async fn plugin_vs_native() {
     let (n50, n99) = percentiles(native_samples);
     let fuel = plugin.last_call_fuel().unwrap_or_default();
     eprintln!("| path | median µs | p99 µs |\n|---|---|---|");
-    eprintln!("| plugin (wasm, warm instance, fuel metered: {fuel} per call) | {p50:.2} | {p99:.2} |");
+    eprintln!(
+        "| plugin (wasm, warm instance, fuel metered: {fuel} per call) | {p50:.2} | {p99:.2} |"
+    );
     eprintln!("| plugin (wasm, warm instance, no fuel metering) | {f50:.2} | {f99:.2} |");
     eprintln!("| native Rust handler | {n50:.2} | {n99:.2} |");
-    eprintln!("| plugin path adds (metered) | {:.2} | {:.2} |", p50 - n50, p99 - n99);
-    eprintln!("| plugin path adds (unmetered) | {:.2} | {:.2} |", f50 - n50, f99 - n99);
-    eprintln!("| fuel metering adds | {:.2} | {:.2} |", p50 - f50, p99 - f99);
+    eprintln!(
+        "| plugin path adds (metered) | {:.2} | {:.2} |",
+        p50 - n50,
+        p99 - n99
+    );
+    eprintln!(
+        "| plugin path adds (unmetered) | {:.2} | {:.2} |",
+        f50 - n50,
+        f99 - n99
+    );
+    eprintln!(
+        "| fuel metering adds | {:.2} | {:.2} |",
+        p50 - f50,
+        p99 - f99
+    );
 }
 
 /// Issue 12: the cost of each way to keep guest code off the I/O workers,

@@ -310,8 +310,14 @@ mod tests {
         );
         send(&mut host, "ptp", 1);
         send(&mut host, "bc", 0); // rejected: neither counted nor emitted
-        assert_eq!(host.counter_total("gifts_sent", &[("notify_type", "bc")]), 1);
-        assert_eq!(host.counter_total("gifts_sent", &[("notify_type", "ptp")]), 1);
+        assert_eq!(
+            host.counter_total("gifts_sent", &[("notify_type", "bc")]),
+            1
+        );
+        assert_eq!(
+            host.counter_total("gifts_sent", &[("notify_type", "ptp")]),
+            1
+        );
         assert_eq!(host.metrics().len(), 2);
     }
 }

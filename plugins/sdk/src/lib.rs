@@ -96,9 +96,9 @@ pub mod bindings {
 pub use bindings::export;
 
 pub use bindings::chorus::plugin::types::{
-    ActionSpec, AppEvent, Attributes, Call, Delivery, Description, Effect, Error, Event, FreeSeat, JoinRoom,
-    KvEntry, KvIncr, KvPut, LeaveRoom, Membership, Notification, Reply, RoutedNotification, Seat,
-    SetRoomAttr, SetSeat, SetTimer, Source, StartCall, TakeSeat, Target,
+    ActionSpec, AppEvent, Attributes, Call, Delivery, Description, Effect, Error, Event, FreeSeat,
+    JoinRoom, KvEntry, KvIncr, KvPut, LeaveRoom, Membership, Notification, Reply,
+    RoutedNotification, Seat, SetRoomAttr, SetSeat, SetTimer, Source, StartCall, TakeSeat, Target,
 };
 pub use bindings::exports::chorus::plugin::handler::Guest;
 pub use imports::{clock, kv, profiles, random, room_state};
