@@ -595,6 +595,15 @@ pub struct PluginsConfig {
     /// bundled plugins, part of the binary, always do); a refused file is
     /// reported like a broken one (`last_error`, `outcome: failed`).
     pub allowed_sha256: Option<Vec<String>>,
+    /// Distinct series (metric name, kind and label set) one plugin may
+    /// create through the contract 1.2 `metrics` import, all its versions
+    /// together (1..=100000); a call that would create one more is
+    /// dropped and counted in `chorus_plugin_metric_series_refused_total`.
+    pub max_metric_series: usize,
+    /// Count the fuel each plugin call consumes (wasmtime `consume_fuel`)
+    /// for `chorus_plugin_fuel_per_call` and the admin `fuel_p50` and
+    /// `fuel_p99`; costs CPU on every call (BENCHMARKS.md). Never a limit.
+    pub meter_fuel: bool,
     /// Per-plugin rollout objectives, `[plugins.<name>]`: the automatic
     /// rollback of a canary or a newly live version (issue 18).
     #[serde(flatten, deserialize_with = "plugin_tables")]
@@ -724,6 +733,9 @@ impl PluginsConfig {
         if !(1..=100).contains(&self.keep_versions) {
             return invalid("plugins.keep_versions must be 1..=100".into());
         }
+        if !(1..=100_000).contains(&self.max_metric_series) {
+            return invalid("plugins.max_metric_series must be 1..=100000".into());
+        }
         if !(0.0..=100.0).contains(&self.canary_percent) {
             return invalid("plugins.canary_percent must be 0..=100".into());
         }
@@ -777,6 +789,8 @@ impl Default for PluginsConfig {
             keep_versions: 5,
             canary_percent: 10.0,
             allowed_sha256: None,
+            max_metric_series: 200,
+            meter_fuel: true,
             objectives: BTreeMap::new(),
         }
     }

@@ -1,5 +1,7 @@
 //! Running an action: route it to its plugin, apply the reply's state
-//! changes as one batch, then deliver its notifications.
+//! changes as one batch, then deliver its notifications and hand on the
+//! application events it emitted (contract 1.2 `emit`,
+//! [`Dispatcher::hand_on_events`]).
 //!
 //! Events of one room are serialized by a per-room lock held across the
 //! plugin call, the batch and the hand-off to delivery, so notifications
@@ -22,9 +24,34 @@ use crate::bounds::Bounds;
 use crate::config::ActionRule;
 use crate::delivery::{Delivery, Outgoing};
 use crate::ids::IdGen;
-use crate::plugin::{CallError, Event, LoadedPlugin, PluginHost, Reply, Source, Target};
+use crate::plugin::{AppEvent, CallError, Event, LoadedPlugin, PluginHost, Reply, Source, Target};
 use crate::store::{ApplyError, DueTimer, LogEntry, Position, StateChange, Store, StoreError};
 use chorus_protocol::codes::ErrorCode;
+
+/// Who and where an action is about, for the events its plugin emits: the
+/// event's user (a client's connection, a system event's subject), else
+/// the payload's `user_id` (the app backend's), else the subject of the
+/// reply's first notification; and the payload's `channel_name`.
+#[derive(Debug, Clone, Default)]
+struct Subject {
+    user_id: Option<u64>,
+    channel_name: Option<String>,
+}
+
+/// The [`Subject`] of `event`.
+fn subject_of(event: &Event) -> Subject {
+    Subject {
+        user_id: event
+            .user_id
+            .or_else(|| event.payload.get("user_id").and_then(Value::as_u64)),
+        channel_name: event
+            .payload
+            .get("channel_name")
+            .and_then(Value::as_str)
+            .filter(|c| !c.is_empty())
+            .map(str::to_string),
+    }
+}
 
 /// What a successful action returns.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -412,7 +439,7 @@ impl Dispatcher {
                     _ => None,
                 })
                 .collect();
-            match self.commit(reply).await {
+            match self.commit(reply, subject_of(&event)).await {
                 Ok(msg_ids) => {
                     return Ok(Outcome {
                         msg_ids,
@@ -451,15 +478,23 @@ impl Dispatcher {
 
     /// Applies a reply's state changes as one batch, then delivers its
     /// notifications in order (each under a new `msg_id`); the ids, in
-    /// order. A refused batch delivers nothing. A delivery that fails after
-    /// the batch applied is logged: the state changed and is not undone.
+    /// order. A refused batch delivers nothing and emits nothing. A
+    /// delivery that fails after the batch applied is logged: the state
+    /// changed and is not undone. The reply's application events are
+    /// handed on last ([`Dispatcher::hand_on_events`]).
     ///
     /// Room and point-to-point notifications are logged in their stream's
     /// history in the same atomic step as the batch (issue 17), which
     /// stamps each with its `epoch` and `seq`; a user who joined a room
     /// gets a `room_state` frame after them.
-    async fn commit(&self, reply: Reply) -> Result<Vec<String>, ApplyError> {
+    async fn commit(&self, reply: Reply, mut subject: Subject) -> Result<Vec<String>, ApplyError> {
         let changes = reply.changes.len();
+        // A request that names no user (the app backend's gift names its
+        // sender inside `gift`): the user the plugin's first notification
+        // is about.
+        if subject.user_id.is_none() {
+            subject.user_id = reply.notifications.iter().find_map(|n| n.subject);
+        }
         let outgoing: Vec<Outgoing> = reply
             .notifications
             .into_iter()
@@ -526,7 +561,57 @@ impl Dispatcher {
             self.announce_room_attrs(channel).await;
         }
         self.send_room_states(&reply.changes).await;
+        self.hand_on_events(&reply.plugin, reply.events, subject)
+            .await?;
         Ok(msg_ids)
+    }
+
+    /// THE place where a plugin's application events (contract 1.2
+    /// `emit`) leave the dispatcher, once per committed reply, after its
+    /// batch applied and its notifications went out, and before the
+    /// action is answered; a refused or stale batch never gets here, so a
+    /// re-run call emits once. Each is counted
+    /// (`chorus_plugin_events_emitted_total{plugin}`) and, with
+    /// `[[webhooks]]` configured, recorded in the outbox as
+    /// `plugin.<plugin>.<name>` (issue 16) with the action's subject. An
+    /// event that could not be recorded makes the answer 2005: the batch
+    /// stands, the event may be lost (`chorus_webhook_record_failed_total`
+    /// counts it like a state change's).
+    async fn hand_on_events(
+        &self,
+        plugin: &str,
+        events: Vec<AppEvent>,
+        subject: Subject,
+    ) -> Result<(), ApplyError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        metrics::counter!("chorus_plugin_events_emitted_total", "plugin" => plugin.to_string())
+            .increment(events.len() as u64);
+        let Some(webhooks) = &self.webhooks else {
+            for event in events {
+                tracing::debug!(plugin, event = %event.name, "plugin emitted an application event; no [[webhooks]] to send it to");
+            }
+            return Ok(());
+        };
+        for event in events {
+            let body = Value::Object(event.body).to_string();
+            let recorded = webhooks
+                .record_plugin_event(
+                    plugin,
+                    &event.name,
+                    subject.user_id,
+                    subject.channel_name.as_deref(),
+                    &body,
+                )
+                .await;
+            if let Err(e) = recorded {
+                tracing::error!(plugin, event = %event.name, error = %e, "an emitted event was not recorded after the batch applied");
+                metrics::counter!("chorus_webhook_record_failed_total").increment(1);
+                return Err(ApplyError::Store(StoreError::Outbox(e.to_string())));
+            }
+        }
+        Ok(())
     }
 
     /// Tells a room's members its attributes changed (issue 17): one

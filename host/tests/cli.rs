@@ -71,7 +71,7 @@ fn plugin_check_describes_a_good_plugin_and_refuses_a_bad_file() {
             "explicit": true,
         })
     );
-    // Without a `<name>.toml`: the contract 1.0 set.
+    // Without a `<name>.toml`: the contract 1.0 set, and 1.2's `events`.
     let fixture = format!("{}/faulty.wasm", chorus::plugin::ARTIFACTS_DIR);
     let out = Command::new(CHORUS)
         .args(["plugin", "check", &fixture])
@@ -81,7 +81,7 @@ fn plugin_check_describes_a_good_plugin_and_refuses_a_bad_file() {
     assert_eq!(description["grants"]["explicit"], false, "{description}");
     assert_eq!(
         description["grants"]["effects"],
-        serde_json::json!(["seats", "calls", "notify-everyone", "kv"])
+        serde_json::json!(["seats", "calls", "notify-everyone", "kv", "events"])
     );
     let dir = std::env::temp_dir().join(format!("chorus-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -554,6 +554,9 @@ fn plugin_run_runs_one_event_against_a_given_state() {
         report["peak_memory_bytes"].as_u64().is_some_and(|b| b > 0),
         "{report}"
     );
+    // `plugins.meter_fuel` is on by default: the call's exact fuel.
+    assert!(report["fuel"].as_u64().is_some_and(|f| f > 0), "{report}");
+    assert_eq!(report["events"], serde_json::json!([]), "{report}");
     assert!(!outsider.status.success());
     let report: serde_json::Value = serde_json::from_slice(&outsider.stdout).unwrap();
     assert_eq!(report["error_code"], 2004, "{report}");

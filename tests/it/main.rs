@@ -11,6 +11,7 @@ mod cluster;
 mod faults;
 
 mod attributes;
+mod dashboard;
 mod errors;
 mod inputs;
 mod isolation;

@@ -270,6 +270,208 @@ async fn a_plugin_built_against_contract_1_0_loads_and_runs() {
     server.stop().await;
 }
 
+/// Contract versioning: the `legacy11` fixture is built against the
+/// frozen `chorus:plugin@1.1.0` WIT and must keep loading and running,
+/// with exactly the 1.1 behaviour, beside the 1.0 fixture: its 1.1 imports
+/// (`kv.entry`, `room-state.room-attributes`, `membership-of`) and effects
+/// (conditional `kv-put` with a TTL, `notify-via` broadcast) from both
+/// sources; the admin view names each version's contract.
+#[tokio::test]
+async fn a_plugin_built_against_contract_1_1_loads_and_runs_beside_1_0() {
+    let (server, _dir) = node_with(&["room", "legacy", "legacy11"], false).await;
+    for (name, contract) in [
+        ("legacy11", "1.1.0"),
+        ("legacy", "1.0.0"),
+        ("room", "1.2.0"),
+    ] {
+        let (status, detail) = server.admin("GET", &format!("/admin/plugins/{name}")).await;
+        assert_eq!(status, 200, "{detail}");
+        assert_eq!(detail["plugin"]["status"], "active", "{detail}");
+        assert_eq!(
+            detail["plugin"]["versions"][0]["contract"], contract,
+            "{detail}"
+        );
+    }
+    let mut caller = server.connect(961).await;
+    let mut member = server.connect(962).await;
+    crate::rooms::enter_ok(&server, 961, "legacy11-room", 96).await;
+    crate::rooms::enter_ok(&server, 962, "legacy11-room", 96).await;
+    for c in [&mut caller, &mut member] {
+        while c.recv_within(Duration::from_millis(150)).await.is_ok() {}
+    }
+    caller.send("legacy11_echo", json!({})).await;
+    // Its own room notification may come before the ack.
+    let ack = caller.expect_skipping("ack").await;
+    assert_eq!(
+        ack["result"],
+        json!({"calls": 1, "contract": "1.1.0"}),
+        "{ack}"
+    );
+    let heard = member.expect_skipping("legacy11_echo").await;
+    assert_eq!(
+        (
+            heard["user_id"].clone(),
+            heard["calls"].clone(),
+            heard["channel_name"].clone(),
+            heard["title"].clone()
+        ),
+        (json!(961), json!(1), json!("legacy11-room"), Value::Null),
+        "{heard}"
+    );
+    let (status, second) = server.action(json!({"action": "legacy11_echo"})).await;
+    assert_eq!(
+        (status, second["result"]["calls"].clone()),
+        (200, json!(2)),
+        "{second}"
+    );
+    // The 1.0 fixture still runs beside it.
+    let (status, legacy) = server.action(json!({"action": "legacy_echo"})).await;
+    assert_eq!(
+        (status, legacy["result"]["calls"].clone()),
+        (200, json!(1)),
+        "{legacy}"
+    );
+    server.stop().await;
+}
+
+/// The value of the sample of `name` whose labels include all of `labels`
+/// in a Prometheus exposition, if there is one.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?;
+        let (labelset, value) = rest.strip_prefix('{')?.rsplit_once("} ")?;
+        labels
+            .iter()
+            .all(|(k, v)| {
+                labelset
+                    .split(',')
+                    .any(|pair| pair == format!("{k}=\"{v}\""))
+            })
+            .then(|| value.trim().parse().ok())?
+    })
+}
+
+/// Contract 1.2 through the front door: the `metrics` import's records
+/// land in `/metrics` under `chorus_plugin_custom_total` and
+/// `chorus_plugin_custom_value`; a record past `plugins.max_metric_series`
+/// or with a bad name is dropped and counted, and the call still succeeds;
+/// a malformed event fails the call (2002) with nothing applied, a good
+/// one is counted as handed on; a `[grants]` table without `events` or
+/// `metrics` fails calls that use them (2002); the admin view shows fuel
+/// per call.
+#[tokio::test]
+async fn contract_1_2_metrics_are_bounded_and_emitted_events_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    copy_plugins(dir.path(), &["room"]);
+    install(dir.path(), "echo.wasm", &artifact("echo_v1"));
+    let path = dir.path().to_path_buf();
+    let server = TestServer::with(move |c| {
+        c.plugins.dir = Some(path);
+        c.plugins.max_metric_series = 3;
+    })
+    .await;
+    let emit = |body: Value| {
+        let server = &server;
+        async move {
+            let mut body = as_object(body);
+            body.insert("action".into(), json!("echo_emit"));
+            server.action(Value::Object(body)).await
+        }
+    };
+    let counter =
+        |tier: &str, delta: u64| json!({"name": "hits", "labels": {"tier": tier}, "delta": delta});
+    let metrics = json!([counter("a", 2), counter("b", 1), counter("a", 3),
+        {"name": "size", "labels": {}, "value": "2.5"},
+        counter("c", 1), {"name": "Bad-Name", "labels": {}, "delta": 1}]);
+    let (status, body) = emit(json!({"metrics": metrics})).await;
+    assert_eq!((status, body["result"].clone()), (200, json!({})), "{body}");
+    let text = server.metrics_text().await;
+    let echo = [("plugin", "echo"), ("version", "1.0.0")];
+    let hits = |tier| {
+        let mut labels = echo.to_vec();
+        labels.extend([("metric", "hits"), ("tier", tier)]);
+        sample(&text, "chorus_plugin_custom_total", &labels)
+    };
+    assert_eq!(
+        (hits("a"), hits("b"), hits("c")),
+        (Some(5.0), Some(1.0), None),
+        "{text}"
+    );
+    let mut size = echo.to_vec();
+    size.push(("metric", "size"));
+    assert_eq!(
+        sample(&text, "chorus_plugin_custom_value_count", &size),
+        Some(1.0)
+    );
+    let refused = |reason| {
+        sample(
+            &text,
+            "chorus_plugin_metric_series_refused_total",
+            &[("plugin", "echo"), ("reason", reason)],
+        )
+    };
+    assert_eq!(
+        (refused("series_limit"), refused("invalid")),
+        (Some(1.0), Some(1.0))
+    );
+    // Without `[grants]` the default grants `events`.
+    let event = json!({"events": [{"name": "gift.sent", "body": "{\"n\":1}"}]});
+    let (status, body) = emit(event.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    let text = server.metrics_text().await;
+    let emitted = sample(
+        &text,
+        "chorus_plugin_events_emitted_total",
+        &[("plugin", "echo")],
+    );
+    assert!(emitted.is_some_and(|n| n >= 1.0), "{text}");
+    for bad in [
+        json!({"name": "Gift.sent", "body": "{}"}),
+        json!({"name": "gift.sent", "body": "[1]"}),
+        json!({"name": "gift.sent", "pad": 4090}),
+    ] {
+        let (status, body) = emit(json!({"events": [bad]})).await;
+        assert_eq!(
+            (status, body["error_code"].clone()),
+            (503, json!(2002)),
+            "{bad}: {body}"
+        );
+    }
+    // A `[grants]` table grants what it lists: neither `events` nor
+    // `metrics` here.
+    install(
+        dir.path(),
+        "echo.toml",
+        b"[grants]\neffects = [\"kv\"]\nimports = [\"kv\", \"config\"]\n",
+    );
+    let refused = eventually(|| async { emit(event.clone()).await.0 == 503 }).await;
+    assert!(refused, "the [grants] table applies after the reload");
+    let (status, body) = emit(event.clone()).await;
+    assert_eq!(
+        (status, body["error_code"].clone()),
+        (503, json!(2002)),
+        "{body}"
+    );
+    let (status, body) = emit(json!({"metrics": [counter("a", 1)]})).await;
+    assert_eq!(
+        (status, body["error_code"].clone()),
+        (503, json!(2002)),
+        "{body}"
+    );
+    let (_, detail) = server.admin("GET", "/admin/plugins/echo").await;
+    let live = detail["plugin"]["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["active"] == true)
+        .unwrap()
+        .clone();
+    assert_eq!(live["contract"], "1.2.0", "{live}");
+    let (p50, p99) = (live["fuel_p50"].as_u64(), live["fuel_p99"].as_u64());
+    assert!(p50.is_some_and(|f| f > 0) && p99 >= p50, "{live}");
+    server.stop().await;
+}
+
 /// Contract 1.1 KV through the front door: versions, a stale condition
 /// (re-run, then 2003 since the plugin writes the same stale version
 /// every time), counters, TTL expiry, prefix listing, and the bad input

@@ -823,3 +823,43 @@ async fn a_call_is_reported_started_and_ended() {
     );
     server.stop().await;
 }
+
+/// Contract 1.2 `emit` reaches the app backend: the bundled gift plugin
+/// emits `gift.sent`, recorded before the action is answered and delivered
+/// as `plugin.gift.gift.sent` with the action's sender and room and the
+/// plugin's body under `data`, once; a refused gift emits nothing.
+#[tokio::test]
+async fn an_event_a_plugin_emits_reaches_the_app_backend() {
+    let hook = hook().await;
+    let server = TestServer::with(|c| c.webhooks = vec![endpoint(&hook)]).await;
+    enter_ok(&server, 4991, "wh_emit", 49).await;
+    enter_ok(&server, 4992, "wh_emit", 49).await;
+    let gift = |num: i64| {
+        json!({"action": "send_gift", "channel_name": "wh_emit", "notify_type": "bc",
+            "gift": {"id": 3, "sender_id": 4991, "receiver_id": 4992, "num": num, "name": "rose"}})
+    };
+    let (status, body) = server.action(gift(0)).await;
+    assert_eq!(status, 422, "a gift of 0 is refused: {body}");
+    let (status, body) = server.action(gift(2)).await;
+    assert_eq!(status, 200, "{body}");
+    let events = received_when(&hook, Duration::from_secs(10), |e| {
+        e.iter().any(|e| name(e) == "plugin.gift.gift.sent")
+    })
+    .await;
+    let sent: Vec<&Value> = events
+        .iter()
+        .filter(|e| name(e) == "plugin.gift.gift.sent")
+        .collect();
+    assert_eq!(sent.len(), 1, "{sent:#?}");
+    let sent = sent[0];
+    assert_eq!(sent["user_id"], 4991, "{sent}");
+    assert_eq!(sent["channel_name"], "wh_emit", "{sent}");
+    assert_eq!(sent["data"]["num"], 2, "{sent}");
+    assert_eq!(sent["data"]["gift_id"], 3, "{sent}");
+    assert_eq!(sent["data"]["receiver_id"], 4992, "{sent}");
+    assert!(
+        sent["event_id"].is_string() && sent["ts_ms"].is_u64(),
+        "{sent}"
+    );
+    server.stop().await;
+}

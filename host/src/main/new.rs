@@ -278,10 +278,11 @@ panic = "abort"
 
 fn grants_toml(name: &str) -> String {
     format!(
-        r#"# What the `{name}` plugin may use (contract 1.1 grants): effect groups
-# (seats, calls, timers, notify-everyone, room-attributes, kv) and imports
-# (room-state, profiles, kv, config, clock, log). Anything else fails the
-# call with 2002. Copied beside `{name}.wasm` by `chorus plugin dev`.
+        r#"# What the `{name}` plugin may use (contract grants): effect groups
+# (seats, calls, timers, notify-everyone, room-attributes, kv, events) and
+# imports (room-state, profiles, kv, config, clock, log, metrics). Anything
+# else fails the call with 2002. Copied beside `{name}.wasm` by
+# `chorus plugin dev`.
 [grants]
 effects = []
 imports = ["room-state", "config", "log"]

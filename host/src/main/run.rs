@@ -19,9 +19,12 @@
 //!
 //! Prints one JSON object: the plugin and version, `result`, the state
 //! `changes` and `notifications` the host would apply and deliver, and
-//! `time_us` (the call, instantiation from the warm pool included) and
-//! `peak_memory_bytes` (the instance's largest linear memory). Exits
-//! non-zero, with the error code and reason, when the call fails.
+//! `time_us` (the call, instantiation from the warm pool included),
+//! `peak_memory_bytes` (the instance's largest linear memory) and `fuel`
+//! (the wasmtime fuel the call consumed, about one unit per WebAssembly
+//! instruction; null with `plugins.meter_fuel` off), and the application
+//! `events` it emitted (contract 1.2 `emit`). Exits non-zero, with the
+//! error code and reason, when the call fails.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -169,6 +172,7 @@ async fn call(dir: &Path, name: &str, event: EventFile, state: State) -> anyhow:
         "version": plugin.version(),
         "time_us": time_us,
         "peak_memory_bytes": peak_memory_bytes,
+        "fuel": plugin.last_call_fuel(),
     });
     match reply {
         Ok(reply) => {
@@ -186,6 +190,7 @@ async fn call(dir: &Path, name: &str, event: EventFile, state: State) -> anyhow:
                     })
                 })
                 .collect();
+            report["events"] = serde_json::to_value(&reply.events)?;
         }
         Err(error) => {
             report["error_code"] = json!(error.code());

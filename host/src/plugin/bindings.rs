@@ -2,9 +2,10 @@
 //! [`Plugin`] / [`PluginPre`]: one instance (or linked component) of
 //! whichever world a plugin targets, seen through the current world's types.
 //!
-//! The current world (`wit/chorus-plugin.wit`, `chorus:plugin@1.1.0`) is
-//! bound here; the frozen 1.0.0 world (`wit/v1.0/`) in `compat`, which
-//! converts its values to and from the current ones. Versioning rule
+//! The current world (`wit/chorus-plugin.wit`, `chorus:plugin@1.2.0`) is
+//! bound here; the frozen 1.0.0 (`wit/v1.0/`) and 1.1.0 (`wit/v1.1/`)
+//! worlds in `compat`, which converts their values to and from the
+//! current ones. Versioning rule
 //! (ARCHITECTURE.md, "Plugin contract versions"): a minor version only adds,
 //! and every shipped world stays linked.
 //!
@@ -16,10 +17,10 @@
 use wasmtime::component::{HasSelf, InstancePre, Linker};
 use wasmtime::{AsContextMut, Result};
 
-use super::compat::v1_0;
+use super::compat::{v1_0, v1_1};
 use super::view::PluginView;
 
-/// The current world, `chorus:plugin@1.1.0`.
+/// The current world, `chorus:plugin@1.2.0`.
 mod current {
     wasmtime::component::bindgen!({
         path: "../wit",
@@ -39,37 +40,56 @@ impl types::Host for PluginView {}
 /// Adds the imports of every linked world to `linker`.
 pub(crate) fn add_to_linker(linker: &mut Linker<PluginView>) -> Result<()> {
     current::Plugin::add_to_linker::<PluginView, HasSelf<PluginView>>(linker, |view| view)?;
-    v1_0::Plugin::add_to_linker::<PluginView, HasSelf<PluginView>>(linker, |view| view)?;
+    v1_1::bindings::Plugin::add_to_linker::<PluginView, HasSelf<PluginView>>(linker, |view| view)?;
+    v1_0::bindings::Plugin::add_to_linker::<PluginView, HasSelf<PluginView>>(linker, |view| view)?;
     Ok(())
 }
 
 /// The export of a plugin built against 1.0.0.
 const HANDLER_V1_0: &str = "chorus:plugin/handler@1.0.0";
+/// The export of a plugin built against 1.1.0.
+const HANDLER_V1_1: &str = "chorus:plugin/handler@1.1.0";
 
-/// A linked component of either world, instantiated per warm instance.
+/// A linked component of any linked world, instantiated per warm instance.
 pub(crate) enum PluginPre<T: 'static> {
+    /// Built against 1.2.0, the current world.
+    V1_2(current::PluginPre<T>),
     /// Built against 1.1.0.
-    V1_1(current::PluginPre<T>),
+    V1_1(v1_1::bindings::PluginPre<T>),
     /// Built against 1.0.0.
-    V1_0(v1_0::PluginPre<T>),
+    V1_0(v1_0::bindings::PluginPre<T>),
 }
 
 impl<T: Send + 'static> PluginPre<T> {
     /// Finds the world from the `handler` the component exports, by its
     /// exact versioned name (wasmtime's semver matching would let the
-    /// current bindings find `handler@1.0.0` and fail at the first call on
-    /// the differing types); anything but a 1.0 handler is bound as the
-    /// current world, whose error names what is missing.
+    /// current bindings find `handler@1.1.0` and fail at the first call on
+    /// the differing types); anything but a 1.0 or 1.1 handler is bound as
+    /// the current world, whose error names what is missing.
     pub(crate) fn new(pre: InstancePre<T>) -> Result<Self> {
         let component = pre.component();
-        let exports_v1_0 = component
-            .component_type()
-            .exports(component.engine())
-            .any(|(name, _)| name == HANDLER_V1_0);
-        if exports_v1_0 {
-            v1_0::PluginPre::new(pre).map(Self::V1_0)
+        let exports = |wanted: &str| {
+            component
+                .component_type()
+                .exports(component.engine())
+                .any(|(name, _)| name == wanted)
+        };
+        if exports(HANDLER_V1_0) {
+            v1_0::bindings::PluginPre::new(pre).map(Self::V1_0)
+        } else if exports(HANDLER_V1_1) {
+            v1_1::bindings::PluginPre::new(pre).map(Self::V1_1)
         } else {
-            current::PluginPre::new(pre).map(Self::V1_1)
+            current::PluginPre::new(pre).map(Self::V1_2)
+        }
+    }
+
+    /// The contract version the component was built against (`1.0.0`,
+    /// `1.1.0` or `1.2.0`).
+    pub(crate) fn contract(&self) -> &'static str {
+        match self {
+            Self::V1_2(_) => "1.2.0",
+            Self::V1_1(_) => "1.1.0",
+            Self::V1_0(_) => "1.0.0",
         }
     }
 
@@ -79,18 +99,21 @@ impl<T: Send + 'static> PluginPre<T> {
         store: impl AsContextMut<Data = T>,
     ) -> Result<Plugin> {
         Ok(match self {
+            Self::V1_2(pre) => Plugin::V1_2(pre.instantiate_async(store).await?),
             Self::V1_1(pre) => Plugin::V1_1(pre.instantiate_async(store).await?),
             Self::V1_0(pre) => Plugin::V1_0(pre.instantiate_async(store).await?),
         })
     }
 }
 
-/// One instance of a plugin of either world.
+/// One instance of a plugin of any linked world.
 pub(crate) enum Plugin {
+    /// Built against 1.2.0, the current world.
+    V1_2(current::Plugin),
     /// Built against 1.1.0.
-    V1_1(current::Plugin),
+    V1_1(v1_1::bindings::Plugin),
     /// Built against 1.0.0.
-    V1_0(v1_0::Plugin),
+    V1_0(v1_0::bindings::Plugin),
 }
 
 impl Plugin {
@@ -111,15 +134,19 @@ impl Handler<'_> {
         S::Data: Send,
     {
         match self.0 {
-            Plugin::V1_1(p) => p.chorus_plugin_handler().call_describe(store).await,
+            Plugin::V1_2(p) => p.chorus_plugin_handler().call_describe(store).await,
+            Plugin::V1_1(p) => {
+                let described = p.chorus_plugin_handler().call_describe(store).await?;
+                Ok(v1_1::description(described))
+            }
             Plugin::V1_0(p) => {
                 let described = p.chorus_plugin_handler().call_describe(store).await?;
-                Ok(super::compat::description(described))
+                Ok(v1_0::description(described))
             }
         }
     }
 
-    /// Calls `handle`; a 1.0 reply is converted to the current types.
+    /// Calls `handle`; a 1.0 or 1.1 reply is converted to the current types.
     pub(crate) async fn call_handle<S>(
         &self,
         store: S,
@@ -130,13 +157,16 @@ impl Handler<'_> {
         S::Data: Send,
     {
         match self.0 {
-            Plugin::V1_1(p) => p.chorus_plugin_handler().call_handle(store, event).await,
-            Plugin::V1_0(p) => {
-                let event = super::compat::event(event);
+            Plugin::V1_2(p) => p.chorus_plugin_handler().call_handle(store, event).await,
+            Plugin::V1_1(p) => {
+                let event = v1_1::event(event);
                 let returned = p.chorus_plugin_handler().call_handle(store, &event).await?;
-                Ok(returned
-                    .map(super::compat::reply)
-                    .map_err(super::compat::error))
+                Ok(returned.map(v1_1::reply).map_err(v1_1::error))
+            }
+            Plugin::V1_0(p) => {
+                let event = v1_0::event(event);
+                let returned = p.chorus_plugin_handler().call_handle(store, &event).await?;
+                Ok(returned.map(v1_0::reply).map_err(v1_0::error))
             }
         }
     }

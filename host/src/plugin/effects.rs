@@ -1,6 +1,6 @@
 //! Turning what a plugin returned into what the caller applies: WIT
-//! effects into [`StateChange`]s and [`Notification`]s, WIT errors into
-//! [`CallError`]s.
+//! effects into [`StateChange`]s, [`Notification`]s and [`AppEvent`]s,
+//! WIT errors into [`CallError`]s.
 //!
 //! A reply is converted whole or not at all: one malformed effect fails
 //! the call ([`FailureKind::MalformedEffect`]), so nothing of it is applied.
@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 use super::bindings::types::{self, Effect};
 use super::error::{CallError, Failure, FailureKind};
 use super::grants::{EffectGroup, Grants};
-use super::{Notification, Reply, Target};
+use super::{AppEvent, Notification, Reply, Target};
 use crate::config::DeliveryMode;
 use crate::store::{
     MAX_CHANNEL_NAME_BYTES, MAX_TIMER_DELAY_MS, MIN_TIMER_DELAY_MS, StateChange, TimerBounds,
@@ -39,6 +39,7 @@ pub(crate) fn convert_reply(
         result,
         changes: Vec::new(),
         notifications: Vec::new(),
+        events: Vec::new(),
         plugin: plugin.to_string(),
         version: version.to_string(),
     };
@@ -56,6 +57,7 @@ pub(crate) fn convert_reply(
         {
             Converted::Change(change) => out.changes.push(change),
             Converted::Notify(notification) => out.notifications.push(notification),
+            Converted::Emit(event) => out.events.push(event),
         }
     }
     Ok(out)
@@ -65,6 +67,7 @@ pub(crate) fn convert_reply(
 enum Converted {
     Change(StateChange),
     Notify(Notification),
+    Emit(AppEvent),
 }
 
 /// Converts a WIT error (the plugin said no) into its [`CallError`].
@@ -113,6 +116,7 @@ fn group_of(effect: &Effect) -> Option<EffectGroup> {
         }
         Effect::SetTimer(_) | Effect::CancelTimer(_) => EffectGroup::Timers,
         Effect::SetRoomAttr(_) => EffectGroup::RoomAttributes,
+        Effect::Emit(_) => EffectGroup::Events,
         Effect::Notify(types::Notification {
             target: types::Target::Everyone,
             ..
@@ -210,7 +214,8 @@ fn check_effect(effect: &Effect) -> Result<(), String> {
         | Effect::Notify(_)
         | Effect::NotifyVia(_)
         | Effect::SetTimer(_)
-        | Effect::CancelTimer(_) => {
+        | Effect::CancelTimer(_)
+        | Effect::Emit(_) => {
             return Ok(());
         }
     };
@@ -324,6 +329,7 @@ fn convert_effect(
             value: attr.value,
             if_version: attr.if_version,
         },
+        Effect::Emit(event) => return convert_app_event(event).map(Converted::Emit),
         Effect::NotifyVia(routed) => {
             let delivery = match routed.delivery {
                 types::Delivery::Configured => None,
@@ -334,6 +340,39 @@ fn convert_effect(
         }
     };
     Ok(Converted::Change(change))
+}
+
+/// The longest application event name, in bytes.
+const MAX_EVENT_NAME_BYTES: usize = 64;
+/// The largest application event body, in bytes (as the plugin wrote it).
+const MAX_EVENT_BODY_BYTES: usize = 4096;
+
+/// An `emit`, its name checked to be `[a-z][a-z0-9_.]*` of 1 to 64 bytes
+/// and its body a JSON object of at most 4096 bytes.
+fn convert_app_event(event: types::AppEvent) -> Result<AppEvent, String> {
+    let mut bytes = event.name.bytes();
+    let name_ok = event.name.len() <= MAX_EVENT_NAME_BYTES
+        && bytes.next().is_some_and(|b| b.is_ascii_lowercase())
+        && bytes.all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'.');
+    if !name_ok {
+        return Err(format!(
+            "event name {:?} is not [a-z][a-z0-9_.]* of at most {MAX_EVENT_NAME_BYTES} bytes",
+            event.name
+        ));
+    }
+    if event.body.len() > MAX_EVENT_BODY_BYTES {
+        return Err(format!(
+            "event body is longer than {MAX_EVENT_BODY_BYTES} bytes"
+        ));
+    }
+    match serde_json::from_str(&event.body) {
+        Ok(Value::Object(body)) => Ok(AppEvent {
+            name: event.name,
+            body,
+        }),
+        Ok(_) => Err("event body is not a JSON object".into()),
+        Err(e) => Err(format!("event body is not JSON: {e}")),
+    }
 }
 
 /// A notification, its body checked to be a JSON object with a string
@@ -513,6 +552,68 @@ mod tests {
             policy(),
         );
         assert_eq!(ok.expect("within the contract").changes.len(), 2);
+    }
+
+    /// Contract 1.2 `emit`: a name or body outside the bounds fails the
+    /// whole reply as malformed; it needs the `events` grant (in the
+    /// default, not in a `[grants]` table that omits it); a good one is
+    /// carried in order.
+    #[test]
+    fn emitted_events_are_checked_granted_and_carried() {
+        let emit = |name: &str, body: &str| {
+            Effect::Emit(types::AppEvent {
+                name: name.into(),
+                body: body.into(),
+            })
+        };
+        let granted = Grants::from_config(r#"{"grants":{"effects":["events"]}}"#).unwrap();
+        let with = Policy {
+            grants: &granted,
+            ..policy()
+        };
+        let big = format!(r#"{{"x":"{}"}}"#, "a".repeat(4096));
+        for (name, body) in [
+            ("Gift.sent", "{}"),
+            ("", "{}"),
+            ("1gift", "{}"),
+            ("gift-sent", "{}"),
+            (&*"a".repeat(65), "{}"),
+            ("gift.sent", "[1]"),
+            ("gift.sent", "not json"),
+            ("gift.sent", &*big),
+        ] {
+            let failure =
+                convert_reply("p", "1", reply("{}", vec![emit(name, body)]), with).expect_err(name);
+            assert_eq!(failure.kind, FailureKind::MalformedEffect, "{name} {body}");
+        }
+        let out = convert_reply(
+            "p",
+            "1",
+            reply(
+                "{}",
+                vec![
+                    emit("gift.sent", r#"{"num":2}"#),
+                    notify(r#"{"action":"up"}"#),
+                    emit(&"a".repeat(64), "{}"),
+                ],
+            ),
+            with,
+        )
+        .expect("valid events");
+        assert_eq!(out.events.len(), 2);
+        assert_eq!(out.events[0].name, "gift.sent");
+        assert_eq!(out.events[0].body["num"], 2);
+        assert_eq!(out.notifications.len(), 1);
+        assert!(convert_reply("p", "1", reply("{}", vec![emit("a", "{}")]), policy()).is_ok());
+        let without = Grants::from_config(r#"{"grants":{"effects":["kv"]}}"#).unwrap();
+        let without = Policy {
+            grants: &without,
+            ..policy()
+        };
+        let failure = convert_reply("p", "1", reply("{}", vec![emit("a", "{}")]), without)
+            .expect_err("ungranted");
+        assert_eq!(failure.kind, FailureKind::Ungranted);
+        assert!(failure.public.unwrap().contains("events"));
     }
 
     #[test]

@@ -27,8 +27,11 @@ const TABLES_PER_COMPONENT: u32 = 4;
 
 /// Builds the engine: component model, epoch interruption, and the pooling
 /// allocator (a fresh instance costs about 21 µs there against 44 µs on
-/// demand, which matters whenever the warm pool runs dry).
-pub(crate) fn build(max_memory: u64) -> Result<Engine, PluginError> {
+/// demand, which matters whenever the warm pool runs dry). `meter_fuel`
+/// turns on wasmtime's fuel counting (`plugins.meter_fuel`): compiled code
+/// then decrements a counter per instruction, so a component compiled
+/// with and without it differ (the artifact cache keys on the engine).
+pub(crate) fn build(max_memory: u64, meter_fuel: bool) -> Result<Engine, PluginError> {
     let max_memory = usize::try_from(max_memory).map_err(|e| PluginError::Engine(e.to_string()))?;
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(INSTANCE_SLOTS)
@@ -41,6 +44,7 @@ pub(crate) fn build(max_memory: u64) -> Result<Engine, PluginError> {
     config
         .wasm_component_model(true)
         .epoch_interruption(true)
+        .consume_fuel(meter_fuel)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&config).map_err(|e| PluginError::Engine(format!("{e:#}")))
 }
@@ -105,3 +109,8 @@ pub(crate) fn deadline_ticks(timeout: Duration) -> u64 {
     let ticks = timeout.as_nanos().div_ceil(tick);
     u64::try_from(ticks).unwrap_or(u64::MAX / 2).max(1) + 1
 }
+
+/// The fuel a metered store gets before each run of guest code: far more
+/// than any call can burn before its epoch deadline, so fuel never ends a
+/// call; what is left afterwards tells what the call used.
+pub(crate) const FUEL_PER_RUN: u64 = u64::MAX / 4;

@@ -15,9 +15,14 @@
 //!
 //! A `<name>.toml` without a `[grants]` table (or no file at all) grants
 //! the contract 1.0 set: every effect group 1.0 had (`seats`, `calls`,
-//! `notify-everyone`, `kv`) and every import, so a 1.0 plugin keeps
-//! working unchanged; `timers` and `room-attributes` (new in 1.1) must be
-//! granted explicitly. A `[grants]` table grants exactly what it lists
+//! `notify-everyone`, `kv`) and every import, so a 1.0 plugin keeps working
+//! unchanged; `timers` and `room-attributes` (new in 1.1) must be granted
+//! explicitly. What 1.2 added is in the default too: the `metrics` import
+//! (it only counts, bounded) and the `events` group (an emitted event goes
+//! only to the operator's own app backend, and changes no state), so a
+//! 1.2 plugin installed without its `<name>.toml`, such as a bundled
+//! `gift.wasm` copied alone into `plugins.dir`, does not fail every call
+//! that emits. A 1.0 or 1.1 plugin cannot name either. A `[grants]` table grants exactly what it lists
 //! (a missing `effects` or `imports` key grants none of that kind).
 
 use std::collections::BTreeSet;
@@ -44,6 +49,8 @@ pub enum EffectGroup {
     RoomAttributes,
     /// `kv-set`, `kv-delete`, `kv-put`, `kv-incr`.
     Kv,
+    /// `emit` (1.2): application events for the app backend's webhooks.
+    Events,
 }
 
 /// An import interface granted as a whole.
@@ -62,17 +69,20 @@ pub enum Import {
     Clock,
     /// `log`.
     Log,
+    /// `metrics` (1.2): the plugin's own Prometheus counters and histograms.
+    Metrics,
 }
 
 impl EffectGroup {
     /// Every group, in the order `plugin check` lists them.
-    pub const ALL: [EffectGroup; 6] = [
+    pub const ALL: [EffectGroup; 7] = [
         EffectGroup::Seats,
         EffectGroup::Calls,
         EffectGroup::Timers,
         EffectGroup::NotifyEveryone,
         EffectGroup::RoomAttributes,
         EffectGroup::Kv,
+        EffectGroup::Events,
     ];
 
     /// Its name in `[grants] effects`.
@@ -84,19 +94,21 @@ impl EffectGroup {
             EffectGroup::NotifyEveryone => "notify-everyone",
             EffectGroup::RoomAttributes => "room-attributes",
             EffectGroup::Kv => "kv",
+            EffectGroup::Events => "events",
         }
     }
 }
 
 impl Import {
     /// Every import, in the order `plugin check` lists them.
-    pub const ALL: [Import; 6] = [
+    pub const ALL: [Import; 7] = [
         Import::RoomState,
         Import::Profiles,
         Import::Kv,
         Import::Config,
         Import::Clock,
         Import::Log,
+        Import::Metrics,
     ];
 
     /// Its name in `[grants] imports` (the WIT interface's name).
@@ -108,6 +120,7 @@ impl Import {
             Import::Config => "config",
             Import::Clock => "clock",
             Import::Log => "log",
+            Import::Metrics => "metrics",
         }
     }
 }
@@ -137,7 +150,8 @@ pub struct Grants {
 }
 
 impl Grants {
-    /// The default without a `[grants]` table: what contract 1.0 offered.
+    /// The default without a `[grants]` table: what contract 1.0 offered,
+    /// and the `events` group and `metrics` import of 1.2.
     pub fn legacy() -> Self {
         Self {
             effects: [
@@ -145,6 +159,7 @@ impl Grants {
                 EffectGroup::Calls,
                 EffectGroup::NotifyEveryone,
                 EffectGroup::Kv,
+                EffectGroup::Events,
             ]
             .into(),
             imports: Import::ALL.into(),

@@ -217,7 +217,7 @@ impl PluginHost {
             let outcome = live.call(event).await;
             (outcome, started.elapsed())
         };
-        let ((outcome, elapsed), copy) = tokio::join!(timed, shadow.plugin.call(event));
+        let ((outcome, elapsed), copy) = tokio::join!(timed, shadow.plugin.call_shadow(event));
         shadow.observe(event, live.version(), &outcome, &copy);
         (outcome, elapsed)
     }

@@ -195,6 +195,13 @@ impl LoadedPlugin {
         &self.config
     }
 
+    /// The fuel the last call of this version consumed (wasmtime fuel,
+    /// about one unit per WebAssembly instruction), exactly; `None`
+    /// without `plugins.meter_fuel` or before any call ran.
+    pub fn last_call_fuel(&self) -> Option<u64> {
+        self.compiled.stats.last_fuel()
+    }
+
     /// What this version's config grants.
     pub fn grants(&self) -> &Grants {
         &self.grants
@@ -228,8 +235,19 @@ impl LoadedPlugin {
 
     /// Runs one event; counts, times and logs it, and feeds the breaker.
     pub(crate) async fn call(&self, event: &Event) -> Result<Reply, CallError> {
+        self.call_as(event, false).await
+    }
+
+    /// Runs one event as a shadow of the live version: like
+    /// [`call`](Self::call), but what it records through the `metrics`
+    /// import is dropped (a shadow applies nothing).
+    pub(crate) async fn call_shadow(&self, event: &Event) -> Result<Reply, CallError> {
+        self.call_as(event, true).await
+    }
+
+    async fn call_as(&self, event: &Event, shadow: bool) -> Result<Reply, CallError> {
         let started = Instant::now();
-        let outcome = self.run(event).await;
+        let outcome = self.run(event, shadow).await;
         let elapsed = started.elapsed();
         let failed = matches!(outcome, Err(CallError::Failed(_)));
         self.compiled.stats.record(elapsed, failed);
@@ -276,7 +294,7 @@ impl LoadedPlugin {
         }
     }
 
-    async fn run(&self, event: &Event) -> Result<Reply, CallError> {
+    async fn run(&self, event: &Event, shadow: bool) -> Result<Reply, CallError> {
         let input = wit_event(event)?;
         if !self.compiled.breaker.admit() {
             let failure = Failure::new(FailureKind::BreakerOpen, "the circuit breaker is open");
@@ -291,6 +309,17 @@ impl LoadedPlugin {
         let peak = u64::try_from(warm.store.data().limits.peak).unwrap_or(u64::MAX);
         self.compiled.stats.note_memory(peak);
         self.compiled.metrics.record_memory(peak);
+        if let Some(fuel) = self.runtime.fuel_used(&warm.store) {
+            self.compiled.stats.note_fuel(fuel);
+            self.compiled.metrics.record_fuel(fuel);
+        }
+        let recorded = warm.store.data_mut().metrics.take();
+        if !shadow {
+            let runtime = &self.runtime;
+            runtime
+                .custom_metrics
+                .record(self.name(), self.version(), recorded);
+        }
         match ran {
             Ran::Returned(Ok(reply)) => {
                 self.give_back(warm, true);

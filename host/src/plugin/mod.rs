@@ -16,15 +16,18 @@
 //!
 //! # Code map
 //!
-//! - `bindings`: the `bindgen!` of the current world and [`bindings::Plugin`],
-//!   an instance of whichever world a plugin targets; `compat`: the frozen
-//!   1.0.0 world, its imports and conversions.
+//! - `bindings`: the `bindgen!` of the current world (1.2.0) and
+//!   [`bindings::Plugin`], an instance of whichever world a plugin
+//!   targets; `compat`: the frozen 1.0.0 and 1.1.0 worlds, their imports
+//!   and conversions.
 //! - `view`: `PluginView`, the data of one wasmtime `Store`: the plugin's
 //!   name, version and config, the state [`Store`](crate::store::Store),
 //!   the memory limit and a WASI context. It is all an import can reach:
 //!   never the server.
 //! - `room_state`, `profiles`, `kv`, `config`, `clock`, `log`: one file per WIT import
-//!   interface, each holding only that interface's `Host` impl.
+//!   interface, each holding only that interface's `Host` impl;
+//!   `custom_metrics` holds the `metrics` import's (contract 1.2) and the
+//!   per-plugin table of series that bounds it.
 //! - `stderr`: the bounded in-memory pipe that catches a guest's stderr, so
 //!   the panic message of a trapped call can be logged.
 //! - `engine`: the wasmtime engine, its pooling allocator and the epoch
@@ -39,8 +42,8 @@
 //!   handle, limits); it compiles, links and describes a version.
 //! - `loaded`: a compiled version ([`LoadedPlugin`]), its warm instance pool
 //!   and the call path.
-//! - `effects`: converting WIT replies and errors into [`Reply`] and
-//!   [`CallError`].
+//! - `effects`: converting WIT replies and errors into [`Reply`] (state
+//!   changes, notifications, emitted [`AppEvent`]s) and [`CallError`].
 //! - `stats`: per-version counters and latency histogram, and the metrics.
 //! - `registry`: which version of each plugin serves, the last
 //!   `plugins.keep_versions` good versions kept compiled, a staged canary
@@ -85,6 +88,11 @@
 //! logged with the guest's stderr, and never shown to clients. Epoch
 //! deadlines are wall-clock: on a starved machine a normal call can miss a
 //! tight one, so keep `call_timeout` generous next to the load.
+//!
+//! With [`Settings::meter_fuel`] the engine also counts fuel (wasmtime's
+//! `consume_fuel`, about one unit per instruction): each call gets an
+//! effectively unlimited budget and the host records what it used. Fuel
+//! is only measured, never a limit: the deadline stays the epoch's.
 //!
 //! Instance slots are bounded by the pooling allocator (512 per engine):
 //! a call that finds none free fails at once ([`FailureKind::Unavailable`])
@@ -154,6 +162,7 @@ mod check;
 mod clock;
 mod compat;
 mod config;
+mod custom_metrics;
 mod effects;
 mod engine;
 mod error;
@@ -262,6 +271,14 @@ pub struct Settings {
     pub allowed_sha256: Option<std::collections::HashSet<String>>,
     /// `[plugins.<name>]`: the objectives behind automatic rollback.
     pub objectives: std::collections::HashMap<String, Objectives>,
+    /// `plugins.max_metric_series`: distinct series of the contract 1.2
+    /// `metrics` import one plugin may create (all its versions together).
+    pub max_metric_series: usize,
+    /// `plugins.meter_fuel`: count the fuel (about one unit per
+    /// WebAssembly instruction) each call consumes, for
+    /// `chorus_plugin_fuel_per_call` and `fuel_p50`/`fuel_p99`. Costs CPU
+    /// on every call (BENCHMARKS.md); deadlines stay epoch-based either way.
+    pub meter_fuel: bool,
 }
 
 /// The runtime's view of `[plugins]`; the defaults live once, in
@@ -297,6 +314,8 @@ impl From<&crate::config::PluginsConfig> for Settings {
                 .iter()
                 .map(|(name, o)| (name.clone(), Objectives::from(o)))
                 .collect(),
+            max_metric_series: config.max_metric_series,
+            meter_fuel: config.meter_fuel,
         }
     }
 }
@@ -364,6 +383,18 @@ impl Notification {
     }
 }
 
+/// An application event a plugin emitted (contract 1.2 `emit`), for the
+/// app backend's webhooks (issue 16). Checked at conversion: `name`
+/// matches `[a-z][a-z0-9_.]*` and is at most 64 bytes, `body` is a JSON
+/// object of at most 4096 bytes as the plugin wrote it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AppEvent {
+    /// The event's name, e.g. `gift.sent`.
+    pub name: String,
+    /// The event's body.
+    pub body: serde_json::Map<String, serde_json::Value>,
+}
+
 /// What a successful call returned, for the caller to apply.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reply {
@@ -374,6 +405,9 @@ pub struct Reply {
     pub changes: Vec<crate::store::StateChange>,
     /// Notifications, in order, to deliver after the batch.
     pub notifications: Vec<Notification>,
+    /// Application events the plugin emitted (contract 1.2 `emit`), in
+    /// order, to hand on to the app backend after the batch applied.
+    pub events: Vec<AppEvent>,
     /// The plugin that handled the call.
     pub plugin: String,
     /// Its version, to tag what the caller logs and counts.

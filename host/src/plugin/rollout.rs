@@ -414,8 +414,10 @@ pub struct ShadowSample {
     pub payload: Map<String, Value>,
     /// The live version.
     pub live_version: String,
-    /// What the live version returned: `{"changes":[…],"notifications":[…]}`
-    /// or `{"error_code":…}`.
+    /// What the live version returned:
+    /// `{"changes":[…],"notifications":[…],"events":[…]}` (`events`: the
+    /// application events it emitted, `{"name","body"}`) or
+    /// `{"error_code":…}`.
     pub live: Value,
     /// What the shadow returned, in the same shape.
     pub shadow: Value,
@@ -557,8 +559,8 @@ impl Shadow {
 }
 
 /// What a call returned, in the shape compared and sampled: its state
-/// changes and notifications (without `msg_id`, which the host mints per
-/// delivery), or its error code. The `result` is not compared: only what
+/// changes, notifications (without `msg_id`, which the host mints per
+/// delivery) and emitted application events, or its error code. The `result` is not compared: only what
 /// would change state or reach clients.
 fn comparable(outcome: &Result<Reply, CallError>) -> Value {
     match outcome {
@@ -578,7 +580,12 @@ fn comparable(outcome: &Result<Reply, CallError>) -> Value {
                     })
                 })
                 .collect();
-            json!({"changes": changes, "notifications": notifications})
+            let events: Vec<Value> = reply
+                .events
+                .iter()
+                .map(|e| json!({"name": e.name, "body": e.body}))
+                .collect();
+            json!({"changes": changes, "notifications": notifications, "events": events})
         }
         Err(error) => json!({"error_code": error.code()}),
     }
@@ -601,6 +608,15 @@ pub struct VersionStatus {
     pub p99_us: u64,
     /// The largest linear memory an instance of it reached, bytes.
     pub peak_memory_bytes: u64,
+    /// Median fuel a call consumed (wasmtime fuel, about one unit per
+    /// WebAssembly instruction; approximate, within about 19 %); null when
+    /// `plugins.meter_fuel` is off or no call ran.
+    pub fuel_p50: Option<u64>,
+    /// 99th percentile fuel per call, as `fuel_p50`.
+    pub fuel_p99: Option<u64>,
+    /// The contract (`chorus:plugin` world) it was built against:
+    /// `1.0.0`, `1.1.0` or `1.2.0`.
+    pub contract: &'static str,
     /// Whether it is the live version.
     pub active: bool,
 }
@@ -616,6 +632,9 @@ impl VersionStatus {
             errors: stats.errors(),
             p99_us: stats.percentile_us(0.99),
             peak_memory_bytes: stats.peak_memory(),
+            fuel_p50: stats.fuel_percentile(0.50),
+            fuel_p99: stats.fuel_percentile(0.99),
+            contract: plugin.compiled().pre.contract(),
             active,
         }
     }
@@ -638,6 +657,42 @@ mod tests {
             .filter(|i| canary_bucket(&format!("room-{i}")) < 2_000)
             .count();
         assert!((1_800..=2_200).contains(&under_20), "{under_20}");
+    }
+
+    /// Contract 1.2: two replies that differ only in the application
+    /// events they emit are not the same to the shadow comparison.
+    #[test]
+    fn emitted_events_are_compared() {
+        let reply = |events: Vec<crate::plugin::AppEvent>| -> Result<Reply, CallError> {
+            Ok(Reply {
+                result: json!({}),
+                changes: Vec::new(),
+                notifications: Vec::new(),
+                events,
+                plugin: "gift".into(),
+                version: "1".into(),
+            })
+        };
+        let sent = |num: u64| crate::plugin::AppEvent {
+            name: "gift.sent".into(),
+            body: json!({"num": num}).as_object().cloned().unwrap_or_default(),
+        };
+        assert_eq!(
+            comparable(&reply(vec![sent(1)])),
+            comparable(&reply(vec![sent(1)]))
+        );
+        assert_ne!(
+            comparable(&reply(vec![sent(1)])),
+            comparable(&reply(vec![sent(2)]))
+        );
+        assert_ne!(
+            comparable(&reply(vec![sent(1)])),
+            comparable(&reply(vec![]))
+        );
+        assert_eq!(
+            comparable(&reply(vec![sent(3)]))["events"],
+            json!([{"name": "gift.sent", "body": {"num": 3}}])
+        );
     }
 
     fn objectives() -> Objectives {

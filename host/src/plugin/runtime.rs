@@ -13,7 +13,8 @@ use super::bindings::{Plugin, PluginPre};
 use super::breaker::BreakerSettings;
 use super::cache::ArtifactCache;
 use super::check::Description;
-use super::engine::{self, EPOCH_TICK, EpochTicker};
+use super::custom_metrics::SeriesTable;
+use super::engine::{self, EPOCH_TICK, EpochTicker, FUEL_PER_RUN};
 use super::gate::{self, GuestGate};
 use super::grants::Grants;
 use super::view::{Identity, PluginView};
@@ -44,6 +45,12 @@ pub(crate) struct Runtime {
     pub(crate) max_concurrent_calls: usize,
     /// Pending timers allowed (`plugins.max_timers_per_*`).
     pub(crate) timer_bounds: TimerBounds,
+    /// The series each plugin created through the `metrics` import, and
+    /// their bound (`plugins.max_metric_series`).
+    pub(crate) custom_metrics: SeriesTable,
+    /// `plugins.meter_fuel`: the engine counts fuel, and each run of
+    /// guest code starts with [`FUEL_PER_RUN`].
+    meter_fuel: bool,
     /// The backstop for time spent awaiting the store inside an import or
     /// waiting for a turn after a yield: the epoch deadline is checked only
     /// while guest code runs.
@@ -70,7 +77,7 @@ impl Runtime {
         store: Arc<dyn Store>,
         cached: bool,
     ) -> Result<Arc<Self>, PluginError> {
-        let engine = engine::build(settings.max_memory)?;
+        let engine = engine::build(settings.max_memory, settings.meter_fuel)?;
         let linker = build_linker(&engine)?;
         let cache = match (&settings.cache_dir, cached) {
             (Some(dir), true) => Some(ArtifactCache::open(&engine, dir)?),
@@ -92,6 +99,8 @@ impl Runtime {
             breaker: settings.breaker,
             max_concurrent_calls: settings.max_concurrent_calls.max(1),
             timer_bounds: settings.timer_bounds,
+            custom_metrics: SeriesTable::new(settings.max_metric_series),
+            meter_fuel: settings.meter_fuel,
             gate,
             wall_deadline: settings.call_timeout + 3 * EPOCH_TICK,
             describe_deadline: (settings.call_timeout * 10).max(MIN_DESCRIBE_DEADLINE),
@@ -124,9 +133,26 @@ impl Runtime {
     /// Gives the next run of guest code in `store` a deadline `ticks`
     /// epoch ticks from now: the store's epoch callback fires at every
     /// tick, yields, and traps once that tick has come.
+    /// With `plugins.meter_fuel`, also refills the store's fuel.
     pub(crate) fn arm(&self, store: &mut wasmtime::Store<PluginView>, ticks: u64) {
         store.data_mut().deadline_epoch = self.ticker.clock().now() + ticks;
         store.set_epoch_deadline(1);
+        if self.meter_fuel {
+            // Cannot fail: the engine was built with `consume_fuel`.
+            let _ = store.set_fuel(FUEL_PER_RUN);
+        }
+    }
+
+    /// The fuel guest code consumed in `store` since it was last armed;
+    /// `None` without `plugins.meter_fuel`.
+    pub(crate) fn fuel_used(&self, store: &wasmtime::Store<PluginView>) -> Option<u64> {
+        if !self.meter_fuel {
+            return None;
+        }
+        store
+            .get_fuel()
+            .ok()
+            .map(|left| FUEL_PER_RUN - left.min(FUEL_PER_RUN))
     }
 
     /// Compiles `bytes` (or loads the cached artifact) on a blocking

@@ -1,5 +1,6 @@
-//! Per-version call statistics: the counters and latency percentiles of
-//! `/admin/plugins`, and the handles of the Prometheus metrics.
+//! Per-version call statistics: the counters and latency and fuel
+//! percentiles of `/admin/plugins`, and the handles of the Prometheus
+//! metrics.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -10,16 +11,67 @@ use super::error::{CallError, FailureKind};
 
 /// Sub-buckets per power of two: latencies are known to within about 19 %.
 const SUB_BUCKETS: u32 = 4;
-/// Enough buckets for latencies up to 2^29 µs (about 9 minutes).
-const BUCKETS: usize = 28 * SUB_BUCKETS as usize;
+/// Enough buckets for values up to 2^39 (latencies of about 6 days in
+/// µs, fuel of 5.5 * 10^11 units).
+const BUCKETS: usize = 38 * SUB_BUCKETS as usize;
 
-/// Counters and a log-scale latency histogram of one version.
+/// A lock-free log-scale histogram of `u64` values (four buckets per power
+/// of two): percentiles to within about 19 %.
+pub(crate) struct LogHistogram {
+    buckets: [AtomicU64; BUCKETS],
+}
+
+impl LogHistogram {
+    pub(crate) fn new() -> Self {
+        Self {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+
+    /// Counts one value.
+    pub(crate) fn record(&self, value: u64) {
+        self.buckets[bucket_of(value)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The value under which `quantile` (0..=1) of the recorded values
+    /// fall: the upper bound of the bucket holding that rank; `None`
+    /// without values.
+    pub(crate) fn percentile(&self, quantile: f64) -> Option<u64> {
+        let counts: Vec<u64> = self
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        // The rank of the value at `quantile`, 1-based; a float is fine for
+        // a figure that is itself approximate.
+        let rank = ((total as f64) * quantile).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (index, count) in counts.iter().enumerate() {
+            seen += count;
+            if seen >= rank {
+                return Some(upper_bound(index));
+            }
+        }
+        Some(upper_bound(BUCKETS - 1))
+    }
+}
+
+/// Counters and log-scale latency and fuel histograms of one version.
 pub(crate) struct CallStats {
     calls: AtomicU64,
     errors: AtomicU64,
     /// The largest linear memory any instance of the version reached.
     peak_memory: AtomicU64,
-    buckets: [AtomicU64; BUCKETS],
+    /// Call latencies, µs.
+    latency: LogHistogram,
+    /// Fuel each call consumed (with `plugins.meter_fuel` only).
+    fuel: LogHistogram,
+    /// The fuel the last metered call consumed, plus one (0: none yet).
+    last_fuel: AtomicU64,
 }
 
 impl CallStats {
@@ -28,7 +80,9 @@ impl CallStats {
             calls: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             peak_memory: AtomicU64::new(0),
-            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            latency: LogHistogram::new(),
+            fuel: LogHistogram::new(),
+            last_fuel: AtomicU64::new(0),
         }
     }
 
@@ -39,7 +93,26 @@ impl CallStats {
             self.errors.fetch_add(1, Ordering::Relaxed);
         }
         let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
-        self.buckets[bucket_of(micros)].fetch_add(1, Ordering::Relaxed);
+        self.latency.record(micros);
+    }
+
+    /// Notes the fuel one call consumed (units of wasmtime fuel: about one
+    /// per WebAssembly instruction).
+    pub(crate) fn note_fuel(&self, fuel: u64) {
+        self.fuel.record(fuel);
+        self.last_fuel
+            .store(fuel.saturating_add(1), Ordering::Relaxed);
+    }
+
+    /// The exact fuel of the last metered call, if any.
+    pub(crate) fn last_fuel(&self) -> Option<u64> {
+        self.last_fuel.load(Ordering::Relaxed).checked_sub(1)
+    }
+
+    /// The fuel under which `quantile` of the metered calls stayed; `None`
+    /// when no call was metered (`plugins.meter_fuel` off, or no call).
+    pub(crate) fn fuel_percentile(&self, quantile: f64) -> Option<u64> {
+        self.fuel.percentile(quantile)
     }
 
     /// Notes the linear memory an instance had after a call, in bytes.
@@ -65,26 +138,7 @@ impl CallStats {
     /// The latency under which `quantile` (0..=1) of the calls finished, in
     /// µs: the upper bound of the bucket holding that rank (0 without calls).
     pub(crate) fn percentile_us(&self, quantile: f64) -> u64 {
-        let counts: Vec<u64> = self
-            .buckets
-            .iter()
-            .map(|b| b.load(Ordering::Relaxed))
-            .collect();
-        let total: u64 = counts.iter().sum();
-        if total == 0 {
-            return 0;
-        }
-        // The rank of the call at `quantile`, 1-based; a float is fine for
-        // a figure that is itself approximate.
-        let rank = ((total as f64) * quantile).ceil().max(1.0) as u64;
-        let mut seen = 0;
-        for (index, count) in counts.iter().enumerate() {
-            seen += count;
-            if seen >= rank {
-                return upper_bound(index);
-            }
-        }
-        upper_bound(BUCKETS - 1)
+        self.latency.percentile(quantile).unwrap_or(0)
     }
 }
 
@@ -125,6 +179,9 @@ pub(crate) struct CallMetrics {
     /// `chorus_plugin_memory_bytes{plugin,version}`: the instance's peak
     /// linear memory after each call that ran.
     memory: Histogram,
+    /// `chorus_plugin_fuel_per_call{plugin,version}`: the fuel each call
+    /// that ran consumed (with `plugins.meter_fuel` only).
+    fuel: Histogram,
     failures: [Counter; FailureKind::ALL.len()],
 }
 
@@ -157,6 +214,7 @@ impl CallMetrics {
             failed: calls("failed"),
             duration: metrics::histogram!("chorus_plugin_call_duration_seconds", &labels),
             memory: metrics::histogram!("chorus_plugin_memory_bytes", &labels),
+            fuel: metrics::histogram!("chorus_plugin_fuel_per_call", &labels),
             failures,
         }
     }
@@ -164,6 +222,11 @@ impl CallMetrics {
     /// Records the peak linear memory of the instance a call ran on.
     pub(crate) fn record_memory(&self, bytes: u64) {
         self.memory.record(bytes as f64);
+    }
+
+    /// Records the fuel one call consumed.
+    pub(crate) fn record_fuel(&self, fuel: u64) {
+        self.fuel.record(fuel as f64);
     }
 
     /// Counts one call with its outcome and duration.
@@ -232,5 +295,13 @@ mod tests {
         assert!((10..=12).contains(&p50), "{p50}");
         let p99 = stats.percentile_us(0.99);
         assert!((5000..=6200).contains(&p99), "{p99}");
+        assert_eq!(stats.fuel_percentile(0.5), None);
+        for fuel in [1_000, 1_000, 1_000, 400_000_000] {
+            stats.note_fuel(fuel);
+        }
+        let p50 = stats.fuel_percentile(0.5).expect("metered");
+        assert!((1_000..=1_200).contains(&p50), "{p50}");
+        let p99 = stats.fuel_percentile(0.99).expect("metered");
+        assert!((400_000_000..=480_000_000).contains(&p99), "{p99}");
     }
 }

@@ -922,6 +922,7 @@ async fn native_echo(store: &MemoryStore, config: &Map<String, Value>, event: &E
             value: calls.to_string(),
         }],
         notifications: Vec::new(),
+        events: Vec::new(),
         plugin: "echo".into(),
         version: "native".into(),
     }
@@ -935,7 +936,10 @@ fn percentiles(mut samples: Vec<Duration>) -> (f64, f64) {
 }
 
 /// The issue's benchmark: one action through the plugin path against the
-/// same logic as a native handler, median and p99 per call. Release only:
+/// same logic as a native handler, median and p99 per call; the plugin
+/// path twice, on two hosts whose engines differ only in
+/// `plugins.meter_fuel` (on, the default, and off), interleaved so both
+/// see the same machine. Release only:
 /// `cargo test --release -p chorus --lib plugin::tests::plugin_vs_native -- --ignored --nocapture`
 #[ignore = "a measurement, not a test"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
@@ -944,11 +948,22 @@ async fn plugin_vs_native() {
     dir.install("echo_v1.wasm", "echo.wasm");
     let store = memory_store();
     let host = loaded_host(&dir, Arc::clone(&store)).await;
+    let unmetered = PluginHost::new(
+        Settings {
+            meter_fuel: false,
+            ..settings(&dir)
+        },
+        memory_store(),
+    )
+    .expect("host");
+    unmetered.load_all().await;
     let plugin = host.route("echo", Source::Server).expect("routed");
+    let plain = unmetered.route("echo", Source::Server).expect("routed");
     let event = event("echo", json!({"n": 1, "text": "hello"}));
     let config = Map::new();
     let rounds = 20_000;
     let mut plugin_samples = Vec::with_capacity(rounds);
+    let mut plain_samples = Vec::with_capacity(rounds);
     let mut native_samples = Vec::with_capacity(rounds);
     for round in 0..rounds + 2_000 {
         let started = Instant::now();
@@ -959,20 +974,47 @@ async fn plugin_vs_native() {
         let plugin_time = started.elapsed();
         std::hint::black_box(&reply);
         let started = Instant::now();
+        let reply = unmetered
+            .call(&plain, event.clone())
+            .await
+            .expect("plugin call");
+        let plain_time = started.elapsed();
+        std::hint::black_box(&reply);
+        let started = Instant::now();
         let reply = native_echo(&store, &config, &event).await;
         let native_time = started.elapsed();
         std::hint::black_box(&reply);
         if round >= 2_000 {
             plugin_samples.push(plugin_time);
+            plain_samples.push(plain_time);
             native_samples.push(native_time);
         }
     }
     let (p50, p99) = percentiles(plugin_samples);
+    let (f50, f99) = percentiles(plain_samples);
     let (n50, n99) = percentiles(native_samples);
+    let fuel = plugin.last_call_fuel().unwrap_or_default();
     eprintln!("| path | median µs | p99 µs |\n|---|---|---|");
-    eprintln!("| plugin (wasm, warm instance) | {p50:.2} | {p99:.2} |");
+    eprintln!(
+        "| plugin (wasm, warm instance, fuel metered: {fuel} per call) | {p50:.2} | {p99:.2} |"
+    );
+    eprintln!("| plugin (wasm, warm instance, no fuel metering) | {f50:.2} | {f99:.2} |");
     eprintln!("| native Rust handler | {n50:.2} | {n99:.2} |");
-    eprintln!("| plugin path adds | {:.2} | {:.2} |", p50 - n50, p99 - n99);
+    eprintln!(
+        "| plugin path adds (metered) | {:.2} | {:.2} |",
+        p50 - n50,
+        p99 - n99
+    );
+    eprintln!(
+        "| plugin path adds (unmetered) | {:.2} | {:.2} |",
+        f50 - n50,
+        f99 - n99
+    );
+    eprintln!(
+        "| fuel metering adds | {:.2} | {:.2} |",
+        p50 - f50,
+        p99 - f99
+    );
 }
 
 /// Issue 12: the cost of each way to keep guest code off the I/O workers,
@@ -1037,7 +1079,7 @@ async fn isolation_candidates() {
 #[test]
 fn artifact_cache_hit_cost() {
     use sha2::Digest as _;
-    let engine = super::engine::build(32 << 20).expect("engine");
+    let engine = super::engine::build(32 << 20, false).expect("engine");
     let cache_dir = TempDir::new("hit-cost");
     let cache = super::cache::ArtifactCache::open(&engine, &cache_dir.0).expect("cache");
     let bytes = std::fs::read(artifact("room.wasm")).expect("room.wasm is built");

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxView, WasiView};
 
+use super::custom_metrics::MetricBuffer;
 use super::effects::ungranted;
 use super::error::Failure;
 use super::grants::{Grants, Import};
@@ -60,6 +61,9 @@ pub(crate) struct PluginView {
     pub(crate) deadline_epoch: u64,
     /// The guest's stdout and stderr.
     pub(crate) output: OutputPipe,
+    /// What the current call recorded through the `metrics` import,
+    /// recorded when it returns (see `custom_metrics`).
+    pub(crate) metrics: MetricBuffer,
     /// WASI state for the `wasi:*` imports of a std guest.
     wasi: WasiCtx,
     /// WASI resources (streams) the guest holds.
@@ -90,6 +94,7 @@ impl PluginView {
             ungranted: None,
             deadline_epoch: 0,
             output,
+            metrics: MetricBuffer::default(),
             wasi,
             table: ResourceTable::new(),
         }
@@ -103,6 +108,7 @@ impl PluginView {
         self.ungranted = None;
         self.limits.exhausted = false;
         self.output.clear();
+        self.metrics.clear();
     }
 
     /// Records a store failure and turns it into the trap that ends the

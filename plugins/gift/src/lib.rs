@@ -162,9 +162,17 @@ fn send_gift(event: &Event) -> Result<Reply, Error> {
     // Plain fields with string keys: serializing cannot fail.
     let gift_json = serde_json::to_value(&gift).expect("a gift serializes");
     let body = notifications::send_gift(&notify_type, channel_name, gift_json);
+    // Contract 1.2: a counter whose one label has two values, and the
+    // event the app backend's webhooks get.
+    chorus_plugin_sdk::metrics::counter("gifts_sent", &[("notify_type", &notify_type)], 1);
+    let sent = json!({"channel_name": channel_name, "gift_id": gift.id, "num": gift.num,
+        "sender_id": gift.sender_id, "receiver_id": gift.receiver_id, "notify_type": notify_type});
     Ok(reply(
         result,
-        vec![notify(target, &body, Some(gift.sender_id))],
+        vec![
+            notify(target, &body, Some(gift.sender_id)),
+            chorus_plugin_sdk::reply::emit("gift.sent", &sent),
+        ],
     ))
 }
 
@@ -290,5 +298,37 @@ mod tests {
                 "gift": {"id": 1, "sender_id": 1, "receiver_id": 2, "num": 1}}),
         );
         assert_eq!(done.notifications()[0].target, Target::User(2));
+    }
+
+    #[test]
+    fn a_sent_gift_is_counted_and_emitted_a_refused_one_is_not() {
+        let mut host = room();
+        let send = |host: &mut FakeHost, notify_type: &str, num: i64| {
+            host.client::<Component>(
+                1,
+                "send_gift",
+                json!({"channel_name": "r1", "notify_type": notify_type, "gift": gift(2, num)}),
+            )
+        };
+        let done = send(&mut host, "bc", 3);
+        let events = done.events();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].name, "gift.sent");
+        assert_eq!(
+            events[0].body,
+            json!({"channel_name": "r1", "gift_id": 7, "num": 3, "sender_id": 1,
+                "receiver_id": 2, "notify_type": "bc"})
+        );
+        send(&mut host, "ptp", 1);
+        send(&mut host, "bc", 0); // rejected: neither counted nor emitted
+        assert_eq!(
+            host.counter_total("gifts_sent", &[("notify_type", "bc")]),
+            1
+        );
+        assert_eq!(
+            host.counter_total("gifts_sent", &[("notify_type", "ptp")]),
+            1
+        );
+        assert_eq!(host.metrics().len(), 2);
     }
 }

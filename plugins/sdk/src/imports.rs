@@ -49,6 +49,15 @@ pub(crate) mod config {
     pub use crate::testing::imports::config::*;
 }
 
+/// The plugin's own metrics (WIT `metrics`, contract 1.2); see
+/// [`crate::metrics`].
+pub(crate) mod metrics {
+    #[cfg(target_arch = "wasm32")]
+    pub use crate::bindings::chorus::plugin::metrics::*;
+    #[cfg(not(target_arch = "wasm32"))]
+    pub use crate::testing::imports::metrics::*;
+}
+
 /// The host's log (WIT `log`).
 pub(crate) mod log {
     pub use crate::bindings::chorus::plugin::log::Level;

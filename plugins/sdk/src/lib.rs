@@ -1,4 +1,4 @@
-//! The Rust side of the `chorus:plugin@1.1.0` world, for writing Chorus
+//! The Rust side of the `chorus:plugin@1.2.0` world, for writing Chorus
 //! plugins.
 //!
 //! This crate holds the workspace's single `wit_bindgen::generate!` of the
@@ -33,7 +33,9 @@
 //!   [`Description`] builders;
 //! - [`reply`]: building replies and `notify` effects from `serde_json`
 //!   values, and timers ([`reply::set_timer`], [`reply::cancel_timer`],
-//!   read back with [`event::timer_event`]);
+//!   read back with [`event::timer_event`]), and application events for
+//!   the app backend ([`reply::emit`], contract 1.2);
+//! - [`metrics`]: the plugin's own counters and histograms (contract 1.2);
 //! - [`Profile`]: the user fields the seed repeats in notifications, from
 //!   the app backend's stored profile where it gave one;
 //! - [`roles`]: a room's owner and admins, from its attributes;
@@ -50,7 +52,7 @@
 //!   `cargo test` runs its handlers without a server.
 //!
 //! The host's imports (`room_state`, `kv`, `profiles`, `clock`, `config`,
-//! `log`, `random`) are reached through this crate's modules of the same
+//! `log`, `metrics`, `random`) are reached through this crate's modules of the same
 //! names: built for `wasm32`, they are the WIT imports; built for the
 //! machine running `cargo test`, they read the [`testing::FakeHost`] the
 //! test handed the event to.
@@ -59,6 +61,7 @@ pub mod config;
 pub mod event;
 mod imports;
 pub mod log;
+pub mod metrics;
 pub mod notifications;
 pub mod payload;
 pub mod profile;
@@ -93,9 +96,9 @@ pub mod bindings {
 pub use bindings::export;
 
 pub use bindings::chorus::plugin::types::{
-    ActionSpec, Attributes, Call, Delivery, Description, Effect, Error, Event, FreeSeat, JoinRoom,
-    KvEntry, KvIncr, KvPut, LeaveRoom, Membership, Notification, Reply, RoutedNotification, Seat,
-    SetRoomAttr, SetSeat, SetTimer, Source, StartCall, TakeSeat, Target,
+    ActionSpec, AppEvent, Attributes, Call, Delivery, Description, Effect, Error, Event, FreeSeat,
+    JoinRoom, KvEntry, KvIncr, KvPut, LeaveRoom, Membership, Notification, Reply,
+    RoutedNotification, Seat, SetRoomAttr, SetSeat, SetTimer, Source, StartCall, TakeSeat, Target,
 };
 pub use bindings::exports::chorus::plugin::handler::Guest;
 pub use imports::{clock, kv, profiles, random, room_state};

@@ -2,7 +2,9 @@
 
 use serde_json::Value;
 
-use crate::{Delivery, Effect, Notification, Reply, RoutedNotification, SetTimer, Target};
+use crate::{
+    AppEvent, Delivery, Effect, Notification, Reply, RoutedNotification, SetTimer, Target,
+};
 
 /// A successful reply: `result` (a JSON object, the WIT's `output`) goes
 /// back to the caller as `result`;
@@ -72,6 +74,19 @@ pub fn set_timer(key: &str, delay_ms: i64, payload: &Value, channel_name: Option
 /// plugin, if any, never fires.
 pub fn cancel_timer(key: &str) -> Effect {
     Effect::CancelTimer(key.to_string())
+}
+
+/// An `emit` effect (contract 1.2): the application event `name`
+/// (`[a-z][a-z0-9_.]*`, at most 64 bytes, e.g. `gift.sent`) with `body`
+/// (a JSON object of at most 4096 bytes once serialized) for the app
+/// backend's webhooks, handed on after the reply's batch applied. A name
+/// or body outside those bounds fails the call (2002). The plugin must be
+/// granted `events` in its `<name>.toml`.
+pub fn emit(name: &str, body: &Value) -> Effect {
+    Effect::Emit(AppEvent {
+        name: name.to_string(),
+        body: body.to_string(),
+    })
 }
 
 /// The error code the host answers for a plugin's error (PROTOCOL section

@@ -22,6 +22,10 @@
 //! }
 //! ```
 //!
+//! It records what the plugin records through the `metrics` import
+//! ([`FakeHost::metrics`], [`FakeHost::counter_total`]); the events a
+//! reply emits are in [`Handled::events`].
+//!
 //! What it does not model: grants (the `[grants]` of `<name>.toml`; run
 //! `chorus plugin check` or `chorus plugin run` for those), the operator's
 //! `[actions]` rules, field bounds, limits (fuel, memory, deadline), and
@@ -107,6 +111,7 @@ pub struct FakeHost {
     seats: u32,
     version_seq: u64,
     logs: Vec<(Level, String)>,
+    metrics: Vec<MetricRecord>,
 }
 
 impl Default for FakeHost {
@@ -134,6 +139,7 @@ impl FakeHost {
             seats: DEFAULT_SEATS,
             version_seq: 0,
             logs: Vec::new(),
+            metrics: Vec::new(),
         }
     }
 
@@ -382,6 +388,35 @@ impl FakeHost {
         &self.logs
     }
 
+    /// Every record the plugin made through the `metrics` import so far
+    /// (contract 1.2), in order. The fake host keeps them all: the real
+    /// host's bounds (names, labels, `plugins.max_metric_series`) are not
+    /// modelled.
+    pub fn metrics(&self) -> &[MetricRecord] {
+        &self.metrics
+    }
+
+    /// The sum of the counter `name` over the records whose labels are
+    /// exactly `labels` (in any order).
+    pub fn counter_total(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
+        let mut wanted: Vec<(String, String)> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        wanted.sort();
+        self.metrics
+            .iter()
+            .filter_map(|m| match m {
+                MetricRecord::Counter {
+                    name: n,
+                    labels: l,
+                    delta,
+                } if n == name && sorted(l) == wanted => Some(*delta),
+                _ => None,
+            })
+            .sum()
+    }
+
     fn room_entry(&mut self, channel_name: &str, room_id: u64, seats: u32) -> &mut Room {
         self.rooms
             .entry(channel_name.into())
@@ -587,7 +622,8 @@ impl FakeHost {
                 let expires_at = i.ttl_ms.map(|t| self.now_ms + t).or(expiry);
                 self.kv_write(&i.key, (current + i.delta).to_string(), expires_at);
             }
-            Effect::Notify(_) | Effect::NotifyVia(_) => {}
+            // Emitted events change no state; `Handled::events` reads them.
+            Effect::Notify(_) | Effect::NotifyVia(_) | Effect::Emit(_) => {}
             Effect::SetTimer(t) => {
                 if !(100..=86_400_000).contains(&t.delay_ms) {
                     return Err(Error::Invalid(format!(
@@ -664,6 +700,46 @@ fn free_seat_of(room: &mut Room, user_id: u64) -> bool {
         }
         None => false,
     }
+}
+
+/// One record of the `metrics` import (contract 1.2), as the plugin made
+/// it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MetricRecord {
+    /// `metrics::counter`.
+    Counter {
+        /// The metric's name.
+        name: String,
+        /// Its labels, in the order given.
+        labels: Vec<(String, String)>,
+        /// What it added.
+        delta: u64,
+    },
+    /// `metrics::histogram`.
+    Histogram {
+        /// The metric's name.
+        name: String,
+        /// Its labels, in the order given.
+        labels: Vec<(String, String)>,
+        /// The observed value.
+        value: f64,
+    },
+}
+
+fn sorted(labels: &[(String, String)]) -> Vec<(String, String)> {
+    let mut labels = labels.to_vec();
+    labels.sort();
+    labels
+}
+
+/// An application event of a reply (contract 1.2 `emit`), with its body
+/// parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Emitted {
+    /// The event's name.
+    pub name: String,
+    /// Its body (a JSON object).
+    pub body: Value,
 }
 
 /// A notification of a reply, with its body parsed.
@@ -753,6 +829,21 @@ impl Handled {
     /// The bodies of the notifications, in order.
     pub fn bodies(&self) -> Vec<Value> {
         self.notifications().into_iter().map(|n| n.body).collect()
+    }
+
+    /// The application events the reply emitted (contract 1.2 `emit`), in
+    /// order.
+    pub fn events(&self) -> Vec<Emitted> {
+        self.effects()
+            .iter()
+            .filter_map(|effect| match effect {
+                Effect::Emit(e) => Some(Emitted {
+                    name: e.name.clone(),
+                    body: serde_json::from_str(&e.body).expect("an event body is JSON"),
+                }),
+                _ => None,
+            })
+            .collect()
     }
 }
 
@@ -867,6 +958,33 @@ pub(crate) mod imports {
             super::super::CURRENT.with(|current| match current.borrow_mut().as_mut() {
                 Some(h) => h.logs.push((level, message.to_string())),
                 None => eprintln!("plugin log {level:?}: {message}"),
+            });
+        }
+    }
+
+    pub mod metrics {
+        use super::super::{MetricRecord, with_host};
+
+        /// See the WIT `metrics.counter-add`; kept in
+        /// [`super::super::FakeHost::metrics`].
+        pub fn counter_add(name: &str, labels: &[(String, String)], delta: u64) {
+            with_host(|h| {
+                h.metrics.push(MetricRecord::Counter {
+                    name: name.to_string(),
+                    labels: labels.to_vec(),
+                    delta,
+                });
+            });
+        }
+
+        /// See the WIT `metrics.histogram-observe`.
+        pub fn histogram_observe(name: &str, labels: &[(String, String)], value: f64) {
+            with_host(|h| {
+                h.metrics.push(MetricRecord::Histogram {
+                    name: name.to_string(),
+                    labels: labels.to_vec(),
+                    value,
+                });
             });
         }
     }

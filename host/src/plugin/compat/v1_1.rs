@@ -1,25 +1,25 @@
-//! The frozen `chorus:plugin@1.0.0` world (`wit/v1.0/`): its bindings, its
+//! The frozen `chorus:plugin@1.1.0` world (`wit/v1.1/`): its bindings, its
 //! imports (each delegating to the current world's implementation), and
 //! the conversions between its values and the current ones.
 //!
-//! A 1.0 plugin sees exactly the 1.0 behaviour: every 1.0 item exists
-//! unchanged in 1.1, so its effects map one to one and its room
-//! notifications use the configured delivery mode.
+//! A 1.1 plugin sees exactly the 1.1 behaviour: every 1.1 item exists
+//! unchanged in 1.2, so its effects map one to one; it has no `metrics`
+//! import and cannot name `emit`.
 
-use super::bindings::{chorus as now, types};
-use super::view::PluginView;
+use super::super::bindings::{chorus as now, types};
+use super::super::view::PluginView;
 
-/// The bindings of `chorus:plugin@1.0.0`.
-pub(crate) mod v1_0 {
+/// The bindings of `chorus:plugin@1.1.0`.
+pub(crate) mod bindings {
     wasmtime::component::bindgen!({
-        path: "../wit/v1.0",
+        path: "../wit/v1.1",
         world: "plugin",
         imports: { default: async | trappable },
         exports: { default: async },
     });
 }
 
-use v1_0::chorus::plugin as old;
+use bindings::chorus::plugin as old;
 
 impl old::types::Host for PluginView {}
 
@@ -67,11 +67,40 @@ impl old::room_state::Host for PluginView {
     async fn is_online(&mut self, user_id: u64) -> wasmtime::Result<bool> {
         now::plugin::room_state::Host::is_online(self, user_id).await
     }
+
+    async fn room_attributes(
+        &mut self,
+        channel_name: String,
+    ) -> wasmtime::Result<old::types::Attributes> {
+        let a = now::plugin::room_state::Host::room_attributes(self, channel_name).await?;
+        Ok(old::types::Attributes {
+            version: a.version,
+            entries: a.entries,
+        })
+    }
+}
+
+impl old::profiles::Host for PluginView {
+    async fn get(&mut self, user_id: u64) -> wasmtime::Result<Option<String>> {
+        now::plugin::profiles::Host::get(self, user_id).await
+    }
 }
 
 impl old::kv::Host for PluginView {
     async fn get(&mut self, key: String) -> wasmtime::Result<Option<String>> {
         now::plugin::kv::Host::get(self, key).await
+    }
+
+    async fn entry(&mut self, key: String) -> wasmtime::Result<Option<old::kv::Versioned>> {
+        let found = now::plugin::kv::Host::entry(self, key).await?;
+        Ok(found.map(|v| old::kv::Versioned {
+            value: v.value,
+            version: v.version,
+        }))
+    }
+
+    async fn keys(&mut self, prefix: String, limit: u32) -> wasmtime::Result<Vec<String>> {
+        now::plugin::kv::Host::keys(self, prefix, limit).await
     }
 }
 
@@ -117,7 +146,7 @@ fn source_from_old(source: old::types::Source) -> types::Source {
     }
 }
 
-/// The 1.0 event for a current one (the same fields).
+/// The 1.1 event for a current one (the same fields).
 pub(crate) fn event(event: &types::Event) -> old::types::Event {
     old::types::Event {
         action: event.action.clone(),
@@ -127,7 +156,7 @@ pub(crate) fn event(event: &types::Event) -> old::types::Event {
     }
 }
 
-/// A 1.0 description in the current types.
+/// A 1.1 description in the current types.
 pub(crate) fn description(described: old::types::Description) -> types::Description {
     types::Description {
         name: described.name,
@@ -143,7 +172,7 @@ pub(crate) fn description(described: old::types::Description) -> types::Descript
     }
 }
 
-/// A 1.0 error in the current types.
+/// A 1.1 error in the current types.
 pub(crate) fn error(error: old::types::Error) -> types::Error {
     match error {
         old::types::Error::Rejected(r) => types::Error::Rejected(r),
@@ -154,11 +183,23 @@ pub(crate) fn error(error: old::types::Error) -> types::Error {
     }
 }
 
-/// A 1.0 reply in the current types: every 1.0 effect has its 1.1 twin.
+/// A 1.1 reply in the current types: every 1.1 effect has its 1.2 twin.
 pub(crate) fn reply(reply: old::types::Reply) -> types::Reply {
     types::Reply {
         output: reply.output,
         effects: reply.effects.into_iter().map(effect).collect(),
+    }
+}
+
+fn notification(n: old::types::Notification) -> types::Notification {
+    types::Notification {
+        target: match n.target {
+            old::types::Target::User(id) => types::Target::User(id),
+            old::types::Target::Room(channel) => types::Target::Room(channel),
+            old::types::Target::Everyone => types::Target::Everyone,
+        },
+        body: n.body,
+        subject: n.subject,
     }
 }
 
@@ -201,14 +242,38 @@ fn effect(effect: old::types::Effect) -> types::Effect {
             value: e.value,
         }),
         Old::KvDelete(key) => New::KvDelete(key),
-        Old::Notify(n) => New::Notify(types::Notification {
-            target: match n.target {
-                old::types::Target::User(id) => types::Target::User(id),
-                old::types::Target::Room(channel) => types::Target::Room(channel),
-                old::types::Target::Everyone => types::Target::Everyone,
+        Old::KvPut(p) => New::KvPut(types::KvPut {
+            key: p.key,
+            value: p.value,
+            if_version: p.if_version,
+            ttl_ms: p.ttl_ms,
+        }),
+        Old::KvIncr(i) => New::KvIncr(types::KvIncr {
+            key: i.key,
+            delta: i.delta,
+            ttl_ms: i.ttl_ms,
+        }),
+        Old::Notify(n) => New::Notify(notification(n)),
+        Old::NotifyVia(r) => New::NotifyVia(types::RoutedNotification {
+            notification: notification(r.notification),
+            delivery: match r.delivery {
+                old::types::Delivery::Configured => types::Delivery::Configured,
+                old::types::Delivery::Broadcast => types::Delivery::Broadcast,
+                old::types::Delivery::Relay => types::Delivery::Relay,
             },
-            body: n.body,
-            subject: n.subject,
+        }),
+        Old::SetTimer(t) => New::SetTimer(types::SetTimer {
+            key: t.key,
+            delay_ms: t.delay_ms,
+            payload: t.payload,
+            channel_name: t.channel_name,
+        }),
+        Old::CancelTimer(key) => New::CancelTimer(key),
+        Old::SetRoomAttr(a) => New::SetRoomAttr(types::SetRoomAttr {
+            channel_name: a.channel_name,
+            key: a.key,
+            value: a.value,
+            if_version: a.if_version,
         }),
     }
 }
