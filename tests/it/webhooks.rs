@@ -630,6 +630,14 @@ async fn both_stores_report_the_same_facts() {
             }
             last.insert(f.channel_name.clone(), f.room_seq);
         }
+        // Numbers start at the time in ms times 1000 (never lower after a
+        // restart or a swept counter).
+        let started_ms = facts[0].room_seq / 1000;
+        assert!(
+            started_ms + 60_000 > now() * 1000 && started_ms <= now() * 1000 + 1000,
+            "{}",
+            facts[0].room_seq
+        );
         let shape: Vec<String> = facts
             .iter()
             .map(|f| {
@@ -641,6 +649,18 @@ async fn both_stores_report_the_same_facts() {
             .collect();
         reported.push(shape);
     }
+    // Redis keeps a room's counter a day after its last fact, not for ever.
+    let mut conn = redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(format!("{prefix}roomseq:f1"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(ttl > 23 * 3600 * 1000 && ttl <= 24 * 3600 * 1000, "{ttl}");
     assert_eq!(reported[0], reported[1]);
     assert_eq!(
         reported[0],

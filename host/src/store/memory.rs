@@ -110,9 +110,26 @@ struct State {
     /// What the running batch changed, in order, not yet numbered
     /// (scratch only; issue 16).
     facts: Vec<Fact>,
-    /// channel -> the room's last fact number. Kept when the room
-    /// empties, so its numbers keep increasing.
-    room_seqs: HashMap<String, u64>,
+    /// channel -> the room's last fact number and when it was last used
+    /// (unix ms). Swept after [`ROOM_SEQ_IDLE_MS`] without a fact, so rooms
+    /// that come and go (a channel per call) do not pile up; a swept room
+    /// goes on from a higher number ([`next_room_seq_base`]), never lower.
+    room_seqs: HashMap<String, (u64, u64)>,
+}
+
+/// How long a room's fact counter outlives its last fact: 24 h, the
+/// default `max_age` of a webhook event (an event older than that is gone
+/// from every outbox anyway). Both stores use it.
+pub const ROOM_SEQ_IDLE_MS: u64 = 24 * 3600 * 1000;
+
+/// Where a room's fact numbers start when it has no counter (new, or
+/// swept after [`ROOM_SEQ_IDLE_MS`]): the time in ms times 1000 (and no
+/// lower than the store's own start), so the numbers of a room only grow,
+/// across restarts and sweeps, while it averages under 1,000 facts a
+/// millisecond. The Redis store's `apply.lua` starts a counter the same
+/// way.
+fn next_room_seq_base(store_base: u64, now_ms: u64) -> u64 {
+    store_base.max(now_ms.saturating_mul(1000))
 }
 
 impl State {
@@ -420,6 +437,8 @@ impl State {
     fn sweep(&mut self, now: u64) {
         self.kv.retain(|_, v| v.live(now));
         self.attrs.retain(|_, a| a.live(now));
+        self.room_seqs
+            .retain(|_, (_, last)| now.saturating_sub(*last) < ROOM_SEQ_IDLE_MS);
         self.sweep_at_ms = now.saturating_add(SWEEP_EVERY_MS);
     }
 
@@ -1128,11 +1147,12 @@ impl Store for MemoryStore {
             state.history.sweep(&self.history_limits, now);
         }
         for fact in &mut facts {
-            let seq = state
+            let (seq, last) = state
                 .room_seqs
                 .entry(fact.channel_name.clone())
-                .or_insert(self.seq_base);
+                .or_insert_with(|| (next_room_seq_base(self.seq_base, now), now));
             *seq += 1;
+            *last = now;
             fact.room_seq = *seq;
         }
         let limits = &self.history_limits;
@@ -1259,6 +1279,36 @@ impl Store for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 16 review: a room's fact counter is swept a day after its
+    /// last fact (a channel per call would otherwise pile up forever), and
+    /// a swept room goes on from a higher number, never a lower one.
+    #[tokio::test]
+    async fn room_fact_counters_are_swept_and_numbers_never_go_back() {
+        let store = MemoryStore::new(9);
+        let join = |user: u64| StateChange::JoinRoom {
+            user_id: user,
+            channel_name: "r".into(),
+            room_id: 1,
+        };
+        let first = store.apply_reported(&[join(1)], &[]).await.unwrap();
+        let last_before = first.facts.iter().map(|f| f.room_seq).max().unwrap();
+        {
+            let mut state = store.state.lock().unwrap();
+            let now = state.room_seqs["r"].1;
+            state.sweep(now + ROOM_SEQ_IDLE_MS - 1);
+            assert!(state.room_seqs.contains_key("r"), "kept within a day");
+            state.sweep(now + ROOM_SEQ_IDLE_MS + 1);
+            assert!(state.room_seqs.is_empty(), "swept after a day");
+        }
+        let again = store.apply_reported(&[join(2)], &[]).await.unwrap();
+        let first_after = again.facts.iter().map(|f| f.room_seq).min().unwrap();
+        assert!(
+            first_after > last_before,
+            "{first_after} after {last_before}"
+        );
+        assert!(next_room_seq_base(5, 7) == 7000 && next_room_seq_base(9000, 7) == 9000);
+    }
 
     fn put(key: &str, value: &str, if_version: Option<u64>, ttl_ms: Option<u64>) -> StateChange {
         StateChange::KvPut {

@@ -37,7 +37,10 @@
 -- stamped frame, ...}, one triple per logged frame, in order, after the
 -- facts: {"ok", n, n times (kind, channel, user, seat, peer, room_id,
 -- room_seq) with '' for none, then the triples}. P roomseq:<channel>
--- counts a room's facts and never expires (a room's numbers only grow).
+-- counts a room's facts; a new counter starts at the time in ms times
+-- 1000, and expires 24 h (ROOMSEQ_TTL) after the room's last fact, so a
+-- room's numbers only grow (as MemoryStore's, memory.rs
+-- next_room_seq_base) and rooms that come and go do not pile up.
 
 local P = ARGV[1]
 local SEATS = tonumber(ARGV[2])
@@ -91,6 +94,9 @@ do
   NOW = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 local MAX_TTL = 30 * 24 * 3600 * 1000
+-- How long a room's fact counter outlives its last fact (memory.rs
+-- ROOM_SEQ_IDLE_MS).
+local ROOMSEQ_TTL = 24 * 3600 * 1000
 
 -- The entry at plugin/key as the batch sees it: {value|false, version, exp}.
 local function kv_of(plugin, key)
@@ -710,7 +716,12 @@ end
 local out = { 'ok', string.format('%d', #facts) }
 for _, f in ipairs(facts) do
   for i = 1, 6 do out[#out + 1] = tostring(f[i]) end
-  local seq = string.format('%d', redis.call('INCR', P .. 'roomseq:' .. f[2]))
+  local seq_key = P .. 'roomseq:' .. f[2]
+  if redis.call('EXISTS', seq_key) == 0 then
+    redis.call('SET', seq_key, string.format('%d', NOW * 1000))
+  end
+  local seq = string.format('%d', redis.call('INCR', seq_key))
+  redis.call('PEXPIRE', seq_key, ROOMSEQ_TTL)
   out[#out + 1] = seq
   if EV_STREAM ~= '' then
     local kind, vacancy = f[1], P .. 'vacancy:' .. f[2]
