@@ -828,3 +828,69 @@ async fn a_plugin_uploaded_through_the_admin_api_goes_live_and_a_broken_one_chan
     );
     server.stop().await;
 }
+
+/// Review of the upload: the folder follows the operator's decisions on a
+/// staged file, so neither the watcher nor a restart undoes them: a
+/// promoted canary file becomes `<name>.wasm`, an aborted canary's and a
+/// stopped shadow's files are removed (and the same file dropped in again
+/// is staged again); an empty `.toml` is refused; a `.toml` for a bundled
+/// plugin the folder does not replace says it does not apply yet.
+#[tokio::test]
+async fn promote_abort_and_stop_leave_the_folder_as_decided() {
+    // The bundled plugins serve beside the folder, as by default.
+    let (server, dir) = echo_node(|c| c.plugins.bundled = true).await;
+    let v2 = artifact("echo_v2");
+    let (status, body) = upload(&server, "/admin/plugins/echo/wasm?role=canary", v2.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server.admin("POST", "/admin/plugins/echo/promote").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!dir.path().join("echo.canary.wasm").exists());
+    assert_eq!(std::fs::read(dir.path().join("echo.wasm")).unwrap(), v2);
+
+    let v1 = artifact("echo_v1");
+    let (status, body) = upload(&server, "/admin/plugins/echo/wasm?role=canary", v1.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server.admin("POST", "/admin/plugins/echo/abort").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!dir.path().join("echo.canary.wasm").exists());
+    let (status, body) = upload(&server, "/admin/plugins/echo/wasm?role=shadow", v1.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server
+        .admin("POST", "/admin/plugins/echo/shadow/stop")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!dir.path().join("echo.shadow.wasm").exists());
+    // The same bytes again are staged again, not taken as unchanged.
+    let (status, body) = upload(&server, "/admin/plugins/echo/wasm?role=canary", v1).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["outcome"]["outcome"], "staged", "{body}");
+    let (status, _) = server.admin("POST", "/admin/plugins/echo/abort").await;
+    assert_eq!(status, 200);
+
+    let (status, body) = upload(&server, "/admin/plugins/echo/toml", b"  \n".to_vec()).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = upload(&server, "/admin/plugins/gift/toml", b"x = 1\n".to_vec()).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("built-in")),
+        "{body}"
+    );
+    server.stop().await;
+
+    // A restart serves what the operator decided: 2.0.0 live, nothing staged.
+    let path = dir.path().to_path_buf();
+    let server = TestServer::with(move |c| {
+        c.plugins.dir = Some(path);
+        c.plugins.call_timeout = GENEROUS_CALL_TIMEOUT;
+    })
+    .await;
+    let plugin = detail(&server, "echo").await;
+    assert_eq!(plugin["version"], "2.0.0", "{plugin}");
+    assert!(
+        plugin["canary"].is_null() && plugin["shadow"].is_null(),
+        "{plugin}"
+    );
+    server.stop().await;
+}

@@ -254,8 +254,21 @@ async fn upload_toml(
     let Ok(text) = std::str::from_utf8(&body) else {
         return bad_request("the body must be the plugin's .toml text (UTF-8)");
     };
+    // An empty file would silently swap a plugin's `[grants]` for the
+    // default ones.
+    if text.trim().is_empty() {
+        return bad_request("the body must be the plugin's .toml text; it is empty");
+    }
     match app.plugins.install_config(&name, text).await {
         Ok(Some(outcome)) => upload_reply(&app, &name, outcome),
+        // A bundled plugin no `.wasm` of the folder replaces keeps its
+        // built-in config: say so rather than look like it applied.
+        Ok(None) if app.plugins.serves_bundled(&name) => Json(json!({
+            "outcome": null,
+            "plugin": null,
+            "note": format!("{name} is bundled and serves with its built-in config; this {name}.toml applies once a {name}.wasm is uploaded to the folder"),
+        }))
+        .into_response(),
         Ok(None) => Json(json!({"outcome": null, "plugin": null})).into_response(),
         Err(error) => install_error(error),
     }

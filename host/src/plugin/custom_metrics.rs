@@ -38,8 +38,15 @@ const MAX_VALUE_BYTES: usize = 128;
 pub(crate) const MAX_LABELS: usize = 4;
 /// Records of one call at most; more are dropped (`per_call_limit`).
 pub(crate) const MAX_PER_CALL: usize = 64;
-/// Label names the host sets itself.
-const RESERVED_LABELS: [&str; 3] = ["plugin", "version", "metric"];
+/// Label names the host sets itself, and those Prometheus gives a meaning
+/// (`quantile` of a summary, `le` of a histogram): a plugin's `quantile`
+/// beside the summary's own made a series with a duplicate label, which
+/// Prometheus refuses with the whole scrape of the node.
+const RESERVED_LABELS: [&str; 5] = ["plugin", "version", "metric", "quantile", "le"];
+/// The largest counter delta and histogram magnitude, 2^53: beyond it a
+/// float sample loses integer precision, and a few records could wrap a
+/// counter or make a sum infinite.
+const MAX_AMOUNT: f64 = 9_007_199_254_740_992.0;
 
 /// Whether a series counts or observes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -185,15 +192,20 @@ fn valid_name(name: &str) -> bool {
 /// A record, checked against the contract's bounds; `None` when outside.
 fn check(name: String, mut labels: Vec<(String, String)>, amount: Amount) -> Option<Observation> {
     let finite = match amount {
-        Amount::Add(_) => true,
-        Amount::Observe(value) => value.is_finite(),
+        Amount::Add(delta) => (delta as f64) <= MAX_AMOUNT,
+        Amount::Observe(value) => value.is_finite() && value.abs() <= MAX_AMOUNT,
     };
     if !valid_name(&name) || labels.len() > MAX_LABELS || !finite {
         return None;
     }
     labels.sort();
     let well_formed = labels.iter().all(|(k, v)| {
-        valid_name(k) && !RESERVED_LABELS.contains(&k.as_str()) && v.len() <= MAX_VALUE_BYTES
+        // An empty value is the same series as no label at all to
+        // Prometheus: refused, so one series is never exported twice.
+        valid_name(k)
+            && !RESERVED_LABELS.contains(&k.as_str())
+            && !v.is_empty()
+            && v.len() <= MAX_VALUE_BYTES
     });
     let distinct = labels.windows(2).all(|pair| pair[0].0 != pair[1].0);
     (well_formed && distinct).then_some(Observation {
@@ -273,6 +285,16 @@ mod tests {
         ));
         assert!(!ok("m", &[("a", &"v".repeat(129))]));
         assert!(check("m".into(), vec![], Amount::Observe(f64::NAN)).is_none());
+        // Review: Prometheus's own label names (a duplicate `quantile`
+        // made Prometheus refuse the node's whole scrape), an empty value
+        // (the same series as none), amounts past 2^53.
+        assert!(!ok("m", &[("quantile", "0.5")]));
+        assert!(!ok("m", &[("le", "1")]));
+        assert!(!ok("m", &[("tier", "")]));
+        assert!(check("m".into(), vec![], Amount::Add(u64::MAX)).is_none());
+        assert!(check("m".into(), vec![], Amount::Add(1 << 53)).is_some());
+        assert!(check("m".into(), vec![], Amount::Observe(1e308)).is_none());
+        assert!(check("m".into(), vec![], Amount::Observe(-1e15)).is_some());
         // Label order does not make another series.
         let one = check(
             "m".into(),

@@ -57,7 +57,14 @@ pub(crate) fn convert_reply(
         {
             Converted::Change(change) => out.changes.push(change),
             Converted::Notify(notification) => out.notifications.push(notification),
-            Converted::Emit(event) => out.events.push(event),
+            Converted::Emit(event) => {
+                if out.events.len() == MAX_EVENTS_PER_REPLY {
+                    return Err(malformed(format!(
+                        "effect {index}: more than {MAX_EVENTS_PER_REPLY} emitted events in one reply"
+                    )));
+                }
+                out.events.push(event);
+            }
         }
     }
     Ok(out)
@@ -342,6 +349,10 @@ fn convert_effect(
     Ok(Converted::Change(change))
 }
 
+/// The most application events one reply may emit: each is written to
+/// the webhooks outbox before the action is answered, so a reply of
+/// thousands held its room for seconds (found in review).
+pub(crate) const MAX_EVENTS_PER_REPLY: usize = 16;
 /// The longest application event name, in bytes.
 const MAX_EVENT_NAME_BYTES: usize = 64;
 /// The largest application event body, in bytes (as the plugin wrote it).
@@ -602,6 +613,13 @@ mod tests {
         .expect("valid events");
         assert_eq!(out.events.len(), 2);
         assert_eq!(out.events[0].name, "gift.sent");
+        // At most MAX_EVENTS_PER_REPLY in one reply (review: 6,000 held a
+        // room for seconds while each was written to the outbox).
+        let many = |n: usize| reply("{}", (0..n).map(|_| emit("e", "{}")).collect());
+        assert!(convert_reply("p", "1", many(MAX_EVENTS_PER_REPLY), with).is_ok());
+        let failure = convert_reply("p", "1", many(MAX_EVENTS_PER_REPLY + 1), with)
+            .expect_err("one too many");
+        assert_eq!(failure.kind, FailureKind::MalformedEffect);
         assert_eq!(out.events[0].body["num"], 2);
         assert_eq!(out.notifications.len(), 1);
         assert!(convert_reply("p", "1", reply("{}", vec![emit("a", "{}")]), policy()).is_ok());

@@ -347,7 +347,14 @@ impl PluginHost {
     /// Makes the canary of `name` live for every room.
     pub async fn promote(&self, name: &str) -> Result<PluginDetail, RolloutError> {
         let _gate = self.reload_gate.lock().await;
+        let from_file = self.staged_from_file(name, Role::Canary);
         let plugin = self.registry.promote(name)?;
+        if from_file {
+            // The folder says what a restart serves: the promoted file
+            // becomes `<name>.wasm`.
+            self.settle_file(name, Role::Canary, Some(Role::Live)).await;
+            self.registry.promote_fingerprint(name);
+        }
         count_reload(name, "promoted");
         tracing::info!(
             plugin = name,
@@ -360,7 +367,12 @@ impl PluginHost {
     /// Drops the canary of `name`: every room is on the live version.
     pub async fn abort(&self, name: &str) -> Result<PluginDetail, RolloutError> {
         let _gate = self.reload_gate.lock().await;
+        let from_file = self.staged_from_file(name, Role::Canary);
         let plugin = self.registry.abort(name)?;
+        if from_file {
+            self.settle_file(name, Role::Canary, None).await;
+            self.registry.forget_files(name, Role::Canary);
+        }
         count_reload(name, "aborted");
         tracing::info!(
             plugin = name,
@@ -387,9 +399,47 @@ impl PluginHost {
     /// Stops the shadow of `name`; its final counts.
     pub async fn stop_shadow(&self, name: &str) -> Result<ShadowStatus, RolloutError> {
         let _gate = self.reload_gate.lock().await;
+        let from_file = self.staged_from_file(name, Role::Shadow);
         let status = self.registry.stop_shadow(name)?;
+        if from_file {
+            self.settle_file(name, Role::Shadow, None).await;
+            self.registry.forget_files(name, Role::Shadow);
+        }
         tracing::info!(plugin = name, summary = %status.summary, "shadow stopped");
         Ok(status)
+    }
+
+    /// Whether `name`'s staged `role` came from its file in the folder.
+    fn staged_from_file(&self, name: &str, role: Role) -> bool {
+        self.dir.is_some()
+            && self
+                .registry
+                .staged_from_files(role)
+                .iter()
+                .any(|n| n == name)
+    }
+
+    /// Makes the folder agree with an admin decision on a staged file, so
+    /// that neither the watcher nor a restart undoes it: the file of
+    /// `from` is renamed to the file of `to` (a promote), or removed
+    /// (`None`: an abort, a stopped shadow). A folder that cannot be
+    /// changed (a read-only mount) is logged: the decision holds until the
+    /// next restart or change of the file.
+    async fn settle_file(&self, name: &str, from: Role, to: Option<Role>) {
+        let Some(dir) = &self.dir else { return };
+        let file = dir.join(from.file_name(name));
+        let done = match to {
+            Some(to) => tokio::fs::rename(&file, dir.join(to.file_name(name))).await,
+            None => tokio::fs::remove_file(&file).await,
+        };
+        match done {
+            Ok(()) => {
+                tracing::info!(plugin = name, file = %file.display(), "plugin folder updated to match the admin decision")
+            }
+            Err(e) => {
+                tracing::warn!(plugin = name, file = %file.display(), error = %e, "could not update the plugin folder: a restart or a change of the file stages it again")
+            }
+        }
     }
 
     fn detail_of(&self, name: &str) -> Result<PluginDetail, RolloutError> {
@@ -471,8 +521,8 @@ impl PluginHost {
             .and_then(|c| Grants::from_config(&c).map(drop))
             .map_err(|e| InstallError::Config(e.to_string()))?;
         let _gate = self.reload_gate.lock().await;
-        let toml = write_then_rename(&dir, &format!("{name}.toml"), text.as_bytes()).await?;
         let wasm = dir.join(Role::Live.file_name(name));
+        let toml = write_then_rename(&dir, &format!("{name}.toml"), text.as_bytes()).await?;
         if !is_file(&wasm).await {
             return Ok(None);
         }
@@ -480,9 +530,30 @@ impl PluginHost {
             name: name.to_string(),
             role: Role::Live,
             wasm,
-            toml,
+            toml: toml.clone(),
         };
-        Ok(Some(self.load_files(&file, true).await))
+        let outcome = self.load_files(&file, true).await;
+        // A staged canary or shadow file shares the config: it takes the
+        // new grants now too, not at the watcher's next look.
+        for role in [Role::Canary, Role::Shadow] {
+            let staged = dir.join(role.file_name(name));
+            if is_file(&staged).await {
+                let file = PluginFiles {
+                    name: name.to_string(),
+                    role,
+                    wasm: staged,
+                    toml: toml.clone(),
+                };
+                self.load_files(&file, true).await;
+            }
+        }
+        Ok(Some(outcome))
+    }
+
+    /// Whether `name` is a plugin built into this binary that serves here
+    /// (`plugins.bundled`) unless a `<name>.wasm` of the folder replaces it.
+    pub fn serves_bundled(&self, name: &str) -> bool {
+        self.bundled && bundled::BUNDLED.iter().any(|(n, _, _)| *n == name)
     }
 
     /// The plugins folder an upload of `name` goes to.

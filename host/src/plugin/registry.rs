@@ -512,6 +512,30 @@ impl Registry {
 
     /// Records that `name`'s files were processed and changed nothing
     /// (e.g. a reformatted `.toml`): an earlier failure no longer stands.
+    /// After a canary staged from its file was promoted and that file
+    /// renamed over `<name>.wasm`: the canary's fingerprint is now the live
+    /// file's, so the watcher finds the folder unchanged.
+    pub(crate) fn promote_fingerprint(&self, name: &str) {
+        if let Some(entry) = self.lock().get_mut(name)
+            && let Some(files) = entry.seen_canary.take()
+        {
+            entry.seen = Some(files);
+        }
+    }
+
+    /// Forgets the files of `name`'s staged `role` (removed from the folder
+    /// after an abort or a stopped shadow), so the same file dropped in
+    /// again is staged again.
+    pub(crate) fn forget_files(&self, name: &str, role: Role) {
+        if let Some(entry) = self.lock().get_mut(name) {
+            match role {
+                Role::Live => entry.seen = None,
+                Role::Canary => entry.seen_canary = None,
+                Role::Shadow => entry.seen_shadow = None,
+            }
+        }
+    }
+
     pub(crate) fn confirm(&self, name: &str, role: Role, files: Option<Fingerprint>) {
         if let Some(entry) = self.lock().get_mut(name) {
             entry.last_error = None;

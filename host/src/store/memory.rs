@@ -1301,6 +1301,10 @@ mod tests {
             state.sweep(now + ROOM_SEQ_IDLE_MS + 1);
             assert!(state.room_seqs.is_empty(), "swept after a day");
         }
+        // A counter is only swept a day after its last fact, so the next
+        // starts at least a day of milliseconds × 1000 higher; here a few
+        // milliseconds stand for the day (two facts were numbered in one).
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         let again = store.apply_reported(&[join(2)], &[]).await.unwrap();
         let first_after = again.facts.iter().map(|f| f.room_seq).min().unwrap();
         assert!(
