@@ -142,6 +142,7 @@ impl Default for WebhookEndpoint {
 
 impl WebhookEndpoint {
     /// Whether this endpoint gets events named `event`.
+    /// Whether the endpoint gets `event` (`events` empty: every event).
     pub fn wants(&self, event: &str) -> bool {
         self.events.is_empty()
             || self.events.iter().any(|f| match f.strip_suffix('*') {
@@ -162,10 +163,24 @@ impl WebhookEndpoint {
             ));
         }
         let name = &self.name;
-        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
+        // Parsed now, not at the first request: a URL that cannot be
+        // requested would otherwise be retried for ever while events pile
+        // up (found in review: `http://a b/`, port 99999).
+        let url = reqwest::Url::parse(&self.url)
+            .map_err(|e| ConfigError::Invalid(format!("webhooks {name}: url is not a URL: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
             return Err(ConfigError::Invalid(format!(
-                "webhooks {name}: url must start with http:// or https://"
+                "webhooks {name}: url must be http:// or https:// with a host"
             )));
+        }
+        for filter in &self.events {
+            if !is_event_filter(filter) {
+                return Err(ConfigError::Invalid(format!(
+                    "webhooks {name}: events: {filter:?} is no event ({}), `plugin.<plugin>.<name>`, \
+                     nor a prefix of one ending in `*`",
+                    WEBHOOK_EVENTS.join(", ")
+                )));
+            }
         }
         if self.secret.len() < 16 {
             return Err(ConfigError::Invalid(format!(
@@ -191,6 +206,42 @@ impl WebhookEndpoint {
             }
         }
         Ok(())
+    }
+}
+
+/// The events the host records itself (README "Webhooks"); a plugin's
+/// are `plugin.<plugin>.<name>`. `webhooks::event` names each, and a test
+/// there keeps the two lists equal.
+pub const WEBHOOK_EVENTS: [&str; 10] = [
+    "session.connected",
+    "session.disconnected",
+    "room.entered",
+    "room.exited",
+    "room.occupied",
+    "room.vacated",
+    "seat.taken",
+    "seat.freed",
+    "call.started",
+    "call.ended",
+];
+
+/// An `events` filter that can match something: an event of
+/// [`WEBHOOK_EVENTS`], a plugin's `plugin.<plugin>.<name>`, or a prefix of
+/// either ending in `*` (`*` alone: everything). A misspelt name (found in
+/// review: `room.exit`) would otherwise start fine and match nothing.
+fn is_event_filter(filter: &str) -> bool {
+    let plugin_event = |name: &str| {
+        name.strip_prefix("plugin.")
+            .and_then(|rest| rest.split_once('.'))
+            .is_some_and(|(plugin, event)| !plugin.is_empty() && !event.is_empty())
+    };
+    match filter.strip_suffix('*') {
+        Some(prefix) => {
+            WEBHOOK_EVENTS.iter().any(|e| e.starts_with(prefix))
+                || "plugin.".starts_with(prefix)
+                || prefix.starts_with("plugin.")
+        }
+        None => WEBHOOK_EVENTS.contains(&filter) || plugin_event(filter),
     }
 }
 
@@ -1415,7 +1466,29 @@ mod tests {
             ),
             (
                 "name = \"a\"\nurl = \"ftp://a/\"\nsecret = \"0123456789abcdef\"",
-                "url must start",
+                "url must be http",
+            ),
+            // Review: these started and were retried for ever.
+            (
+                "name = \"a\"\nurl = \"http://a b/\"\nsecret = \"0123456789abcdef\"",
+                "url is not a URL",
+            ),
+            (
+                "name = \"a\"\nurl = \"http://a:99999/\"\nsecret = \"0123456789abcdef\"",
+                "url is not a URL",
+            ),
+            (
+                "name = \"a\"\nurl = \"http://\"\nsecret = \"0123456789abcdef\"",
+                "url",
+            ),
+            // Review: a misspelt filter started and matched nothing.
+            (
+                "name = \"a\"\nurl = \"http://a/\"\nsecret = \"0123456789abcdef\"\nevents = [\"room.exit\"]",
+                "room.exit",
+            ),
+            (
+                "name = \"a\"\nurl = \"http://a/\"\nsecret = \"0123456789abcdef\"\nevents = [\"seats.*\"]",
+                "seats.*",
             ),
             (
                 "name = \"a\"\nurl = \"http://a/\"\nsecret = \"short\"",
@@ -1439,6 +1512,19 @@ mod tests {
             .expect_err("duplicate")
             .to_string();
         assert!(error.contains("two endpoints"), "{error}");
+        for good in [
+            "*",
+            "seat.*",
+            "room.*",
+            "plugin.*",
+            "plugin.gift.*",
+            "plugin.gift.gift.sent",
+        ] {
+            assert!(is_event_filter(good), "{good}");
+        }
+        for bad in ["room.exit", "seats.*", "plugin.gift", "plugin.", "x*"] {
+            assert!(!is_event_filter(bad), "{bad}");
+        }
     }
 
     /// What `prepare` promises of a configuration that loaded.

@@ -142,7 +142,9 @@ async fn webhooks(State(app): State<Arc<App>>) -> Json<Value> {
 
 /// `POST /admin/webhooks/{name}/replay?since=<unix ms>`: the endpoint gets
 /// again every kept event recorded at or after `since`. 202 `{"name",
-/// "since"}`; 400 without a `since` in unix ms; 404 for no such endpoint.
+/// "since"}`; 400 without a `since` in unix ms or with one in the future;
+/// 404 for no such endpoint. A replay only ever moves the endpoint back:
+/// events not yet delivered are never skipped.
 async fn replay_webhook(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
@@ -155,6 +157,13 @@ async fn replay_webhook(
         )
             .into_response();
     };
+    if since > crate::store::unix_ms() {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "since is in the future: nothing was recorded after it"})),
+        )
+            .into_response();
+    }
     match &app.webhooks {
         Some(hooks) if hooks.replay(&name, since) => (
             StatusCode::ACCEPTED,

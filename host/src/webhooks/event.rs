@@ -132,7 +132,7 @@ pub const CALL_ENDED: &str = "call.ended";
 /// Why a user's session ended, as `session.disconnected` says it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DisconnectReason {
-    /// The server heard nothing within `heartbeat.ping_timeout` (4004):
+    /// The server heard nothing within `heartbeat.ping_timeout` (4000):
     /// `"heartbeat_timeout"`.
     HeartbeatTimeout,
     /// The client closed or the connection dropped, or the server closed
@@ -150,5 +150,29 @@ impl DisconnectReason {
             DisconnectReason::ConnectionClosed => "connection_closed",
             DisconnectReason::Kicked => "kicked",
         }
+    }
+}
+
+#[cfg(test)]
+mod names_tests {
+    use super::*;
+
+    /// The configuration checks `[[webhooks]] events` against its own
+    /// list (it sits below this module): the two must name the same events.
+    #[test]
+    fn the_configuration_knows_every_event() {
+        let here = [
+            SESSION_CONNECTED,
+            SESSION_DISCONNECTED,
+            ROOM_ENTERED,
+            ROOM_EXITED,
+            ROOM_OCCUPIED,
+            ROOM_VACATED,
+            SEAT_TAKEN,
+            SEAT_FREED,
+            CALL_STARTED,
+            CALL_ENDED,
+        ];
+        assert_eq!(here, crate::config::WEBHOOK_EVENTS);
     }
 }

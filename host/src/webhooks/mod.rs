@@ -118,8 +118,16 @@ impl Webhooks {
                 let dir = config.data_dir();
                 // Owner-only, like the rest of the data folder: the outbox
                 // holds who was where.
-                crate::revocations::create_data_dir(&dir)
-                    .map_err(|e| OutboxError(e.to_string()))?;
+                crate::revocations::create_data_dir(&dir).map_err(|e| {
+                    let why = match e {
+                        crate::revocations::RevocationError::Io { source, .. } => source.to_string(),
+                        other => other.to_string(),
+                    };
+                    OutboxError(format!(
+                        "webhooks outbox: cannot create the data folder {} (server.data_dir): {why}",
+                        dir.display()
+                    ))
+                })?;
                 Arc::new(outbox::LocalOutbox::open(&dir, &names, Arc::clone(&appended)).await?)
             }
         };

@@ -73,14 +73,14 @@ impl EndpointState {
         self.wake.notify_one();
     }
 
-    /// `{"name","url","events","state","queue_depth","lag_seconds",
+    /// `{"name","url" (its password and query shown as `…`),"events","state","queue_depth","lag_seconds",
     /// "last_error":{"at_ms","error"}|null,"last_success_ms","sent",
     /// "failed","retried","dropped"}`.
     pub fn to_json(&self) -> Value {
         let s = self.status().clone();
         json!({
             "name": self.config.name,
-            "url": self.config.url,
+            "url": redacted(&self.config.url),
             "events": self.config.events,
             "state": s.state,
             "queue_depth": s.queue_depth,
@@ -179,6 +179,9 @@ impl Sender {
                 Err(error) => {
                     attempt += 1;
                     self.failed(&error);
+                    // The depth matters most while the endpoint fails:
+                    // an alert on it must see the backlog grow.
+                    self.refresh_depth().await;
                     self.leading(self.back_off(self.backoff(attempt))).await;
                 }
             }
@@ -261,7 +264,8 @@ impl Sender {
         let response = tokio::time::timeout(self.endpoint.config.timeout, request.send())
             .await
             .map_err(|_| format!("no answer within {:?}", self.endpoint.config.timeout))?
-            .map_err(|e| format!("request failed: {e}"))?;
+            // Without the URL: its query or user info may hold a token.
+            .map_err(|e| format!("request failed: {}", e.without_url()))?;
         let status = response.status();
         if status.is_success() {
             Ok(wanted.len())
@@ -307,6 +311,15 @@ impl Sender {
 
     fn set_state(&self, state: &'static str) {
         self.endpoint.status().state = state;
+    }
+
+    /// Reads the queue depth into the status and the gauge.
+    async fn refresh_depth(&self) {
+        if let Ok(depth) = self.outbox.depth(self.name()).await {
+            metrics::gauge!("chorus_webhook_queue_depth", "endpoint" => self.name().to_string())
+                .set(depth as f64);
+            self.endpoint.status().queue_depth = depth;
+        }
     }
 
     /// Nothing to send: refreshes the queue depth and waits for an append,
@@ -413,4 +426,34 @@ fn signed_request(
         request = request.header(name, value);
     }
     Ok(request.body(body))
+}
+
+/// `url` with its password and query replaced by `…`: a receiver's token
+/// often rides there, and the admin API and logs must not show it (found
+/// in review).
+fn redacted(url: &str) -> String {
+    let Ok(mut parsed) = reqwest::Url::parse(url) else {
+        return "…".into();
+    };
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some("…"));
+    }
+    if parsed.query().is_some() {
+        parsed.set_query(Some("…"));
+    }
+    parsed.to_string()
+}
+
+#[cfg(test)]
+mod redaction_tests {
+    #[test]
+    fn tokens_in_the_url_are_not_shown() {
+        let shown = super::redacted("http://u:pw-SECRET@h:8/hooks?token=tok-SECRET&app=1");
+        assert!(!shown.contains("SECRET"), "{shown}");
+        assert!(
+            shown.starts_with("http://u:") && shown.contains("h:8/hooks"),
+            "{shown}"
+        );
+        assert_eq!(super::redacted("https://h/x"), "https://h/x");
+    }
 }

@@ -19,6 +19,12 @@ use crate::webhooks::event::Event;
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 /// Endpoint -> the last sequence number it acknowledged.
 const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
+/// `"last"` -> the last sequence number ever handed out, written with every
+/// append: once every event was delivered and pruned, the next start must
+/// not number from 1 again, below the endpoints' cursors (their readers
+/// would skip every new event until the numbers passed them: found in
+/// review).
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// The file of the disk outbox under `server.data_dir`.
 pub const OUTBOX_FILE: &str = "webhooks.redb";
@@ -193,12 +199,26 @@ fn init_disk(
     let last;
     {
         let events = txn.open_table(EVENTS).map_err(redb::Error::from)?;
-        last = events
+        let stored_last = events
             .last()
             .map_err(redb::Error::from)?
             .map(|(k, _)| k.value())
             .unwrap_or(0);
+        let meta = txn.open_table(META).map_err(redb::Error::from)?;
+        let high_water = meta
+            .get("last")
+            .map_err(redb::Error::from)?
+            .map(|v| v.value())
+            .unwrap_or(0);
         let mut cursors = txn.open_table(CURSORS).map_err(redb::Error::from)?;
+        // Every cursor too (an outbox written before `meta` existed, or an
+        // endpoint since removed from the configuration).
+        let mut furthest_cursor = 0;
+        for row in cursors.iter().map_err(redb::Error::from)? {
+            let (_, acked) = row.map_err(redb::Error::from)?;
+            furthest_cursor = furthest_cursor.max(acked.value());
+        }
+        last = stored_last.max(high_water).max(furthest_cursor);
         for name in endpoints {
             let acked = match cursors.get(name.as_str()).map_err(redb::Error::from)? {
                 Some(v) => v.value(),
@@ -249,6 +269,12 @@ impl Writer {
                 // Nothing was written: the numbers are handed out again.
                 self.next = next;
             }
+            // Published before anyone is answered: a caller that reads the
+            // depth right after its append sees its own events.
+            if outcome.is_ok() && self.next != next {
+                self.last
+                    .store(self.next - 1, std::sync::atomic::Ordering::SeqCst);
+            }
             let mut appended = false;
             for op in ops {
                 match op {
@@ -260,8 +286,6 @@ impl Writer {
                 }
             }
             if appended && outcome.is_ok() {
-                self.last
-                    .store(self.next - 1, std::sync::atomic::Ordering::SeqCst);
                 self.appended.notify_waiters();
             }
         }
@@ -272,6 +296,8 @@ impl Writer {
         {
             let mut events = txn.open_table(EVENTS)?;
             let mut cursors = txn.open_table(CURSORS)?;
+            let mut meta = txn.open_table(META)?;
+            let first = self.next;
             for op in ops {
                 match op {
                     WriteOp::Append(batch, _) => {
@@ -299,6 +325,9 @@ impl Writer {
                         }
                     }
                 }
+            }
+            if self.next != first {
+                meta.insert("last", self.next - 1)?;
             }
         }
         txn.commit()?;
@@ -426,7 +455,12 @@ impl Outbox for LocalOutbox {
                 .map(|(s, _, _)| *s)
         };
         let last = self.last.load(std::sync::atomic::Ordering::SeqCst);
-        let cursor = first.map_or(last, |s| s - 1);
+        // Only ever back: a cursor moved past events not yet acknowledged
+        // would skip them (a `since` after the oldest undelivered event,
+        // or in the future: found in review).
+        let cursor = first
+            .map_or(last, |s| s - 1)
+            .min(self.place(endpoint).acked);
         let name = endpoint.to_string();
         self.write(|done| WriteOp::Cursor(name, cursor, done))
             .await?;
@@ -509,5 +543,48 @@ mod tests {
         assert!(outbox.next("a", 10).await.unwrap().is_empty());
         outbox.rewind("a", 0).await.unwrap();
         assert_eq!(outbox.next("a", 10).await.unwrap().len(), 3);
+    }
+}
+
+#[cfg(test)]
+mod numbering_tests {
+    use super::*;
+
+    fn event(n: u64) -> Event {
+        let mut e = Event::new("room.entered", "n1");
+        e.user_id = Some(n);
+        e
+    }
+
+    /// Review of issue 16: every event delivered, then pruned, then a
+    /// restart: new events must be numbered past the endpoint's cursor, or
+    /// its reader skips them (29 events were lost that way).
+    #[tokio::test]
+    async fn numbers_never_go_back_after_everything_was_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = vec!["a".to_string()];
+        let outbox = LocalOutbox::open(dir.path(), &names, Arc::default())
+            .await
+            .unwrap();
+        outbox
+            .append(&[event(1), event(2), event(3)])
+            .await
+            .unwrap();
+        let got = outbox.next("a", 10).await.unwrap();
+        outbox.ack("a", &got).await.unwrap();
+        outbox.prune(u64::MAX).await.unwrap();
+        // The prune is applied by the writer with the next operation.
+        outbox.append(&[]).await.unwrap();
+        drop(outbox);
+        let outbox = LocalOutbox::open(dir.path(), &names, Arc::default())
+            .await
+            .unwrap();
+        outbox.append(&[event(4)]).await.unwrap();
+        let got = outbox.next("a", 10).await.unwrap();
+        assert_eq!(
+            got.iter().map(|e| e.event.user_id).collect::<Vec<_>>(),
+            [Some(4)]
+        );
+        assert_eq!(outbox.depth("a").await.unwrap(), 1);
     }
 }
