@@ -15,13 +15,13 @@ import sys
 
 # (group, regex on the symbol). Kernel symbols carry "[k]".
 RULES = [
-    ("signing / stamping", r"\[\.\].*(sha2|hmac|Hmac|Sha256|sign|stamp|hex::)"),
+    ("signing / stamping", r"\[\.\].*(sha2|hmac|Hmac|Sha256|signed|sign_|_sign\b|stamp|hex::)"),
     ("JSON", r"\[\.\].*(serde_json|serde::|json)"),
     ("copies", r"memmove|memcpy|memset|_copy_from_iter|_copy_to_iter|copy_user|__check_object_size"),
     ("allocation", r"malloc|_int_free|cfree|__libc_free|realloc|alloc::alloc|_int_realloc|kmem_cache|slab|kmalloc|kfree\b"),
     (
         "wake-ups: kernel (epoll, futex, scheduler)",
-        r"\[k\] (ep_|epoll|do_epoll|\w*sys_epoll|futex|\w*schedule$|__schedule|finish_task_switch|"
+        r"\[k\] (ep_|epoll|do_epoll|\w*sys_epoll|futex|(__)?schedule$|finish_task_switch|"
         r"try_to_wake_up|ttwu|\w*wake_up|pick_next|enqueue_task|dequeue_task|update_curr|select_task)",
     ),
     (
@@ -64,6 +64,8 @@ def main():
         f"server CPU per delivery over the step: {us_per_delivery:.2f} µs "
         f"({details['deliveries_per_s']:.0f} deliveries/s, {details['in_flight']} in flight)\n"
     )
+    if len(sys.argv) > 3:
+        syscalls(sys.argv[2], float(sys.argv[3]), details["deliveries_per_s"])
     print("| where | share of samples | µs per delivery | top symbols |")
     print("|---|---:|---:|---|")
     for group, (share, symbols) in sorted(groups.items(), key=lambda kv: -kv[1][0]):
@@ -74,6 +76,18 @@ def main():
             f"| {group} | {100 * share / total:.1f}% | "
             f"{us_per_delivery * share / total:.2f} | {top} |"
         )
+
+
+def syscalls(path, seconds, deliveries_per_s):
+    """Prints the system calls per delivery counted by `perf stat -x,`."""
+    counts = []
+    for line in open(path):
+        fields = line.strip().split(",")
+        if len(fields) > 2 and fields[2].startswith("syscalls:"):
+            name = fields[2].split("sys_enter_")[-1]
+            count = float(fields[0]) if fields[0].replace(".", "").isdigit() else 0.0
+            counts.append(f"{name} {count / (deliveries_per_s * seconds):.3f}")
+    print(f"system calls per delivery (over {seconds:.0f} s of the step): " + ", ".join(counts) + "\n")
 
 
 def short(symbol):
