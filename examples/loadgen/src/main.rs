@@ -1,6 +1,7 @@
 //! The Chorus load generator: the client side of every benchmark in
-//! `BENCHMARKS.md`, against Chorus or the Node.js `ws` peer of
-//! `bench/peer`, one scenario per run, bounded in count and time.
+//! `BENCHMARKS.md`, against Chorus, the Node.js `ws` peer of `bench/peer`
+//! or the bare tokio-tungstenite peer of `bench/bare`, one scenario per
+//! run, bounded in count and time.
 //!
 //! Run with (after `cargo build --release -p chorus -p example-loadgen`
 //! and `target/release/chorus serve --dev`):
@@ -9,7 +10,7 @@
 //! target/release/loadgen ping --target chorus --addr 127.0.0.1:9999 --clients 1000 --seconds 5
 //! ```
 //!
-//! `scripts/bench` runs every scenario against both servers, pinned to
+//! `scripts/bench` runs every scenario against the servers, pinned to
 //! separate cores, and prints the table (`loadgen report`).
 //!
 //! A run prints progress on stderr and one JSON line on stdout: the
@@ -38,7 +39,7 @@ use crate::scenario::{Ctx, Outcome};
 use crate::sys::ServerProcess;
 use crate::target::{Target, TargetKind};
 
-/// Benchmark load generator for Chorus and its Node.js `ws` peer.
+/// Benchmark load generator for Chorus and its peers (Node.js `ws`, bare tokio-tungstenite).
 #[derive(Parser)]
 #[command(about)]
 struct Cli {
@@ -52,7 +53,7 @@ enum Command {
     Idle(Run<scenario::idle::IdleArgs>),
     /// Round trips of signed pings, one in flight per client.
     Ping(Run<scenario::ping::PingArgs>),
-    /// Broadcast of `send_gift` to one room, at a sweep of rates.
+    /// Broadcast of `send_gift` to one room: N calls in flight, then a sweep of rates.
     Fanout(Run<scenario::fanout::FanoutArgs>),
     /// Relay failover: a killed member to the first delegate's `exit_room`.
     Failover(Run<scenario::failover::FailoverArgs>),

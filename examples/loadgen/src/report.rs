@@ -1,6 +1,8 @@
 //! What a run prints (one JSON line of metrics on stdout) and the
 //! `report` command, which reads those lines from several runs and prints
-//! one markdown table of medians and Chorus / peer ratios.
+//! one markdown table of medians and the ratios Chorus / bare (the bare
+//! tokio-tungstenite server of `bench/bare`) and Chorus / Node (`bench/peer`,
+//! the target named `peer`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -12,14 +14,16 @@ use serde_json::Value;
 
 use crate::stats::median;
 
-/// A goal a metric is held to, from issue 7.
+/// A goal a metric is held to, from issues 7 and 20.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Goal {
-    /// Chorus / peer at most this.
+    /// Chorus / Node peer at most this.
     RatioAtMost(f64),
-    /// Chorus / peer at least this.
+    /// Chorus / Node peer at least this.
     RatioAtLeast(f64),
+    /// Chorus / bare server at least this.
+    BareRatioAtLeast(f64),
     /// Chorus's own value at most this.
     AtMost(f64),
 }
@@ -62,7 +66,7 @@ impl Metric {
 /// The result of one run of one scenario against one target.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunResult {
-    /// `chorus` or `peer`.
+    /// `chorus`, `bare` or `peer` (Node).
     pub target: String,
     /// The scenario's name.
     pub scenario: String,
@@ -118,28 +122,38 @@ pub fn render(inputs: &[PathBuf]) -> Result<String> {
 /// The markdown table of `rows` in `order`.
 fn table(order: &[String], rows: &BTreeMap<String, Row>) -> String {
     let mut out = String::new();
-    out.push_str("| metric | Chorus | Node ws (peer) | Chorus / peer | goal |\n");
-    out.push_str("|---|---:|---:|---:|---|\n");
+    out.push_str(
+        "| metric | Chorus | bare (tokio-tungstenite) | Node ws (peer) | Chorus / bare | Chorus / Node | goal |\n",
+    );
+    out.push_str("|---|---:|---:|---:|---:|---:|---|\n");
     for key in order {
         let row = &rows[key];
-        let chorus = row.values.get("chorus").map(|v| median(v));
-        let peer = row.values.get("peer").map(|v| median(v));
-        let ratio = match (chorus, peer) {
+        let median_of = |target: &str| row.values.get(target).map(|v| median(v));
+        let chorus = median_of("chorus");
+        let ratio_to = |target: &str| match (chorus, median_of(target)) {
             (Some(c), Some(p)) if p != 0.0 => Some(c / p),
             _ => None,
         };
+        let (to_bare, to_node) = (ratio_to("bare"), ratio_to("peer"));
         let _ = writeln!(
             out,
-            "| {} ({}) | {} | {} | {} | {} |",
+            "| {} ({}) | {} | {} | {} | {} | {} | {} |",
             row.label,
             row.unit,
             cell(row.values.get("chorus")),
+            cell(row.values.get("bare")),
             cell(row.values.get("peer")),
-            ratio.map_or("n/a".into(), |r| format!("{r:.2}×")),
-            verdict(row.goal, chorus, ratio),
+            ratio_cell(to_bare),
+            ratio_cell(to_node),
+            verdict(row.goal, chorus, to_bare, to_node),
         );
     }
     out
+}
+
+/// A ratio as `0.42×`, or `n/a`.
+fn ratio_cell(ratio: Option<f64>) -> String {
+    ratio.map_or("n/a".into(), |r| format!("{r:.2}×"))
 }
 
 /// `median [min–max]` of a target's values, or `n/a`.
@@ -167,11 +181,17 @@ fn number(x: f64) -> String {
 }
 
 /// The goal and whether the medians meet it.
-fn verdict(goal: Option<Goal>, chorus: Option<f64>, ratio: Option<f64>) -> String {
+fn verdict(
+    goal: Option<Goal>,
+    chorus: Option<f64>,
+    to_bare: Option<f64>,
+    to_node: Option<f64>,
+) -> String {
     let (text, met) = match goal {
         None => return String::new(),
-        Some(Goal::RatioAtMost(g)) => (format!("≤ {g}×"), ratio.map(|r| r <= g)),
-        Some(Goal::RatioAtLeast(g)) => (format!("≥ {g}×"), ratio.map(|r| r >= g)),
+        Some(Goal::RatioAtMost(g)) => (format!("≤ {g}× Node"), to_node.map(|r| r <= g)),
+        Some(Goal::RatioAtLeast(g)) => (format!("≥ {g}× Node"), to_node.map(|r| r >= g)),
+        Some(Goal::BareRatioAtLeast(g)) => (format!("≥ {g}× bare"), to_bare.map(|r| r >= g)),
         Some(Goal::AtMost(g)) => (format!("≤ {}", number(g)), chorus.map(|c| c <= g)),
     };
     match met {
@@ -186,8 +206,11 @@ mod tests {
     use super::*;
 
     fn run(target: &str, value: f64) -> String {
-        let metric =
-            Metric::new("idle.kib", "idle memory", "KiB", value).goal(Goal::RatioAtMost(0.9));
+        line(target, value, Goal::RatioAtMost(0.9))
+    }
+
+    fn line(target: &str, value: f64, goal: Goal) -> String {
+        let metric = Metric::new("idle.kib", "idle memory", "KiB", value).goal(goal);
         serde_json::to_string(&RunResult {
             target: target.into(),
             scenario: "idle".into(),
@@ -212,8 +235,29 @@ mod tests {
         std::fs::write(&file, lines.join("\n")).unwrap();
         let table = render(&[file]).unwrap();
         assert!(
-            table
-                .contains("| idle memory (KiB) | 5.00 [4.00–6.00] | 10.00 | 0.50× | ≤ 0.9×: met |"),
+            table.contains(
+                "| idle memory (KiB) | 5.00 [4.00–6.00] | n/a | 10.00 | n/a | 0.50× | ≤ 0.9× Node: met |"
+            ),
+            "{table}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn holds_a_goal_against_the_bare_server() {
+        let dir = std::env::temp_dir().join(format!("loadgen-report-bare-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("results.jsonl");
+        let goal = Goal::BareRatioAtLeast(0.8);
+        let lines = [
+            line("chorus", 7.0, goal),
+            line("bare", 10.0, goal),
+            line("peer", 2.0, goal),
+        ];
+        std::fs::write(&file, lines.join("\n")).unwrap();
+        let table = render(&[file]).unwrap();
+        assert!(
+            table.contains("| 7.00 | 10.00 | 2.00 | 0.70× | 3.50× | ≥ 0.8× bare: **missed** |"),
             "{table}"
         );
         std::fs::remove_dir_all(dir).unwrap();

@@ -134,12 +134,35 @@ impl CpuWindow {
     /// CPU used since [`open`](Self::open), per second of wall time:
     /// `(client, server)`, 1.0 meaning one busy core.
     pub fn close(&self) -> (f64, Option<f64>) {
-        let wall = self.started.elapsed().as_secs_f64().max(1e-9);
-        let own = (own_cpu_time() - self.own).as_secs_f64() / wall;
-        let server = self.server.and_then(|(s, before)| {
-            let now = s.cpu_time().ok()?;
-            Some(now.saturating_sub(before).as_secs_f64() / wall)
-        });
-        (own, server)
+        let used = self.close_raw();
+        let wall = used.wall.as_secs_f64().max(1e-9);
+        (
+            used.own.as_secs_f64() / wall,
+            used.server.map(|s| s.as_secs_f64() / wall),
+        )
     }
+
+    /// Wall time and CPU time used since [`open`](Self::open).
+    pub fn close_raw(&self) -> CpuUsed {
+        CpuUsed {
+            wall: self.started.elapsed(),
+            own: own_cpu_time().saturating_sub(self.own),
+            server: self.server.and_then(|(s, before)| {
+                let now = s.cpu_time().ok()?;
+                Some(now.saturating_sub(before))
+            }),
+        }
+    }
+}
+
+/// What a [`CpuWindow`] measured.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuUsed {
+    /// Wall time of the window.
+    pub wall: Duration,
+    /// This process's CPU time over it.
+    pub own: Duration,
+    /// The server's CPU time over it (user + system, all threads), when a
+    /// server is known.
+    pub server: Option<Duration>,
 }

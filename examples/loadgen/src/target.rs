@@ -1,9 +1,10 @@
-//! The two servers a run can target and a connected client of either.
+//! The three servers a run can target and a connected client of any.
 //!
 //! Chorus clients sign their connect query and every frame (PROTOCOL
-//! sections 2 to 4). The peer speaks plain JSON; its clients send the very
-//! same bytes (a signed frame, whose signature the peer ignores) so both
-//! servers parse frames of one size.
+//! sections 2 to 4). The peers (Node `ws` and the bare tokio-tungstenite
+//! server) speak plain JSON; their clients send the very same bytes (a
+//! signed frame, whose signature a peer ignores) so every server parses
+//! frames of one size.
 
 use std::net::SocketAddr;
 
@@ -23,6 +24,9 @@ pub enum TargetKind {
     Chorus,
     /// The Node.js `ws` peer of `bench/peer`: plain JSON.
     Peer,
+    /// The bare tokio-tungstenite server of `bench/bare`: the Node peer's
+    /// plain JSON, the physical limit.
+    Bare,
 }
 
 /// A server to load, with what its clients need to reach it.
@@ -55,7 +59,7 @@ impl Target {
                 "/?{}",
                 creds.signed_query_with_nonce(unix_now(), &random_nonce())
             ),
-            TargetKind::Peer => format!("/?user_id={}", creds.user_id),
+            TargetKind::Peer | TargetKind::Bare => format!("/?user_id={}", creds.user_id),
         }
     }
 }

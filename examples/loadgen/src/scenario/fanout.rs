@@ -8,7 +8,10 @@
 //! (`bench-<seq>`); a member's receipt of it is one delivery, timed from
 //! just before the API call. Per step: deliveries/s, delivery ratio
 //! (deliveries over gifts sent times members: a call that failed counts),
-//! latency percentiles per delivery, and the latency to the last member.
+//! latency percentiles per delivery, the latency to the last member, and
+//! deliveries per CPU-second of the server (its user + system time over the
+//! step, from `/proc/<pid>/stat`): the cost of a delivery, whatever the
+//! load generator could absorb.
 //!
 //! With `--addr2` the room spans two nodes of one cluster (one Redis):
 //! members connect to `--addr` and `--addr2` in turn, while every server
@@ -56,6 +59,14 @@ pub struct FanoutArgs {
     /// Length of each step, in seconds.
     #[arg(long, default_value_t = 5.0)]
     pub step_seconds: f64,
+    /// Calls kept in flight, one closed-loop step each (run before the
+    /// rate steps): each of N loops sends the next gift when the previous
+    /// answer came back.
+    #[arg(long, value_delimiter = ',')]
+    pub in_flight: Vec<usize>,
+    /// Length of each `--in-flight` step, in seconds (default: `--step-seconds`).
+    #[arg(long)]
+    pub in_flight_seconds: Option<f64>,
     /// How long a step waits for its last deliveries after its last
     /// call; a server still behind then starts the next step late.
     #[arg(long, default_value_t = 10.0)]
@@ -73,18 +84,18 @@ pub struct FanoutArgs {
 }
 
 /// What the sender and the members share, on the load generator's one
-/// thread. Indexed by sequence number.
+/// thread. Indexed by sequence number, issued as gifts are sent.
 struct Board {
     /// Time zero of the run.
     t0: Instant,
     /// When each gift's API call started, since `t0`.
-    sent_at: RefCell<Vec<Option<Duration>>>,
+    sent_at: RefCell<Vec<Duration>>,
     /// Members that received each gift.
     delivered: RefCell<Vec<u32>>,
     /// When the last member received each gift, since `t0`.
     last_at: RefCell<Vec<Duration>>,
     /// First sequence number of each step.
-    step_starts: Vec<usize>,
+    step_starts: RefCell<Vec<usize>>,
     /// Per step, the latency of every delivery, µs.
     latencies: RefCell<Vec<Vec<u32>>>,
     /// Frames and bytes the members received, and members whose socket
@@ -95,25 +106,50 @@ struct Board {
 }
 
 impl Board {
-    /// A board for steps starting at `step_starts` and `total` gifts.
-    fn new(step_starts: Vec<usize>, total: usize) -> Self {
-        let steps = step_starts.len();
+    /// An empty board.
+    fn new() -> Self {
         Self {
             t0: Instant::now(),
-            sent_at: RefCell::new(vec![None; total]),
-            delivered: RefCell::new(vec![0; total]),
-            last_at: RefCell::new(vec![Duration::ZERO; total]),
-            step_starts,
-            latencies: RefCell::new(vec![Vec::new(); steps]),
+            sent_at: RefCell::default(),
+            delivered: RefCell::default(),
+            last_at: RefCell::default(),
+            step_starts: RefCell::default(),
+            latencies: RefCell::default(),
             frames: Cell::new(0),
             bytes: Cell::new(0),
             closed: Cell::new(0),
         }
     }
 
+    /// Gifts issued so far.
+    fn issued(&self) -> usize {
+        self.sent_at.borrow().len()
+    }
+
+    /// Starts a step: the gifts issued from now on belong to it.
+    fn open_step(&self) -> usize {
+        let start = self.issued();
+        self.step_starts.borrow_mut().push(start);
+        self.latencies.borrow_mut().push(Vec::new());
+        start
+    }
+
+    /// The sequence number of a gift about to be sent, its clock started.
+    fn issue(&self) -> usize {
+        let now = self.t0.elapsed();
+        let mut sent = self.sent_at.borrow_mut();
+        sent.push(now);
+        self.delivered.borrow_mut().push(0);
+        self.last_at.borrow_mut().push(Duration::ZERO);
+        sent.len() - 1
+    }
+
     /// The step `seq` belongs to.
     fn step_of(&self, seq: usize) -> usize {
-        self.step_starts.partition_point(|&start| start <= seq) - 1
+        self.step_starts
+            .borrow()
+            .partition_point(|&start| start <= seq)
+            - 1
     }
 
     /// A member received `text`.
@@ -122,7 +158,7 @@ impl Board {
         self.frames.set(self.frames.get() + 1);
         self.bytes.set(self.bytes.get() + text.len() as u64);
         let Some(seq) = seq_of(text) else { return };
-        let Some(Some(sent)) = self.sent_at.borrow().get(seq).copied() else {
+        let Some(sent) = self.sent_at.borrow().get(seq).copied() else {
             return;
         };
         let step = self.step_of(seq);
@@ -150,7 +186,7 @@ fn seq_of(text: &str) -> Option<usize> {
 
 /// What one step measured.
 struct Step {
-    rate: f64,
+    kind: StepKind,
     seqs: std::ops::Range<usize>,
     ok: usize,
     failed: usize,
@@ -159,8 +195,37 @@ struct Step {
     send_span: Duration,
     client_cpu: f64,
     server_cpu: Option<f64>,
+    /// The server's CPU time over the step, seconds.
+    server_cpu_seconds: Option<f64>,
     /// CPU of the second node, when its pid was given.
     server2_cpu: Option<f64>,
+}
+
+/// How a step sends its gifts.
+#[derive(Debug, Clone, Copy)]
+enum StepKind {
+    /// At a fixed rate (open loop), so many per second.
+    Rate(f64),
+    /// This many calls kept in flight (closed loop).
+    InFlight(usize),
+}
+
+impl StepKind {
+    /// The stable part of its metrics' keys, after `fanout.<members>.`.
+    fn key(self) -> String {
+        match self {
+            Self::Rate(r) => format!("r{r}"),
+            Self::InFlight(k) => format!("f{k}"),
+        }
+    }
+
+    /// How the table names it, after `fan-out to <members>`.
+    fn label(self) -> String {
+        match self {
+            Self::Rate(r) => format!(" at {r}/s"),
+            Self::InFlight(k) => format!(", {k} in flight"),
+        }
+    }
 }
 
 /// Runs `fanout`.
@@ -180,8 +245,7 @@ pub async fn run(ctx: &Ctx, args: &FanoutArgs) -> Result<Outcome> {
         "loadgen: fanout room {channel}: {members} members connected to {} node(s)",
         nodes.len()
     );
-    let (step_starts, total) = plan(&args.rates, args.step_seconds);
-    let board = Rc::new(Board::new(step_starts, total));
+    let board = Rc::new(Board::new());
     let readers: Vec<_> = connected
         .clients
         .into_iter()
@@ -193,13 +257,25 @@ pub async fn run(ctx: &Ctx, args: &FanoutArgs) -> Result<Outcome> {
         sender: users[0],
         receiver: users[1],
     };
+    let drain = Duration::from_secs_f64(args.drain_seconds);
+    let in_flight_seconds = args.in_flight_seconds.unwrap_or(args.step_seconds);
+    // Closed-loop steps first: an overloaded rate step can leave a slow
+    // server behind, which would then be billed to them.
+    let plans = args
+        .in_flight
+        .iter()
+        .map(|&k| StepPlan {
+            kind: StepKind::InFlight(k.max(1)),
+            seconds: in_flight_seconds,
+            drain,
+        })
+        .chain(args.rates.iter().map(|&r| StepPlan {
+            kind: StepKind::Rate(r),
+            seconds: args.step_seconds,
+            drain,
+        }));
     let mut steps = Vec::new();
-    for (i, &rate) in args.rates.iter().enumerate() {
-        let plan = StepPlan {
-            rate,
-            seqs: board.step_starts[i]..board.step_starts.get(i + 1).copied().unwrap_or(total),
-            drain: Duration::from_secs_f64(args.drain_seconds),
-        };
+    for plan in plans {
         steps.push(run_step(ctx, args, &board, &gift, plan, members).await);
     }
     for reader in readers {
@@ -221,17 +297,6 @@ fn nodes(ctx: &Ctx, args: &FanoutArgs) -> Result<Vec<Target>> {
         });
     }
     Ok(nodes)
-}
-
-/// The first sequence number of each step, and the total count.
-fn plan(rates: &[f64], seconds: f64) -> (Vec<usize>, usize) {
-    let mut starts = Vec::with_capacity(rates.len());
-    let mut total = 0;
-    for rate in rates {
-        starts.push(total);
-        total += (rate * seconds).round().max(1.0) as usize;
-    }
-    (starts, total)
 }
 
 /// A member's task: record every frame until the run aborts it.
@@ -284,16 +349,16 @@ struct Calls {
 
 /// What one step of the sweep sends.
 struct StepPlan {
-    /// Calls per second.
-    rate: f64,
-    /// The gifts it sends.
-    seqs: std::ops::Range<usize>,
+    /// At a rate or with so many calls in flight.
+    kind: StepKind,
+    /// How long it sends.
+    seconds: f64,
     /// How long it waits for late deliveries.
     drain: Duration,
 }
 
-/// Sends the plan's gifts at its rate, waits for the calls and the
-/// deliveries, and measures CPU over the step.
+/// Sends the plan's gifts, waits for the calls and the deliveries, and
+/// measures CPU over the step.
 async fn run_step(
     ctx: &Ctx,
     args: &FanoutArgs,
@@ -302,55 +367,79 @@ async fn run_step(
     plan: StepPlan,
     members: usize,
 ) -> Step {
-    let StepPlan {
-        rate,
-        seqs,
-        drain: drain_limit,
-    } = plan;
     let calls = Rc::new(Calls::default());
-    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let first = board.open_step();
     let window = CpuWindow::open(ctx.server);
     let window2 = CpuWindow::open(args.server_pid2.map(|pid| ServerProcess { pid }));
     let started = Instant::now();
-    for (k, seq) in seqs.clone().enumerate() {
-        tokio::time::sleep_until((started + Duration::from_secs_f64(k as f64 / rate)).into()).await;
-        let Ok(permit) = in_flight.clone().acquire_owned().await else {
-            break;
-        };
-        board.sent_at.borrow_mut()[seq] = Some(board.t0.elapsed());
-        let (api, body, calls) = (gift.api.clone(), gift.body(seq), calls.clone());
-        tokio::task::spawn_local(async move {
-            record_call(&calls, api.action(&body).await);
-            drop(permit);
-        });
+    match plan.kind {
+        StepKind::Rate(rate) => send_at_rate(board, gift, &calls, rate, plan.seconds).await,
+        StepKind::InFlight(k) => send_in_flight(board, gift, &calls, k, plan.seconds).await,
     }
     let send_span = started.elapsed();
-    let _all = in_flight.acquire_many(MAX_IN_FLIGHT as u32).await;
+    let seqs = first..board.issued();
     // A call that timed out may still have been broadcast: expect every
     // gift sent, and report failed calls next to the ratio.
     let expected = ((calls.ok.get() + calls.failed.get()) * members) as u64;
-    drain(board, seqs.clone(), expected, drain_limit).await;
-    let (client_cpu, server_cpu) = window.close();
+    drain(board, seqs.clone(), expected, plan.drain).await;
+    let cpu = window.close_raw();
     let (_, server2_cpu) = window2.close();
+    let wall = cpu.wall.as_secs_f64().max(1e-9);
     let step = Step {
-        rate,
+        kind: plan.kind,
         seqs,
         ok: calls.ok.get(),
         failed: calls.failed.get(),
         first_error: calls.first_error.borrow_mut().take(),
         started: started.duration_since(board.t0),
         send_span,
-        client_cpu,
-        server_cpu,
+        client_cpu: cpu.own.as_secs_f64() / wall,
+        server_cpu: cpu.server.map(|s| s.as_secs_f64() / wall),
+        server_cpu_seconds: cpu.server.map(|s| s.as_secs_f64()),
         server2_cpu,
     };
     eprintln!(
-        "loadgen: fanout step {rate}/s: {} calls ok, {} failed, {} of {expected} delivered",
+        "loadgen: fanout step{}: {} calls ok, {} failed, {} of {expected} delivered",
+        step.kind.label(),
         step.ok,
         step.failed,
         board.delivered_in(step.seqs.clone())
     );
     step
+}
+
+/// Calls `send_gift` `rate` times a second for `seconds` (open loop, at
+/// most [`MAX_IN_FLIGHT`] outstanding), and waits for the answers.
+async fn send_at_rate(board: &Board, gift: &GiftCall, calls: &Rc<Calls>, rate: f64, seconds: f64) {
+    let count = (rate * seconds).round().max(1.0) as usize;
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let started = Instant::now();
+    for k in 0..count {
+        tokio::time::sleep_until((started + Duration::from_secs_f64(k as f64 / rate)).into()).await;
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            break;
+        };
+        let seq = board.issue();
+        let (api, body, calls) = (gift.api.clone(), gift.body(seq), calls.clone());
+        tokio::task::spawn_local(async move {
+            record_call(&calls, api.action(&body).await);
+            drop(permit);
+        });
+    }
+    let _all = in_flight.acquire_many(MAX_IN_FLIGHT as u32).await;
+}
+
+/// Keeps `k` calls of `send_gift` in flight for `seconds`: `k` loops, each
+/// sending the next gift when the previous answer came back.
+async fn send_in_flight(board: &Board, gift: &GiftCall, calls: &Calls, k: usize, seconds: f64) {
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let one_loop = || async {
+        while Instant::now() < deadline {
+            let seq = board.issue();
+            record_call(calls, gift.api.action(&gift.body(seq)).await);
+        }
+    };
+    futures_util::future::join_all((0..k).map(|_| one_loop())).await;
 }
 
 /// Counts a call's outcome.
@@ -448,9 +537,8 @@ fn step_metrics(
     let calls_per_second = (step.ok + step.failed) as f64 / step.send_span.as_secs_f64().max(1e-9);
     let per_delivery = Summary::of(latencies);
     let to_last = last_member_latencies(board, step, members);
-    let r = step.rate;
-    let at = format!("fan-out to {n} at {r}/s");
-    let key = format!("fanout.{n}.r{r}");
+    let at = format!("fan-out to {n}{}", step.kind.label());
+    let key = format!("fanout.{n}.{}", step.kind.key());
     let metric = |suffix: &str, what: &str, unit: &str, value: f64| {
         Metric::new(
             format!("{key}.{suffix}"),
@@ -468,8 +556,15 @@ fn step_metrics(
             calls_per_second,
         ),
         metric("p50_ms", "latency p50", "ms", per_delivery.p50 / 1000.0),
-        metric("p99_ms", "latency p99", "ms", per_delivery.p99 / 1000.0)
-            .goal(Goal::RatioAtMost(0.5)),
+        // Latency is compared at equal offered load: the rate steps. With
+        // calls in flight, a faster server is offered more.
+        match step.kind {
+            StepKind::Rate(_) => metric("p99_ms", "latency p99", "ms", per_delivery.p99 / 1000.0)
+                .goal(Goal::RatioAtMost(0.5)),
+            StepKind::InFlight(_) => {
+                metric("p99_ms", "latency p99", "ms", per_delivery.p99 / 1000.0)
+            }
+        },
         metric("max_ms", "latency max", "ms", per_delivery.max / 1000.0),
         metric(
             "last_p99_ms",
@@ -493,6 +588,24 @@ fn step_metrics(
             cpu * 100.0,
         ));
     }
+    // The cost of a delivery, whatever the load generator could absorb:
+    // held to 0.8x the bare server's with calls in flight (issue 20).
+    let per_cpu_second = step
+        .server_cpu_seconds
+        .filter(|&s| s > 0.0)
+        .map(|s| delivered as f64 / s);
+    if let Some(per_cpu) = per_cpu_second {
+        let m = metric(
+            "per_cpu_s",
+            "deliveries per server CPU-second",
+            "1/CPU-s",
+            per_cpu,
+        );
+        metrics.push(match step.kind {
+            StepKind::InFlight(_) => m.goal(Goal::BareRatioAtLeast(0.8)),
+            StepKind::Rate(_) => m,
+        });
+    }
     if let Some(cpu) = step.server2_cpu {
         metrics.push(metric(
             "server2_cpu",
@@ -501,8 +614,16 @@ fn step_metrics(
             cpu * 100.0,
         ));
     }
+    let (rate, in_flight) = match step.kind {
+        StepKind::Rate(r) => (Some(r), None),
+        StepKind::InFlight(k) => (None, Some(k)),
+    };
     let details = json!({
-        "rate": r, "offered_deliveries_per_s": r * members as f64,
+        "rate": rate, "in_flight": in_flight,
+        "offered_deliveries_per_s": rate.map(|r| r * members as f64),
+        "server_cpu_seconds": step.server_cpu_seconds,
+        "deliveries_per_server_cpu_s": per_cpu_second,
+        "server_cpu_us_per_delivery": per_cpu_second.map(|d| 1e6 / d),
         "calls_ok": step.ok, "calls_failed": step.failed, "first_error": step.first_error,
         "achieved_calls_per_s": calls_per_second,
         "delivered": delivered, "expected": expected, "deliveries_per_s": per_second,
@@ -525,7 +646,7 @@ fn last_member_latencies(board: &Board, step: &Step, members: usize) -> Summary 
         .seqs
         .clone()
         .filter(|&seq| delivered[seq] as usize >= members)
-        .filter_map(|seq| Some(micros(last[seq].saturating_sub(sent[seq]?))))
+        .map(|seq| micros(last[seq].saturating_sub(sent[seq])))
         .collect();
     Summary::of(micros_each)
 }
@@ -543,13 +664,31 @@ mod tests {
     }
 
     #[test]
-    fn plans_steps_and_finds_them() {
-        let (starts, total) = plan(&[10.0, 20.0], 2.0);
-        assert_eq!((starts.clone(), total), (vec![0, 20], 60));
-        let board = Board::new(starts, total);
+    fn issues_gifts_into_steps_and_finds_them() {
+        let board = Board::new();
+        assert_eq!(board.open_step(), 0);
+        let first: Vec<usize> = (0..20).map(|_| board.issue()).collect();
+        assert_eq!(board.open_step(), 20);
+        (0..40).for_each(|_| {
+            board.issue();
+        });
+        assert_eq!((first[19], board.issued()), (19, 60));
         assert_eq!(board.step_of(0), 0);
         assert_eq!(board.step_of(19), 0);
         assert_eq!(board.step_of(20), 1);
         assert_eq!(board.step_of(59), 1);
+        board.record(r#"{"gift":{"name":"bench-25"}}"#);
+        board.record(r#"{"gift":{"name":"bench-99"}}"#); // never issued
+        assert_eq!(board.delivered_in(20..60), 1);
+        assert_eq!(board.latencies.borrow()[1].len(), 1);
+        assert_eq!(board.frames.get(), 2);
+    }
+
+    #[test]
+    fn names_steps() {
+        assert_eq!(StepKind::Rate(100.0).key(), "r100");
+        assert_eq!(StepKind::InFlight(4).key(), "f4");
+        assert_eq!(StepKind::InFlight(4).label(), ", 4 in flight");
+        assert_eq!(StepKind::Rate(1600.0).label(), " at 1600/s");
     }
 }

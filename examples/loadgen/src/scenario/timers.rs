@@ -123,8 +123,7 @@ async fn set_all(ctx: &Ctx, args: &TimersArgs) -> usize {
     for call in calls {
         let _ = call.await;
     }
-    let n = *failed.borrow();
-    n
+    *failed.borrow()
 }
 
 /// Reads `echo_timer` frames until `expected` distinct keys arrived;
