@@ -148,8 +148,17 @@ impl Node {
     }
 
     /// Stops accepting, closes every session with 1001, waits for every
-    /// task (at most `deadline`), and returns.
+    /// task (at most `deadline`), and returns. A single node with webhooks
+    /// first takes its connected users through the disconnect flow (at
+    /// most half of `deadline`; [`App::leave_everyone_at_shutdown`]).
     pub async fn shutdown(self, deadline: Duration) {
+        self.app.leave_everyone_at_shutdown(deadline / 2).await;
+        self.stop(deadline).await;
+    }
+
+    /// [`Node::shutdown`] without telling anyone: tasks cancelled, sockets
+    /// closed.
+    async fn stop(self, deadline: Duration) {
         self.app.shutdown.cancel();
         self.app.tracker.close();
         let wait = async {
@@ -166,13 +175,14 @@ impl Node {
     /// For tests: stops the node as a SIGKILL would, as far as the rest of
     /// a cluster can tell. Its Redis traffic stops at once (no lease
     /// renewal, no presence cleared, no goodbye), then its tasks and
-    /// sockets are dropped. Without a cluster this is [`Node::shutdown`].
+    /// sockets are dropped (without the leaving that [`Node::shutdown`]
+    /// records on a single node).
     #[doc(hidden)]
     pub async fn kill_for_tests(self) {
         if let Some(cluster) = &self.app.cluster {
             cluster.sever();
         }
-        self.shutdown(Duration::from_secs(5)).await;
+        self.stop(Duration::from_secs(5)).await;
     }
 }
 

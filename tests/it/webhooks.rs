@@ -901,3 +901,58 @@ async fn an_event_a_plugin_emits_reaches_the_app_backend() {
     );
     server.stop().await;
 }
+
+/// Review of issue 16: a graceful stop of a single node (a deploy) ends
+/// its room state with the process; its connected users are taken through
+/// the disconnect flow first, so the app backend hears them leave their
+/// seat and room (`session.disconnected` reason `server_shutdown`), the
+/// events recorded before the process ends and delivered after the
+/// restart.
+#[tokio::test]
+async fn a_deploy_of_a_single_node_reports_its_users_leaving() {
+    let hook = hook().await;
+    hook.receiver.set_down(true);
+    let data = std::env::temp_dir().join("chorus-test-data").join(nonce());
+    let configure = |c: &mut chorus::Config| {
+        c.webhooks = vec![endpoint(&hook)];
+        c.server.data_dir = Some(data.clone());
+    };
+    let first = TestServer::with(configure).await;
+    let _client = first.connect(4700).await;
+    enter_ok(&first, 4700, "wh_deploy", 47).await;
+    let (status, body) = up(&first, 4700, "wh_deploy", None).await;
+    assert_eq!(status, 200, "{body}");
+    first.stop().await;
+    hook.receiver.set_down(false);
+    let second = TestServer::with(configure).await;
+    let events = received_when(&hook, Duration::from_secs(30), |e| {
+        e.iter().any(|e| name(e) == "session.disconnected")
+    })
+    .await;
+    let names: Vec<&str> = events
+        .iter()
+        .filter(|e| e["user_id"] == 4700)
+        .map(name)
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "session.connected",
+            "room.entered",
+            "seat.taken",
+            "seat.freed",
+            "room.exited",
+            "session.disconnected"
+        ],
+        "{events:#?}"
+    );
+    let exited = events.iter().find(|e| name(e) == "room.exited").unwrap();
+    assert_eq!(exited["reason"], "disconnect");
+    let gone = events
+        .iter()
+        .find(|e| name(e) == "session.disconnected")
+        .unwrap();
+    assert_eq!(gone["reason"], "server_shutdown");
+    check_rooms_in_order(&events);
+    second.stop().await;
+}

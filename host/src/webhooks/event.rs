@@ -140,6 +140,9 @@ pub enum DisconnectReason {
     ConnectionClosed,
     /// Kicked (4010): `"kicked"`.
     Kicked,
+    /// The user's node shut down (SIGTERM) on a single node, whose room
+    /// state ends with it: `"server_shutdown"`.
+    ServerShutdown,
 }
 
 impl DisconnectReason {
@@ -149,6 +152,7 @@ impl DisconnectReason {
             DisconnectReason::HeartbeatTimeout => "heartbeat_timeout",
             DisconnectReason::ConnectionClosed => "connection_closed",
             DisconnectReason::Kicked => "kicked",
+            DisconnectReason::ServerShutdown => "server_shutdown",
         }
     }
 }
