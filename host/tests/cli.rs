@@ -656,8 +656,11 @@ fn a_sigkilled_node_delivers_its_undelivered_events_after_a_restart() {
     first.wait().unwrap();
     receiver.set_down(false);
     let (second, _) = start();
-    // occupied, then entered and seat.taken for each of 5 users.
-    let expected = 1 + 5 * 2;
+    // occupied, then entered and seat.taken for each of 5 users; then,
+    // recorded by the second run at its start, what the killed one owed:
+    // seat.freed and room.exited for each (its room state died with it).
+    let recorded = 1 + 5 * 2;
+    let expected = recorded + 5 * 2;
     let arrived = (0..600).any(|_| {
         std::thread::sleep(Duration::from_millis(50));
         receiver.events().len() >= expected
@@ -670,5 +673,14 @@ fn a_sigkilled_node_delivers_its_undelivered_events_after_a_restart() {
         .iter()
         .map(|e| e["room_seq"].as_u64().unwrap())
         .collect();
-    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+    assert!(seqs.windows(2).all(|w| w[1] > w[0]), "{seqs:?}");
+    assert!(
+        seqs[..recorded].windows(2).all(|w| w[1] == w[0] + 1),
+        "{seqs:?}"
+    );
+    let owed: Vec<&str> = events[recorded..]
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(owed, ["seat.freed", "room.exited"].repeat(5), "{events:#?}");
 }

@@ -242,10 +242,22 @@ async fn a_restarted_node_delivers_what_it_had_not() {
     first.stop().await;
     hook.receiver.set_down(false);
     let second = TestServer::with(configure).await;
-    let expected = 2 + 10 * 4;
+    // 4300 (in the room through the server API, no session) was still in
+    // the room when the first run's state ended with it: the next start
+    // reports it leaving, numbered from the new run.
+    let expected = 2 + 10 * 4 + 1;
     let events = received_when(&hook, Duration::from_secs(30), |e| e.len() >= expected).await;
     assert_eq!(events.len(), expected);
-    assert_eq!(check_rooms_in_order(&events)["wh_restart"], expected);
+    let last = events.last().unwrap();
+    assert_eq!(
+        (name(last), &last["user_id"]),
+        ("room.exited", &json!(4300))
+    );
+    assert_eq!(
+        check_rooms_in_order(&events[..expected - 1])["wh_restart"],
+        expected - 1
+    );
+    check_rooms_in_order_allowing_jumps(&events);
     second.stop().await;
 }
 
@@ -955,4 +967,92 @@ async fn a_deploy_of_a_single_node_reports_its_users_leaving() {
     assert_eq!(gone["reason"], "server_shutdown");
     check_rooms_in_order(&events);
     second.stop().await;
+}
+
+/// Review of issue 16: a single node killed (no graceful stop) never
+/// recorded its users' exits; the disk outbox remembers who its events
+/// left where, and the next start reports them: the seat freed, the call
+/// ended, the room left (reason `disconnect`), the session gone (reason
+/// `server_lost`), numbered after the lost run's events of the room.
+#[tokio::test]
+async fn a_killed_single_node_reports_its_users_leaving_at_the_next_start() {
+    let hook = hook().await;
+    hook.receiver.set_down(true);
+    let data = std::env::temp_dir().join("chorus-test-data").join(nonce());
+    let configure = |c: &mut chorus::Config| {
+        c.webhooks = vec![endpoint(&hook)];
+        c.server.data_dir = Some(data.clone());
+    };
+    let first = TestServer::with(configure).await;
+    let _a = first.connect(4801).await;
+    let _b = first.connect(4802).await;
+    enter_ok(&first, 4801, "wh_lost", 48).await;
+    enter_ok(&first, 4802, "wh_lost", 48).await;
+    let (status, body) = up(&first, 4801, "wh_lost", None).await;
+    assert_eq!(status, 200, "{body}");
+    let call = json!({"action": "call_start", "user_id": 4801, "receiver_id": 4802, "channel_name": "wh_lost"});
+    assert_eq!(first.action(call).await.0, 200);
+    // Left by a graceful exit before the kill: not reported twice.
+    let (status, body) = first
+        .action(json!({"action": "exit_room", "user_id": 4802, "channel_name": "wh_lost"}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    first.node.kill_for_tests().await;
+    hook.receiver.set_down(false);
+    let second = TestServer::with(configure).await;
+    let events = received_when(&hook, Duration::from_secs(30), |e| {
+        e.iter()
+            .filter(|e| name(e) == "session.disconnected")
+            .count()
+            >= 2
+    })
+    .await;
+    let after_kill: Vec<String> = events
+        .iter()
+        .skip_while(|e| !(name(e) == "room.exited" && e["user_id"] == 4802))
+        .skip(1)
+        .map(|e| format!("{} {}", name(e), e["user_id"]))
+        .collect();
+    assert_eq!(
+        after_kill,
+        [
+            "seat.freed 4801",
+            "call.ended 4801",
+            "room.exited 4801",
+            "session.disconnected 4801",
+            "session.disconnected 4802"
+        ],
+        "{events:#?}"
+    );
+    let lost = events
+        .iter()
+        .filter(|e| name(e) == "session.disconnected")
+        .all(|e| e["reason"] == "server_lost");
+    assert!(lost, "{events:#?}");
+    let ended = events.iter().find(|e| name(e) == "call.ended").unwrap();
+    assert_eq!(ended["peer_id"], 4802);
+    check_rooms_in_order_allowing_jumps(&events);
+    // Nothing is owed any more: a graceful restart reports nothing new.
+    let count = hook.receiver.events().len();
+    second.stop().await;
+    let third = TestServer::with(configure).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(hook.receiver.events().len(), count);
+    third.stop().await;
+}
+
+/// Per room, in arrival order, `room_seq` only grows (a new run of a
+/// node numbers from a higher point).
+fn check_rooms_in_order_allowing_jumps(events: &[Value]) {
+    let mut last: HashMap<String, u64> = HashMap::new();
+    for e in events {
+        let Some(room) = e["channel_name"].as_str() else {
+            continue;
+        };
+        let seq = e["room_seq"].as_u64().expect("room events carry room_seq");
+        if let Some(before) = last.get(room) {
+            assert!(seq > *before, "room {room}: {e} after seq {before}");
+        }
+        last.insert(room.to_string(), seq);
+    }
 }

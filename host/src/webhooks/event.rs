@@ -143,6 +143,9 @@ pub enum DisconnectReason {
     /// The user's node shut down (SIGTERM) on a single node, whose room
     /// state ends with it: `"server_shutdown"`.
     ServerShutdown,
+    /// The user's single node ended without a graceful stop (a crash, a
+    /// kill -9); reported at its next start: `"server_lost"`.
+    ServerLost,
 }
 
 impl DisconnectReason {
@@ -153,6 +156,7 @@ impl DisconnectReason {
             DisconnectReason::ConnectionClosed => "connection_closed",
             DisconnectReason::Kicked => "kicked",
             DisconnectReason::ServerShutdown => "server_shutdown",
+            DisconnectReason::ServerLost => "server_lost",
         }
     }
 }

@@ -128,7 +128,23 @@ impl Webhooks {
                         dir.display()
                     ))
                 })?;
-                Arc::new(outbox::LocalOutbox::open(&dir, &names, Arc::clone(&appended)).await?)
+                let local = outbox::LocalOutbox::open(&dir, &names, Arc::clone(&appended)).await?;
+                // A run that ended without a graceful stop (kill -9, a
+                // crash) left users in sessions, rooms, seats and calls
+                // that died with it: report their exits before serving.
+                let lost = outbox::exits_of_lost_run(
+                    &local.left_live().await?,
+                    &config.node_id(),
+                    crate::store::unix_ms(),
+                );
+                if !lost.is_empty() {
+                    tracing::warn!(
+                        events = lost.len(),
+                        "the last run ended without a graceful stop: recording its users' exits"
+                    );
+                    local.append(&lost).await?;
+                }
+                Arc::new(local)
             }
         };
         Ok(Some(Arc::new(Self {

@@ -25,6 +25,124 @@ const CURSORS: TableDefinition<&str, u64> = TableDefinition::new("cursors");
 /// would skip every new event until the numbers passed them: found in
 /// review).
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Who is where by the events recorded so far, so that the next start can
+/// report the exits a crash (kill -9) never recorded: `u:<user>` a
+/// session (value empty), `m:<user>` a room member (the channel),
+/// `s:<user>` a seat (`<seat>\t<channel>`), `c:<caller>` a call
+/// (`<callee>\t<channel>`). Changed in the same transaction as the events.
+const LIVE: TableDefinition<&str, &str> = TableDefinition::new("live");
+
+/// One change of [`LIVE`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum LiveChange {
+    Put(String, String),
+    Del(String),
+}
+
+/// What `event` changes of [`LIVE`].
+fn live_changes(event: &Event) -> Vec<LiveChange> {
+    use crate::webhooks::event::*;
+    let (Some(user), channel) = (
+        event.user_id,
+        event.channel_name.clone().unwrap_or_default(),
+    ) else {
+        return Vec::new();
+    };
+    let put = |kind: &str, value: String| vec![LiveChange::Put(format!("{kind}:{user}"), value)];
+    let del = |kind: &str| vec![LiveChange::Del(format!("{kind}:{user}"))];
+    match event.event.as_str() {
+        SESSION_CONNECTED => put("u", String::new()),
+        SESSION_DISCONNECTED => del("u"),
+        ROOM_ENTERED => put("m", channel),
+        ROOM_EXITED => del("m"),
+        SEAT_TAKEN => put("s", format!("{}\t{channel}", event.seat_id.unwrap_or(0))),
+        SEAT_FREED => del("s"),
+        CALL_STARTED => put(
+            "c",
+            format!("{}\t{channel}", event.receiver_id.unwrap_or(0)),
+        ),
+        CALL_ENDED => {
+            let mut changes = del("c");
+            if let Some(peer) = event.peer_id {
+                changes.push(LiveChange::Del(format!("c:{peer}")));
+            }
+            changes
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// The events a run that ended without recording them owed the app
+/// backend, from what [`LIVE`] still holds: per user, the seat freed, the
+/// call ended, the room left (reason `disconnect`), then the session gone
+/// (reason `server_lost`). A room's events are numbered just below
+/// `now_ms` × 1000, where this run's numbers start, so they sort after
+/// the lost run's and before this one's.
+pub(crate) fn exits_of_lost_run(live: &[(String, String)], node: &str, now_ms: u64) -> Vec<Event> {
+    use crate::webhooks::event::*;
+    use std::collections::BTreeMap;
+    let mut users: BTreeMap<u64, [Option<&str>; 4]> = BTreeMap::new();
+    for (key, value) in live {
+        let Some((kind, user)) = key.split_once(':') else {
+            continue;
+        };
+        let Ok(user) = user.parse::<u64>() else {
+            continue;
+        };
+        let slot = match kind {
+            "s" => 0,
+            "c" => 1,
+            "m" => 2,
+            "u" => 3,
+            _ => continue,
+        };
+        users.entry(user).or_default()[slot] = Some(value.as_str());
+    }
+    let mut events = Vec::new();
+    for (user, [seat, call, member, session]) in users {
+        let event = |name: &str, channel: Option<&str>| {
+            let mut e = Event::new(name, node);
+            e.user_id = Some(user);
+            e.channel_name = channel.filter(|c| !c.is_empty()).map(str::to_string);
+            e.reason = Some("disconnect".into());
+            e
+        };
+        if let Some((seat, channel)) = seat.and_then(|v| v.split_once('\t')) {
+            let mut e = event(SEAT_FREED, Some(channel));
+            e.seat_id = seat.parse().ok();
+            events.push(e);
+        }
+        if let Some((peer, channel)) = call.and_then(|v| v.split_once('\t')) {
+            let mut e = event(CALL_ENDED, Some(channel));
+            e.peer_id = peer.parse().ok();
+            events.push(e);
+        }
+        if let Some(channel) = member {
+            events.push(event(ROOM_EXITED, Some(channel)));
+        }
+        if session.is_some() {
+            let mut e = event(SESSION_DISCONNECTED, None);
+            e.reason = Some(DisconnectReason::ServerLost.as_str().into());
+            events.push(e);
+        }
+    }
+    let base = now_ms.saturating_mul(1000);
+    let mut per_room: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    for e in &events {
+        if let Some(c) = &e.channel_name {
+            *per_room.entry(c.clone()).or_default() += 1;
+        }
+    }
+    let mut seen: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    for e in &mut events {
+        if let Some(c) = &e.channel_name {
+            let i = seen.entry(c.clone()).or_default();
+            *i += 1;
+            e.room_seq = Some(base - per_room[c] - 1 + *i);
+        }
+    }
+    events
+}
 
 /// The file of the disk outbox under `server.data_dir`.
 pub const OUTBOX_FILE: &str = "webhooks.redb";
@@ -34,8 +152,13 @@ const GROUP_MAX: usize = 1024;
 
 /// A write for the writer thread.
 enum WriteOp {
-    /// Append these `(ts_ms, json)`; answer when committed.
-    Append(Vec<(u64, String)>, oneshot::Sender<Result<(), OutboxError>>),
+    /// Append these `(ts_ms, json)`, apply these changes to [`LIVE`];
+    /// answer when committed.
+    Append(
+        Vec<(u64, String)>,
+        Vec<LiveChange>,
+        oneshot::Sender<Result<(), OutboxError>>,
+    ),
     /// Set an endpoint's cursor.
     Cursor(String, u64, oneshot::Sender<Result<(), OutboxError>>),
     /// Delete events recorded before this time (unix ms).
@@ -80,6 +203,29 @@ impl LocalOutbox {
             ),
             appended,
         }
+    }
+
+    /// What [`LIVE`] holds: who the events recorded so far leave in a
+    /// session, room, seat or call (empty for the memory outbox).
+    pub async fn left_live(&self) -> Result<Vec<(String, String)>, OutboxError> {
+        if self.disk.is_none() {
+            return Ok(Vec::new());
+        }
+        self.read(|db| {
+            let txn = db.begin_read()?;
+            let table = match txn.open_table(LIVE) {
+                Ok(table) => table,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(e.into()),
+            };
+            let mut rows = Vec::new();
+            for row in table.iter()? {
+                let (k, v) = row?;
+                rows.push((k.value().to_string(), v.value().to_string()));
+            }
+            Ok(rows)
+        })
+        .await
     }
 
     /// Opens (creating it if needed) the disk outbox in `dir`. An endpoint
@@ -278,7 +424,7 @@ impl Writer {
             let mut appended = false;
             for op in ops {
                 match op {
-                    WriteOp::Append(_, done) | WriteOp::Cursor(_, _, done) => {
+                    WriteOp::Append(_, _, done) | WriteOp::Cursor(_, _, done) => {
                         appended = true;
                         let _ = done.send(outcome.clone());
                     }
@@ -297,10 +443,21 @@ impl Writer {
             let mut events = txn.open_table(EVENTS)?;
             let mut cursors = txn.open_table(CURSORS)?;
             let mut meta = txn.open_table(META)?;
+            let mut live = txn.open_table(LIVE)?;
             let first = self.next;
             for op in ops {
                 match op {
-                    WriteOp::Append(batch, _) => {
+                    WriteOp::Append(batch, changes, _) => {
+                        for change in changes {
+                            match change {
+                                LiveChange::Put(k, v) => {
+                                    live.insert(k.as_str(), v.as_str())?;
+                                }
+                                LiveChange::Del(k) => {
+                                    live.remove(k.as_str())?;
+                                }
+                            }
+                        }
                         for (ts, json) in batch {
                             let mut value = Vec::with_capacity(8 + json.len());
                             value.extend_from_slice(&ts.to_be_bytes());
@@ -369,7 +526,8 @@ impl Outbox for LocalOutbox {
             .collect::<Result<_, serde_json::Error>>()
             .map_err(|e| OutboxError(format!("event: {e}")))?;
         if self.disk.is_some() {
-            return self.write(|done| WriteOp::Append(batch, done)).await;
+            let live = events.iter().flat_map(live_changes).collect();
+            return self.write(|done| WriteOp::Append(batch, live, done)).await;
         }
         {
             let mut memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());

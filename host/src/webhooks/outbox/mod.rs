@@ -16,6 +16,7 @@
 mod local;
 mod redis;
 
+pub(crate) use local::exits_of_lost_run;
 pub use local::{LocalOutbox, OUTBOX_FILE};
 pub use redis::RedisOutbox;
 
