@@ -85,12 +85,19 @@ async fn require_token(State(app): State<Arc<App>>, request: Request, next: Next
 /// `"plugins loading"`, or the cluster's reason
 /// ([`crate::cluster::Cluster::not_ready_reason`]).
 async fn readyz(State(app): State<Arc<App>>) -> Response {
+    let outbox_error = app.webhooks.as_ref().and_then(|h| h.outbox_error());
     let reason = if app.shutdown.is_cancelled() {
-        Some("shutting down")
+        Some("shutting down".to_string())
     } else if !app.plugins.is_ready() {
-        Some("plugins loading")
+        Some("plugins loading".to_string())
+    } else if let Some(error) = outbox_error {
+        // Every state change would be answered 2005 until it recovers.
+        Some(format!("webhooks outbox cannot record events: {error}"))
     } else {
-        app.cluster.as_ref().and_then(|c| c.not_ready_reason())
+        app.cluster
+            .as_ref()
+            .and_then(|c| c.not_ready_reason())
+            .map(str::to_string)
     };
     match reason {
         None => Json(json!({"status": "ready"})).into_response(),
@@ -137,7 +144,8 @@ async fn webhooks(State(app): State<Arc<App>>) -> Json<Value> {
         .as_ref()
         .map(|h| h.statuses())
         .unwrap_or_default();
-    Json(json!({"endpoints": endpoints}))
+    let outbox_error = app.webhooks.as_ref().and_then(|h| h.outbox_error());
+    Json(json!({"endpoints": endpoints, "outbox_error": outbox_error}))
 }
 
 /// `POST /admin/webhooks/{name}/replay?since=<unix ms>`: the endpoint gets

@@ -384,6 +384,13 @@ impl Webhooks {
         Ok(self.record(&[event]).await?)
     }
 
+    /// Why the outbox's last write failed, while its writes fail (the
+    /// disk outbox; `GET /admin/webhooks` `outbox_error`, and `/readyz`
+    /// says not ready: every state change is answered 2005 meanwhile).
+    pub fn outbox_error(&self) -> Option<String> {
+        self.outbox.write_error()
+    }
+
     /// Every endpoint's status (`GET /admin/webhooks`).
     pub fn statuses(&self) -> Vec<Value> {
         self.endpoints.iter().map(|e| e.to_json()).collect()

@@ -174,10 +174,19 @@ struct Place {
     handed: u64,
 }
 
+/// The open database, shared by the readers and the writer; empty while
+/// the writer reopens it after an I/O error.
+type Slot = Arc<std::sync::RwLock<Option<Arc<redb::Database>>>>;
+
+/// Opens the database again (the file, or a test's backend).
+type Opener = Arc<dyn Fn() -> Result<redb::Database, redb::DatabaseError> + Send + Sync>;
+
 /// The single-node outbox: redb on disk, or memory.
 pub struct LocalOutbox {
     /// Disk: the database (reads) and the writer thread's queue.
-    disk: Option<(Arc<redb::Database>, mpsc::Sender<WriteOp>)>,
+    disk: Option<(Slot, mpsc::Sender<WriteOp>)>,
+    /// Why the last commit failed, while commits fail.
+    write_error: Arc<Mutex<Option<String>>>,
     /// Memory: every kept entry `(seq, ts_ms, json)`, oldest first.
     memory: Mutex<std::collections::VecDeque<(u64, u64, String)>>,
     /// The last sequence number handed out (memory) or committed (disk).
@@ -193,6 +202,7 @@ impl LocalOutbox {
     pub fn memory(endpoints: &[String], appended: Arc<Notify>) -> Self {
         Self {
             disk: None,
+            write_error: Arc::default(),
             memory: Mutex::default(),
             last: Arc::default(),
             places: Mutex::new(
@@ -238,10 +248,21 @@ impl LocalOutbox {
         appended: Arc<Notify>,
     ) -> Result<Self, OutboxError> {
         let path = dir.join(OUTBOX_FILE);
+        let opener: Opener = Arc::new(move || redb::Database::create(&path));
+        Self::open_with(opener, endpoints, appended).await
+    }
+
+    /// [`LocalOutbox::open`] on whatever `opener` opens (tests: a backend
+    /// that can be made to fail).
+    async fn open_with(
+        opener: Opener,
+        endpoints: &[String],
+        appended: Arc<Notify>,
+    ) -> Result<Self, OutboxError> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         let db = loop {
-            let path = path.clone();
-            let opened = tokio::task::spawn_blocking(move || redb::Database::create(path))
+            let open = Arc::clone(&opener);
+            let opened = tokio::task::spawn_blocking(move || open())
                 .await
                 .map_err(|e| OutboxError(format!("outbox open: {e}")))?;
             match opened {
@@ -262,8 +283,12 @@ impl LocalOutbox {
             .map_err(|e| OutboxError(format!("outbox open: {e}")))??;
         let last = Arc::new(std::sync::atomic::AtomicU64::new(last));
         let (tx, rx) = mpsc::channel(4096);
+        let slot: Slot = Arc::new(std::sync::RwLock::new(Some(db)));
+        let write_error: Arc<Mutex<Option<String>>> = Arc::default();
         let writer = Writer {
-            db: Arc::clone(&db),
+            slot: Arc::clone(&slot),
+            opener,
+            write_error: Arc::clone(&write_error),
             next: last.load(std::sync::atomic::Ordering::SeqCst) + 1,
             last: Arc::clone(&last),
             appended: Arc::clone(&appended),
@@ -273,7 +298,8 @@ impl LocalOutbox {
             .spawn(move || writer.run(rx))
             .map_err(|e| OutboxError(format!("outbox writer: {e}")))?;
         Ok(Self {
-            disk: Some((db, tx)),
+            disk: Some((slot, tx)),
+            write_error,
             memory: Mutex::default(),
             last,
             places: Mutex::new(places),
@@ -296,10 +322,14 @@ impl LocalOutbox {
         &self,
         work: impl FnOnce(&redb::Database) -> Result<T, redb::Error> + Send + 'static,
     ) -> Result<T, OutboxError> {
-        let Some((db, _)) = &self.disk else {
+        let Some((slot, _)) = &self.disk else {
             return Err(OutboxError("not a disk outbox".into()));
         };
-        let db = Arc::clone(db);
+        let db = slot
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| OutboxError("the outbox is being reopened after an I/O error".into()))?;
         tokio::task::spawn_blocking(move || work(&db))
             .await
             .map_err(|e| OutboxError(format!("outbox read: {e}")))?
@@ -388,7 +418,12 @@ fn init_disk(
 
 /// The disk outbox's one writer.
 struct Writer {
-    db: Arc<redb::Database>,
+    /// The database, shared with the readers.
+    slot: Slot,
+    /// Opens it again after an I/O error.
+    opener: Opener,
+    /// Why the last commit failed, while commits fail.
+    write_error: Arc<Mutex<Option<String>>>,
     /// The next sequence number.
     next: u64,
     /// Published after each commit, for depth.
@@ -410,11 +445,26 @@ impl Writer {
                 }
             }
             let next = self.next;
-            let outcome = self.commit(&ops).map_err(OutboxError::from);
-            if outcome.is_err() {
+            let committed = self.commit(&ops);
+            if let Err(e) = &committed {
                 // Nothing was written: the numbers are handed out again.
                 self.next = next;
+                *self.write_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                // After an I/O error redb refuses every later transaction
+                // ("Previous I/O error occurred. Please close and re-open
+                // the database"): a full disk freed again would leave the
+                // outbox wedged until a restart (found in review).
+                if matches!(e, redb::Error::Io(_) | redb::Error::PreviousIo) {
+                    if let Err(e) = self.reopen() {
+                        tracing::error!(error = %e, "webhooks outbox: reopening after an I/O error failed; trying again with the next write");
+                    } else {
+                        tracing::warn!("webhooks outbox: reopened after an I/O error");
+                    }
+                }
+            } else {
+                *self.write_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
             }
+            let outcome = committed.map_err(OutboxError::from);
             // Published before anyone is answered: a caller that reads the
             // depth right after its append sees its own events.
             if outcome.is_ok() && self.next != next {
@@ -437,8 +487,42 @@ impl Writer {
         }
     }
 
+    /// Closes the database (once the readers let go of it, at most 5 s)
+    /// and opens it again, which recovers it from the last good commit.
+    fn reopen(&mut self) -> Result<(), redb::Error> {
+        let mut slot = self.slot.write().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = slot.take() {
+            // A reader holds the handle only for one read.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while Arc::strong_count(&old) > 1 && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            drop(old);
+        }
+        *slot = Some(Arc::new((self.opener)()?));
+        Ok(())
+    }
+
+    /// The open database, reopening it first if an earlier reopen failed.
+    fn db(&mut self) -> Result<Arc<redb::Database>, redb::Error> {
+        let current = self.slot.read().unwrap_or_else(|p| p.into_inner()).clone();
+        match current {
+            Some(db) => Ok(db),
+            None => {
+                self.reopen()?;
+                Ok(self
+                    .slot
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+                    .expect("just reopened"))
+            }
+        }
+    }
+
     fn commit(&mut self, ops: &[WriteOp]) -> Result<(), redb::Error> {
-        let txn = self.db.begin_write()?;
+        let db = self.db()?;
+        let txn = db.begin_write()?;
         {
             let mut events = txn.open_table(EVENTS)?;
             let mut cursors = txn.open_table(CURSORS)?;
@@ -637,6 +721,13 @@ impl Outbox for LocalOutbox {
         Ok(last.saturating_sub(self.place(endpoint).acked))
     }
 
+    fn write_error(&self) -> Option<String> {
+        self.write_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     async fn prune(&self, before_ms: u64) -> Result<(), OutboxError> {
         if let Some((_, tx)) = &self.disk {
             tx.send(WriteOp::Prune(before_ms))
@@ -744,5 +835,93 @@ mod numbering_tests {
             [Some(4)]
         );
         assert_eq!(outbox.depth("a").await.unwrap(), 1);
+    }
+}
+
+#[cfg(test)]
+mod io_error_tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// A storage that can be made to fail every write, as a full disk
+    /// does; what it holds survives reopening.
+    #[derive(Debug, Clone, Default)]
+    struct FlakyDisk {
+        data: Arc<Mutex<Vec<u8>>>,
+        full: Arc<AtomicBool>,
+    }
+
+    impl FlakyDisk {
+        fn check(&self) -> std::io::Result<()> {
+            if self.full.load(Ordering::SeqCst) {
+                return Err(std::io::Error::other("No space left on device"));
+            }
+            Ok(())
+        }
+    }
+
+    impl redb::StorageBackend for FlakyDisk {
+        fn len(&self) -> std::io::Result<u64> {
+            Ok(self.data.lock().unwrap().len() as u64)
+        }
+        fn read(&self, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+            let data = self.data.lock().unwrap();
+            let start = offset as usize;
+            Ok(data[start..start + len].to_vec())
+        }
+        fn set_len(&self, len: u64) -> std::io::Result<()> {
+            self.check()?;
+            self.data.lock().unwrap().resize(len as usize, 0);
+            Ok(())
+        }
+        fn sync_data(&self, _eventual: bool) -> std::io::Result<()> {
+            self.check()
+        }
+        fn write(&self, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
+            self.check()?;
+            let mut data = self.data.lock().unwrap();
+            let start = offset as usize;
+            data[start..start + bytes.len()].copy_from_slice(bytes);
+            Ok(())
+        }
+    }
+
+    fn event(n: u64) -> Event {
+        let mut e = Event::new("room.entered", "n1");
+        e.user_id = Some(n);
+        e
+    }
+
+    /// Review of issue 16: once a write failed (a full disk), redb refused
+    /// every later one until the process restarted. Now the writer reopens
+    /// the database: the failed append is refused, the error shows, and
+    /// once the disk has room again the next append works, with nothing
+    /// recorded before lost.
+    #[tokio::test]
+    async fn a_full_disk_freed_again_needs_no_restart() {
+        let disk = FlakyDisk::default();
+        let backend = disk.clone();
+        let opener: Opener =
+            Arc::new(move || redb::Builder::new().create_with_backend(backend.clone()));
+        let names = vec!["a".to_string()];
+        let outbox = LocalOutbox::open_with(opener, &names, Arc::default())
+            .await
+            .unwrap();
+        outbox.append(&[event(1)]).await.unwrap();
+        disk.full.store(true, Ordering::SeqCst);
+        assert!(outbox.append(&[event(2)]).await.is_err());
+        assert!(outbox.write_error().is_some());
+        assert!(outbox.append(&[event(3)]).await.is_err(), "still full");
+        disk.full.store(false, Ordering::SeqCst);
+        outbox
+            .append(&[event(4)])
+            .await
+            .expect("writes again, no restart");
+        assert_eq!(outbox.write_error(), None);
+        let got = outbox.next("a", 10).await.unwrap();
+        assert_eq!(
+            got.iter().map(|e| e.event.user_id).collect::<Vec<_>>(),
+            [Some(1), Some(4)]
+        );
     }
 }

@@ -87,6 +87,12 @@ pub trait Outbox: Send + Sync + 'static {
     }
     /// Forgets events recorded before `before_ms` (unix ms).
     async fn prune(&self, before_ms: u64) -> Result<(), OutboxError>;
+    /// Why the last write failed, while writes fail (the disk outbox:
+    /// `None` again after the next good commit); shown in `GET
+    /// /admin/webhooks` and `/readyz`.
+    fn write_error(&self) -> Option<String> {
+        None
+    }
     /// Whether pending vacancies live in the outbox's store (Redis: `P
     /// vacancy:<channel>`, set by the batch's script) rather than in the
     /// node's memory.
