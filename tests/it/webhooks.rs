@@ -1056,3 +1056,49 @@ fn check_rooms_in_order_allowing_jumps(events: &[Value]) {
         last.insert(room.to_string(), seq);
     }
 }
+
+/// Review of issue 16: a client that drops, comes back and drops again
+/// within `heartbeat.grace` is disconnected once (one `session.disconnected`),
+/// and not before a whole grace after its last drop: the first drop's
+/// timer no longer fires on the second session's behalf.
+#[tokio::test]
+async fn a_client_dropping_twice_within_the_grace_is_disconnected_once() {
+    let hook = hook().await;
+    let grace = Duration::from_millis(1500);
+    let server = TestServer::with(|c| {
+        c.webhooks = vec![endpoint(&hook)];
+        c.heartbeat.grace = grace;
+    })
+    .await;
+    let first = server.connect(4901).await;
+    enter_ok(&server, 4901, "wh_flap", 49).await;
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let second = server.connect(4901).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(second);
+    let dropped_last = Instant::now();
+    let events = received_when(&hook, Duration::from_secs(20), |e| {
+        e.iter().any(|e| name(e) == "session.disconnected")
+    })
+    .await;
+    // A whole grace after the last drop (the first drop's timer, due
+    // 400 ms earlier, gave way to it).
+    assert!(
+        dropped_last.elapsed() >= grace,
+        "{:?}",
+        dropped_last.elapsed()
+    );
+    let exited = events.iter().filter(|e| name(e) == "room.exited").count();
+    assert_eq!(exited, 1, "{events:#?}");
+    // Another grace: no second disconnect arrives.
+    tokio::time::sleep(grace + Duration::from_millis(500)).await;
+    let gone = hook
+        .receiver
+        .events()
+        .iter()
+        .filter(|e| name(e) == "session.disconnected")
+        .count();
+    assert_eq!(gone, 1);
+    server.stop().await;
+}

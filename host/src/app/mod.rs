@@ -81,6 +81,9 @@ pub struct App {
     /// Events to the app backend (`[[webhooks]]`); `None` when no
     /// endpoint is configured.
     pub webhooks: Option<Arc<Webhooks>>,
+    /// user -> the number of the user's latest grace timer on this node
+    /// ([`App::disconnect_after_grace`]): only that one may disconnect.
+    pub grace_timers: Mutex<std::collections::HashMap<u64, u64>>,
 }
 
 /// The parts a node is wired from (see [`App::new`]).
@@ -178,6 +181,7 @@ impl App {
             started: Instant::now(),
             ringing: calls::Ringing::default(),
             webhooks,
+            grace_timers: Mutex::default(),
         });
         if let Some(hooks) = &app.webhooks {
             hooks.start(&app.shutdown, &app.tracker);

@@ -115,14 +115,32 @@ impl App {
 
     /// Disconnects the user after `heartbeat.grace` unless they came back
     /// (PROTOCOL section 5). Runs on the tracker; shutdown abandons it (the
-    /// lease or the next start cleans up).
+    /// lease or the next start cleans up). A later session of the user
+    /// that ends too starts a grace of its own, which replaces this one:
+    /// a client that drops, comes back and drops again within the grace is
+    /// disconnected once, a full grace after its last drop (found in the
+    /// review of issue 16: it got two `session.disconnected`, and the
+    /// first timer cut the second session's grace short).
     pub fn disconnect_after_grace(self: &Arc<Self>, user_id: u64, reason: DisconnectReason) {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let timer = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.grace_timers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(user_id, timer);
         let app = Arc::clone(self);
         let grace = self.config.heartbeat.grace;
         self.tracker.spawn(async move {
             tokio::select! {
                 _ = tokio::time::sleep(grace) => {}
                 _ = app.shutdown.cancelled() => return,
+            }
+            {
+                let mut timers = app.grace_timers.lock().unwrap_or_else(|p| p.into_inner());
+                if timers.get(&user_id) != Some(&timer) {
+                    return; // a later drop's grace decides
+                }
+                timers.remove(&user_id);
             }
             if !app.is_online(user_id).await {
                 app.disconnect(user_id, reason).await;
