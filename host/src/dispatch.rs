@@ -439,7 +439,7 @@ impl Dispatcher {
                     _ => None,
                 })
                 .collect();
-            match self.commit(reply, subject_of(&event)).await {
+            match self.commit(reply, &event).await {
                 Ok(msg_ids) => {
                     return Ok(Outcome {
                         msg_ids,
@@ -487,14 +487,19 @@ impl Dispatcher {
     /// history in the same atomic step as the batch (issue 17), which
     /// stamps each with its `epoch` and `seq`; a user who joined a room
     /// gets a `room_state` frame after them.
-    async fn commit(&self, reply: Reply, mut subject: Subject) -> Result<Vec<String>, ApplyError> {
+    async fn commit(&self, reply: Reply, event: &Event) -> Result<Vec<String>, ApplyError> {
         let changes = reply.changes.len();
-        // A request that names no user (the app backend's gift names its
-        // sender inside `gift`): the user the plugin's first notification
-        // is about.
-        if subject.user_id.is_none() {
-            subject.user_id = reply.notifications.iter().find_map(|n| n.subject);
-        }
+        // Only a reply that emits needs its subject (not every call).
+        let subject = (!reply.events.is_empty()).then(|| {
+            let mut subject = subject_of(event);
+            // A request that names no user (the app backend's gift names
+            // its sender inside `gift`): the user the plugin's first
+            // notification is about.
+            if subject.user_id.is_none() {
+                subject.user_id = reply.notifications.iter().find_map(|n| n.subject);
+            }
+            subject
+        });
         let outgoing: Vec<Outgoing> = reply
             .notifications
             .into_iter()
@@ -561,13 +566,15 @@ impl Dispatcher {
             self.announce_room_attrs(channel).await;
         }
         self.send_room_states(&reply.changes).await;
-        self.hand_on_events(&reply.plugin, reply.events, subject)
-            .await?;
+        if let Some(subject) = subject {
+            self.hand_on_events(&reply.plugin, reply.events, subject)
+                .await?;
+        }
         Ok(msg_ids)
     }
 
     /// THE place where a plugin's application events (contract 1.2
-    /// `emit`) leave the dispatcher, once per committed reply, after its
+    /// `emit`) leave the dispatcher, once per committed reply that emits, after its
     /// batch applied and its notifications went out, and before the
     /// action is answered; a refused or stale batch never gets here, so a
     /// re-run call emits once. Each is counted
@@ -583,9 +590,6 @@ impl Dispatcher {
         events: Vec<AppEvent>,
         subject: Subject,
     ) -> Result<(), ApplyError> {
-        if events.is_empty() {
-            return Ok(());
-        }
         metrics::counter!("chorus_plugin_events_emitted_total", "plugin" => plugin.to_string())
             .increment(events.len() as u64);
         let Some(webhooks) = &self.webhooks else {
