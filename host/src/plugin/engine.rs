@@ -46,6 +46,12 @@ pub(crate) fn build(max_memory: u64, meter_fuel: bool) -> Result<Engine, PluginE
         .epoch_interruption(true)
         .consume_fuel(meter_fuel)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    // A profile of guest code (`perf report` names the guest's functions
+    // from /tmp/perf-<pid>.map): for the plugin benchmarks only.
+    #[cfg(test)]
+    if std::env::var_os("CHORUS_WASM_PERFMAP").is_some() {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     Engine::new(&config).map_err(|e| PluginError::Engine(format!("{e:#}")))
 }
 
