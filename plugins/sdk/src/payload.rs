@@ -5,6 +5,7 @@
 //! malformed request never traps the plugin. A JSON `null` counts as absent
 //! for the optional getters and as missing for the required ones.
 
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
@@ -27,6 +28,13 @@ use crate::Error;
 /// let request: SendTopicMsg = chorus_plugin_sdk::payload::parse(&event.payload)?;
 /// ```
 pub fn parse<T: DeserializeOwned>(json: &str) -> Result<T, Error> {
+    // Fast path: a payload that parses needs no field path. Tracking the
+    // path costs on every field (issue 20 item 1), so only a payload that
+    // fails is parsed again, with the path, to name the field.
+    let mut deserializer = serde_json::Deserializer::from_str(json);
+    if let Ok(value) = T::deserialize(&mut deserializer) {
+        return Ok(value);
+    }
     let mut deserializer = serde_json::Deserializer::from_str(json);
     match serde_path_to_error::deserialize(&mut deserializer) {
         Ok(value) => Ok(value),
@@ -39,8 +47,12 @@ pub fn parse<T: DeserializeOwned>(json: &str) -> Result<T, Error> {
 }
 
 /// Deserializes `value` as `T`; errors name fields under `prefix`
-/// (`gift.`, or empty at the top).
+/// (`gift.`, or empty at the top). Like [`parse`], the field path is
+/// tracked only when the plain deserialization failed.
 fn parse_value<T: DeserializeOwned>(value: Value, prefix: &str) -> Result<T, Error> {
+    if let Ok(parsed) = T::deserialize(&value) {
+        return Ok(parsed);
+    }
     serde_path_to_error::deserialize(value).map_err(|error| {
         field_error(
             prefix,

@@ -12,7 +12,7 @@ use crate::{
 /// batch, then notifications in list order).
 pub fn reply(result: Value, effects: Vec<Effect>) -> Reply {
     Reply {
-        output: result.to_string(),
+        output: text(&result),
         effects,
     }
 }
@@ -22,7 +22,7 @@ pub fn reply(result: Value, effects: Vec<Effect>) -> Reply {
 pub fn notify(target: Target, body: &Value, subject: Option<u64>) -> Effect {
     Effect::Notify(Notification {
         target,
-        body: body.to_string(),
+        body: text(body),
         subject,
     })
 }
@@ -49,7 +49,7 @@ pub fn notify_room_via(
     Effect::NotifyVia(RoutedNotification {
         notification: Notification {
             target: Target::Room(channel_name.to_string()),
-            body: body.to_string(),
+            body: text(body),
             subject,
         },
         delivery,
@@ -65,7 +65,7 @@ pub fn set_timer(key: &str, delay_ms: i64, payload: &Value, channel_name: Option
     Effect::SetTimer(SetTimer {
         key: key.to_string(),
         delay_ms,
-        payload: payload.to_string(),
+        payload: text(payload),
         channel_name: channel_name.map(str::to_string),
     })
 }
@@ -85,7 +85,7 @@ pub fn cancel_timer(key: &str) -> Effect {
 pub fn emit(name: &str, body: &Value) -> Effect {
     Effect::Emit(AppEvent {
         name: name.to_string(),
-        body: body.to_string(),
+        body: text(body),
     })
 }
 
@@ -100,4 +100,12 @@ pub fn code(error: &crate::Error) -> u16 {
         crate::Error::Conflict(_) => 2003,
         crate::Error::NotAllowed(_) => 2004,
     }
+}
+
+/// `value` as JSON text. `serde_json::to_string` writes into one buffer;
+/// `Value::to_string` (its `Display`) went through the formatter one
+/// token at a time, which was a tenth of a `send_gift` call (issue 20
+/// item 1). A `Value` always serializes: its keys are strings.
+fn text(value: &Value) -> String {
+    serde_json::to_string(value).unwrap_or_default()
 }

@@ -66,7 +66,9 @@ impl Router {
 }
 
 /// Declares the plugin's component type `$component`, serving the router
-/// `$router` (an expression, evaluated per call), and exports it as the
+/// `$router` (an expression, evaluated once per instance, at its first
+/// call: building the routes on every call cost each call a few
+/// allocations, issue 20 item 1), and exports it as the
 /// plugin's `handler`. Call it once, at the root of the plugin crate; tests
 /// name `$component` in [`crate::testing::FakeHost`] calls.
 #[macro_export]
@@ -83,7 +85,9 @@ macro_rules! plugin {
             fn handle(
                 event: $crate::Event,
             ) -> ::core::result::Result<$crate::Reply, $crate::Error> {
-                $router.handle(event)
+                static ROUTER: ::std::sync::OnceLock<$crate::Router> =
+                    ::std::sync::OnceLock::new();
+                ROUTER.get_or_init(|| $router).handle(event)
             }
         }
 
