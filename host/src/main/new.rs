@@ -263,10 +263,11 @@ serde_json = {{ version = "1", features = ["preserve_order"] }}
 # A crate of its own, wherever it sits.
 [workspace]
 
-# The bundled plugins' release profile: small components, and the same
-# settings so their compiled dependencies are reused.
+# The bundled plugins' release profile: fast guest code (a call's guest
+# work is most of the plugin path), and the same settings so their
+# compiled dependencies are reused.
 [profile.release]
-opt-level = "s"
+opt-level = 3
 lto = true
 strip = true
 codegen-units = 1
