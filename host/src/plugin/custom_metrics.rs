@@ -108,7 +108,23 @@ type SeriesKey = (Kind, String, Vec<(String, String)>);
 /// together, and the bound on their number.
 pub(crate) struct SeriesTable {
     max_series: usize,
-    known: Mutex<HashMap<String, HashSet<SeriesKey>>>,
+    known: Mutex<HashMap<String, PluginSeries>>,
+}
+
+/// The series of one plugin: the keys it created (what the bound counts)
+/// and, per version, the registered handle of each, so that recording a
+/// known series is one map lookup and an atomic add, with no label
+/// allocated and no lookup in the exporter's registry (issue 20 item 1).
+#[derive(Default)]
+struct PluginSeries {
+    keys: HashSet<SeriesKey>,
+    handles: HashMap<String, HashMap<SeriesKey, Handle>>,
+}
+
+/// A registered series.
+enum Handle {
+    Counter(metrics::Counter),
+    Histogram(metrics::Histogram),
 }
 
 impl SeriesTable {
@@ -126,39 +142,40 @@ impl SeriesTable {
         if observations.is_empty() {
             return;
         }
-        let admitted: Vec<Observation> = {
-            let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
-            let series = known.entry(plugin.to_string()).or_default();
-            observations
-                .into_iter()
-                .filter(|o| {
-                    let key = (o.amount.kind(), o.name.clone(), o.labels.clone());
-                    if series.contains(&key) {
-                        return true;
-                    }
-                    if series.len() >= self.max_series {
-                        refused(plugin, "series_limit");
-                        return false;
-                    }
-                    series.insert(key);
-                    true
-                })
-                .collect()
+        let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+        if !known.contains_key(plugin) {
+            known.insert(plugin.to_string(), PluginSeries::default());
+        }
+        let Some(series) = known.get_mut(plugin) else {
+            return;
         };
-        for o in admitted {
-            let mut labels = vec![
-                metrics::Label::new("plugin", plugin.to_string()),
-                metrics::Label::new("version", version.to_string()),
-                metrics::Label::new("metric", o.name),
-            ];
-            labels.extend(o.labels.into_iter().map(|(k, v)| metrics::Label::new(k, v)));
-            match o.amount {
-                Amount::Add(delta) => {
-                    metrics::counter!("chorus_plugin_custom_total", labels).increment(delta);
+        for o in observations {
+            let key = (o.amount.kind(), o.name, o.labels);
+            if !series.keys.contains(&key) {
+                if series.keys.len() >= self.max_series {
+                    refused(plugin, "series_limit");
+                    continue;
                 }
-                Amount::Observe(value) => {
-                    metrics::histogram!("chorus_plugin_custom_value", labels).record(value);
-                }
+                series.keys.insert(key.clone());
+            }
+            if !series.handles.contains_key(version) {
+                series.handles.insert(version.to_string(), HashMap::new());
+            }
+            let Some(handles) = series.handles.get_mut(version) else {
+                continue;
+            };
+            if !handles.contains_key(&key) {
+                let handle = register(plugin, version, &key);
+                handles.insert(key.clone(), handle);
+            }
+            let Some(handle) = handles.get(&key) else {
+                continue;
+            };
+            match (handle, o.amount) {
+                (Handle::Counter(counter), Amount::Add(delta)) => counter.increment(delta),
+                (Handle::Histogram(histogram), Amount::Observe(value)) => histogram.record(value),
+                // The key holds the kind: a handle always matches its amount.
+                _ => {}
             }
         }
     }
@@ -167,7 +184,29 @@ impl SeriesTable {
     #[cfg(test)]
     pub(crate) fn series_of(&self, plugin: &str) -> usize {
         let known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
-        known.get(plugin).map_or(0, HashSet::len)
+        known.get(plugin).map_or(0, |series| series.keys.len())
+    }
+}
+
+/// Registers the series `key` of `plugin` at `version` with the
+/// exporter: its family by kind, labelled `plugin`, `version`, `metric`
+/// and the plugin's own labels.
+fn register(plugin: &str, version: &str, key: &SeriesKey) -> Handle {
+    let (kind, name, own) = key;
+    let mut labels = vec![
+        metrics::Label::new("plugin", plugin.to_string()),
+        metrics::Label::new("version", version.to_string()),
+        metrics::Label::new("metric", name.clone()),
+    ];
+    labels.extend(
+        own.iter()
+            .map(|(k, v)| metrics::Label::new(k.clone(), v.clone())),
+    );
+    match kind {
+        Kind::Counter => Handle::Counter(metrics::counter!("chorus_plugin_custom_total", labels)),
+        Kind::Histogram => {
+            Handle::Histogram(metrics::histogram!("chorus_plugin_custom_value", labels))
+        }
     }
 }
 
