@@ -7,11 +7,12 @@
 //! socket goes through a handle's bounded outbox; nothing here awaits.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Context;
 
 use axum::extract::ws::Utf8Bytes;
-use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
+use futures_util::task::AtomicWaker;
 
 use chorus_protocol::{CloseCode, Disconnect, ServerFrame};
 
@@ -40,10 +41,30 @@ pub struct SessionHandle {
     pub sid: String,
     /// Frames waiting for the socket, bounded (`limits.outbound_queue`).
     outbox: Outbox,
-    /// Cancelled to make the session task close the socket.
-    closing: CancellationToken,
+    /// [`CLOSING`], [`SHUTDOWN`], [`ENDED`]: what the session task must
+    /// do, read on each of its wake-ups (one atomic load, no lock).
+    flags: AtomicU8,
     /// The code and reason to close with; the first one set wins.
     close_reason: Mutex<Option<Disconnect>>,
+}
+
+/// Someone asked the session to close ([`SessionHandle::close`]).
+const CLOSING: u8 = 1;
+/// The node is shutting down ([`SessionHandle::shut_down`]).
+const SHUTDOWN: u8 = 2;
+/// The session task ended ([`SessionHandle::mark_ended`]).
+const ENDED: u8 = 4;
+
+/// What a session task is asked to do, by priority: shut down (1001),
+/// close as asked, or nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asked {
+    /// Keep going.
+    Nothing,
+    /// The node is shutting down.
+    Shutdown,
+    /// Close with [`SessionHandle::close_reason`].
+    Close,
 }
 
 /// A bounded queue with one consumer, the session task.
@@ -51,16 +72,19 @@ pub struct SessionHandle {
 /// Not a `tokio::sync::mpsc` channel: that allocates a 32-slot block and a
 /// cache-padded header up front, about 1.6 KB for every connection even
 /// when it never receives a frame. This queue allocates nothing until the
-/// first frame and gives its buffer back once a burst is drained.
+/// first frame; its buffer is kept across bursts and given back only when
+/// the session is quiet ([`SessionHandle::shrink_idle`]), so a busy session
+/// does not free and regrow it for every burst.
 #[derive(Debug)]
 struct Outbox {
     /// Most frames held at once.
     capacity: usize,
     /// The frames, oldest first. A std mutex: push and pop only.
     frames: Mutex<VecDeque<Utf8Bytes>>,
-    /// Wakes the session task; a notification sent while it is busy is
-    /// kept as a permit, so none is lost.
-    ready: Notify,
+    /// The session task, woken when a frame arrives in an empty queue or a
+    /// close is asked. The task drains the queue before it waits again,
+    /// so a push onto a non-empty queue needs no wake-up.
+    ready: AtomicWaker,
 }
 
 impl Outbox {
@@ -74,20 +98,18 @@ impl Outbox {
         if frames.len() >= self.capacity {
             return false;
         }
+        let was_empty = frames.is_empty();
         frames.push_back(frame);
         drop(frames);
-        self.ready.notify_one();
+        if was_empty {
+            self.ready.wake();
+        }
         true
     }
 
     /// The oldest frame, if any.
     fn pop(&self) -> Option<Utf8Bytes> {
-        let mut frames = self.lock();
-        let frame = frames.pop_front();
-        if frames.is_empty() && frames.capacity() > 16 {
-            *frames = VecDeque::new();
-        }
-        frame
+        self.lock().pop_front()
     }
 }
 
@@ -108,9 +130,9 @@ impl SessionHandle {
             outbox: Outbox {
                 capacity: queue,
                 frames: Mutex::new(VecDeque::new()),
-                ready: Notify::new(),
+                ready: AtomicWaker::new(),
             },
-            closing: CancellationToken::new(),
+            flags: AtomicU8::new(0),
             close_reason: Mutex::new(None),
         })
     }
@@ -124,7 +146,7 @@ impl SessionHandle {
     /// Queues a frame without waiting. A full queue closes the session with
     /// 4011: one slow client never holds up a broadcast.
     pub fn send(&self, frame: Utf8Bytes) -> SendOutcome {
-        if self.closing.is_cancelled() {
+        if self.flags.load(Ordering::Acquire) & (CLOSING | ENDED) != 0 {
             return SendOutcome::Closed;
         }
         if self.outbox.push(frame) {
@@ -138,20 +160,50 @@ impl SessionHandle {
         SendOutcome::Overflow
     }
 
-    /// Resolves once a frame is queued (at once if one already is). Only
-    /// the session task calls this: the queue has a single consumer.
-    pub async fn frame_ready(&self) {
-        loop {
-            if !self.outbox.lock().is_empty() {
-                return;
-            }
-            self.outbox.ready.notified().await;
-        }
+    /// Whether a frame is queued now.
+    pub fn has_frames(&self) -> bool {
+        !self.outbox.lock().is_empty()
     }
 
     /// A queued frame, if one is there now.
     pub fn try_next_frame(&self) -> Option<Utf8Bytes> {
         self.outbox.pop()
+    }
+
+    /// Gives the queue's buffer back if it is empty and holds more than
+    /// 16 slots. The session task calls it when the client is heard from
+    /// (every ping), so an idle session holds no burst-sized buffer while
+    /// a busy one keeps its buffer from one burst to the next.
+    pub fn shrink_idle(&self) {
+        let mut frames = self.outbox.lock();
+        if frames.is_empty() && frames.capacity() > 16 {
+            *frames = VecDeque::new();
+        }
+    }
+
+    /// Registers the session task to be woken when a frame is queued on
+    /// an empty queue, a close is asked or the node shuts down, and says
+    /// what it is asked to do now (an atomic load, no lock). Only the
+    /// session task calls this: the queue has a single consumer, which
+    /// must drain it (to `None` from [`SessionHandle::try_next_frame`])
+    /// before it relies on this wake-up for the next frame.
+    pub fn watch(&self, cx: &mut Context<'_>) -> Asked {
+        self.outbox.ready.register(cx.waker());
+        let flags = self.flags.load(Ordering::Acquire);
+        if flags & SHUTDOWN != 0 {
+            Asked::Shutdown
+        } else if flags & CLOSING != 0 {
+            Asked::Close
+        } else {
+            Asked::Nothing
+        }
+    }
+
+    /// Tells the session task the node is shutting down: it closes with
+    /// 1001 and ends as [`crate::session::End::Shutdown`].
+    pub fn shut_down(&self) {
+        self.flags.fetch_or(SHUTDOWN, Ordering::AcqRel);
+        self.outbox.ready.wake();
     }
 
     /// Asks the session task to close the socket with `how`; the first
@@ -162,7 +214,8 @@ impl SessionHandle {
             *slot = Some(how);
         }
         drop(slot);
-        self.closing.cancel();
+        self.flags.fetch_or(CLOSING, Ordering::AcqRel);
+        self.outbox.ready.wake();
     }
 
     /// Sends `{"action":"kicked","reason":…}` and closes with `code`
@@ -187,12 +240,7 @@ impl SessionHandle {
     /// Marks the session ended: later sends answer [`SendOutcome::Closed`]
     /// instead of filling a queue nobody reads.
     pub fn mark_ended(&self) {
-        self.closing.cancel();
-    }
-
-    /// Resolves once someone asked for the session to close.
-    pub async fn closing(&self) {
-        self.closing.cancelled().await;
+        self.flags.fetch_or(ENDED, Ordering::AcqRel);
     }
 
     /// The close asked for through [`SessionHandle::close`], if any.
@@ -245,6 +293,36 @@ impl Connections {
         users.iter().filter_map(|u| map.get(u).cloned()).collect()
     }
 
+    /// Queues `frame` on the live sessions of these users (offline users
+    /// are skipped), under one lock and without collecting the sessions
+    /// first; counts what was queued as [`fan_out`] does. The users found
+    /// here are appended to `here`, when given (for the cluster, which
+    /// serves the others).
+    pub fn fan_out_to(
+        &self,
+        action: &str,
+        mode: &'static str,
+        users: &[u64],
+        frame: &Utf8Bytes,
+        mut here: Option<&mut Vec<u64>>,
+    ) {
+        let mut sent = 0u64;
+        let map = self.map();
+        for user in users {
+            let Some(session) = map.get(user) else {
+                continue;
+            };
+            if let Some(here) = here.as_deref_mut() {
+                here.push(*user);
+            }
+            if session.send(frame.clone()) == SendOutcome::Queued {
+                sent += 1;
+            }
+        }
+        drop(map);
+        count_out(action, mode, sent);
+    }
+
     /// Every live session.
     pub fn all(&self) -> Vec<Arc<SessionHandle>> {
         self.map().values().cloned().collect()
@@ -276,6 +354,11 @@ pub fn fan_out(
             sent += 1;
         }
     }
+    count_out(action, mode, sent);
+}
+
+/// Adds `sent` to `chorus_frames_out_total{action,mode}`.
+fn count_out(action: &str, mode: &'static str, sent: u64) {
     metrics::counter!("chorus_frames_out_total", "action" => action.to_string(), "mode" => mode)
         .increment(sent);
 }
