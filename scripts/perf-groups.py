@@ -3,9 +3,7 @@
 
 Reads `perf report --no-children --sort symbol -g none --stdio` on stdin
 (self time per symbol) and the load generator's JSON line (argument 1) for
-the server CPU-seconds per delivery of the in-flight step (optionally the
-system calls counted over argument 3 seconds from the `perf stat` CSV of
-argument 2, and the bytes written over them, argument 4), and prints one
+the server CPU-seconds per delivery of the in-flight step, and prints one
 markdown table: group, share of the samples, microseconds per delivery,
 and the top symbols of the group. Used by scripts/perf-fanout (issue 20
 item 0). The first matching rule wins; the order matters.
@@ -68,9 +66,6 @@ def main():
     )
     if len(sys.argv) > 3:
         syscalls(sys.argv[2], float(sys.argv[3]), details["deliveries_per_s"])
-    if len(sys.argv) > 4:
-        written = float(sys.argv[4]) / (details["deliveries_per_s"] * float(sys.argv[3]))
-        print(f"bytes handed to write/send calls per delivery (wchar): {written:.0f}\n")
     print("| where | share of samples | µs per delivery | top symbols |")
     print("|---|---:|---:|---|")
     for group, (share, symbols) in sorted(groups.items(), key=lambda kv: -kv[1][0]):

@@ -316,6 +316,9 @@ enum Event {
     HeartbeatTimeout,
     /// The socket took nothing for `limits.write_timeout`.
     WriteStalled,
+    /// Frames were queued while the socket was idle: writing starts
+    /// after one yield.
+    FramesQueued,
     /// The client sent something, or the stream ended.
     Incoming(Option<Result<Message, axum::Error>>),
     /// Writing failed: the connection is gone.
@@ -438,6 +441,13 @@ impl Session {
                 }
                 Event::WriteStalled => return self.write_timed_out(),
                 Event::WriteFailed => return End::ClientGone,
+                // Writing starts once the runtime has run what it already
+                // had ready (a yield lasts until its next look at the
+                // sockets): the rest of a room's fan-out and the next API
+                // calls queue their frames first, so one write carries
+                // more of them (issue 20 item 0: the kernel's cost is per
+                // `sendto`, not per frame).
+                Event::FramesQueued => tokio::task::yield_now().await,
                 // Boxed: handling a frame may run a plugin call, whose
                 // future is large; inline it would sit in every idle
                 // session's task for nothing.
@@ -484,6 +494,7 @@ impl Session {
                     return Poll::Pending;
                 }
                 *writing = true;
+                return Poll::Ready(Event::FramesQueued);
             }
             match poll_write(&mut self.socket, &self.handle, &mut self.floors, cx) {
                 Poll::Ready(Ok(Written::All)) => {
