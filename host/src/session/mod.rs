@@ -316,9 +316,6 @@ enum Event {
     HeartbeatTimeout,
     /// The socket took nothing for `limits.write_timeout`.
     WriteStalled,
-    /// Frames were queued while the socket was idle: writing starts
-    /// after one yield.
-    FramesQueued,
     /// The client sent something, or the stream ended.
     Incoming(Option<Result<Message, axum::Error>>),
     /// Writing failed: the connection is gone.
@@ -441,13 +438,6 @@ impl Session {
                 }
                 Event::WriteStalled => return self.write_timed_out(),
                 Event::WriteFailed => return End::ClientGone,
-                // Writing starts once the runtime has run what it already
-                // had ready (a yield lasts until its next look at the
-                // sockets): the rest of a room's fan-out and the next API
-                // calls queue their frames first, so one write carries
-                // more of them (issue 20 item 0: the kernel's cost is per
-                // `sendto`, not per frame).
-                Event::FramesQueued => tokio::task::yield_now().await,
                 // Boxed: handling a frame may run a plugin call, whose
                 // future is large; inline it would sit in every idle
                 // session's task for nothing.
@@ -494,7 +484,6 @@ impl Session {
                     return Poll::Pending;
                 }
                 *writing = true;
-                return Poll::Ready(Event::FramesQueued);
             }
             match poll_write(&mut self.socket, &self.handle, &mut self.floors, cx) {
                 Poll::Ready(Ok(Written::All)) => {
@@ -658,10 +647,12 @@ async fn send_close(
 }
 
 /// Writes queued frames while the socket takes them, at most
-/// [`WRITE_BATCH`] per turn, then flushes once. Ready when all is flushed
-/// ([`Written::All`]) or when some frames went in and the socket is full
-/// ([`Written::Some`], so the loop can note the progress); pending while the
-/// socket takes nothing.
+/// [`WRITE_BATCH`] per turn, and flushes once the queue is empty. Ready
+/// when all is flushed ([`Written::All`]) or when some frames went in and
+/// the socket is full or the batch is done ([`Written::Some`], so the loop
+/// can note the progress and look at the client's side); pending while the
+/// socket takes nothing. A full batch is not flushed: the write buffer goes
+/// out as it fills (4 KiB), and what is left with the queue's last frame.
 fn poll_write(
     sink: &mut WebSocket,
     handle: &SessionHandle,
@@ -685,9 +676,11 @@ fn poll_write(
         sink.start_send_unpin(Message::Text(frame))?;
         fed += 1;
     }
+    if fed == WRITE_BATCH {
+        return Poll::Ready(Ok(Written::Some));
+    }
     match sink.poll_flush_unpin(cx) {
-        Poll::Ready(Ok(())) if fed < WRITE_BATCH => Poll::Ready(Ok(Written::All)),
-        Poll::Ready(Ok(())) => Poll::Ready(Ok(Written::Some)),
+        Poll::Ready(Ok(())) => Poll::Ready(Ok(Written::All)),
         Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
         Poll::Pending if fed > 0 => Poll::Ready(Ok(Written::Some)),
         Poll::Pending => Poll::Pending,
