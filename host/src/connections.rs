@@ -417,3 +417,94 @@ fn count_out(action: &str, mode: &'static str, sent: u64) {
     metrics::counter!("chorus_frames_out_total", "action" => action.to_string(), "mode" => mode)
         .increment(sent);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::task::{ArcWake, waker};
+    use std::sync::atomic::AtomicUsize;
+
+    /// Counts its wake-ups.
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+
+    impl ArcWake for Count {
+        fn wake_by_ref(this: &Arc<Self>) {
+            this.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn handle(user_id: u64, queue: usize) -> Arc<SessionHandle> {
+        SessionHandle::new(user_id, user_id, "t".into(), "s".into(), queue)
+    }
+
+    #[test]
+    fn the_task_is_woken_by_a_frame_on_an_empty_queue_and_by_a_close() {
+        let count = Arc::new(Count::default());
+        let waker = waker(Arc::clone(&count));
+        let mut cx = Context::from_waker(&waker);
+        let h = handle(1, 4);
+        assert_eq!(h.watch(&mut cx), Asked::Nothing);
+        assert!(!h.has_frames());
+        assert_eq!(h.send(Utf8Bytes::from("a")), SendOutcome::Queued);
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        // The queue is not empty: the task drains it before waiting again.
+        assert_eq!(h.send(Utf8Bytes::from("b")), SendOutcome::Queued);
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(h.watch(&mut cx), Asked::Nothing);
+        assert_eq!(h.try_next_frame().as_deref(), Some("a"));
+        assert_eq!(h.try_next_frame().as_deref(), Some("b"));
+        assert!(h.try_next_frame().is_none());
+        h.close(Disconnect::new(CloseCode::Kicked));
+        assert_eq!(count.0.load(Ordering::SeqCst), 2);
+        assert_eq!(h.watch(&mut cx), Asked::Close);
+        assert_eq!(h.send(Utf8Bytes::from("c")), SendOutcome::Closed);
+        // Shutdown wins over a close asked before it.
+        h.shut_down();
+        assert_eq!(h.watch(&mut cx), Asked::Shutdown);
+    }
+
+    #[test]
+    fn a_full_queue_closes_as_a_slow_consumer_and_keeps_its_buffer_until_idle() {
+        let h = handle(1, 20);
+        for _ in 0..20 {
+            assert_eq!(h.send(Utf8Bytes::from("x")), SendOutcome::Queued);
+        }
+        assert_eq!(h.send(Utf8Bytes::from("x")), SendOutcome::Overflow);
+        assert_eq!(h.close_reason().map(|d| d.code), Some(CloseCode::SlowConsumer));
+        while h.try_next_frame().is_some() {}
+        assert!(h.outbox.lock().capacity() >= 20);
+        h.shrink_idle();
+        assert_eq!(h.outbox.lock().capacity(), 0);
+    }
+
+    #[test]
+    fn fan_out_to_queues_on_the_users_found_here() {
+        let connections = Connections::default();
+        for user in [1, 3] {
+            connections.insert(handle(user, 4));
+        }
+        let mut here = Vec::new();
+        let frame = Utf8Bytes::from("f");
+        connections.fan_out_to("a", "broadcast", &[1, 2, 3], &frame, Some(&mut here));
+        assert_eq!(here, [1, 3]);
+        for user in [1, 3] {
+            let session = connections.get(user).expect("connected");
+            assert_eq!(session.try_next_frame().as_deref(), Some("f"));
+        }
+    }
+
+    #[test]
+    fn user_ids_hash_apart() {
+        use std::collections::HashSet;
+        use std::hash::BuildHasher;
+        let ids = UserIds::default();
+        let hashes: HashSet<u64> = (0..10_000u64).map(|u| ids.hash_one(u)).collect();
+        assert_eq!(hashes.len(), 10_000);
+        // The bucket bits (low) and the control bits (top 7) both vary.
+        let low: HashSet<u64> = (0..1024u64).map(|u| ids.hash_one(u) & 1023).collect();
+        let top: HashSet<u64> = (0..1024u64).map(|u| ids.hash_one(u) >> 57).collect();
+        assert!(low.len() > 500, "{}", low.len());
+        assert_eq!(top.len(), 128);
+    }
+}
