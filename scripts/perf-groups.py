@@ -38,7 +38,7 @@ RULES = [
     ),
     (
         "wake-ups: tokio (wakers, task polling, timers, notify, cancellation)",
-        r"tokio|waker|Waker|Notify|notify|Notified|poll_fn|PollFn|cancellation|Sleep|sleep|timer|tracing|Instrumented|select|futures_util|futures_core|run_task|scheduler",
+        r"poll_event|Deadlines|tokio|waker|Waker|Notify|notify|Notified|poll_fn|PollFn|cancellation|Sleep|sleep|timer|tracing|Instrumented|select|futures_util|futures_core|run_task|scheduler",
     ),
 ]
 

@@ -7,11 +7,12 @@
 //! socket goes through a handle's bounded outbox; nothing here awaits.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Context;
 
 use axum::extract::ws::Utf8Bytes;
-use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
+use futures_util::task::AtomicWaker;
 
 use chorus_protocol::{CloseCode, Disconnect, ServerFrame};
 
@@ -40,10 +41,30 @@ pub struct SessionHandle {
     pub sid: String,
     /// Frames waiting for the socket, bounded (`limits.outbound_queue`).
     outbox: Outbox,
-    /// Cancelled to make the session task close the socket.
-    closing: CancellationToken,
+    /// [`CLOSING`], [`SHUTDOWN`], [`ENDED`]: what the session task must
+    /// do, read on each of its wake-ups (one atomic load, no lock).
+    flags: AtomicU8,
     /// The code and reason to close with; the first one set wins.
     close_reason: Mutex<Option<Disconnect>>,
+}
+
+/// Someone asked the session to close ([`SessionHandle::close`]).
+const CLOSING: u8 = 1;
+/// The node is shutting down ([`SessionHandle::shut_down`]).
+const SHUTDOWN: u8 = 2;
+/// The session task ended ([`SessionHandle::mark_ended`]).
+const ENDED: u8 = 4;
+
+/// What a session task is asked to do, by priority: shut down (1001),
+/// close as asked, or nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asked {
+    /// Keep going.
+    Nothing,
+    /// The node is shutting down.
+    Shutdown,
+    /// Close with [`SessionHandle::close_reason`].
+    Close,
 }
 
 /// A bounded queue with one consumer, the session task.
@@ -51,16 +72,19 @@ pub struct SessionHandle {
 /// Not a `tokio::sync::mpsc` channel: that allocates a 32-slot block and a
 /// cache-padded header up front, about 1.6 KB for every connection even
 /// when it never receives a frame. This queue allocates nothing until the
-/// first frame and gives its buffer back once a burst is drained.
+/// first frame; its buffer is kept across bursts and given back only when
+/// the session is quiet ([`SessionHandle::shrink_idle`]), so a busy session
+/// does not free and regrow it for every burst.
 #[derive(Debug)]
 struct Outbox {
     /// Most frames held at once.
     capacity: usize,
     /// The frames, oldest first. A std mutex: push and pop only.
     frames: Mutex<VecDeque<Utf8Bytes>>,
-    /// Wakes the session task; a notification sent while it is busy is
-    /// kept as a permit, so none is lost.
-    ready: Notify,
+    /// The session task, woken when a frame arrives in an empty queue or a
+    /// close is asked. The task drains the queue before it waits again,
+    /// so a push onto a non-empty queue needs no wake-up.
+    ready: AtomicWaker,
 }
 
 impl Outbox {
@@ -74,20 +98,18 @@ impl Outbox {
         if frames.len() >= self.capacity {
             return false;
         }
+        let was_empty = frames.is_empty();
         frames.push_back(frame);
         drop(frames);
-        self.ready.notify_one();
+        if was_empty {
+            self.ready.wake();
+        }
         true
     }
 
     /// The oldest frame, if any.
     fn pop(&self) -> Option<Utf8Bytes> {
-        let mut frames = self.lock();
-        let frame = frames.pop_front();
-        if frames.is_empty() && frames.capacity() > 16 {
-            *frames = VecDeque::new();
-        }
-        frame
+        self.lock().pop_front()
     }
 }
 
@@ -108,9 +130,9 @@ impl SessionHandle {
             outbox: Outbox {
                 capacity: queue,
                 frames: Mutex::new(VecDeque::new()),
-                ready: Notify::new(),
+                ready: AtomicWaker::new(),
             },
-            closing: CancellationToken::new(),
+            flags: AtomicU8::new(0),
             close_reason: Mutex::new(None),
         })
     }
@@ -124,7 +146,7 @@ impl SessionHandle {
     /// Queues a frame without waiting. A full queue closes the session with
     /// 4011: one slow client never holds up a broadcast.
     pub fn send(&self, frame: Utf8Bytes) -> SendOutcome {
-        if self.closing.is_cancelled() {
+        if self.flags.load(Ordering::Acquire) & (CLOSING | ENDED) != 0 {
             return SendOutcome::Closed;
         }
         if self.outbox.push(frame) {
@@ -138,20 +160,50 @@ impl SessionHandle {
         SendOutcome::Overflow
     }
 
-    /// Resolves once a frame is queued (at once if one already is). Only
-    /// the session task calls this: the queue has a single consumer.
-    pub async fn frame_ready(&self) {
-        loop {
-            if !self.outbox.lock().is_empty() {
-                return;
-            }
-            self.outbox.ready.notified().await;
-        }
+    /// Whether a frame is queued now.
+    pub fn has_frames(&self) -> bool {
+        !self.outbox.lock().is_empty()
     }
 
     /// A queued frame, if one is there now.
     pub fn try_next_frame(&self) -> Option<Utf8Bytes> {
         self.outbox.pop()
+    }
+
+    /// Gives the queue's buffer back if it is empty and holds more than
+    /// 16 slots. The session task calls it when the client is heard from
+    /// (every ping), so an idle session holds no burst-sized buffer while
+    /// a busy one keeps its buffer from one burst to the next.
+    pub fn shrink_idle(&self) {
+        let mut frames = self.outbox.lock();
+        if frames.is_empty() && frames.capacity() > 16 {
+            *frames = VecDeque::new();
+        }
+    }
+
+    /// Registers the session task to be woken when a frame is queued on
+    /// an empty queue, a close is asked or the node shuts down, and says
+    /// what it is asked to do now (an atomic load, no lock). Only the
+    /// session task calls this: the queue has a single consumer, which
+    /// must drain it (to `None` from [`SessionHandle::try_next_frame`])
+    /// before it relies on this wake-up for the next frame.
+    pub fn watch(&self, cx: &mut Context<'_>) -> Asked {
+        self.outbox.ready.register(cx.waker());
+        let flags = self.flags.load(Ordering::Acquire);
+        if flags & SHUTDOWN != 0 {
+            Asked::Shutdown
+        } else if flags & CLOSING != 0 {
+            Asked::Close
+        } else {
+            Asked::Nothing
+        }
+    }
+
+    /// Tells the session task the node is shutting down: it closes with
+    /// 1001 and ends as [`crate::session::End::Shutdown`].
+    pub fn shut_down(&self) {
+        self.flags.fetch_or(SHUTDOWN, Ordering::AcqRel);
+        self.outbox.ready.wake();
     }
 
     /// Asks the session task to close the socket with `how`; the first
@@ -162,7 +214,8 @@ impl SessionHandle {
             *slot = Some(how);
         }
         drop(slot);
-        self.closing.cancel();
+        self.flags.fetch_or(CLOSING, Ordering::AcqRel);
+        self.outbox.ready.wake();
     }
 
     /// Sends `{"action":"kicked","reason":…}` and closes with `code`
@@ -187,12 +240,7 @@ impl SessionHandle {
     /// Marks the session ended: later sends answer [`SendOutcome::Closed`]
     /// instead of filling a queue nobody reads.
     pub fn mark_ended(&self) {
-        self.closing.cancel();
-    }
-
-    /// Resolves once someone asked for the session to close.
-    pub async fn closing(&self) {
-        self.closing.cancelled().await;
+        self.flags.fetch_or(ENDED, Ordering::AcqRel);
     }
 
     /// The close asked for through [`SessionHandle::close`], if any.
@@ -209,11 +257,66 @@ impl SessionHandle {
 pub struct Connections {
     /// user -> live session. A std mutex: every critical section is a map
     /// operation, never an await.
-    by_user: Mutex<HashMap<u64, Arc<SessionHandle>>>,
+    by_user: Mutex<HashMap<u64, Arc<SessionHandle>, UserIds>>,
+}
+
+/// Hashes the connections table's user ids: one keyed multiply, folded. A
+/// room's fan-out looks every member up; with the standard SipHash that
+/// was 2.5% of the server's CPU in the fan-out benchmark. Keyed with a
+/// random number per process, so the buckets of given ids cannot be told
+/// in advance (user ids are chosen by the app backend, not by clients).
+#[derive(Debug, Clone, Copy)]
+struct UserIds {
+    /// The random key.
+    key: u64,
+}
+
+impl Default for UserIds {
+    fn default() -> Self {
+        use std::hash::BuildHasher;
+        Self {
+            key: std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64),
+        }
+    }
+}
+
+impl std::hash::BuildHasher for UserIds {
+    type Hasher = UserIdHasher;
+    fn build_hasher(&self) -> UserIdHasher {
+        UserIdHasher {
+            state: self.key,
+        }
+    }
+}
+
+/// The hasher of [`UserIds`].
+#[derive(Debug)]
+struct UserIdHasher {
+    /// The key, then the hash of what was written.
+    state: u64,
+}
+
+impl std::hash::Hasher for UserIdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        let product = u128::from(self.state ^ n) * 0x9e37_79b9_7f4a_7c15_u128;
+        self.state = (product as u64) ^ ((product >> 64) as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.state
+    }
 }
 
 impl Connections {
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<SessionHandle>>> {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<SessionHandle>, UserIds>> {
         self.by_user.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -243,6 +346,36 @@ impl Connections {
     pub fn get_many(&self, users: &[u64]) -> Vec<Arc<SessionHandle>> {
         let map = self.map();
         users.iter().filter_map(|u| map.get(u).cloned()).collect()
+    }
+
+    /// Queues `frame` on the live sessions of these users (offline users
+    /// are skipped), under one lock and without collecting the sessions
+    /// first; counts what was queued as [`fan_out`] does. The users found
+    /// here are appended to `here`, when given (for the cluster, which
+    /// serves the others).
+    pub fn fan_out_to(
+        &self,
+        action: &str,
+        mode: &'static str,
+        users: &[u64],
+        frame: &Utf8Bytes,
+        mut here: Option<&mut Vec<u64>>,
+    ) {
+        let mut sent = 0u64;
+        let map = self.map();
+        for user in users {
+            let Some(session) = map.get(user) else {
+                continue;
+            };
+            if let Some(here) = here.as_deref_mut() {
+                here.push(*user);
+            }
+            if session.send(frame.clone()) == SendOutcome::Queued {
+                sent += 1;
+            }
+        }
+        drop(map);
+        count_out(action, mode, sent);
     }
 
     /// Every live session.
@@ -276,6 +409,102 @@ pub fn fan_out(
             sent += 1;
         }
     }
+    count_out(action, mode, sent);
+}
+
+/// Adds `sent` to `chorus_frames_out_total{action,mode}`.
+fn count_out(action: &str, mode: &'static str, sent: u64) {
     metrics::counter!("chorus_frames_out_total", "action" => action.to_string(), "mode" => mode)
         .increment(sent);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::task::{ArcWake, waker};
+    use std::sync::atomic::AtomicUsize;
+
+    /// Counts its wake-ups.
+    #[derive(Default)]
+    struct Count(AtomicUsize);
+
+    impl ArcWake for Count {
+        fn wake_by_ref(this: &Arc<Self>) {
+            this.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn handle(user_id: u64, queue: usize) -> Arc<SessionHandle> {
+        SessionHandle::new(user_id, user_id, "t".into(), "s".into(), queue)
+    }
+
+    #[test]
+    fn the_task_is_woken_by_a_frame_on_an_empty_queue_and_by_a_close() {
+        let count = Arc::new(Count::default());
+        let waker = waker(Arc::clone(&count));
+        let mut cx = Context::from_waker(&waker);
+        let h = handle(1, 4);
+        assert_eq!(h.watch(&mut cx), Asked::Nothing);
+        assert!(!h.has_frames());
+        assert_eq!(h.send(Utf8Bytes::from("a")), SendOutcome::Queued);
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        // The queue is not empty: the task drains it before waiting again.
+        assert_eq!(h.send(Utf8Bytes::from("b")), SendOutcome::Queued);
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(h.watch(&mut cx), Asked::Nothing);
+        assert_eq!(h.try_next_frame().as_deref(), Some("a"));
+        assert_eq!(h.try_next_frame().as_deref(), Some("b"));
+        assert!(h.try_next_frame().is_none());
+        h.close(Disconnect::new(CloseCode::Kicked));
+        assert_eq!(count.0.load(Ordering::SeqCst), 2);
+        assert_eq!(h.watch(&mut cx), Asked::Close);
+        assert_eq!(h.send(Utf8Bytes::from("c")), SendOutcome::Closed);
+        // Shutdown wins over a close asked before it.
+        h.shut_down();
+        assert_eq!(h.watch(&mut cx), Asked::Shutdown);
+    }
+
+    #[test]
+    fn a_full_queue_closes_as_a_slow_consumer_and_keeps_its_buffer_until_idle() {
+        let h = handle(1, 20);
+        for _ in 0..20 {
+            assert_eq!(h.send(Utf8Bytes::from("x")), SendOutcome::Queued);
+        }
+        assert_eq!(h.send(Utf8Bytes::from("x")), SendOutcome::Overflow);
+        assert_eq!(h.close_reason().map(|d| d.code), Some(CloseCode::SlowConsumer));
+        while h.try_next_frame().is_some() {}
+        assert!(h.outbox.lock().capacity() >= 20);
+        h.shrink_idle();
+        assert_eq!(h.outbox.lock().capacity(), 0);
+    }
+
+    #[test]
+    fn fan_out_to_queues_on_the_users_found_here() {
+        let connections = Connections::default();
+        for user in [1, 3] {
+            connections.insert(handle(user, 4));
+        }
+        let mut here = Vec::new();
+        let frame = Utf8Bytes::from("f");
+        connections.fan_out_to("a", "broadcast", &[1, 2, 3], &frame, Some(&mut here));
+        assert_eq!(here, [1, 3]);
+        for user in [1, 3] {
+            let session = connections.get(user).expect("connected");
+            assert_eq!(session.try_next_frame().as_deref(), Some("f"));
+        }
+    }
+
+    #[test]
+    fn user_ids_hash_apart() {
+        use std::collections::HashSet;
+        use std::hash::BuildHasher;
+        let ids = UserIds::default();
+        let hashes: HashSet<u64> = (0..10_000u64).map(|u| ids.hash_one(u)).collect();
+        assert_eq!(hashes.len(), 10_000);
+        // The bucket bits (low) and the control bits (top 7) both vary.
+        let low: HashSet<u64> = (0..1024u64).map(|u| ids.hash_one(u) & 1023).collect();
+        let top: HashSet<u64> = (0..1024u64).map(|u| ids.hash_one(u) >> 57).collect();
+        assert!(low.len() > 500, "{}", low.len());
+        assert_eq!(top.len(), 128);
+    }
 }

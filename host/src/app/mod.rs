@@ -109,6 +109,16 @@ pub struct Parts {
     pub webhooks: Option<Arc<Webhooks>>,
 }
 
+/// At shutdown, tells every session task (a flag it reads on each wake-up,
+/// instead of each task polling the shared token). A session registered
+/// later sees the token cancelled itself ([`crate::session::Registration::open`]).
+async fn shut_sessions(shutdown: CancellationToken, connections: Arc<Connections>) {
+    shutdown.cancelled().await;
+    for session in connections.all() {
+        session.shut_down();
+    }
+}
+
 impl App {
     /// Wires a node from its parts and starts the tasks that apply the
     /// cluster's events and fire plugin timers.
@@ -191,6 +201,10 @@ impl App {
         }
         app.tracker.spawn(timers::run(Arc::clone(&app)));
         app.tracker.spawn(calls::run(Arc::clone(&app)));
+        app.tracker.spawn(shut_sessions(
+            app.shutdown.clone(),
+            Arc::clone(&app.connections),
+        ));
         app
     }
 

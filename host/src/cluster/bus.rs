@@ -286,8 +286,9 @@ fn handle(cluster: &Cluster, envelope: Envelope, frame: Option<Utf8Bytes>) -> Op
             mode,
             users,
         } => {
-            let sessions = cluster.connections.get_many(&users);
-            fan_out(&action, mode.label(), &sessions, frame?);
+            cluster
+                .connections
+                .fan_out_to(&action, mode.label(), &users, &frame?, None);
             None
         }
         Envelope::Everyone { from, action } => {

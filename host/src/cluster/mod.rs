@@ -495,16 +495,17 @@ impl Cluster {
     }
 
     /// Sends `frame` to those of `users` connected to other nodes: one
-    /// message per node. `local` are the sessions already served here.
+    /// message per node. `local` are the users whose sessions were
+    /// already served here.
     pub async fn forward(
         &self,
         action: &str,
         mode: bus::Mode,
         users: &[u64],
-        local: &[Arc<SessionHandle>],
+        local: &[u64],
         frame: &Utf8Bytes,
     ) -> Result<(), StoreError> {
-        let here: HashSet<u64> = local.iter().map(|s| s.user_id).collect();
+        let here: HashSet<u64> = local.iter().copied().collect();
         let remote: Vec<u64> = users
             .iter()
             .copied()

@@ -123,13 +123,15 @@ impl Delivery {
         users: &[u64],
         frame: Utf8Bytes,
     ) -> Result<(), StoreError> {
-        let sessions = self.connections.get_many(users);
-        fan_out(action, mode.label(), &sessions, frame.clone());
-        if let Some(cluster) = &self.cluster {
-            cluster
-                .forward(action, mode, users, &sessions, &frame)
-                .await?;
-        }
+        let Some(cluster) = &self.cluster else {
+            self.connections
+                .fan_out_to(action, mode.label(), users, &frame, None);
+            return Ok(());
+        };
+        let mut here = Vec::new();
+        self.connections
+            .fan_out_to(action, mode.label(), users, &frame, Some(&mut here));
+        cluster.forward(action, mode, users, &here, &frame).await?;
         Ok(())
     }
 }

@@ -18,17 +18,19 @@
 pub(crate) mod inbound;
 pub mod resume;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 use tracing::Instrument;
 
 use crate::app::App;
-use crate::connections::SessionHandle;
+use crate::connections::{Asked, SessionHandle};
 use crate::webhooks::DisconnectReason;
 use chorus_protocol::{CloseCode, Disconnect, ServerFrame};
 pub use inbound::MAX_REPLAY_ENTRIES;
@@ -79,11 +81,10 @@ pub struct Principal {
 pub async fn run(app: Arc<App>, socket: WebSocket, who: Principal, resume: Option<Resume>) {
     let registration = Registration::open(&app, &who).await;
     let handle = Arc::clone(registration.handle());
-    let (sink, stream) = socket.split();
     let mut session = Session {
         app: Arc::clone(&app),
         handle: Arc::clone(&handle),
-        sink,
+        socket,
         inbound: Inbound::new(who.clone()),
         close_plan: None,
         sid_expires_at: who.expires_at,
@@ -95,13 +96,13 @@ pub async fn run(app: Arc<App>, socket: WebSocket, who: Principal, resume: Optio
         user_id = who.user_id,
         conn_id = handle.conn_id
     );
-    let end = session.drive(stream).instrument(span).await;
+    let end = session.drive().instrument(span).await;
     // The close frame goes out on its own (bounded) task, so a client that
     // reads slowly delays nobody's `exit_room`, and shutdown waits for it
     // at most [`CLOSE_TIMEOUT`].
     if let Some(plan) = session.close_plan.take() {
         app.tracker
-            .spawn(send_close(session.sink, Arc::clone(&handle), plan));
+            .spawn(send_close(session.socket, Arc::clone(&handle), plan));
     }
     // Boxed: the disconnect runs plugins; see `drive` for why not inline.
     Box::pin(registration.finish(end)).await;
@@ -133,6 +134,11 @@ impl Registration {
         );
         if let Some(old) = app.connections.insert(Arc::clone(&handle)) {
             old.replace();
+        }
+        // After the insert: either the shutdown sweep (`shut_sessions`)
+        // finds this handle in the table, or the token is cancelled already.
+        if app.shutdown.is_cancelled() {
+            handle.shut_down();
         }
         metrics::gauge!("chorus_connections").increment(1.0);
         metrics::counter!("chorus_connections_opened_total").increment(1);
@@ -268,9 +274,11 @@ struct Session {
     app: Arc<App>,
     /// This connection's shared handle.
     handle: Arc<SessionHandle>,
-    /// Where frames to the client go. Only the loop's write arm and
-    /// `close` write to it; replies go through the outbox like any frame.
-    sink: SplitSink<WebSocket, Message>,
+    /// The client's socket, read and written by this task alone (not
+    /// split: no lock between the two halves). Only the loop's writing
+    /// and `send_close` write to it; replies go through the outbox like
+    /// any frame.
+    socket: WebSocket,
     /// Checks of client frames (token, signature, replay, bad-frame count).
     inbound: Inbound,
     /// The close frame to send once the loop ended, if any.
@@ -294,15 +302,101 @@ struct ClosePlan {
     writing: bool,
 }
 
+/// What the session loop woke up for, in the order it looks (the first
+/// that holds wins).
+#[derive(Debug)]
+enum Event {
+    /// The node is shutting down.
+    Shutdown,
+    /// Another task asked to close (kick, replacement, slow consumer).
+    Close,
+    /// The sid expired.
+    SidExpired,
+    /// Nothing from the client for `heartbeat.ping_timeout`.
+    HeartbeatTimeout,
+    /// The socket took nothing for `limits.write_timeout`.
+    WriteStalled,
+    /// The client sent something, or the stream ended.
+    Incoming(Option<Result<Message, axum::Error>>),
+    /// Writing failed: the connection is gone.
+    WriteFailed,
+}
+
+/// The session's deadlines behind one timer: the heartbeat's and the
+/// sid's, and while a write is blocked, the stall's. The timer is set to
+/// the earliest of them or earlier: a renewed heartbeat only moves its
+/// deadline here, and the timer, when it fires first, is set again.
+/// Nothing of this runs per frame written: the stall deadline is set only
+/// when the socket stops taking bytes.
+#[derive(Debug)]
+struct Deadlines {
+    /// Closes with 4000 when reached.
+    heartbeat: Instant,
+    /// Closes with 4001 when reached.
+    sid: Instant,
+    /// While the socket takes nothing: closes with 4011 when reached.
+    stall: Option<Instant>,
+}
+
+impl Deadlines {
+    /// The earliest deadline.
+    fn next(&self) -> Instant {
+        let first = self.heartbeat.min(self.sid);
+        self.stall.map_or(first, |stall| stall.min(first))
+    }
+
+    /// The deadline passed, if one did, in the loop's order (sid,
+    /// heartbeat, stall); pending until then, with the task woken by the
+    /// timer.
+    fn poll(&self, mut timer: Pin<&mut Sleep>, cx: &mut Context<'_>) -> Poll<Event> {
+        loop {
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let now = Instant::now();
+            if now >= self.sid {
+                return Poll::Ready(Event::SidExpired);
+            }
+            if now >= self.heartbeat {
+                return Poll::Ready(Event::HeartbeatTimeout);
+            }
+            if self.stall.is_some_and(|stall| now >= stall) {
+                return Poll::Ready(Event::WriteStalled);
+            }
+            timer.as_mut().reset(self.next());
+        }
+    }
+
+    /// The socket stopped taking bytes: the write stalls at `at` unless
+    /// it makes progress before.
+    fn arm_stall(&mut self, at: Instant, timer: Pin<&mut Sleep>) {
+        self.stall = Some(at);
+        if at < timer.deadline() {
+            timer.reset(at);
+        }
+    }
+}
+
+/// `now + after`, or about 30 years from now if that overflows (as
+/// `tokio::time::sleep` does).
+fn deadline_after(now: Instant, after: Duration) -> Instant {
+    now.checked_add(after)
+        .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30))
+}
+
 impl Session {
-    /// The select loop; every arm calls a named method.
+    /// The session loop: waits for the next [`Event`] and handles it with
+    /// a named method.
     ///
-    /// No arm awaits the socket's write side: writing is one arm among the
-    /// others, polled only for as long as the socket takes bytes, so a
-    /// client that stops reading never stops this loop from reading,
-    /// answering, keeping its heartbeat or closing. A write that makes no
-    /// progress for `limits.write_timeout` closes the connection (4011).
-    async fn drive(&mut self, mut stream: SplitStream<WebSocket>) -> End {
+    /// The loop is woken by the socket, by its one timer ([`Deadlines`])
+    /// and by the handle (a frame queued on an empty queue, a close asked,
+    /// shutdown: one waker, read as flags). No event awaits the socket's
+    /// write side: writing happens inside the wait, only for as long as
+    /// the socket takes bytes, so a client that stops reading never stops
+    /// this loop from reading, answering, keeping its heartbeat or
+    /// closing. A write that makes no progress for `limits.write_timeout`
+    /// closes the connection (4011).
+    async fn drive(&mut self) -> End {
         let write_timeout = self.app.config.limits.write_timeout;
         match tokio::time::timeout(write_timeout, self.send_connected()).await {
             Ok(Ok(())) => {}
@@ -315,51 +409,98 @@ impl Session {
             }
         }
         let timeout = self.app.config.heartbeat.ping_timeout;
-        let shutdown = self.app.shutdown.clone();
-        let handle = Arc::clone(&self.handle);
-        // Created once, not per wake-up: a fresh timer or cancellation
-        // future in every `select!` would register with the timer wheel and
-        // the shared shutdown token's waiter list for every frame delivered.
-        let shutting_down = shutdown.cancelled();
-        let closing = handle.closing();
-        let heartbeat = tokio::time::sleep(timeout);
-        let stalled = tokio::time::sleep(write_timeout);
-        let sid_expired = tokio::time::sleep(self.sid_lifetime());
-        tokio::pin!(shutting_down, closing, heartbeat, stalled, sid_expired);
+        let now = Instant::now();
+        let mut deadlines = Deadlines {
+            heartbeat: deadline_after(now, timeout),
+            sid: deadline_after(now, self.sid_lifetime()),
+            stall: None,
+        };
+        // One timer, created once: a timer per deadline, or a fresh one per
+        // wake-up, would be polled (or registered) for every frame delivered.
+        let timer = tokio::time::sleep_until(deadlines.next());
+        tokio::pin!(timer);
         let mut writing = false;
         loop {
-            tokio::select! {
-                biased;
-                _ = &mut shutting_down => {
+            let event = std::future::poll_fn(|cx| {
+                self.poll_event(&mut deadlines, timer.as_mut(), &mut writing, cx)
+            })
+            .await;
+            match event {
+                Event::Shutdown => {
                     self.close(Disconnect::new(CloseCode::GoingAway), writing, false);
                     return End::Shutdown;
                 }
-                _ = &mut closing => return self.close_as_asked(writing),
-                _ = &mut sid_expired => return self.sid_expired(writing),
-                _ = &mut heartbeat => {
+                Event::Close => return self.close_as_asked(writing),
+                Event::SidExpired => return self.sid_expired(writing),
+                Event::HeartbeatTimeout => {
                     metrics::counter!("chorus_heartbeat_timeouts_total").increment(1);
                     return self.close(Disconnect::new(CloseCode::HeartbeatTimeout), writing, true);
                 }
-                _ = &mut stalled, if writing => return self.write_timed_out(),
-                incoming = stream.next() => match Box::pin(self.on_incoming(incoming)).await {
-                    // Boxed: handling a frame may run a plugin call, whose
-                    // future is large; inline it would sit in every idle
-                    // session's task for nothing.
-                    Verdict::Renew => heartbeat.as_mut().reset(Instant::now() + timeout),
+                Event::WriteStalled => return self.write_timed_out(),
+                Event::WriteFailed => return End::ClientGone,
+                // Boxed: handling a frame may run a plugin call, whose
+                // future is large; inline it would sit in every idle
+                // session's task for nothing.
+                Event::Incoming(incoming) => match Box::pin(self.on_incoming(incoming)).await {
+                    Verdict::Renew => {
+                        deadlines.heartbeat = deadline_after(Instant::now(), timeout);
+                        // The client is heard from: a queue emptied since
+                        // gives back its burst-sized buffer.
+                        self.handle.shrink_idle();
+                    }
                     Verdict::Keep => {}
                     Verdict::Close(how) => return self.close(how, writing, true),
                     Verdict::Gone => return End::ClientGone,
                 },
-                written = std::future::poll_fn(|cx| poll_write(&mut self.sink, &handle, &mut self.floors, cx)), if writing => {
-                    match written {
-                        Ok(Written::All) => writing = false,
-                        Ok(Written::Some) => stalled.as_mut().reset(Instant::now() + write_timeout),
-                        Err(_) => return End::ClientGone,
-                    }
+            }
+        }
+    }
+
+    /// One wake-up of the loop: the handle's flags, the timer, the
+    /// client's frames, then writing what is queued while the socket takes
+    /// it. Ready with the first [`Event`] found; pending once the queue is
+    /// written (or the socket is full) and nothing else happened.
+    fn poll_event(
+        &mut self,
+        deadlines: &mut Deadlines,
+        mut timer: Pin<&mut Sleep>,
+        writing: &mut bool,
+        cx: &mut Context<'_>,
+    ) -> Poll<Event> {
+        match self.handle.watch(cx) {
+            Asked::Shutdown => return Poll::Ready(Event::Shutdown),
+            Asked::Close => return Poll::Ready(Event::Close),
+            Asked::Nothing => {}
+        }
+        if let Poll::Ready(event) = deadlines.poll(timer.as_mut(), cx) {
+            return Poll::Ready(event);
+        }
+        loop {
+            if let Poll::Ready(incoming) = self.socket.poll_next_unpin(cx) {
+                return Poll::Ready(Event::Incoming(incoming));
+            }
+            if !*writing {
+                if !self.handle.has_frames() {
+                    return Poll::Pending;
                 }
-                _ = handle.frame_ready(), if !writing => {
-                    writing = true;
-                    stalled.as_mut().reset(Instant::now() + write_timeout);
+                *writing = true;
+            }
+            match poll_write(&mut self.socket, &self.handle, &mut self.floors, cx) {
+                Poll::Ready(Ok(Written::All)) => {
+                    *writing = false;
+                    deadlines.stall = None;
+                }
+                // Progress: look at the client's side, then write on (a
+                // full socket answers pending next, and the stall starts).
+                Poll::Ready(Ok(Written::Some)) => deadlines.stall = None,
+                Poll::Ready(Err(_)) => return Poll::Ready(Event::WriteFailed),
+                Poll::Pending => {
+                    if deadlines.stall.is_none() {
+                        let at = deadline_after(Instant::now(), self.app.config.limits.write_timeout);
+                        deadlines.arm_stall(at, timer.as_mut());
+                        return deadlines.poll(timer, cx);
+                    }
+                    return Poll::Pending;
                 }
             }
         }
@@ -385,7 +526,7 @@ impl Session {
                 .unwrap_or_default(),
             channel_name: membership.map(|m| m.channel_name).unwrap_or_default(),
         };
-        self.sink.send(Message::Text(frame.encode().into())).await
+        self.socket.send(Message::Text(frame.encode().into())).await
     }
 
     /// Answers the client's resume: the missed frames, `room_state` if
@@ -401,9 +542,9 @@ impl Session {
         .await;
         self.floors = outcome.floors;
         for frame in outcome.frames {
-            self.sink.feed(Message::Text(frame.into())).await?;
+            self.socket.feed(Message::Text(frame.into())).await?;
         }
-        self.sink.flush().await
+        self.socket.flush().await
     }
 
     /// Handles what the client sent; a reply joins the outbox (behind the
@@ -481,7 +622,7 @@ impl Session {
 /// Sends what is queued (with `flush`) and the close frame, within
 /// [`CLOSE_TIMEOUT`]; whatever does not fit is dropped with the connection.
 async fn send_close(
-    mut sink: SplitSink<WebSocket, Message>,
+    mut sink: WebSocket,
     handle: Arc<SessionHandle>,
     plan: ClosePlan,
 ) {
@@ -506,17 +647,18 @@ async fn send_close(
 }
 
 /// Writes queued frames while the socket takes them, at most
-/// [`WRITE_BATCH`] per turn, then flushes once. Ready when all is flushed
-/// ([`Written::All`]) or when some frames went in and the socket is full
-/// ([`Written::Some`], so the loop can note the progress); pending while the
-/// socket takes nothing.
+/// [`WRITE_BATCH`] per turn, and flushes once the queue is empty. Ready
+/// when all is flushed ([`Written::All`]) or when some frames went in and
+/// the socket is full or the batch is done ([`Written::Some`], so the loop
+/// can note the progress and look at the client's side); pending while the
+/// socket takes nothing. A full batch is not flushed: the write buffer goes
+/// out as it fills (4 KiB), and what is left with the queue's last frame.
 fn poll_write(
-    sink: &mut SplitSink<WebSocket, Message>,
+    sink: &mut WebSocket,
     handle: &SessionHandle,
     floors: &mut Floors,
-    cx: &mut std::task::Context<'_>,
-) -> std::task::Poll<Result<Written, axum::Error>> {
-    use std::task::Poll;
+    cx: &mut Context<'_>,
+) -> Poll<Result<Written, axum::Error>> {
     let mut fed = 0;
     while fed < WRITE_BATCH {
         match sink.poll_ready_unpin(cx) {
@@ -534,9 +676,11 @@ fn poll_write(
         sink.start_send_unpin(Message::Text(frame))?;
         fed += 1;
     }
+    if fed == WRITE_BATCH {
+        return Poll::Ready(Ok(Written::Some));
+    }
     match sink.poll_flush_unpin(cx) {
-        Poll::Ready(Ok(())) if fed < WRITE_BATCH => Poll::Ready(Ok(Written::All)),
-        Poll::Ready(Ok(())) => Poll::Ready(Ok(Written::Some)),
+        Poll::Ready(Ok(())) => Poll::Ready(Ok(Written::All)),
         Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
         Poll::Pending if fed > 0 => Poll::Ready(Ok(Written::Some)),
         Poll::Pending => Poll::Pending,
