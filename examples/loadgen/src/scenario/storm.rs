@@ -581,7 +581,8 @@ fn summarize(
     if room_count > 0 {
         push("room_99_ms", "99% back in their rooms, after the first loss", "ms", room_99, None);
         push("room_100_ms", "100% back in their rooms, after the first loss", "ms", room_100, None);
-        push("enter_p99_ms", "re-entry (enter_room call) p99", "ms", Some(enters.p99 / 1e3), None);
+        let enter_p99 = (enters.count > 0).then_some(enters.p99 / 1e3);
+        push("enter_p99_ms", "re-entry (enter_room call) p99", "ms", enter_p99, None);
     }
     push("all_back_ms", "first back to last back", "ms", all_back_ms, at_most_node);
     push("connect_p50_ms", "connect p50", "ms", Some(latencies.p50 / 1e3), None);
