@@ -501,15 +501,14 @@ fn summarize(
     room_count: usize,
 ) -> Outcome {
     let n = args.conns;
-    let key = if args.addr2.is_some() {
-        format!("storm2.{n}")
-    } else {
-        format!("storm.{n}")
-    };
-    let what = if args.addr2.is_some() {
-        format!("node kill under {n}")
-    } else {
-        format!("reconnect storm of {n}")
+    // The plain reconnect and the one into rooms are rows of their own.
+    let (key, what) = match (args.addr2.is_some(), room_count > 0) {
+        (true, _) => (format!("storm2.{n}"), format!("node kill under {n}")),
+        (false, false) => (format!("storm.{n}"), format!("reconnect storm of {n}")),
+        (false, true) => (
+            format!("storm.{n}.rooms"),
+            format!("reconnect storm of {n} in rooms"),
+        ),
     };
     let riders: Vec<&Trip> = trips.iter().filter(|t| t.lost.is_some()).collect();
     let lost = riders.len();
