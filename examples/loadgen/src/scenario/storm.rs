@@ -464,7 +464,15 @@ async fn check_rooms(
             }
         };
         let have: std::collections::BTreeSet<u64> = members.into_iter().collect();
-        missing += want.difference(&have).count();
+        let gone: Vec<&u64> = want.difference(&have).collect();
+        if !gone.is_empty() {
+            // Named in the log, to be looked up in the server's.
+            eprintln!(
+                "loadgen: storm: missing from {}: {gone:?}",
+                channel_of(room)
+            );
+        }
+        missing += gone.len();
         extra += have.difference(want).count();
     }
     Some((missing, extra))
