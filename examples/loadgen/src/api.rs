@@ -101,9 +101,8 @@ impl Api {
         }
         let response = request.send().await.context("room read")?;
         let status = response.status().as_u16();
-        let answer: Value =
-            serde_json::from_slice(&response.bytes().await.context("room read")?)
-                .unwrap_or(Value::Null);
+        let answer: Value = serde_json::from_slice(&response.bytes().await.context("room read")?)
+            .unwrap_or(Value::Null);
         match status {
             200 => Ok(answer["members"]
                 .as_array()

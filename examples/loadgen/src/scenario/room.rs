@@ -265,7 +265,9 @@ pub async fn run(ctx: &Ctx, args: &RoomArgs) -> Result<Outcome> {
         bail!("room needs listeners, seat users, and more seats than seat users");
     }
     let chorus = ctx.target.kind == TargetKind::Chorus;
-    let seated: Vec<u64> = (0..args.seated as u64).map(|i| args.user_base + i).collect();
+    let seated: Vec<u64> = (0..args.seated as u64)
+        .map(|i| args.user_base + i)
+        .collect();
     let listeners: Vec<u64> = (0..args.listeners as u64)
         .map(|i| args.user_base + args.seated as u64 + i)
         .collect();
@@ -279,14 +281,20 @@ pub async fn run(ctx: &Ctx, args: &RoomArgs) -> Result<Outcome> {
     });
     if chorus {
         for (i, &user) in seated.iter().enumerate() {
-            let (status, answer) = ctx.api.action(&up_body(&channel, user, i + 1, None)).await?;
+            let (status, answer) = ctx
+                .api
+                .action(&up_body(&channel, user, i + 1, None))
+                .await?;
             if status != 200 {
                 bail!("seating {user}: HTTP {status} {answer}");
             }
             room.moved(user, i + 1);
         }
     } else {
-        seated.iter().enumerate().for_each(|(i, &u)| room.moved(u, i + 1));
+        seated
+            .iter()
+            .enumerate()
+            .for_each(|(i, &u)| room.moved(u, i + 1));
     }
     let connected = ctx.connect_many(everyone.iter().copied()).await;
     if connected.failed > 0 {
@@ -502,7 +510,14 @@ async fn read(mut stream: futures_util::stream::SplitStream<Ws>, board: Rc<Board
 async fn drain(board: &Board, members: usize, limit: Duration) {
     let limit = Instant::now() + limit;
     let expected = (board.sent.borrow().len() * members) as u64;
-    let seen = || board.delivered.borrow().iter().map(|&d| u64::from(d)).sum::<u64>();
+    let seen = || {
+        board
+            .delivered
+            .borrow()
+            .iter()
+            .map(|&d| u64::from(d))
+            .sum::<u64>()
+    };
     let mut last = seen();
     let mut progress = Instant::now();
     while last < expected && Instant::now() < limit && progress.elapsed() < DRAIN_QUIET {
@@ -542,7 +557,9 @@ fn summarize(
     let per_delivery = Summary::of(board.latencies.take());
     let timed: u64 = delivered.iter().map(|&d| u64::from(d)).sum();
     let expected = (sent.len() * members) as u64;
-    let complete = (0..sent.len()).filter(|&s| delivered[s] as usize >= members).count();
+    let complete = (0..sent.len())
+        .filter(|&s| delivered[s] as usize >= members)
+        .count();
     let notifications = board.notifications.get();
     let wall = cpu.wall.as_secs_f64().max(1e-9);
     let server_cpu = cpu.server.map(|s| s.as_secs_f64());
@@ -557,8 +574,18 @@ fn summarize(
         ));
     };
     push("messages_per_s", "messages sent/s", "1/s", messages_per_s);
-    push("last_p50_ms", "latency to the last member, p50", "ms", all.p50 / 1e3);
-    push("last_p99_ms", "latency to the last member, p99", "ms", all.p99 / 1e3);
+    push(
+        "last_p50_ms",
+        "latency to the last member, p50",
+        "ms",
+        all.p50 / 1e3,
+    );
+    push(
+        "last_p99_ms",
+        "latency to the last member, p99",
+        "ms",
+        all.p99 / 1e3,
+    );
     if chorus {
         for kind in Kind::ALL {
             let s = to_last(Some(kind));
@@ -570,9 +597,24 @@ fn summarize(
             );
         }
     }
-    push("p99_ms", "latency per delivery, p99", "ms", per_delivery.p99 / 1e3);
-    push("ratio", "delivery ratio", "fraction", timed as f64 / expected.max(1) as f64);
-    push("deliveries_per_s", "deliveries/s", "1/s", notifications as f64 / wall);
+    push(
+        "p99_ms",
+        "latency per delivery, p99",
+        "ms",
+        per_delivery.p99 / 1e3,
+    );
+    push(
+        "ratio",
+        "delivery ratio",
+        "fraction",
+        timed as f64 / expected.max(1) as f64,
+    );
+    push(
+        "deliveries_per_s",
+        "deliveries/s",
+        "1/s",
+        notifications as f64 / wall,
+    );
     if let Some(s) = server_cpu {
         push("server_cpu", "server CPU", "% of a core", s / wall * 100.0);
         if notifications > 0 {
@@ -631,10 +673,14 @@ mod tests {
 
     #[test]
     fn tells_notifications_from_session_frames() {
-        assert!(is_notification(r#"{"action":"send_topic_msg","content":"bench-3 hi"}"#));
+        assert!(is_notification(
+            r#"{"action":"send_topic_msg","content":"bench-3 hi"}"#
+        ));
         assert!(is_notification(r#"{"action":"down","user_id":5}"#));
         assert!(!is_notification(r#"{"action":"pong","server_time":1}"#));
-        assert!(!is_notification(r#"{"action":"ack","ref_action":"send_topic_msg"}"#));
+        assert!(!is_notification(
+            r#"{"action":"ack","ref_action":"send_topic_msg"}"#
+        ));
         assert!(!is_notification(r#"{"action":"room_state","members":[]}"#));
     }
 
@@ -666,7 +712,12 @@ mod tests {
             let seats = room.seats.borrow();
             assert_eq!(seats.iter().flatten().count(), 2, "{seats:?}");
         }
-        let free = room.seats.borrow().iter().position(Option::is_none).unwrap();
+        let free = room
+            .seats
+            .borrow()
+            .iter()
+            .position(Option::is_none)
+            .unwrap();
         room.moved(3, free + 1);
         assert_eq!(room.random_move(), None);
     }

@@ -195,7 +195,11 @@ pub async fn run(ctx: &Ctx, args: &StormArgs) -> Result<Outcome> {
     eprintln!(
         "loadgen: storm {n} connected to {} node(s); waiting for the {}",
         nodes.len(),
-        if args.addr2.is_some() { "kill" } else { "restart" }
+        if args.addr2.is_some() {
+            "kill"
+        } else {
+            "restart"
+        }
     );
     let plan = Plan {
         ctx,
@@ -247,7 +251,9 @@ pub async fn run(ctx: &Ctx, args: &StormArgs) -> Result<Outcome> {
     for reader in shared.readers.borrow_mut().drain(..) {
         reader.abort();
     }
-    Ok(summarize(args, &trips, first_lost, &shared, membership, room_count))
+    Ok(summarize(
+        args, &trips, first_lost, &shared, membership, room_count,
+    ))
 }
 
 /// The room (an index) of each of `n` clients: the first `sizes[0]`
@@ -286,7 +292,12 @@ fn read_until_done(mut ws: Ws, shared: Rc<Shared>) {
 
 /// Waits for `client`'s socket to end, then reconnects it with the SDK's
 /// back-off until it is back and in `room`, or gives up.
-async fn ride(plan: &Plan<'_>, mut client: Client, room: Option<String>, shared: Rc<Shared>) -> Trip {
+async fn ride(
+    plan: &Plan<'_>,
+    mut client: Client,
+    room: Option<String>,
+    shared: Rc<Shared>,
+) -> Trip {
     loop {
         match client.ws.next().await {
             Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
@@ -368,7 +379,10 @@ async fn reconnect(plan: &Plan<'_>, user_id: u64, trip: &mut Trip) -> Result<Cli
             // Not a failed attempt yet: the SDK's second address.
             *trip
                 .failures
-                .entry(format!("discovery at its own node: {}", cause(&format!("{e:#}"))))
+                .entry(format!(
+                    "discovery at its own node: {}",
+                    cause(&format!("{e:#}"))
+                ))
                 .or_default() += 1;
             ctx.target
                 .discover(&plan.http, user_id)
@@ -524,7 +538,11 @@ fn summarize(
     let in_room: Vec<Instant> = riders.iter().filter_map(|t| t.in_room).collect();
     let never_back = lost - backs.len();
     let never_in_room = lost - in_room.len();
-    let last_lost = riders.iter().filter_map(|t| t.lost).max().unwrap_or(first_lost);
+    let last_lost = riders
+        .iter()
+        .filter_map(|t| t.lost)
+        .max()
+        .unwrap_or(first_lost);
     let latencies = Summary::of(
         riders
             .iter()
@@ -573,29 +591,95 @@ fn summarize(
         latencies.p99 / 1e3
     );
     let mut metrics = Vec::new();
-    let mut push = |suffix: &str, label: &str, unit: &str, value: Option<f64>, goal: Option<Goal>| {
-        if let Some(value) = value {
-            let m = Metric::new(format!("{key}.{suffix}"), format!("{what}: {label}"), unit, value);
-            metrics.push(match goal {
-                Some(goal) => m.goal(goal),
-                None => m,
-            });
-        }
-    };
+    let mut push =
+        |suffix: &str, label: &str, unit: &str, value: Option<f64>, goal: Option<Goal>| {
+            if let Some(value) = value {
+                let m = Metric::new(
+                    format!("{key}.{suffix}"),
+                    format!("{what}: {label}"),
+                    unit,
+                    value,
+                );
+                metrics.push(match goal {
+                    Some(goal) => m.goal(goal),
+                    None => m,
+                });
+            }
+        };
     let at_most_node = Some(Goal::RatioAtMost(1.0));
-    push("back_99_ms", "99% reconnected, after the first loss", "ms", back_99, None);
-    push("back_100_ms", "100% reconnected, after the first loss", "ms", back_100, at_most_node);
+    push(
+        "back_99_ms",
+        "99% reconnected, after the first loss",
+        "ms",
+        back_99,
+        None,
+    );
+    push(
+        "back_100_ms",
+        "100% reconnected, after the first loss",
+        "ms",
+        back_100,
+        at_most_node,
+    );
     if room_count > 0 {
-        push("room_99_ms", "99% back in their rooms, after the first loss", "ms", room_99, None);
-        push("room_100_ms", "100% back in their rooms, after the first loss", "ms", room_100, None);
+        push(
+            "room_99_ms",
+            "99% back in their rooms, after the first loss",
+            "ms",
+            room_99,
+            None,
+        );
+        push(
+            "room_100_ms",
+            "100% back in their rooms, after the first loss",
+            "ms",
+            room_100,
+            None,
+        );
         let enter_p99 = (enters.count > 0).then_some(enters.p99 / 1e3);
-        push("enter_p99_ms", "re-entry (enter_room call) p99", "ms", enter_p99, None);
+        push(
+            "enter_p99_ms",
+            "re-entry (enter_room call) p99",
+            "ms",
+            enter_p99,
+            None,
+        );
     }
-    push("all_back_ms", "first back to last back", "ms", all_back_ms, at_most_node);
-    push("connect_p50_ms", "connect p50", "ms", Some(latencies.p50 / 1e3), None);
-    push("connect_p99_ms", "connect p99", "ms", Some(latencies.p99 / 1e3), at_most_node);
-    push("errors", "errors (failed attempts other than refused)", "count", Some(errors as f64), None);
-    push("never_back", "clients never back in their rooms", "count", Some(never_in_room as f64), None);
+    push(
+        "all_back_ms",
+        "first back to last back",
+        "ms",
+        all_back_ms,
+        at_most_node,
+    );
+    push(
+        "connect_p50_ms",
+        "connect p50",
+        "ms",
+        Some(latencies.p50 / 1e3),
+        None,
+    );
+    push(
+        "connect_p99_ms",
+        "connect p99",
+        "ms",
+        Some(latencies.p99 / 1e3),
+        at_most_node,
+    );
+    push(
+        "errors",
+        "errors (failed attempts other than refused)",
+        "count",
+        Some(errors as f64),
+        None,
+    );
+    push(
+        "never_back",
+        "clients never back in their rooms",
+        "count",
+        Some(never_in_room as f64),
+        None,
+    );
     let details = json!({
         "conns": n, "lost": lost, "rooms": room_count, "room_sizes": args.room_sizes,
         "two_nodes": args.addr2.is_some(),
@@ -643,7 +727,10 @@ mod tests {
     fn backs_off_like_the_sdk() {
         // backoff.ts: min(30 000, 500 * 2^attempt), then [bound/2, bound).
         let bounds: Vec<u64> = (0..8).map(|k| backoff_bound(k, 500, 30_000)).collect();
-        assert_eq!(bounds, [500, 1000, 2000, 4000, 8000, 16_000, 30_000, 30_000]);
+        assert_eq!(
+            bounds,
+            [500, 1000, 2000, 4000, 8000, 16_000, 30_000, 30_000]
+        );
         assert_eq!(backoff_bound(200, 500, 30_000), 30_000);
         assert_eq!(jittered(500, 0.5), Duration::from_millis(250));
         assert_eq!(jittered(1000, 0.75), Duration::from_millis(750));
@@ -680,11 +767,18 @@ mod tests {
 
     #[test]
     fn names_causes() {
-        let refused = "user 3: connect 127.0.0.1:0 -> 127.0.0.1:19999: Connection refused (os error 111)";
+        let refused =
+            "user 3: connect 127.0.0.1:0 -> 127.0.0.1:19999: Connection refused (os error 111)";
         assert_eq!(cause(refused), "refused");
         assert_eq!(cause("user 3: connect timed out"), "timeout");
-        assert_eq!(cause("user 3: WebSocket upgrade: HTTP error: 503 Service Unavailable"), "HTTP 503");
-        assert_eq!(cause("enter_room: enter_room of 3: HTTP 503 {}"), "HTTP 503");
+        assert_eq!(
+            cause("user 3: WebSocket upgrade: HTTP error: 503 Service Unavailable"),
+            "HTTP 503"
+        );
+        assert_eq!(
+            cause("enter_room: enter_room of 3: HTTP 503 {}"),
+            "HTTP 503"
+        );
         assert_eq!(cause("closed before `connected`: None"), "closed");
         assert_eq!(cause("Connection reset by peer (os error 104)"), "reset");
         assert_eq!(cause("something else"), "other");
