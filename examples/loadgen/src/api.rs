@@ -25,6 +25,8 @@ pub struct Api {
     http: reqwest::Client,
     /// `http://<addr>/api/v1/actions`.
     url: String,
+    /// `http://<addr>`.
+    base: String,
     /// The secret requests are signed with; `None` for the peer.
     secret: Option<String>,
 }
@@ -42,6 +44,7 @@ impl Api {
         Ok(Self {
             http,
             url: format!("http://{}{ACTIONS_PATH}", target.addr),
+            base: format!("http://{}", target.addr),
             secret: (target.kind == TargetKind::Chorus).then(|| target.secret.clone()),
         })
     }
@@ -75,6 +78,39 @@ impl Api {
             status,
             serde_json::from_slice(&bytes).unwrap_or(Value::Null),
         ))
+    }
+
+    /// The members of room `channel` (`GET /api/v1/rooms/{channel}`,
+    /// PROTOCOL section 8), in join order; empty for a room nobody is in
+    /// (404 with 2004). Chorus only: the peers have no such route.
+    pub async fn room_members(&self, channel: &str) -> Result<Vec<u64>> {
+        let path = format!("/api/v1/rooms/{channel}");
+        let mut request = self.http.get(format!("{}{path}", self.base));
+        if let Some(secret) = &self.secret {
+            let headers = signed_headers(
+                secret.as_bytes(),
+                &unix_now().to_string(),
+                &random_nonce(),
+                "GET",
+                &path,
+                b"",
+            );
+            for (name, value) in headers {
+                request = request.header(name, value);
+            }
+        }
+        let response = request.send().await.context("room read")?;
+        let status = response.status().as_u16();
+        let answer: Value = serde_json::from_slice(&response.bytes().await.context("room read")?)
+            .unwrap_or(Value::Null);
+        match status {
+            200 => Ok(answer["members"]
+                .as_array()
+                .map(|m| m.iter().filter_map(Value::as_u64).collect())
+                .unwrap_or_default()),
+            404 => Ok(Vec::new()),
+            _ => anyhow::bail!("room {channel}: HTTP {status} {answer}"),
+        }
     }
 
     /// `enter_room` of `user_id` into `channel`; fails unless it is 200.

@@ -57,8 +57,12 @@ enum Command {
     Fanout(Run<scenario::fanout::FanoutArgs>),
     /// Relay failover: a killed member to the first delegate's `exit_room`.
     Failover(Run<scenario::failover::FailoverArgs>),
-    /// Every client reconnecting at once after a server restart.
+    /// Every client reconnecting at once after a server restart or a node's
+    /// death, and back in its room.
     Storm(Run<scenario::storm::StormArgs>),
+    /// An audio room: seat users and listeners under a voice room's chat,
+    /// gifts and seat changes.
+    Room(Run<scenario::room::RoomArgs>),
     /// Lateness of plugin timers (contract 1.1), end to end.
     Timers(Run<scenario::timers::TimersArgs>),
     /// Mixed realistic load for minutes, the server sampled (`scripts/soak`).
@@ -117,6 +121,7 @@ fn main() -> Result<()> {
         Command::Fanout(run) => execute("fanout", run, scenario::fanout::run),
         Command::Failover(run) => execute("failover", run, scenario::failover::run),
         Command::Storm(run) => execute("storm", run, scenario::storm::run),
+        Command::Room(run) => execute("room", run, scenario::room::run),
         Command::Timers(run) => execute("timers", run, scenario::timers::run),
         Command::Soak(run) => execute("soak", run, scenario::soak::run),
         Command::Report(args) => {

@@ -51,6 +51,24 @@ impl Target {
         ))
     }
 
+    /// Asks `GET /iapi/websocket/end_point` (PROTOCOL section 3) of this
+    /// target, with `user_id`'s signed public parameters, where to connect:
+    /// the answer's `end_point` (`ws://host:port`) as an address, which
+    /// must be on loopback. Chorus only (the peers have no discovery).
+    pub async fn discover(&self, http: &reqwest::Client, user_id: u64) -> Result<SocketAddr> {
+        let creds = self.credentials(user_id);
+        let query = creds.signed_query_with_nonce(unix_now(), &random_nonce());
+        let url = format!("http://{}/iapi/websocket/end_point?{query}", self.addr);
+        let response = http.get(url).send().await.context("end_point")?;
+        let status = response.status().as_u16();
+        let body: Value = serde_json::from_slice(&response.bytes().await.context("end_point")?)
+            .unwrap_or(Value::Null);
+        if status != 200 {
+            bail!("end_point: HTTP error: {status} {body}");
+        }
+        end_point_addr(body["end_point"].as_str().unwrap_or_default())
+    }
+
     /// The path and query a client of `user_id` connects to.
     fn connect_path(&self, creds: &ClientCredentials) -> String {
         match self.kind {
@@ -70,10 +88,36 @@ pub struct Client {
     pub user_id: u64,
     /// The socket.
     pub ws: Ws,
-    /// What it signs with.
+    /// The room the server has the user in, from `connected`'s
+    /// `channel_name` (empty when in none, and always on the peers).
+    pub channel_name: String,
+    /// What it signs its frames with.
+    signer: Signer,
+}
+
+/// What a client signs its frames with, apart from its socket, so that one
+/// task can write a client's frames while another reads its socket.
+pub struct Signer {
+    /// Its credentials.
     creds: ClientCredentials,
     /// The connection's `online_token` (empty on the peer).
     online_token: String,
+}
+
+impl Signer {
+    /// A signed frame of `action` with `fields`, a fresh nonce and the
+    /// current timestamp.
+    pub fn frame(&self, action: &str, mut fields: Map<String, Value>) -> String {
+        fields.insert("nonce".into(), random_nonce().into());
+        self.creds
+            .signed_frame(action, &self.online_token, unix_now(), fields)
+            .expect("the load generator signs no floats")
+    }
+
+    /// A signed `ping`.
+    pub fn ping(&self) -> String {
+        self.frame("ping", Map::new())
+    }
 }
 
 impl Client {
@@ -88,30 +132,32 @@ impl Client {
         if connected["action"] != "connected" {
             bail!("user {user_id}: expected `connected`, got {connected}");
         }
-        let online_token = connected["online_token"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
+        let text = |key: &str| connected[key].as_str().unwrap_or_default().to_owned();
         Ok(Client {
             user_id,
+            channel_name: text("channel_name"),
+            signer: Signer {
+                creds,
+                online_token: text("online_token"),
+            },
             ws,
-            creds,
-            online_token,
         })
+    }
+
+    /// Splits the client into what signs its frames and its socket.
+    pub fn into_parts(self) -> (Signer, Ws) {
+        (self.signer, self.ws)
     }
 
     /// A signed frame of `action` with `fields`, a fresh nonce and the
     /// current timestamp.
-    pub fn frame(&self, action: &str, mut fields: Map<String, Value>) -> String {
-        fields.insert("nonce".into(), random_nonce().into());
-        self.creds
-            .signed_frame(action, &self.online_token, unix_now(), fields)
-            .expect("the load generator signs no floats")
+    pub fn frame(&self, action: &str, fields: Map<String, Value>) -> String {
+        self.signer.frame(action, fields)
     }
 
     /// A signed `ping`.
     pub fn ping(&self) -> String {
-        self.frame("ping", Map::new())
+        self.signer.ping()
     }
 
     /// The report a delegate sends for a relayed `frame` (PROTOCOL section
@@ -134,6 +180,22 @@ impl Client {
         self.ws.send(Message::Text(text.into())).await?;
         Ok(())
     }
+}
+
+/// The address of an `end_point` URL (`ws://127.0.0.1:9999`, a trailing
+/// `/` allowed); only loopback addresses are accepted.
+pub fn end_point_addr(end_point: &str) -> Result<SocketAddr> {
+    let host_port = end_point
+        .strip_prefix("ws://")
+        .with_context(|| format!("end_point {end_point:?} is not ws://"))?
+        .trim_end_matches('/');
+    let addr: SocketAddr = host_port
+        .parse()
+        .with_context(|| format!("end_point {end_point:?}"))?;
+    if !addr.ip().is_loopback() {
+        bail!("end_point {end_point:?} is not on loopback");
+    }
+    Ok(addr)
 }
 
 /// The subject of a notification: the user its report names.
@@ -177,4 +239,19 @@ pub fn profile(user_id: u64) -> Map<String, Value> {
         unreachable!("a JSON object literal")
     };
     map
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_end_points() {
+        let addr = end_point_addr("ws://127.0.0.1:19981").unwrap();
+        assert_eq!(addr, "127.0.0.1:19981".parse().unwrap());
+        assert_eq!(end_point_addr("ws://127.0.0.1:9/").unwrap().port(), 9);
+        assert!(end_point_addr("wss://127.0.0.1:9").is_err());
+        assert!(end_point_addr("ws://10.0.0.1:9").is_err());
+        assert!(end_point_addr("ws://localhost:9").is_err());
+    }
 }

@@ -10,6 +10,7 @@ pub mod failover;
 pub mod fanout;
 pub mod idle;
 pub mod ping;
+pub mod room;
 pub mod soak;
 pub mod storm;
 pub mod timers;
