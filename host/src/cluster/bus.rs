@@ -7,6 +7,13 @@
 //! task subscribes and queues each frame on local sessions, or hands the
 //! message to the app as a [`ClusterEvent`]; the subscriber reconnects by
 //! itself when Redis comes back.
+//!
+//! A frame for users of other nodes ([`Outgoing::Forward`]) is routed by
+//! the publisher, not by the caller: it looks up the nodes of all the
+//! recipients of every forward it took off the queue at once (one `MGET`),
+//! then publishes one message per node holding some of them, in queue
+//! order. The caller (a broadcast holding its room's lock) waits for no
+//! Redis round trip, and a busy room's lookups share one command.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,8 +27,13 @@ use super::{Cluster, ClusterEvent, RelayReport};
 use crate::connections::fan_out;
 use crate::store::StoreError;
 
-/// Messages the publisher sends in one pipeline at most.
+/// Items the publisher takes off its queue for one pipeline at most.
 const BATCH: usize = 256;
+
+/// Recipients the publisher looks up in one `MGET` at most: it stops
+/// taking forwards off the queue for a pipeline once their recipients
+/// reach this many (a single forward may hold more).
+const LOOKUPS: usize = 16_384;
 
 /// How a forwarded frame was addressed (the `mode` label of
 /// `chorus_frames_out_total`).
@@ -108,13 +120,40 @@ pub enum Envelope {
     },
 }
 
-/// One message on its way to Redis.
+/// One item on its way to Redis.
 #[derive(Debug)]
-pub struct Outgoing {
-    /// The full channel name.
-    pub channel: String,
-    /// Envelope line, then optionally a newline and the frame.
-    pub payload: Vec<u8>,
+pub enum Outgoing {
+    /// A message for one channel, as it will be published.
+    Message {
+        /// The full channel name.
+        channel: String,
+        /// Envelope line, then optionally a newline and the frame.
+        payload: Vec<u8>,
+    },
+    /// A frame for users not connected to this node: the publisher finds
+    /// the node of each (users connected nowhere, or here, are left out)
+    /// and publishes one [`Envelope::Deliver`] per node holding some of
+    /// them, users in this order.
+    Forward {
+        /// The notification's action (metrics label).
+        action: String,
+        /// How it was addressed (metrics label).
+        mode: Mode,
+        /// The recipients not served by this node.
+        users: Vec<u64>,
+        /// The frame, shared with the local recipients' queues.
+        frame: Utf8Bytes,
+    },
+}
+
+impl Outgoing {
+    /// Users whose node the publisher must look up for this item.
+    fn lookups(&self) -> usize {
+        match self {
+            Outgoing::Message { .. } => 0,
+            Outgoing::Forward { users, .. } => users.len(),
+        }
+    }
 }
 
 /// The wire form of a message.
@@ -144,9 +183,10 @@ pub fn decode(payload: &[u8]) -> Option<(Envelope, Option<Utf8Bytes>)> {
     Some((envelope, frame))
 }
 
-/// Publishes queued messages in order, pipelining what accumulated, until
-/// shutdown. A failed pipeline is dropped (counted): pub/sub is at most
-/// once, and the senders already moved on.
+/// Publishes queued items in order, pipelining what accumulated (routing
+/// the forwards among them first), until shutdown. A failed pipeline is
+/// dropped (counted): pub/sub is at most once, and the senders already
+/// moved on.
 pub async fn publisher(
     cluster: Arc<Cluster>,
     mut rx: mpsc::Receiver<Outgoing>,
@@ -159,10 +199,14 @@ pub async fn publisher(
             _ = shutdown.cancelled() => None,
         };
         let Some(first) = first else { return };
+        let mut lookups = first.lookups();
         batch.push(first);
-        while batch.len() < BATCH {
+        while batch.len() < BATCH && lookups < LOOKUPS {
             match rx.try_recv() {
-                Ok(next) => batch.push(next),
+                Ok(next) => {
+                    lookups += next.lookups();
+                    batch.push(next);
+                }
                 Err(_) => break,
             }
         }
@@ -170,16 +214,70 @@ pub async fn publisher(
     }
 }
 
+/// Routes the forwards of `batch` (one `MGET` for all their recipients),
+/// then publishes every message in one pipeline, in order; empties
+/// `batch`.
 async fn publish_batch(cluster: &Cluster, batch: &mut Vec<Outgoing>) {
+    let users: Vec<u64> = batch
+        .iter()
+        .flat_map(|item| match item {
+            Outgoing::Forward { users, .. } => users.as_slice(),
+            Outgoing::Message { .. } => &[],
+        })
+        .copied()
+        .collect();
+    let nodes = if users.is_empty() {
+        Vec::new()
+    } else {
+        match cluster.store.nodes_of(&users).await {
+            Ok(nodes) => nodes,
+            Err(e) => {
+                tracing::warn!(error = %e, users = users.len(), "cluster: cannot find the nodes of forwarded frames' recipients");
+                Vec::new()
+            }
+        }
+    };
     let mut pipe = redis::pipe();
-    for message in batch.iter() {
-        pipe.cmd("PUBLISH")
-            .arg(&message.channel)
-            .arg(&message.payload)
-            .ignore();
+    let (mut count, mut unrouted, mut at) = (0u64, 0u64, 0usize);
+    for item in batch.drain(..) {
+        match item {
+            Outgoing::Message { channel, payload } => {
+                pipe.cmd("PUBLISH").arg(channel).arg(payload).ignore();
+                count += 1;
+            }
+            Outgoing::Forward {
+                action,
+                mode,
+                users,
+                frame,
+            } => {
+                let located = nodes.get(at..at + users.len());
+                at += users.len();
+                let Some(located) = located else {
+                    unrouted += 1;
+                    continue;
+                };
+                for (node, users) in cluster.group_by_node(&users, located) {
+                    let envelope = Envelope::Deliver {
+                        action: action.clone(),
+                        mode,
+                        users,
+                    };
+                    pipe.cmd("PUBLISH")
+                        .arg(cluster.link.key(&format!("bus:{node}")))
+                        .arg(encode(&envelope, Some(&frame)))
+                        .ignore();
+                    count += 1;
+                }
+            }
+        }
     }
-    let count = batch.len() as u64;
-    batch.clear();
+    if unrouted > 0 {
+        metrics::counter!("chorus_cluster_publish_dropped_total").increment(unrouted);
+    }
+    if count == 0 {
+        return;
+    }
     match cluster.link.query_pipe::<()>(&pipe).await {
         Ok(()) => metrics::counter!("chorus_cluster_published_total").increment(count),
         Err(e) => {

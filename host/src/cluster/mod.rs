@@ -3,7 +3,9 @@
 //! - **Bus** ([`bus`]): one pub/sub channel per node (`<prefix>bus:<node>`)
 //!   plus one for all (`<prefix>bus`). A notification for users on other
 //!   nodes is published once per node, carrying the frame once and the list
-//!   of that node's recipients, so traffic grows with nodes, not members.
+//!   of that node's recipients, so messages grow with nodes, not members;
+//!   the publisher task finds those nodes (one `MGET` for whatever queued
+//!   up), so a broadcast waits for no Redis round trip of its own.
 //!   Replacements (4009), relay frames, relay reports and disconnects of
 //!   relay delegates travel the same way.
 //! - **Lease** ([`lease`]): every node renews `<prefix>node:<node>` (TTL
@@ -478,13 +480,18 @@ impl Cluster {
     }
 
     fn enqueue(&self, channel: String, envelope: &Envelope, frame: Option<&Utf8Bytes>) -> bool {
+        self.push(Outgoing::Message {
+            channel,
+            payload: bus::encode(envelope, frame),
+        })
+    }
+
+    /// Puts `outgoing` on the publisher's queue; false when it is full or
+    /// the link severed (counted as dropped).
+    fn push(&self, outgoing: Outgoing) -> bool {
         if self.link.is_severed() {
             return false;
         }
-        let outgoing = Outgoing {
-            channel,
-            payload: bus::encode(envelope, frame),
-        };
         match self.outbox.try_send(outgoing) {
             Ok(()) => true,
             Err(_) => {
@@ -495,8 +502,13 @@ impl Cluster {
     }
 
     /// Sends `frame` to those of `users` connected to other nodes: one
-    /// message per node. `local` are the users whose sessions were
-    /// already served here.
+    /// message per node holding some of them. `local` are the users whose
+    /// sessions were already served here. Waits for nothing: the publisher
+    /// looks up the nodes and publishes, in the order of the calls (see
+    /// [`Outgoing::Forward`]); a frame it cannot route, or that does not
+    /// fit its queue, is dropped and counted in
+    /// `chorus_cluster_publish_dropped_total`, like any bus message. Never
+    /// fails today; the `Result` keeps the callers' contract.
     pub async fn forward(
         &self,
         action: &str,
@@ -505,19 +517,23 @@ impl Cluster {
         local: &[u64],
         frame: &Utf8Bytes,
     ) -> Result<(), StoreError> {
-        let here: HashSet<u64> = local.iter().copied().collect();
-        let remote: Vec<u64> = users
-            .iter()
-            .copied()
-            .filter(|u| !here.contains(u))
-            .collect();
-        for (node, users) in self.group_by_node(&remote).await? {
-            let envelope = Envelope::Deliver {
+        let remote: Vec<u64> = if local.is_empty() {
+            users.to_vec()
+        } else {
+            let here: HashSet<u64> = local.iter().copied().collect();
+            users
+                .iter()
+                .copied()
+                .filter(|u| !here.contains(u))
+                .collect()
+        };
+        if !remote.is_empty() {
+            self.push(Outgoing::Forward {
                 action: action.to_string(),
                 mode,
-                users,
-            };
-            self.publish_to(&node, &envelope, Some(frame));
+                users: remote,
+                frame: frame.clone(),
+            });
         }
         Ok(())
     }
@@ -525,14 +541,21 @@ impl Cluster {
     /// The users of `remote` connected to other nodes, grouped by node
     /// (users within a group keep their order; users connected nowhere
     /// or here are left out).
-    async fn group_by_node(&self, remote: &[u64]) -> Result<Vec<(String, Vec<u64>)>, StoreError> {
+    async fn locate_remote(&self, remote: &[u64]) -> Result<Vec<(String, Vec<u64>)>, StoreError> {
         if remote.is_empty() {
             return Ok(Vec::new());
         }
         let nodes = self.store.nodes_of(remote).await?;
-        let mut by_node: Vec<(String, Vec<u64>)> = Vec::new();
-        for (user, node) in remote.iter().copied().zip(nodes) {
-            let Some(node) = node.filter(|n| *n != self.node_id) else {
+        Ok(self.group_by_node(remote, &nodes))
+    }
+
+    /// `users` grouped by the node `nodes` names for each (same order and
+    /// length), in order of first appearance; users connected nowhere or
+    /// here are left out.
+    fn group_by_node(&self, users: &[u64], nodes: &[Option<String>]) -> Vec<(String, Vec<u64>)> {
+        let mut by_node: Vec<(&str, Vec<u64>)> = Vec::new();
+        for (user, node) in users.iter().copied().zip(nodes) {
+            let Some(node) = node.as_deref().filter(|n| *n != self.node_id) else {
                 continue;
             };
             match by_node.iter_mut().find(|(n, _)| *n == node) {
@@ -540,7 +563,10 @@ impl Cluster {
                 None => by_node.push((node, vec![user])),
             }
         }
-        Ok(by_node)
+        by_node
+            .into_iter()
+            .map(|(node, users)| (node.to_string(), users))
+            .collect()
     }
 
     /// Sends `frame` to every session of every other node.
@@ -676,7 +702,7 @@ pub async fn locate(
             .copied()
             .filter(|u| !found.contains_key(u))
             .collect();
-        for (node, users) in cluster.group_by_node(&remote).await? {
+        for (node, users) in cluster.locate_remote(&remote).await? {
             for user_id in users {
                 let recipient = Recipient::Remote {
                     cluster: Arc::clone(cluster),

@@ -13,9 +13,10 @@
 //! step, from `/proc/<pid>/stat`): the cost of a delivery, whatever the
 //! load generator could absorb.
 //!
-//! With `--addr2` the room spans two nodes of one cluster (one Redis):
-//! members connect to `--addr` and `--addr2` in turn, while every server
-//! API call still goes to `--addr`, so half the deliveries cross the store.
+//! With `--addr2` the room spans several nodes of one cluster (one Redis):
+//! members connect to `--addr` and each address of `--addr2` in turn,
+//! while every server API call still goes to `--addr`, so with two nodes
+//! half the deliveries cross the store, with three two thirds.
 
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
@@ -74,13 +75,21 @@ pub struct FanoutArgs {
     /// The first user id.
     #[arg(long, default_value_t = 3_000_000)]
     pub user_base: u64,
-    /// A second node of the same cluster (loopback only): every other
-    /// member connects there; server API calls still go to `--addr`.
-    #[arg(long)]
-    pub addr2: Option<SocketAddr>,
-    /// The second node's process id, for its CPU reading.
-    #[arg(long, requires = "addr2")]
-    pub server_pid2: Option<u32>,
+    /// Other nodes of the same cluster (loopback only, comma-separated):
+    /// members connect to `--addr` and these in turn; server API calls
+    /// still go to `--addr`.
+    #[arg(long, value_delimiter = ',')]
+    pub addr2: Vec<SocketAddr>,
+    /// Seconds to wait between the members' connection and the first
+    /// step, so that the servers finish the connections' work first (a
+    /// measurement of the store's traffic per gift starts at the line
+    /// `loadgen: fanout sweep starts`).
+    #[arg(long, default_value_t = 0.0)]
+    pub settle_seconds: f64,
+    /// The other nodes' process ids (comma-separated), for their CPU
+    /// reading (summed as `server2_cpu`).
+    #[arg(long, value_delimiter = ',', requires = "addr2")]
+    pub server_pid2: Vec<u32>,
 }
 
 /// What the sender and the members share, on the load generator's one
@@ -197,7 +206,7 @@ struct Step {
     server_cpu: Option<f64>,
     /// The server's CPU time over the step, seconds.
     server_cpu_seconds: Option<f64>,
-    /// CPU of the second node, when its pid was given.
+    /// CPU of the other nodes together, when their pids were given.
     server2_cpu: Option<f64>,
 }
 
@@ -257,6 +266,10 @@ pub async fn run(ctx: &Ctx, args: &FanoutArgs) -> Result<Outcome> {
         sender: users[0],
         receiver: users[1],
     };
+    if args.settle_seconds > 0.0 {
+        tokio::time::sleep(Duration::from_secs_f64(args.settle_seconds)).await;
+    }
+    eprintln!("loadgen: fanout sweep starts");
     let drain = Duration::from_secs_f64(args.drain_seconds);
     let in_flight_seconds = args.in_flight_seconds.unwrap_or(args.step_seconds);
     // Closed-loop steps first: an overloaded rate step can leave a slow
@@ -284,10 +297,10 @@ pub async fn run(ctx: &Ctx, args: &FanoutArgs) -> Result<Outcome> {
     Ok(summarize(args, &board, &steps, members, connected.failed))
 }
 
-/// The nodes members connect to: `--addr`, then `--addr2` when given.
+/// The nodes members connect to: `--addr`, then those of `--addr2`.
 fn nodes(ctx: &Ctx, args: &FanoutArgs) -> Result<Vec<Target>> {
     let mut nodes = vec![ctx.target.clone()];
-    if let Some(addr) = args.addr2 {
+    for &addr in &args.addr2 {
         if !addr.ip().is_loopback() {
             bail!("the load generator only targets loopback addresses");
         }
@@ -370,7 +383,11 @@ async fn run_step(
     let calls = Rc::new(Calls::default());
     let first = board.open_step();
     let window = CpuWindow::open(ctx.server);
-    let window2 = CpuWindow::open(args.server_pid2.map(|pid| ServerProcess { pid }));
+    let others: Vec<CpuWindow> = args
+        .server_pid2
+        .iter()
+        .map(|&pid| CpuWindow::open(Some(ServerProcess { pid })))
+        .collect();
     let started = Instant::now();
     match plan.kind {
         StepKind::Rate(rate) => send_at_rate(board, gift, &calls, rate, plan.seconds).await,
@@ -383,7 +400,14 @@ async fn run_step(
     let expected = ((calls.ok.get() + calls.failed.get()) * members) as u64;
     drain(board, seqs.clone(), expected, plan.drain).await;
     let cpu = window.close_raw();
-    let (_, server2_cpu) = window2.close();
+    let server2_cpu = if others.is_empty() {
+        None
+    } else {
+        others
+            .iter()
+            .map(|w| w.close().1)
+            .try_fold(0.0, |sum, cpu| cpu.map(|c| sum + c))
+    };
     let wall = cpu.wall.as_secs_f64().max(1e-9);
     let step = Step {
         kind: plan.kind,
