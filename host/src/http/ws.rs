@@ -86,11 +86,16 @@ pub async fn upgrade(
     }
     ws.on_upgrade(move |socket| {
         let tracker = app2.tracker.clone();
-        tracker.track_future(async move {
-            // The place is held until the session ends.
-            let _ticket = ticket;
-            crate::session::run(app2, socket, verified.who, resume).await
-        })
+        // The place (`ticket`) is held until the session ends. The future is
+        // tracked as it is, not wrapped in another `async` block, which
+        // would keep a second copy of it in every session's task.
+        tracker.track_future(crate::session::run(
+            app2,
+            socket,
+            verified.who,
+            resume,
+            ticket,
+        ))
     })
 }
 

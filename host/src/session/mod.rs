@@ -27,6 +27,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::admission::Ticket;
 use crate::app::App;
 use crate::connections::SessionHandle;
 use crate::webhooks::DisconnectReason;
@@ -75,36 +76,57 @@ pub struct Principal {
 
 /// Runs a session to its end, then cleans up after it. With `resume`
 /// (the upgrade query's `resume_*`), what the client missed is sent right
-/// after `connected`, before anything else ([`resume`]).
-pub async fn run(app: Arc<App>, socket: WebSocket, who: Principal, resume: Option<Resume>) {
-    let registration = Registration::open(&app, &who).await;
+/// after `connected`, before anything else ([`resume`]). `ticket` (the
+/// connection's admission place) is held until the session ends.
+///
+/// Not an `async fn`: everything that can be done without waiting (the
+/// registration, splitting the socket, the session state) is done here,
+/// and the future returned holds only what the session keeps. An `async
+/// fn` would keep a slot for each argument (the socket alone is about 370
+/// bytes) in every session's task for its whole life, next to the state
+/// built from them: idle memory per connection (issue 20 item 2).
+pub fn run(
+    app: Arc<App>,
+    socket: WebSocket,
+    who: Principal,
+    resume: Option<Resume>,
+    ticket: Ticket,
+) -> impl Future<Output = ()> + Send {
+    let registration = Registration::new(&app, who.user_id, who.sid);
     let handle = Arc::clone(registration.handle());
     let (sink, stream) = socket.split();
     let mut session = Session {
-        app: Arc::clone(&app),
-        handle: Arc::clone(&handle),
+        app,
+        handle,
         sink,
-        inbound: Inbound::new(who.clone()),
+        inbound: Inbound::new(who.sign_key),
         close_plan: None,
         sid_expires_at: who.expires_at,
-        resume,
+        resume: resume.map(Box::new),
         floors: Floors::default(),
     };
-    let span = tracing::info_span!(
-        "chorus.session",
-        user_id = who.user_id,
-        conn_id = handle.conn_id
-    );
-    let end = session.drive(stream).instrument(span).await;
-    // The close frame goes out on its own (bounded) task, so a client that
-    // reads slowly delays nobody's `exit_room`, and shutdown waits for it
-    // at most [`CLOSE_TIMEOUT`].
-    if let Some(plan) = session.close_plan.take() {
-        app.tracker
-            .spawn(send_close(session.sink, Arc::clone(&handle), plan));
+    async move {
+        let _ticket = ticket;
+        registration.announce().await;
+        let span = tracing::info_span!(
+            "chorus.session",
+            user_id = session.handle.user_id,
+            conn_id = session.handle.conn_id
+        );
+        let end = session.drive(stream).instrument(span).await;
+        // The close frame goes out on its own (bounded) task, so a client
+        // that reads slowly delays nobody's `exit_room`, and shutdown waits
+        // for it at most [`CLOSE_TIMEOUT`].
+        if let Some(plan) = session.close_plan.take() {
+            let handle = Arc::clone(&session.handle);
+            session
+                .app
+                .tracker
+                .spawn(send_close(session.sink, handle, plan));
+        }
+        // Boxed: the disconnect runs plugins; see `drive` for why not inline.
+        Box::pin(registration.finish(end)).await;
     }
-    // Boxed: the disconnect runs plugins; see `drive` for why not inline.
-    Box::pin(registration.finish(end)).await;
 }
 
 /// A session's place in the node: its entry in the connections table, the
@@ -124,11 +146,21 @@ impl Registration {
     /// Registers a new connection of `who`: replaces (4009) an older one
     /// of the same user here, and through presence on another node.
     pub async fn open(app: &Arc<App>, who: &Principal) -> Self {
+        let registration = Self::new(app, who.user_id, who.sid.clone());
+        registration.announce().await;
+        registration
+    }
+
+    /// The part of [`Registration::open`] that does not wait: the handle
+    /// of a new connection of `user_id` (opened with `sid`) in the
+    /// connections table, replacing (4009) an older one of the same user
+    /// here, and the gauge. [`Registration::announce`] does the rest.
+    pub fn new(app: &Arc<App>, user_id: u64, sid: String) -> Self {
         let handle = SessionHandle::new(
-            who.user_id,
+            user_id,
             app.ids.conn_id(),
             crate::ids::online_token(),
-            who.sid.clone(),
+            sid,
             app.config.limits.outbound_queue,
         );
         if let Some(old) = app.connections.insert(Arc::clone(&handle)) {
@@ -136,28 +168,33 @@ impl Registration {
         }
         metrics::gauge!("chorus_connections").increment(1.0);
         metrics::counter!("chorus_connections_opened_total").increment(1);
-        // Armed before the first await, so a cancelled open undoes itself.
-        let registration = Self {
+        // Armed at once, so a session dropped before it ran undoes itself.
+        Self {
             app: Arc::clone(app),
             handle,
             armed: true,
-        };
-        match app.store.set_online(who.user_id, &app.node_id).await {
+        }
+    }
+
+    /// Records the user online on this node (replacing, through the
+    /// cluster, a connection on another node) and, with webhooks,
+    /// `session.connected`; both before `connected` is sent (issue 16).
+    pub async fn announce(&self) {
+        let (app, user_id) = (&self.app, self.handle.user_id);
+        match app.store.set_online(user_id, &app.node_id).await {
             Ok(Some(before)) => {
                 if let Some(cluster) = &app.cluster {
-                    cluster.replace_on(&before, who.user_id);
+                    cluster.replace_on(&before, user_id);
                 }
             }
             Ok(None) => {}
-            Err(e) => tracing::warn!(user_id = who.user_id, error = %e, "presence not recorded"),
+            Err(e) => tracing::warn!(user_id, error = %e, "presence not recorded"),
         }
-        // Recorded before `connected` is sent (issue 16).
         if let Some(hooks) = &app.webhooks
-            && let Err(e) = hooks.session_connected(who.user_id).await
+            && let Err(e) = hooks.session_connected(user_id).await
         {
-            tracing::error!(user_id = who.user_id, error = %e, "session.connected not recorded");
+            tracing::error!(user_id, error = %e, "session.connected not recorded");
         }
-        registration
     }
 
     /// The connection's handle.
@@ -277,10 +314,62 @@ struct Session {
     close_plan: Option<ClosePlan>,
     /// When the sid expires (unix seconds): the loop closes with 4001.
     sid_expires_at: u64,
-    /// The resume the client asked for, until it is answered.
-    resume: Option<Resume>,
+    /// The resume the client asked for, until it is answered. Boxed: most
+    /// sessions have none, and the box costs them 8 bytes instead of 88.
+    resume: Option<Box<Resume>>,
     /// Duplicates of a resume's replay to drop from the outbox.
     floors: Floors,
+}
+
+/// The session's deadlines, served by one timer in [`Session::drive`].
+#[derive(Debug, Clone, Copy)]
+struct Deadlines {
+    /// No valid frame since `heartbeat.ping_timeout`: 4002.
+    heartbeat: Instant,
+    /// The sid's expiry: 4001.
+    sid_expires: Instant,
+    /// A write in progress made no progress since `limits.write_timeout`:
+    /// 4011. `None` while nothing is being written.
+    stalled: Option<Instant>,
+}
+
+/// Which deadline passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Due {
+    SidExpired,
+    Heartbeat,
+    Stalled,
+}
+
+impl Deadlines {
+    /// The earliest deadline.
+    fn next(&self) -> Instant {
+        let soonest = self.heartbeat.min(self.sid_expires);
+        self.stalled.map_or(soonest, |stalled| stalled.min(soonest))
+    }
+
+    /// The deadline passed at `now`, if any; when several did, the one
+    /// checked first wins: the sid's expiry, the heartbeat, the stalled
+    /// write (the order of the arms before they shared a timer).
+    fn due(&self, now: Instant) -> Option<Due> {
+        if self.sid_expires <= now {
+            Some(Due::SidExpired)
+        } else if self.heartbeat <= now {
+            Some(Due::Heartbeat)
+        } else if self.stalled.is_some_and(|stalled| stalled <= now) {
+            Some(Due::Stalled)
+        } else {
+            None
+        }
+    }
+}
+
+/// `now + after`, or about 30 years from now if that overflows (as
+/// `tokio::time::sleep` does).
+fn later(after: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(after)
+        .unwrap_or_else(|| now + Duration::from_secs(86_400 * 365 * 30))
 }
 
 /// A close frame to send after the session loop ended.
@@ -322,10 +411,15 @@ impl Session {
         // the shared shutdown token's waiter list for every frame delivered.
         let shutting_down = shutdown.cancelled();
         let closing = handle.closing();
-        let heartbeat = tokio::time::sleep(timeout);
-        let stalled = tokio::time::sleep(write_timeout);
-        let sid_expired = tokio::time::sleep(self.sid_lifetime());
-        tokio::pin!(shutting_down, closing, heartbeat, stalled, sid_expired);
+        // One timer for the three deadlines (heartbeat, sid expiry, a
+        // stalled write): each `Sleep` is 112 bytes of every idle session.
+        let mut deadlines = Deadlines {
+            heartbeat: Instant::now() + timeout,
+            sid_expires: later(self.sid_lifetime()),
+            stalled: None,
+        };
+        let timer = tokio::time::sleep_until(deadlines.next());
+        tokio::pin!(shutting_down, closing, timer);
         let mut writing = false;
         loop {
             tokio::select! {
@@ -335,31 +429,45 @@ impl Session {
                     return End::Shutdown;
                 }
                 _ = &mut closing => return self.close_as_asked(writing),
-                _ = &mut sid_expired => return self.sid_expired(writing),
-                _ = &mut heartbeat => {
-                    metrics::counter!("chorus_heartbeat_timeouts_total").increment(1);
-                    return self.close(Disconnect::new(CloseCode::HeartbeatTimeout), writing, true);
-                }
-                _ = &mut stalled, if writing => return self.write_timed_out(),
+                _ = &mut timer => match deadlines.due(Instant::now()) {
+                    Some(Due::SidExpired) => return self.sid_expired(writing),
+                    Some(Due::Heartbeat) => {
+                        metrics::counter!("chorus_heartbeat_timeouts_total").increment(1);
+                        return self.close(Disconnect::new(CloseCode::HeartbeatTimeout), writing, true);
+                    }
+                    Some(Due::Stalled) => return self.write_timed_out(),
+                    // A deadline that moved later since the timer was set.
+                    None => timer.as_mut().reset(deadlines.next()),
+                },
                 incoming = stream.next() => match Box::pin(self.on_incoming(incoming)).await {
                     // Boxed: handling a frame may run a plugin call, whose
                     // future is large; inline it would sit in every idle
                     // session's task for nothing.
-                    Verdict::Renew => heartbeat.as_mut().reset(Instant::now() + timeout),
+                    Verdict::Renew => deadlines.heartbeat = Instant::now() + timeout,
                     Verdict::Keep => {}
                     Verdict::Close(how) => return self.close(how, writing, true),
                     Verdict::Gone => return End::ClientGone,
                 },
                 written = std::future::poll_fn(|cx| poll_write(&mut self.sink, &handle, &mut self.floors, cx)), if writing => {
                     match written {
-                        Ok(Written::All) => writing = false,
-                        Ok(Written::Some) => stalled.as_mut().reset(Instant::now() + write_timeout),
+                        Ok(Written::All) => {
+                            writing = false;
+                            deadlines.stalled = None;
+                        }
+                        Ok(Written::Some) => deadlines.stalled = Some(Instant::now() + write_timeout),
                         Err(_) => return End::ClientGone,
                     }
                 }
                 _ = handle.frame_ready(), if !writing => {
                     writing = true;
-                    stalled.as_mut().reset(Instant::now() + write_timeout);
+                    let stalled = Instant::now() + write_timeout;
+                    deadlines.stalled = Some(stalled);
+                    // Only an earlier deadline moves the timer; a later one
+                    // is found when it fires (above), so a busy session does
+                    // not touch the timer wheel for every write.
+                    if stalled < timer.deadline() {
+                        timer.as_mut().reset(stalled);
+                    }
                 }
             }
         }
@@ -390,7 +498,7 @@ impl Session {
 
     /// Answers the client's resume: the missed frames, `room_state` if
     /// needed, `resumed`; all written before any queued frame.
-    async fn send_resume(&mut self, resume: Resume) -> Result<(), axum::Error> {
+    async fn send_resume(&mut self, resume: Box<Resume>) -> Result<(), axum::Error> {
         let app = &self.app;
         let outcome = resume::run(
             app.store.as_ref(),
@@ -540,5 +648,55 @@ fn poll_write(
         Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
         Poll::Pending if fed > 0 => Poll::Ready(Ok(Written::Some)),
         Poll::Pending => Poll::Pending,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of the future `run` returns: most of a session's task,
+    /// which every idle connection keeps.
+    fn run_future_size<F: Future>(_: fn(Arc<App>, WebSocket, Principal, Option<Resume>, Ticket) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    #[test]
+    fn the_session_future_stays_small() {
+        fn drive_size<'a, F: Future>(
+            _: impl FnOnce(&'a mut Session, SplitStream<WebSocket>) -> F,
+        ) -> usize {
+            std::mem::size_of::<F>()
+        }
+        let (run, drive) = (run_future_size(run), drive_size(Session::drive));
+        eprintln!(
+            "run future: {run} bytes; drive future: {drive}; Session: {}; WebSocket: {}; Sleep: {}",
+            std::mem::size_of::<Session>(),
+            std::mem::size_of::<WebSocket>(),
+            std::mem::size_of::<tokio::time::Sleep>(),
+        );
+        assert!(run <= 4096, "the session future grew to {run} bytes");
+    }
+
+    #[test]
+    fn one_timer_serves_three_deadlines_in_the_order_of_the_arms() {
+        let now = Instant::now();
+        let s = Duration::from_secs(1);
+        let mut d = Deadlines {
+            heartbeat: now + 10 * s,
+            sid_expires: now + 20 * s,
+            stalled: None,
+        };
+        assert_eq!(d.next(), now + 10 * s);
+        assert_eq!(d.due(now + 9 * s), None);
+        assert_eq!(d.due(now + 10 * s), Some(Due::Heartbeat));
+        d.stalled = Some(now + 5 * s);
+        assert_eq!(d.next(), now + 5 * s);
+        assert_eq!(d.due(now + 5 * s), Some(Due::Stalled));
+        assert_eq!(d.due(now + 20 * s), Some(Due::SidExpired));
+        d.heartbeat = now + 30 * s;
+        d.stalled = None;
+        assert_eq!(d.next(), now + 20 * s);
+        assert!(later(Duration::from_secs(u64::MAX)) > now);
     }
 }
