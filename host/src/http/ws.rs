@@ -66,7 +66,6 @@ pub async fn upgrade(
         }
     }
     let limits = &app.config.limits;
-    let app2 = Arc::clone(&app);
     let ws = ws
         .read_buffer_size(limits.read_buffer_bytes)
         // Frames are buffered up to 4 KiB and written at each flush, so a
@@ -84,18 +83,17 @@ pub async fn upgrade(
             })
         });
     }
+    // What the session starts from, in one box: axum keeps the callback
+    // in the connection's task for the task's whole life, so its captures
+    // cost every connection their size even after the session took them.
+    let start = Box::new((Arc::clone(&app), verified.who, resume, ticket));
     ws.on_upgrade(move |socket| {
-        let tracker = app2.tracker.clone();
+        let (app, who, resume, ticket) = *start;
+        let tracker = app.tracker.clone();
         // The place (`ticket`) is held until the session ends. The future is
         // tracked as it is, not wrapped in another `async` block, which
         // would keep a second copy of it in every session's task.
-        tracker.track_future(crate::session::run(
-            app2,
-            socket,
-            verified.who,
-            resume,
-            ticket,
-        ))
+        tracker.track_future(crate::session::run(app, socket, who, resume, ticket))
     })
 }
 

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::app::App;
 use crate::cluster::RelayReport;
@@ -242,6 +243,14 @@ async fn answer(
     }
     let nonce = frame.nonce.clone();
     let action = frame.action.clone();
+    // The session's span, around the action only: a span held for the
+    // session's whole life would cost every idle connection about 400
+    // bytes in the subscriber's registry (issue 20 item 2).
+    let span = tracing::info_span!(
+        "chorus.session",
+        user_id = handle.user_id,
+        conn_id = handle.conn_id
+    );
     let outcome = app
         .dispatch
         .run_action(
@@ -250,6 +259,7 @@ async fn answer(
             &action,
             frame.payload(),
         )
+        .instrument(span)
         .await
         .map_err(|e| Refusal::new(e.code, e.reason, &action))?;
     // A call a client starts rings for `calls.ring_timeout` at most.

@@ -25,7 +25,6 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::time::Instant;
-use tracing::Instrument;
 
 use crate::admission::Ticket;
 use crate::app::App;
@@ -108,12 +107,10 @@ pub fn run(
     async move {
         let _ticket = ticket;
         registration.announce().await;
-        let span = tracing::info_span!(
-            "chorus.session",
-            user_id = session.handle.user_id,
-            conn_id = session.handle.conn_id
-        );
-        let end = session.drive(stream).instrument(span).await;
+        // No span for the session's whole life (one is about 400 bytes in
+        // the subscriber's registry): each action a client sends runs in a
+        // `chorus.session` span of its own (`inbound::answer`).
+        let end = session.drive(stream).await;
         // The close frame goes out on its own (bounded) task, so a client
         // that reads slowly delays nobody's `exit_room`, and shutdown waits
         // for it at most [`CLOSE_TIMEOUT`].
@@ -674,6 +671,14 @@ mod tests {
             std::mem::size_of::<Session>(),
             std::mem::size_of::<WebSocket>(),
             std::mem::size_of::<tokio::time::Sleep>(),
+        );
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        eprintln!(
+            "cancelled(): {}; Notified: {}; Registration: {}; Inbound: {}",
+            std::mem::size_of_val(&shutdown.cancelled()),
+            std::mem::size_of::<tokio::sync::futures::Notified<'static>>(),
+            std::mem::size_of::<Registration>(),
+            std::mem::size_of::<Inbound>(),
         );
         assert!(run <= 4096, "the session future grew to {run} bytes");
     }
