@@ -395,7 +395,10 @@ impl Session {
             _ => return End::ClientGone,
         }
         if let Some(resume) = self.resume.take() {
-            match tokio::time::timeout(write_timeout, self.send_resume(resume)).await {
+            // Boxed: answering a resume is the largest state of this
+            // future, and inline it would sit in every session's task.
+            let answer = Box::pin(self.send_resume(resume));
+            match tokio::time::timeout(write_timeout, answer).await {
                 Ok(Ok(())) => {}
                 _ => return End::ClientGone,
             }
