@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::extract::ws::Utf8Bytes;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use chorus_protocol::{CloseCode, Disconnect, ServerFrame};
 
@@ -40,7 +40,8 @@ pub struct SessionHandle {
     pub sid: String,
     /// Frames waiting for the socket, bounded (`limits.outbound_queue`).
     outbox: Outbox,
-    /// Cancelled to make the session task close the socket.
+    /// Cancelled to make the session task close the socket; a child of
+    /// the node's shutdown token, so shutting down cancels it too.
     closing: CancellationToken,
     /// The code and reason to close with; the first one set wins.
     close_reason: Mutex<Option<Disconnect>>,
@@ -92,13 +93,16 @@ impl Outbox {
 }
 
 impl SessionHandle {
-    /// A handle whose queue holds at most `queue` frames.
+    /// A handle whose queue holds at most `queue` frames, closed when
+    /// `closing` is cancelled (a child of the node's shutdown token: the
+    /// session task watches one token for both).
     pub fn new(
         user_id: u64,
         conn_id: u64,
         online_token: String,
         sid: String,
         queue: usize,
+        closing: CancellationToken,
     ) -> Arc<Self> {
         Arc::new(Self {
             user_id,
@@ -110,7 +114,7 @@ impl SessionHandle {
                 frames: Mutex::new(VecDeque::new()),
                 ready: Notify::new(),
             },
-            closing: CancellationToken::new(),
+            closing,
             close_reason: Mutex::new(None),
         })
     }
@@ -190,9 +194,10 @@ impl SessionHandle {
         self.closing.cancel();
     }
 
-    /// Resolves once someone asked for the session to close.
-    pub async fn closing(&self) {
-        self.closing.cancelled().await;
+    /// Resolves once someone asked for the session to close, or the node
+    /// is shutting down.
+    pub fn closing(&self) -> WaitForCancellationFuture<'_> {
+        self.closing.cancelled()
     }
 
     /// The close asked for through [`SessionHandle::close`], if any.

@@ -119,7 +119,7 @@ pub fn run(
             session
                 .app
                 .tracker
-                .spawn(send_close(session.sink, handle, plan));
+                .spawn(send_close(session.sink, handle, *plan));
         }
         // Boxed: the disconnect runs plugins; see `drive` for why not inline.
         Box::pin(registration.finish(end)).await;
@@ -159,6 +159,7 @@ impl Registration {
             crate::ids::online_token(),
             sid,
             app.config.limits.outbound_queue,
+            app.shutdown.child_token(),
         );
         if let Some(old) = app.connections.insert(Arc::clone(&handle)) {
             old.replace();
@@ -308,7 +309,7 @@ struct Session {
     /// Checks of client frames (token, signature, replay, bad-frame count).
     inbound: Inbound,
     /// The close frame to send once the loop ended, if any.
-    close_plan: Option<ClosePlan>,
+    close_plan: Option<Box<ClosePlan>>,
     /// When the sid expires (unix seconds): the loop closes with 4001.
     sid_expires_at: u64,
     /// The resume the client asked for, until it is answered. Boxed: most
@@ -404,12 +405,12 @@ impl Session {
             }
         }
         let timeout = self.app.config.heartbeat.ping_timeout;
-        let shutdown = self.app.shutdown.clone();
         let handle = Arc::clone(&self.handle);
         // Created once, not per wake-up: a fresh timer or cancellation
         // future in every `select!` would register with the timer wheel and
-        // the shared shutdown token's waiter list for every frame delivered.
-        let shutting_down = shutdown.cancelled();
+        // the token's waiter list for every frame delivered. The handle's
+        // token is a child of the node's shutdown token, so one future
+        // serves both (a second one would be 72 more bytes per session).
         let closing = handle.closing();
         // One timer for the three deadlines (heartbeat, sid expiry, a
         // stalled write): each `Sleep` is 112 bytes of every idle session.
@@ -419,16 +420,18 @@ impl Session {
             stalled: None,
         };
         let timer = tokio::time::sleep_until(deadlines.next());
-        tokio::pin!(shutting_down, closing, timer);
+        tokio::pin!(closing, timer);
         let mut writing = false;
         loop {
             tokio::select! {
                 biased;
-                _ = &mut shutting_down => {
-                    self.close(Disconnect::new(CloseCode::GoingAway), writing, false);
-                    return End::Shutdown;
+                _ = &mut closing => {
+                    if self.app.shutdown.is_cancelled() {
+                        self.close(Disconnect::new(CloseCode::GoingAway), writing, false);
+                        return End::Shutdown;
+                    }
+                    return self.close_as_asked(writing);
                 }
-                _ = &mut closing => return self.close_as_asked(writing),
                 _ = &mut timer => match deadlines.due(Instant::now()) {
                     Some(Due::SidExpired) => return self.sid_expired(writing),
                     Some(Due::Heartbeat) => {
@@ -577,11 +580,11 @@ impl Session {
     /// Ends the loop with `how`; the close frame (after the queued frames,
     /// with `flush`) is sent by [`send_close`].
     fn close(&mut self, how: Disconnect, writing: bool, flush: bool) -> End {
-        self.close_plan = Some(ClosePlan {
+        self.close_plan = Some(Box::new(ClosePlan {
             how: how.clone(),
             flush,
             writing,
-        });
+        }));
         End::Closed(how)
     }
 }
@@ -674,14 +677,6 @@ mod tests {
             std::mem::size_of::<Session>(),
             std::mem::size_of::<WebSocket>(),
             std::mem::size_of::<tokio::time::Sleep>(),
-        );
-        let shutdown = tokio_util::sync::CancellationToken::new();
-        eprintln!(
-            "cancelled(): {}; Notified: {}; Registration: {}; Inbound: {}",
-            std::mem::size_of_val(&shutdown.cancelled()),
-            std::mem::size_of::<tokio::sync::futures::Notified<'static>>(),
-            std::mem::size_of::<Registration>(),
-            std::mem::size_of::<Inbound>(),
         );
         assert!(run <= 4096, "the session future grew to {run} bytes");
     }
