@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tokio::time::Instant;
+use tracing::Instrument;
 
-use super::Principal;
 use crate::app::App;
 use crate::cluster::RelayReport;
 use crate::connections::SessionHandle;
@@ -72,8 +72,9 @@ impl Refusal {
 
 /// Per-session inbound state.
 pub struct Inbound {
-    /// Who the session is.
-    who: Principal,
+    /// The session's sign_key (the sid it is checked against is the
+    /// handle's, kept once per session).
+    sign_key: String,
     /// Signatures accepted within the skew window.
     replay: ReplayWindow,
     /// When recent 1xxx errors happened, oldest first.
@@ -81,10 +82,10 @@ pub struct Inbound {
 }
 
 impl Inbound {
-    /// Fresh state for a session.
-    pub fn new(who: Principal) -> Self {
+    /// Fresh state for a session whose frames are signed with `sign_key`.
+    pub fn new(sign_key: String) -> Self {
         Self {
-            who,
+            sign_key,
             replay: ReplayWindow::with_cap(MAX_REPLAY_ENTRIES),
             bad_frames: VecDeque::new(),
         }
@@ -135,7 +136,7 @@ impl Inbound {
                 "online_token does not match this connection",
             ));
         }
-        if frame.sid != self.who.sid {
+        if frame.sid != handle.sid {
             return Err(fail(ErrorCode::BadSignature, "sid is not this session's"));
         }
         let now = crate::ids::unix_now();
@@ -145,7 +146,7 @@ impl Inbound {
                 "timestamp outside the accepted skew",
             ));
         }
-        if !frame.verify_sign(&self.who.sign_key) {
+        if !frame.verify_sign(&self.sign_key) {
             return Err(fail(ErrorCode::BadSignature, "bad signature"));
         }
         match self
@@ -242,6 +243,14 @@ async fn answer(
     }
     let nonce = frame.nonce.clone();
     let action = frame.action.clone();
+    // The session's span, around the action only: a span held for the
+    // session's whole life would cost every idle connection about 400
+    // bytes in the subscriber's registry (issue 20 item 2).
+    let span = tracing::info_span!(
+        "chorus.session",
+        user_id = handle.user_id,
+        conn_id = handle.conn_id
+    );
     let outcome = app
         .dispatch
         .run_action(
@@ -250,6 +259,7 @@ async fn answer(
             &action,
             frame.payload(),
         )
+        .instrument(span)
         .await
         .map_err(|e| Refusal::new(e.code, e.reason, &action))?;
     // A call a client starts rings for `calls.ring_timeout` at most.

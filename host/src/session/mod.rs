@@ -27,7 +27,6 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use tokio::time::{Instant, Sleep};
-use tracing::Instrument;
 
 use crate::app::App;
 use crate::connections::{Asked, SessionHandle};
@@ -85,18 +84,16 @@ pub async fn run(app: Arc<App>, socket: WebSocket, who: Principal, resume: Optio
         app: Arc::clone(&app),
         handle: Arc::clone(&handle),
         socket,
-        inbound: Inbound::new(who.clone()),
+        inbound: Inbound::new(who.sign_key.clone()),
         close_plan: None,
         sid_expires_at: who.expires_at,
         resume,
         floors: Floors::default(),
     };
-    let span = tracing::info_span!(
-        "chorus.session",
-        user_id = who.user_id,
-        conn_id = handle.conn_id
-    );
-    let end = session.drive().instrument(span).await;
+    // No span for the session's whole life (one is about 400 bytes in the
+    // subscriber's registry, issue 20 item 2): each action a client sends
+    // runs in a `chorus.session` span of its own (`inbound::answer`).
+    let end = session.drive().await;
     // The close frame goes out on its own (bounded) task, so a client that
     // reads slowly delays nobody's `exit_room`, and shutdown waits for it
     // at most [`CLOSE_TIMEOUT`].
