@@ -283,9 +283,7 @@ impl Default for UserIds {
 impl std::hash::BuildHasher for UserIds {
     type Hasher = UserIdHasher;
     fn build_hasher(&self) -> UserIdHasher {
-        UserIdHasher {
-            state: self.key,
-        }
+        UserIdHasher { state: self.key }
     }
 }
 
@@ -471,7 +469,10 @@ mod tests {
             assert_eq!(h.send(Utf8Bytes::from("x")), SendOutcome::Queued);
         }
         assert_eq!(h.send(Utf8Bytes::from("x")), SendOutcome::Overflow);
-        assert_eq!(h.close_reason().map(|d| d.code), Some(CloseCode::SlowConsumer));
+        assert_eq!(
+            h.close_reason().map(|d| d.code),
+            Some(CloseCode::SlowConsumer)
+        );
         while h.try_next_frame().is_some() {}
         assert!(h.outbox.lock().capacity() >= 20);
         h.shrink_idle();

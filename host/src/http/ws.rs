@@ -84,13 +84,17 @@ pub async fn upgrade(
             })
         });
     }
+    // What the session starts from, in one box: axum keeps the callback
+    // in the connection's task for the task's whole life, so its captures
+    // cost every connection their size even after the session took them.
+    let start = Box::new((app2, verified.who, resume, ticket));
     ws.on_upgrade(move |socket| {
-        let tracker = app2.tracker.clone();
-        tracker.track_future(async move {
-            // The place is held until the session ends.
-            let _ticket = ticket;
-            crate::session::run(app2, socket, verified.who, resume).await
-        })
+        let (app, who, resume, ticket) = *start;
+        let tracker = app.tracker.clone();
+        // The place (`ticket`) is held until the session ends. The future is
+        // tracked as it is, not wrapped in another `async` block, which
+        // would keep a second copy of its arguments in every session's task.
+        tracker.track_future(crate::session::run(app, socket, who, resume, ticket))
     })
 }
 

@@ -28,6 +28,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use tokio::time::{Instant, Sleep};
 
+use crate::admission::Ticket;
 use crate::app::App;
 use crate::connections::{Asked, SessionHandle};
 use crate::webhooks::DisconnectReason;
@@ -77,17 +78,67 @@ pub struct Principal {
 /// Runs a session to its end, then cleans up after it. With `resume`
 /// (the upgrade query's `resume_*`), what the client missed is sent right
 /// after `connected`, before anything else ([`resume`]).
-pub async fn run(app: Arc<App>, socket: WebSocket, who: Principal, resume: Option<Resume>) {
-    let registration = Registration::open(&app, &who).await;
+///
+/// Not an `async fn`: the arguments of one would keep their slots (the
+/// socket alone is 368 bytes) in every session's task for its whole life;
+/// they are handed over boxed, and moved out at the start (issue 20 item 2).
+pub fn run(
+    app: Arc<App>,
+    socket: WebSocket,
+    who: Principal,
+    resume: Option<Resume>,
+    ticket: Ticket,
+) -> impl Future<Output = ()> {
+    run_started(Box::new(Start {
+        app,
+        socket,
+        who,
+        resume,
+        ticket,
+    }))
+}
+
+/// What [`run`] is given.
+struct Start {
+    app: Arc<App>,
+    socket: WebSocket,
+    who: Principal,
+    resume: Option<Resume>,
+    /// The connection's place under the caps, held until the session ends.
+    ticket: Ticket,
+}
+
+/// [`run`], once its arguments are boxed.
+async fn run_started(start: Box<Start>) {
+    let Start {
+        app,
+        socket,
+        who,
+        resume,
+        ticket,
+    } = *start;
+    let _ticket = ticket;
+    // Boxed: it runs once, and inline its state would be part of every
+    // session's task for the session's whole life (issue 20 item 2).
+    let registration = Box::pin(Registration::open(&app, &who)).await;
     let handle = Arc::clone(registration.handle());
+    // The credentials are kept once: the sid in the handle, the sign_key
+    // in the frame checks (a second copy was 264 bytes per connection).
+    let Principal {
+        sid,
+        sign_key,
+        expires_at,
+        ..
+    } = who;
+    drop(sid);
     let mut session = Session {
         app: Arc::clone(&app),
         handle: Arc::clone(&handle),
         socket,
-        inbound: Inbound::new(who.sign_key.clone()),
+        inbound: Inbound::new(sign_key),
         close_plan: None,
-        sid_expires_at: who.expires_at,
-        resume,
+        sid_expires_at: expires_at,
+        resume: resume.map(Box::new),
         floors: Floors::default(),
     };
     // No span for the session's whole life (one is about 400 bytes in the
@@ -99,7 +150,7 @@ pub async fn run(app: Arc<App>, socket: WebSocket, who: Principal, resume: Optio
     // at most [`CLOSE_TIMEOUT`].
     if let Some(plan) = session.close_plan.take() {
         app.tracker
-            .spawn(send_close(session.socket, Arc::clone(&handle), plan));
+            .spawn(send_close(session.socket, Arc::clone(&handle), *plan));
     }
     // Boxed: the disconnect runs plugins; see `drive` for why not inline.
     Box::pin(registration.finish(end)).await;
@@ -279,11 +330,12 @@ struct Session {
     /// Checks of client frames (token, signature, replay, bad-frame count).
     inbound: Inbound,
     /// The close frame to send once the loop ended, if any.
-    close_plan: Option<ClosePlan>,
+    close_plan: Option<Box<ClosePlan>>,
     /// When the sid expires (unix seconds): the loop closes with 4001.
     sid_expires_at: u64,
-    /// The resume the client asked for, until it is answered.
-    resume: Option<Resume>,
+    /// The resume the client asked for, until it is answered (boxed: most
+    /// sessions have none, and it would be 88 bytes of every one).
+    resume: Option<Box<Resume>>,
     /// Duplicates of a resume's replay to drop from the outbox.
     floors: Floors,
 }
@@ -395,12 +447,14 @@ impl Session {
     /// closes the connection (4011).
     async fn drive(&mut self) -> End {
         let write_timeout = self.app.config.limits.write_timeout;
-        match tokio::time::timeout(write_timeout, self.send_connected()).await {
+        // Boxed, like every await that runs once: inline, the largest of
+        // them sets the size of every idle session's task (issue 20 item 2).
+        match tokio::time::timeout(write_timeout, Box::pin(self.send_connected())).await {
             Ok(Ok(())) => {}
             _ => return End::ClientGone,
         }
         if let Some(resume) = self.resume.take() {
-            match tokio::time::timeout(write_timeout, self.send_resume(resume)).await {
+            match tokio::time::timeout(write_timeout, Box::pin(self.send_resume(*resume))).await {
                 Ok(Ok(())) => {}
                 _ => return End::ClientGone,
             }
@@ -493,7 +547,8 @@ impl Session {
                 Poll::Ready(Err(_)) => return Poll::Ready(Event::WriteFailed),
                 Poll::Pending => {
                     if deadlines.stall.is_none() {
-                        let at = deadline_after(Instant::now(), self.app.config.limits.write_timeout);
+                        let at =
+                            deadline_after(Instant::now(), self.app.config.limits.write_timeout);
                         deadlines.arm_stall(at, timer.as_mut());
                         return deadlines.poll(timer, cx);
                     }
@@ -607,22 +662,18 @@ impl Session {
     /// Ends the loop with `how`; the close frame (after the queued frames,
     /// with `flush`) is sent by [`send_close`].
     fn close(&mut self, how: Disconnect, writing: bool, flush: bool) -> End {
-        self.close_plan = Some(ClosePlan {
+        self.close_plan = Some(Box::new(ClosePlan {
             how: how.clone(),
             flush,
             writing,
-        });
+        }));
         End::Closed(how)
     }
 }
 
 /// Sends what is queued (with `flush`) and the close frame, within
 /// [`CLOSE_TIMEOUT`]; whatever does not fit is dropped with the connection.
-async fn send_close(
-    mut sink: WebSocket,
-    handle: Arc<SessionHandle>,
-    plan: ClosePlan,
-) {
+async fn send_close(mut sink: WebSocket, handle: Arc<SessionHandle>, plan: ClosePlan) {
     let frame = CloseFrame {
         code: plan.how.code.code(),
         reason: plan.how.reason().to_string().into(),
@@ -681,5 +732,39 @@ fn poll_write(
         Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
         Poll::Pending if fed > 0 => Poll::Ready(Ok(Written::Some)),
         Poll::Pending => Poll::Pending,
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    use super::*;
+
+    /// The size of the future `run` returns: most of a session's task,
+    /// which every idle connection keeps (issue 20 item 2).
+    fn run_future_size<F: Future>(
+        _: fn(Arc<App>, WebSocket, Principal, Option<Resume>, Ticket) -> F,
+    ) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// Release only (`cargo test --release -p chorus --lib
+    /// session::size_tests`): an unoptimized build lays futures out larger.
+    #[test]
+    #[cfg_attr(debug_assertions, ignore = "future sizes are those of a release build")]
+    fn the_session_future_stays_small() {
+        fn drive_size<'a, F: Future>(_: impl FnOnce(&'a mut Session) -> F) -> usize {
+            std::mem::size_of::<F>()
+        }
+        let (run, drive) = (run_future_size(run), drive_size(Session::drive));
+        eprintln!(
+            "run future: {run} bytes; drive future: {drive}; Session: {}; WebSocket: {}; Resume: {}; Principal: {}",
+            std::mem::size_of::<Session>(),
+            std::mem::size_of::<WebSocket>(),
+            std::mem::size_of::<Option<Resume>>(),
+            std::mem::size_of::<Principal>(),
+        );
+        // 1,240 bytes in a release build (2026-11-30); a debug build is
+        // larger. A regression to the 2.5 KB of before fails here.
+        assert!(run <= 2048, "the session future grew to {run} bytes");
     }
 }
