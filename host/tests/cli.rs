@@ -573,12 +573,14 @@ fn a_sigkilled_node_delivers_its_undelivered_events_after_a_restart() {
     const SECRET: &str = "webhook-cli-secret-0123456789";
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let receiver = Receiver::new(SECRET, false);
-    let hook_port = free_port();
+    // Bound here and kept: a port found free and bound again later can be
+    // taken in between by another test of this binary (a CI run failed so).
+    let bound = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hook_port = bound.local_addr().unwrap().port();
+    bound.set_nonblocking(true).unwrap();
     let router = receiver.router();
     runtime.spawn(async move {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", hook_port))
-            .await
-            .unwrap();
+        let listener = tokio::net::TcpListener::from_std(bound).unwrap();
         axum::serve(listener, router).await.unwrap();
     });
     receiver.set_down(true);
