@@ -741,10 +741,39 @@ impl Dispatcher {
     /// (`user_id` is always the subject's).
     pub async fn raise_with(&self, event: &str, user_id: u64, fields: Map<String, Value>) {
         let span = tracing::info_span!("chorus.dispatch.system", event, user_id);
-        self.raise_in(event, user_id, fields).instrument(span).await
+        self.raise_in(event, user_id, fields, false)
+            .instrument(span)
+            .await;
     }
 
-    async fn raise_in(&self, event: &str, user_id: u64, fields: Map<String, Value>) {
+    /// [`Dispatcher::raise`] for a user whose node died, as long as the
+    /// user is connected nowhere ([`Store::node_of`]): looked up again
+    /// under each plugin's room lock, right before its call, so a user
+    /// who reconnected (and was put back in a room by the app backend)
+    /// while a survivor was getting to them is left alone. False when it
+    /// stopped because the user is back; true when every subscriber ran
+    /// (or failed on its own).
+    pub async fn raise_while_absent(&self, event: &str, user_id: u64) -> bool {
+        let span = tracing::info_span!("chorus.dispatch.system", event, user_id);
+        self.raise_in(event, user_id, Map::new(), true)
+            .instrument(span)
+            .await
+    }
+
+    /// Whether `user_id` has a connection on any node now; a store that
+    /// cannot answer counts as "not back" (the disconnect goes on, as it
+    /// did before the check).
+    pub async fn is_connected(&self, user_id: u64) -> bool {
+        matches!(self.store.node_of(user_id).await, Ok(Some(_)))
+    }
+
+    async fn raise_in(
+        &self,
+        event: &str,
+        user_id: u64,
+        fields: Map<String, Value>,
+        while_absent: bool,
+    ) -> bool {
         for plugin in self.plugins.subscribers(event) {
             let mut payload = fields.clone();
             payload.insert("user_id".into(), Value::from(user_id));
@@ -753,6 +782,9 @@ impl Dispatcher {
                 Some(c) => Some(self.room_locks.lock(c).await),
                 None => None,
             };
+            if while_absent && self.is_connected(user_id).await {
+                return false;
+            }
             let call = Event {
                 action: event.to_string(),
                 source: Source::System,
@@ -764,6 +796,7 @@ impl Dispatcher {
                 tracing::warn!(event, user_id, plugin = plugin.name(), error = %e, "system event failed");
             }
         }
+        true
     }
 }
 

@@ -32,6 +32,29 @@ impl App {
     /// webhooks, the changes are reported with reason `disconnect` (`kick`
     /// for a kicked user), then `session.disconnected` with `reason`.
     pub async fn disconnect(&self, user_id: u64, reason: DisconnectReason) {
+        self.disconnect_flow(user_id, reason, false).await;
+    }
+
+    /// [`App::disconnect`] of a user who may come back while it runs: a
+    /// drop whose grace ended, or a user of a dead node. Nothing is done
+    /// if the user is connected anywhere when the flow gets its turn, and
+    /// the flow stops at the first `disconnected` handler that finds the
+    /// user back (looked up under the room's lock, right before the
+    /// call): a survivor cleaning up after a dead node used to take out
+    /// of their room a user who had just reconnected and been entered
+    /// again (issue 20 item 4: 1 to 4 users per two-node storm). True
+    /// when it ran to the end; `session.disconnected` is recorded only
+    /// then (a user found back has a session).
+    pub async fn disconnect_unless_back(&self, user_id: u64, reason: DisconnectReason) -> bool {
+        self.disconnect_flow(user_id, reason, true).await
+    }
+
+    async fn disconnect_flow(&self, user_id: u64, reason: DisconnectReason, unless_back: bool) -> bool {
+        let _slot = self.disconnect_slots.acquire().await;
+        if unless_back && self.is_online(user_id).await {
+            metrics::counter!("chorus_disconnects_skipped_total").increment(1);
+            return false;
+        }
         metrics::counter!("chorus_disconnects_total").increment(1);
         self.delivery.relay.on_disconnect(user_id).await;
         if let Some(cluster) = &self.cluster {
@@ -41,16 +64,30 @@ impl App {
             DisconnectReason::Kicked => Cause::Kick,
             _ => Cause::Disconnect,
         };
-        with_cause(cause, async {
-            self.dispatch.raise("disconnected", user_id).await;
-            self.clear_leftovers(user_id).await;
+        let finished = with_cause(cause, async {
+            let finished = if unless_back {
+                self.dispatch.raise_while_absent("disconnected", user_id).await
+            } else {
+                self.dispatch.raise("disconnected", user_id).await;
+                true
+            };
+            if finished && !(unless_back && self.is_online(user_id).await) {
+                self.clear_leftovers(user_id).await;
+            }
+            finished
         })
         .await;
+        if !finished {
+            metrics::counter!("chorus_disconnects_skipped_total").increment(1);
+            tracing::info!(user_id, "user came back during the disconnect; left as is");
+            return false;
+        }
         if let Some(hooks) = &self.webhooks
             && let Err(e) = hooks.session_disconnected(user_id, reason).await
         {
             tracing::error!(user_id, error = %e, "session.disconnected not recorded");
         }
+        finished
     }
 
     /// At a graceful shutdown of a single node with webhooks: its room
@@ -142,9 +179,7 @@ impl App {
                 }
                 timers.remove(&user_id);
             }
-            if !app.is_online(user_id).await {
-                app.disconnect(user_id, reason).await;
-            }
+            app.disconnect_unless_back(user_id, reason).await;
         });
     }
 
