@@ -57,12 +57,13 @@ fn apply(app: &Arc<App>, event: ClusterEvent) {
                 // Its node died: as far as the user's session goes, the
                 // connection closed. The user may be reconnecting here
                 // right now: then they are left as they are.
-                app2.disconnect_unless_back(
-                    user,
-                    crate::webhooks::DisconnectReason::ConnectionClosed,
-                )
-                .await;
-                let _ = done.send(());
+                let disconnected = app2
+                    .disconnect_unless_back(
+                        user,
+                        crate::webhooks::DisconnectReason::ConnectionClosed,
+                    )
+                    .await;
+                let _ = done.send(disconnected);
             });
         }
     }

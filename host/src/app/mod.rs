@@ -84,19 +84,7 @@ pub struct App {
     /// user -> the number of the user's latest grace timer on this node
     /// ([`App::disconnect_after_grace`]): only that one may disconnect.
     pub grace_timers: Mutex<std::collections::HashMap<u64, u64>>,
-    /// Disconnect flows running at once ([`DISCONNECTS_AT_ONCE`]); the
-    /// rest wait their turn.
-    pub disconnect_slots: tokio::sync::Semaphore,
 }
-
-/// Most disconnect flows (`disconnected` handlers, leftovers, the webhook)
-/// a node runs at once. Measured in the reconnect storm (issue 20 item
-/// 4): 19,000 users dropping at once on Redis ran 19,000 flows at once,
-/// whose store imports then queued past the plugins' 50 ms deadline, and
-/// 10,922 users were removed from their rooms without an `exit_room`. A
-/// flow takes a few Redis round trips, so 32 at a time clears thousands
-/// per second.
-pub const DISCONNECTS_AT_ONCE: usize = 32;
 
 /// The parts a node is wired from (see [`App::new`]).
 pub struct Parts {
@@ -204,7 +192,6 @@ impl App {
             ringing: calls::Ringing::default(),
             webhooks,
             grace_timers: Mutex::default(),
-            disconnect_slots: tokio::sync::Semaphore::new(DISCONNECTS_AT_ONCE),
         });
         if let Some(hooks) = &app.webhooks {
             hooks.start(&app.shutdown, &app.tracker);

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::app::App;
 use crate::revocations::RevocationError;
-use crate::store::{StateChange, StoreError};
+use crate::store::{ApplyError, StateChange, StoreError};
 use crate::webhooks::{Cause, DisconnectReason, with_cause};
 use chorus_protocol::CloseCode;
 
@@ -36,21 +36,24 @@ impl App {
     }
 
     /// [`App::disconnect`] of a user who may come back while it runs: a
-    /// drop whose grace ended, or a user of a dead node. Nothing is done
-    /// if the user is connected anywhere when the flow gets its turn, and
-    /// the flow stops at the first `disconnected` handler that finds the
-    /// user back (looked up under the room's lock, right before the
-    /// call): a survivor cleaning up after a dead node used to take out
-    /// of their room a user who had just reconnected and been entered
-    /// again (issue 20 item 4: 1 to 4 users per two-node storm). True
-    /// when it ran to the end; `session.disconnected` is recorded only
-    /// then (a user found back has a session).
+    /// connection that closed (after any grace), a heartbeat timeout, a
+    /// user of a dead node. Nothing is done if the user is connected
+    /// anywhere when the flow starts, and every batch of the flow (each
+    /// `disconnected` handler's, the leftovers') carries the condition
+    /// [`StateChange::UserOffline`]: it applies only while the user is
+    /// connected nowhere, checked by the store in the same atomic step,
+    /// whichever node the user came back to. The first batch refused for
+    /// that stops the flow; what earlier handlers did stands (a call
+    /// ended stays ended). A survivor cleaning up after a dead node used
+    /// to take out of their room a user who had just reconnected and been
+    /// entered again (issue 20 item 4: 1 to 4 users per two-node storm).
+    /// True when it ran to the end; `session.disconnected` is recorded
+    /// only then (a user found back has a session).
     pub async fn disconnect_unless_back(&self, user_id: u64, reason: DisconnectReason) -> bool {
         self.disconnect_flow(user_id, reason, true).await
     }
 
     async fn disconnect_flow(&self, user_id: u64, reason: DisconnectReason, unless_back: bool) -> bool {
-        let _slot = self.disconnect_slots.acquire().await;
         if unless_back && self.is_online(user_id).await {
             metrics::counter!("chorus_disconnects_skipped_total").increment(1);
             return false;
@@ -65,16 +68,15 @@ impl App {
             _ => Cause::Disconnect,
         };
         let finished = with_cause(cause, async {
-            let finished = if unless_back {
-                self.dispatch.raise_while_absent("disconnected", user_id).await
+            if unless_back {
+                self.dispatch
+                    .raise_while_offline("disconnected", user_id)
+                    .await
+                    && self.clear_leftovers(user_id, true).await
             } else {
                 self.dispatch.raise("disconnected", user_id).await;
-                true
-            };
-            if finished && !(unless_back && self.is_online(user_id).await) {
-                self.clear_leftovers(user_id).await;
+                self.clear_leftovers(user_id, false).await
             }
-            finished
         })
         .await;
         if !finished {
@@ -87,7 +89,7 @@ impl App {
         {
             tracing::error!(user_id, error = %e, "session.disconnected not recorded");
         }
-        finished
+        true
     }
 
     /// At a graceful shutdown of a single node with webhooks: its room
@@ -127,26 +129,44 @@ impl App {
         done.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    async fn clear_leftovers(&self, user_id: u64) {
+    /// Takes the user out of what no plugin took them out of (a failed
+    /// plugin): room and call; with `unless_back`, only while the user is
+    /// connected nowhere. False when the store refused it because the
+    /// user is back.
+    async fn clear_leftovers(&self, user_id: u64, unless_back: bool) -> bool {
         let mut changes = Vec::new();
-        if let Ok(Some(m)) = self.store.membership_of(user_id).await {
-            tracing::warn!(
-                user_id,
-                channel_name = m.channel_name,
-                "no plugin removed a disconnected user; removing silently"
-            );
+        let room = self.store.membership_of(user_id).await.ok().flatten();
+        if let Some(m) = &room {
             changes.push(StateChange::LeaveRoom {
                 user_id,
-                channel_name: m.channel_name,
+                channel_name: m.channel_name.clone(),
             });
         }
         if let Ok(Some(_)) = self.store.call_of(user_id).await {
             changes.push(StateChange::EndCall { user_id });
         }
-        if !changes.is_empty()
-            && let Err(e) = self.store.apply(&changes).await
-        {
-            tracing::warn!(user_id, error = %e, "could not clear a disconnected user's state");
+        if changes.is_empty() {
+            return true;
+        }
+        if unless_back {
+            changes.insert(0, StateChange::UserOffline { user_id });
+        }
+        match self.store.apply(&changes).await {
+            Ok(_) => {
+                if let Some(m) = room {
+                    tracing::warn!(
+                        user_id,
+                        channel_name = m.channel_name,
+                        "no plugin removed a disconnected user; removed silently"
+                    );
+                }
+                true
+            }
+            Err(ApplyError::UserBack(_)) => false,
+            Err(e) => {
+                tracing::warn!(user_id, error = %e, "could not clear a disconnected user's state");
+                true
+            }
         }
     }
 

@@ -31,11 +31,19 @@ use chorus_protocol::{CloseCode, Disconnect};
 /// How long a survivor's claim on a dead node lasts.
 const CLAIM: Duration = Duration::from_secs(60);
 
-/// A peer whose lease was last renewed longer ago than this many renewal
-/// intervals is suspect ([`super::Peer::lease_stale`]): one and a half,
-/// so a renewal late by half an interval (a loaded node) is not judged.
-/// Being wrong costs little: discovery sends nobody there for a while.
-pub const SUSPECT_AFTER_INTERVALS: f64 = 1.5;
+/// How late a renewal may be before its node is suspect, at least
+/// ([`late`]): short intervals (tests use 250 ms) would otherwise judge a
+/// node whose renewal waited behind a busy runtime.
+pub const LATE_AT_LEAST: Duration = Duration::from_secs(1);
+
+/// Whether a lease with `ttl_left` of its `ttl` written every `interval`
+/// is late: its last renewal is more than `interval` plus half an
+/// interval (at least [`LATE_AT_LEAST`]) ago. Being wrong costs little:
+/// discovery sends nobody there until the next renewal is seen.
+pub fn late(ttl_left: Duration, ttl: Duration, interval: Duration) -> bool {
+    let age = ttl.saturating_sub(ttl_left);
+    age > interval + (interval / 2).max(LATE_AT_LEAST)
+}
 
 /// How often the bus channels of the peers are probed for a subscriber
 /// (`PUBSUB NUMSUB`; [`super::Peer::bus_unsubscribed`]), or every renewal
@@ -210,6 +218,8 @@ async fn write_lease(cluster: &Cluster, draining: bool) -> Result<(bool, bool), 
         connections: cluster.connections.len() as u64,
         origin: cluster.origin.clone(),
         draining,
+        lease_ttl_ms: cluster.lease_ttl.as_millis() as u64,
+        lease_interval_ms: cluster.lease_interval.as_millis() as u64,
         lease_stale: false,
         bus_unsubscribed: false,
     };
@@ -251,12 +261,6 @@ pub async fn scan(
     }
     let leases: Vec<Option<String>> = cluster.link.query(&get).await?;
     let ttls: Vec<i64> = cluster.link.query_pipe(&ttl).await?;
-    // A lease renewed `lease_interval` ago has `lease_ttl - lease_interval`
-    // left; below `lease_ttl - 1.5 × lease_interval` it is late.
-    let stale_below = cluster
-        .lease_ttl
-        .saturating_sub(cluster.lease_interval.mul_f64(SUSPECT_AFTER_INTERVALS))
-        .as_millis() as i64;
     let may_judge = cluster
         .healthy_since
         .lock()
@@ -266,14 +270,28 @@ pub async fn scan(
     for ((node, lease), ttl) in nodes.into_iter().zip(leases).zip(ttls) {
         match lease.and_then(|l| serde_json::from_str::<Peer>(&l).ok()) {
             Some(mut peer) => {
-                peer.lease_stale = node != cluster.node_id && ttl >= 0 && ttl < stale_below;
+                let own = |ms: u64, mine: Duration| {
+                    if ms == 0 { mine } else { Duration::from_millis(ms) }
+                };
+                peer.lease_stale = node != cluster.node_id
+                    && u64::try_from(ttl).is_ok_and(|left| {
+                        late(
+                            Duration::from_millis(left),
+                            own(peer.lease_ttl_ms, cluster.lease_ttl),
+                            own(peer.lease_interval_ms, cluster.lease_interval),
+                        )
+                    });
                 live.push(peer);
             }
             None if node == cluster.node_id || !may_judge => {}
             None => start_cleanup(cluster, node, shutdown, tracker),
         }
     }
-    mark_unsubscribed(cluster, &mut live).await?;
+    // Best effort: a Redis that refuses `PUBSUB` (ACL, renamed command)
+    // leaves only the lease's age to judge by.
+    if let Err(e) = mark_unsubscribed(cluster, &mut live).await {
+        tracing::debug!(error = %e, "cluster bus probe failed");
+    }
     metrics::gauge!("chorus_cluster_nodes").set(live.len() as f64);
     cluster.peers.store(Arc::new(live));
     Ok(())
@@ -408,14 +426,21 @@ pub async fn cleanup_users(cluster: &Cluster, node: &str) -> Result<u64, Cluster
                 user: user_id,
                 done,
             };
-            if !cluster.raise(event).await || finished.await.is_err() {
-                // The app is shutting down; the user stays popped, as a
-                // dead node's would if this node died here.
+            if !cluster.raise(event).await {
                 return Ok(removed);
             }
-            removed += 1;
-            metrics::counter!("chorus_cluster_users_cleaned_total").increment(1);
-            cluster.faults.users_cleaned.fetch_add(1, Ordering::Relaxed);
+            match finished.await {
+                // The app is shutting down; the user stays popped, as a
+                // dead node's would if this node died here.
+                Err(_) => return Ok(removed),
+                // Connected again meanwhile: left as they are.
+                Ok(false) => {}
+                Ok(true) => {
+                    removed += 1;
+                    metrics::counter!("chorus_cluster_users_cleaned_total").increment(1);
+                    cluster.faults.users_cleaned.fetch_add(1, Ordering::Relaxed);
+                }
+            }
         }
     }
 }

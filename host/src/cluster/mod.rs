@@ -93,8 +93,9 @@ pub enum ClusterEvent {
     Disconnect {
         /// The user.
         user: u64,
-        /// Answered when the disconnect is complete.
-        done: oneshot::Sender<()>,
+        /// Answered when the disconnect is complete: true if the user was
+        /// disconnected, false if they were found connected again.
+        done: oneshot::Sender<bool>,
     },
 }
 
@@ -144,9 +145,18 @@ pub struct Peer {
     pub origin: String,
     /// Shutting down: send no new users there.
     pub draining: bool,
-    /// This node's judgement, not part of the lease: the peer's lease was
-    /// not renewed for one and a half renewal intervals (see
-    /// [`lease::SUSPECT_AFTER_INTERVALS`]). Discovery sends nobody there.
+    /// Its `store.lease_ttl` in ms (0 in a lease written before it was
+    /// recorded: the reader's own is assumed), so each lease is judged by
+    /// its writer's settings.
+    #[serde(default)]
+    pub lease_ttl_ms: u64,
+    /// Its `store.lease_interval` in ms (0: the reader's own).
+    #[serde(default)]
+    pub lease_interval_ms: u64,
+    /// This node's judgement, not part of the lease: the peer's lease is
+    /// late, not renewed for a renewal interval plus half of one, and at
+    /// least [`lease::LATE_AT_LEAST`] (see [`lease::late`]). Discovery
+    /// sends nobody there.
     #[serde(skip)]
     pub lease_stale: bool,
     /// This node's judgement, not part of the lease: nobody is subscribed
