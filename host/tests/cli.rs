@@ -478,7 +478,9 @@ fn plugin_check_against_a_running_server_reports_a_clash() {
     let artifacts = std::path::Path::new(chorus::plugin::ARTIFACTS_DIR);
     std::fs::copy(artifacts.join("echo_v1.wasm"), dir.join("echo.wasm")).unwrap();
     let mut command = Command::new(CHORUS);
-    command.args(["serve", "--dev"]).env("CHORUS_PLUGINS__DIR", &dir);
+    command
+        .args(["serve", "--dev"])
+        .env("CHORUS_PLUGINS__DIR", &dir);
     let (mut server, _, admin) = spawn_listening(command);
     let url = format!("http://127.0.0.1:{admin}");
     let check = |file: std::path::PathBuf| {

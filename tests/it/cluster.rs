@@ -337,7 +337,11 @@ async fn a_dead_nodes_user_who_is_back_before_the_cleanup_reaches_them_keeps_the
     for user in [897, 898] {
         enter_ok(&nodes[0], user, "room_back", 7).await;
     }
-    while watcher.recv_within(Duration::from_millis(200)).await.is_ok() {}
+    while watcher
+        .recv_within(Duration::from_millis(200))
+        .await
+        .is_ok()
+    {}
     let app = std::sync::Arc::clone(&nodes[0].node.app);
     let slots = app
         .dispatch
@@ -432,15 +436,25 @@ async fn a_mass_drop_on_redis_tells_the_room_of_every_user() {
     for (r, watcher) in (0..ROOMS).zip(&mut watchers) {
         let mut left = std::collections::BTreeSet::new();
         while left.len() < (PER_ROOM - 1) as usize {
-            let frame = watcher.recv_within(Duration::from_secs(30)).await.unwrap_or_else(|e| {
-                panic!("{}: {} of {} exit_room: {e}", room(r), left.len(), PER_ROOM - 1)
-            });
+            let frame = watcher
+                .recv_within(Duration::from_secs(30))
+                .await
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "{}: {} of {} exit_room: {e}",
+                        room(r),
+                        left.len(),
+                        PER_ROOM - 1
+                    )
+                });
             if frame["action"] == "exit_room" {
                 let who = frame["user_id"].as_u64().unwrap();
                 assert!(left.insert(who), "exit_room twice for {who}");
             }
         }
-        let (_, state) = node.api("GET", &format!("/api/v1/rooms/{}", room(r)), None).await;
+        let (_, state) = node
+            .api("GET", &format!("/api/v1/rooms/{}", room(r)), None)
+            .await;
         assert_eq!(state["members"], json!([user(r, 0)]), "{state}");
     }
     println!(
@@ -595,7 +609,15 @@ async fn end_point_of(node: &TestServer, user: u64) -> String {
         "/iapi/websocket/end_point?{}",
         creds.signed_query(now())
     ));
-    let body: Value = node.http.get(url).send().await.unwrap().json().await.unwrap();
+    let body: Value = node
+        .http
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     body["end_point"].as_str().unwrap().to_string()
 }
 
@@ -672,8 +694,15 @@ async fn end_point_passes_over_a_stopped_node(test: &str, kill: bool) {
         "the survivor names itself"
     );
     let mut conn = redis_at(&redis_url()).await;
-    let ttl: i64 = redis::cmd("PTTL").arg(&lease).query_async(&mut conn).await.unwrap();
-    assert!(ttl > 30_000, "the stopped node's lease still held: {ttl} ms left");
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&lease)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        ttl > 30_000,
+        "the stopped node's lease still held: {ttl} ms left"
+    );
     let (_, view) = survivor.admin("GET", "/admin/cluster").await;
     let suspect = |url: &str| {
         view["peers"]
@@ -1148,7 +1177,11 @@ async fn both_stores_refuse_a_batch_conditioned_on_a_connected_user_alike() {
         ];
         assert_eq!(store.apply(&leave).await, Err(ApplyError::UserBack(5)));
         assert_eq!(
-            store.membership_of(5).await.unwrap().map(|m| m.channel_name),
+            store
+                .membership_of(5)
+                .await
+                .unwrap()
+                .map(|m| m.channel_name),
             Some("a".to_string()),
             "nothing of a refused batch applied"
         );

@@ -53,7 +53,12 @@ impl App {
         self.disconnect_flow(user_id, reason, true).await
     }
 
-    async fn disconnect_flow(&self, user_id: u64, reason: DisconnectReason, unless_back: bool) -> bool {
+    async fn disconnect_flow(
+        &self,
+        user_id: u64,
+        reason: DisconnectReason,
+        unless_back: bool,
+    ) -> bool {
         if unless_back && self.is_online(user_id).await {
             metrics::counter!("chorus_disconnects_skipped_total").increment(1);
             return false;

@@ -257,7 +257,8 @@ pub async fn scan(
     let mut ttl = redis::pipe();
     for node in &nodes {
         get.arg(cluster.link.key(&format!("node:{node}")));
-        ttl.cmd("PTTL").arg(cluster.link.key(&format!("node:{node}")));
+        ttl.cmd("PTTL")
+            .arg(cluster.link.key(&format!("node:{node}")));
     }
     let leases: Vec<Option<String>> = cluster.link.query(&get).await?;
     let ttls: Vec<i64> = cluster.link.query_pipe(&ttl).await?;
@@ -271,7 +272,11 @@ pub async fn scan(
         match lease.and_then(|l| serde_json::from_str::<Peer>(&l).ok()) {
             Some(mut peer) => {
                 let own = |ms: u64, mine: Duration| {
-                    if ms == 0 { mine } else { Duration::from_millis(ms) }
+                    if ms == 0 {
+                        mine
+                    } else {
+                        Duration::from_millis(ms)
+                    }
                 };
                 peer.lease_stale = node != cluster.node_id
                     && u64::try_from(ttl).is_ok_and(|left| {
