@@ -291,11 +291,17 @@ impl Dispatcher {
         }
     }
 
-    /// The bound on system events' plugin calls at once
-    /// ([`SYSTEM_EVENTS_AT_ONCE`] permits); a test holds them to stop
-    /// disconnects right before their plugin calls.
+    /// The bound on system events' store work at once
+    /// ([`SYSTEM_EVENTS_AT_ONCE`] permits).
     pub fn system_slots(&self) -> &tokio::sync::Semaphore {
         &self.system_slots
+    }
+
+    /// Takes the lock of room `channel` on this node, as an action in it
+    /// would. For tests: holding it stops a disconnect of one of its
+    /// members right before its plugin calls.
+    pub async fn lock_room(&self, channel: &str) -> RoomGuard<'_> {
+        self.room_locks.lock(channel).await
     }
 
     /// The same dispatcher recording plugin-emitted events into `webhooks`.
@@ -791,7 +797,10 @@ impl Dispatcher {
         for plugin in self.plugins.subscribers(event) {
             let mut payload = fields.clone();
             payload.insert("user_id".into(), Value::from(user_id));
-            let channel = self.lock_key(Some(user_id), &payload).await;
+            let channel = {
+                let _slot = self.system_slots.acquire().await;
+                self.lock_key(Some(user_id), &payload).await
+            };
             let _room = match &channel {
                 Some(c) => Some(self.room_locks.lock(c).await),
                 None => None,
@@ -821,13 +830,17 @@ impl Dispatcher {
     }
 }
 
-/// Most system events (`disconnected`, the ring timeout) whose plugin
-/// calls run at once on a node, each taken after its room's lock; the
-/// rest wait their turn. Measured in the reconnect storm (issue 20 item
-/// 4): 19,000 users dropping at once on Redis ran 19,000 `disconnected`
-/// calls at once, whose store reads then queued past the plugins' 50 ms
-/// deadline, and 10,922 users were removed from their rooms without an
-/// `exit_room` (3 runs); with 32 at once, 1 in 2 runs.
+/// Most steps of system events (`disconnected`, the ring timeout) that
+/// use the store running at once on a node: a plugin call (its slot taken
+/// after its room's lock, so a flow waiting for a busy room holds none),
+/// and, in a disconnect, each of its reads and writes around the calls
+/// ([`Dispatcher::system_slots`]). The rest wait their turn, in order.
+/// Measured in the reconnect storm (issue 20 item 4): 19,000 users
+/// dropping at once on Redis ran 19,000 disconnects at once, whose store
+/// reads queued past the plugins' 50 ms deadline, and 10,922 users were
+/// removed from their rooms without an `exit_room` (3 runs); bounding only
+/// the plugin calls still let the disconnects' own reads flood Redis (313
+/// calls past their deadline in 2 runs); see BENCHMARKS.md.
 pub const SYSTEM_EVENTS_AT_ONCE: usize = 32;
 
 impl Dispatcher {

@@ -326,9 +326,9 @@ async fn a_dead_nodes_users_leave_their_rooms_once_within_the_lease() {
 /// when the user reconnects to the survivor: the handlers' batches carry
 /// the condition that the user is connected nowhere, so the store refuses
 /// them and the user keeps the room. The flow is held right before its
-/// plugin calls by taking every system-event slot of the survivor, which
-/// makes deterministic the race the two-node storm hit 1 to 4 times per
-/// run (issue 20 item 4: users removed from a room they were back in).
+/// plugin calls by holding the room's lock on the survivor, which makes
+/// deterministic the race the two-node storm hit 1 to 4 times per run
+/// (issue 20 item 4: users removed from a room they were back in).
 #[tokio::test]
 async fn a_dead_nodes_user_who_is_back_before_the_cleanup_reaches_them_keeps_the_room() {
     let (prefix, mut nodes) = cluster("back", 2).await;
@@ -343,12 +343,7 @@ async fn a_dead_nodes_user_who_is_back_before_the_cleanup_reaches_them_keeps_the
         .is_ok()
     {}
     let app = std::sync::Arc::clone(&nodes[0].node.app);
-    let slots = app
-        .dispatch
-        .system_slots()
-        .acquire_many(chorus::dispatch::SYSTEM_EVENTS_AT_ONCE as u32)
-        .await
-        .unwrap();
+    let room_lock = app.dispatch.lock_room("room_back").await;
     let dead = nodes.remove(1);
     let dead_id = dead.node.app.node_id.clone();
     dead.node.kill_for_tests().await;
@@ -372,10 +367,11 @@ async fn a_dead_nodes_user_who_is_back_before_the_cleanup_reaches_them_keeps_the
         .await,
         "the survivor pops the dead node's user"
     );
-    // Its disconnect reaches the slots meanwhile (a store read or two).
+    // Its disconnect reaches the room's lock meanwhile (a store read or
+    // two after the check that the user is not back).
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut back = nodes[0].connect(898).await;
-    drop(slots);
+    drop(room_lock);
     let node_set = format!("{prefix}nodes");
     assert!(
         until(Duration::from_secs(10), || {

@@ -59,29 +59,37 @@ impl App {
         reason: DisconnectReason,
         unless_back: bool,
     ) -> bool {
-        if unless_back && self.is_online(user_id).await {
-            metrics::counter!("chorus_disconnects_skipped_total").increment(1);
-            return false;
-        }
-        metrics::counter!("chorus_disconnects_total").increment(1);
-        self.delivery.relay.on_disconnect(user_id).await;
-        if let Some(cluster) = &self.cluster {
-            cluster.announce_gone(user_id);
+        // The store work around the plugin calls takes a system-event slot
+        // too (never while waiting for a room's lock): a mass drop must
+        // not flood the store ahead of the calls (see SYSTEM_EVENTS_AT_ONCE).
+        let slots = self.dispatch.system_slots();
+        {
+            let _slot = slots.acquire().await;
+            if unless_back && self.is_online(user_id).await {
+                metrics::counter!("chorus_disconnects_skipped_total").increment(1);
+                return false;
+            }
+            metrics::counter!("chorus_disconnects_total").increment(1);
+            self.delivery.relay.on_disconnect(user_id).await;
+            if let Some(cluster) = &self.cluster {
+                cluster.announce_gone(user_id);
+            }
         }
         let cause = match reason {
             DisconnectReason::Kicked => Cause::Kick,
             _ => Cause::Disconnect,
         };
         let finished = with_cause(cause, async {
-            if unless_back {
+            let handled = if unless_back {
                 self.dispatch
                     .raise_while_offline("disconnected", user_id)
                     .await
-                    && self.clear_leftovers(user_id, true).await
             } else {
                 self.dispatch.raise("disconnected", user_id).await;
-                self.clear_leftovers(user_id, false).await
-            }
+                true
+            };
+            let _slot = slots.acquire().await;
+            handled && self.clear_leftovers(user_id, unless_back).await
         })
         .await;
         if !finished {
@@ -89,6 +97,7 @@ impl App {
             tracing::info!(user_id, "user came back during the disconnect; left as is");
             return false;
         }
+        let _slot = slots.acquire().await;
         if let Some(hooks) = &self.webhooks
             && let Err(e) = hooks.session_disconnected(user_id, reason).await
         {

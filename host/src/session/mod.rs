@@ -176,7 +176,7 @@ impl Registration {
         let handle = SessionHandle::new(
             who.user_id,
             app.ids.conn_id(),
-            crate::ids::online_token(),
+            crate::ids::OnlineToken::random(),
             who.sid.clone(),
             app.config.limits.outbound_queue,
         );
@@ -571,7 +571,7 @@ impl Session {
             .ok()
             .flatten();
         let frame = ServerFrame::Connected {
-            online_token: self.handle.online_token.clone(),
+            online_token: self.handle.online_token.as_str().to_string(),
             ping_interval: crate::config::whole_seconds(app.config.heartbeat.ping_interval),
             ping_timeout: crate::config::whole_seconds(app.config.heartbeat.ping_timeout),
             server_time: crate::ids::unix_now(),
