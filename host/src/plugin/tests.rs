@@ -940,6 +940,10 @@ fn percentiles(mut samples: Vec<Duration>) -> (f64, f64) {
 /// same payload checks, the same store reads (the sender's membership, the
 /// room's seats), the same notification body, result and `gift.sent`
 /// event, so that the difference to the plugin call is the plugin path.
+/// Its bodies are built as maps and written as text
+/// ([`Body::from_map`], as the host builds its own notifications): the
+/// text the dispatcher used to write after the call for both paths is in
+/// a [`Reply`] now.
 async fn native_gift(store: &MemoryStore, event: &Event) -> Reply {
     let payload = &event.payload;
     let channel = payload["channel_name"].as_str().expect("channel_name");
@@ -977,13 +981,13 @@ async fn native_gift(store: &MemoryStore, event: &Event) -> Reply {
         changes: Vec::new(),
         notifications: vec![Notification {
             target: Target::Room(channel.to_string()),
-            body,
+            body: Body::from_map(body),
             subject: Some(sender),
             delivery: None,
         }],
         events: vec![AppEvent {
             name: "gift.sent".into(),
-            body: sent,
+            body: Body::from_map(sent),
         }],
         plugin: "gift".into(),
         version: "native".into(),
