@@ -413,3 +413,45 @@ mod tests {
         assert_eq!(body.as_str(), "{\"action\":\"a\",\"relay\":true}");
     }
 }
+
+/// A measurement of [`Body::parse`] (issue 20 item 1).
+#[cfg(test)]
+mod cost {
+    use super::*;
+    use std::time::Instant;
+
+    /// What checking the texts of a `send_gift` reply costs: [`Body::parse`]
+    /// against a `Value` parse (what the host did before) and against
+    /// `IgnoredAny` (syntax only: no number, escape or duplicate-key
+    /// checks, so not enough). Release only:
+    /// `cargo test --release -p chorus --lib plugin::body::cost -- --ignored --nocapture`
+    #[test]
+    #[ignore = "a measurement, not a test"]
+    fn gift_texts() {
+        let body = r#"{"action":"send_gift","notify_type":"bc","channel_name":"bench","gift":{"id":7,"sender_room_seat_id":0,"receiver_room_seat_id":2,"sender_id":11,"receiver_id":12,"sender_nickname":"sender","receiver_nickname":"receiver","name":"bench-7","dynamic_image_url":"https://cdn.example/gifts/rose.webp","image_url":"https://cdn.example/gifts/rose.png","image_big_url":"https://cdn.example/gifts/rose_big.png","image_small_url":"https://cdn.example/gifts/rose_small.png","num":1}}"#;
+        let event = r#"{"channel_name":"bench","gift_id":7,"num":1,"sender_id":11,"receiver_id":12,"notify_type":"bc"}"#;
+        let result = r#"{"channel_name":"bench","notify_type":"bc","sender_room_seat_id":0,"receiver_room_seat_id":2}"#;
+        let rounds = 200_000u32;
+        for (name, text) in [("body", body), ("event", event), ("result", result)] {
+            let started = Instant::now();
+            for _ in 0..rounds {
+                std::hint::black_box(Body::parse(std::hint::black_box(text).to_string()).ok());
+            }
+            eprintln!("Body::parse {name}: {:?}", started.elapsed() / rounds);
+            let started = Instant::now();
+            for _ in 0..rounds {
+                std::hint::black_box(
+                    serde_json::from_str::<Value>(std::hint::black_box(text)).ok(),
+                );
+            }
+            eprintln!("Value parse {name}: {:?}", started.elapsed() / rounds);
+            let started = Instant::now();
+            for _ in 0..rounds {
+                std::hint::black_box(
+                    serde_json::from_str::<serde::de::IgnoredAny>(std::hint::black_box(text)).ok(),
+                );
+            }
+            eprintln!("IgnoredAny {name}: {:?}", started.elapsed() / rounds);
+        }
+    }
+}

@@ -866,10 +866,19 @@ async fn warm_call_cost() {
     let dir = TempDir::new("bench");
     dir.install("faulty.wasm", "faulty.wasm");
     dir.install("echo_v1.wasm", "echo.wasm");
-    let host = loaded_host(&dir, memory_store()).await;
-    for (action, payload) in [("fx_ok", json!({})), ("echo", json!({"n": 1}))] {
-        let plugin = host.route(action, Source::Client).expect("routed");
-        let event = event(action, payload);
+    dir.install("gift.wasm", "gift.wasm");
+    let store = memory_store();
+    seat_gift_room(&store).await;
+    let host = loaded_host(&dir, store).await;
+    let cases = [
+        ("fx_ok", json!({}), Source::Client),
+        ("echo", json!({"n": 1}), Source::Client),
+        ("send_gift", gift_payload(), Source::Server),
+    ];
+    for (action, payload, source) in cases {
+        let plugin = host.route(action, source).expect("routed");
+        let mut event = event(action, payload);
+        event.source = source;
         for _ in 0..2_000 {
             host.call(&plugin, event.clone()).await.expect("warm-up");
         }
