@@ -160,7 +160,7 @@ struct Shape {
     kept_as_written: bool,
 }
 
-/// Keys of one object held without growing (a `send_gift` gift has 12):
+/// Keys of one object held without growing (a `send_gift` gift has 13):
 /// one allocation per object instead of three.
 const KEYS_CAPACITY: usize = 16;
 
