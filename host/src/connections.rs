@@ -36,7 +36,7 @@ pub struct SessionHandle {
     /// never removes its successor.
     pub conn_id: u64,
     /// The token this connection's frames must carry.
-    pub online_token: String,
+    pub online_token: crate::ids::OnlineToken,
     /// The session token the connection was opened with (for revocation).
     pub sid: String,
     /// Frames waiting for the socket, bounded (`limits.outbound_queue`).
@@ -118,7 +118,7 @@ impl SessionHandle {
     pub fn new(
         user_id: u64,
         conn_id: u64,
-        online_token: String,
+        online_token: crate::ids::OnlineToken,
         sid: String,
         queue: usize,
     ) -> Arc<Self> {
@@ -433,7 +433,13 @@ mod tests {
     }
 
     fn handle(user_id: u64, queue: usize) -> Arc<SessionHandle> {
-        SessionHandle::new(user_id, user_id, "t".into(), "s".into(), queue)
+        SessionHandle::new(
+            user_id,
+            user_id,
+            crate::ids::OnlineToken::random(),
+            "s".into(),
+            queue,
+        )
     }
 
     #[test]

@@ -46,9 +46,31 @@ impl IdGen {
     }
 }
 
-/// A fresh `online_token`: 128 random bits, lowercase hex.
-pub fn online_token() -> String {
-    hex::encode(rand::rng().random::<[u8; 16]>())
+/// A connection's `online_token` (PROTOCOL section 4): 128 random bits as
+/// 32 lowercase hex digits, held inline: a `String` was a heap block of
+/// every idle connection (issue 20 item 2).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct OnlineToken([u8; 32]);
+
+impl OnlineToken {
+    /// A fresh token.
+    pub fn random() -> Self {
+        let mut digits = [0u8; 32];
+        hex::encode_to_slice(rand::rng().random::<[u8; 16]>(), &mut digits)
+            .expect("16 bytes are 32 hex digits");
+        Self(digits)
+    }
+
+    /// The 32 hex digits.
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for OnlineToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Unix time in whole seconds.

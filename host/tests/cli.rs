@@ -96,28 +96,68 @@ fn plugin_check_describes_a_good_plugin_and_refuses_a_bad_file() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("would be refused"));
 }
 
-/// `chorus serve --dev` on free ports with `env` added; returns the child
-/// and its public port once the admin port answers.
+/// `chorus serve --dev` with `env` added, on ports it picks; returns the
+/// child and its public port once it listens.
 fn serve_dev(env: &[(&str, String)]) -> (std::process::Child, u16) {
-    let port = free_port();
-    let admin = free_port();
     let mut command = Command::new(CHORUS);
-    command
-        .args(["serve", "--dev"])
-        .env("CHORUS_SERVER__LISTEN", format!("127.0.0.1:{port}"))
-        .env("CHORUS_ADMIN__LISTEN", format!("127.0.0.1:{admin}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    command.args(["serve", "--dev"]);
     for (key, value) in env {
         command.env(key, value);
     }
-    let child = command.spawn().unwrap();
-    let ready = (0..400).any(|_| {
-        std::thread::sleep(Duration::from_millis(50));
-        std::net::TcpStream::connect(("127.0.0.1", admin)).is_ok()
-    });
-    assert!(ready, "the server listens");
+    let (child, port, _) = spawn_listening(command);
     (child, port)
+}
+
+/// Starts `command`, a `chorus serve`, listening on `127.0.0.1:0` for both
+/// ports, and returns the child with the public and admin ports its
+/// `chorus listening` log line names, once it listens. The server binds
+/// the ports itself: a port found free by the test and handed over could
+/// be taken by a parallel test in between (a fresh-clone CI run lost the
+/// webhook receiver's that way). Its log (JSON, stderr) is read to that
+/// line and then drained; stdout is dropped.
+fn spawn_listening(mut command: Command) -> (std::process::Child, u16, u16) {
+    use std::io::BufRead;
+    let mut child = command
+        .args(["--log-format", "json"])
+        .env("RUST_LOG", "info")
+        .env("CHORUS_SERVER__LISTEN", "127.0.0.1:0")
+        .env("CHORUS_ADMIN__LISTEN", "127.0.0.1:0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (found, listening) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        let mut found = Some(found);
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { return };
+            let Ok(log) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            // The JSON log is flattened: the event's fields at the top.
+            let fields = &log;
+            if fields["message"] == "chorus listening"
+                && let Some(found) = found.take()
+            {
+                let port = |key: &str| {
+                    fields[key]
+                        .as_str()
+                        .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+                        .map(|a| a.port())
+                };
+                let _ = found.send((port("addr"), port("admin_addr")));
+            }
+        }
+    });
+    match listening.recv_timeout(Duration::from_secs(20)) {
+        Ok((Some(port), Some(admin))) => (child, port, admin),
+        other => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server did not say where it listens: {other:?}");
+        }
+    }
 }
 
 /// Sends SIGTERM and asserts the server exits 0 within 10 s.
@@ -156,11 +196,8 @@ fn serve_refuses_a_world_writable_plugin_cache() {
     std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
     let mut child = Command::new(CHORUS)
         .args(["serve", "--dev"])
-        .env(
-            "CHORUS_SERVER__LISTEN",
-            format!("127.0.0.1:{}", free_port()),
-        )
-        .env("CHORUS_ADMIN__LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env("CHORUS_SERVER__LISTEN", "127.0.0.1:0")
+        .env("CHORUS_ADMIN__LISTEN", "127.0.0.1:0")
         .env("CHORUS_SERVER__DATA_DIR", base.join("data"))
         .env("CHORUS_PLUGINS__CACHE_DIR", &cache)
         .stdout(Stdio::null())
@@ -182,14 +219,6 @@ fn serve_refuses_a_world_writable_plugin_cache() {
     assert!(stderr.contains("writable by other users"), "{stderr}");
     assert!(stderr.contains(&cache.display().to_string()), "{stderr}");
     std::fs::remove_dir_all(&base).ok();
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A collector stand-in: accepts HTTP requests on a free port and keeps
@@ -389,21 +418,11 @@ fn plugin_new_writes_a_crate_that_builds_checks_and_goes_live() {
 
     let plugins = dir.join("plugins");
     std::fs::create_dir_all(&plugins).unwrap();
-    let admin = free_port();
-    let port = free_port();
-    let mut server = Command::new(CHORUS)
+    let mut command = Command::new(CHORUS);
+    command
         .args(["serve", "--dev"])
-        .env("CHORUS_SERVER__LISTEN", format!("127.0.0.1:{port}"))
-        .env("CHORUS_ADMIN__LISTEN", format!("127.0.0.1:{admin}"))
-        .env("CHORUS_PLUGINS__DIR", &plugins)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let ready = (0..400).any(|_| {
-        std::thread::sleep(Duration::from_millis(50));
-        std::net::TcpStream::connect(("127.0.0.1", admin)).is_ok()
-    });
+        .env("CHORUS_PLUGINS__DIR", &plugins);
+    let (mut server, _, admin) = spawn_listening(command);
     let dev = Command::new(CHORUS)
         .args(["plugin", "dev"])
         .arg(&crate_dir)
@@ -415,7 +434,6 @@ fn plugin_new_writes_a_crate_that_builds_checks_and_goes_live() {
         .unwrap();
     let _ = server.kill();
     let _ = server.wait();
-    assert!(ready, "the server listens");
     assert!(
         dev.status.success(),
         "{}",
@@ -459,17 +477,11 @@ fn plugin_check_against_a_running_server_reports_a_clash() {
     std::fs::create_dir_all(&dir).unwrap();
     let artifacts = std::path::Path::new(chorus::plugin::ARTIFACTS_DIR);
     std::fs::copy(artifacts.join("echo_v1.wasm"), dir.join("echo.wasm")).unwrap();
-    let admin = free_port();
-    let port = free_port();
-    let mut server = Command::new(CHORUS)
+    let mut command = Command::new(CHORUS);
+    command
         .args(["serve", "--dev"])
-        .env("CHORUS_SERVER__LISTEN", format!("127.0.0.1:{port}"))
-        .env("CHORUS_ADMIN__LISTEN", format!("127.0.0.1:{admin}"))
-        .env("CHORUS_PLUGINS__DIR", &dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .env("CHORUS_PLUGINS__DIR", &dir);
+    let (mut server, _, admin) = spawn_listening(command);
     let url = format!("http://127.0.0.1:{admin}");
     let check = |file: std::path::PathBuf| {
         Command::new(CHORUS)
@@ -595,21 +607,9 @@ fn a_sigkilled_node_delivers_its_undelivered_events_after_a_restart() {
     )
     .unwrap();
     let start = || {
-        let (port, admin) = (free_port(), free_port());
-        let child = Command::new(CHORUS)
-            .args(["serve", "--dev", "--config"])
-            .arg(&config)
-            .env("CHORUS_SERVER__LISTEN", format!("127.0.0.1:{port}"))
-            .env("CHORUS_ADMIN__LISTEN", format!("127.0.0.1:{admin}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let ready = (0..400).any(|_| {
-            std::thread::sleep(Duration::from_millis(50));
-            std::net::TcpStream::connect(("127.0.0.1", admin)).is_ok()
-        });
-        assert!(ready, "the server listens");
+        let mut command = Command::new(CHORUS);
+        command.args(["serve", "--dev", "--config"]).arg(&config);
+        let (child, port, _) = spawn_listening(command);
         (child, port)
     };
     let (mut first, port) = start();

@@ -55,10 +55,15 @@ fn apply(app: &Arc<App>, event: ClusterEvent) {
             let app2 = Arc::clone(app);
             spawn(app, async move {
                 // Its node died: as far as the user's session goes, the
-                // connection closed.
-                app2.disconnect(user, crate::webhooks::DisconnectReason::ConnectionClosed)
+                // connection closed. The user may be reconnecting here
+                // right now: then they are left as they are.
+                let disconnected = app2
+                    .disconnect_unless_back(
+                        user,
+                        crate::webhooks::DisconnectReason::ConnectionClosed,
+                    )
                     .await;
-                let _ = done.send(());
+                let _ = done.send(disconnected);
             });
         }
     }

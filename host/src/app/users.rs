@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::app::App;
 use crate::revocations::RevocationError;
-use crate::store::{StateChange, StoreError};
+use crate::store::{ApplyError, StateChange, StoreError};
 use crate::webhooks::{Cause, DisconnectReason, with_cause};
 use chorus_protocol::CloseCode;
 
@@ -32,25 +32,78 @@ impl App {
     /// webhooks, the changes are reported with reason `disconnect` (`kick`
     /// for a kicked user), then `session.disconnected` with `reason`.
     pub async fn disconnect(&self, user_id: u64, reason: DisconnectReason) {
-        metrics::counter!("chorus_disconnects_total").increment(1);
-        self.delivery.relay.on_disconnect(user_id).await;
-        if let Some(cluster) = &self.cluster {
-            cluster.announce_gone(user_id);
+        self.disconnect_flow(user_id, reason, false).await;
+    }
+
+    /// [`App::disconnect`] of a user who may come back while it runs: a
+    /// connection that closed (after any grace), a heartbeat timeout, a
+    /// user of a dead node. Nothing is done if the user is connected
+    /// anywhere when the flow starts, and every batch of the flow (each
+    /// `disconnected` handler's, the leftovers') carries the condition
+    /// [`StateChange::UserOffline`]: it applies only while the user is
+    /// connected nowhere, checked by the store in the same atomic step,
+    /// whichever node the user came back to. The first batch refused for
+    /// that stops the flow; what earlier handlers did stands (a call
+    /// ended stays ended). A survivor cleaning up after a dead node used
+    /// to take out of their room a user who had just reconnected and been
+    /// entered again (issue 20 item 4: 1 to 4 users per two-node storm).
+    /// True when it ran to the end; `session.disconnected` is recorded
+    /// only then (a user found back has a session).
+    pub async fn disconnect_unless_back(&self, user_id: u64, reason: DisconnectReason) -> bool {
+        self.disconnect_flow(user_id, reason, true).await
+    }
+
+    async fn disconnect_flow(
+        &self,
+        user_id: u64,
+        reason: DisconnectReason,
+        unless_back: bool,
+    ) -> bool {
+        // The store work around the plugin calls takes a system-event slot
+        // too (never while waiting for a room's lock): a mass drop must
+        // not flood the store ahead of the calls (see SYSTEM_EVENTS_AT_ONCE).
+        let slots = self.dispatch.system_slots();
+        {
+            let _slot = slots.acquire().await;
+            if unless_back && self.is_online(user_id).await {
+                metrics::counter!("chorus_disconnects_skipped_total").increment(1);
+                return false;
+            }
+            metrics::counter!("chorus_disconnects_total").increment(1);
+            self.delivery.relay.on_disconnect(user_id).await;
+            if let Some(cluster) = &self.cluster {
+                cluster.announce_gone(user_id);
+            }
         }
         let cause = match reason {
             DisconnectReason::Kicked => Cause::Kick,
             _ => Cause::Disconnect,
         };
-        with_cause(cause, async {
-            self.dispatch.raise("disconnected", user_id).await;
-            self.clear_leftovers(user_id).await;
+        let finished = with_cause(cause, async {
+            let handled = if unless_back {
+                self.dispatch
+                    .raise_while_offline("disconnected", user_id)
+                    .await
+            } else {
+                self.dispatch.raise("disconnected", user_id).await;
+                true
+            };
+            let _slot = slots.acquire().await;
+            handled && self.clear_leftovers(user_id, unless_back).await
         })
         .await;
+        if !finished {
+            metrics::counter!("chorus_disconnects_skipped_total").increment(1);
+            tracing::info!(user_id, "user came back during the disconnect; left as is");
+            return false;
+        }
+        let _slot = slots.acquire().await;
         if let Some(hooks) = &self.webhooks
             && let Err(e) = hooks.session_disconnected(user_id, reason).await
         {
             tracing::error!(user_id, error = %e, "session.disconnected not recorded");
         }
+        true
     }
 
     /// At a graceful shutdown of a single node with webhooks: its room
@@ -90,26 +143,44 @@ impl App {
         done.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    async fn clear_leftovers(&self, user_id: u64) {
+    /// Takes the user out of what no plugin took them out of (a failed
+    /// plugin): room and call; with `unless_back`, only while the user is
+    /// connected nowhere. False when the store refused it because the
+    /// user is back.
+    async fn clear_leftovers(&self, user_id: u64, unless_back: bool) -> bool {
         let mut changes = Vec::new();
-        if let Ok(Some(m)) = self.store.membership_of(user_id).await {
-            tracing::warn!(
-                user_id,
-                channel_name = m.channel_name,
-                "no plugin removed a disconnected user; removing silently"
-            );
+        let room = self.store.membership_of(user_id).await.ok().flatten();
+        if let Some(m) = &room {
             changes.push(StateChange::LeaveRoom {
                 user_id,
-                channel_name: m.channel_name,
+                channel_name: m.channel_name.clone(),
             });
         }
         if let Ok(Some(_)) = self.store.call_of(user_id).await {
             changes.push(StateChange::EndCall { user_id });
         }
-        if !changes.is_empty()
-            && let Err(e) = self.store.apply(&changes).await
-        {
-            tracing::warn!(user_id, error = %e, "could not clear a disconnected user's state");
+        if changes.is_empty() {
+            return true;
+        }
+        if unless_back {
+            changes.insert(0, StateChange::UserOffline { user_id });
+        }
+        match self.store.apply(&changes).await {
+            Ok(_) => {
+                if let Some(m) = room {
+                    tracing::warn!(
+                        user_id,
+                        channel_name = m.channel_name,
+                        "no plugin removed a disconnected user; removed silently"
+                    );
+                }
+                true
+            }
+            Err(ApplyError::UserBack(_)) => false,
+            Err(e) => {
+                tracing::warn!(user_id, error = %e, "could not clear a disconnected user's state");
+                true
+            }
         }
     }
 
@@ -142,9 +213,7 @@ impl App {
                 }
                 timers.remove(&user_id);
             }
-            if !app.is_online(user_id).await {
-                app.disconnect(user_id, reason).await;
-            }
+            app.disconnect_unless_back(user_id, reason).await;
         });
     }
 

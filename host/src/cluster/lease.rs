@@ -14,6 +14,7 @@
 //! one survivor, and a user who already reconnected elsewhere is left
 //! alone.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -29,6 +30,28 @@ use chorus_protocol::{CloseCode, Disconnect};
 
 /// How long a survivor's claim on a dead node lasts.
 const CLAIM: Duration = Duration::from_secs(60);
+
+/// How late a renewal may be before its node is suspect, at least
+/// ([`late`]): short intervals (tests use 250 ms) would otherwise judge a
+/// node whose renewal waited behind a busy runtime.
+pub const LATE_AT_LEAST: Duration = Duration::from_secs(1);
+
+/// Whether a lease with `ttl_left` of its `ttl` written every `interval`
+/// is late: its last renewal is more than `interval` plus half an
+/// interval (at least [`LATE_AT_LEAST`]) ago. Being wrong costs little:
+/// discovery sends nobody there until the next renewal is seen.
+pub fn late(ttl_left: Duration, ttl: Duration, interval: Duration) -> bool {
+    let age = ttl.saturating_sub(ttl_left);
+    age > interval + (interval / 2).max(LATE_AT_LEAST)
+}
+
+/// How often the bus channels of the peers are probed for a subscriber
+/// (`PUBSUB NUMSUB`; [`super::Peer::bus_unsubscribed`]), or every renewal
+/// interval if that is shorter. One command per probe whatever the number
+/// of nodes. Measured in the two-node storm (issue 20 item 4): discovery
+/// named a SIGKILLed node until its lease expired, 10 s, and its clients
+/// came back only after that.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Pops one user of a dead node; returns `{user, 1}` to disconnect, `{user,
 /// 0}` when the user is connected elsewhere now, `false` when none is left.
@@ -55,13 +78,22 @@ fn pop_script() -> &'static Script {
 pub async fn run(cluster: Arc<Cluster>, shutdown: CancellationToken, tracker: TaskTracker) {
     let mut tick = tokio::time::interval(cluster.lease_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut probe = tokio::time::interval(PROBE_INTERVAL.min(cluster.lease_interval));
+    probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
+        let renewal = tokio::select! {
+            _ = tick.tick() => true,
+            _ = probe.tick() => false,
             _ = shutdown.cancelled() => break,
-        }
+        };
         if cluster.link.is_severed() {
             return;
+        }
+        if !renewal {
+            if let Err(e) = probe_buses(&cluster).await {
+                tracing::debug!(error = %e, "cluster bus probe failed");
+            }
+            continue;
         }
         if let Err(e) = renew(&cluster).await {
             *cluster
@@ -186,6 +218,10 @@ async fn write_lease(cluster: &Cluster, draining: bool) -> Result<(bool, bool), 
         connections: cluster.connections.len() as u64,
         origin: cluster.origin.clone(),
         draining,
+        lease_ttl_ms: cluster.lease_ttl.as_millis() as u64,
+        lease_interval_ms: cluster.lease_interval.as_millis() as u64,
+        lease_stale: false,
+        bus_unsubscribed: false,
     };
     let lease = serde_json::to_string(&me).unwrap_or_default();
     let ttl_ms = cluster.lease_ttl.as_millis() as u64;
@@ -218,25 +254,86 @@ pub async fn scan(
         return Ok(());
     }
     let mut get = redis::cmd("MGET");
+    let mut ttl = redis::pipe();
     for node in &nodes {
         get.arg(cluster.link.key(&format!("node:{node}")));
+        ttl.cmd("PTTL")
+            .arg(cluster.link.key(&format!("node:{node}")));
     }
     let leases: Vec<Option<String>> = cluster.link.query(&get).await?;
+    let ttls: Vec<i64> = cluster.link.query_pipe(&ttl).await?;
     let may_judge = cluster
         .healthy_since
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .is_some_and(|since| since.elapsed() >= cluster.lease_ttl);
     let mut live = Vec::new();
-    for (node, lease) in nodes.into_iter().zip(leases) {
+    for ((node, lease), ttl) in nodes.into_iter().zip(leases).zip(ttls) {
         match lease.and_then(|l| serde_json::from_str::<Peer>(&l).ok()) {
-            Some(peer) => live.push(peer),
+            Some(mut peer) => {
+                let own = |ms: u64, mine: Duration| {
+                    if ms == 0 {
+                        mine
+                    } else {
+                        Duration::from_millis(ms)
+                    }
+                };
+                peer.lease_stale = node != cluster.node_id
+                    && u64::try_from(ttl).is_ok_and(|left| {
+                        late(
+                            Duration::from_millis(left),
+                            own(peer.lease_ttl_ms, cluster.lease_ttl),
+                            own(peer.lease_interval_ms, cluster.lease_interval),
+                        )
+                    });
+                live.push(peer);
+            }
             None if node == cluster.node_id || !may_judge => {}
             None => start_cleanup(cluster, node, shutdown, tracker),
         }
     }
+    // Best effort: a Redis that refuses `PUBSUB` (ACL, renamed command)
+    // leaves only the lease's age to judge by.
+    if let Err(e) = mark_unsubscribed(cluster, &mut live).await {
+        tracing::debug!(error = %e, "cluster bus probe failed");
+    }
     metrics::gauge!("chorus_cluster_nodes").set(live.len() as f64);
     cluster.peers.store(Arc::new(live));
+    Ok(())
+}
+
+/// Probes the bus channels of the known peers between two scans, so a
+/// killed node stops being named by discovery within [`PROBE_INTERVAL`].
+async fn probe_buses(cluster: &Cluster) -> Result<(), StoreError> {
+    let mut peers = Vec::clone(&cluster.peers());
+    if peers.iter().all(|p| p.node_id == cluster.node_id) {
+        return Ok(());
+    }
+    mark_unsubscribed(cluster, &mut peers).await?;
+    if peers != *cluster.peers() {
+        cluster.peers.store(Arc::new(peers));
+    }
+    Ok(())
+}
+
+/// Sets [`Peer::bus_unsubscribed`] of every peer but this node from one
+/// `PUBSUB NUMSUB` of their bus channels.
+async fn mark_unsubscribed(cluster: &Cluster, peers: &mut [Peer]) -> Result<(), StoreError> {
+    let mut numsub = redis::cmd("PUBSUB");
+    numsub.arg("NUMSUB");
+    let mut any = false;
+    for peer in peers.iter().filter(|p| p.node_id != cluster.node_id) {
+        numsub.arg(cluster.link.key(&format!("bus:{}", peer.node_id)));
+        any = true;
+    }
+    if !any {
+        return Ok(());
+    }
+    let counts: HashMap<String, u64> = cluster.link.query(&numsub).await?;
+    for peer in peers.iter_mut().filter(|p| p.node_id != cluster.node_id) {
+        let channel = cluster.link.key(&format!("bus:{}", peer.node_id));
+        peer.bus_unsubscribed = counts.get(&channel).copied().unwrap_or(0) == 0;
+    }
     Ok(())
 }
 
@@ -334,14 +431,21 @@ pub async fn cleanup_users(cluster: &Cluster, node: &str) -> Result<u64, Cluster
                 user: user_id,
                 done,
             };
-            if !cluster.raise(event).await || finished.await.is_err() {
-                // The app is shutting down; the user stays popped, as a
-                // dead node's would if this node died here.
+            if !cluster.raise(event).await {
                 return Ok(removed);
             }
-            removed += 1;
-            metrics::counter!("chorus_cluster_users_cleaned_total").increment(1);
-            cluster.faults.users_cleaned.fetch_add(1, Ordering::Relaxed);
+            match finished.await {
+                // The app is shutting down; the user stays popped, as a
+                // dead node's would if this node died here.
+                Err(_) => return Ok(removed),
+                // Connected again meanwhile: left as they are.
+                Ok(false) => {}
+                Ok(true) => {
+                    removed += 1;
+                    metrics::counter!("chorus_cluster_users_cleaned_total").increment(1);
+                    cluster.faults.users_cleaned.fetch_add(1, Ordering::Relaxed);
+                }
+            }
         }
     }
 }

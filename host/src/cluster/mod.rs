@@ -93,8 +93,9 @@ pub enum ClusterEvent {
     Disconnect {
         /// The user.
         user: u64,
-        /// Answered when the disconnect is complete.
-        done: oneshot::Sender<()>,
+        /// Answered when the disconnect is complete: true if the user was
+        /// disconnected, false if they were found connected again.
+        done: oneshot::Sender<bool>,
     },
 }
 
@@ -144,6 +145,36 @@ pub struct Peer {
     pub origin: String,
     /// Shutting down: send no new users there.
     pub draining: bool,
+    /// Its `store.lease_ttl` in ms (0 in a lease written before it was
+    /// recorded: the reader's own is assumed), so each lease is judged by
+    /// its writer's settings.
+    #[serde(default)]
+    pub lease_ttl_ms: u64,
+    /// Its `store.lease_interval` in ms (0: the reader's own).
+    #[serde(default)]
+    pub lease_interval_ms: u64,
+    /// This node's judgement, not part of the lease: the peer's lease is
+    /// late, not renewed for a renewal interval plus half of one, and at
+    /// least [`lease::LATE_AT_LEAST`] (see [`lease::late`]). Discovery
+    /// sends nobody there.
+    #[serde(skip)]
+    pub lease_stale: bool,
+    /// This node's judgement, not part of the lease: nobody is subscribed
+    /// to the peer's bus channel. Redis drops the connections of a killed
+    /// process at once, so this is the first sign of a SIGKILL (seen
+    /// within [`lease::PROBE_INTERVAL`]); discovery sends nobody there.
+    /// Its users are cleaned up only once its lease expires.
+    #[serde(skip)]
+    pub bus_unsubscribed: bool,
+}
+
+impl Peer {
+    /// Probably dead ([`Peer::lease_stale`] or [`Peer::bus_unsubscribed`]):
+    /// no new users go there, but it is not cleaned up before its lease
+    /// expires.
+    pub fn is_suspect(&self) -> bool {
+        self.lease_stale || self.bus_unsubscribed
+    }
 }
 
 /// How a node appears to the others: what its lease says besides load.
@@ -450,11 +481,14 @@ impl Cluster {
     }
 
     /// The `public_url` of the live node with the fewest connections (ties
-    /// by name), or `None` before the first renewal.
+    /// by name), or `None` before the first renewal. Draining and suspect
+    /// peers ([`Peer::is_suspect`]: a killed node looks alive until its
+    /// lease expires) are passed over; this node is never suspect, so a node
+    /// whose peers all look dead names itself.
     pub fn least_loaded(&self) -> Option<String> {
         self.peers()
             .iter()
-            .filter(|p| !p.draining)
+            .filter(|p| !p.draining && (p.node_id == self.node_id || !p.is_suspect()))
             .min_by(|a, b| (a.connections, &a.node_id).cmp(&(b.connections, &b.node_id)))
             .map(|p| p.public_url.clone())
     }

@@ -111,7 +111,8 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
 
 /// `GET /admin/cluster`: this node's view of the cluster, `{"node",
 /// "ready", "not_ready_reason", "peers": [{"node_id", "public_url",
-/// "connections", "draining"}], "faults": {…}}` (faults: see
+/// "connections", "draining", "suspect"}], "faults": {…}}` (`suspect`:
+/// see [`crate::cluster::Peer::is_suspect`]) (faults: see
 /// [`crate::cluster::FaultRecord::to_json`]); on a single node
 /// `{"node": null}`.
 async fn cluster(State(app): State<Arc<App>>) -> Json<Value> {
@@ -123,7 +124,8 @@ async fn cluster(State(app): State<Arc<App>>) -> Json<Value> {
         .iter()
         .map(|p| {
             json!({"node_id": p.node_id, "public_url": p.public_url,
-                   "connections": p.connections, "draining": p.draining})
+                   "connections": p.connections, "draining": p.draining,
+                   "suspect": p.is_suspect()})
         })
         .collect();
     Json(json!({

@@ -115,6 +115,9 @@ fn refused(error: ApplyError) -> HttpError {
         }
         ApplyError::NotAllowed(reason) => HttpError::new(ErrorCode::NotAllowed, reason),
         ApplyError::Invalid(reason) => invalid(reason),
+        // Never from an attributes batch (only disconnects carry the
+        // condition), but a conflict if it were.
+        back @ ApplyError::UserBack(_) => HttpError::new(ErrorCode::Conflict, back.to_string()),
         // A write whose answer never came: 2005, as an action gets.
         store @ ApplyError::Store(_) => crate::dispatch::ActionError::from(store).into(),
     }

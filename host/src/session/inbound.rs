@@ -130,7 +130,10 @@ impl Inbound {
         let frame = ClientFrame::parse(text)
             .map_err(|e| Refusal::new(e.code, e.reason, &action_of(text)))?;
         let fail = |code, reason: &str| Refusal::new(code, reason, &frame.action);
-        if !chorus_protocol::signing::tokens_match(&frame.online_token, &handle.online_token) {
+        if !chorus_protocol::signing::tokens_match(
+            &frame.online_token,
+            handle.online_token.as_str(),
+        ) {
             return Err(fail(
                 ErrorCode::BadOnlineToken,
                 "online_token does not match this connection",

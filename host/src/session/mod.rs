@@ -176,7 +176,7 @@ impl Registration {
         let handle = SessionHandle::new(
             who.user_id,
             app.ids.conn_id(),
-            crate::ids::online_token(),
+            crate::ids::OnlineToken::random(),
             who.sid.clone(),
             app.config.limits.outbound_queue,
         );
@@ -294,7 +294,11 @@ async fn after(app: &Arc<App>, user_id: u64, end: End) {
         End::Closed(how) if how.code == CloseCode::Replaced => {}
         // A kick is a disconnect with no grace (PROTOCOL section 8).
         End::Closed(how) if how.code == CloseCode::Kicked => app.disconnect(user_id, reason).await,
-        _ if app.config.heartbeat.grace.is_zero() => app.disconnect(user_id, reason).await,
+        // A client that is back already (a quick reconnect, here or on
+        // another node) keeps its room: see `App::disconnect_unless_back`.
+        _ if app.config.heartbeat.grace.is_zero() => {
+            app.disconnect_unless_back(user_id, reason).await;
+        }
         _ => app.disconnect_after_grace(user_id, reason),
     }
 }
@@ -567,7 +571,7 @@ impl Session {
             .ok()
             .flatten();
         let frame = ServerFrame::Connected {
-            online_token: self.handle.online_token.clone(),
+            online_token: self.handle.online_token.as_str().to_string(),
             ping_interval: crate::config::whole_seconds(app.config.heartbeat.ping_interval),
             ping_timeout: crate::config::whole_seconds(app.config.heartbeat.ping_timeout),
             server_time: crate::ids::unix_now(),

@@ -608,6 +608,11 @@ impl State {
                 self.start_call(*user_id, *receiver_id, channel_name)?;
             }
             StateChange::EndCall { user_id } => self.end_call(*user_id),
+            StateChange::UserOffline { user_id } => {
+                if self.presence.contains_key(user_id) {
+                    return Err(ApplyError::UserBack(*user_id));
+                }
+            }
             StateChange::KvSet { plugin, key, value } => {
                 self.kv_write(plugin, key, value.clone(), None);
             }
@@ -943,6 +948,10 @@ impl Touched {
                 self.kv.insert((plugin.clone(), key.clone()));
             }
             StateChange::SetTimer { .. } | StateChange::CancelTimer { .. } => {}
+            // Its condition reads the user's presence.
+            StateChange::UserOffline { user_id } => {
+                self.users.insert(*user_id);
+            }
         }
     }
 
@@ -961,7 +970,7 @@ impl Touched {
                 .iter()
                 .filter_map(|(p, _)| state.kv_versions.get(p).map(|v| (p.clone(), *v)))
                 .collect(),
-            presence: HashMap::new(),
+            presence: pick(&state.presence, self.users.iter()),
             attrs: pick(&state.attrs, self.channels.iter()),
             attr_seq: state.attr_seq,
             attrs_dirty: Vec::new(),

@@ -359,6 +359,13 @@ pub enum StateChange {
     /// Cancel a plugin's pending timer (contract 1.1 `cancel-timer`); no
     /// timer: nothing happens.
     CancelTimer { plugin: String, key: String },
+    /// A condition, changing nothing: the batch is refused with
+    /// [`ApplyError::UserBack`] if the user is connected on any node now
+    /// (presence). The host puts it first in the batches of a disconnect
+    /// that may race the user's return (a grace that ended, a dead node's
+    /// users), so the check and the changes are one atomic step on either
+    /// store, whichever node the user came back to.
+    UserOffline { user_id: u64 },
 }
 
 /// The shortest timer delay: 100 ms.
@@ -600,6 +607,10 @@ pub enum ApplyError {
     /// call on fresh state (`plugins.kv_retries` times, then 2003).
     #[error("stale: {0}")]
     Stale(String),
+    /// A [`StateChange::UserOffline`] condition failed: the user is
+    /// connected again, so the disconnect's batch was not applied.
+    #[error("user {0} is connected again")]
+    UserBack(u64),
     /// The store could not be reached.
     #[error(transparent)]
     Store(#[from] StoreError),

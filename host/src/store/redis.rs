@@ -347,6 +347,9 @@ fn encode_change(change: &StateChange) -> Value {
             json!({"op": "start_call", "user": user_id.to_string(), "receiver": receiver_id.to_string(), "channel": channel_name})
         }
         StateChange::EndCall { user_id } => json!({"op": "end_call", "user": user_id.to_string()}),
+        StateChange::UserOffline { user_id } => {
+            json!({"op": "user_offline", "user": user_id.to_string()})
+        }
         StateChange::KvSet { plugin, key, value } => {
             json!({"op": "kv_set", "plugin": plugin, "key": key, "value": value})
         }
@@ -477,6 +480,7 @@ fn apply_outcome(answer: Vec<String>) -> Result<Applied, ApplyError> {
         "not_allowed" => Err(ApplyError::NotAllowed(reason)),
         "invalid" => Err(ApplyError::Invalid(reason)),
         "stale" => Err(ApplyError::Stale(reason)),
+        "back" => Err(ApplyError::UserBack(reason.parse().unwrap_or_default())),
         other => Err(ApplyError::Store(StoreError::Script(format!(
             "apply answered {other:?}"
         )))),

@@ -4,7 +4,8 @@
 -- JSON array. The batch runs on Lua tables loaded lazily from Redis, in
 -- order, with exactly the rules of MemoryStore (host/src/store/memory.rs);
 -- only when every change passed is anything written. A refusal returns
--- {kind, reason} with kind one of conflict / not_allowed / invalid; success
+-- {kind, reason} with kind one of conflict / not_allowed / invalid / stale /
+-- back (a user_offline condition failed; reason: the user); success
 -- returns {"ok"}. Redis runs a script alone, so two batches on two nodes
 -- never interleave: of two `up` for one seat exactly one sees it free.
 --
@@ -512,6 +513,12 @@ local function run()
       start_call(c.user, c.receiver, c.channel)
     elseif op == 'end_call' then
       end_call(c.user)
+    elseif op == 'user_offline' then
+      -- A condition (StateChange::UserOffline): the user is connected
+      -- nowhere now, or nothing of the batch is applied.
+      if redis.call('EXISTS', P .. 'presence:' .. c.user) == 1 then
+        refuse('back', c.user)
+      end
     elseif op == 'kv_set' then
       kv_write(kv_of(c.plugin, c.key), c.value, false)
     elseif op == 'kv_delete' then
