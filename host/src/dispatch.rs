@@ -625,14 +625,13 @@ impl Dispatcher {
             return Ok(());
         };
         for event in events {
-            let body = Value::Object(event.body).to_string();
             let recorded = webhooks
                 .record_plugin_event(
                     plugin,
                     &event.name,
                     subject.user_id,
                     subject.channel_name.as_deref(),
-                    &body,
+                    event.body.as_str(),
                 )
                 .await;
             if let Err(e) = recorded {
@@ -671,7 +670,7 @@ impl Dispatcher {
         body.insert("attributes".into(), Value::Object(entries));
         let notification = crate::plugin::Notification {
             target: Target::Room(channel.to_string()),
-            body,
+            body: crate::plugin::Body::from_map(body),
             subject: None,
             delivery: Some(crate::config::DeliveryMode::Broadcast),
         };

@@ -14,7 +14,6 @@ pub mod relay;
 use std::sync::Arc;
 
 use axum::extract::ws::Utf8Bytes;
-use serde_json::Value;
 
 use crate::cluster::Cluster;
 use crate::cluster::bus::Mode;
@@ -172,27 +171,22 @@ pub struct Outgoing {
 }
 
 impl Outgoing {
-    /// The notification with `msg_id` added, serialized once.
+    /// The notification with `msg_id` added to its text (the plugin's
+    /// text is passed on, not parsed and written again).
     pub fn prepare(notification: Notification, msg_id: &str) -> Self {
         let Notification {
             target,
-            mut body,
+            body,
             subject,
             delivery,
         } = notification;
-        let action = body
-            .get("action")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        body.insert("msg_id".into(), Value::String(msg_id.to_string()));
         Self {
             target,
-            action,
+            action: body.action().unwrap_or_default().to_string(),
             subject,
             delivery,
             msg_id: msg_id.to_string(),
-            frame: serde_json::to_string(&body).unwrap_or_default(),
+            frame: body.with_msg_id(msg_id),
         }
     }
 

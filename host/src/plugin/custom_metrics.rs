@@ -151,6 +151,13 @@ impl SeriesTable {
         };
         for o in observations {
             let key = (o.amount.kind(), o.name, o.labels);
+            // A series this version recorded before: one lookup (its key is
+            // in `keys`, which a handle is only made after). The slow path
+            // below hashed the key three times (issue 20 item 1).
+            if let Some(handle) = series.handles.get(version).and_then(|h| h.get(&key)) {
+                apply(handle, o.amount);
+                continue;
+            }
             if !series.keys.contains(&key) {
                 if series.keys.len() >= self.max_series {
                     refused(plugin, "series_limit");
@@ -171,12 +178,7 @@ impl SeriesTable {
             let Some(handle) = handles.get(&key) else {
                 continue;
             };
-            match (handle, o.amount) {
-                (Handle::Counter(counter), Amount::Add(delta)) => counter.increment(delta),
-                (Handle::Histogram(histogram), Amount::Observe(value)) => histogram.record(value),
-                // The key holds the kind: a handle always matches its amount.
-                _ => {}
-            }
+            apply(handle, o.amount);
         }
     }
 
@@ -185,6 +187,16 @@ impl SeriesTable {
     pub(crate) fn series_of(&self, plugin: &str) -> usize {
         let known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
         known.get(plugin).map_or(0, |series| series.keys.len())
+    }
+}
+
+/// Adds `amount` to the series of `handle`.
+fn apply(handle: &Handle, amount: Amount) {
+    match (handle, amount) {
+        (Handle::Counter(counter), Amount::Add(delta)) => counter.increment(delta),
+        (Handle::Histogram(histogram), Amount::Observe(value)) => histogram.record(value),
+        // The key holds the kind: a handle always matches its amount.
+        _ => {}
     }
 }
 

@@ -5,9 +5,10 @@
 //! A reply is converted whole or not at all: one malformed effect fails
 //! the call ([`FailureKind::MalformedEffect`]), so nothing of it is applied.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::bindings::types::{self, Effect};
+use super::body::{Body, BodyError};
 use super::error::{CallError, Failure, FailureKind};
 use super::grants::{EffectGroup, Grants};
 use super::{AppEvent, Notification, Reply, Target};
@@ -376,13 +377,13 @@ fn convert_app_event(event: types::AppEvent) -> Result<AppEvent, String> {
             "event body is longer than {MAX_EVENT_BODY_BYTES} bytes"
         ));
     }
-    match serde_json::from_str(&event.body) {
-        Ok(Value::Object(body)) => Ok(AppEvent {
+    match Body::parse(event.body) {
+        Ok(body) => Ok(AppEvent {
             name: event.name,
             body,
         }),
-        Ok(_) => Err("event body is not a JSON object".into()),
-        Err(e) => Err(format!("event body is not JSON: {e}")),
+        Err(BodyError::NotObject) => Err("event body is not a JSON object".into()),
+        Err(BodyError::NotJson(e)) => Err(format!("event body is not JSON: {e}")),
     }
 }
 
@@ -392,12 +393,12 @@ fn convert_notification(
     notification: types::Notification,
     delivery: Option<DeliveryMode>,
 ) -> Result<Notification, String> {
-    let body: Map<String, Value> = match serde_json::from_str(&notification.body) {
-        Ok(Value::Object(body)) => body,
-        Ok(_) => return Err("notification body is not a JSON object".into()),
-        Err(e) => return Err(format!("notification body is not JSON: {e}")),
+    let body = match Body::parse(notification.body) {
+        Ok(body) => body,
+        Err(BodyError::NotObject) => return Err("notification body is not a JSON object".into()),
+        Err(BodyError::NotJson(e)) => return Err(format!("notification body is not JSON: {e}")),
     };
-    if !body.get("action").is_some_and(Value::is_string) {
+    if body.action().is_none() {
         return Err("notification body has no string `action`".into());
     }
     let target = match notification.target {
@@ -620,7 +621,7 @@ mod tests {
         let failure = convert_reply("p", "1", many(MAX_EVENTS_PER_REPLY + 1), with)
             .expect_err("one too many");
         assert_eq!(failure.kind, FailureKind::MalformedEffect);
-        assert_eq!(out.events[0].body["num"], 2);
+        assert_eq!(out.events[0].body.to_map()["num"], 2);
         assert_eq!(out.notifications.len(), 1);
         assert!(convert_reply("p", "1", reply("{}", vec![emit("a", "{}")]), policy()).is_ok());
         let without = Grants::from_config(r#"{"grants":{"effects":["kv"]}}"#).unwrap();
@@ -782,7 +783,7 @@ mod tests {
                             }
                         }
                         for notification in &out.notifications {
-                            prop_assert!(notification.body.get("action").is_some_and(serde_json::Value::is_string));
+                            prop_assert!(notification.body.action().is_some());
                             if let Target::Room(channel_name) = &notification.target {
                                 prop_assert!(channel_ok(channel_name));
                             }

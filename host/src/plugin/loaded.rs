@@ -579,6 +579,30 @@ impl LoadedPlugin {
             let _ = wit_event(event).expect("event");
         }
         eprintln!("  wit_event: {:?}", started.elapsed() / rounds);
+        let handler = warm.plugin.chorus_plugin_handler();
+        let reply = handler
+            .call_handle(&mut warm.store, &input)
+            .await
+            .expect("ok")
+            .expect("a reply");
+        let policy = Policy {
+            grants: &self.grants,
+            timer_bounds: self.runtime.timer_bounds,
+        };
+        let started = Instant::now();
+        for _ in 0..rounds {
+            let reply = reply.clone();
+            let _ = effects::convert_reply(self.name(), self.version(), reply, policy);
+        }
+        eprintln!(
+            "  convert_reply (with a clone of the WIT reply): {:?}",
+            started.elapsed() / rounds
+        );
+        let started = Instant::now();
+        for _ in 0..rounds {
+            std::hint::black_box(reply.clone());
+        }
+        eprintln!("  the clone alone: {:?}", started.elapsed() / rounds);
         self.give_back(warm, false);
     }
 }

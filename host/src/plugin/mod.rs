@@ -156,6 +156,7 @@
 //! recorder must be installed before [`PluginHost::load_all`].
 
 mod bindings;
+mod body;
 mod breaker;
 mod cache;
 mod check;
@@ -194,6 +195,7 @@ use serde::{Deserialize, Serialize};
 /// (a folder of the source tree: for tests and tools, not for production).
 pub const ARTIFACTS_DIR: &str = env!("CHORUS_PLUGIN_ARTIFACTS");
 
+pub use body::Body;
 pub use breaker::{BreakerSettings, BreakerState, BreakerStatus};
 pub use check::{ActionSpec, Description, check_file, check_grants};
 pub use error::{CallError, Failure, FailureKind, PluginError};
@@ -361,9 +363,10 @@ pub enum Target {
 pub struct Notification {
     /// Who gets it.
     pub target: Target,
-    /// The frame in the seed's shape; checked to be a JSON object with a
-    /// string `action`. The host adds `msg_id` (and `relay`).
-    pub body: serde_json::Map<String, serde_json::Value>,
+    /// The frame in the seed's shape, as the plugin wrote it; checked to
+    /// be a JSON object with a string `action`. The host adds `msg_id`
+    /// (and `relay`) to its text.
+    pub body: Body,
     /// The user it is about: never the relay delegate, and the `user_id`
     /// of its report.
     pub subject: Option<u64>,
@@ -376,10 +379,7 @@ pub struct Notification {
 impl Notification {
     /// The notification's `action` (checked to be a string at conversion).
     pub fn action(&self) -> &str {
-        self.body
-            .get("action")
-            .and_then(|a| a.as_str())
-            .unwrap_or_default()
+        self.body.action().unwrap_or_default()
     }
 }
 
@@ -391,8 +391,9 @@ impl Notification {
 pub struct AppEvent {
     /// The event's name, e.g. `gift.sent`.
     pub name: String,
-    /// The event's body.
-    pub body: serde_json::Map<String, serde_json::Value>,
+    /// The event's body, as the plugin wrote it (serialized as the
+    /// object).
+    pub body: Body,
 }
 
 /// What a successful call returned, for the caller to apply.

@@ -570,7 +570,7 @@ fn comparable(outcome: &Result<Reply, CallError>) -> Value {
                 .notifications
                 .iter()
                 .map(|n| {
-                    let mut body = n.body.clone();
+                    let mut body = n.body.to_map();
                     body.remove("msg_id");
                     json!({
                         "target": n.target,
@@ -675,7 +675,9 @@ mod tests {
         };
         let sent = |num: u64| crate::plugin::AppEvent {
             name: "gift.sent".into(),
-            body: json!({"num": num}).as_object().cloned().unwrap_or_default(),
+            body: crate::plugin::Body::from_map(
+                json!({"num": num}).as_object().cloned().unwrap_or_default(),
+            ),
         };
         assert_eq!(
             comparable(&reply(vec![sent(1)])),

@@ -39,7 +39,7 @@ use chorus_plugin_sdk::{
     profile, room_state,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// The plugin's actions.
 fn router() -> Router {
@@ -153,20 +153,25 @@ fn send_gift(event: &Event) -> Result<Reply, Error> {
     let seats = room_state::room_seats(channel_name);
     gift.sender_room_seat_id = seat_of(&seats, gift.sender_id);
     gift.receiver_room_seat_id = seat_of(&seats, gift.receiver_id);
-    let result = json!({
-        "channel_name": channel_name,
-        "notify_type": notify_type,
-        "sender_room_seat_id": gift.sender_room_seat_id,
-        "receiver_room_seat_id": gift.receiver_room_seat_id,
-    });
-    // Plain fields with string keys: serializing cannot fail.
-    let gift_json = serde_json::to_value(&gift).expect("a gift serializes");
-    let body = notifications::send_gift(&notify_type, channel_name, gift_json);
+    let result = Outcome {
+        channel_name,
+        notify_type: &notify_type,
+        sender_room_seat_id: gift.sender_room_seat_id,
+        receiver_room_seat_id: gift.receiver_room_seat_id,
+    };
+    // Written straight to JSON text: no `Value` of the gift or the body.
+    let body = notifications::SendGift::new(&notify_type, channel_name, &gift);
     // Contract 1.2: a counter whose one label has two values, and the
     // event the app backend's webhooks get.
     chorus_plugin_sdk::metrics::counter("gifts_sent", &[("notify_type", &notify_type)], 1);
-    let sent = json!({"channel_name": channel_name, "gift_id": gift.id, "num": gift.num,
-        "sender_id": gift.sender_id, "receiver_id": gift.receiver_id, "notify_type": notify_type});
+    let sent = Sent {
+        channel_name,
+        gift_id: gift.id,
+        num: gift.num,
+        sender_id: gift.sender_id,
+        receiver_id: gift.receiver_id,
+        notify_type: &notify_type,
+    };
     Ok(reply(
         result,
         vec![
@@ -174,6 +179,27 @@ fn send_gift(event: &Event) -> Result<Reply, Error> {
             chorus_plugin_sdk::reply::emit("gift.sent", &sent),
         ],
     ))
+}
+
+/// `send_gift`'s result: the room, the notify type and the seats the gift
+/// was counted from.
+#[derive(Serialize)]
+struct Outcome<'a> {
+    channel_name: &'a str,
+    notify_type: &'a str,
+    sender_room_seat_id: u32,
+    receiver_room_seat_id: u32,
+}
+
+/// The body of the `gift.sent` event the app backend's webhooks get.
+#[derive(Serialize)]
+struct Sent<'a> {
+    channel_name: &'a str,
+    gift_id: u64,
+    num: i64,
+    sender_id: u64,
+    receiver_id: u64,
+    notify_type: &'a str,
 }
 
 /// Where `notify_type` sends the gift: `bc` the room, `ptp` the receiver.
@@ -230,6 +256,7 @@ fn seat_of(seats: &[Seat], user_id: u64) -> u32 {
 mod tests {
     use super::*;
     use chorus_plugin_sdk::testing::FakeHost;
+    use serde_json::json;
 
     fn room() -> FakeHost {
         FakeHost::new()

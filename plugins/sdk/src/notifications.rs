@@ -6,6 +6,7 @@
 //! [`crate::reply::notify_room`], [`crate::reply::notify_user`] or
 //! [`crate::reply::notify`]. The host adds `msg_id` (and `relay`).
 
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::{Membership, Profile};
@@ -93,6 +94,35 @@ pub fn send_gift(notify_type: &str, channel_name: &str, gift: Value) -> Value {
         "channel_name": channel_name,
         "gift": gift,
     })
+}
+
+/// [`send_gift`] as a struct that serializes straight to the same text
+/// (the same fields in the same order), for a plugin whose gift is a
+/// `#[derive(Serialize)]` struct: pass it to [`crate::reply::notify`]
+/// without building a `Value` of the gift and then of the body, which
+/// was a fifth of a `send_gift` call's guest time (issue 20 item 1).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct SendGift<'a, G: Serialize> {
+    /// Always `send_gift`.
+    action: &'static str,
+    /// `bc` (the room) or `ptp` (the receiver).
+    pub notify_type: &'a str,
+    /// The room.
+    pub channel_name: &'a str,
+    /// The seed's gift object.
+    pub gift: &'a G,
+}
+
+impl<'a, G: Serialize> SendGift<'a, G> {
+    /// `gift` sent `notify_type` in `channel_name`.
+    pub fn new(notify_type: &'a str, channel_name: &'a str, gift: &'a G) -> Self {
+        Self {
+            action: "send_gift",
+            notify_type,
+            channel_name,
+            gift,
+        }
+    }
 }
 
 /// `send_topic_msg`: `content` from `user_id` on the room's public screen.

@@ -1,6 +1,16 @@
-//! Building a [`Reply`] and its effects from `serde_json` values.
+//! Building a [`Reply`] and its effects from anything that serializes to
+//! JSON: a `serde_json` [`Value`](serde_json::Value) (what `json!` builds),
+//! or a `#[derive(Serialize)]` struct, which is written straight to JSON
+//! text without building a map first (issue 20 item 1: for `send_gift`
+//! the maps cost more than writing the text). A struct serializes its
+//! fields in declaration order, so it keeps the seed's field order as
+//! `serde_json`'s `preserve_order` does for a `Value`.
+//!
+//! A value whose serialization fails (a map with non-string keys; a
+//! `Serialize` impl that errs) becomes an empty text, which the host
+//! refuses as malformed (2002, nothing applied).
 
-use serde_json::Value;
+use serde::Serialize;
 
 use crate::{
     AppEvent, Delivery, Effect, Notification, Reply, RoutedNotification, SetTimer, Target,
@@ -10,7 +20,7 @@ use crate::{
 /// back to the caller as `result`;
 /// `effects` are applied by the host (state changes first, as one atomic
 /// batch, then notifications in list order).
-pub fn reply(result: Value, effects: Vec<Effect>) -> Reply {
+pub fn reply(result: impl Serialize, effects: Vec<Effect>) -> Reply {
     Reply {
         output: text(&result),
         effects,
@@ -19,7 +29,7 @@ pub fn reply(result: Value, effects: Vec<Effect>) -> Reply {
 
 /// A `notify` effect delivering `body` (a JSON object in the seed's shape,
 /// with its `action`) to `target`; `subject` is the user it is about.
-pub fn notify(target: Target, body: &Value, subject: Option<u64>) -> Effect {
+pub fn notify(target: Target, body: &(impl Serialize + ?Sized), subject: Option<u64>) -> Effect {
     Effect::Notify(Notification {
         target,
         body: text(body),
@@ -28,12 +38,16 @@ pub fn notify(target: Target, body: &Value, subject: Option<u64>) -> Effect {
 }
 
 /// A `notify` effect to the members of the room `channel_name`.
-pub fn notify_room(channel_name: &str, body: &Value, subject: Option<u64>) -> Effect {
+pub fn notify_room(
+    channel_name: &str,
+    body: &(impl Serialize + ?Sized),
+    subject: Option<u64>,
+) -> Effect {
     notify(Target::Room(channel_name.to_string()), body, subject)
 }
 
 /// A `notify` effect to one user.
-pub fn notify_user(user_id: u64, body: &Value, subject: Option<u64>) -> Effect {
+pub fn notify_user(user_id: u64, body: &(impl Serialize + ?Sized), subject: Option<u64>) -> Effect {
     notify(Target::User(user_id), body, subject)
 }
 
@@ -42,7 +56,7 @@ pub fn notify_user(user_id: u64, body: &Value, subject: Option<u64>) -> Effect {
 /// the mode the operator set for its action).
 pub fn notify_room_via(
     channel_name: &str,
-    body: &Value,
+    body: &(impl Serialize + ?Sized),
     subject: Option<u64>,
     delivery: Delivery,
 ) -> Effect {
@@ -61,7 +75,12 @@ pub fn notify_room_via(
 /// (see [`crate::event::timer_event`]); a pending timer of the same key is
 /// replaced. `channel_name` ties it to a room (its bound and its lock).
 /// The plugin must be granted `timers` in its `<name>.toml`.
-pub fn set_timer(key: &str, delay_ms: i64, payload: &Value, channel_name: Option<&str>) -> Effect {
+pub fn set_timer(
+    key: &str,
+    delay_ms: i64,
+    payload: &(impl Serialize + ?Sized),
+    channel_name: Option<&str>,
+) -> Effect {
     Effect::SetTimer(SetTimer {
         key: key.to_string(),
         delay_ms,
@@ -82,7 +101,7 @@ pub fn cancel_timer(key: &str) -> Effect {
 /// backend's webhooks, handed on after the reply's batch applied. A name
 /// or body outside those bounds fails the call (2002). The plugin must be
 /// granted `events` in its `<name>.toml`.
-pub fn emit(name: &str, body: &Value) -> Effect {
+pub fn emit(name: &str, body: &(impl Serialize + ?Sized)) -> Effect {
     Effect::Emit(AppEvent {
         name: name.to_string(),
         body: text(body),
@@ -102,10 +121,11 @@ pub fn code(error: &crate::Error) -> u16 {
     }
 }
 
-/// `value` as JSON text. `serde_json::to_string` writes into one buffer;
+/// `value` as JSON text, or empty when it does not serialize (see the
+/// module's docs). `serde_json::to_string` writes into one buffer;
 /// `Value::to_string` (its `Display`) went through the formatter one
 /// token at a time, which was a tenth of a `send_gift` call (issue 20
 /// item 1). A `Value` always serializes: its keys are strings.
-fn text(value: &Value) -> String {
+fn text(value: &(impl Serialize + ?Sized)) -> String {
     serde_json::to_string(value).unwrap_or_default()
 }
