@@ -146,10 +146,14 @@ pub fn mark_relayed(frame: &mut String) {
     }
 }
 
-/// Whether a frame carries `"relay":true` (a string value cannot: its
-/// quotes are escaped).
+/// Whether a frame carries the host's `"relay":true` (a string value
+/// cannot: its quotes are escaped). Only what follows the frame's last
+/// `msg_id` is read, which the host puts after everything the plugin
+/// wrote: a plugin's own `"relay":true` in a nested object is not the
+/// mark (found in review once plugin text was passed on as written).
 pub fn is_relayed(frame: &str) -> bool {
-    frame.contains("\"relay\":true")
+    let tail = frame.rfind("\"msg_id\":").map_or(frame, |at| &frame[at..]);
+    tail.contains("\"relay\":true")
 }
 
 /// A notification ready to leave: its target, its `msg_id` and its frame,
@@ -198,5 +202,28 @@ impl Outgoing {
             Target::User(user) => Some(Stream::User(*user)),
             Target::Everyone => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The host's mark follows the frame's `msg_id` (and may precede the
+    /// history stamp); a plugin's `"relay":true` inside its own object is
+    /// not the mark.
+    #[test]
+    fn only_the_hosts_relay_mark_counts() {
+        let mut frame = r#"{"action":"a","o":{"relay":true},"msg_id":"n-1"}"#.to_string();
+        assert!(!is_relayed(&frame));
+        mark_relayed(&mut frame);
+        assert_eq!(
+            frame,
+            r#"{"action":"a","o":{"relay":true},"msg_id":"n-1","relay":true}"#
+        );
+        assert!(is_relayed(&frame));
+        let stamped =
+            r#"{"action":"a","msg_id":"n-2","relay":true,"stream":"room","epoch":"e","seq":3}"#;
+        assert!(is_relayed(stamped));
     }
 }

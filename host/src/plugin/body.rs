@@ -13,9 +13,12 @@
 //! A text the host would not pass on as it is takes the old way: parsed
 //! into a map and written again (keys then in sorted order, as before).
 //! That is a text with a key twice in one object (the map kept the last
-//! one), or one that names at its top a field the host sets (`msg_id`,
-//! which the map's insert replaced, and `relay`, which the host marks and
-//! finds by its exact text `"relay":true`).
+//! one), or a notification's that names at its top a field the host sets
+//! on frames ([`HOST_FIELDS`]: `msg_id`, `relay`, `stream`, `epoch`,
+//! `seq`), which are removed: only the host sets them (a plugin's
+//! `"relay":true` would make every client of a room run a relay, and be
+//! left out of every resume's replay). An emitted event's body is never a
+//! frame: its fields are all the plugin's ([`Body::parse_event`]).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -48,11 +51,24 @@ pub(crate) enum BodyError {
 }
 
 impl Body {
-    /// Checks `text` (see the module's docs); the text is kept, trimmed.
+    /// Checks a notification's `text` (see the module's docs); the text is
+    /// kept, trimmed, unless it names a field of [`HOST_FIELDS`] at its
+    /// top or a key twice.
     pub(crate) fn parse(text: String) -> Result<Self, BodyError> {
+        Self::parse_as(text, true)
+    }
+
+    /// Checks an emitted event's `text`: as [`Body::parse`], but every
+    /// field is the plugin's (an event is no frame; `msg_id` and the rest
+    /// are kept).
+    pub(crate) fn parse_event(text: String) -> Result<Self, BodyError> {
+        Self::parse_as(text, false)
+    }
+
+    fn parse_as(text: String, frame: bool) -> Result<Self, BodyError> {
         let shape = {
             let mut deserializer = serde_json::Deserializer::from_str(&text);
-            let shape = TopLevel
+            let shape = TopLevel { frame }
                 .deserialize(&mut deserializer)
                 .and_then(|shape| deserializer.end().map(|()| shape))
                 .map_err(BodyError::NotJson)?;
@@ -72,9 +88,12 @@ impl Body {
         }
         match serde_json::from_str(&text).map_err(BodyError::NotJson)? {
             Value::Object(mut map) => {
-                // The host's `msg_id` replaces the plugin's, as the map's
-                // insert did.
-                map.remove("msg_id");
+                // The host sets these on frames; a plugin's are dropped.
+                if frame {
+                    for field in HOST_FIELDS {
+                        map.remove(field);
+                    }
+                }
                 Ok(Self::from_map(map))
             }
             _ => Err(BodyError::NotObject),
@@ -148,15 +167,18 @@ impl fmt::Display for BodyError {
 }
 
 /// What the check found of the top level: `None` when it is not an
-/// object.
-struct TopLevel;
+/// object. `frame`: the body of a notification, whose top-level
+/// [`HOST_FIELDS`] the host sets.
+struct TopLevel {
+    frame: bool,
+}
 
 /// An object's top level as checked.
 struct Shape {
     /// The last top-level `action`, when it is a string.
     action: Option<String>,
-    /// No key twice in any object, and no `msg_id` or `relay` at the top:
-    /// the text can be passed on as written.
+    /// No key twice in any object, and (a notification's) no field of
+    /// [`HOST_FIELDS`] at the top: the text can be passed on as written.
     kept_as_written: bool,
 }
 
@@ -164,8 +186,46 @@ struct Shape {
 /// one allocation per object instead of three.
 const KEYS_CAPACITY: usize = 16;
 
-/// The top-level keys the host sets on a frame.
-const HOST_FIELDS: [&str; 2] = ["msg_id", "relay"];
+/// The top-level keys the host sets on a frame (`msg_id`; `relay` in
+/// relay mode; `stream`, `epoch`, `seq` from the history, PROTOCOL
+/// "Recovery"); a plugin's notification may not carry them.
+pub const HOST_FIELDS: [&str; 5] = ["msg_id", "relay", "stream", "epoch", "seq"];
+
+/// The keys of one object seen so far, to find a key written twice: a
+/// list while short (a gift has 13), a hash set past
+/// [`KEYS_CAPACITY`], so an object of thousands of keys costs linear
+/// time, not quadratic (found in review: 7,000 keys were 25 million
+/// comparisons, outside any fuel or deadline).
+enum SeenKeys<'de> {
+    Few(Vec<Cow<'de, str>>),
+    Many(std::collections::HashSet<Cow<'de, str>>),
+}
+
+impl<'de> SeenKeys<'de> {
+    fn new() -> Self {
+        Self::Few(Vec::with_capacity(KEYS_CAPACITY))
+    }
+
+    /// Adds `key`; false when it was there already.
+    fn insert(&mut self, key: Cow<'de, str>) -> bool {
+        match self {
+            Self::Few(keys) if keys.len() < KEYS_CAPACITY => {
+                if keys.contains(&key) {
+                    return false;
+                }
+                keys.push(key);
+                true
+            }
+            Self::Few(keys) => {
+                let mut set: std::collections::HashSet<Cow<'de, str>> = keys.drain(..).collect();
+                let new = set.insert(key);
+                *self = Self::Many(set);
+                new
+            }
+            Self::Many(set) => set.insert(key),
+        }
+    }
+}
 
 impl<'de> DeserializeSeed<'de> for TopLevel {
     type Value = Option<Shape>;
@@ -187,13 +247,17 @@ impl<'de> Visitor<'de> for TopLevel {
             action: None,
             kept_as_written: true,
         };
-        let mut keys: Vec<Cow<'de, str>> = Vec::with_capacity(KEYS_CAPACITY);
+        let mut keys = SeenKeys::new();
         while let Some(key) = map.next_key::<CowKey<'de>>()? {
             let key = key.0;
-            if HOST_FIELDS.contains(&key.as_ref()) || keys.contains(&key) {
+            if self.frame && HOST_FIELDS.contains(&key.as_ref()) {
                 shape.kept_as_written = false;
             }
-            if key == "action" {
+            let is_action = key == "action";
+            if !keys.insert(key) {
+                shape.kept_as_written = false;
+            }
+            if is_action {
                 let action: Value = map.next_value()?;
                 shape.action = match action {
                     Value::String(action) => Some(action),
@@ -202,7 +266,6 @@ impl<'de> Visitor<'de> for TopLevel {
             } else if !map.next_value::<Checked>()?.0 {
                 shape.kept_as_written = false;
             }
-            keys.push(key);
         }
         Ok(Some(shape))
     }
@@ -297,11 +360,10 @@ impl<'de> Visitor<'de> for CheckedVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut unique = true;
-        let mut keys: Vec<Cow<'de, str>> = Vec::with_capacity(KEYS_CAPACITY);
+        let mut keys = SeenKeys::new();
         while let Some(key) = map.next_key::<CowKey<'de>>()? {
-            unique &= !keys.contains(&key.0);
+            unique &= keys.insert(key.0);
             unique &= map.next_value::<Checked>()?.0;
-            keys.push(key.0);
         }
         Ok(Checked(unique))
     }
@@ -409,8 +471,37 @@ mod tests {
             body.with_msg_id("h-1"),
             "{\"action\":\"a\",\"msg_id\":\"h-1\"}"
         );
-        let body = parse("{\"relay\" : true,\"action\":\"a\"}").expect("object");
-        assert_eq!(body.as_str(), "{\"action\":\"a\",\"relay\":true}");
+        // Only the host sets `relay`, `stream`, `epoch`, `seq`.
+        let body = parse(
+            "{\"relay\" : true,\"action\":\"a\",\"seq\":9,\"stream\":\"room\",\"epoch\":\"e\"}",
+        )
+        .expect("object");
+        assert_eq!(body.as_str(), "{\"action\":\"a\"}");
+        // Escaped keys are the same keys.
+        let body = parse("{\"action\":\"a\",\"msg\\u005fid\":\"mine\"}").expect("object");
+        assert_eq!(body.as_str(), "{\"action\":\"a\"}");
+        let body = parse("{\"action\":\"a\",\"k\":1,\"\\u006b\":2}").expect("object");
+        assert_eq!(body.as_str(), "{\"action\":\"a\",\"k\":2}");
+    }
+
+    /// An emitted event's body is all the plugin's: its `msg_id` stays.
+    #[test]
+    fn an_events_fields_are_all_the_plugins() {
+        let body = Body::parse_event("{\"msg_id\":\"m1\",\"a\":1}".into()).expect("object");
+        assert_eq!(body.as_str(), "{\"msg_id\":\"m1\",\"a\":1}");
+    }
+
+    /// Thousands of keys: the same answers as a few (the check switches to
+    /// a hash set; linear time, not quadratic).
+    #[test]
+    fn an_object_of_many_keys_is_checked_whole() {
+        let keys: Vec<String> = (0..5_000).map(|i| format!("\"k{i}\":{i}")).collect();
+        let text = format!("{{\"action\":\"a\",{}}}", keys.join(","));
+        assert_eq!(parse(&text).expect("object").as_str(), text);
+        let twice = format!("{{\"action\":\"a\",{},\"k4999\":0}}", keys.join(","));
+        let body = parse(&twice).expect("object");
+        assert_eq!(body.to_map()["k4999"], 0);
+        assert_eq!(body.to_map().len(), 5_001);
     }
 }
 

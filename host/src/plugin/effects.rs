@@ -377,7 +377,7 @@ fn convert_app_event(event: types::AppEvent) -> Result<AppEvent, String> {
             "event body is longer than {MAX_EVENT_BODY_BYTES} bytes"
         ));
     }
-    match Body::parse(event.body) {
+    match Body::parse_event(event.body) {
         Ok(body) => Ok(AppEvent {
             name: event.name,
             body,
