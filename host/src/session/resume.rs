@@ -229,8 +229,11 @@ pub async fn run(store: &dyn Store, user_id: u64, resume: &Resume, member_limit:
 }
 
 /// Whether a room frame is `user_id`'s own `enter_room` notification.
+/// Frames are a plugin's text as written, so the quick look also lets
+/// through any frame with an escape (`"enter\u005froom"` is the same
+/// action), which is then parsed.
 fn entered(frame: &str, user_id: u64) -> bool {
-    if !frame.contains("\"enter_room\"") {
+    if !frame.contains("\"enter_room\"") && !frame.contains("\\u") {
         return false;
     }
     serde_json::from_str::<serde_json::Value>(frame)
@@ -285,6 +288,27 @@ fn resumed_frame(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A user's own `enter_room`, however the plugin escaped its action.
+    #[test]
+    fn an_enter_room_is_found_escaped_or_not() {
+        assert!(entered(
+            r#"{"action":"enter_room","user_id":7,"msg_id":"m"}"#,
+            7
+        ));
+        assert!(entered(
+            r#"{"action":"enter\u005froom","user_id":7,"msg_id":"m"}"#,
+            7
+        ));
+        assert!(!entered(
+            r#"{"action":"enter_room","user_id":8,"msg_id":"m"}"#,
+            7
+        ));
+        assert!(!entered(
+            r#"{"action":"exit_room","user_id":7,"note":"\u0041"}"#,
+            7
+        ));
+    }
 
     fn query(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs

@@ -101,7 +101,7 @@ pub fn send_gift(notify_type: &str, channel_name: &str, gift: Value) -> Value {
 /// `#[derive(Serialize)]` struct: pass it to [`crate::reply::notify`]
 /// without building a `Value` of the gift and then of the body, which
 /// was a fifth of a `send_gift` call's guest time (issue 20 item 1).
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Serialize)]
 pub struct SendGift<'a, G: Serialize> {
     /// Always `send_gift`.
     action: &'static str,
@@ -111,6 +111,25 @@ pub struct SendGift<'a, G: Serialize> {
     pub channel_name: &'a str,
     /// The seed's gift object.
     pub gift: &'a G,
+}
+
+// By hand: derived, they would ask `G` to be `Clone`, `Copy` and `Debug`
+// too, though only a reference to it is held.
+impl<G: Serialize> Clone for SendGift<'_, G> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<G: Serialize> Copy for SendGift<'_, G> {}
+
+impl<G: Serialize> std::fmt::Debug for SendGift<'_, G> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendGift")
+            .field("notify_type", &self.notify_type)
+            .field("channel_name", &self.channel_name)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<'a, G: Serialize> SendGift<'a, G> {

@@ -5,7 +5,6 @@
 //! malformed request never traps the plugin. A JSON `null` counts as absent
 //! for the optional getters and as missing for the required ones.
 
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
