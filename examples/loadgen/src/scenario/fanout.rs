@@ -42,9 +42,6 @@ use crate::target::Target;
 /// sender waits, and the achieved rate falls below the offered one.
 const MAX_IN_FLIGHT: usize = 64;
 
-/// A step's drain ends early after this long without a new delivery.
-const DRAIN_QUIET: Duration = Duration::from_millis(1000);
-
 /// The marker before a gift's sequence number, in its `name`.
 const MARKER: &str = r#""name":"bench-"#;
 
@@ -483,19 +480,9 @@ fn record_call(calls: &Calls, result: Result<(u16, Value)>) {
 }
 
 /// Waits until `expected` deliveries of `seqs` arrived, nothing arrived
-/// for [`DRAIN_QUIET`], or `limit` passed.
+/// for a second, or `limit` passed ([`super::wait_for_deliveries`]).
 async fn drain(board: &Board, seqs: std::ops::Range<usize>, expected: u64, limit: Duration) {
-    let limit = Instant::now() + limit;
-    let mut seen = board.delivered_in(seqs.clone());
-    let mut last_progress = Instant::now();
-    while seen < expected && Instant::now() < limit && last_progress.elapsed() < DRAIN_QUIET {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        let now_seen = board.delivered_in(seqs.clone());
-        if now_seen > seen {
-            seen = now_seen;
-            last_progress = Instant::now();
-        }
-    }
+    super::wait_for_deliveries(expected, limit, || board.delivered_in(seqs.clone())).await;
 }
 
 /// The metrics and details of the whole sweep.

@@ -35,6 +35,30 @@ pub type Outcome = (Vec<Metric>, Value);
 /// server's accept backlog.
 const CONNECT_CONCURRENCY: usize = 128;
 
+/// A drain ends early after this long without a new delivery.
+const DRAIN_QUIET: std::time::Duration = std::time::Duration::from_millis(1000);
+
+/// Waits until `seen()` (deliveries counted so far) reaches `expected`,
+/// nothing new arrived for [`DRAIN_QUIET`], or `limit` passed; looks every
+/// 10 ms. The scenarios' shared drain after their last message.
+pub(crate) async fn wait_for_deliveries(
+    expected: u64,
+    limit: std::time::Duration,
+    seen: impl Fn() -> u64,
+) {
+    let limit = Instant::now() + limit;
+    let mut last = seen();
+    let mut progress = Instant::now();
+    while last < expected && Instant::now() < limit && progress.elapsed() < DRAIN_QUIET {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        let now = seen();
+        if now > last {
+            last = now;
+            progress = Instant::now();
+        }
+    }
+}
+
 /// What every scenario works with.
 pub struct Ctx {
     /// The server under load.

@@ -60,10 +60,6 @@ const MAX_IN_FLIGHT: usize = 64;
 /// The marker before a message's sequence number.
 const MARKER: &str = "bench-";
 
-/// The drain after the last message ends early after this long without a
-/// new delivery.
-const DRAIN_QUIET: Duration = Duration::from_millis(1000);
-
 /// Arguments of `room`.
 #[derive(Debug, clap::Args)]
 pub struct RoomArgs {
@@ -505,10 +501,9 @@ async fn read(mut stream: futures_util::stream::SplitStream<Ws>, board: Rc<Board
     board.closed.set(board.closed.get() + 1);
 }
 
-/// Waits until every message reached every member, nothing arrived for
-/// [`DRAIN_QUIET`], or `limit` passed.
+/// Waits until every message reached every member, nothing arrived for a
+/// second, or `limit` passed ([`super::wait_for_deliveries`]).
 async fn drain(board: &Board, members: usize, limit: Duration) {
-    let limit = Instant::now() + limit;
     let expected = (board.sent.borrow().len() * members) as u64;
     let seen = || {
         board
@@ -518,16 +513,7 @@ async fn drain(board: &Board, members: usize, limit: Duration) {
             .map(|&d| u64::from(d))
             .sum::<u64>()
     };
-    let mut last = seen();
-    let mut progress = Instant::now();
-    while last < expected && Instant::now() < limit && progress.elapsed() < DRAIN_QUIET {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-        let now = seen();
-        if now > last {
-            last = now;
-            progress = Instant::now();
-        }
-    }
+    super::wait_for_deliveries(expected, limit, seen).await;
 }
 
 /// The run's metrics and details.
